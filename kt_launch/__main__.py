@@ -1,0 +1,3 @@
+from kt_launch.cli import main
+
+raise SystemExit(main())
