@@ -1,0 +1,293 @@
+"""Host facts: cores, NUMA, ISA flags, memory and GPUs, read once at the edge.
+
+`gather_host()` reads /proc, /sys, psutil and nvidia-smi; `HostFacts.from_json()` reads a recorded
+file (`--host-facts`). Missing sources degrade to notes (info findings), never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    model: str
+    physical_cores: int
+    logical_cpus: int
+    usable_cpus: tuple[int, ...]
+    flags: frozenset[str]
+    # Physical cores inside the affinity mask and cgroup quota; None = derive from the ratio.
+    usable_physical_cores: int | None = None
+
+
+@dataclass(frozen=True)
+class NumaNode:
+    id: int
+    cpus: tuple[int, ...]
+    memory_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class GpuFacts:
+    index: int
+    name: str
+    memory_bytes: int = 0
+    uuid: str = ""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    cpu: CpuFacts
+    numa: tuple[NumaNode, ...]
+    memory_total_bytes: int
+    memory_available_bytes: int
+    gpus: tuple[GpuFacts, ...] = ()
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    source: str = field(default="this machine", compare=False)
+
+    # -- derived views -------------------------------------------------------------------
+    @property
+    def usable_physical_cores(self) -> int:
+        if self.cpu.usable_physical_cores is not None:
+            return max(1, self.cpu.usable_physical_cores)
+        logical = max(1, self.cpu.logical_cpus)
+        usable = len(self.cpu.usable_cpus) or logical
+        return max(1, round(self.cpu.physical_cores * usable / logical))
+
+    @property
+    def cpu_numa_nodes(self) -> tuple[NumaNode, ...]:
+        """NUMA nodes that have CPUs inside the affinity mask (memory-only nodes are no thread pool)."""
+        usable = set(self.cpu.usable_cpus)
+        nodes = tuple(n for n in self.numa if n.cpus and (not usable or usable & set(n.cpus)))
+        return nodes or (NumaNode(0, tuple(self.cpu.usable_cpus)),)
+
+    # -- (de)serialisation: the `doctor --json` / `--host-facts` format -----------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cpu": {
+                "model": self.cpu.model,
+                "physical_cores": self.cpu.physical_cores,
+                "logical_cpus": self.cpu.logical_cpus,
+                "usable_cpus": list(self.cpu.usable_cpus),
+                "usable_physical_cores": self.usable_physical_cores,
+                "flags": sorted(self.cpu.flags),
+            },
+            "numa": [{"id": n.id, "cpus": list(n.cpus), "memory_bytes": n.memory_bytes} for n in self.numa],
+            "memory": {"total_bytes": self.memory_total_bytes, "available_bytes": self.memory_available_bytes},
+            "gpus": [
+                {"index": g.index, "name": g.name, "memory_bytes": g.memory_bytes, **({"uuid": g.uuid} if g.uuid else {})}
+                for g in self.gpus
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "file") -> "HostFacts":
+        """Parse the host-facts format. Raises ValueError naming the bad field."""
+        from kt_launch.facts.host_schema import HostFactsFile
+
+        f = HostFactsFile.model_validate(data)
+        cpus = tuple(f.cpu.usable_cpus) or tuple(range(f.cpu.logical_cpus))
+        cpu = CpuFacts(
+            model=f.cpu.model,
+            physical_cores=f.cpu.physical_cores,
+            logical_cpus=f.cpu.logical_cpus,
+            usable_cpus=cpus,
+            flags=frozenset(x.lower() for x in f.cpu.flags),
+            usable_physical_cores=f.cpu.usable_physical_cores,
+        )
+        numa = tuple(NumaNode(n.id, tuple(n.cpus), n.memory_bytes) for n in f.numa)
+        gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid) for g in f.gpus)
+        return cls(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source)
+
+
+def load_host_facts(path: str | os.PathLike) -> HostFacts:
+    """Read a `--host-facts` file. Raises ValueError with the file named."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"--host-facts {p}: no such file; record one with `kt-launch doctor --json > {p.name}`")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--host-facts {p}: not readable JSON ({e})")
+    try:
+        return HostFacts.from_json(data, source=str(p))
+    except ValueError as e:  # pydantic ValidationError is a ValueError
+        raise ValueError(f"--host-facts {p}: {_short_validation(e)}")
+
+
+def _short_validation(e: Exception) -> str:
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        parts = []
+        for err in errors()[:5]:
+            loc = ".".join(str(x) for x in err.get("loc", ()))
+            parts.append(f"{loc}: {err.get('msg')}")
+        return "; ".join(parts)
+    return str(e)
+
+
+# ---------------------------------------------------------------------------------------
+# Gathering from this machine
+# ---------------------------------------------------------------------------------------
+
+def gather_host(env: dict[str, str] | None = None, root: str = "/") -> HostFacts:
+    env = dict(os.environ if env is None else env)
+    notes: list[str] = []
+    rootp = Path(root)
+    model, flags = _cpuinfo(rootp / "proc/cpuinfo", notes)
+    logical = psutil.cpu_count(logical=True) or os.cpu_count() or 1
+    physical = psutil.cpu_count(logical=False) or logical
+    try:
+        usable = tuple(sorted(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        usable = tuple(range(logical))
+    usable_phys = _usable_physical(rootp, usable, notes)
+    quota = _cgroup_quota_cpus(rootp, notes)
+    if quota is not None and usable_phys is not None and quota < usable_phys:
+        notes.append(f"cgroup CPU quota allows {quota} CPUs; usable physical cores capped from {usable_phys}")
+        usable_phys = max(1, quota)
+    numa = _numa_nodes(rootp, notes)
+    vm = psutil.virtual_memory()
+    gpus = _gpus(env, notes)
+    cpu = CpuFacts(model, physical, logical, usable, flags, usable_phys)
+    return HostFacts(cpu, numa, int(vm.total), int(vm.available), gpus, tuple(notes))
+
+
+def _cpuinfo(path: Path, notes: list[str]) -> tuple[str, frozenset[str]]:
+    model, flags = "unknown", set()
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        notes.append(f"{path} not readable: CPU flags unknown")
+        return model, frozenset()
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == "unknown":
+            model = val.strip()
+        elif key == "flags":  # every flags line: hybrid CPUs can differ per core
+            flags.update(val.lower().split())
+    return model, frozenset(flags)
+
+
+def _usable_physical(root: Path, usable: tuple[int, ...], notes: list[str]) -> int | None:
+    cores = set()
+    for cpu in usable:
+        topo = root / f"sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            pkg = (topo / "physical_package_id").read_text().strip()
+            core = (topo / "core_id").read_text().strip()
+        except OSError:
+            notes.append("CPU topology not readable under /sys: usable physical cores estimated from the ratio")
+            return None
+        cores.add((pkg, core))
+    return len(cores) or None
+
+
+def _cgroup_quota_cpus(root: Path, notes: list[str]) -> int | None:
+    try:
+        quota, period = (root / "sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, int(int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int((root / "sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        p = int((root / "sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if q <= 0 else max(1, q // p)
+    except (OSError, ValueError):
+        return None
+
+
+def parse_cpulist(text: str) -> tuple[int, ...]:
+    out: list[int] = []
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return tuple(out)
+
+
+def _numa_nodes(root: Path, notes: list[str]) -> tuple[NumaNode, ...]:
+    base = root / "sys/devices/system/node"
+    nodes = []
+    try:
+        entries = sorted(base.glob("node[0-9]*"), key=lambda p: int(p.name[4:]))
+    except OSError:
+        entries = []
+    for d in entries:
+        try:
+            cpus = parse_cpulist((d / "cpulist").read_text())
+        except (OSError, ValueError):
+            cpus = ()
+        mem = 0
+        try:
+            for line in (d / "meminfo").read_text().splitlines():
+                if "MemTotal:" in line:
+                    mem = int(line.split()[-2]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        nodes.append(NumaNode(int(d.name[4:]), cpus, mem))
+    if not nodes:
+        notes.append(f"{base} not readable: assuming one NUMA node")
+    return tuple(nodes)
+
+
+def _gpus(env: dict[str, str], notes: list[str]) -> tuple[GpuFacts, ...]:
+    smi = shutil.which("nvidia-smi", path=env.get("PATH"))
+    if not smi:
+        notes.append("nvidia-smi not found: no GPUs seen")
+        return ()
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        notes.append(f"nvidia-smi failed ({e.__class__.__name__}): no GPUs seen")
+        return ()
+    all_gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 4:
+            continue
+        try:
+            all_gpus.append(GpuFacts(int(parts[0]), parts[1], int(float(parts[2])) * 1024 * 1024, parts[3]))
+        except ValueError:
+            continue
+    return filter_visible(all_gpus, env.get("CUDA_VISIBLE_DEVICES"), notes)
+
+
+def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) -> tuple[GpuFacts, ...]:
+    """Apply CUDA_VISIBLE_DEVICES (indices or UUIDs, order kept) and renumber as CUDA does."""
+    if visible is None:
+        return tuple(gpus)
+    picked: list[GpuFacts] = []
+    for item in [x.strip() for x in visible.split(",") if x.strip()]:
+        match = None
+        if item.lstrip("-").isdigit():
+            idx = int(item)
+            if idx < 0:
+                break  # CUDA stops at the first invalid entry
+            match = next((g for g in gpus if g.index == idx), None)
+        else:
+            match = next((g for g in gpus if g.uuid and (g.uuid == item or g.uuid.startswith(item))), None)
+        if match is None:
+            notes.append(f"CUDA_VISIBLE_DEVICES entry {item!r} matches no GPU; CUDA ignores it and all after it")
+            break
+        picked.append(match)
+    return tuple(GpuFacts(i, g.name, g.memory_bytes, g.uuid) for i, g in enumerate(picked))

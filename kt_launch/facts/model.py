@@ -1,0 +1,112 @@
+"""Model facts from the HF `config.json`: MoE shape (experts, top-k, which layers are MoE).
+
+Understands DeepSeek-V2/V3 and Kimi-K2 (`n_routed_experts`, `first_k_dense_replace`, `moe_layer_freq`),
+Qwen3-MoE (`num_experts`, `decoder_sparse_step`, `mlp_only_layers`) and Mixtral (`num_local_experts`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    model_type: str
+    hidden_size: int
+    moe_intermediate_size: int
+    num_experts: int
+    top_k: int
+    num_layers: int
+    moe_layers: tuple[int, ...]
+    torch_dtype: str = "bfloat16"
+    expert_naming: str = "deepseek"  # "deepseek" (mlp.experts.E.{gate,up,down}_proj) or "mixtral" (block_sparse_moe.experts.E.w1/w3/w2)
+
+    @property
+    def shape_key(self) -> str:
+        """Identifies the MoE layer shape for caches (tuning) independent of the checkpoint path."""
+        return f"{self.model_type}-h{self.hidden_size}-i{self.moe_intermediate_size}-e{self.num_experts}-k{self.top_k}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_type": self.model_type, "hidden_size": self.hidden_size,
+            "moe_intermediate_size": self.moe_intermediate_size, "num_experts": self.num_experts,
+            "top_k": self.top_k, "num_layers": self.num_layers, "moe_layers": list(self.moe_layers),
+            "torch_dtype": self.torch_dtype, "expert_naming": self.expert_naming,
+        }
+
+
+class ModelConfigError(ValueError):
+    """config.json is missing, unreadable or lacks the MoE keys; the message names the file and key."""
+
+
+def shape_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelFacts:
+    if not isinstance(cfg, dict):
+        raise ModelConfigError(f"{where}: top level is not a JSON object")
+    text = cfg.get("text_config")
+    if isinstance(text, dict) and "hidden_size" in text:
+        cfg = {**cfg, **text}
+
+    def need(*keys: str) -> Any:
+        for k in keys:
+            v = cfg.get(k)
+            if v is not None:
+                return v
+        raise ModelConfigError(f"{where}: none of {', '.join(keys)} is set; is this a MoE model?")
+
+    def as_int(v: Any, key: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ModelConfigError(f"{where}: {key} must be an integer, got {v!r}")
+        return v
+
+    model_type = str(cfg.get("model_type", "unknown"))
+    hidden = as_int(need("hidden_size"), "hidden_size")
+    layers = as_int(need("num_hidden_layers"), "num_hidden_layers")
+    experts = as_int(need("n_routed_experts", "num_experts", "num_local_experts"), "n_routed_experts")
+    top_k = as_int(need("num_experts_per_tok", "num_experts_per_token"), "num_experts_per_tok")
+    naming = "deepseek"
+    if "num_local_experts" in cfg and "n_routed_experts" not in cfg and "num_experts" not in cfg:
+        naming = "mixtral"
+        inter = as_int(need("intermediate_size"), "intermediate_size")
+    else:
+        inter = as_int(need("moe_intermediate_size", "intermediate_size"), "moe_intermediate_size")
+    moe_layers = _moe_layers(cfg, layers)
+    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+    return ModelFacts(model_type, hidden, inter, experts, top_k, layers, moe_layers, dtype, naming)
+
+
+def _moe_layers(cfg: dict[str, Any], layers: int) -> tuple[int, ...]:
+    if "first_k_dense_replace" in cfg or "n_routed_experts" in cfg:
+        first = cfg.get("first_k_dense_replace") or 0
+        freq = cfg.get("moe_layer_freq") or 1
+        if isinstance(freq, list):
+            return tuple(i for i in range(layers) if i < len(freq) and freq[i])
+        freq = freq if isinstance(freq, int) and freq > 0 else 1
+        return tuple(i for i in range(layers) if i >= first and i % freq == 0)
+    if "decoder_sparse_step" in cfg or "mlp_only_layers" in cfg:
+        step = cfg.get("decoder_sparse_step") or 1
+        dense = set(cfg.get("mlp_only_layers") or [])
+        return tuple(i for i in range(layers) if i not in dense and (i + 1) % step == 0)
+    return tuple(range(layers))
+
+
+def read_model_facts(model_path: str) -> ModelFacts:
+    """Read `<model_path>/config.json`. Raises ModelConfigError naming the file."""
+    p = Path(model_path) / "config.json"
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ModelConfigError(f"{p}: not found; model.path must be a HuggingFace model directory")
+    except IsADirectoryError:
+        raise ModelConfigError(f"{p}: is a directory, expected a JSON file")
+    except OSError as e:
+        raise ModelConfigError(f"{p}: not readable ({e.strerror})")
+    try:
+        cfg = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ModelConfigError(f"{p}: not UTF-8 text")
+    except json.JSONDecodeError as e:
+        raise ModelConfigError(f"{p}: invalid JSON at line {e.lineno} ({e.msg})")
+    return shape_from_config(cfg, str(p))

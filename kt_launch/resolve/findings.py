@@ -1,0 +1,39 @@
+"""Findings: what a rule says about a plan. Stable codes, a message naming the field or file, a fix line.
+
+Code ranges: KT-x1xx core plan, KT-x2xx artifacts/preflight, KT-x3xx SGLang flavour,
+KT-x4xx kt-kernel backend, KT-x5xx operating (doctor, supervise); x = E error, W warning, I info.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Level = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    code: str
+    message: str
+    fix: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def error(code: str, message: str, fix: str = "") -> Finding:
+    return Finding("error", code, message, fix)
+
+
+def warning(code: str, message: str, fix: str = "") -> Finding:
+    return Finding("warning", code, message, fix)
+
+
+def info(code: str, message: str, fix: str = "") -> Finding:
+    return Finding("info", code, message, fix)
+
+
+def has_errors(findings) -> bool:
+    return any(f.level == "error" for f in findings)

@@ -1,0 +1,38 @@
+"""The resolved launch plan: values with provenance, plus findings. Produced by resolve(), read by render."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kt_launch.resolve.findings import Finding, has_errors
+
+Source = Literal["default", "profile", "env", "cli", "host", "derived", "tuned"]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    value: Any
+    source: Source
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "source": self.source, "reason": self.reason}
+
+
+@dataclass
+class LaunchPlan:
+    """Everything render needs. `values` is keyed by profile vocabulary ("kt.cpuinfer", "moe_lora.path")."""
+
+    flavor: str
+    values: dict[str, Resolved] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    passthrough: list[str] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        r = self.values.get(key)
+        return default if r is None else r.value
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.findings)
