@@ -1,0 +1,114 @@
+"""The pipeline at the edge: gather facts (all I/O), resolve (pure), render. Used by every CLI command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from kt_launch.config.locate import find_profile
+from kt_launch.config.models import UserConfig
+from kt_launch.config.sources import ConfigError, Provenance, load_config
+from kt_launch.facts.adapters import read_adapter_config
+from kt_launch.facts.host import HostFacts, gather_host, load_host_facts
+from kt_launch.facts.model import ModelConfigError, read_model_facts
+from kt_launch.render.argv import Command, render_command
+from kt_launch.resolve.findings import Finding, info
+from kt_launch.resolve.inputs import ResolveInput
+from kt_launch.resolve.lora import adapter_config_dirs
+from kt_launch.resolve.pipeline import resolve
+from kt_launch.resolve.plan import LaunchPlan
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for on the command line."""
+
+    profile: str
+    sets: tuple[str, ...] = ()
+    host_facts: str | None = None
+    checks: bool = True
+    passthrough: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    config: UserConfig
+    host: HostFacts
+    plan: LaunchPlan
+    command: Command
+
+    @property
+    def findings(self) -> list[Finding]:
+        order = {"error": 0, "warning": 1, "info": 2}
+        return sorted(self.plan.findings + self.command.findings, key=lambda f: order[f.level])
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+
+def host_facts_for(path: str | None) -> HostFacts:
+    if path is None:
+        return gather_host()
+    try:
+        return load_host_facts(path)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def load_request(req: Request, environ: Mapping[str, str] | None = None) -> tuple[UserConfig, Provenance, Path]:
+    environ = os.environ if environ is None else environ
+    path = find_profile(req.profile, environ)
+    cfg, prov = load_config(path, environ, list(req.sets))
+    return cfg, prov, path
+
+
+def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tuple[UserConfig, ResolveInput]:
+    cfg, prov, path = load_request(req, environ)
+    host = host_facts_for(req.host_facts)
+    model = problem = None
+    adapters = {}
+    artifacts = None
+    if req.checks:
+        try:
+            model = read_model_facts(cfg.model.path)
+        except ModelConfigError as e:
+            problem = str(e)
+        for d in adapter_config_dirs(cfg):
+            a = read_adapter_config(d)
+            if a is not None:
+                adapters[d] = a
+        artifacts = _gather_artifacts(cfg)
+    inp = ResolveInput(
+        config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
+        adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg), tuned=_tuned(cfg, host, model),
+        passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),
+    )
+    return cfg, inp
+
+
+def _gather_artifacts(cfg: UserConfig):
+    try:
+        from kt_launch.facts.artifacts import gather_artifacts
+    except ImportError:
+        return None
+    return gather_artifacts(cfg)
+
+
+def _sglang_facts(cfg: UserConfig):
+    return None
+
+
+def _tuned(cfg: UserConfig, host: HostFacts, model):
+    return None
+
+
+def plan_request(req: Request, environ: Mapping[str, str] | None = None) -> Outcome:
+    cfg, inp = gather_inputs(req, environ)
+    plan = resolve(inp)
+    if inp.host.notes:
+        plan.findings += [info("KT-I102", f"host facts: {n}") for n in inp.host.notes]
+    return Outcome(cfg, inp.host, plan, render_command(plan))

@@ -1,0 +1,146 @@
+"""Command line: parse argv, run the pipeline, map outcomes to exit codes (0 ok, 2 invalid input, 3 plan errors)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from kt_launch import __version__
+from kt_launch.config.sources import ConfigError
+
+EXIT_OK, EXIT_INVALID, EXIT_PLAN = 0, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors: exit 2 with a message, like every invalid input
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True, metavar="PATH|NAME", help="profile YAML, or a name in ./configs, "
+                   "$KT_LAUNCH_PROFILE_DIR, ~/.config/kt-launch/profiles")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one value, e.g. --set kt.cpuinfer=48 (highest precedence)")
+    p.add_argument("--host-facts", metavar="FILE", help="plan for a recorded host (`kt-launch doctor --json`)")
+    p.add_argument("--no-check", action="store_true", help="skip file-system checks (paths need not exist here)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kt-launch", description="Resolve, check and launch SGLang with kt-kernel CPU experts.")
+    p.add_argument("--version", action="version", version=f"kt-launch {__version__}")
+    _profile_args(p)
+    p.add_argument("--dry-run", action="store_true", help="print the resolved command, values and findings; run nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan")
+    return p
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    subs = {}
+    d = _Parser(prog="kt-launch doctor", description="Facts and verdicts about this machine.")
+    d.add_argument("--json", action="store_true", help="host facts in the --host-facts format")
+    subs["doctor"] = d
+    c = _Parser(prog="kt-launch check", description="Resolve a profile and run every check; launch nothing.")
+    _profile_args(c)
+    c.add_argument("--json", action="store_true")
+    subs["check"] = c
+    s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
+    subs["schema"] = s
+    return subs
+
+
+def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except ConfigError as e:
+        print(f"kt-launch: error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("kt-launch: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _main(argv: list[str]) -> int:
+    own, passthrough = _split_passthrough(argv)
+    subs = _subparsers()
+    if own and own[0] in subs:
+        args = subs[own[0]].parse_args(own[1:])
+        return getattr(sys.modules[__name__], f"cmd_{own[0]}")(args, passthrough)
+    args = build_parser().parse_args(own)
+    if args.json and not args.dry_run:
+        raise ConfigError("--json needs --dry-run (or use `kt-launch check --json`)")
+    return cmd_launch(args, passthrough)
+
+
+def _request(args, passthrough):
+    from kt_launch.app import Request
+
+    return Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts,
+                   checks=not args.no_check, passthrough=tuple(passthrough))
+
+
+def cmd_launch(args, passthrough) -> int:
+    from kt_launch.app import plan_request
+    from kt_launch.render.text import findings_text, plan_json, plan_text
+
+    out = plan_request(_request(args, passthrough))
+    if args.dry_run:
+        sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n" if args.json
+                         else plan_text(out.plan, out.command, out.findings))
+        return EXIT_OK if out.ok else EXIT_PLAN
+    if not out.ok:
+        sys.stderr.write(findings_text(out.findings))
+        sys.stderr.write("kt-launch: the plan has errors; nothing was launched (see --dry-run)\n")
+        return EXIT_PLAN
+    from kt_launch.run.execute import exec_command
+
+    return exec_command(out.command, out.findings)
+
+
+def cmd_check(args, passthrough) -> int:
+    from kt_launch.app import plan_request
+    from kt_launch.render.text import findings_text, plan_json
+
+    out = plan_request(_request(args, passthrough))
+    if args.json:
+        sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n")
+    else:
+        sys.stdout.write(findings_text(out.findings))
+    return EXIT_OK if out.ok else EXIT_PLAN
+
+
+def cmd_doctor(args, passthrough) -> int:
+    from kt_launch.facts.host import gather_host
+
+    host = gather_host()
+    doc = host.to_json()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    c = host.cpu
+    print(f"cpu:    {c.model}: {c.physical_cores} physical cores, {c.logical_cpus} logical CPUs, "
+          f"{host.usable_physical_cores} usable physical cores")
+    print(f"numa:   {len(host.numa)} node(s); with CPUs: {[n.id for n in host.cpu_numa_nodes]}")
+    print(f"memory: {host.memory_total_bytes / 2**30:.1f} GiB total, {host.memory_available_bytes / 2**30:.1f} GiB available")
+    print(f"gpus:   {', '.join(f'{g.index}: {g.name}' for g in host.gpus) or 'none'}")
+    for n in host.notes:
+        print(f"note:   {n}")
+    return EXIT_OK
+
+
+def cmd_schema(args, passthrough) -> int:
+    from kt_launch.config.models import UserConfig
+
+    print(json.dumps(UserConfig.model_json_schema(), indent=2))
+    return EXIT_OK

@@ -1,0 +1,54 @@
+"""LoRA adapter facts: what `adapter_config.json` says (rank, alpha, target modules), read strictly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    path: str  # the adapter_config.json file
+    peft_type: str | None
+    r: int | None
+    lora_alpha: float | None
+    target_modules: tuple[str, ...] | None
+    problem: str | None = None  # why the file could not be used, naming the file and key
+
+
+def read_adapter_config(adapter_dir: str | Path) -> AdapterConfig | None:
+    """None when there is no adapter_config.json; an AdapterConfig with `problem` set when it is unusable."""
+    p = Path(adapter_dir) / "adapter_config.json"
+    try:
+        raw = p.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        return AdapterConfig(str(p), None, None, None, None, f"{p}: not readable ({e.strerror or e})")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return AdapterConfig(str(p), None, None, None, None, f"{p}: not valid UTF-8 JSON ({e})")
+    if not isinstance(data, dict):
+        return AdapterConfig(str(p), None, None, None, None, f"{p}: top level is not a JSON object")
+    r, alpha, tm = data.get("r"), data.get("lora_alpha"), data.get("target_modules")
+    problems = []
+    if not (isinstance(r, int) and not isinstance(r, bool) and r > 0):
+        problems.append(f"`r` must be a positive integer (got {r!r})")
+        r = None
+    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0):
+        problems.append(f"`lora_alpha` must be a positive number (got {alpha!r})")
+        alpha = None
+    if isinstance(tm, str):
+        tm = (tm,)
+    elif isinstance(tm, list) and all(isinstance(x, str) for x in tm):
+        tm = tuple(tm)
+    else:
+        problems.append(f"`target_modules` must be a list of module names (got {tm!r})")
+        tm = None
+    peft = data.get("peft_type")
+    if not isinstance(peft, str):
+        peft = None
+    problem = f"{p}: " + "; ".join(problems) if problems else None
+    return AdapterConfig(str(p), peft, r, None if alpha is None else float(alpha), tm, problem)

@@ -1,0 +1,88 @@
+"""MoE-expert LoRA (SFT mode) and ordinary LoRA adapters."""
+
+from __future__ import annotations
+
+import posixpath
+
+from kt_launch.config.models import UserConfig
+from kt_launch.resolve.findings import Finding, error, warning
+from kt_launch.resolve.inputs import ResolveInput
+from kt_launch.resolve.plan import Resolved
+from kt_launch.resolve.values import user_value
+
+
+def lora_entries(cfg: UserConfig) -> list[tuple[str | None, str]]:
+    """(name, path) of every lora.paths entry."""
+    out = []
+    for item in cfg.lora.paths:
+        if isinstance(item, str):
+            out.append((None, item))
+        else:
+            out.append((item.name, item.path))
+    return out
+
+
+def adapter_config_dirs(cfg: UserConfig) -> list[str]:
+    """Where `adapter_config.json` for moe_lora rank/alpha may live, in the order it is looked for:
+    the moe_lora path itself (an adapter dir), the lora.paths dirs (the seed's PEFT checkpoint),
+    then the directory holding a converted moe_lora file."""
+    dirs: list[str] = []
+    if cfg.moe_lora is not None:
+        dirs.append(cfg.moe_lora.path)
+    dirs.extend(p for _, p in lora_entries(cfg))
+    if cfg.moe_lora is not None:
+        dirs.append(posixpath.dirname(cfg.moe_lora.path.rstrip("/")) or ".")
+    seen, ordered = set(), []
+    for d in dirs:
+        if d not in seen:
+            seen.add(d)
+            ordered.append(d)
+    return ordered
+
+
+def resolve_lora(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    cfg, prov = inp.config, inp.provenance
+    entries = lora_entries(cfg)
+    if entries:
+        values["lora.paths"] = user_value(prov, "lora.paths",
+                                          [p if n is None else f"{n}={p}" for n, p in entries])
+    ml = cfg.moe_lora
+    if ml is None:
+        return
+    values["moe_lora.path"] = user_value(prov, "moe_lora.path", ml.path)
+    found = next(((d, a) for d in adapter_config_dirs(cfg) if (a := inp.adapters.get(d)) is not None), None)
+    for key, attr, user in (("moe_lora.rank", "r", ml.rank), ("moe_lora.alpha", "lora_alpha", ml.alpha)):
+        from_file = getattr(found[1], attr) if found else None
+        if user is not None:
+            values[key] = user_value(prov, key, user)
+            if from_file is not None and float(from_file) != float(user):
+                out.append(error("KT-E121", f"{key}={user} disagrees with `{attr}: {from_file}` in {found[1].path}; "
+                                 "the LoRA would be scaled wrongly", f"set {key}={from_file} or leave it unset"))
+        elif from_file is not None:
+            values[key] = Resolved(from_file, "derived", f"`{attr}` in {found[1].path}")
+        else:
+            why = found[1].problem if found and found[1].problem else (
+                "no adapter_config.json found" if inp.checks else "files not read under --no-check")
+            values[key] = Resolved(None, "default", why)
+            out.append(error("KT-E122", f"{key} is unknown: {why}",
+                             f"set {key} or put adapter_config.json beside the LoRA (looked in: "
+                             f"{', '.join(adapter_config_dirs(cfg))})"))
+
+
+def resolve_cuda_graph(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    cfg, prov = inp.config, inp.provenance
+    user = cfg.server.disable_cuda_graph
+    if cfg.moe_lora is None:
+        if user is not None:
+            values["server.disable_cuda_graph"] = user_value(prov, "server.disable_cuda_graph", user)
+        return
+    if user is False:
+        values["server.disable_cuda_graph"] = user_value(prov, "server.disable_cuda_graph", False)
+        out.append(error("KT-E123", "server.disable_cuda_graph=false in MoE-LoRA mode: the SFT expert forward "
+                         "returns CPU tensors, so CUDA graph capture fails with a cuda:0/cpu device mismatch",
+                         "remove server.disable_cuda_graph (it is turned on for you)"))
+        return
+    values["server.disable_cuda_graph"] = Resolved(True, "derived", "MoE-LoRA experts return CPU tensors; "
+                                                   "CUDA graphs cannot capture them")
+    out.append(warning("KT-W121", "CUDA graphs are disabled: MoE-LoRA (SFT) experts run synchronously on the CPU "
+                       "and return CPU tensors; expect lower decode throughput than plain inference"))

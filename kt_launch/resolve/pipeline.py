@@ -1,0 +1,65 @@
+"""resolve(): facts + user config -> LaunchPlan. Pure: same input, same plan; bad input becomes findings."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from kt_launch.resolve.experts import resolve_gpu_experts, resolve_method, resolve_model_shape, resolve_weights
+from kt_launch.resolve.findings import Finding, info
+from kt_launch.resolve.inputs import ResolveInput
+from kt_launch.resolve.lora import resolve_cuda_graph, resolve_lora
+from kt_launch.resolve.plan import LaunchPlan, Resolved
+from kt_launch.resolve.server import resolve_runtime, resolve_server
+from kt_launch.resolve.threads import resolve_threads
+from kt_launch.resolve.values import user_value
+
+Step = Callable[[ResolveInput, dict, list], None]
+Check = Callable[[ResolveInput, dict], Iterable[Finding]]
+
+# Steps fill in values (in this order: later steps read earlier values).
+STEPS: tuple[Step, ...] = (
+    resolve_model_shape, resolve_method, resolve_weights, resolve_threads, resolve_gpu_experts,
+    resolve_lora, resolve_cuda_graph, resolve_server, resolve_runtime,
+)
+
+
+def resolve_flavor(inp: ResolveInput, out: list[Finding]) -> Resolved:
+    wanted = inp.config.runtime.flavor
+    detected = getattr(inp.sglang, "flavor", None)
+    if wanted != "auto":
+        return user_value(inp.provenance, "runtime.flavor", wanted)
+    if detected:
+        return Resolved(detected, "host", f"detected from the installed SGLang ({inp.sglang.describe()})")
+    out.append(info("KT-I301", "runtime.flavor is auto and no installed SGLang was inspected; planning for sglang-kt",
+                    "set runtime.flavor, or install sglang-kt into runtime.python"))
+    return Resolved("sglang-kt", "default", "auto without an inspected SGLang")
+
+
+def check_rules() -> tuple[Check, ...]:
+    """Rule tables that only inspect the resolved values and facts (preflight, flavour, backend)."""
+    from kt_launch.resolve import rules
+
+    return rules.ALL
+
+
+def resolve(inp: ResolveInput) -> LaunchPlan:
+    findings: list[Finding] = []
+    values: dict[str, Resolved] = {}
+    flavor = resolve_flavor(inp, findings)
+    values["runtime.flavor"] = flavor
+    for step in STEPS:
+        step(inp, values, findings)
+    for check in check_rules():
+        findings.extend(check(inp, values))
+    plan = LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough))
+    return plan
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    seen, out = set(), []
+    order = {"error": 0, "warning": 1, "info": 2}
+    for f in findings:
+        if f not in seen:
+            seen.add(f)
+            out.append(f)
+    return sorted(out, key=lambda f: order[f.level])
