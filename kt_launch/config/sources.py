@@ -22,7 +22,17 @@ from kt_launch.config.models import UserConfig
 
 MAX_EXTENDS_DEPTH = 16
 # libyaml's safe loader when PyYAML was built with it (several times faster); never constructs objects.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
+
+
+def _safe_load(text: str):
+    """Safe-load YAML; libyaml first, and PyYAML's own SafeLoader (the reference) where libyaml refuses."""
+    if _FAST_LOADER is not None:
+        try:
+            return yaml.load(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:
+            pass
+    return yaml.load(text, Loader=yaml.SafeLoader)
 MAX_PROFILE_BYTES = 1 << 20
 
 
@@ -115,7 +125,7 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ConfigError(f"profile {path}: not UTF-8 (byte {e.start}); save it as UTF-8")
     try:
-        data = yaml.load(text, Loader=SAFE_LOADER)
+        data = _safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
