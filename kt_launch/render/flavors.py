@@ -44,6 +44,8 @@ KEY_FLAGS: tuple[tuple[str, str], ...] = (
     ("server.max_running_requests", "--max-running-requests"),
     ("server.mem_fraction_static", "--mem-fraction-static"),
     ("server.api_key", "--api-key"),
+    ("server.lora_backend", "--lora-backend"),
+    ("server.disable_custom_all_reduce", "--disable-custom-all-reduce"),
 )
 
 

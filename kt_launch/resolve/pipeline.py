@@ -6,6 +6,7 @@ from typing import Callable, Iterable
 
 from kt_launch.resolve.experts import resolve_gpu_experts, resolve_method, resolve_model_shape, resolve_weights
 from kt_launch.resolve.findings import Finding, info
+from kt_launch.resolve.flavor_rules import resolve_flavor_lora
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.lora import resolve_cuda_graph, resolve_lora
 from kt_launch.resolve.plan import LaunchPlan, Resolved
@@ -19,7 +20,7 @@ Check = Callable[[ResolveInput, dict], Iterable[Finding]]
 # Steps fill in values (in this order: later steps read earlier values).
 STEPS: tuple[Step, ...] = (
     resolve_model_shape, resolve_method, resolve_weights, resolve_threads, resolve_gpu_experts,
-    resolve_lora, resolve_cuda_graph, resolve_server, resolve_runtime,
+    resolve_lora, resolve_cuda_graph, resolve_flavor_lora, resolve_server, resolve_runtime,
 )
 
 

@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-ALL: tuple = ()
+from kt_launch.resolve.flavor_rules import RULES as FLAVOR
+
+ALL: tuple = (*FLAVOR,)

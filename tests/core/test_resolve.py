@@ -195,3 +195,44 @@ def test_resolve_is_pure(write_profile):
     p = write_profile(SEED)
     a, b = plan_for(p), plan_for(p)
     assert a.values == b.values and a.findings == b.findings
+
+
+# --- sglang-kt expert LoRA and upstream rules ---------------------------------------------------
+KT_LORA = SEED.replace("runtime: {flavor: kt-moe-lora}", "runtime: {flavor: sglang-kt}").replace(
+    "lora: {paths: [/lora/checkpoint-133]}\n", "")
+
+
+def test_sglang_kt_expert_lora_values_and_flags(write_profile):
+    from kt_launch.render.argv import render_command
+
+    plan = plan_for(write_profile(KT_LORA))
+    assert plan.ok, plan.findings
+    argv = render_command(plan).argv
+    assert argv[argv.index("--kt-expert-lora-path") + 1] == "/lora/moe_lora.pt"
+    assert argv[argv.index("--lora-backend") + 1] == "triton" and "--disable-custom-all-reduce" in argv
+    assert argv[argv.index("--kt-method") + 1] == "AMXBF16" and "--kt-moe-lora-path" not in argv
+
+
+@pytest.mark.parametrize("sets,passthrough,code", [
+    (["lora.paths=[\"/a\"]"], (), "KT-E311"),
+    (["server.max_running_requests=1"], (), "KT-E312"),
+    ([], ("--max-running-requests", "1"), "KT-E312"),
+    (["kt.gpu_prefill_token_threshold=400"], (), "KT-E313"),
+    (["kt.enable_dynamic_expert_update=true"], (), "KT-E314"),
+    ([], ("--pp-size", "2"), "KT-E315"),
+    ([], ("--speculative-algorithm=EAGLE",), "KT-E316"),
+])
+def test_sglang_kt_expert_lora_rules(write_profile, sets, passthrough, code):
+    plan = plan_for(write_profile(KT_LORA), sets=sets, passthrough=passthrough)
+    assert code in codes(plan)
+
+
+def test_upstream_refuses_mask_kt_kernel(write_profile):
+    class Facts:
+        flavor = "sglang"
+        kt_wants_gpu_experts_mask = True
+        kt_kernel_version = "0.7.2"
+
+    plan = plan_for(write_profile(PLAIN), sets=["runtime.flavor=sglang"], sglang=Facts())
+    assert "KT-E317" in codes(plan)
+    assert "KT-W311" in codes(plan_for(write_profile(PLAIN), sets=["runtime.flavor=sglang", "kt.numa_nodes=[0]"]))
