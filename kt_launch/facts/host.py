@@ -156,7 +156,7 @@ def gather_host(env: dict[str, str] | None = None, root: str = "/") -> HostFacts
         usable_phys = max(1, quota)
     numa = _numa_nodes(rootp, notes)
     vm = psutil.virtual_memory()
-    gpus = _gpus(env, notes)
+    gpus = _gpus(env, notes, rootp)
     cpu = CpuFacts(model, physical, logical, usable, flags, usable_phys)
     return HostFacts(cpu, numa, int(vm.total), int(vm.available), gpus, tuple(notes))
 
@@ -247,19 +247,38 @@ def _numa_nodes(root: Path, notes: list[str]) -> tuple[NumaNode, ...]:
     return tuple(nodes)
 
 
-def _gpus(env: dict[str, str], notes: list[str]) -> tuple[GpuFacts, ...]:
+def _boot_id(root: Path) -> str | None:
+    try:
+        return (root / "proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tuple[GpuFacts, ...]:
+    """GPUs from nvidia-smi (50-200 ms), cached per boot: the set of GPUs does not change while up."""
+    from kt_launch.facts.cache import cache_dir, read_json, write_json
+
     smi = shutil.which("nvidia-smi", path=env.get("PATH"))
     if not smi:
         notes.append("nvidia-smi not found: no GPUs seen")
         return ()
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        notes.append(f"nvidia-smi failed ({e.__class__.__name__}): no GPUs seen")
-        return ()
+    boot = _boot_id(root)
+    entry = cache_dir(env) / "gpus.json"
+    cached = read_json(entry) if boot else None
+    if isinstance(cached, dict) and cached.get("boot_id") == boot and cached.get("smi") == smi \
+            and isinstance(cached.get("out"), str):
+        out = cached["out"]
+    else:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            notes.append(f"nvidia-smi failed ({e.__class__.__name__}): no GPUs seen")
+            return ()
+        if boot:
+            write_json(entry, {"boot_id": boot, "smi": smi, "out": out})
     all_gpus = []
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]

@@ -54,3 +54,24 @@ def test_cuda_visible_devices_order_uuid_and_invalid():
     assert [g.name for g in filter_visible(gpus, "1,7,2", notes)] == ["B"] and notes
     assert filter_visible(gpus, "", []) == ()
     assert len(filter_visible(gpus, None, [])) == 3
+
+
+def test_nvidia_smi_output_cached_per_boot(tmp_path):
+    """A real executable named nvidia-smi; the second gather reads the cache, not the program."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    count = tmp_path / "count"
+    smi = bindir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho x >> {count}\necho '0, NVIDIA H200, 143771, GPU-abc'\necho '1, NVIDIA H200, 143771, GPU-def'\n")
+    smi.chmod(0o755)
+    root = tmp_path / "root"
+    (root / "proc/sys/kernel/random").mkdir(parents=True)
+    (root / "proc/sys/kernel/random/boot_id").write_text("boot-1\n")
+    env = {"PATH": str(bindir), "KT_LAUNCH_CACHE_DIR": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": "GPU-def"}
+    for _ in range(2):
+        h = gather_host(env=env, root=str(root))
+        assert [(g.index, g.uuid, g.memory_bytes) for g in h.gpus] == [(0, "GPU-def", 143771 << 20)]
+    assert count.read_text().count("x") == 1
+    (root / "proc/sys/kernel/random/boot_id").write_text("boot-2\n")
+    gather_host(env=env, root=str(root))
+    assert count.read_text().count("x") == 2
