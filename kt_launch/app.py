@@ -50,9 +50,13 @@ class Outcome:
         return not any(f.level == "error" for f in self.findings)
 
 
-def host_facts_for(path: str | None) -> HostFacts:
+def host_facts_for(path: str | None, cuda_visible_devices: str | None = None) -> HostFacts:
+    """This machine's facts (GPUs as the server will see them), or a recorded host's."""
     if path is None:
-        return gather_host()
+        env = dict(os.environ)
+        if cuda_visible_devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+        return gather_host(env)
     try:
         return load_host_facts(path)
     except ValueError as e:
@@ -68,7 +72,7 @@ def load_request(req: Request, environ: Mapping[str, str] | None = None) -> tupl
 
 def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tuple[UserConfig, ResolveInput]:
     cfg, prov, path = load_request(req, environ)
-    host = host_facts_for(req.host_facts)
+    host = host_facts_for(req.host_facts, cfg.runtime.cuda_visible_devices)
     model = problem = None
     adapters = {}
     artifacts = None
