@@ -33,19 +33,38 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the resolved command, values and findings; run nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan")
+    p.add_argument("--supervise", action="store_true", help="run SGLang as a supervised child instead of exec: "
+                   "forward signals, wait for /health, print the OpenAI URL and a curl, propagate its exit code")
+    p.add_argument("--grace-period", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="with --supervise: time SGLang gets to exit after a signal before SIGKILL (default 30)")
+    p.add_argument("--ready-timeout", type=_seconds, default=3600.0, metavar="SECONDS",
+                   help="with --supervise: stop SGLang (exit 124) if /health is not 200 by then; 0 = no limit "
+                        "(default 3600)")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (0 <= v < 10**9):
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds between 0 and 1e9")
+    return v
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
     subs = {}
     d = _Parser(prog="kt-launch doctor", description="Facts and verdicts about this machine.")
-    d.add_argument("--json", action="store_true", help="host facts in the --host-facts format")
+    d.add_argument("--json", action="store_true", help="host facts in the --host-facts format, plus `findings`")
+    d.add_argument("--host-facts", metavar="FILE", help="judge a recorded host instead of this machine")
     subs["doctor"] = d
     c = _Parser(prog="kt-launch check", description="Resolve a profile and run every check; launch nothing.")
     _profile_args(c)
     c.add_argument("--json", action="store_true")
     subs["check"] = c
     s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
+    s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     subs["schema"] = s
     return subs
 
@@ -99,13 +118,23 @@ def cmd_launch(args, passthrough) -> int:
         sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n" if args.json
                          else plan_text(out.plan, out.command, out.findings))
         return EXIT_OK if out.ok else EXIT_PLAN
+    from kt_launch.render.redact import safe_findings
+
     if not out.ok:
-        sys.stderr.write(findings_text(out.findings))
+        sys.stderr.write(findings_text(safe_findings(out.command, out.findings)))
         sys.stderr.write("kt-launch: the plan has errors; nothing was launched (see --dry-run)\n")
         return EXIT_PLAN
+    if args.host_facts:
+        from kt_launch.run.supervise import host_facts_warning
+
+        sys.stderr.write(host_facts_warning(args.host_facts))
+    if args.supervise:
+        from kt_launch.run.supervise import launch_supervised
+
+        return launch_supervised(out, args)
     from kt_launch.run.execute import exec_command
 
-    return exec_command(out.command, out.findings)
+    return exec_command(out.command, safe_findings(out.command, out.findings))
 
 
 def cmd_check(args, passthrough) -> int:
@@ -116,31 +145,28 @@ def cmd_check(args, passthrough) -> int:
     if args.json:
         sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n")
     else:
-        sys.stdout.write(findings_text(out.findings))
+        from kt_launch.render.redact import safe_findings
+
+        sys.stdout.write(findings_text(safe_findings(out.command, out.findings)))
     return EXIT_OK if out.ok else EXIT_PLAN
 
 
 def cmd_doctor(args, passthrough) -> int:
-    from kt_launch.facts.host import gather_host
+    from kt_launch.doctor import run_doctor
 
-    host = gather_host()
-    doc = host.to_json()
-    if args.json:
-        print(json.dumps(doc, indent=2))
-        return EXIT_OK
-    c = host.cpu
-    print(f"cpu:    {c.model}: {c.physical_cores} physical cores, {c.logical_cpus} logical CPUs, "
-          f"{host.usable_physical_cores} usable physical cores")
-    print(f"numa:   {len(host.numa)} node(s); with CPUs: {[n.id for n in host.cpu_numa_nodes]}")
-    print(f"memory: {host.memory_total_bytes / 2**30:.1f} GiB total, {host.memory_available_bytes / 2**30:.1f} GiB available")
-    print(f"gpus:   {', '.join(f'{g.index}: {g.name}' for g in host.gpus) or 'none'}")
-    for n in host.notes:
-        print(f"note:   {n}")
-    return EXIT_OK
+    return run_doctor(args)
 
 
 def cmd_schema(args, passthrough) -> int:
     from kt_launch.config.models import UserConfig
 
-    print(json.dumps(UserConfig.model_json_schema(), indent=2))
+    text = json.dumps(UserConfig.model_json_schema(), indent=2) + "\n"
+    if getattr(args, "output", None):
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as e:
+            raise ConfigError(f"--output {args.output}: cannot write ({e.strerror or e})") from None
+        return EXIT_OK
+    sys.stdout.write(text)
     return EXIT_OK

@@ -6,11 +6,22 @@ import re
 
 MASK = "***"
 SECRET_FLAGS = ("--api-key", "--admin-api-key", "--hf-token", "--token")
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL|AUTH)", re.I)
+# A name is secret when one of its words (split on anything but letters and digits) is, or ends with, one
+# of these: HF_TOKEN, HUGGINGFACEHUB_API_TOKEN, GITHUBTOKEN, OPENAI_API_KEY, APIKEY, AWS_SECRET_ACCESS_KEY,
+# DB_PASSWORD. Words that merely start with one are not: TOKENIZERS_PARALLELISM, KEYBOARD, AUTHOR.
+_SECRET_WORD_ENDS = ("TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "APIKEY", "ACCESSKEY",
+                     "PRIVATEKEY", "CREDENTIAL", "CREDENTIALS")
+_SECRET_WORDS = {"KEY", "PASS", "PWD", "AUTH", "AUTHORIZATION", "BEARER", "COOKIE"}
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+")
+# Free-text scrubbing (log lines, reasons) skips values too short or too common to be a real secret:
+# replacing every "1" or "true" in a log would garble it and hide nothing.
+MIN_SCRUB_LEN = 4
+_NOT_SECRET_VALUES = {"true", "false", "none", "null", "yes", "no", "on", "off"}
 
 
 def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
+    words = [w.upper() for w in _WORD_SPLIT.split(name) if w]
+    return any(w in _SECRET_WORDS or w.endswith(_SECRET_WORD_ENDS) for w in words)
 
 
 def _secret_flag(arg: str) -> bool:
@@ -49,5 +60,26 @@ def secret_values(argv: list[str], env: dict[str, str]) -> set[str]:
 
 def scrub(text: str, secrets: set[str]) -> str:
     for s in sorted(secrets, key=len, reverse=True):
-        text = text.replace(s, MASK)
+        if len(s) >= MIN_SCRUB_LEN and s.lower() not in _NOT_SECRET_VALUES:
+            text = text.replace(s, MASK)
     return text
+
+
+def scrub_bytes(data: bytes, secrets: set[str]) -> bytes:
+    """scrub() for raw output (a child's log), whatever its encoding."""
+    for s in sorted(secrets, key=len, reverse=True):
+        if len(s) >= MIN_SCRUB_LEN and s.lower() not in _NOT_SECRET_VALUES:
+            data = data.replace(s.encode("utf-8", "surrogateescape"), MASK.encode())
+    return data
+
+
+def scrub_findings(findings, secrets: set[str]) -> list:
+    """Findings with secret values masked in their message and fix."""
+    from dataclasses import replace
+
+    return [replace(f, message=scrub(f.message, secrets), fix=scrub(f.fix, secrets)) for f in findings]
+
+
+def safe_findings(cmd, findings) -> list:
+    """The findings of a plan with every secret of its command masked (for text output and logs)."""
+    return scrub_findings(findings, secret_values(cmd.argv, cmd.env))

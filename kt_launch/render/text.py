@@ -21,6 +21,8 @@ def _resolved_json(plan: LaunchPlan, secrets: set[str]) -> dict:
             d["value"] = "***"
         if key == "runtime.env" and isinstance(d["value"], dict):
             d["value"] = redact_env(d["value"])
+        if key == "server.extra_args" and isinstance(d["value"], list):
+            d["value"] = redact_argv([str(a) for a in d["value"]])
         d["reason"] = scrub(d["reason"], secrets)
         out[key] = d
     return out
@@ -33,7 +35,8 @@ def plan_json(plan: LaunchPlan, cmd: Command, findings: list[Finding]) -> str:
         "env": redact_env(cmd.env),
         "flavor": plan.flavor,
         "resolved": _resolved_json(plan, secrets),
-        "findings": [{**f.to_json(), "message": scrub(f.message, secrets)} for f in findings],
+        "findings": [{**f.to_json(), "message": scrub(f.message, secrets), "fix": scrub(f.fix, secrets)}
+                     for f in findings],
     }
     return json.dumps(doc, indent=2)
 

@@ -1,0 +1,477 @@
+"""Supervise mode (`--supervise`): run SGLang as a child instead of exec'ing it.
+
+- The child gets its own session and process group; SIGINT/SIGTERM/SIGHUP sent to kt-launch are forwarded
+  to the whole group. After the grace period the group is SIGKILLed (a second Ctrl+C does it at once).
+  `kt run` SIGKILLs the server 0.25 s after Ctrl+C; here the server gets time to clean up.
+- Exit code: the child's; 128+N when it died by signal N; 128+N when kt-launch itself was stopped by
+  signal N (130 Ctrl+C, 143 SIGTERM, 129 SIGHUP); 124 when it was not ready within --ready-timeout.
+- The group is emptied before kt-launch exits (kt-launch is a child subreaper, so orphans come back to it).
+- The child's stdout/stderr are teed to kt-launch's, with secrets masked, and the tail is kept; a status
+  line (elapsed time, last recognised phase) runs on stderr until `/health` answers 200. Then the OpenAI
+  base URL and a ready-to-paste curl are printed.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from kt_launch.render.argv import Command
+from kt_launch.render.redact import redact_argv, scrub, scrub_bytes, scrub_findings, secret_values
+from kt_launch.render.text import findings_text
+from kt_launch.run.health import argv_value, base_url, curl_example, poll_health
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_READY_TIMEOUT = 124
+EXIT_CANNOT_START = 2
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+# Phases of an SGLang start-up, recognised from its log lines (the last match wins).
+PHASES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Traceback \(most recent call last\)|\bError\b"), "error in the log"),
+    (re.compile(r"Init torch distributed", re.I), "init torch distributed"),
+    (re.compile(r"Load weight", re.I), "load weight"),
+    (re.compile(r"Loading safetensors|checkpoint shards", re.I), "load weight (safetensors)"),
+    (re.compile(r"\bKT\b|kt_kernel|kt-kernel|KTMoE|CPUInfer|AMX", re.I), "KT (kt-kernel experts)"),
+    (re.compile(r"LoRA|lora_path|adapter", re.I), "LoRA adapters"),
+    (re.compile(r"Memory pool|KV Cache is allocated|max_total_num_tokens", re.I), "KV cache"),
+    (re.compile(r"Capture cuda graph|Capturing batches|cuda graph", re.I), "capture cuda graph"),
+    (re.compile(r"Uvicorn running|Application startup complete|server is fired up", re.I), "server up"),
+)
+
+
+@dataclass
+class SuperviseOptions:
+    grace_period: float = 30.0
+    ready_timeout: float = 3600.0  # 0 = wait for ever
+    poll_interval: float = 0.5
+    tail_lines: int = 40
+    status_every: float = 30.0  # without a terminal: a status line this often (and on each new phase)
+
+
+def host_facts_warning(path: str) -> str:
+    return (f"kt-launch: warning: --host-facts {path}: the plan was made for the recorded host in that file, "
+            "not for this machine; threads, NUMA nodes and GPUs may not fit here\n")
+
+
+# ---------------------------------------------------------------------------------------
+# Output: tee the child's pipes, keep the tail, recognise phases, draw the status line
+# ---------------------------------------------------------------------------------------
+
+class _Console:
+    """Everything written to the terminal goes through here, so the status line never garbles a log line."""
+
+    def __init__(self, secrets: set[str], tail_lines: int):
+        self.secrets = secrets
+        self.lock = threading.Lock()
+        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self.phase = "starting"
+        self.phase_changed = False
+        self.status_shown = False
+        try:
+            self.tty = sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+
+    # -- kt-launch's own messages (stderr) --
+    def say(self, text: str) -> None:
+        with self.lock:
+            self._clear_status()
+            _write(sys.stderr, scrub(text, self.secrets))
+
+    def status(self, text: str) -> None:
+        with self.lock:
+            if self.tty:
+                _write(sys.stderr, "\r\033[K" + scrub(text, self.secrets))
+                self.status_shown = True
+            else:
+                _write(sys.stderr, scrub(text, self.secrets) + "\n")
+
+    def clear_status(self) -> None:
+        with self.lock:
+            self._clear_status()
+
+    def _clear_status(self) -> None:
+        if self.status_shown:
+            _write(sys.stderr, "\r\033[K")
+            self.status_shown = False
+
+    # -- the child's output --
+    def child_line(self, data: bytes, dest: IO) -> None:
+        clean = scrub_bytes(data, self.secrets)
+        text = clean.decode("utf-8", "replace").rstrip("\r\n")
+        with self.lock:
+            self._clear_status()
+            _write_bytes(dest, clean)
+            if text.strip():
+                self.tail.append(text)
+                for pattern, label in PHASES:
+                    if pattern.search(text):
+                        if label != self.phase:
+                            self.phase, self.phase_changed = label, True
+                        break
+
+
+def _write(stream: IO, text: str) -> None:
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):  # closed terminal (SIGHUP), broken pipe: keep supervising
+        pass
+
+
+def _write_bytes(stream: IO, data: bytes) -> None:
+    try:
+        buf = getattr(stream, "buffer", None)
+        if buf is not None:
+            stream.flush()
+            buf.write(data)
+            buf.flush()
+        else:
+            stream.write(data.decode("utf-8", "replace"))
+            stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _pump(fd: int, dest: IO, console: _Console) -> None:
+    """Read the child's pipe until EOF; pass complete lines (\\n or \\r ended) on. Never stops early:
+    a child blocked on a full pipe would hang."""
+    buf = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+        while True:
+            cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+            if cut < 0:
+                break
+            lines = re.split(rb"(?<=[\r\n])", buf[:cut + 1])
+            for line in lines:
+                if line:
+                    console.child_line(line, dest)
+            buf = buf[cut + 1:]
+        if len(buf) > 65536:
+            console.child_line(buf, dest)
+            buf = b""
+    if buf:
+        console.child_line(buf, dest)
+
+
+# ---------------------------------------------------------------------------------------
+# Process group handling
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class _State:
+    grace: float
+    pgid: int | None = None
+    signals: list[int] = field(default_factory=list)
+    kill_at: float | None = None
+    killed: bool = False
+    stopping: str | None = None  # why the group was asked to stop
+
+
+def _killpg(pgid: int | None, sig: int) -> bool:
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    _reap_orphans()
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _reap_orphans() -> None:
+    """As a child subreaper, kt-launch inherits the server's orphans; reap those that exited."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except OSError:
+            return
+        if pid == 0:
+            return
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _become_subreaper(libc) -> None:
+    if libc is not None and sys.platform.startswith("linux"):
+        try:
+            libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except Exception:
+            pass
+
+
+def _child_setup(libc):
+    """In the child before exec: die with SIGTERM if kt-launch itself is killed (no orphaned server)."""
+    if libc is None or not sys.platform.startswith("linux"):
+        return None
+    prctl = libc.prctl
+    parent = os.getpid()
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # kt-launch already gone
+            os._exit(1)
+
+    return setup
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+# ---------------------------------------------------------------------------------------
+# The supervisor
+# ---------------------------------------------------------------------------------------
+
+def supervise(cmd: Command, findings, *, lora_adapter: str | None = None,
+              opts: SuperviseOptions | None = None) -> int:
+    """Run `cmd` under supervision; returns kt-launch's exit code."""
+    opts = opts or SuperviseOptions()
+    secrets = secret_values(cmd.argv, cmd.env)
+    console = _Console(secrets, opts.tail_lines)
+    shown = [f for f in findings if f.level != "info"]
+    if shown:
+        console.say(findings_text(scrub_findings(shown, secrets)))
+
+    host = argv_value(cmd.argv, "--host") or "127.0.0.1"
+    port = argv_value(cmd.argv, "--port") or "30000"
+    api_key = argv_value(cmd.argv, "--api-key")
+    url = base_url(host, port)
+    model = argv_value(cmd.argv, "--served-model-name") or argv_value(cmd.argv, "--model-path") or "default"
+
+    state = _State(grace=max(0.0, opts.grace_period))
+    previous = _install_handlers(state)
+    try:
+        return _run(cmd, console, state, opts, url, model, lora_adapter, api_key)
+    finally:
+        for sig, handler in previous.items():
+            try:
+                signal.signal(sig, handler)
+            except (OSError, ValueError, TypeError):
+                pass
+
+
+def _install_handlers(state: _State) -> dict:
+    def on_signal(signum, frame):
+        state.signals.append(signum)
+        now = time.monotonic()
+        if state.kill_at is None:
+            state.kill_at = now + state.grace
+            state.stopping = state.stopping or _signame(signum)
+        elif signum == signal.SIGINT and len(state.signals) > 1:
+            state.kill_at = now  # second Ctrl+C: do not wait any longer
+        _killpg(state.pgid, signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in FORWARDED:
+            try:
+                previous[sig] = signal.signal(sig, on_signal)
+            except (OSError, ValueError):
+                pass
+    return previous
+
+
+def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions, url: str, model: str,
+         lora_adapter: str | None, api_key: str | None) -> int:
+    env = {**os.environ, **cmd.env}
+    libc = _libc()
+    _become_subreaper(libc)
+    shown_argv = " ".join(redact_argv(cmd.argv))
+    console.say(f"kt-launch: starting (supervised, grace period {state.grace:g}s): {shown_argv}\n")
+    try:
+        proc = subprocess.Popen(cmd.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_child_setup(libc))
+    except OSError as e:
+        console.say(f"kt-launch: error: cannot start {cmd.argv[0]}: {e.strerror or e} (runtime.python)\n")
+        return EXIT_CANNOT_START
+    state.pgid = proc.pid  # start_new_session: the child leads its own group
+    if state.signals:  # a signal arrived while the child was being started
+        _killpg(state.pgid, state.signals[0])
+    pumps = [threading.Thread(target=_pump, args=(p.fileno(), dest, console), daemon=True)
+             for p, dest in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+    for t in pumps:
+        t.start()
+
+    start = time.monotonic()
+    ready = timed_out = False
+    next_poll = start
+    last_status = -1e9
+    announced_stop = False
+    health = f"{url}/health"
+    while True:
+        try:
+            rc = proc.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if state.kill_at is not None:
+            if not announced_stop:
+                announced_stop = True
+                why = state.stopping or "stop"
+                console.say(f"kt-launch: {why}: stopping SGLang (process group {state.pgid}); SIGKILL in "
+                            f"{state.grace:g}s if it is still running (Ctrl+C again: now)\n")
+            if not state.killed and now >= state.kill_at:
+                state.killed = True
+                console.say(f"kt-launch: SGLang did not exit within {state.grace:g}s: sending SIGKILL\n")
+                _killpg(state.pgid, signal.SIGKILL)
+            continue
+        if ready:
+            continue
+        elapsed = now - start
+        if now >= next_poll:
+            status = poll_health(health, timeout=1.0, api_key=api_key)
+            next_poll = time.monotonic() + opts.poll_interval
+            if status == 200:
+                ready = True
+                console.clear_status()
+                _announce_ready(console, url, model, lora_adapter, api_key is not None, time.monotonic() - start)
+                continue
+        if opts.ready_timeout and elapsed > opts.ready_timeout:
+            timed_out = True
+            console.say(f"kt-launch: error: SGLang was not ready within {opts.ready_timeout:g}s "
+                        f"(--ready-timeout); last phase: {console.phase}\n")
+            _show_tail(console)
+            state.stopping = "ready timeout"
+            state.kill_at = now + state.grace
+            _killpg(state.pgid, signal.SIGTERM)
+            continue
+        if console.tty or console.phase_changed or now - last_status >= opts.status_every:
+            console.phase_changed = False
+            last_status = now
+            console.status(f"kt-launch: waiting for {health}: {elapsed:5.0f}s, phase: {console.phase}")
+
+    console.clear_status()
+    _empty_group(state, console)
+    for t in pumps:
+        t.join(timeout=2.0)
+    for p in (proc.stdout, proc.stderr):
+        try:
+            p.close()
+        except OSError:
+            pass
+    code = _exit_code(rc, state, timed_out)
+    _report_exit(console, rc, code, state, ready, timed_out)
+    return code
+
+
+def _empty_group(state: _State, console: _Console) -> None:
+    """The leader has exited; stop whatever it left behind in its group (no orphans)."""
+    pgid = state.pgid
+    if pgid is None or not _group_alive(pgid):
+        return
+    if state.killed:
+        _killpg(pgid, signal.SIGKILL)
+    else:
+        console.say(f"kt-launch: SGLang left processes in its group {pgid}: sending SIGTERM\n")
+        _killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + (state.grace if not state.killed else 0.0)
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _group_alive(pgid):
+        console.say(f"kt-launch: sending SIGKILL to what is left of process group {pgid}\n")
+        _killpg(pgid, signal.SIGKILL)
+        end = time.monotonic() + 5.0
+        while _group_alive(pgid) and time.monotonic() < end:
+            time.sleep(0.05)
+
+
+def _exit_code(rc: int, state: _State, timed_out: bool) -> int:
+    if state.signals:
+        return 128 + state.signals[0]
+    if timed_out:
+        return EXIT_READY_TIMEOUT
+    return 128 - rc if rc < 0 else rc
+
+
+def _report_exit(console: _Console, rc: int, code: int, state: _State, ready: bool, timed_out: bool) -> None:
+    how = f"was killed by {_signame(-rc)}" if rc < 0 else f"exited with code {rc}"
+    if state.signals:
+        console.say(f"kt-launch: SGLang {how}; kt-launch was stopped by {_signame(state.signals[0])} "
+                    f"(exit code {code})\n")
+    elif timed_out:
+        console.say(f"kt-launch: SGLang {how} after the ready timeout (exit code {code})\n")
+    elif not ready:
+        console.say(f"kt-launch: error: SGLang {how} before it was ready (exit code {code}); last phase: "
+                    f"{console.phase}\n")
+        _show_tail(console)
+    else:
+        console.say(f"kt-launch: SGLang {how} (exit code {code})\n")
+
+
+def _show_tail(console: _Console) -> None:
+    lines = list(console.tail)
+    if not lines:
+        console.say("kt-launch: SGLang printed nothing\n")
+        return
+    body = "".join(f"  | {line}\n" for line in lines)
+    console.say(f"kt-launch: the last {len(lines)} lines of SGLang's output:\n{body}")
+
+
+def _announce_ready(console: _Console, url: str, model: str, adapter: str | None, has_key: bool,
+                    elapsed: float) -> None:
+    curl = curl_example(url, model, adapter, has_key)
+    lines = [f"kt-launch: SGLang is ready after {elapsed:.1f}s",
+             f"  OpenAI base URL: {url}/v1",
+             "  try it:",
+             f"    {curl[0]} \\",
+             f"    {curl[1]}"]
+    if has_key:
+        lines.append("  (set API_KEY to the server's api key first; kt-launch never prints it)")
+    if adapter is not None:
+        lines.append(f"  (LoRA adapter: {adapter})")
+    console.say("\n".join(lines) + "\n")
+
+
+def launch_supervised(out, args) -> int:
+    """cli entry: `out` is app.Outcome, `args` the parsed launch arguments."""
+    from kt_launch.resolve.lora import lora_entries
+
+    entries = lora_entries(out.config)
+    adapter = None
+    if entries:
+        name, path = entries[0]
+        adapter = name if name is not None else path
+    opts = SuperviseOptions(grace_period=args.grace_period, ready_timeout=args.ready_timeout)
+    return supervise(out.command, out.findings, lora_adapter=adapter, opts=opts)
