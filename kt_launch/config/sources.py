@@ -25,14 +25,58 @@ MAX_EXTENDS_DEPTH = 16
 _FAST_LOADER = getattr(yaml, "CSafeLoader", None)
 
 
+MAX_YAML_NODES = 100_000  # after expanding aliases: a "billion laughs" alias bomb is refused, not expanded
+
+
+class _YamlTooBig(Exception):
+    pass
+
+
+class _AliasGuard:
+    """Mixin for safe loaders: refuse documents whose aliases expand past MAX_YAML_NODES nodes or refer
+    to themselves, before anything (construction, validation, merging) walks the expanded structure."""
+
+    def construct_document(self, node):
+        sizes: dict[int, int] = {}
+        active: set[int] = set()
+
+        def size(n) -> int:
+            key = id(n)
+            if key in sizes:
+                return sizes[key]
+            if key in active:
+                raise _YamlTooBig("an alias refers to the node that contains it")
+            active.add(key)
+            total = 1
+            if isinstance(n, yaml.SequenceNode):
+                total += sum(size(c) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total += sum(size(k) + size(v) for k, v in n.value)
+            active.discard(key)
+            if total > MAX_YAML_NODES:
+                raise _YamlTooBig(f"its anchors and aliases expand to more than {MAX_YAML_NODES} values")
+            sizes[key] = total
+            return total
+
+        size(node)
+        return super().construct_document(node)
+
+
+class _GuardedSafeLoader(_AliasGuard, yaml.SafeLoader):
+    pass
+
+
+_GuardedFastLoader = type("_GuardedFastLoader", (_AliasGuard, _FAST_LOADER), {}) if _FAST_LOADER else None
+
+
 def _safe_load(text: str):
     """Safe-load YAML; libyaml first, and PyYAML's own SafeLoader (the reference) where libyaml refuses."""
-    if _FAST_LOADER is not None:
+    if _GuardedFastLoader is not None:
         try:
-            return yaml.load(text, Loader=_FAST_LOADER)
+            return yaml.load(text, Loader=_GuardedFastLoader)
         except yaml.YAMLError:
             pass
-    return yaml.load(text, Loader=yaml.SafeLoader)
+    return yaml.load(text, Loader=_GuardedSafeLoader)
 MAX_PROFILE_BYTES = 1 << 20
 
 
@@ -126,6 +170,8 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"profile {path}: not UTF-8 (byte {e.start}); save it as UTF-8")
     try:
         data = _safe_load(text)
+    except _YamlTooBig as e:
+        raise ConfigError(f"profile {path}: refused: {e} (an alias bomb?); write the values out")
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -133,6 +179,8 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"profile {path}: invalid YAML{where}: {problem}")
     except RecursionError:
         raise ConfigError(f"profile {path}: YAML nested too deeply")
+    except ValueError as e:  # e.g. an integer longer than Python's int-to-str digit limit
+        raise ConfigError(f"profile {path}: invalid value: {str(e)[:200]}")
     if data is None:
         return {}
     if not isinstance(data, dict):
