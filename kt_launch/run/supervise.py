@@ -38,7 +38,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 # Phases of an SGLang start-up, recognised from its log lines (the last match wins).
 PHASES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"Traceback \(most recent call last\)|\bError\b"), "error in the log"),
+    (re.compile(r"Traceback \(most recent call last\)|^\s*[\w.]*(Error|Exception)\b:"), "error in the log"),
     (re.compile(r"Init torch distributed", re.I), "init torch distributed"),
     (re.compile(r"Load weight", re.I), "load weight"),
     (re.compile(r"Loading safetensors|checkpoint shards", re.I), "load weight (safetensors)"),

@@ -1,0 +1,105 @@
+"""A fake SGLang for supervise tests: run as `FAKE -m sglang.launch_server --host H --port P ...`.
+
+It records its argv, environment and pid under $FAKE_DIR, prints SGLang-like log lines (including
+`server_args=...` with every argument, as SGLang does), and behaves as $FAKE_MODE says:
+  serve          HTTP on 127.0.0.1:PORT (always loopback); /health 503 until $FAKE_READY_AFTER s, then 200
+  load           "Load weight begin", then wait for ever
+  die            a traceback on stderr, exit 7
+  die_signal     kill itself with SIGUSR1
+  orphan         start a grandchild in the same process group, then exit 3
+Signals: SIGINT/SIGTERM are recorded in got_signal; then with $FAKE_IGNORE=1 they are ignored, else a
+cleanup of $FAKE_CLEANUP s runs (longer than `kt run`'s 0.25 s) and writes `cleaned` before exit 0.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+D = os.environ["FAKE_DIR"]
+MODE = os.environ.get("FAKE_MODE", "serve")
+START = time.monotonic()
+
+
+def rec(name, text):
+    tmp = os.path.join(D, name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, os.path.join(D, name))
+
+
+def val(flag, default=None):
+    argv = sys.argv[1:]
+    return argv[argv.index(flag) + 1] if flag in argv else default
+
+
+rec("argv.json", json.dumps(sys.argv[1:]))
+rec("env.json", json.dumps(dict(os.environ)))
+rec("pid", str(os.getpid()))
+
+
+def on_signal(signum, frame):
+    rec("got_signal", signal.Signals(signum).name)
+    if os.environ.get("FAKE_IGNORE") == "1":
+        return
+    time.sleep(float(os.environ.get("FAKE_CLEANUP", "0.8")))
+    rec("cleaned", "1")
+    os._exit(0)
+
+
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+
+print("server_args=ServerArgs(" + ", ".join(sys.argv[1:]) + ")", flush=True)
+print("[2026-01-01 00:00:00] Init torch distributed begin.", file=sys.stderr, flush=True)
+
+if MODE == "die":
+    print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
+    print("Traceback (most recent call last):\n  File \"model_runner.py\", line 1\nRuntimeError: boom in "
+          "kt_kernel", file=sys.stderr, flush=True)
+    sys.exit(7)
+if MODE == "die_signal":
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGUSR1)
+    time.sleep(5)
+if MODE == "orphan":
+    g = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    rec("grandchild", str(g.pid))
+    print("Load weight begin.", file=sys.stderr, flush=True)
+    time.sleep(0.3)
+    os._exit(3)
+if MODE == "load":
+    print("[2026-01-01 00:00:01] Load weight begin. avail mem=10.00 GB", file=sys.stderr, flush=True)
+    rec("loading", "1")
+    while True:
+        time.sleep(0.05)
+
+ready_after = float(os.environ.get("FAKE_READY_AFTER", "1.0"))
+
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == "/health" and time.monotonic() - START >= ready_after
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+        self.wfile.write(b"ok" if ok else b"loading")
+
+    def log_message(self, *a):
+        pass
+
+
+srv = ThreadingHTTPServer(("127.0.0.1", int(val("--port", "30000"))), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
+rec("loading", "1")
+time.sleep(ready_after / 3)
+print("[2026-01-01 00:00:02] KTMoEWrapper: kt-kernel CPU experts ready", file=sys.stderr, flush=True)
+time.sleep(ready_after / 3)
+print("[2026-01-01 00:00:03] Capture cuda graph begin.", file=sys.stderr, flush=True)
+time.sleep(ready_after / 3)
+print("INFO:     Uvicorn running on http://127.0.0.1:%s" % val("--port"), file=sys.stderr, flush=True)
+while True:
+    time.sleep(0.05)
