@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ def read_adapter_config(adapter_dir: str | Path) -> AdapterConfig | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
+        if e.errno == errno.ELOOP:  # the dir itself is a symlink loop: no adapter here (preflight says KT-E203)
+            return None
         return AdapterConfig(str(p), None, None, None, None, f"{p}: not readable ({e.strerror or e})")
     try:
         data = json.loads(raw.decode("utf-8"))

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from kt_launch.resolve.flavor_rules import RULES as FLAVOR
+from kt_launch.resolve.preflight import RULES as PREFLIGHT
 
-ALL: tuple = (*FLAVOR,)
+ALL: tuple = (*FLAVOR, *PREFLIGHT)

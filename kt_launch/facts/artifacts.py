@@ -1,0 +1,390 @@
+"""Artifact facts: what the model dir, kt.weight_path, the MoE LoRA and the LoRA dirs hold, by content.
+
+All file-system I/O of the preflight lives here (and in `fileid`). Only magic bytes and safetensors
+headers are read; tensor data never, pickles never (zip archives are listed, not opened further).
+Each file is identified once per run (a cache keyed by absolute path), so a weight dir that is the
+model dir costs nothing extra. The server port is probed here too (a bind, closed at once).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+
+from kt_launch.config.models import UserConfig
+from kt_launch.facts.adapters import AdapterConfig, read_adapter_config
+from kt_launch.facts.fileid import FileId, identify
+
+WEIGHT_EXTS = (".safetensors", ".bin", ".pt", ".pth")  # what SGLang's LoRA loader globs (non-recursive)
+PROJS = {"gate_proj": "gate", "up_proj": "up", "down_proj": "down", "w1": "gate", "w3": "up", "w2": "down"}
+MAIN_SUFFIXES = ("weight", "qweight", "weight_packed")
+
+_WS = rb"\s*"
+_HF_EXPERT = re.compile(
+    rb'"(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.'
+    rb'(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)"' + _WS + rb":" + _WS + rb"\{" + _WS + rb'"dtype"' + _WS
+    + rb":" + _WS + rb'"(\w+)"' + _WS + rb"," + _WS + rb'"shape"' + _WS + rb":" + _WS + rb"\[[\d,\s]*\]" + _WS + rb","
+    + _WS + rb'"data_offsets"' + _WS + rb":" + _WS + rb"\[" + _WS + rb"(\d+)" + _WS + rb"," + _WS + rb"(\d+)")
+_HF_EXPERT_STR = re.compile(
+    r"^(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\."
+    r"(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)$")
+_AMX_KEY = re.compile(rb'"blk\.(\d+)\.ffn_(gate|up|down)_exps\.(\d+)\.numa\.(\d+)\.weight"')
+_AMX_ANY = re.compile(rb'"blk\.\d+\.ffn_(?:gate|up|down)_exps\.')
+_KT_FILE = re.compile(r"_(up|gate|down)_(\d+)_(\d+)Byte_(quant|scale)_\.kt$")
+_LORA_EXPERT = re.compile(
+    r"^(?:base_model\.model\.model\.|base_model\.model\.|base_model\.)?(?:model\.)?layers\.(\d+)\.mlp\.experts\.(\d+)\."
+    r"(gate|up|down)_proj\.lora_(A|B)(?:\.default)?\.weight$")
+
+
+@dataclass(frozen=True)
+class ExpertSet:
+    """HF-named routed-expert tensors (`…layers.L.mlp.experts.E.{gate,up,down}_proj.*`) found in some shards."""
+
+    layers: dict[int, int] = field(default_factory=dict)  # layer -> experts that have gate, up and down weights
+    dtypes: frozenset[str] = frozenset()  # dtypes of the projection weights
+    suffixes: frozenset[str] = frozenset()  # weight, weight_scale_inv, qweight, ...
+    nbytes: int = 0  # every routed-expert tensor
+    count: int = 0
+
+    @property
+    def present(self) -> bool:
+        return self.count > 0
+
+
+@dataclass(frozen=True)
+class ModelDirFacts:
+    path: str
+    node: FileId
+    index: str | None = None  # model.safetensors.index.json, when present
+    index_problem: str | None = None
+    missing_shards: tuple[str, ...] = ()  # named in the index, not on disk
+    shards: tuple[FileId, ...] = ()
+    experts: ExpertSet = ExpertSet()
+
+
+@dataclass(frozen=True)
+class WeightDirFacts:
+    path: str
+    node: FileId
+    amx_layers: dict[int, int] = field(default_factory=dict)  # layer -> experts (blk.* keys or _layer_ dirs)
+    amx_numa: dict[int, int] = field(default_factory=dict)  # layer -> NUMA partitions
+    amx_form: str | None = None  # "safetensors" (blk.* keys) | "kt" (_layer_*/_numa_*/*.kt)
+    amx_gate_bytes: int | None = None  # bytes of one expert's gate weight, all partitions (INT4 ~ H*I/2, INT8 ~ H*I)
+    amx_nbytes: int = 0
+    hf: ExpertSet = ExpertSet()
+    gguf: tuple[FileId, ...] = ()
+    safetensors: tuple[FileId, ...] = ()  # every *.safetensors under the tree (kt-kernel walks it recursively)
+    top_safetensors: int = 0  # *.safetensors directly in the dir
+    duplicates: dict[str, tuple[str, ...]] = field(default_factory=dict)  # basename -> paths
+    bad: tuple[FileId, ...] = ()  # unusable entries met during the walk (loops, unreadable, ...)
+
+    @property
+    def looks_like(self) -> str | None:
+        """The weight format this dir holds: amx, hf, gguf or None."""
+        if self.amx_layers:
+            return "amx"
+        if self.hf.present:
+            return "hf"
+        if self.gguf:
+            return "gguf"
+        return None
+
+
+@dataclass(frozen=True)
+class AdapterDirFacts:
+    path: str
+    node: FileId
+    config: AdapterConfig | None = None
+    files: tuple[FileId, ...] = ()  # *.safetensors / *.bin / *.pt / *.pth directly inside (what SGLang globs)
+    weights_file: str | None = None  # the safetensors the expert loader reads (adapter_model.safetensors first)
+    expert_lora: dict[tuple[int, int, str, str], tuple[int, ...]] = field(default_factory=dict)
+    nonexpert_lora_keys: int = 0
+    other_keys: int = 0
+    fused: bool = False  # a raw fused_expert_lora.safetensors (training output) is present
+
+
+@dataclass(frozen=True)
+class PortFact:
+    host: str
+    port: int
+    status: str  # free | in-use | no-permission | not-local | unresolvable | unknown
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactFacts:
+    model: ModelDirFacts | None = None
+    weights: WeightDirFacts | None = None  # kt.weight_path when set in the profile
+    moe_lora: FileId | None = None
+    moe_lora_dir: AdapterDirFacts | None = None  # when moe_lora.path is a directory
+    loras: dict[str, AdapterDirFacts] = field(default_factory=dict)  # lora.paths entry path -> facts
+    port: PortFact | None = None
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self._ids: dict[str, FileId] = {}
+
+    def id(self, path: str) -> FileId:
+        key = os.path.abspath(path)
+        got = self._ids.get(key)
+        if got is None:
+            got = self._ids[key] = identify(path)
+        return got
+
+
+def gather_artifacts(cfg: UserConfig) -> ArtifactFacts:
+    cache = _Cache()
+    model = model_dir_facts(cfg.model.path, cache)
+    weights = weight_dir_facts(cfg.kt.weight_path, cache) if cfg.kt.weight_path else None
+    moe, moe_dir = None, None
+    if cfg.moe_lora is not None:
+        moe = cache.id(cfg.moe_lora.path)
+        if moe.kind == "directory":
+            moe_dir = adapter_dir_facts(cfg.moe_lora.path, cache)
+    loras: dict[str, AdapterDirFacts] = {}
+    for item in cfg.lora.paths:
+        p = item if isinstance(item, str) else item.path
+        if p not in loras:
+            loras[p] = adapter_dir_facts(p, cache)
+    return ArtifactFacts(model, weights, moe, moe_dir, loras, probe_port(cfg.server.host, cfg.server.port))
+
+
+# -- HF model dir ---------------------------------------------------------------------------
+
+def model_dir_facts(path: str, cache: _Cache) -> ModelDirFacts:
+    node = cache.id(path)
+    if node.kind != "directory":
+        return ModelDirFacts(path, node)
+    index_path = os.path.join(path, "model.safetensors.index.json")
+    names, problem, index = None, None, None
+    idx = cache.id(index_path)
+    if idx.kind != "missing":
+        index = index_path
+        names, problem = _read_index(index_path, idx)
+    if names is None:
+        names = sorted(e.name for e in _scandir(path) if e.name.endswith(".safetensors"))
+    shards, missing = [], []
+    for name in names:
+        fid = cache.id(os.path.join(path, name))
+        if fid.kind == "missing":
+            missing.append(name)
+        else:
+            shards.append(fid)
+    return ModelDirFacts(path, node, index, problem, tuple(missing), tuple(shards), hf_experts(shards))
+
+
+def _read_index(path: str, fid: FileId) -> tuple[list[str] | None, str | None]:
+    if fid.kind in ("unreadable", "directory", "symlink-loop", "empty", "special"):
+        return None, f"{path}: {fid.describe()}"
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(64 << 20).decode("utf-8"))
+    except OSError as e:
+        return None, f"{path}: not readable ({e.strerror or e})"
+    except (UnicodeDecodeError, ValueError) as e:
+        return None, f"{path}: not valid UTF-8 JSON ({e})"
+    wm = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
+        return None, f"{path}: has no `weight_map` object of tensor -> shard file"
+    return sorted(set(wm.values())), None
+
+
+def hf_experts(files) -> ExpertSet:
+    present: set[tuple[int, int, str]] = set()
+    dtypes, suffixes = set(), set()
+    nbytes = count = 0
+    for fid in files:
+        if not isinstance(fid, FileId) or not fid.ok_safetensors or b".experts." not in fid.header:
+            continue
+        rows = _HF_EXPERT.findall(fid.header)
+        if len(rows) != fid.header.count(b".experts."):  # unusual header layout: parse it fully
+            rows = [(m[1], m[2], m[3], m[4], t.dtype, 0, t.nbytes) for n, t in fid.tensors.items()
+                    if (m := _HF_EXPERT_STR.match(n))]
+        for layer, expert, proj, suffix, dtype, start, end in rows:
+            suffix = suffix.decode() if isinstance(suffix, bytes) else suffix
+            count += 1
+            nbytes += int(end) - int(start)
+            suffixes.add(suffix)
+            if suffix in MAIN_SUFFIXES:
+                dtypes.add(dtype.decode() if isinstance(dtype, bytes) else dtype)
+                present.add((int(layer), int(expert), PROJS[proj.decode() if isinstance(proj, bytes) else proj]))
+    per_le: dict[tuple[int, int], int] = {}
+    for layer, expert, _ in present:
+        per_le[(layer, expert)] = per_le.get((layer, expert), 0) + 1
+    layers: dict[int, int] = {}
+    for (layer, _), n in per_le.items():
+        layers.setdefault(layer, 0)
+        if n == 3:
+            layers[layer] += 1
+    return ExpertSet(dict(sorted(layers.items())), frozenset(dtypes), frozenset(suffixes), nbytes, count)
+
+
+# -- kt.weight_path -------------------------------------------------------------------------
+
+def _scandir(path: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def weight_dir_facts(path: str, cache: _Cache) -> WeightDirFacts:
+    node = cache.id(path)
+    if node.kind == "gguf":
+        return WeightDirFacts(path, node, gguf=(node,))
+    if node.kind != "directory":
+        return WeightDirFacts(path, node)
+    st_files: list[FileId] = []
+    gguf: list[FileId] = []
+    bad: list[FileId] = []
+    by_name: dict[str, list[str]] = {}
+    kt_layers: dict[int, str] = {}
+    top = 0
+    stack = [(path, 0)]
+    while stack:  # os.walk order does not matter; symlinked dirs are not followed (as os.walk)
+        d, depth = stack.pop()
+        for e in _scandir(d):
+            name = e.name
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if depth == 0 and name.startswith("_layer_") and name[7:].isdigit():
+                    kt_layers[int(name[7:])] = e.path
+                else:
+                    stack.append((e.path, depth + 1))
+                continue
+            if name.endswith(".safetensors"):
+                fid = cache.id(e.path)
+                by_name.setdefault(name, []).append(e.path)
+                if fid.kind in ("symlink-loop", "unreadable", "missing", "directory", "special"):
+                    bad.append(fid)
+                st_files.append(fid)
+                top += depth == 0
+            elif name.endswith(".gguf") and depth == 0:
+                gguf.append(cache.id(e.path))
+    dups = {n: tuple(sorted(ps)) for n, ps in sorted(by_name.items()) if len(ps) > 1}
+    layers, numa, gate_bytes, nbytes, form = _amx_safetensors(st_files)
+    if not layers and kt_layers:
+        layers, numa, gate_bytes, nbytes = _amx_kt_dirs(kt_layers)
+        form = "kt" if layers else None
+    return WeightDirFacts(path, node, layers, numa, form, gate_bytes, nbytes, hf_experts(st_files), tuple(gguf),
+                          tuple(st_files), top, dups, tuple(bad))
+
+
+def _amx_safetensors(files: list[FileId]):
+    experts: dict[int, set[int]] = {}
+    numa: dict[int, int] = {}
+    gate_bytes = None
+    nbytes = 0
+    for fid in files:
+        if not fid.ok_safetensors or not _AMX_ANY.search(fid.header):
+            continue
+        nbytes += fid.data_bytes
+        for layer, _proj, expert, n in _AMX_KEY.findall(fid.header):
+            layer = int(layer)
+            experts.setdefault(layer, set()).add(int(expert))
+            n = int(n) + 1
+            if numa.get(layer, 0) < n:
+                numa[layer] = n
+    if experts:
+        first = min(experts)
+        gate_bytes = _gate_bytes(files, first, numa[first])
+    layers = {k: len(v) for k, v in sorted(experts.items())}
+    return layers, dict(sorted(numa.items())), gate_bytes, nbytes, "safetensors" if layers else None
+
+
+def _gate_bytes(files: list[FileId], layer: int, parts: int) -> int | None:
+    total = 0
+    for n in range(parts):
+        rx = re.compile(rb'"blk\.%d\.ffn_gate_exps\.0\.numa\.%d\.weight"\s*:\s*\{[^}]*?"data_offsets"\s*:\s*\[\s*(\d+)\s*,'
+                        rb'\s*(\d+)' % (layer, n))
+        for fid in files:
+            if fid.ok_safetensors and (m := rx.search(fid.header)):
+                total += int(m[2]) - int(m[1])
+                break
+        else:
+            return None
+    return total or None
+
+
+def _amx_kt_dirs(kt_layers: dict[int, str]):
+    layers: dict[int, int] = {}
+    numa: dict[int, int] = {}
+    gate_bytes = None
+    nbytes = 0
+    for layer, d in sorted(kt_layers.items()):
+        parts = [e for e in _scandir(d) if e.name.startswith("_numa_") and e.name[6:].isdigit()]
+        numa[layer] = len(parts)
+        experts: set[int] = set()
+        gb = 0
+        for p in parts:
+            for e in _scandir(p.path):
+                m = _KT_FILE.search(e.name)
+                if m:
+                    experts.add(int(m[2]))
+                    nbytes += int(m[3])
+                    if m[1] == "gate" and m[2] == "0" and m[4] == "quant":
+                        gb += int(m[3])
+        layers[layer] = len(experts)
+        if gate_bytes is None and gb:
+            gate_bytes = gb
+    return layers, numa, gate_bytes, nbytes
+
+
+# -- adapters -------------------------------------------------------------------------------
+
+def adapter_dir_facts(path: str, cache: _Cache) -> AdapterDirFacts:
+    node = cache.id(path)
+    if node.kind != "directory":
+        return AdapterDirFacts(path, node)
+    config = read_adapter_config(path)
+    entries = sorted(_scandir(path), key=lambda e: e.name)
+    files = tuple(cache.id(e.path) for e in entries if e.name.endswith(WEIGHT_EXTS))
+    fused = any(e.name == "fused_expert_lora.safetensors" for e in entries)
+    st = [f for f in files if f.path.endswith(".safetensors")]
+    main = next((f for f in st if os.path.basename(f.path) == "adapter_model.safetensors"), st[0] if st else None)
+    expert: dict[tuple[int, int, str, str], tuple[int, ...]] = {}
+    nonexpert = other = 0
+    if main is not None and main.ok_safetensors:
+        for name, t in main.tensors.items():
+            m = _LORA_EXPERT.match(name)
+            if m:
+                expert[(int(m[1]), int(m[2]), m[3], m[4])] = t.shape
+            elif ".lora_A" in name or ".lora_B" in name or ".lora_embedding_" in name:
+                nonexpert += 1
+            else:
+                other += 1
+    return AdapterDirFacts(path, node, config, files, main.path if main else None, expert, nonexpert, other, fused)
+
+
+# -- server port ----------------------------------------------------------------------------
+
+def probe_port(host: str, port: int) -> PortFact:
+    """Whether SGLang could listen on host:port here (bind with SO_REUSEADDR, as uvicorn does)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError) as e:
+        return PortFact(host, port, "unresolvable", str(e))
+    family, stype, proto, _, addr = infos[0]
+    try:
+        s = socket.socket(family, stype, proto)
+    except OSError as e:
+        return PortFact(host, port, "unknown", str(e))
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+        return PortFact(host, port, "free")
+    except OSError as e:
+        status = {errno.EADDRINUSE: "in-use", errno.EACCES: "no-permission",
+                  errno.EADDRNOTAVAIL: "not-local"}.get(e.errno, "unknown")
+        return PortFact(host, port, status, e.strerror or str(e))
+    finally:
+        s.close()

@@ -1,0 +1,306 @@
+"""Preflight rules for expert weights (model dir, kt.weight_path, SFT base weights) and for the host the
+server will run on (CPU variant, memory, GPUs, port). Pure. Registered through `preflight.RULES`.
+
+Layouts per method: shared/reference/kt-kernel-0.7.2.md §3.3 and §4; CPU variants §5.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from kt_launch.resolve.findings import Finding, error, warning
+from kt_launch.resolve.inputs import ResolveInput
+from kt_launch.resolve.isa import choose_variant
+from kt_launch.resolve.methods import KT_METHOD_FOR_SFT, NEEDS_CONVERTED, READS_HF_CHECKPOINT
+from kt_launch.resolve.preflight import Values, _short, artifacts, node_findings, safetensors_findings
+
+GiB = 1 << 30
+
+
+# -- HF model dir --------------------------------------------------------------------------------
+
+def check_model_dir(inp: ResolveInput, values: Values) -> Iterator[Finding]:
+    a = artifacts(inp)
+    if a is None or a.model is None or a.model.node.kind != "directory":
+        return  # a missing model dir is KT-E108 (config.json)
+    md = a.model
+    if md.index_problem:
+        yield error("KT-E224", f"model.path: {md.index_problem}", "restore model.safetensors.index.json from the "
+                    "model's source (SGLang uses it to find every tensor)")
+    if md.missing_shards:
+        yield error("KT-E225", f"model.path: {len(md.missing_shards)} shard(s) named in {md.index} are missing: "
+                    f"{', '.join(md.missing_shards[:4])}{' ...' if len(md.missing_shards) > 4 else ''}",
+                    "finish the download (e.g. huggingface-cli download <repo> --local-dir <model.path>)")
+    for shard in md.shards:
+        yield from safetensors_findings("model.path", shard)
+    if not md.shards and not md.missing_shards and md.index is None:
+        yield warning("KT-W226", f"model.path: {md.path} holds no *.safetensors shard",
+                      "point model.path at the HuggingFace safetensors checkpoint")
+
+
+# -- SFT base weights (seed bug 4: "base weights not found") ------------------------------------------
+
+def check_base_weights(inp: ResolveInput, values: Values) -> Iterator[Finding]:
+    a, m, ml = artifacts(inp), inp.model, inp.config.moe_lora
+    if a is None or m is None or ml is None or a.model is None or a.model.node.kind != "directory":
+        return
+    if values["moe_lora.sft_method"].value != "AMXBF16_SFT":
+        return  # INT8/INT4 SFT read kt.weight_path: check_weight_dir
+    exp = a.model.experts
+    where = f"model.path ({inp.config.model.path})"
+    if not exp.present:
+        yield error("KT-E227", f"AMXBF16_SFT reads its base experts from {where}, but its safetensors hold no routed "
+                    "expert tensors (…mlp.experts.E.{gate,up,down}_proj.weight); kt-kernel fails with \"base weights "
+                    "not found\" after the GPU weights have loaded", "point model.path at the original BF16 HF "
+                    "checkpoint, or use AMXINT8_SFT/AMXINT4_SFT with converted kt.weight_path")
+        return
+    broken = a.model.missing_shards or not all(s.ok_safetensors for s in a.model.shards)
+    short = [layer for layer in m.moe_layers if exp.layers.get(layer, 0) < m.num_experts]
+    if short and not broken:  # a broken shard explains missing experts; it has its own finding
+        yield error("KT-E227", f"AMXBF16_SFT base weights incomplete in {where}: MoE layer(s) {_short(short)} lack "
+                    f"some of the {m.num_experts} experts' gate/up/down weights", "finish the download of model.path")
+    if exp.dtypes - {"BF16"}:
+        yield error("KT-E228", f"AMXBF16_SFT needs BF16 expert weights, but {where} stores them as "
+                    f"{', '.join(sorted(exp.dtypes))}", "use the BF16 checkpoint for model.path, or AMXINT8_SFT/"
+                    "AMXINT4_SFT with converted weights in kt.weight_path")
+
+
+# -- kt.weight_path vs kt.method ---------------------------------------------------------------------
+
+def _consumed(inp: ResolveInput, values: Values) -> tuple[str, str] | None:
+    """(method whose layout kt.weight_path must have, path), or None when kt-kernel does not read it."""
+    ml = inp.config.moe_lora
+    if ml is not None:
+        sft = values["moe_lora.sft_method"].value
+        if sft == "AMXBF16_SFT":
+            return None
+        method = KT_METHOD_FOR_SFT[sft]
+    else:
+        method = values["kt.method"].value
+    wp = values.get("kt.weight_path")
+    if wp is None or wp.value is None:
+        return None
+    return method, wp.value
+
+
+def _hf_method(exp) -> str:
+    if "qweight" in exp.suffixes:
+        return "GPTQ_INT4"
+    if "weight_packed" in exp.suffixes:
+        return "RAWINT4"
+    if any(d.startswith("F8") for d in exp.dtypes):
+        return "FP8"
+    return "BF16"
+
+
+def _amx_bits(w, m) -> str | None:
+    if w.amx_gate_bytes is None or m is None:
+        return None
+    ratio = w.amx_gate_bytes / (m.hidden_size * m.moe_intermediate_size)
+    if 0.4 <= ratio <= 0.6:
+        return "AMXINT4"
+    if 0.9 <= ratio <= 1.1:
+        return "AMXINT8"
+    return None
+
+
+def check_weight_dir(inp: ResolveInput, values: Values) -> Iterator[Finding]:
+    a = artifacts(inp)
+    got = _consumed(inp, values)
+    if a is None or got is None:
+        return
+    method, path = got
+    m = inp.model
+    w = a.weights if a.weights is not None and a.weights.path == path else None
+    if w is None:
+        if a.model is None or path != inp.config.model.path or a.model.node.kind != "directory":
+            return
+        layout, exp, what = ("hf" if a.model.experts.present else None), a.model.experts, "model.path"
+    else:
+        node = node_findings("kt.weight_path", w.node, "file" if method == "LLAMAFILE" and w.node.kind == "gguf" else "dir")
+        if node and not (method == "LLAMAFILE" and w.node.kind == "gguf"):
+            yield from node
+            return
+        layout, exp, what = w.looks_like, w.hf, "kt.weight_path"
+    want = "amx" if method in NEEDS_CONVERTED else "gguf" if method == "LLAMAFILE" else \
+        "hf" if method in READS_HF_CHECKPOINT else None
+    if want is None:
+        return
+    looks = {"amx": (_amx_bits(w, m) if w else None) or "AMXINT4 or AMXINT8", "gguf": "LLAMAFILE",
+             "hf": _hf_method(exp)}.get(layout or "")
+    kinds = {"amx": "kt-kernel converted AMX", "gguf": "GGUF", "hf": "HuggingFace expert"}
+    if layout != want:
+        if layout is None:
+            yield error("KT-E220", f"{what}: {path} holds no expert weights kt-kernel can read for kt.method={method} "
+                        "(no blk.*.numa.* keys, no _layer_*/_numa_* dirs, no HF expert tensors, no .gguf)",
+                        "point kt.weight_path at the weights for this method (AMX methods: the output of "
+                        "convert_cpu_weights.py)")
+        else:
+            yield error("KT-E220", f"{what}: {path} holds {kinds[layout]} weights, which kt.method={method} cannot "
+                        f"read; the dir looks like {looks}", f"set kt.method={looks.split(' ')[0]}, or point "
+                        f"kt.weight_path at {kinds[want]} weights")
+        return
+    if layout == "amx":
+        yield from _amx_checks(inp, values, w, method, path)
+    elif layout == "hf" and m is not None:
+        short = [layer for layer in m.moe_layers if exp.layers.get(layer, 0) < m.num_experts]
+        if short:
+            yield error("KT-E222", f"{what}: {path} lacks expert weights of MoE layer(s) {_short(short)} "
+                        f"({m.num_experts} experts each); kt-kernel fails with \"No experts found\" after the GPU load",
+                        "finish the download or point at the complete checkpoint")
+    if w is not None and method != "LLAMAFILE":
+        for name, paths in list(w.duplicates.items())[:3]:
+            yield error("KT-E223", f"kt.weight_path: {len(paths)} files named {name} under {path} ({', '.join(paths)}); "
+                        "kt-kernel walks the tree and keys files by basename, so one silently shadows the other",
+                        "point kt.weight_path at the exact dir, or move the stale copy out of the tree")
+        for f in w.safetensors:
+            yield from safetensors_findings("kt.weight_path", f, "kt-kernel")
+
+
+def _amx_checks(inp: ResolveInput, values: Values, w, method: str, path: str) -> Iterator[Finding]:
+    m = inp.model
+    bits = _amx_bits(w, m)
+    if bits is not None and bits != method:
+        yield error("KT-E220", f"kt.weight_path: {path} holds {bits[3:]} AMX weights but kt.method={method}; the dir "
+                    f"looks like {bits}", f"set kt.method={bits} (or moe_lora.sft_method={bits}_SFT), or convert "
+                    f"the weights for {method}")
+    sft = values.get("moe_lora.sft_method")
+    if sft is not None and sft.value == "AMXINT8_SFT" and values["runtime.flavor"].value == "sglang-kt" \
+            and w.amx_form == "safetensors":
+        yield error("KT-E220", f"kt.weight_path: {path} holds blk.* safetensors, but kt-kernel 0.7.2's AMXINT8_SFT "
+                    "reads only pre-quantized .kt files (_layer_*/_numa_*/)", "convert to the .kt layout, or use "
+                    "AMXINT4_SFT / AMXBF16_SFT")
+    pools = values["kt.threadpool_count"].value
+    counts = sorted(set(w.amx_numa.values()))
+    if counts and counts != [pools]:
+        yield error("KT-E221", f"kt.weight_path: {path} is split into {' / '.join(map(str, counts))} NUMA partition(s) "
+                    f"but kt.threadpool_count is {pools}; kt-kernel needs one partition per thread pool",
+                    f"set kt.threadpool_count={counts[0]}, or convert the weights again with --threadpool-count {pools}"
+                    if len(counts) == 1 else f"convert the weights again with --threadpool-count {pools}")
+    if m is not None:
+        missing = [layer for layer in m.moe_layers if layer not in w.amx_layers]
+        partial = [layer for layer, n in w.amx_layers.items() if layer in m.moe_layers and n < m.num_experts]
+        if missing:
+            yield error("KT-E222", f"kt.weight_path: {path} has no experts for MoE layer(s) {_short(missing)} of "
+                        f"{len(m.moe_layers)}; kt-kernel fails with \"No experts found for key blk.L\" after the GPU "
+                        "load", "convert the weights again (the conversion did not finish?)")
+        elif partial:
+            yield error("KT-E222", f"kt.weight_path: {path} has fewer than {m.num_experts} experts in layer(s) "
+                        f"{_short(partial)}", "convert the weights again")
+
+
+# -- CPU instruction set ---------------------------------------------------------------------------
+
+def _implements(variant: str, method: str) -> bool:
+    if method.endswith("_SFT"):
+        return variant in ("amx", "avx512_bf16")
+    if method in ("AMXINT4", "AMXINT8", "FP8_PERCHANNEL"):
+        return variant != "avx2"
+    return True
+
+
+def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
+    host = inp.host
+    if not host.cpu.flags:
+        return
+    sft = values.get("moe_lora.sft_method")
+    method = sft.value if inp.config.moe_lora is not None and sft is not None else values["kt.method"].value
+    if not method:
+        return
+    override = inp.config.runtime.env.get("KT_KERNEL_CPU_VARIANT")
+    ch = choose_variant(host.cpu.flags, override)
+    if ch.override and ch.missing:
+        yield error("KT-E241", f"runtime.env KT_KERNEL_CPU_VARIANT={override} forces kt-kernel's {ch.variant} variant, "
+                    f"but the CPU of {host.source} lacks {', '.join(ch.missing)}: the server dies with SIGILL",
+                    f"remove KT_KERNEL_CPU_VARIANT (auto-detection picks {ch.detected})")
+    elif ch.override_ignored:
+        yield warning("KT-W241", f"runtime.env KT_KERNEL_CPU_VARIANT={ch.override_ignored} is not a variant kt-kernel "
+                      f"accepts and is ignored; it auto-detects {ch.detected}",
+                      "use one of amx, avx512_bf16, avx512_vbmi, avx512_vnni, avx512_base, avx2, or remove it")
+    if not _implements(ch.variant, method):
+        make = _planning_level(inp)
+        need = "the amx or avx512_bf16 variant (AVX512-BF16)" if method.endswith("_SFT") else \
+            "an amx or avx512 variant (AVX512F + AVX512BW)"
+        yield make("KT-E240", f"{'moe_lora.sft_method' if method.endswith('_SFT') else 'kt.method'}={method} needs "
+                    f"{need}, but the CPU of {host.source} ({host.cpu.model}) gets kt-kernel's {ch.variant} variant, "
+                    "which does not implement it", "use kt.method BF16 (avx2 has BF16, FP8, RAWINT4, GPTQ_INT4 "
+                    "kernels) or run on a CPU with AVX512/AMX" if not method.endswith("_SFT") else
+                    "run MoE-LoRA on a CPU with AVX512-BF16 or AMX (Sapphire Rapids or newer, Zen 4 or newer)")
+
+
+def _planning_level(inp: ResolveInput):
+    """Errors about this machine become warnings when it has no GPU: it is only planning, not the server."""
+    if not inp.host.gpus and inp.host.source == "this machine":
+        return lambda code, msg, fix: warning(code.replace("-E", "-W"), msg + " (this machine has no GPU, so it is "
+                                              "taken as a planning host; use --host-facts for the server)", fix)
+    return error
+
+
+# -- memory, GPUs, port -----------------------------------------------------------------------------
+
+def _expert_bytes(inp: ResolveInput, values: Values) -> tuple[int, str] | None:
+    a = artifacts(inp)
+    if a is None:
+        return None
+    got = _consumed(inp, values)
+    if got is None:  # AMXBF16_SFT: BF16 experts from model.path
+        return (a.model.experts.nbytes, "model.path") if a.model is not None and a.model.experts.present else None
+    _, path = got
+    w = a.weights if a.weights is not None and a.weights.path == path else None
+    if w is not None:
+        n = w.amx_nbytes or w.hf.nbytes or sum(f.size for f in w.gguf)
+        return (n, "kt.weight_path") if n else None
+    if a.model is not None and path == inp.config.model.path and a.model.experts.present:
+        return a.model.experts.nbytes, "model.path"
+    return None
+
+
+def check_memory(inp: ResolveInput, values: Values) -> Iterator[Finding]:
+    got = _expert_bytes(inp, values)
+    m, host = inp.model, inp.host
+    if got is None or m is None or not host.memory_total_bytes:
+        return
+    nbytes, src = got
+    gpu = values.get("kt.num_gpu_experts")
+    on_gpu = min(m.num_experts, gpu.value or 0) if gpu is not None else 0
+    need = nbytes * (m.num_experts - on_gpu) // max(1, m.num_experts)
+    msg = (f"the CPU experts read from {src} take {need / GiB:.1f} GiB "
+           f"({m.num_experts - on_gpu} of {m.num_experts} experts per layer on the CPU)")
+    if need > host.memory_total_bytes:
+        yield _planning_level(inp)("KT-E230", f"{msg}, more than the {host.memory_total_bytes / GiB:.1f} GiB of RAM on {host.source}; "
+                    "the server is killed for memory after the GPU weights have loaded",
+                    "keep more experts on the GPU (kt.num_gpu_experts), use a smaller method (AMXINT4), or a bigger host")
+    elif host.memory_available_bytes and need > host.memory_available_bytes:
+        yield warning("KT-W230", f"{msg}, more than the {host.memory_available_bytes / GiB:.1f} GiB available now on "
+                      f"{host.source}", "free memory (other servers, page cache pinned by tmpfs) before launching")
+
+
+def check_gpus(inp: ResolveInput, values: Values) -> Iterator[Finding]:
+    tp = values.get("server.tp_size")
+    tp = tp.value if tp is not None and tp.value else 1
+    n = len(inp.host.gpus)
+    if n == 0:
+        yield warning("KT-W231", f"no GPUs seen on {inp.host.source}; server.tp_size={tp} needs {tp} GPU(s) on the "
+                      "machine that runs the server", "plan against the server's facts: --host-facts FILE "
+                      "(recorded there with `kt-launch doctor --json`)")
+    elif n < tp:
+        yield error("KT-E231", f"server.tp_size={tp} but only {n} GPU(s) are visible on {inp.host.source}"
+                    + (f" (runtime.cuda_visible_devices={inp.config.runtime.cuda_visible_devices})"
+                       if inp.config.runtime.cuda_visible_devices is not None else ""),
+                    f"set server.tp_size to at most {n}, or make more GPUs visible")
+
+
+def check_port(inp: ResolveInput, values: Values) -> Iterator[Finding]:
+    a = artifacts(inp)
+    p = getattr(a, "port", None)
+    if p is None or inp.host.source != "this machine":
+        return  # planning for another host: this machine's ports say nothing
+    where = f"server.host={p.host} server.port={p.port}"
+    if p.status in ("in-use", "no-permission"):
+        why = "is already in use (another server?)" if p.status == "in-use" else \
+            "needs privileges to bind (ports below 1024)"
+        yield error("KT-E232", f"{where}: the port {why}; SGLang would fail to start its HTTP server",
+                    "pick a free port (--set server.port=30001), or stop what listens there (ss -ltnp)")
+    elif p.status in ("not-local", "unresolvable"):
+        yield warning("KT-W232", f"{where}: cannot listen on this address here ({p.detail or p.status})",
+                      "use 127.0.0.1, 0.0.0.0 or an address of this machine")
