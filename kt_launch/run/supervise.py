@@ -17,6 +17,7 @@ import collections
 import ctypes
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -317,7 +318,7 @@ def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions,
     env = {**os.environ, **cmd.env}
     libc = _libc()
     _become_subreaper(libc)
-    shown_argv = " ".join(redact_argv(cmd.argv))
+    shown_argv = shlex.join(redact_argv(cmd.argv))
     console.say(f"kt-launch: starting (supervised, grace period {state.grace:g}s): {shown_argv}\n")
     try:
         proc = subprocess.Popen(cmd.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -1,0 +1,139 @@
+"""Secrets (server.api_key, token/key-named runtime.env values, --api-key style pass-through) are *** in every
+output kt-launch makes, and reach the server unchanged (the fake SGLang records what it got)."""
+
+import json
+import signal
+
+import pytest
+
+from kt_launch.cli import main
+from kt_launch.render.redact import is_secret_name, redact_argv, redact_env, scrub
+from operate.support import Launch, free_port, make_fake, plain_profile, write_host, write_profile
+
+API_KEY = "sk-PROFILE-SECRET-1234"
+HF_TOKEN = "hf_ENV_SECRET_5678"
+OPENAI = "sk-ENV-OPENAI-9012"
+EXTRA = "hf_EXTRA_ARGS_SECRET_3456"
+PASS = "sk-PASSTHROUGH-SECRET-7890"
+SECRETS = (API_KEY, HF_TOKEN, OPENAI, EXTRA, PASS)
+
+
+def secret_profile(python, port):
+    return plain_profile(python, port,
+                         server={"api_key": API_KEY, "extra_args": ["--hf-token", EXTRA]},
+                         runtime={"env": {"HF_TOKEN": HF_TOKEN, "OPENAI_API_KEY": OPENAI,
+                                          "TOKENIZERS_PARALLELISM": "false"}})
+
+
+@pytest.fixture
+def setup(tmp_path):
+    fake = make_fake(tmp_path)
+    port = free_port()
+    prof = write_profile(tmp_path, secret_profile(fake, port))
+    host = write_host(tmp_path)
+    return tmp_path, prof, host, port
+
+
+def base_args(prof, host):
+    return ["--profile", str(prof), "--host-facts", str(host), "--no-check"]
+
+
+def assert_clean(text):
+    for s in SECRETS:
+        assert s not in text
+
+
+@pytest.mark.parametrize("cmd", [["--dry-run"], ["--dry-run", "--json"], ["check"], ["check", "--json"]],
+                         ids=["dry-run", "dry-run-json", "check", "check-json"])
+def test_outputs_mask_every_secret(setup, capsys, cmd):
+    tmp, prof, host, _ = setup
+    args = ([cmd[0], *base_args(prof, host), *cmd[1:]] if cmd[0] == "check" else [*base_args(prof, host), *cmd])
+    rc = main([*args, "--", "--admin-api-key", PASS])
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    assert_clean(out + err)
+    if "--json" in cmd and cmd[0] != "check":
+        doc = json.loads(out)
+        assert doc["argv"][doc["argv"].index("--api-key") + 1] == "***"
+        assert doc["argv"][doc["argv"].index("--admin-api-key") + 1] == "***"
+        assert doc["env"]["HF_TOKEN"] == "***" and doc["env"]["OPENAI_API_KEY"] == "***"
+        assert doc["env"]["TOKENIZERS_PARALLELISM"] == "false"  # a tokenizer setting, not a token
+        assert doc["resolved"]["server.api_key"]["value"] == "***"
+
+
+def test_dry_run_text_shows_masks_where_secrets_were(setup, capsys):
+    _, prof, host, _ = setup
+    assert main([*base_args(prof, host), "--dry-run", "--", "--api-key=" + PASS]) in (0, 3)
+    out = capsys.readouterr().out
+    assert "--api-key '***'" in out and "--api-key=***" in out and "HF_TOKEN='***'" in out
+
+
+def test_supervise_logs_mask_secrets_but_the_server_gets_them(setup, launches):
+    tmp, prof, host, port = setup
+    launch = Launch(tmp, [*base_args(prof, host), "--supervise", "--", "--admin-api-key", PASS],
+                    {"FAKE_MODE": "serve", "FAKE_READY_AFTER": "0.2"})
+    launches.append(launch)
+    launch.wait_for(lambda: "is ready" in launch.err, timeout=30, what="ready")
+    launch.signal(signal.SIGTERM)
+    assert launch.finish() == 143
+    # the fake prints server_args=... with every argument, as SGLang does: teed, but masked
+    assert "server_args=ServerArgs(" in launch.out and "***" in launch.out
+    assert_clean(launch.out + launch.err)
+    assert 'Authorization: Bearer $API_KEY' in launch.err
+    argv = json.loads((tmp / "argv.json").read_text())
+    env = json.loads((tmp / "env.json").read_text())
+    assert argv[argv.index("--api-key") + 1] == API_KEY
+    assert argv[argv.index("--hf-token") + 1] == EXTRA
+    assert argv[argv.index("--admin-api-key") + 1] == PASS
+    assert env["HF_TOKEN"] == HF_TOKEN and env["OPENAI_API_KEY"] == OPENAI
+
+
+def test_supervise_early_death_tail_is_masked(setup, launches):
+    tmp, prof, host, _ = setup
+    launch = Launch(tmp, [*base_args(prof, host), "--supervise"], {"FAKE_MODE": "die"})
+    launches.append(launch)
+    assert launch.finish() == 7
+    assert "lines of SGLang's output" in launch.err
+    assert_clean(launch.out + launch.err)
+
+
+def test_exec_passes_secrets_unchanged_and_prints_none(setup, launches):
+    tmp, prof, host, _ = setup
+    launch = Launch(tmp, [*base_args(prof, host), "--", "--api-key-for-admin", PASS], {"FAKE_MODE": "die"})
+    launches.append(launch)
+    assert launch.finish() == 7
+    # kt-launch's own messages go to stderr before the exec; stdout is the server's from then on
+    assert "the plan was made for the recorded host" in launch.err
+    assert_clean(launch.err)
+    argv = json.loads((tmp / "argv.json").read_text())
+    assert PASS in argv and API_KEY in argv
+    assert json.loads((tmp / "env.json").read_text())["HF_TOKEN"] == HF_TOKEN
+
+
+def test_passthrough_api_key_alone(tmp_path, capsys):
+    prof = write_profile(tmp_path, plain_profile("/usr/bin/python3", 30000))
+    host = write_host(tmp_path)
+    for extra in (["--dry-run"], ["--dry-run", "--json"]):
+        rc = main(["--profile", str(prof), "--host-facts", str(host), "--no-check", *extra, "--", "--api-key", PASS])
+        out, err = capsys.readouterr()
+        assert rc == 0, out + err
+        assert PASS not in out + err
+
+
+@pytest.mark.parametrize("name,secret", [
+    ("HF_TOKEN", True), ("HUGGING_FACE_HUB_TOKEN", True), ("OPENAI_API_KEY", True), ("AWS_SECRET_ACCESS_KEY", True),
+    ("DB_PASSWORD", True), ("GITHUBTOKEN", True), ("api_key", True), ("admin_api_key", True), ("hf-token", True),
+    ("TOKENIZERS_PARALLELISM", False), ("CUDA_VISIBLE_DEVICES", False), ("PYTORCH_CUDA_ALLOC_CONF", False),
+    ("tokenizer_path", False), ("ssl_keyfile", False), ("KEYBOARD", False),
+])
+def test_secret_names(name, secret):
+    assert is_secret_name(name) is secret
+
+
+def test_redaction_helpers():
+    assert redact_argv(["--api-key", "x1234", "--tokenizer-path", "/t", "--hf-token=abcd"]) == \
+        ["--api-key", "***", "--tokenizer-path", "/t", "--hf-token=***"]
+    assert redact_env({"HF_TOKEN": "abc", "TOKENIZERS_PARALLELISM": "false"}) == \
+        {"HF_TOKEN": "***", "TOKENIZERS_PARALLELISM": "false"}
+    # free text: real secrets are masked; values too short or too common to be secrets are left alone
+    assert scrub("key sk-1234 and 1 and true", {"sk-1234", "1", "true"}) == "key *** and 1 and true"
