@@ -158,9 +158,9 @@ def cmd_doctor(args, passthrough) -> int:
 
 
 def cmd_schema(args, passthrough) -> int:
-    from kt_launch.config.models import UserConfig
+    from kt_launch.render.schema import profile_schema_text
 
-    text = json.dumps(UserConfig.model_json_schema(), indent=2) + "\n"
+    text = profile_schema_text()
     if getattr(args, "output", None):
         try:
             with open(args.output, "w", encoding="utf-8") as fh:
