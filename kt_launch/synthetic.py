@@ -151,10 +151,8 @@ def hf_model(root: str | Path, shape: Shape = TINY, expert_dtype: str = "BF16", 
         per_layer.append(t)
     head = {"model.embed_tokens.weight": ("BF16", (shape.vocab, h)), "model.norm.weight": ("BF16", (h,)),
             "lm_head.weight": ("BF16", (shape.vocab, h))}
-    groups: list[dict] = [dict() for _ in range(shards)]
-    groups[0].update(head)
-    for layer, t in enumerate(per_layer):
-        groups[min(shards - 1, layer * shards // shape.layers)].update(t)
+    flat = list(head.items()) + [kv for t in per_layer for kv in t.items()]
+    groups: list[dict] = [dict(flat[k * len(flat) // shards:(k + 1) * len(flat) // shards]) for k in range(shards)]
     weight_map = {}
     for k, g in enumerate(groups):
         name = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"

@@ -29,11 +29,18 @@ _HF_EXPERT = re.compile(
     rb'(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)"' + _WS + rb":" + _WS + rb"\{" + _WS + rb'"dtype"' + _WS
     + rb":" + _WS + rb'"(\w+)"' + _WS + rb"," + _WS + rb'"shape"' + _WS + rb":" + _WS + rb"\[[\d,\s]*\]" + _WS + rb","
     + _WS + rb'"data_offsets"' + _WS + rb":" + _WS + rb"\[" + _WS + rb"(\d+)" + _WS + rb"," + _WS + rb"(\d+)")
+_HF_EXPERT_FAST = re.compile(  # the compact layout every safetensors writer emits
+    rb'"(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.'
+    rb'(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)":\{"dtype":"(\w+)","shape":\[[\d,]*\],"data_offsets":\[(\d+),'
+    rb'(\d+)\]')
+_MAIN_B = {s.encode() for s in MAIN_SUFFIXES}
+_PROJ_B = {k.encode(): v for k, v in PROJS.items()}
 _HF_EXPERT_STR = re.compile(
     r"^(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\."
     r"(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)$")
-_AMX_KEY = re.compile(rb'"blk\.(\d+)\.ffn_(gate|up|down)_exps\.(\d+)\.numa\.(\d+)\.weight"')
+_AMX_KEY = re.compile(rb'"blk\.(\d+)\.ffn_(?:gate|up|down)_exps\.(\d+)\.numa\.(\d+)\.weight"')
 _AMX_ANY = re.compile(rb'"blk\.\d+\.ffn_(?:gate|up|down)_exps\.')
+_INDEX_VALUE = re.compile(rb'":\s*"([^"\\]+\.safetensors)"')
 _KT_FILE = re.compile(r"_(up|gate|down)_(\d+)_(\d+)Byte_(quant|scale)_\.kt$")
 _LORA_EXPERT = re.compile(
     r"^(?:base_model\.model\.model\.|base_model\.model\.|base_model\.)?(?:model\.)?layers\.(\d+)\.mlp\.experts\.(\d+)\."
@@ -183,9 +190,19 @@ def _read_index(path: str, fid: FileId) -> tuple[list[str] | None, str | None]:
         return None, f"{path}: {fid.describe()}"
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read(64 << 20).decode("utf-8"))
+            raw = f.read(256 << 20)
     except OSError as e:
         return None, f"{path}: not readable ({e.strerror or e})"
+    if len(raw) > (1 << 20):  # big index (100k tensors): check its shape, collect the shard names by scanning
+        body = raw.strip()
+        if body[:1] == b"{" and body[-1:] == b"}" and b'"weight_map"' in body:
+            names = set(_INDEX_VALUE.findall(body))
+            try:
+                return sorted(n.decode("utf-8") for n in names), None
+            except UnicodeDecodeError as e:
+                return None, f"{path}: not valid UTF-8 ({e})"
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         return None, f"{path}: not valid UTF-8 JSON ({e})"
     wm = data.get("weight_map") if isinstance(data, dict) else None
@@ -195,33 +212,36 @@ def _read_index(path: str, fid: FileId) -> tuple[list[str] | None, str | None]:
 
 
 def hf_experts(files) -> ExpertSet:
-    present: set[tuple[int, int, str]] = set()
-    dtypes, suffixes = set(), set()
+    main_rows: set[tuple] = set()
+    dtypes: set = set()
+    suffixes: set = set()
     nbytes = count = 0
     for fid in files:
         if not isinstance(fid, FileId) or not fid.ok_safetensors or b".experts." not in fid.header:
             continue
-        rows = _HF_EXPERT.findall(fid.header)
-        if len(rows) != fid.header.count(b".experts."):  # unusual header layout: parse it fully
-            rows = [(m[1], m[2], m[3], m[4], t.dtype, 0, t.nbytes) for n, t in fid.tensors.items()
-                    if (m := _HF_EXPERT_STR.match(n))]
-        for layer, expert, proj, suffix, dtype, start, end in rows:
-            suffix = suffix.decode() if isinstance(suffix, bytes) else suffix
-            count += 1
-            nbytes += int(end) - int(start)
-            suffixes.add(suffix)
-            if suffix in MAIN_SUFFIXES:
-                dtypes.add(dtype.decode() if isinstance(dtype, bytes) else dtype)
-                present.add((int(layer), int(expert), PROJS[proj.decode() if isinstance(proj, bytes) else proj]))
-    per_le: dict[tuple[int, int], int] = {}
-    for layer, expert, _ in present:
-        per_le[(layer, expert)] = per_le.get((layer, expert), 0) + 1
+        rows = _HF_EXPERT_FAST.findall(fid.header)
+        n = fid.header.count(b".experts.")
+        if len(rows) != n:
+            rows = _HF_EXPERT.findall(fid.header)  # tolerate whitespace
+        if len(rows) != n:  # unusual header layout: parse it fully
+            rows = [(m[1].encode(), m[2].encode(), m[3].encode(), m[4].encode(), t.dtype.encode(), b"0",
+                     str(t.nbytes).encode()) for name, t in fid.tensors.items() if (m := _HF_EXPERT_STR.match(name))]
+        count += len(rows)
+        nbytes += sum(map(int, [r[6] for r in rows])) - sum(map(int, [r[5] for r in rows]))
+        suffixes.update({r[3] for r in rows})
+        main = [r for r in rows if r[3] in _MAIN_B]
+        dtypes.update({r[4] for r in main})
+        main_rows.update({(r[0], r[1], _PROJ_B[r[2]]) for r in main})
+    per_le: dict[tuple, int] = {}
+    for layer, expert, _ in main_rows:
+        k = (layer, expert)
+        per_le[k] = per_le.get(k, 0) + 1
     layers: dict[int, int] = {}
     for (layer, _), n in per_le.items():
-        layers.setdefault(layer, 0)
-        if n == 3:
-            layers[layer] += 1
-    return ExpertSet(dict(sorted(layers.items())), frozenset(dtypes), frozenset(suffixes), nbytes, count)
+        li = int(layer)
+        layers[li] = layers.get(li, 0) + (n == 3)
+    return ExpertSet(dict(sorted(layers.items())), frozenset(d.decode() for d in dtypes),
+                     frozenset(x.decode() for x in suffixes), nbytes, count)
 
 
 # -- kt.weight_path -------------------------------------------------------------------------
@@ -280,25 +300,26 @@ def weight_dir_facts(path: str, cache: _Cache) -> WeightDirFacts:
 
 
 def _amx_safetensors(files: list[FileId]):
-    experts: dict[int, set[int]] = {}
-    numa: dict[int, int] = {}
-    gate_bytes = None
+    pairs: set[tuple[bytes, bytes]] = set()  # (layer, expert)
+    parts: set[tuple[bytes, bytes]] = set()  # (layer, numa partition)
     nbytes = 0
     for fid in files:
         if not fid.ok_safetensors or not _AMX_ANY.search(fid.header):
             continue
         nbytes += fid.data_bytes
-        for layer, _proj, expert, n in _AMX_KEY.findall(fid.header):
-            layer = int(layer)
-            experts.setdefault(layer, set()).add(int(expert))
-            n = int(n) + 1
-            if numa.get(layer, 0) < n:
-                numa[layer] = n
-    if experts:
-        first = min(experts)
-        gate_bytes = _gate_bytes(files, first, numa[first])
-    layers = {k: len(v) for k, v in sorted(experts.items())}
-    return layers, dict(sorted(numa.items())), gate_bytes, nbytes, "safetensors" if layers else None
+        rows = _AMX_KEY.findall(fid.header)
+        pairs.update({(r[0], r[1]) for r in rows})
+        parts.update({(r[0], r[2]) for r in rows})
+    experts: dict[int, int] = {}
+    for layer, _ in pairs:
+        li = int(layer)
+        experts[li] = experts.get(li, 0) + 1
+    numa: dict[int, int] = {}
+    for layer, n in parts:
+        li, ni = int(layer), int(n) + 1
+        numa[li] = max(numa.get(li, 0), ni)
+    gate_bytes = _gate_bytes(files, min(experts), numa[min(experts)]) if experts else None
+    return dict(sorted(experts.items())), dict(sorted(numa.items())), gate_bytes, nbytes, "safetensors" if experts else None
 
 
 def _gate_bytes(files: list[FileId], layer: int, parts: int) -> int | None:
