@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -179,8 +180,11 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"profile {path}: invalid YAML{where}: {problem}")
     except RecursionError:
         raise ConfigError(f"profile {path}: YAML nested too deeply")
-    except ValueError as e:  # e.g. an integer longer than Python's int-to-str digit limit
-        raise ConfigError(f"profile {path}: invalid value: {str(e)[:200]}")
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError) as e:
+        # PyYAML's constructors raise these for odd explicit tags (`!!bool maybe`, `!!int x`) and for integers
+        # longer than Python's int-to-str digit limit
+        raise ConfigError(f"profile {path}: invalid value ({e.__class__.__name__}: {str(e)[:200]}); "
+                          "check explicit !!tags and very long numbers")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -231,6 +235,8 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
                 parsed = json.loads(value)
             except json.JSONDecodeError as e:
                 raise ConfigError(f"--set {key}: value is not valid JSON ({e.msg}); quote lists like '[0,1]'")
+            except RecursionError:
+                raise ConfigError(f"--set {key}: value is nested too deeply")
         node = nested
         for p in parts[:-1]:
             child = node.setdefault(p, {})
@@ -273,8 +279,18 @@ def load_config(profile: Path | None, environ: Mapping[str, str] | None = None,
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:  # pydantic-settings' own errors (e.g. bad JSON in an env var)
-        raise ConfigError(f"invalid setting: {e}") from None
+        raise ConfigError(f"invalid setting: {e}{_env_hint(str(e), environ)}") from None
     return UserConfig.model_validate(cfg.model_dump()), _provenance(holder, set_where)
+
+
+def _env_hint(message: str, environ: Mapping[str, str]) -> str:
+    """Name the KT_LAUNCH_* variables behind a pydantic-settings env parsing error."""
+    if "EnvSource" not in message and "EnvSettingsSource" not in message:
+        return ""
+    field_name = re.search(r'field "(\w+)"', message)
+    prefix = "KT_LAUNCH_" + (field_name.group(1).upper() if field_name else "")
+    names = sorted(k for k in environ if k.upper().startswith(prefix))
+    return f" (from {', '.join(names)}; lists and mappings there are JSON)" if names else ""
 
 
 def _provenance(holder: dict[str, Any], set_where: dict[str, str]) -> Provenance:
