@@ -29,16 +29,23 @@ SGLang prints while importing goes to stderr.
 
 from __future__ import annotations
 
-import argparse
-import ast
-import enum
-import io
-import json
-import math
 import os
 import sys
-import time
-import traceback
+
+# Run as a script, this file's folder (kt_launch/facts) is sys.path[0]: it holds a module named
+# sglang.py (the launcher side) that would shadow the real package. Drop it before importing.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import ast  # noqa: E402
+import enum  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import site  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
 
 SCHEMA = 1
 HELP_CHARS = 200
@@ -395,6 +402,20 @@ def describe_action(action):
     }
 
 
+def site_dirs():
+    dirs = []
+    try:
+        dirs.extend(site.getsitepackages())
+    except Exception:
+        pass
+    try:
+        if site.ENABLE_USER_SITE is not False:
+            dirs.append(site.getusersitepackages())
+    except Exception:
+        pass
+    return dirs
+
+
 def facts_mode():
     t0 = time.monotonic()
     import importlib.util
@@ -406,7 +427,8 @@ def facts_mode():
         "python": sys.executable,
         "python_version": "%d.%d.%d" % sys.version_info[:3],
         "prefix": sys.prefix,
-        "sys_path": [p for p in sys.path[1:]],
+        "sys_path": list(sys.path),
+        "site_dirs": site_dirs(),
     }
     try:
         spec = importlib.util.find_spec("sglang")

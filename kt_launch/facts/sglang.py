@@ -1,0 +1,596 @@
+"""What the installed SGLang accepts, read from its own parser (launcher side).
+
+SGLang is never imported here: importing it takes 3–25 s and, in sglang-kt, probes the GPU.
+`read_sglang_facts(python)` runs ``sglang_worker.py`` under the target interpreter (the one
+that will run the server) and caches the answer as JSON under
+``$XDG_CACHE_HOME/kt-launch/sglang/`` (default ``~/.cache/kt-launch/sglang/``).
+
+A cache entry is found by the interpreter's path (not its realpath: a venv's ``bin/python`` is a
+symlink to the base interpreter, and two venvs must not share an entry) plus the environment
+variables that change what it imports, and is valid while every stamp recorded with it still
+matches. The stamps are plain ``os.stat``/``os.listdir`` results, taken without starting a
+process and without importing anything:
+
+* the interpreter (realpath, size, mtime) and its venv's ``pyvenv.cfg``;
+* ``sglang/__init__.py`` and the ``sglang`` package folder (an install or upgrade rewrites them);
+* the ``*.dist-info`` folders of sglang/sglang-kt and kt-kernel (name and version live in the
+  folder name; an upgrade replaces the folder);
+* kt-kernel's ``experts.py``;
+* for every import folder of the target (its ``sys.path`` and site dirs as the worker saw them),
+  the names in it that mention sglang or kt_kernel (a new install, an uninstall, an editable
+  install's finder all change that list);
+* the worker's own source hash (a new kt-launch re-reads).
+
+So a warm hit costs one small file read and a dozen stats: no subprocess. Errors (interpreter
+missing, sglang not installed, import failure, timeout) come back as ``SglangFacts(error=...)``
+and are never cached: their cure (installing a missing dependency) changes nothing we stamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
+
+WORKER = Path(__file__).with_name("sglang_worker.py")
+CACHE_SCHEMA = 1
+# Environment variables that change which sglang the target interpreter imports.
+_ENV_KEYS = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "PYTHONSAFEPATH")
+_STDERR_TAIL = 3000
+
+
+# -- the facts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """One argparse action of SGLang's parser, as the worker described it. Values are JSON:
+    a default that is not JSON-native arrives as ``{"__repr__": ..., "__type__": ...}``."""
+
+    option_strings: tuple[str, ...]
+    dest: str
+    action: str  # argparse action class name: _StoreAction, _StoreTrueAction, DeprecatedStoreTrueAction, ...
+    type: str | None = None  # the type callable's name: int, str, float, nullable_str, ...
+    default: Any = field(default=None, hash=False)
+    choices: tuple[Any, ...] | None = field(default=None, hash=False)
+    nargs: int | str | None = None
+    const: Any = field(default=None, hash=False)
+    required: bool = False
+    help: str | None = None  # first 200 characters
+    metavar: Any = field(default=None, hash=False, compare=False)
+    deprecated: bool = False
+
+    @property
+    def flag(self) -> str:
+        """The canonical spelling: the first ``--long`` option string."""
+        for s in self.option_strings:
+            if s.startswith("--"):
+                return s
+        return self.option_strings[0] if self.option_strings else self.dest
+
+    @property
+    def takes_value(self) -> bool:
+        """False for store_true/store_false/count/help-style switches (``nargs == 0``)."""
+        return self.nargs != 0
+
+    @property
+    def is_list(self) -> bool:
+        return self.nargs in ("+", "*") or (isinstance(self.nargs, int) and self.nargs > 1)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> OptionInfo:
+        choices = d.get("choices")
+        return cls(
+            option_strings=tuple(d.get("option_strings") or ()),
+            dest=str(d["dest"]),
+            action=str(d.get("action") or ""),
+            type=d.get("type"),
+            default=d.get("default"),
+            choices=tuple(choices) if isinstance(choices, list) else None,
+            nargs=d.get("nargs"),
+            const=d.get("const"),
+            required=bool(d.get("required", False)),
+            help=d.get("help"),
+            metavar=d.get("metavar"),
+            deprecated=bool(d.get("deprecated", False)),
+        )
+
+
+_EMPTY: Mapping[str, OptionInfo] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class SglangFacts:
+    """The installed SGLang as its own parser describes it. ``error`` set means nothing else
+    is known (``options`` is empty); it is a message for a person, ``error_kind`` one of
+    ``interpreter_missing``, ``not_installed``, ``import_failed``, ``parser_failed``,
+    ``timeout``, ``worker_failed``."""
+
+    python: str
+    distribution: str | None = None  # "sglang-kt" | "sglang" | another fork's name
+    version: str | None = None
+    kt_kernel_version: str | None = None  # None: kt-kernel not installed in that interpreter
+    # KTMoEWrapper.__new__ has a gpu_experts_mask parameter (kt-kernel 0.7.x); None: unknown.
+    kt_wants_gpu_experts_mask: bool | None = None
+    options: Mapping[str, OptionInfo] = field(default_factory=lambda: _EMPTY, hash=False)  # every option string -> its action
+    error: str | None = None
+    error_kind: str | None = None
+    # ...and gpu_experts_mask has no default (so a caller that omits it fails).
+    kt_gpu_experts_mask_required: bool | None = None
+    kt_wrapper_params: tuple[str, ...] = ()
+    # SGLang's own KTMoEWrapper(...) call supplies every parameter the installed kt-kernel
+    # requires (False for upstream sglang 0.5.23 + kt-kernel 0.7.2); None: cannot tell.
+    kt_wrapper_call_compatible: bool | None = None
+    kt_wrapper_call_missing: tuple[str, ...] = ()
+    python_version: str | None = None
+    sglang_path: str | None = None
+    warnings: tuple[str, ...] = ()
+    from_cache: bool = field(default=False, compare=False)
+    seconds: float | None = field(default=None, compare=False)  # the worker's own run time
+
+    # -- queries --------------------------------------------------------------------------
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def has_flag(self, flag: str) -> bool:
+        return flag in self.options
+
+    def option(self, flag: str) -> OptionInfo | None:
+        return self.options.get(flag)
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return frozenset(self.options)
+
+    @property
+    def by_dest(self) -> Mapping[str, OptionInfo]:
+        """dest -> OptionInfo (the first action for a dest when several share it)."""
+        out: dict[str, OptionInfo] = {}
+        for info in self.options.values():
+            out.setdefault(info.dest, info)
+        return MappingProxyType(out)
+
+    def describe(self) -> str:
+        if self.error:
+            return f"{self.python}: {self.error}"
+        kk = f", kt-kernel {self.kt_kernel_version}" if self.kt_kernel_version else ", no kt-kernel"
+        return f"{self.distribution} {self.version}{kk} ({self.python})"
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_worker_json(
+        cls, python: str, data: Mapping[str, Any], *, from_cache: bool = False
+    ) -> SglangFacts:
+        """Build from the worker's ``facts`` output (also what tests/data/parser_*.json hold)."""
+        kt = data.get("kt_kernel") or {}
+        calls = data.get("kt_wrapper_calls") or {}
+        common = dict(
+            python=python,
+            distribution=data.get("distribution"),
+            version=data.get("version"),
+            kt_kernel_version=kt.get("version"),
+            kt_wants_gpu_experts_mask=kt.get("wants_gpu_experts_mask"),
+            kt_gpu_experts_mask_required=kt.get("gpu_experts_mask_required"),
+            kt_wrapper_params=tuple(kt.get("wrapper_params") or ()),
+            kt_wrapper_call_compatible=calls.get("compatible"),
+            kt_wrapper_call_missing=tuple(calls.get("missing_required") or ()),
+            python_version=data.get("python_version"),
+            sglang_path=data.get("sglang_path"),
+            warnings=tuple(data.get("warnings") or ()),
+            from_cache=from_cache,
+            seconds=data.get("seconds"),
+        )
+        if not data.get("ok"):
+            return cls(
+                error=_worker_error_message(python, data),
+                error_kind=str(data.get("error_kind") or "worker_failed"),
+                **common,
+            )
+        options: dict[str, OptionInfo] = {}
+        for raw in data.get("options") or ():
+            info = OptionInfo.from_json(raw)
+            for s in info.option_strings:
+                options.setdefault(s, info)
+        return cls(options=MappingProxyType(options), **common)
+
+    @classmethod
+    def failed(cls, python: str, kind: str, message: str) -> SglangFacts:
+        return cls(python=python, error=message, error_kind=kind)
+
+
+def load_sglang_facts_file(path: str | os.PathLike[str], python: str | None = None) -> SglangFacts:
+    """Read a recorded worker answer (e.g. ``tests/data/parser_sglang-kt_0.7.2.json``)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return SglangFacts.failed(python or str(p), "worker_failed", f"cannot read SGLang facts file {p}: {exc}")
+    if not isinstance(data, dict):
+        return SglangFacts.failed(python or str(p), "worker_failed", f"{p} does not hold a JSON object")
+    return SglangFacts.from_worker_json(python or str(data.get("python") or p), data)
+
+
+def _worker_error_message(python: str, data: Mapping[str, Any]) -> str:
+    kind = data.get("error_kind")
+    msg = str(data.get("error") or "the SGLang introspection worker failed")
+    if kind == "import_failed":
+        tb = str(data.get("traceback") or "").strip().splitlines()
+        last = tb[-1] if tb else ""
+        hint = (
+            f"{python} has sglang but cannot import sglang.srt.server_args; "
+            "a dependency of SGLang is missing or broken in that environment"
+        )
+        return f"{hint}: {msg}" + (f" (last line: {last})" if last and last not in msg else "")
+    if kind == "not_installed":
+        return msg
+    return msg
+
+
+# -- locating the interpreter ----------------------------------------------------------------
+
+
+def _resolve_python(python: str) -> str | None:
+    """Absolute path of the interpreter, symlinks kept (venvs), or None if there is none."""
+    if not python:
+        return None
+    if os.sep in python or (os.altsep and os.altsep in python):
+        candidate = os.path.abspath(os.path.expanduser(python))
+    else:
+        found = shutil.which(python)
+        if found is None:
+            return None
+        candidate = os.path.abspath(found)
+    if not os.path.isfile(candidate) or not os.access(candidate, os.X_OK):
+        return None
+    return candidate
+
+
+def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kt-launch" / "sglang"
+
+
+def _env_signature(env: Mapping[str, str]) -> dict[str, str | None]:
+    return {k: env.get(k) for k in _ENV_KEYS}
+
+
+def _entry_path(root: Path, python_abs: str, env: Mapping[str, str]) -> Path:
+    key = json.dumps([CACHE_SCHEMA, python_abs, _env_signature(env)], sort_keys=True)
+    return root / f"facts-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+_worker_sha_memo: str | None = None
+
+
+def _worker_sha() -> str:
+    global _worker_sha_memo
+    if _worker_sha_memo is None:
+        _worker_sha_memo = hashlib.sha256(WORKER.read_bytes()).hexdigest()[:16]
+    return _worker_sha_memo
+
+
+# -- stamps ---------------------------------------------------------------------------------
+
+
+def _stat(path: str | None) -> list[Any] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+def _dir_stat(path: str | None) -> list[Any] | None:
+    # A folder's size is meaningless across filesystems; mtime and inode are enough.
+    s = _stat(path)
+    return None if s is None else [s[0], s[2]]
+
+
+def _relevant_names(folder: str) -> list[str] | None:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    out = []
+    for n in names:
+        low = n.lower().replace("-", "_")
+        if "sglang" in low or "kt_kernel" in low:
+            out.append(n)
+    return sorted(out)
+
+
+def _stamp_dirs(data: Mapping[str, Any]) -> list[str]:
+    dirs: list[str] = []
+    for p in list(data.get("sys_path") or ()) + list(data.get("site_dirs") or ()):
+        if isinstance(p, str) and p and p not in dirs and not p.endswith(".zip"):
+            dirs.append(p)
+    return dirs
+
+
+def _take_stamps(python_abs: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    kt = data.get("kt_kernel") or {}
+    real = os.path.realpath(python_abs)
+    venv_cfg = os.path.join(os.path.dirname(os.path.dirname(python_abs)), "pyvenv.cfg")
+    return {
+        "python_real": real,
+        "python": _stat(real),
+        "pyvenv_cfg": _stat(venv_cfg),
+        "sglang_init": [data.get("sglang_init"), _stat(data.get("sglang_init"))],
+        "sglang_dir": [data.get("sglang_path"), _dir_stat(data.get("sglang_path"))],
+        "dist_info": [data.get("dist_info"), _dir_stat(data.get("dist_info"))],
+        "kt_dist_info": [kt.get("dist_info"), _dir_stat(kt.get("dist_info"))],
+        "kt_experts_py": [kt.get("experts_py"), _stat(kt.get("experts_py"))],
+        "listing": {d: _relevant_names(d) for d in _stamp_dirs(data)},
+        "worker": _worker_sha(),
+    }
+
+
+def _stamps_hold(python_abs: str, stamps: Mapping[str, Any]) -> bool:
+    try:
+        real = os.path.realpath(python_abs)
+        if stamps["python_real"] != real or stamps["python"] != _stat(real):
+            return False
+        venv_cfg = os.path.join(os.path.dirname(os.path.dirname(python_abs)), "pyvenv.cfg")
+        if stamps["pyvenv_cfg"] != _stat(venv_cfg):
+            return False
+        if stamps["worker"] != _worker_sha():
+            return False
+        for key, fn in (
+            ("sglang_init", _stat),
+            ("sglang_dir", _dir_stat),
+            ("dist_info", _dir_stat),
+            ("kt_dist_info", _dir_stat),
+            ("kt_experts_py", _stat),
+        ):
+            path, recorded = stamps[key]
+            if fn(path) != recorded:
+                return False
+        for folder, names in stamps["listing"].items():
+            if _relevant_names(folder) != names:
+                return False
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
+# -- cache I/O ------------------------------------------------------------------------------
+
+
+def _read_entry(path: Path, python_abs: str) -> Mapping[str, Any] | None:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or entry.get("schema") != CACHE_SCHEMA:
+        return None
+    if entry.get("python") != python_abs or not isinstance(entry.get("facts"), dict):
+        return None
+    if not _stamps_hold(python_abs, entry.get("stamps") or {}):
+        return None
+    return entry["facts"]
+
+
+def _write_entry(path: Path, python_abs: str, env: Mapping[str, str], data: Mapping[str, Any]) -> None:
+    entry = {
+        "schema": CACHE_SCHEMA,
+        "python": python_abs,
+        "env": _env_signature(env),
+        "written_at": time.time(),
+        "stamps": _take_stamps(python_abs, data),
+        "facts": data,
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entry, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        # A read-only or full cache dir costs speed, never correctness.
+        try:
+            tmp.unlink()  # type: ignore[possibly-undefined]
+        except (OSError, UnboundLocalError):
+            pass
+
+
+# -- running the worker ---------------------------------------------------------------------
+
+
+class SglangWorkerError(RuntimeError):
+    """The worker could not answer (interpreter missing, import failure, timeout, crash)."""
+
+    def __init__(self, message: str, kind: str = "worker_failed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SglangParseError(ValueError):
+    """SGLang's real parser rejected an argv (argparse's own message)."""
+
+    def __init__(self, message: str, argv: Sequence[str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.argv = tuple(argv)
+
+
+def _run_worker(
+    python_abs: str, mode: str, *, stdin: str | None, timeout_s: float, env: Mapping[str, str] | None
+) -> Mapping[str, Any]:
+    """The worker's JSON answer; raises SglangWorkerError when there is none."""
+    argv = [python_abs, str(WORKER), mode]
+    try:
+        proc = subprocess.run(
+            argv,
+            input=stdin if stdin is not None else "",
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=dict(env) if env is not None else None,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise SglangWorkerError(
+            f"{python_abs} did not finish reading SGLang's parser within {timeout_s:g} s "
+            "(importing sglang normally takes 3-25 s; raise the timeout if this machine is slow)",
+            "timeout",
+        ) from None
+    except OSError as exc:
+        raise SglangWorkerError(f"cannot run {python_abs}: {exc}", "interpreter_missing") from None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    data: Any = None
+    if lines:
+        try:
+            data = json.loads(lines[-1])
+        except ValueError:
+            data = None
+    if not isinstance(data, dict):
+        tail = proc.stderr.strip()[-_STDERR_TAIL:]
+        raise SglangWorkerError(
+            f"the SGLang introspection worker under {python_abs} exited with status {proc.returncode} "
+            f"and no answer" + (f"; its stderr ends with:\n{tail}" if tail else ""),
+            "worker_failed",
+        )
+    if not data.get("ok") and data.get("error_kind") == "import_failed":
+        # The traceback lives in the JSON; stderr has the warnings SGLang printed first.
+        data = dict(data)
+        data.setdefault("stderr_tail", proc.stderr.strip()[-_STDERR_TAIL:])
+    return data
+
+
+def read_sglang_facts(
+    python: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    timeout_s: float = 120,
+    refresh: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> SglangFacts:
+    """Facts about the SGLang that ``python`` imports. Warm: from the on-disk cache with no
+    subprocess. Cold (or ``refresh``): runs the worker (3-25 s) and caches a successful answer.
+    Never raises for a missing interpreter, a missing or broken SGLang, or a timeout: the
+    answer then has ``error`` set. ``env`` is the environment the server will run with
+    (default: this process's)."""
+    environ = os.environ if env is None else env
+    python_abs = _resolve_python(python)
+    if python_abs is None:
+        return SglangFacts.failed(
+            python,
+            "interpreter_missing",
+            f"Python interpreter not found or not executable: {python!r} (runtime.python); "
+            "point it at the interpreter of the environment where sglang-kt or sglang is installed",
+        )
+    root = _cache_root(cache_dir)
+    entry_path = _entry_path(root, python_abs, environ)
+    if not refresh:
+        cached = _read_entry(entry_path, python_abs)
+        if cached is not None:
+            return SglangFacts.from_worker_json(python, cached, from_cache=True)
+    try:
+        data = _run_worker(python_abs, "facts", stdin=None, timeout_s=timeout_s, env=env)
+    except SglangWorkerError as exc:
+        return SglangFacts.failed(python, exc.kind, str(exc))
+    facts = SglangFacts.from_worker_json(python, data)
+    if facts.ok:
+        _write_entry(entry_path, python_abs, environ, data)
+    return facts
+
+
+def clear_sglang_facts_cache(cache_dir: str | os.PathLike[str] | None = None) -> int:
+    """Delete every cached answer; returns how many files went."""
+    root = _cache_root(cache_dir)
+    n = 0
+    try:
+        for p in root.glob("facts-*.json"):
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return n
+
+
+# -- parsing with the real parser (contract tests) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParseOutcome:
+    argv: tuple[str, ...]
+    ok: bool
+    namespace: Mapping[str, Any] | None = field(default=None, hash=False)  # vars(namespace), JSON-safe
+    error: str | None = None  # argparse's message when rejected
+
+
+def parse_many_with_real_parser(
+    python: str,
+    argvs: Iterable[Sequence[str]],
+    *,
+    timeout_s: float = 600,
+    env: Mapping[str, str] | None = None,
+) -> list[ParseOutcome]:
+    """Parse each argv with SGLang's own parser under ``python``, importing SGLang once for
+    the whole batch. A rejected argv is an outcome with ``ok=False`` and argparse's message;
+    a worker that cannot run raises SglangWorkerError."""
+    batch = [[str(a) for a in argv] for argv in argvs]
+    python_abs = _resolve_python(python)
+    if python_abs is None:
+        raise SglangWorkerError(f"Python interpreter not found or not executable: {python!r}", "interpreter_missing")
+    data = _run_worker(python_abs, "parse", stdin=json.dumps(batch), timeout_s=timeout_s, env=env)
+    if not data.get("ok"):
+        raise SglangWorkerError(_worker_error_message(python, data), str(data.get("error_kind") or "worker_failed"))
+    results = data.get("results")
+    if not isinstance(results, list) or len(results) != len(batch):
+        raise SglangWorkerError("the SGLang parse worker answered the wrong number of results")
+    out = []
+    for argv, r in zip(batch, results):
+        if r.get("ok"):
+            out.append(ParseOutcome(tuple(argv), True, MappingProxyType(dict(r.get("namespace") or {}))))
+        else:
+            out.append(ParseOutcome(tuple(argv), False, None, str(r.get("error"))))
+    return out
+
+
+def parse_with_real_parser(
+    python: str, argv: Sequence[str], *, timeout_s: float = 300, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``vars(parser.parse_args(argv))`` from SGLang's own parser under ``python``, JSON-safe.
+    Raises SglangParseError (argparse's message) if the parser rejects ``argv``."""
+    (outcome,) = parse_many_with_real_parser(python, [argv], timeout_s=timeout_s, env=env)
+    if not outcome.ok:
+        raise SglangParseError(outcome.error or "rejected", argv)
+    return dict(outcome.namespace or {})
+
+
+__all__ = [
+    "OptionInfo",
+    "ParseOutcome",
+    "SglangFacts",
+    "SglangParseError",
+    "SglangWorkerError",
+    "clear_sglang_facts_cache",
+    "load_sglang_facts_file",
+    "parse_many_with_real_parser",
+    "parse_with_real_parser",
+    "read_sglang_facts",
+]
+
+if __name__ == "__main__":  # pragma: no cover - manual check: python -m kt_launch.facts.sglang PYTHON
+    f = read_sglang_facts(sys.argv[1] if len(sys.argv) > 1 else sys.executable)
+    print(f.describe(), f"{len(f.options)} option strings", "cached" if f.from_cache else "fresh")
