@@ -40,7 +40,6 @@ _HF_EXPERT_STR = re.compile(
     r"(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)$")
 _AMX_KEY = re.compile(rb'"blk\.(\d+)\.ffn_(?:gate|up|down)_exps\.(\d+)\.numa\.(\d+)\.weight"')
 _AMX_ANY = re.compile(rb'"blk\.\d+\.ffn_(?:gate|up|down)_exps\.')
-_INDEX_VALUE = re.compile(rb'":\s*"([^"\\]+\.safetensors)"')
 _KT_FILE = re.compile(r"_(up|gate|down)_(\d+)_(\d+)Byte_(quant|scale)_\.kt$")
 _LORA_EXPERT = re.compile(
     r"^(?:base_model\.model\.model\.|base_model\.model\.|base_model\.)?(?:model\.)?layers\.(\d+)\.mlp\.experts\.(\d+)\."
@@ -194,9 +193,10 @@ def _read_index(path: str, fid: FileId) -> tuple[list[str] | None, str | None]:
     except OSError as e:
         return None, f"{path}: not readable ({e.strerror or e})"
     if len(raw) > (1 << 20):  # big index (100k tensors): check its shape, collect the shard names by scanning
-        body = raw.strip()
-        if body[:1] == b"{" and body[-1:] == b"}" and b'"weight_map"' in body:
-            names = set(_INDEX_VALUE.findall(body))
+        head, tail = raw[:64].lstrip(), raw[-64:].rstrip()
+        if head[:1] == b"{" and tail[-1:] == b"}" and b'"weight_map"' in raw:
+            chunks = raw.split(b'.safetensors"')[:-1]  # each ends with the start of a name: `..."model-00001-of-00163`
+            names = {c[c.rfind(b'"') + 1:] + b".safetensors" for c in chunks}
             try:
                 return sorted(n.decode("utf-8") for n in names), None
             except UnicodeDecodeError as e:
