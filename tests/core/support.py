@@ -8,7 +8,8 @@ from kt_launch.resolve.pipeline import resolve
 
 XEON16 = {
     "cpu": {"model": "Intel Xeon (AMX)", "physical_cores": 16, "logical_cpus": 32,
-            "usable_cpus": list(range(32)), "flags": ["avx2", "avx512f", "avx512bw", "amx_tile", "amx_int8", "amx_bf16"]},
+            "usable_cpus": list(range(32)), "flags": ["avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512vbmi", "avx512_bf16",
+                      "amx_tile", "amx_int8", "amx_bf16"]},
     "numa": [{"id": 0, "cpus": list(range(32)), "memory_bytes": 128 << 30}],
     "memory": {"total_bytes": 128 << 30, "available_bytes": 120 << 30},
     "gpus": [{"index": 0, "name": "NVIDIA H200", "memory_bytes": 141 << 30}],
@@ -16,7 +17,8 @@ XEON16 = {
 
 TWO_SOCKET = {
     "cpu": {"model": "Intel Xeon 2S", "physical_cores": 64, "logical_cpus": 128, "usable_cpus": list(range(128)),
-            "flags": ["avx512f", "avx512bw", "amx_tile"]},
+            "flags": ["avx512f", "avx512bw", "avx512_vnni", "avx512vbmi", "avx512_bf16", "amx_tile",
+                      "amx_int8", "amx_bf16"]},
     "numa": [{"id": 0, "cpus": list(range(0, 32)) + list(range(64, 96)), "memory_bytes": 1 << 40},
              {"id": 1, "cpus": list(range(32, 64)) + list(range(96, 128)), "memory_bytes": 1 << 40},
              {"id": 2, "cpus": [], "memory_bytes": 1 << 38}],
