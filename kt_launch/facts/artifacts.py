@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from kt_launch.config.models import UserConfig
 from kt_launch.facts.adapters import AdapterConfig, read_adapter_config
-from kt_launch.facts.fileid import FileId, identify
+from kt_launch.facts.fileid import HEADER_INVALID, FileId, identify
 
 WEIGHT_EXTS = (".safetensors", ".bin", ".pt", ".pth")  # what SGLang's LoRA loader globs (non-recursive)
 PROJS = {"gate_proj": "gate", "up_proj": "up", "down_proj": "down", "w1": "gate", "w3": "up", "w2": "down"}
@@ -129,6 +129,7 @@ class ArtifactFacts:
     moe_lora_dir: AdapterDirFacts | None = None  # when moe_lora.path is a directory
     loras: dict[str, AdapterDirFacts] = field(default_factory=dict)  # lora.paths entry path -> facts
     port: PortFact | None = None
+    problems: tuple[str, ...] = ()  # sections that could not be inspected (field: error)
 
 
 class _Cache:
@@ -145,19 +146,31 @@ class _Cache:
 
 def gather_artifacts(cfg: UserConfig) -> ArtifactFacts:
     cache = _Cache()
-    model = model_dir_facts(cfg.model.path, cache)
-    weights = weight_dir_facts(cfg.kt.weight_path, cache) if cfg.kt.weight_path else None
+    problems: list[str] = []
+
+    def guarded(what: str, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:  # an exotic file system or a bug: a finding (KT-W200), never a traceback
+            problems.append(f"{what}: {type(e).__name__}: {e}")
+            return None
+
+    model = guarded("model.path", model_dir_facts, cfg.model.path, cache)
+    weights = guarded("kt.weight_path", weight_dir_facts, cfg.kt.weight_path, cache) if cfg.kt.weight_path else None
     moe, moe_dir = None, None
     if cfg.moe_lora is not None:
-        moe = cache.id(cfg.moe_lora.path)
-        if moe.kind == "directory":
-            moe_dir = adapter_dir_facts(cfg.moe_lora.path, cache)
+        moe = guarded("moe_lora.path", cache.id, cfg.moe_lora.path)
+        if moe is not None and moe.kind == "directory":
+            moe_dir = guarded("moe_lora.path", adapter_dir_facts, cfg.moe_lora.path, cache)
     loras: dict[str, AdapterDirFacts] = {}
-    for item in cfg.lora.paths:
+    for i, item in enumerate(cfg.lora.paths):
         p = item if isinstance(item, str) else item.path
         if p not in loras:
-            loras[p] = adapter_dir_facts(p, cache)
-    return ArtifactFacts(model, weights, moe, moe_dir, loras, probe_port(cfg.server.host, cfg.server.port))
+            got = guarded(f"lora.paths[{i}]", adapter_dir_facts, p, cache)
+            if got is not None:
+                loras[p] = got
+    port = guarded("server.port", probe_port, cfg.server.host, cfg.server.port)
+    return ArtifactFacts(model, weights, moe, moe_dir, loras, port, tuple(problems))
 
 
 # -- HF model dir ---------------------------------------------------------------------------
@@ -224,8 +237,12 @@ def hf_experts(files) -> ExpertSet:
         if len(rows) != n:
             rows = _HF_EXPERT.findall(fid.header)  # tolerate whitespace
         if len(rows) != n:  # unusual header layout: parse it fully
+            try:
+                tensors = fid.tensors
+            except (ValueError, KeyError, TypeError):
+                tensors = {}  # not JSON after all: its experts count as missing
             rows = [(m[1].encode(), m[2].encode(), m[3].encode(), m[4].encode(), t.dtype.encode(), b"0",
-                     str(t.nbytes).encode()) for name, t in fid.tensors.items() if (m := _HF_EXPERT_STR.match(name))]
+                     str(t.nbytes).encode()) for name, t in tensors.items() if (m := _HF_EXPERT_STR.match(name))]
         count += len(rows)
         nbytes += sum(map(int, [r[6] for r in rows])) - sum(map(int, [r[5] for r in rows]))
         suffixes.update({r[3] for r in rows})
@@ -374,15 +391,22 @@ def adapter_dir_facts(path: str, cache: _Cache) -> AdapterDirFacts:
     main = next((f for f in st if os.path.basename(f.path) == "adapter_model.safetensors"), st[0] if st else None)
     expert: dict[tuple[int, int, str, str], tuple[int, ...]] = {}
     nonexpert = other = 0
+    tensors = {}
     if main is not None and main.ok_safetensors:
-        for name, t in main.tensors.items():
-            m = _LORA_EXPERT.match(name)
-            if m:
-                expert[(int(m[1]), int(m[2]), m[3], m[4])] = t.shape
-            elif ".lora_A" in name or ".lora_B" in name or ".lora_embedding_" in name:
-                nonexpert += 1
-            else:
-                other += 1
+        try:
+            tensors = main.tensors
+        except (ValueError, KeyError, TypeError) as e:  # a large header that scanned well but is not JSON
+            bad = FileId(main.path, "safetensors", main.size, HEADER_INVALID, f"header is not valid JSON ({e})")
+            files = tuple(bad if f is main else f for f in files)
+            main = bad
+    for name, t in tensors.items():
+        m = _LORA_EXPERT.match(name)
+        if m:
+            expert[(int(m[1]), int(m[2]), m[3], m[4])] = t.shape
+        elif ".lora_A" in name or ".lora_B" in name or ".lora_embedding_" in name:
+            nonexpert += 1
+        else:
+            other += 1
     return AdapterDirFacts(path, node, config, files, main.path if main else None, expert, nonexpert, other, fused)
 
 

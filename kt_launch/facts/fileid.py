@@ -169,7 +169,7 @@ def _zip(path: str, size: int) -> FileId:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # BadZipFile, OSError, EOFError, NotImplementedError, ...: listing failed
         return FileId(path, "zip", size, "corrupt-zip", f"corrupt zip ({e})")
     if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
         return FileId(path, "torch-zip", size, detail=f"zip with {len(names)} members incl. data.pkl")

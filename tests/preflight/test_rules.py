@@ -329,3 +329,31 @@ def test_no_check_skips_files_but_not_isa(tmp_path):
     rc, doc, err = check(tmp_path, profile, AVX2_HOST, "--no-check")
     assert not [c for c in codes(doc) if c.startswith("KT-E2") and c != "KT-E240"]
     assert "KT-E240" in codes(doc, "error")
+
+
+def test_bin_that_is_not_torch(tmp_path, t):
+    (t / "lora" / "adapter_model.safetensors").rename(t / "lora" / "adapter_model.bin")  # safetensors named .bin
+    rc, doc = errors(tmp_path, synthetic.moe_lora_profile(t))
+    f = finding(doc, "KT-E206")
+    assert "adapter_model.bin" in f["message"] and "torch.load" in f["message"]
+
+
+def test_unexpected_failure_is_a_finding_not_a_traceback(tmp_path, t, monkeypatch):
+    from kt_launch.facts import artifacts
+
+    def boom(*a):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(artifacts, "weight_dir_facts", boom)
+    rc, doc = errors(tmp_path, synthetic.amx_profile(t))
+    assert "disk on fire" in finding(doc, "KT-W200")["message"]
+
+
+def test_every_code_is_documented():
+    import re
+    from pathlib import Path
+
+    from kt_launch.resolve import preflight
+    src = "".join(Path(preflight.__file__).with_name(n).read_text() for n in ("preflight.py", "preflight_weights.py"))
+    body = re.sub(r"CODES = \{.*?\n\}\n", "", src, flags=re.S)
+    used = set(re.findall(r'"(KT-[EWI]2\d\d)"', body))
+    assert len(used) > 30 and used <= set(preflight.CODES), used - set(preflight.CODES)
