@@ -376,6 +376,9 @@ BROKEN: dict[str, Callable[[Path], dict]] = {
 }
 
 
+MARKER = ".kt-launch-synthetic"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kt_launch.synthetic",
                                  description="Build the tiny synthetic demo tree that configs/demo.yaml uses.")
@@ -386,10 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     if root.exists() and not root.is_dir():
         print(f"python -m kt_launch.synthetic: {root} exists and is not a directory", file=sys.stderr)
         return 2
-    for p in ("model", "kt-amxint8", "moe_lora.pt", "lora"):  # rebuild cleanly
-        if (root / p).exists() or (root / p).is_symlink():
-            _replace(root / p, lambda _: None)
+    names = ("model", "kt-amxint8", "moe_lora.pt", "lora")
+    present = [p for p in names if (root / p).exists() or (root / p).is_symlink()]
+    if present and not (root / MARKER).exists():  # never delete what we did not build
+        print(f"python -m kt_launch.synthetic: {root} already holds {', '.join(present)}, not built by this tool; "
+              "pick an empty or new directory", file=sys.stderr)
+        return 2
+    for p in present:  # rebuild cleanly
+        _replace(root / p, lambda _: None)
     made = demo(root)
+    (root / MARKER).write_text("built by python -m kt_launch.synthetic; safe to delete with its siblings\n")
     if not args.quiet:
         out = io.StringIO()
         for name, p in made.items():

@@ -37,3 +37,14 @@ def test_demo_tree_and_profile(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kt_launch.synthetic", "demo/", "--quiet"], cwd=tmp_path,
                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
+
+
+def test_synthetic_refuses_to_replace_foreign_dirs(tmp_path):
+    from kt_launch.synthetic import main
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "precious.txt").write_text("mine")
+    assert main([str(tmp_path), "--quiet"]) == 2
+    assert (tmp_path / "model" / "precious.txt").read_text() == "mine"
+    assert main([str(tmp_path / "fresh"), "--quiet"]) == 0
+    assert main([str(tmp_path / "fresh"), "--quiet"]) == 0  # its own tree is rebuilt
