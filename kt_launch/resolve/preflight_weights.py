@@ -40,28 +40,47 @@ def check_model_dir(inp: ResolveInput, values: Values) -> Iterator[Finding]:
 
 # -- SFT base weights (seed bug 4: "base weights not found") ------------------------------------------
 
+def _bf16_sft_source(inp: ResolveInput, values: Values, a):
+    """(field, path, ExpertSet, broken shards?) where AMXBF16_SFT reads BF16 experts; None when not checkable.
+
+    The seed's fork reads model.path (seed bug 3); sglang-kt reads kt.weight_path (KTConfig.weight_path),
+    where pre-converted `_layer_*/_numa_*/*.kt` files are also accepted."""
+    wp = values.get("kt.weight_path")
+    if values["runtime.flavor"].value == "sglang-kt" and wp is not None and wp.value \
+            and wp.value != inp.config.model.path:
+        w = a.weights
+        if w is None or w.path != wp.value or w.node.kind != "directory" or w.amx_form == "kt":
+            return None  # a missing dir is check_weight_dir's; .kt files are a valid BF16 SFT source
+        return "kt.weight_path", w.path, w.hf, any(not f.ok_safetensors for f in w.safetensors)
+    md = a.model
+    if md is None or md.node.kind != "directory":
+        return None
+    return "model.path", md.path, md.experts, bool(md.missing_shards) or not all(s.ok_safetensors for s in md.shards)
+
+
 def check_base_weights(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     a, m, ml = artifacts(inp), inp.model, inp.config.moe_lora
-    if a is None or m is None or ml is None or a.model is None or a.model.node.kind != "directory":
+    if a is None or m is None or ml is None or values["moe_lora.sft_method"].value != "AMXBF16_SFT":
+        return  # INT8/INT4 SFT read converted kt.weight_path: check_weight_dir
+    got = _bf16_sft_source(inp, values, a)
+    if got is None:
         return
-    if values["moe_lora.sft_method"].value != "AMXBF16_SFT":
-        return  # INT8/INT4 SFT read kt.weight_path: check_weight_dir
-    exp = a.model.experts
-    where = f"model.path ({inp.config.model.path})"
+    field, path, exp, broken = got
+    where = f"{field} ({path})" + (" (sglang-kt hands --kt-weight-path to kt-kernel as the SFT base weights)"
+                                   if field == "kt.weight_path" else "")
     if not exp.present:
         yield error("KT-E227", f"AMXBF16_SFT reads its base experts from {where}, but its safetensors hold no routed "
                     "expert tensors (…mlp.experts.E.{gate,up,down}_proj.weight); kt-kernel fails with \"base weights "
-                    "not found\" after the GPU weights have loaded", "point model.path at the original BF16 HF "
-                    "checkpoint, or use AMXINT8_SFT/AMXINT4_SFT with converted kt.weight_path")
+                    "not found\" after the GPU weights have loaded", f"point {field} at the original BF16 HF "
+                    f"checkpoint{' (e.g. model.path)' if field == 'kt.weight_path' else ''}, or use AMXINT8_SFT/AMXINT4_SFT with converted kt.weight_path")
         return
-    broken = a.model.missing_shards or not all(s.ok_safetensors for s in a.model.shards)
     short = [layer for layer in m.moe_layers if exp.layers.get(layer, 0) < m.num_experts]
     if short and not broken:  # a broken shard explains missing experts; it has its own finding
         yield error("KT-E227", f"AMXBF16_SFT base weights incomplete in {where}: MoE layer(s) {_short(short)} lack "
-                    f"some of the {m.num_experts} experts' gate/up/down weights", "finish the download of model.path")
+                    f"some of the {m.num_experts} experts' gate/up/down weights", f"finish the download of {field}")
     if exp.dtypes - {"BF16"}:
         yield error("KT-E228", f"AMXBF16_SFT needs BF16 expert weights, but {where} stores them as "
-                    f"{', '.join(sorted(exp.dtypes))}", "use the BF16 checkpoint for model.path, or AMXINT8_SFT/"
+                    f"{', '.join(sorted(exp.dtypes))}", f"use the BF16 checkpoint for {field}, or AMXINT8_SFT/"
                     "AMXINT4_SFT with converted weights in kt.weight_path")
 
 
@@ -117,8 +136,8 @@ def check_weight_dir(inp: ResolveInput, values: Values) -> Iterator[Finding]:
             return
         layout, exp, what = ("hf" if a.model.experts.present else None), a.model.experts, "model.path"
     else:
-        node = node_findings("kt.weight_path", w.node, "file" if method == "LLAMAFILE" and w.node.kind == "gguf" else "dir")
-        if node and not (method == "LLAMAFILE" and w.node.kind == "gguf"):
+        node = [] if w.node.kind == "gguf" else node_findings("kt.weight_path", w.node, "dir")
+        if node:
             yield from node
             return
         layout, exp, what = w.looks_like, w.hf, "kt.weight_path"
@@ -243,8 +262,9 @@ def _expert_bytes(inp: ResolveInput, values: Values) -> tuple[int, str] | None:
     if a is None:
         return None
     got = _consumed(inp, values)
-    if got is None:  # AMXBF16_SFT: BF16 experts from model.path
-        return (a.model.experts.nbytes, "model.path") if a.model is not None and a.model.experts.present else None
+    if got is None:  # AMXBF16_SFT: BF16 experts from model.path (sglang-kt: kt.weight_path)
+        src = _bf16_sft_source(inp, values, a) if inp.config.moe_lora is not None else None
+        return (src[2].nbytes, src[0]) if src is not None and src[2].present else None
     _, path = got
     w = a.weights if a.weights is not None and a.weights.path == path else None
     if w is not None:

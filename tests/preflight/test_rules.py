@@ -51,8 +51,17 @@ def test_sglang_kt_wants_an_adapter_dir_not_the_fork_pt(tmp_path, t):
 
 
 def sglang_kt(t, adapter, moe_lora=None, **extra):
+    """sglang-kt expert LoRA: AMXBF16_SFT base weights come from kt.weight_path, here the BF16 HF dir."""
     return synthetic.moe_lora_profile(t, moe_lora={"path": str(adapter), **(moe_lora or {})},
-                                      runtime={"flavor": "sglang-kt"}, lora={"paths": []}, **extra)
+                                      runtime={"flavor": "sglang-kt"}, lora={"paths": []},
+                                      **{"kt": {"weight_path": str(t / "model")}, **extra})
+
+
+def test_sglang_kt_bf16_sft_reads_kt_weight_path(tmp_path, t):
+    a = synthetic.expert_adapter(t / "expert")
+    rc, doc = errors(tmp_path, sglang_kt(t, a, kt={"weight_path": str(t / "kt-amxint8")}))
+    f = finding(doc, "KT-E227")
+    assert "kt.weight_path" in f["message"] and "sglang-kt" in f["message"]
 
 
 def test_sglang_kt_expert_adapter_is_clean(tmp_path, t):
@@ -238,7 +247,8 @@ def test_corrupt_shard_in_weight_dir(tmp_path, t):
 
 def test_sglang_kt_int8_sft_needs_kt_files(tmp_path, t):
     a = synthetic.expert_adapter(t / "expert")
-    rc, doc = errors(tmp_path, sglang_kt(t, a, moe_lora={"path": str(a), "sft_method": "AMXINT8_SFT"}))
+    rc, doc = errors(tmp_path, sglang_kt(t, a, moe_lora={"sft_method": "AMXINT8_SFT"},
+                                         kt={"weight_path": str(t / "kt-amxint8")}))
     assert ".kt files" in finding(doc, "KT-E220")["message"]
 
 
