@@ -45,7 +45,7 @@ class KtSection(Section):
 class MoeLoraSection(Section):
     path: str = Field(description="MoE-expert LoRA: the converted .pt (kt-moe-lora) or expert adapter dir (sglang-kt).")
     rank: int | None = Field(None, ge=1, description="null = `r` from adapter_config.json.")
-    alpha: float | None = Field(None, gt=0, description="null = `lora_alpha` from adapter_config.json.")
+    alpha: float | None = Field(None, gt=0, allow_inf_nan=False, description="null = `lora_alpha` from adapter_config.json.")
     sft_method: Literal["AMXBF16_SFT", "AMXINT8_SFT", "AMXINT4_SFT"] = "AMXBF16_SFT"
 
     @field_validator("sft_method", mode="before")
