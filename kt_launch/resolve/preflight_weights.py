@@ -196,6 +196,11 @@ def _amx_checks(inp: ResolveInput, values: Values, w, method: str, path: str) ->
                     f"but kt.threadpool_count is {pools}; kt-kernel needs one partition per thread pool",
                     f"set kt.threadpool_count={counts[0]}, or convert the weights again with --threadpool-count {pools}"
                     if len(counts) == 1 else f"convert the weights again with --threadpool-count {pools}")
+    if sft is not None and sft.value == "AMXINT4_SFT" and w.amx_form == "safetensors" and m is not None \
+            and m.moe_intermediate_size % max(1, pools):
+        yield error("KT-E221", f"kt.weight_path: AMXINT4_SFT splits moe_intermediate_size={m.moe_intermediate_size} "
+                    f"over kt.threadpool_count={pools} NUMA partitions, which does not divide it",
+                    "use a thread-pool count that divides moe_intermediate_size (and convert the weights for it)")
     if m is not None:
         missing = [layer for layer in m.moe_layers if layer not in w.amx_layers]
         partial = [layer for layer, n in w.amx_layers.items() if layer in m.moe_layers and n < m.num_experts]

@@ -367,3 +367,24 @@ def test_every_code_is_documented():
     body = re.sub(r"CODES = \{.*?\n\}\n", "", src, flags=re.S)
     used = set(re.findall(r'"(KT-[EWI]2\d\d)"', body))
     assert len(used) > 30 and used <= set(preflight.CODES), used - set(preflight.CODES)
+
+
+def test_planning_host_without_gpu_downgrades_cpu_errors(tmp_path, t, monkeypatch):
+    """This machine has no GPU: it only plans, so its CPU is a warning (KT-W240); a recorded server is an error."""
+    import kt_launch.app as app
+    from kt_launch.facts.host import HostFacts
+
+    laptop = host(flags=["avx2"], gpus=0)
+    monkeypatch.setattr(app, "gather_host", lambda *a, **k: HostFacts.from_json(laptop, "this machine"))
+    rc, doc, _ = check(tmp_path, synthetic.amx_profile(t), None)
+    assert rc == 0 and "KT-W240" in codes(doc, "warning") and "KT-W231" in codes(doc, "warning")
+    rc, doc = errors(tmp_path, synthetic.amx_profile(t), host(flags=["avx2"], gpus=1))
+    assert "KT-E240" in codes(doc, "error")
+
+
+def test_amxint4_sft_partitions_must_divide_intermediate(tmp_path, t):
+    shutil.rmtree(t / "kt-amxint8")
+    synthetic.amx_weights(t / "kt-amxint8", bits=4, numa=3)
+    profile = synthetic.moe_lora_profile(t, moe_lora={"sft_method": "AMXINT4_SFT"}, kt={"threadpool_count": 3})
+    rc, doc = errors(tmp_path, profile, host(numa=3))
+    assert any("does not divide" in f["message"] for f in doc["findings"] if f["code"] == "KT-E221")
