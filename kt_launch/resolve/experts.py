@@ -48,7 +48,8 @@ def resolve_weights(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
     if cfg.moe_lora is not None:
         sft = cfg.moe_lora.sft_method
         source = SFT_BASE_WEIGHTS[sft]
-        if source == "model.path":
+        fork_reads_hf = values["runtime.flavor"].value == "kt-moe-lora"
+        if source == "model.path" and fork_reads_hf:
             values["moe_lora.base_weights"] = Resolved(cfg.model.path, "derived",
                                                        f"{sft} reads BF16 experts from the HF model dir (model.path)")
             if wp is not None:
@@ -60,6 +61,15 @@ def resolve_weights(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
                 values["kt.weight_path"] = Resolved(cfg.model.path, "derived",
                                                     "SGLang enables kt-kernel only with --kt-weight-path; "
                                                     f"{sft} reads the HF dir")
+        elif source == "model.path":
+            # sglang-kt hands --kt-weight-path to kt-kernel as the SFT base weights: .kt files or BF16 HF safetensors.
+            if wp is None:
+                values["kt.weight_path"] = Resolved(cfg.model.path, "derived",
+                                                    f"{sft} reads BF16 experts; the HF model dir has them")
+            else:
+                values["kt.weight_path"] = user_value(prov, "kt.weight_path", wp)
+            values["moe_lora.base_weights"] = Resolved(values["kt.weight_path"].value, "derived",
+                                                       f"sglang-kt reads {sft} base experts from --kt-weight-path")
         else:
             if wp is None:
                 values["moe_lora.base_weights"] = Resolved(None, "derived", f"{sft} reads kt.weight_path, which is unset")

@@ -236,3 +236,12 @@ def test_upstream_refuses_mask_kt_kernel(write_profile):
     plan = plan_for(write_profile(PLAIN), sets=["runtime.flavor=sglang"], sglang=Facts())
     assert "KT-E317" in codes(plan)
     assert "KT-W311" in codes(plan_for(write_profile(PLAIN), sets=["runtime.flavor=sglang", "kt.numa_nodes=[0]"]))
+
+
+def test_sglang_kt_bf16_sft_reads_kt_weight_path(write_profile):
+    plan = plan_for(write_profile(KT_LORA))
+    assert plan.values["moe_lora.base_weights"].value == "/models/DeepSeek-V2-Lite-Chat-CPU-weight-INT8"
+    assert "KT-W111" not in codes(plan)
+    plan = plan_for(write_profile(KT_LORA), sets=["kt.weight_path=null"])
+    assert plan.values["kt.weight_path"].value == "/models/DeepSeek-V2-Lite-Chat"
+    assert plan.values["moe_lora.base_weights"].value == "/models/DeepSeek-V2-Lite-Chat"
