@@ -338,6 +338,7 @@ def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions,
     ready = timed_out = False
     next_poll = start
     last_status = -1e9
+    last_line = ""
     announced_stop = False
     health = f"{url}/health"
     while True:
@@ -378,10 +379,15 @@ def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions,
             state.kill_at = now + state.grace
             _killpg(state.pgid, signal.SIGTERM)
             continue
-        if console.tty or console.phase_changed or now - last_status >= opts.status_every:
+        line = f"kt-launch: waiting for {health}: {elapsed:5.0f}s, phase: {console.phase}"
+        if console.tty:
+            if line != last_line or not console.status_shown:
+                last_line = line
+                console.status(line)
+        elif console.phase_changed or now - last_status >= opts.status_every:
             console.phase_changed = False
             last_status = now
-            console.status(f"kt-launch: waiting for {health}: {elapsed:5.0f}s, phase: {console.phase}")
+            console.status(line)
 
     console.clear_status()
     _empty_group(state, console)

@@ -166,3 +166,53 @@ def test_bad_grace_period_is_exit_2(tmp_path, bad, capsys):
                "--grace-period", bad])
     assert rc == 2
     assert "--grace-period" in capsys.readouterr().err
+
+
+def test_ctrl_c_through_a_real_terminal(tmp_path):
+    """kt-launch on a pseudo-terminal: ^C reaches only kt-launch (the server has its own session), which
+    forwards it; the live status line is drawn in place while the weights load."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    port = free_port()
+    prof = write_profile(tmp_path, plain_profile(make_fake(tmp_path), port))
+    host = write_host(tmp_path)
+    env = {**os.environ, "FAKE_DIR": str(tmp_path), "FAKE_MODE": "load", "FAKE_CLEANUP": "0.5"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once
+        os.execve(sys.executable, [sys.executable, "-m", "kt_launch", "--profile", str(prof), "--host-facts",
+                                   str(host), "--no-check", "--supervise", "--grace-period", "10"], env)
+    buf, sent, end = b"", False, time.monotonic() + 30
+    try:
+        while time.monotonic() < end:
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                buf += data
+            if not sent and b"phase: load weight" in buf:
+                os.write(fd, b"\x03")
+                sent = True
+        done, status = os.waitpid(pid, os.WNOHANG)
+        while not done and time.monotonic() < end + 10:
+            time.sleep(0.05)
+            done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+            done, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    child = int((tmp_path / "pid").read_text())
+    assert sent, buf.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 130, buf.decode(errors="replace")
+    assert (tmp_path / "cleaned").exists()
+    assert pid_gone(child)
+    assert b"\r\x1b[Kkt-launch: waiting for" in buf
+    assert b"Traceback" not in buf
