@@ -216,3 +216,15 @@ def test_ctrl_c_through_a_real_terminal(tmp_path):
     assert pid_gone(child)
     assert b"\r\x1b[Kkt-launch: waiting for" in buf
     assert b"Traceback" not in buf
+
+
+def test_server_does_not_outlive_a_killed_kt_launch(tmp_path, launches):
+    """Even SIGKILL to kt-launch (no chance to forward anything) leaves no orphaned server: the child asked
+    the kernel for SIGTERM when its parent dies."""
+    launch, _ = start(tmp_path, launches, "load", env={"FAKE_CLEANUP": "0.1"})
+    launch.wait_file("loading")
+    child = launch.child_pid()
+    launch.signal(signal.SIGKILL)
+    assert launch.finish() == -signal.SIGKILL
+    assert pid_gone(child, timeout=10)
+    assert (tmp_path / "got_signal").read_text() == "SIGTERM"
