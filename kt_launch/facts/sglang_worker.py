@@ -37,6 +37,14 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
+# Reading a parser needs no GPU, but sglang-kt probes the device while importing (a CUDA
+# context on GPU 0 of a GPU host). Hide the devices from this process only; the parser's
+# defaults do not depend on them. KT_LAUNCH_WORKER_SHOW_GPUS=1 keeps them visible.
+GPUS_HIDDEN = os.environ.get("KT_LAUNCH_WORKER_SHOW_GPUS") != "1"
+if GPUS_HIDDEN:
+    for _var in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"):
+        os.environ[_var] = ""
+
 import argparse  # noqa: E402
 import ast  # noqa: E402
 import enum  # noqa: E402
@@ -429,6 +437,7 @@ def facts_mode():
         "prefix": sys.prefix,
         "sys_path": list(sys.path),
         "site_dirs": site_dirs(),
+        "gpus_hidden": GPUS_HIDDEN,
     }
     try:
         spec = importlib.util.find_spec("sglang")

@@ -345,6 +345,14 @@ def sanitize(data: dict, venv: Path) -> dict:
         return v
 
     out = {k: v for k, v in data.items() if k not in ("seconds", "import_seconds", "sys_path", "site_dirs", "python_version")}
+    # Some choices are built from sets, so their order follows the string hash seed.
+    options = []
+    for o in out.get("options") or ():
+        o = dict(o)
+        if isinstance(o.get("choices"), list):
+            o["choices"] = sorted(o["choices"], key=lambda c: json.dumps(c, sort_keys=True))
+        options.append(o)
+    out["options"] = options
     return fix(out)
 
 
