@@ -37,13 +37,14 @@ EXIT_CANNOT_START = 2
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
+ERROR_PHASE = "error in the log"
 # Phases of an SGLang start-up, recognised from its log lines (the last match wins).
 PHASES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"Traceback \(most recent call last\)|^\s*[\w.]*(Error|Exception)\b:"), "error in the log"),
+    (re.compile(r"Traceback \(most recent call last\)|^\s*[\w.]*(Error|Exception)\b:"), ERROR_PHASE),
     (re.compile(r"Init torch distributed", re.I), "init torch distributed"),
     (re.compile(r"Load weight", re.I), "load weight"),
     (re.compile(r"Loading safetensors|checkpoint shards", re.I), "load weight (safetensors)"),
-    (re.compile(r"\bKT\b|kt_kernel|kt-kernel|KTMoE|CPUInfer|AMX", re.I), "KT (kt-kernel experts)"),
+    (re.compile(r"\bKT\b|kt_kernel|kt-kernel|KTMoE|CPUInfer|\bAMX"), "KT (kt-kernel experts)"),
     (re.compile(r"LoRA|lora_path|adapter", re.I), "LoRA adapters"),
     (re.compile(r"Memory pool|KV Cache is allocated|max_total_num_tokens", re.I), "KV cache"),
     (re.compile(r"Capture cuda graph|Capturing batches|cuda graph", re.I), "capture cuda graph"),
@@ -79,6 +80,7 @@ class _Console:
         self.phase = "starting"
         self.phase_changed = False
         self.status_shown = False
+        self.waiting_line = None  # callable -> the status text while waiting for readiness; None after
         try:
             self.tty = sys.stderr.isatty()
         except (AttributeError, ValueError):
@@ -116,11 +118,19 @@ class _Console:
             _write_bytes(dest, clean)
             if text.strip():
                 self.tail.append(text)
-                for pattern, label in PHASES:
-                    if pattern.search(text):
-                        if label != self.phase:
-                            self.phase, self.phase_changed = label, True
-                        break
+                self._phase(text)
+
+    def _phase(self, text: str) -> None:
+        if "server_args=" in text or self.phase == ERROR_PHASE:  # SGLang's argument dump; errors stick
+            return
+        for pattern, label in PHASES:
+            if pattern.search(text):
+                if label != self.phase:
+                    self.phase, self.phase_changed = label, True
+                    if not self.tty and self.waiting_line is not None:  # a log: one line per new phase
+                        self.phase_changed = False
+                        _write(sys.stderr, scrub(self.waiting_line(), self.secrets) + "\n")
+                return
 
 
 def _write(stream: IO, text: str) -> None:
@@ -339,6 +349,8 @@ def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions,
     next_poll = start
     last_status = -1e9
     last_line = ""
+    console.waiting_line = lambda: (f"kt-launch: waiting for {health}: {time.monotonic() - start:5.0f}s, "
+                                    f"phase: {console.phase}")
     announced_stop = False
     health = f"{url}/health"
     while True:
@@ -351,6 +363,7 @@ def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions,
         if state.kill_at is not None:
             if not announced_stop:
                 announced_stop = True
+                console.waiting_line = None
                 why = state.stopping or "stop"
                 console.say(f"kt-launch: {why}: stopping SGLang (process group {state.pgid}); SIGKILL in "
                             f"{state.grace:g}s if it is still running (Ctrl+C again: now)\n")
@@ -367,11 +380,13 @@ def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions,
             next_poll = time.monotonic() + opts.poll_interval
             if status == 200:
                 ready = True
+                console.waiting_line = None
                 console.clear_status()
                 _announce_ready(console, url, model, lora_adapter, api_key is not None, time.monotonic() - start)
                 continue
         if opts.ready_timeout and elapsed > opts.ready_timeout:
             timed_out = True
+            console.waiting_line = None
             console.say(f"kt-launch: error: SGLang was not ready within {opts.ready_timeout:g}s "
                         f"(--ready-timeout); last phase: {console.phase}\n")
             _show_tail(console)
@@ -379,7 +394,7 @@ def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions,
             state.kill_at = now + state.grace
             _killpg(state.pgid, signal.SIGTERM)
             continue
-        line = f"kt-launch: waiting for {health}: {elapsed:5.0f}s, phase: {console.phase}"
+        line = console.waiting_line() if console.waiting_line else ""
         if console.tty:
             if line != last_line or not console.status_shown:
                 last_line = line
