@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from kt_launch.render.argv import Command
-from kt_launch.render.redact import redact_argv, scrub, scrub_bytes, scrub_findings, secret_values
+from kt_launch.render.redact import is_secret_name, redact_argv, scrub, scrub_bytes, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
 from kt_launch.run.health import argv_value, base_url, curl_example, poll_health
 
@@ -279,6 +279,8 @@ def supervise(cmd: Command, findings, *, lora_adapter: str | None = None,
     """Run `cmd` under supervision; returns kt-launch's exit code."""
     opts = opts or SuperviseOptions()
     secrets = secret_values(cmd.argv, cmd.env)
+    # the server inherits kt-launch's environment too: an exported HF_TOKEN must not show up in its teed log
+    secrets |= {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
     console = _Console(secrets, opts.tail_lines)
     shown = [f for f in findings if f.level != "info"]
     if shown:

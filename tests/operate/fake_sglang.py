@@ -7,6 +7,7 @@ It records its argv, environment and pid under $FAKE_DIR, prints SGLang-like log
   die            a traceback on stderr, exit 7
   die_signal     kill itself with SIGUSR1
   orphan         start a grandchild in the same process group, then exit 3
+$FAKE_ECHO_ENV=NAME prints NAME=value of that variable (as servers that log their environment do).
 Signals: SIGINT/SIGTERM are recorded in got_signal; then with $FAKE_IGNORE=1 they are ignored, else a
 cleanup of $FAKE_CLEANUP s runs (longer than `kt run`'s 0.25 s) and writes `cleaned` before exit 0.
 """
@@ -54,6 +55,9 @@ signal.signal(signal.SIGINT, on_signal)
 signal.signal(signal.SIGTERM, on_signal)
 
 print("server_args=ServerArgs(" + ", ".join(sys.argv[1:]) + ")", flush=True)
+if os.environ.get("FAKE_ECHO_ENV"):
+    name = os.environ["FAKE_ECHO_ENV"]
+    print(f"environment: {name}={os.environ.get(name)}", flush=True)
 print("[2026-01-01 00:00:00] Init torch distributed begin.", file=sys.stderr, flush=True)
 
 if MODE == "die":

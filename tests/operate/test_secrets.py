@@ -15,7 +15,8 @@ HF_TOKEN = "hf_ENV_SECRET_5678"
 OPENAI = "sk-ENV-OPENAI-9012"
 EXTRA = "hf_EXTRA_ARGS_SECRET_3456"
 PASS = "sk-PASSTHROUGH-SECRET-7890"
-SECRETS = (API_KEY, HF_TOKEN, OPENAI, EXTRA, PASS)
+INHERITED = "wandb-INHERITED-SECRET-2468"  # exported in kt-launch's own environment
+SECRETS = (API_KEY, HF_TOKEN, OPENAI, EXTRA, PASS, INHERITED)
 
 
 def secret_profile(python, port):
@@ -71,7 +72,8 @@ def test_dry_run_text_shows_masks_where_secrets_were(setup, capsys):
 def test_supervise_logs_mask_secrets_but_the_server_gets_them(setup, launches):
     tmp, prof, host, port = setup
     launch = Launch(tmp, [*base_args(prof, host), "--supervise", "--", "--admin-api-key", PASS],
-                    {"FAKE_MODE": "serve", "FAKE_READY_AFTER": "0.2"})
+                    {"FAKE_MODE": "serve", "FAKE_READY_AFTER": "0.2", "FAKE_ECHO_ENV": "WANDB_API_KEY",
+                     "WANDB_API_KEY": INHERITED})
     launches.append(launch)
     launch.wait_for(lambda: "is ready" in launch.err, timeout=30, what="ready")
     launch.signal(signal.SIGTERM)
@@ -86,6 +88,7 @@ def test_supervise_logs_mask_secrets_but_the_server_gets_them(setup, launches):
     assert argv[argv.index("--hf-token") + 1] == EXTRA
     assert argv[argv.index("--admin-api-key") + 1] == PASS
     assert env["HF_TOKEN"] == HF_TOKEN and env["OPENAI_API_KEY"] == OPENAI
+    assert env["WANDB_API_KEY"] == INHERITED and "WANDB_API_KEY=***" in launch.out  # echoed by the fake, masked
 
 
 def test_supervise_early_death_tail_is_masked(setup, launches):
