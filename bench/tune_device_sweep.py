@@ -93,9 +93,13 @@ def cmd_sweep(args, host) -> None:
             points = points[::-1]
         t0 = time.time()
 
+        partial = []
+
         def progress(i, n, pt, r):
             if r is None:
                 return
+            partial.append(r.to_json())  # written after every point: a killed run keeps its data
+            (Path(args.out) / f"partial_{method}.json").write_text(json.dumps(partial))
             print(f"[{method} {i + 1}/{n}] {pt.label()}: ok={r.ok} decode {r.decode_median_s} s "
                   f"({r.decode_tokens_per_s}) prefill {r.prefill_median_s} s ({r.prefill_tokens_per_s}) "
                   f"rel_err={r.rel_err} wall {r.wall_s:.1f}s {'' if r.ok else r.error}", flush=True)
