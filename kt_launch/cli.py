@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan")
     p.add_argument("--supervise", action="store_true", help="run SGLang as a supervised child instead of exec: "
                    "forward signals, wait for /health, print the OpenAI URL and a curl, propagate its exit code")
-    p.add_argument("--grace-period", type=_seconds, default=30.0, metavar="SECONDS",
+    p.add_argument("--grace-period", type=_seconds, metavar="SECONDS",
                    help="with --supervise: time SGLang gets to exit after a signal before SIGKILL (default 30)")
-    p.add_argument("--ready-timeout", type=_seconds, default=3600.0, metavar="SECONDS",
+    p.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
                    help="with --supervise: stop SGLang (exit 124) if /health is not 200 by then; 0 = no limit "
                         "(default 3600)")
     return p
@@ -113,6 +113,10 @@ def cmd_launch(args, passthrough) -> int:
     from kt_launch.app import plan_request
     from kt_launch.render.text import findings_text, plan_json, plan_text
 
+    supervised = getattr(args, "supervise", False)
+    if not supervised and (getattr(args, "grace_period", None) is not None
+                           or getattr(args, "ready_timeout", None) is not None):
+        raise ConfigError("--grace-period and --ready-timeout need --supervise (exec hands the process over)")
     out = plan_request(_request(args, passthrough))
     if args.dry_run:
         sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n" if args.json
@@ -128,7 +132,7 @@ def cmd_launch(args, passthrough) -> int:
         from kt_launch.run.supervise import host_facts_warning
 
         sys.stderr.write(host_facts_warning(args.host_facts))
-    if args.supervise:
+    if supervised:
         from kt_launch.run.supervise import launch_supervised
 
         return launch_supervised(out, args)

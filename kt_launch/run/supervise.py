@@ -497,5 +497,9 @@ def launch_supervised(out, args) -> int:
     if entries:
         name, path = entries[0]
         adapter = name if name is not None else path
-    opts = SuperviseOptions(grace_period=args.grace_period, ready_timeout=args.ready_timeout)
+    opts = SuperviseOptions()
+    if args.grace_period is not None:
+        opts.grace_period = args.grace_period
+    if args.ready_timeout is not None:
+        opts.ready_timeout = args.ready_timeout
     return supervise(out.command, out.findings, lora_adapter=adapter, opts=opts)

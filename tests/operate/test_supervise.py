@@ -228,3 +228,12 @@ def test_server_does_not_outlive_a_killed_kt_launch(tmp_path, launches):
     assert launch.finish() == -signal.SIGKILL
     assert pid_gone(child, timeout=10)
     assert (tmp_path / "got_signal").read_text() == "SIGTERM"
+
+
+def test_grace_period_without_supervise_is_exit_2(tmp_path, capsys):
+    from kt_launch.cli import main
+
+    prof = write_profile(tmp_path, plain_profile("/bin/false", 30000))
+    assert main(["--profile", str(prof), "--no-check", "--host-facts", str(write_host(tmp_path)),
+                 "--grace-period", "5"]) == 2
+    assert "need --supervise" in capsys.readouterr().err
