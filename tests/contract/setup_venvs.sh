@@ -59,6 +59,12 @@ quiet_pip() { # quiet_pip PIP_CMD...
 mkdir -p "$base"
 start=$SECONDS
 
+# One builder at a time (make test and a pytest run may start this together).
+exec 9>"$base/.setup.lock"
+if command -v flock >/dev/null 2>&1; then
+    flock 9
+fi
+
 # ---- shared torch -----------------------------------------------------------
 torch_lock="$here/requirements-torch.txt"
 torch_key="$(key_of "$torch_lock")"
@@ -71,6 +77,12 @@ else
     quiet_pip "$python" -m pip install "${pip_flags[@]}" --target "$torch_dir.tmp" -r "$torch_lock"
     mv "$torch_dir.tmp" "$torch_dir"
     printf '%s' "$torch_key" >"$torch_dir/.kt-launch-stamp"
+    # An older pinned set is several GB of disk nobody uses any more.
+    for old in "$base"/_torch-*; do
+        if [[ -d "$old" && "$old" != "$torch_dir" ]]; then
+            rm -rf "$old"
+        fi
+    done
 fi
 
 # ---- the two venvs ----------------------------------------------------------
