@@ -229,3 +229,50 @@ def test_nan_and_inf_floats_are_exit_2_naming_the_field(prof, capsys):
         prof.write_text(f"model: {{path: /m}}\nmoe_lora: {{path: /l, alpha: 16, rank: 8, {field}: {token}}}\n")
         rc, out, err = run(capsys, prof)
         assert rc == 2 and f"moe_lora.{field}" in err, (token, err)
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text),
+    lambda ch: st.lists(ch, max_size=4) | st.dictionaries(text, ch, max_size=4), max_leaves=12)
+
+
+@st.composite
+def host_docs(draw):
+    import copy
+
+    from operate.support import HOST
+
+    doc = copy.deepcopy(HOST)
+    for _ in range(draw(st.integers(1, 4))):
+        section = draw(st.sampled_from(sorted(doc)))
+        if draw(st.integers(0, 4)) == 0:
+            doc[section] = draw(json_values)
+        elif isinstance(doc[section], dict):
+            doc[section][draw(st.sampled_from(sorted(doc[section]) + ["junk"]))] = draw(json_values)
+        elif isinstance(doc[section], list) and doc[section] and isinstance(doc[section][0], dict) \
+                and doc[section][0]:
+            doc[section][0][draw(st.sampled_from(sorted(doc[section][0])))] = draw(json_values)
+    return draw(st.one_of(st.just(doc), json_values)) if draw(st.integers(0, 9)) == 0 else doc
+
+
+@fuzz(400)
+@given(doc=host_docs(), doctor=st.booleans())
+def test_random_host_facts_files(prof, capsys, doc, doctor):
+    import json
+
+    prof.write_text("model: {path: /m}\nkt: {weight_path: /w, method: AMXINT8}\n")
+    host = prof.parent / "host.json"
+    host.write_text(json.dumps(doc))
+    try:
+        if doctor:
+            rc = main(["doctor", "--json", "--host-facts", str(host)])
+            out, err = capsys.readouterr()
+            assert rc in (0, 2, 3) and "Traceback" not in out + err
+            if rc == 2:
+                assert str(host) in err
+        else:
+            rc, _, err = run(capsys, prof)
+            if rc == 2:
+                assert str(host) in err
+    finally:
+        write_host(prof.parent)
