@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
@@ -396,16 +396,16 @@ def _write_entry(path: Path, python_abs: str, env: Mapping[str, str], data: Mapp
         "stamps": _take_stamps(python_abs, data),
         "facts": data,
     }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(entry, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
         # A read-only or full cache dir costs speed, never correctness.
         try:
-            tmp.unlink()  # type: ignore[possibly-undefined]
-        except (OSError, UnboundLocalError):
+            tmp.unlink()
+        except OSError:
             pass
 
 
@@ -506,8 +506,21 @@ def read_sglang_facts(
     except SglangWorkerError as exc:
         return SglangFacts.failed(python, exc.kind, str(exc))
     facts = SglangFacts.from_worker_json(python, data)
-    if facts.ok:
-        _write_entry(entry_path, python_abs, environ, data)
+    if not facts.ok:
+        return facts
+    ran = data.get("python")
+    if isinstance(ran, str) and ran and os.path.realpath(ran) != os.path.realpath(python_abs):
+        # A wrapper (a pyenv shim, a shell script) picks its interpreter at run time, so no
+        # stat of ours can tell when its answer changes: answer, but do not cache.
+        return replace(
+            facts,
+            warnings=facts.warnings
+            + (
+                f"{python} is a wrapper that ran {ran}; set runtime.python to {ran} to let "
+                "kt-launch cache what SGLang accepts (each run reads it afresh until then)",
+            ),
+        )
+    _write_entry(entry_path, python_abs, environ, data)
     return facts
 
 

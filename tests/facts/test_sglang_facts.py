@@ -340,6 +340,17 @@ def test_unwritable_cache_dir_still_answers(env, tmp_path):
     assert f.ok and not f.from_cache
 
 
+def test_wrapper_interpreters_are_answered_but_not_cached(env, tmp_path, cache):
+    env.install_sglang()
+    shim = tmp_path / "shim-python"
+    shim.write_text(f'#!/bin/sh\nexec "{env.python}" "$@"\n')
+    shim.chmod(0o755)
+    f = read_sglang_facts(str(shim), cache_dir=cache)
+    assert f.ok and f.distribution == "sglang-kt"
+    assert any("wrapper" in w for w in f.warnings)
+    assert not list(cache.glob("facts-*.json"))
+
+
 def test_refresh_bypasses_the_cache(env, cache):
     env.install_sglang()
     read_sglang_facts(env.python, cache_dir=cache)
