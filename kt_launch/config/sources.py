@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSourc
 from pydantic_settings.sources.utils import parse_env_vars
 
 from kt_launch.config.models import UserConfig
+from kt_launch.render.redact import is_secret_name
 
 MAX_EXTENDS_DEPTH = 16
 # libyaml's safe loader when PyYAML was built with it (several times faster); never constructs objects.
@@ -333,6 +334,8 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
             shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
             if len(shown) > 60:
                 shown = shown[:57] + "..."
+            if any(is_secret_name(str(part)) for part in err.get("loc", ())):
+                shown = "***"  # never echo a secret, even a malformed one
             msg = f"{loc}: {err.get('msg')} (got {shown})"
         lines.append(f"{where}: {msg}")
     if len(e.errors()) > 8:

@@ -140,3 +140,11 @@ def test_redaction_helpers():
         {"HF_TOKEN": "***", "TOKENIZERS_PARALLELISM": "false"}
     # free text: real secrets are masked; values too short or too common to be secrets are left alone
     assert scrub("key sk-1234 and 1 and true", {"sk-1234", "1", "true"}) == "key *** and 1 and true"
+
+
+def test_invalid_secret_values_are_not_echoed_in_errors(tmp_path, capsys):
+    prof = tmp_path / "p.yaml"
+    prof.write_text("model: {path: /m}\nruntime: {env: {HF_TOKEN: 12345678}}\n")
+    rc = main(["--profile", str(prof), "--dry-run", "--no-check", "--host-facts", str(write_host(tmp_path))])
+    err = capsys.readouterr().err
+    assert rc == 2 and "runtime.env.HF_TOKEN" in err and "12345678" not in err
