@@ -87,7 +87,8 @@ def cmd_sweep(args, host) -> None:
         kw = dict(lora_rank=8, lora_alpha=16.0) if "_SFT" in method else {}
         base = ProbeSpec(method=method, cpuinfer=1, threadpool_count=1, chunked_prefill_size=args.chunk,
                          prefill_qlen=args.chunk, decode_repeats=args.decode_repeats,
-                         prefill_repeats=args.prefill_repeats, warmup=5, weight_source="tensors", **DSV2_LITE, **kw)
+                         prefill_repeats=args.prefill_repeats, warmup=5, weight_source="tensors",
+                         sft_path=args.sft_path, **DSV2_LITE, **kw)
         points = [TunePoint(t) for t in parse_threads(args.threads)]
         if args.reverse:
             points = points[::-1]
@@ -99,7 +100,7 @@ def cmd_sweep(args, host) -> None:
             if r is None:
                 return
             partial.append(r.to_json())  # written after every point: a killed run keeps its data
-            (Path(args.out) / f"partial_{method}.json").write_text(json.dumps(partial))
+            (Path(args.out) / f"partial_{method}{args.tag}.json").write_text(json.dumps(partial))
             print(f"[{method} {i + 1}/{n}] {pt.label()}: ok={r.ok} decode {r.decode_median_s} s "
                   f"({r.decode_tokens_per_s}) prefill {r.prefill_median_s} s ({r.prefill_tokens_per_s}) "
                   f"rel_err={r.rel_err} wall {r.wall_s:.1f}s {'' if r.ok else r.error}", flush=True)
@@ -111,9 +112,10 @@ def cmd_sweep(args, host) -> None:
         data["meta"] = {"decode_repeats": args.decode_repeats, "prefill_repeats": args.prefill_repeats,
                         "chunked_prefill_size": args.chunk, "wall_s": round(time.time() - t0, 1),
                         "order": "descending" if args.reverse else "ascending",
-                        "lora_rank": kw.get("lora_rank"), "lora_alpha": kw.get("lora_alpha")}
+                        "lora_rank": kw.get("lora_rank"), "lora_alpha": kw.get("lora_alpha"),
+                        "sft_path": args.sft_path if "_SFT" in method else None}
         data["selected"] = choice.to_json() if choice else None
-        (Path(args.out) / f"sweep_{method}.json").write_text(json.dumps(data, indent=1))
+        (Path(args.out) / f"sweep_{method}{args.tag}.json").write_text(json.dumps(data, indent=1))
         print(f"[{method}] selected: {choice.detail() if choice else None}; {time.time() - t0:.0f}s", flush=True)
 
 
@@ -132,6 +134,8 @@ def main() -> None:
     s.add_argument("--decode-repeats", type=int, default=30)
     s.add_argument("--prefill-repeats", type=int, default=3)
     s.add_argument("--reverse", action="store_true")
+    s.add_argument("--sft-path", default="forward", choices=("forward", "serving"))
+    s.add_argument("--tag", default="")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     host, hj = host_json()

@@ -73,6 +73,9 @@ class ProbeSpec:
     tolerance: float | None = None  # None = the worker's per-method default
     cpu_variant_override: str | None = None  # sets KT_KERNEL_CPU_VARIANT in the worker's environment
     weight_source: str = "auto"  # auto | tensors | hf_dir | kt_files
+    # SFT only: "forward" (training API forward(): CPU output) | "serving" (submit/sync_forward_inference
+    # on a CUDA stream: GPU output, as SGLang serves) | "auto" (serving when CUDA is available)
+    sft_path: str = "auto"
 
     def __post_init__(self) -> None:
         if self.numa_nodes is not None:
@@ -382,8 +385,13 @@ def probe_findings(r: ProbeResult) -> list[Finding]:
                                "run on AVX-512/AVX2 fallbacks and are much slower",
                                "run on a CPU with amx_tile/amx_int8/amx_bf16 for serving speed"))
         if r.sft:
-            out.append(info("KT-I402", f"{r.method} (MoE-LoRA) returns its output on {r.output_device or 'cpu'}: "
-                            "the SFT wrapper copies it back to the GPU outside a graph, so CUDA graphs stay off"))
+            fwd = r.raw.get("sft_forward_output_device") or r.output_device or "cpu"
+            path = r.raw.get("sft_path") or "forward"
+            msg = f"{r.method} (MoE-LoRA): the SFT wrapper's forward() returns its output on {fwd}"
+            if path == "serving":
+                msg += (f"; the serving path (submit/sync_forward_inference) that was timed stages it through "
+                        f"pinned CPU buffers into {r.output_device}")
+            out.append(info("KT-I402", msg + "; CUDA graphs stay off in this mode"))
         if r.rel_err is None and r.raw.get("spec", {}).get("check", True):
             out.append(info("KT-I403", "accuracy not checked: no bf16 reference for these weights"))
         if r.raw.get("pin_shim"):

@@ -383,9 +383,26 @@ def run(spec, result):
 
     # ---- forwards --------------------------------------------------------------------------
     result["stage"] = "forward"
-    dev = torch.device("cuda") if (has_cuda and not sft) else torch.device("cpu")
+    # SFT wrappers have two forward paths: forward()/submit_forward()+sync_forward() (training API,
+    # output on the CPU) and submit_forward_inference()+sync_forward_inference() (serving API: CUDA
+    # stream, pinned staging, persistent GPU output buffer). spec["sft_path"] picks one.
+    sft_path = spec.get("sft_path") or "auto"
+    if sft_path == "auto":
+        sft_path = "serving" if has_cuda else "forward"
+    if sft and sft_path == "serving" and not has_cuda:
+        result["notes"].append("sft_path=serving needs CUDA; measured the forward() path instead")
+        sft_path = "forward"
+    if sft:
+        result["sft_path"] = sft_path
+    dev = torch.device("cuda") if (has_cuda and (not sft or sft_path == "serving")) else torch.device("cpu")
 
     def forward(x, ids, w):
+        if sft and sft_path == "serving":
+            stream = torch.cuda.current_stream().cuda_stream
+            wrapper.submit_forward_inference(x, ids.to(dev), w.to(dev), stream)
+            out = wrapper.sync_forward_inference(stream)
+            torch.cuda.synchronize()
+            return out
         if sft:
             wrapper.submit_forward(x, ids, w, save_for_backward=False)
             return wrapper.sync_forward()  # output_device=None: a CPU tensor
@@ -428,6 +445,15 @@ def run(spec, result):
     except Exception as e:  # noqa: BLE001
         kind, msg = _classify_exception(e, method, variant)
         raise ProbeError(kind, msg)
+
+    if sft:
+        # Where the plain SFT forward() (training API) puts its output, whichever path was timed.
+        try:
+            x1 = torch.randn((1, H), generator=gen).to(torch.bfloat16)
+            i1, w1 = _routing(torch, 1, spec, gen)
+            result["sft_forward_output_device"] = str(wrapper.forward(x1, i1, w1, save_for_backward=False).device)
+        except Exception as e:  # noqa: BLE001
+            result["notes"].append(f"SFT forward() check failed: {type(e).__name__}: {e}")
 
     # Reference after all timing, with torch's own pool widened (it is idle during the timing).
     if check and gate is not None:

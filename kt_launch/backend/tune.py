@@ -173,6 +173,46 @@ class Sweep:
                    shape_key=d.get("shape_key"), measured_at=d.get("measured_at"), meta=dict(d.get("meta") or {}))
 
 
+def merge_sweeps(rounds: Sequence[Sweep]) -> Sweep:
+    """Combine repeated sweeps of the same method and shape (e.g. ascending and descending order, to
+    cancel drift): per point, the median across rounds of each round's median tokens/s. A point is ok
+    only if it ran in every round that measured it."""
+    if not rounds:
+        raise ValueError("merge_sweeps needs at least one sweep")
+    methods = {r.method for r in rounds}
+    if len(methods) != 1:
+        raise ValueError(f"cannot merge sweeps of different methods: {sorted(methods)}")
+    by_pt: dict[TunePoint, list[SweepPoint]] = {}
+    for r in rounds:
+        for p in r.points:
+            by_pt.setdefault(p.point, []).append(p)
+
+    def med(vals: list[float]) -> float | None:
+        v = sorted(x for x in vals if x is not None)
+        if not v:
+            return None
+        n = len(v)
+        return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+    pts = []
+    for pt in sorted(by_pt, key=lambda t: (t.threadpool_count, t.cpuinfer)):
+        ps = by_pt[pt]
+        ok = all(p.ok for p in ps)
+        dt = med([p.decode_tokens_per_s for p in ps]) if ok else None
+        pt_ = med([p.prefill_tokens_per_s for p in ps]) if ok else None
+        pts.append(SweepPoint(pt.cpuinfer, pt.threadpool_count, pt.numa_nodes, ok,
+                              decode_tokens_per_s=dt, prefill_tokens_per_s=pt_,
+                              decode_median_s=(1.0 / dt) if dt else None,
+                              prefill_median_s=(rounds[0].prefill_qlen / pt_) if pt_ else None,
+                              error=None if ok else next((p.error for p in ps if not p.ok), None)))
+    first = rounds[0]
+    return Sweep(method=first.method, shape=first.shape, prefill_qlen=first.prefill_qlen, points=tuple(pts),
+                 host_fingerprint=first.host_fingerprint, cpu_model=first.cpu_model, cpu_variant=first.cpu_variant,
+                 kt_kernel_version=first.kt_kernel_version, shape_key=first.shape_key,
+                 measured_at=max((r.measured_at or "") for r in rounds) or None,
+                 meta={"rounds": len(rounds), "merged": "median across rounds of per-round median tokens/s"})
+
+
 ProgressFn = Callable[[int, int, TunePoint, "ProbeResult | None"], None]
 
 
@@ -208,6 +248,21 @@ def tune(base: ProbeSpec, python: str, points: Sequence[TunePoint], timeout_s: f
                  points=tuple(results), host_fingerprint=host_fingerprint(host) if host is not None else None,
                  cpu_model=host.cpu.model if host is not None else None, cpu_variant=variant,
                  kt_kernel_version=version, shape_key=shape_key, measured_at=_now())
+
+
+def tune_rounds(base: ProbeSpec, python: str, points: Sequence[TunePoint], rounds: int = 2,
+                timeout_s: float = 300.0, progress: ProgressFn | None = None, host: Any = None,
+                shape_key: str | None = None, env: Mapping[str, str] | None = None) -> tuple[Sweep, list[Sweep]]:
+    """`rounds` sweeps, alternating ascending and descending order (cancels drift and order effects);
+    returns (merged, per-round sweeps). The reference check runs on the first point of round 1 only."""
+    done: list[Sweep] = []
+    for r in range(max(1, rounds)):
+        order = list(points) if r % 2 == 0 else list(points)[::-1]
+        sw = tune(base, python, order, timeout_s, progress, host, shape_key, check_first=(r == 0), env=env)
+        done.append(sw)
+        if not any(p.ok for p in sw.points):
+            break
+    return (merge_sweeps(done) if len(done) > 1 else done[0]), done
 
 
 def _replace(spec: ProbeSpec, **kw: Any) -> ProbeSpec:
