@@ -4,7 +4,6 @@ CLI in-process. Never a traceback or an uncaught exception; exit 0, 2 or 3; an e
 `--set` item or the env var. KT_FUZZ_SCALE=10 runs ten times as many examples."""
 
 import os
-import re
 
 import pytest
 import yaml
@@ -128,7 +127,8 @@ def test_random_profiles(prof, capsys, doc):
 @given(path=st.sampled_from(DOTTED), token=st.one_of(st.sampled_from(TRICKY), text), indent=st.booleans())
 def test_tricky_yaml_values(prof, capsys, path, token, indent):
     section, _, key = path.partition(".")
-    body = f"model:\n  path: /m\n{section}:\n  {key}: {token}\n" if key else f"model: {{path: /m}}\n{section}: {token}\n"
+    body = (f"model:\n  path: /m\n{section}:\n  {key}: {token}\n" if key
+            else f"model: {{path: /m}}\n{section}: {token}\n")
     if indent:
         body = body.replace("\n  ", "\n    ")
     prof.write_text(body, encoding="utf-8")

@@ -2,7 +2,6 @@
 bundled profile points at it and validates against it."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
