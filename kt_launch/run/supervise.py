@@ -430,7 +430,10 @@ def _empty_group(state: _State, console: _Console) -> None:
     else:
         console.say(f"kt-launch: SGLang left processes in its group {pgid}: sending SIGTERM\n")
         _killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + (state.grace if not state.killed else 0.0)
+    # one grace period in all: after a signal, what is left gets only what remains of it
+    deadline = state.kill_at if state.kill_at is not None else time.monotonic() + state.grace
+    if state.killed:
+        deadline = time.monotonic()
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
     if _group_alive(pgid):
