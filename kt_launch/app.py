@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tup
         artifacts = _gather_artifacts(cfg)
     inp = ResolveInput(
         config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
-        adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg), tuned=_tuned(cfg, host, model),
+        adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg, req.checks), tuned=_tuned(cfg, host, model),
         passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),
     )
     return cfg, inp
@@ -102,8 +103,18 @@ def _gather_artifacts(cfg: UserConfig):
     return gather_artifacts(cfg)
 
 
-def _sglang_facts(cfg: UserConfig):
-    return None
+def _sglang_facts(cfg: UserConfig, checks: bool):
+    """The installed SGLang's real parser, from a subprocess in runtime.python (cached on disk).
+
+    Skipped under --no-check with an explicit flavour: planning for another machine needs no local SGLang."""
+    if not checks and cfg.runtime.flavor != "auto":
+        return None
+    from kt_launch.facts.sglang import SglangFacts, read_sglang_facts
+
+    python = cfg.runtime.python or sys.executable
+    if python == sys.executable and importlib.util.find_spec("sglang") is None:  # no subprocess needed to say no
+        return SglangFacts.failed(python, "not_installed", f"sglang is not installed in {python}")
+    return read_sglang_facts(python)
 
 
 def _tuned(cfg: UserConfig, host: HostFacts, model):

@@ -159,6 +159,20 @@ class SglangFacts:
             out.setdefault(info.dest, info)
         return MappingProxyType(out)
 
+    @property
+    def flavor(self) -> str | None:
+        """Which kt flavour this SGLang is, from its distribution name and the flags its parser accepts."""
+        if not self.ok:
+            return None
+        flags = self.options
+        if "--kt-moe-lora-path" in flags:
+            return "kt-moe-lora"
+        if self.distribution == "sglang-kt" or "--kt-expert-lora-path" in flags:
+            return "sglang-kt"
+        if "--kt-weight-path" in flags:
+            return "sglang"
+        return None
+
     def describe(self) -> str:
         if self.error:
             return f"{self.python}: {self.error}"

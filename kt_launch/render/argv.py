@@ -43,18 +43,21 @@ def _skip(plan: LaunchPlan, flavor: Flavor, key: str) -> bool:
 
 
 def render_command(plan: LaunchPlan) -> Command:
-    flavor = flavor_named(plan.flavor)
+    flavor = flavor_named(plan.flavor, plan.accepted_flags)
     python = plan.get("runtime.python")
     argv = [python, "-m", "sglang.launch_server"]
     findings: list[Finding] = []
     for key, flag in KEY_FLAGS:
         if _skip(plan, flavor, key):
             continue
-        if not flavor.has(flag):
+        if not flavor.has(flag) and not (flag == "--disable-cuda-graph" and flavor.has("--disable-decode-cuda-graph")):
             findings.append(error("KT-E301", f"{key} needs {flag}, which {flavor.name} ({flavor.description}) does not "
                                   f"accept", _who_has(flag)))
             continue
         value = plan.values[key].value
+        if flag == "--disable-cuda-graph" and flavor.has("--disable-decode-cuda-graph"):
+            argv += ["--disable-decode-cuda-graph", "--disable-prefill-cuda-graph"]  # upstream: the old flag is deprecated
+            continue
         argv += [flag, *_fmt(value)]
     if plan.get("moe_lora.path") is not None and flavor.moe_lora == "expert-lora-path":
         argv += ["--kt-expert-lora-path", plan.get("moe_lora.path")]
@@ -65,6 +68,8 @@ def render_command(plan: LaunchPlan) -> Command:
         argv.append("--disable-shared-experts-fusion")
     extra = list(plan.get("server.extra_args") or [])
     findings += _duplicates(argv, extra + plan.passthrough)
+    if plan.accepted_flags is not None:
+        findings += _unknown(extra + plan.passthrough, plan.accepted_flags, flavor)
     argv += extra + plan.passthrough
     env = dict(plan.get("runtime.env") or {})
     if plan.get("runtime.cuda_visible_devices") is not None:
@@ -77,6 +82,17 @@ def _who_has(flag: str) -> str:
 
     names = [f.name for f in CATALOGUE.values() if f.has(flag)]
     return f"use runtime.flavor: {' or '.join(names)}" if names else "remove the setting"
+
+
+def _unknown(extra: list[str], accepted: frozenset[str], flavor: Flavor) -> list[Finding]:
+    out = []
+    for a in extra:
+        flag = a.split("=", 1)[0]
+        if flag.startswith("--") and flag not in accepted:
+            out.append(error("KT-E306", f"pass-through argument {flag} is not accepted by the installed SGLang "
+                             f"({flavor.name}); it would stop at startup", "check the spelling with "
+                             "`python -m sglang.launch_server --help`, or remove it"))
+    return out
 
 
 def _duplicates(generated: list[str], extra: list[str]) -> list[Finding]:

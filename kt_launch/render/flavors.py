@@ -62,7 +62,9 @@ class Flavor:
 
 
 CATALOGUE: dict[str, Flavor] = {
-    "sglang": Flavor("sglang", "upstream sglang 0.5.x: six kt flags", BASE_FLAGS, None,
+    "sglang": Flavor("sglang", "upstream sglang 0.5.x: six kt flags",
+                     BASE_FLAGS | {"--disable-decode-cuda-graph", "--disable-prefill-cuda-graph", "--lora-backend",
+                                   "--disable-custom-all-reduce", "--pp-size"}, None,
                      needs_shared_experts_fusion_off=True),
     "sglang-kt": Flavor("sglang-kt", "KTransformers fork sglang-kt 0.7.x", BASE_FLAGS | {
         "--kt-numa-nodes", "--kt-gpu-experts-ratio", "--kt-gpu-prefill-token-threshold",
@@ -73,5 +75,11 @@ CATALOGUE: dict[str, Flavor] = {
 }
 
 
-def flavor_named(name: str) -> Flavor:
-    return CATALOGUE[name]
+def flavor_named(name: str, accepted: frozenset[str] | None = None) -> Flavor:
+    """The catalogue entry; with `accepted` (the installed parser's flags) capabilities come from the real parser."""
+    base = CATALOGUE[name]
+    if accepted is None:
+        return base
+    return Flavor(base.name, f"{base.description}, as installed", frozenset(accepted), base.moe_lora,
+                  base.needs_shared_experts_fusion_off)
+

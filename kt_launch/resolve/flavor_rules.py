@@ -74,10 +74,11 @@ def upstream_rules(inp: ResolveInput, values: dict[str, Resolved]) -> Iterable[F
     if values["runtime.flavor"].value != "sglang":
         return
     facts = inp.sglang
-    if facts is not None and getattr(facts, "kt_wants_gpu_experts_mask", False):
-        yield error("KT-E317", "upstream sglang calls KTMoEWrapper(num_gpu_experts=...), but the installed kt-kernel "
-                    f"{getattr(facts, 'kt_kernel_version', '') or ''} requires gpu_experts_mask: the server fails while "
-                    "building the model", "install sglang-kt (the KTransformers fork) instead of upstream sglang")
+    if facts is not None and facts.ok and facts.kt_wrapper_call_compatible is False:
+        missing = ", ".join(facts.kt_wrapper_call_missing) or "its required arguments"
+        yield error("KT-E317", f"upstream sglang {facts.version} calls KTMoEWrapper without {missing}, which the "
+                    f"installed kt-kernel {facts.kt_kernel_version or ''} requires: the server fails while building "
+                    "the model", "install sglang-kt (the KTransformers fork) instead of upstream sglang")
     if inp.config.kt.numa_nodes:
         yield warning("KT-W311", "kt.numa_nodes is set but upstream sglang has no --kt-numa-nodes; pool i runs on "
                       "NUMA node i", "use runtime.flavor: sglang-kt to bind pools to nodes")

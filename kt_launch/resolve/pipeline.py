@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from kt_launch.resolve.experts import resolve_gpu_experts, resolve_method, resolve_model_shape, resolve_weights
-from kt_launch.resolve.findings import Finding, info
+from kt_launch.resolve.findings import Finding, error, info, warning
 from kt_launch.resolve.flavor_rules import resolve_flavor_lora
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.lora import resolve_cuda_graph, resolve_lora
@@ -24,16 +24,36 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-def resolve_flavor(inp: ResolveInput, out: list[Finding]) -> Resolved:
+def resolve_flavor(inp: ResolveInput, out: list[Finding]) -> tuple[Resolved, frozenset[str] | None]:
+    """The flavour, and the flags the installed SGLang accepts when it was inspected and matches."""
     wanted = inp.config.runtime.flavor
-    detected = getattr(inp.sglang, "flavor", None)
+    facts = inp.sglang
+    detected = accepted = None
+    if facts is not None and facts.ok:
+        detected = facts.flavor
+        if detected is None:
+            out.append(error("KT-E307", f"the SGLang in {facts.python} ({facts.describe()}) has no kt-kernel flags",
+                             "install sglang-kt (pip install sglang-kt) or point runtime.python at an interpreter that has it"))
+        else:
+            accepted = facts.flags
+        for w in facts.warnings:
+            out.append(info("KT-I302", f"SGLang inspection: {w}"))
     if wanted != "auto":
-        return user_value(inp.provenance, "runtime.flavor", wanted)
-    if detected:
-        return Resolved(detected, "host", f"detected from the installed SGLang ({inp.sglang.describe()})")
-    out.append(info("KT-I301", "runtime.flavor is auto and no installed SGLang was inspected; planning for sglang-kt",
+        chosen = user_value(inp.provenance, "runtime.flavor", wanted)
+        if detected is not None and detected != wanted:
+            out.append(error("KT-E305", f"runtime.flavor={wanted} but {facts.python} has {facts.describe()}, which is "
+                             f"the {detected} flavour", f"set runtime.flavor: {detected} (or auto), or change runtime.python"))
+            accepted = None
+        elif facts is not None and not facts.ok:
+            out.append(warning("KT-W301", f"runtime.python cannot run SGLang: {facts.error}",
+                               "install SGLang into runtime.python, or plan with --no-check on a machine without it"))
+        return chosen, accepted
+    if detected is not None:
+        return Resolved(detected, "host", f"detected from the installed SGLang ({facts.describe()})"), accepted
+    why = facts.error if facts is not None and not facts.ok else "no installed SGLang was inspected"
+    out.append(info("KT-I301", f"runtime.flavor is auto and {why}; planning for sglang-kt",
                     "set runtime.flavor, or install sglang-kt into runtime.python"))
-    return Resolved("sglang-kt", "default", "auto without an inspected SGLang")
+    return Resolved("sglang-kt", "default", "auto without an inspected SGLang"), None
 
 
 def check_rules() -> tuple[Check, ...]:
@@ -46,13 +66,14 @@ def check_rules() -> tuple[Check, ...]:
 def resolve(inp: ResolveInput) -> LaunchPlan:
     findings: list[Finding] = []
     values: dict[str, Resolved] = {}
-    flavor = resolve_flavor(inp, findings)
+    flavor, accepted = resolve_flavor(inp, findings)
     values["runtime.flavor"] = flavor
     for step in STEPS:
         step(inp, values, findings)
     for check in check_rules():
         findings.extend(check(inp, values))
-    plan = LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough))
+    plan = LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough),
+                      accepted_flags=accepted)
     return plan
 
 

@@ -28,6 +28,8 @@ class LaunchPlan:
     values: dict[str, Resolved] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     passthrough: list[str] = field(default_factory=list)
+    # Flags the installed SGLang's real parser accepts (None: not inspected; the static catalogue applies).
+    accepted_flags: frozenset[str] | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
         r = self.values.get(key)

@@ -1,6 +1,7 @@
 """Each resolution rule, on literal host facts and profiles (no file system)."""
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from kt_launch.resolve.inputs import TunedThreads
 from kt_launch.resolve.threads import core_reserve, untuned_cpuinfer
 
 from core.support import TWO_SOCKET, XEON16, codes, plan_for
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 SEED = """
 model: {path: /models/DeepSeek-V2-Lite-Chat}
@@ -228,20 +231,42 @@ def test_sglang_kt_expert_lora_rules(write_profile, sets, passthrough, code):
 
 
 def test_upstream_refuses_mask_kt_kernel(write_profile):
-    class Facts:
-        flavor = "sglang"
-        kt_wants_gpu_experts_mask = True
-        kt_kernel_version = "0.7.2"
+    """Real parser dump of sglang 0.5.23 beside kt-kernel 0.7.2 (recorded by the contract venvs)."""
+    from kt_launch.facts.sglang import load_sglang_facts_file
 
-    plan = plan_for(write_profile(PLAIN), sets=["runtime.flavor=sglang"], sglang=Facts())
+    facts = load_sglang_facts_file(DATA / "parser_sglang_0.5.23.json")
+    plan = plan_for(write_profile(PLAIN), sglang=facts)
+    assert plan.flavor == "sglang" and plan.values["runtime.flavor"].source == "host"
     assert "KT-E317" in codes(plan)
     assert "KT-W311" in codes(plan_for(write_profile(PLAIN), sets=["runtime.flavor=sglang", "kt.numa_nodes=[0]"]))
 
 
-def test_sglang_kt_bf16_sft_reads_kt_weight_path(write_profile):
-    plan = plan_for(write_profile(KT_LORA))
-    assert plan.values["moe_lora.base_weights"].value == "/models/DeepSeek-V2-Lite-Chat-CPU-weight-INT8"
-    assert "KT-W111" not in codes(plan)
-    plan = plan_for(write_profile(KT_LORA), sets=["kt.weight_path=null"])
-    assert plan.values["kt.weight_path"].value == "/models/DeepSeek-V2-Lite-Chat"
-    assert plan.values["moe_lora.base_weights"].value == "/models/DeepSeek-V2-Lite-Chat"
+def test_explicit_flavor_checked_against_the_installed_one(write_profile):
+    from kt_launch.facts.sglang import load_sglang_facts_file
+
+    facts = load_sglang_facts_file(DATA / "parser_sglang-kt_0.7.2.json")
+    plan = plan_for(write_profile(SEED), sglang=facts)  # the seed profile says kt-moe-lora
+    assert "KT-E305" in codes(plan)
+    plan = plan_for(write_profile(PLAIN), sglang=facts)
+    assert plan.flavor == "sglang-kt" and plan.accepted_flags and "--kt-numa-nodes" in plan.accepted_flags
+
+
+def test_unknown_passthrough_flag_refused_with_real_flags(write_profile):
+    from kt_launch.facts.sglang import load_sglang_facts_file
+    from kt_launch.render.argv import render_command
+
+    facts = load_sglang_facts_file(DATA / "parser_sglang-kt_0.7.2.json")
+    cmd = render_command(plan_for(write_profile(PLAIN), sglang=facts, passthrough=("--log-levle", "debug")))
+    assert "KT-E306" in {f.code for f in cmd.findings}
+    cmd = render_command(plan_for(write_profile(PLAIN), sglang=facts, passthrough=("--log-level", "debug")))
+    assert not cmd.findings
+
+
+def test_upstream_cuda_graph_uses_the_new_flags(write_profile):
+    from kt_launch.facts.sglang import load_sglang_facts_file
+    from kt_launch.render.argv import render_command
+
+    facts = load_sglang_facts_file(DATA / "parser_sglang_0.5.23.json")
+    argv = render_command(plan_for(write_profile(PLAIN), sglang=facts, sets=["server.disable_cuda_graph=true"])).argv
+    assert "--disable-decode-cuda-graph" in argv and "--disable-cuda-graph" not in argv
+    assert "--disable-shared-experts-fusion" in argv
