@@ -105,7 +105,10 @@ class Provenance:
             o = self.origins.get(".".join(parts[:i]))
             if o is not None:
                 return o
-        return None
+        # A mapping value (e.g. runtime.env) set key by key: the highest-precedence source among its keys.
+        inner = [o for k, o in self.origins.items() if k.startswith(key + ".")]
+        rank = {"profile": 0, "env": 1, "cli": 2}
+        return max(inner, key=lambda o: rank[o.source]) if inner else None
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[str]:
