@@ -76,6 +76,7 @@ class ProbeSpec:
     # SFT only: "forward" (training API forward(): CPU output) | "serving" (submit/sync_forward_inference
     # on a CUDA stream: GPU output, as SGLang serves) | "auto" (serving when CUDA is available)
     sft_path: str = "auto"
+    extra: tuple[tuple[str, Any], ...] = ()  # more worker spec keys (test hooks), as (key, value) pairs
 
     def __post_init__(self) -> None:
         if self.numa_nodes is not None:
@@ -112,6 +113,8 @@ class ProbeSpec:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["numa_nodes"] = list(self.numa_nodes) if self.numa_nodes is not None else None
+        extra = dict(d.pop("extra") or ())
+        d.update(extra)
         return d
 
     def with_threads(self, cpuinfer: int, threadpool_count: int | None = None,

@@ -463,7 +463,9 @@ def run(spec, result):
         except Exception:  # noqa: BLE001
             pass
         for entry, (x, ids, w, out) in runs:
-            ref = _reference(torch, x, ids, w, gate, up, down, lora, scaling)
+            # "reference_lora_scaling" is a test hook: a wrong scaling must make the check fail.
+            ref_scaling = float(spec.get("reference_lora_scaling", scaling))
+            ref = _reference(torch, x, ids, w, gate, up, down, lora, ref_scaling)
             entry["rel_err"] = _rel_err(torch, out, ref)
 
     # ---- verdict ----------------------------------------------------------------------------
@@ -496,7 +498,7 @@ def main():
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     result = {"worker_version": WORKER_VERSION, "ok": False, "passed": False, "error_kind": None,
-              "error": None, "notes": [], "python": sys.executable,
+              "error": None, "notes": [], "python": sys.executable, "pid": os.getpid(),
               "python_version": ".".join(map(str, sys.version_info[:3]))}
     try:
         spec = json.loads(sys.stdin.read() or "{}")
