@@ -438,3 +438,48 @@ def load_tuned(host: Any, shape_key: str, method: str, path: Path | None = None)
     if e.get("prefill_ratio") is not None:
         s += f" / {e['prefill_ratio']:.2f} prefill"
     return TunedThreads(cpuinfer=e["cpuinfer"], detail=s, threadpool_count=tp if isinstance(tp, int) else None)
+
+
+# ------------------------------------------------------------------------------------------
+# One call for the CLI: sweep, select, store
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    choice: TuneChoice | None  # None: no point ran (see sweep.points[*].error)
+    sweep: Sweep  # merged over rounds
+    rounds: tuple[Sweep, ...]
+    cache_file: Path | None  # where the choice was stored; None when not stored
+
+    def to_json(self) -> dict[str, Any]:
+        return {"choice": self.choice.to_json() if self.choice else None, "sweep": self.sweep.to_json(),
+                "rounds": [r.to_json() for r in self.rounds],
+                "cache_file": str(self.cache_file) if self.cache_file else None}
+
+
+def format_progress(i: int, n: int, pt: TunePoint, r: ProbeResult | None) -> str:
+    """One line per finished point, for `kt-launch tune` progress output ('' before a point starts)."""
+    if r is None:
+        return ""
+    if not r.ok:
+        return f"[{i + 1}/{n}] {pt.label()}: failed ({r.error_kind}: {r.error})"
+    s = f"[{i + 1}/{n}] {pt.label()}: decode {r.decode_median_s * 1e3:.2f} ms"
+    if r.prefill_median_s is not None:
+        s += f", prefill {r.prefill_qlen} tok {r.prefill_median_s * 1e3:.1f} ms"
+    return s
+
+
+def run_tune(base: ProbeSpec, python: str, host: Any, shape_key: str, *, rounds: int = 2,
+             threads: Iterable[int] | None = None, max_threads: int | None = None, timeout_s: float = 300.0,
+             progress: ProgressFn | None = None, store: bool = True, cache_file: Path | None = None,
+             env: Mapping[str, str] | None = None) -> TuneOutcome:
+    """Sweep the host's thread layouts for `base` (method, shape, chunk, LoRA), select, and store the
+    choice in the per-host cache (keyed by host fingerprint, shape_key, base.method)."""
+    points = sweep_points(host, max_threads=max_threads, threads=threads)
+    merged, done = tune_rounds(base, python, points, rounds=rounds, timeout_s=timeout_s, progress=progress,
+                               host=host, shape_key=shape_key, env=env)
+    choice = select_best(merged)
+    path = None
+    if store and choice is not None:
+        path = save_tuned(host, shape_key, base.method, choice, merged, path=cache_file)
+    return TuneOutcome(choice, merged, tuple(done), path)

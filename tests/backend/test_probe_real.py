@@ -112,3 +112,19 @@ def test_separate_processes_have_separate_thread_pools(backend_python, variant):
     assert a.ok and b.ok and a.raw["pid"] != b.raw["pid"]
     assert a.raw["spec"]["cpuinfer"] == 1 and b.raw["spec"]["cpuinfer"] == 2
     assert a.rel_err is None and "KT-I403" not in codes(a)  # check=False: nothing claimed
+
+
+def test_run_tune_sweeps_selects_and_stores(backend_python, variant, tmp_path):
+    from kt_launch.backend.tune import format_progress, load_tuned, run_tune
+    from kt_launch.facts.host import CpuFacts, HostFacts, NumaNode
+
+    host = HostFacts(CpuFacts("test cpu", 2, 2, (0, 1), frozenset({"avx2"}), 2), (NumaNode(0, (0, 1)),), 1, 1)
+    method = "AMXINT8" if has_avx512(variant) else "BF16"
+    lines = []
+    out = run_tune(spec(method), backend_python, host, "test-shape", rounds=2, timeout_s=300,
+                   progress=lambda *a: lines.append(format_progress(*a)), cache_file=tmp_path / "t.json")
+    assert len(out.rounds) == 2 and [p.cpuinfer for p in out.rounds[1].points] == [2, 1]  # 2nd round reversed
+    assert out.choice is not None and out.cache_file == tmp_path / "t.json"
+    assert [ln for ln in lines if ln][0].startswith("[1/2] 1t/1p: decode ")
+    t = load_tuned(host, "test-shape", method, path=tmp_path / "t.json")
+    assert t is not None and t.cpuinfer == out.choice.cpuinfer
