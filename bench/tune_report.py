@@ -73,7 +73,6 @@ def table(args) -> None:
         per_round = [ratios(s) for s in sweeps]
         rs = ratios(merged)
         choice = select_best(merged)
-        m0 = rounds[0]["meta"]
         print(f"\n#### {key}: {len(rounds)} round(s), prefill qlen {merged.prefill_qlen}, "
               f"decode repeats {[r['meta'].get('decode_repeats') for r in rounds]}, "
               f"prefill repeats {[r['meta'].get('prefill_repeats') for r in rounds]}, "

@@ -17,6 +17,18 @@ What it does, for one point (method, cpuinfer, threadpool_count, numa_nodes, chu
   4. time forwards at qlen 1 (decode) and qlen = prefill_qlen (default: chunked_prefill_size);
   5. compare with a float32 torch reference MoE (explicit top-k routing, SiLU-gated MLP, LoRA delta
      scaled by alpha/rank in SFT mode) and report the relative error.
+
+Spec keys (see kt_launch.backend.probe.ProbeSpec): method, cpuinfer, threadpool_count, numa_nodes,
+chunked_prefill_size, hidden_size, moe_intermediate_size, num_experts, top_k, lora_rank, lora_alpha,
+weight_path, layer_idx, prefill_qlen, decode_repeats, prefill_repeats, warmup, check, seed, tolerance,
+weight_source (auto|tensors|hf_dir|kt_files), sft_path (auto|forward|serving), keep_tmp, and the test
+hook reference_lora_scaling. Weight sources: AMXINT4/AMXINT8 and AMXINT4_SFT use online quantization
+from tensors; BF16 and AMXBF16_SFT read a tiny HF dir written here; AMXINT8_SFT reads .kt files written
+by kt-kernel's own INT8 quantizer (AMXInt8_MOE with save=True), because INT8 SFT has no online path.
+SFT paths: "forward" = the training API (output on the CPU), "serving" = submit/sync_forward_inference on
+a CUDA stream (GPU output buffer), "auto" = serving when CUDA is available.
+A host without an accelerator cannot pin memory, which kt-kernel's inference buffers ask for: there the
+worker drops pin_memory (see _install_pin_shim) and says so in the result notes.
 """
 
 from __future__ import annotations
@@ -43,7 +55,6 @@ TOLERANCE = {
 # Above this the kernel is not computing the layer at all (wrong layout, garbage, NaN).
 GROSS = 0.9
 
-SFT_SUFFIX = "_SFT"
 
 
 def method_family(method: str) -> str:

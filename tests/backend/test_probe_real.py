@@ -6,7 +6,6 @@ the AMX SFT classes are implemented there with AVX-512 kernels, so the numbers a
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 
 import pytest
