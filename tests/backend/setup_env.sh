@@ -32,9 +32,12 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
 # 1. torch, CPU build (PyPI's torch wheel drags in ~3 GB of CUDA libraries). First from what pip is
 #    configured with (a local wheel dir, a mirror); else from the PyTorch CPU index, PyPI for its deps.
+#    Last resort: the plain PyPI wheel of the same version (large, but it works on a CPU-only host).
 if ! "${PIP[@]}" install --retries 1 --timeout 60 "$TORCH_SPEC" 2>/dev/null; then
-  "${PIP[@]}" install --retries 2 --timeout 60 --index-url "$TORCH_INDEX" \
-    --extra-index-url https://pypi.org/simple "$TORCH_SPEC"
+  if ! "${PIP[@]}" install --retries 2 --timeout 60 --index-url "$TORCH_INDEX" \
+      --extra-index-url https://pypi.org/simple "$TORCH_SPEC"; then
+    "${PIP[@]}" install "${TORCH_SPEC%+cpu}"
+  fi
 fi
 # 2. the runtime deps kt_kernel actually imports
 "${PIP[@]}" install "numpy>=1.24" "safetensors>=0.4" "pyyaml>=5.1" "packaging>=23"
