@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -m compileall -q kt_launch  # bytecode up front: start-up stays fast even with PYTHONDONTWRITEBYTECODE
 	touch $(STAMP)
 
 install: $(STAMP)

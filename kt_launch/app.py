@@ -14,7 +14,7 @@ from kt_launch.config.models import UserConfig
 from kt_launch.config.sources import ConfigError, Provenance, load_config
 from kt_launch.facts.adapters import read_adapter_config
 from kt_launch.facts.host import HostFacts, gather_host, load_host_facts
-from kt_launch.facts.model import ModelConfigError, read_model_facts
+from kt_launch.facts.model import ModelConfigError, ModelFacts, read_model_facts
 from kt_launch.render.argv import Command, render_command
 from kt_launch.resolve.findings import Finding, info
 from kt_launch.resolve.inputs import ResolveInput
@@ -40,6 +40,8 @@ class Outcome:
     host: HostFacts
     plan: LaunchPlan
     command: Command
+    model: ModelFacts | None = None
+    model_problem: str | None = None
 
     @property
     def findings(self) -> list[Finding]:
@@ -117,8 +119,14 @@ def _sglang_facts(cfg: UserConfig, checks: bool):
     return read_sglang_facts(python)
 
 
-def _tuned(cfg: UserConfig, host: HostFacts, model):
-    return None
+def _tuned(cfg: UserConfig, host: HostFacts, model: ModelFacts | None):
+    """The `kt-launch tune` result for this host, model shape and effective method, if one was stored."""
+    if model is None:
+        return None
+    from kt_launch.backend.tune import load_tuned
+
+    method = cfg.moe_lora.sft_method if cfg.moe_lora is not None else (cfg.kt.method or "AMXINT4")
+    return load_tuned(host, model.shape_key, method)
 
 
 def plan_request(req: Request, environ: Mapping[str, str] | None = None) -> Outcome:
@@ -126,4 +134,4 @@ def plan_request(req: Request, environ: Mapping[str, str] | None = None) -> Outc
     plan = resolve(inp)
     if inp.host.notes:
         plan.findings += [info("KT-I102", f"host facts: {n}") for n in inp.host.notes]
-    return Outcome(cfg, inp.host, plan, render_command(plan))
+    return Outcome(cfg, inp.host, plan, render_command(plan), inp.model, inp.model_problem)

@@ -63,6 +63,24 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     _profile_args(c)
     c.add_argument("--json", action="store_true")
     subs["check"] = c
+    for name, what in (("probe", "Run the plan's kt-kernel MoE layer once for real (decode and prefill) and check it "
+                                 "against a torch reference, in runtime.python."),
+                       ("tune", "Sweep kt.cpuinfer (and the pool layout) with real kt-kernel runs; store the best for "
+                                "this host, model shape and method.")):
+        b = _Parser(prog=f"kt-launch {name}", description=what)
+        b.add_argument("--profile", required=True, metavar="PATH|NAME")
+        b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+        b.add_argument("--python", help="interpreter with torch and kt-kernel (default: runtime.python)")
+        b.add_argument("--prefill-qlen", type=int, metavar="N", help="prefill tokens per forward (default: chunk size)")
+        b.add_argument("--timeout", type=_seconds, default=600.0, metavar="SECONDS", help="per run (default 600)")
+        b.add_argument("--json", action="store_true")
+        if name == "probe":
+            b.add_argument("--use-weights", action="store_true", help="load the real first MoE layer from disk")
+        else:
+            b.add_argument("--rounds", type=int, default=2, help="sweeps to take medians over (default 2)")
+            b.add_argument("--threads", metavar="N,N,...", help="thread counts to try (default: the host's range)")
+            b.add_argument("--no-store", action="store_true", help="do not write the tuning cache")
+        subs[name] = b
     s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
     s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     subs["schema"] = s
@@ -100,6 +118,18 @@ def _main(argv: list[str]) -> int:
     if args.json and not args.dry_run:
         raise ConfigError("--json needs --dry-run (or use `kt-launch check --json`)")
     return cmd_launch(args, passthrough)
+
+
+def cmd_probe(args, passthrough) -> int:
+    from kt_launch.backend.commands import cmd_probe as run
+
+    return run(args, passthrough)
+
+
+def cmd_tune(args, passthrough) -> int:
+    from kt_launch.backend.commands import cmd_tune as run
+
+    return run(args, passthrough)
 
 
 def _request(args, passthrough):

@@ -1,0 +1,113 @@
+"""`kt-launch probe` and `kt-launch tune`: run the plan's kt-kernel configuration for real, in the target
+interpreter (a subprocess: the launcher never imports torch or kt_kernel)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from kt_launch.config.sources import ConfigError
+from kt_launch.render.text import findings_text
+from kt_launch.resolve.findings import Finding, error, has_errors
+
+EXIT_OK, EXIT_PLAN = 0, 3
+
+
+def _planned(args, passthrough):
+    from kt_launch.app import plan_request
+
+    out = plan_request(_request(args, passthrough))
+    if out.model is None:
+        raise _Refused([error("KT-E409", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
+                              "point model.path at a HuggingFace model dir (its config.json gives the layer shape)")])
+    blocking = [f for f in out.findings if f.level == "error" and f.code.startswith(("KT-E1", "KT-E24"))]
+    if blocking:
+        raise _Refused(blocking)
+    return out
+
+
+def _request(args, passthrough):
+    from kt_launch.app import Request
+
+    return Request(profile=args.profile, sets=tuple(args.sets), host_facts=None, checks=True,
+                   passthrough=tuple(passthrough))
+
+
+class _Refused(Exception):
+    def __init__(self, findings: list[Finding]):
+        self.findings = findings
+
+
+def _python(args, out) -> str:
+    return args.python or out.plan.get("runtime.python") or sys.executable
+
+
+def cmd_probe(args, passthrough) -> int:
+    from kt_launch.backend.probe import probe_findings, probe_summary, run_probe, spec_from_plan
+
+    try:
+        out = _planned(args, passthrough)
+    except _Refused as r:
+        sys.stderr.write(findings_text(r.findings))
+        return EXIT_PLAN
+    overrides = {"prefill_qlen": args.prefill_qlen} if args.prefill_qlen else {}
+    spec = spec_from_plan(out.plan, out.model, use_weights=args.use_weights, **overrides)
+    problems = spec.validate()
+    if problems:
+        raise ConfigError("probe: " + "; ".join(problems))
+    if not args.json:
+        print(f"probing {spec.method}: {spec.cpuinfer} threads in {spec.threadpool_count} pool(s), "
+              f"{out.model.shape_key}, in {_python(args, out)} ...", file=sys.stderr)
+    result = run_probe(spec, _python(args, out), timeout_s=args.timeout)
+    findings = probe_findings(result)
+    if args.json:
+        print(json.dumps({"spec": spec.to_json(), "result": result.to_json(),
+                          "findings": [f.to_json() for f in findings]}, indent=2))
+    else:
+        print(probe_summary(result))
+        sys.stdout.write(findings_text(findings))
+    return EXIT_PLAN if has_errors(findings) else EXIT_OK
+
+
+def cmd_tune(args, passthrough) -> int:
+    from kt_launch.backend.probe import spec_from_plan
+    from kt_launch.backend.tune import format_progress, run_tune
+
+    try:
+        out = _planned(args, passthrough)
+    except _Refused as r:
+        sys.stderr.write(findings_text(r.findings))
+        return EXIT_PLAN
+    overrides = {"prefill_qlen": args.prefill_qlen} if args.prefill_qlen else {}
+    spec = spec_from_plan(out.plan, out.model, **overrides)
+    threads = _thread_list(args.threads) if args.threads else None
+
+    def progress(*a):
+        line = format_progress(*a)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
+    print(f"tuning {spec.method} for {out.model.shape_key} on {out.host.cpu.model}: "
+          f"{args.rounds} round(s), one process per point ...", file=sys.stderr)
+    outcome = run_tune(spec, _python(args, out), out.host, out.model.shape_key, rounds=args.rounds,
+                       threads=threads, timeout_s=args.timeout, progress=progress, store=not args.no_store)
+    if args.json:
+        print(json.dumps(outcome.to_json(), indent=2))
+    elif outcome.choice is None:
+        print("no point of the sweep ran; nothing stored (see the failures above)")
+    else:
+        print(outcome.choice.detail())
+        if outcome.cache_file:
+            print(f"stored in {outcome.cache_file}; plans for this host, model shape and method now use it "
+                  "(source `tuned`; --set kt.cpuinfer=N still wins)")
+    return EXIT_OK if outcome.choice is not None else EXIT_PLAN
+
+
+def _thread_list(text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"--threads {text!r}: give thread counts like 8,10,12,14") from None
+    if not vals or any(v < 1 for v in vals):
+        raise ConfigError(f"--threads {text!r}: give positive thread counts like 8,10,12,14")
+    return vals
