@@ -8,34 +8,32 @@ import sys
 
 from kt_launch.config.sources import ConfigError
 from kt_launch.render.text import findings_text
-from kt_launch.resolve.findings import Finding, error, has_errors
+from kt_launch.resolve.findings import error, has_errors
 
 EXIT_OK, EXIT_PLAN = 0, 3
 
 
-def _planned(args, passthrough):
-    from kt_launch.app import plan_request
+def _plan_and_spec(args, passthrough, **spec_kw):
+    """Resolve the profile and build the probe spec it implies; (None, None) after printing why not."""
+    from kt_launch.app import Request, plan_request
+    from kt_launch.backend.probe import spec_from_plan
 
-    out = plan_request(_request(args, passthrough))
+    out = plan_request(Request(profile=args.profile, sets=tuple(args.sets), checks=True,
+                               passthrough=tuple(passthrough)))
+    refusals = [f for f in out.findings if f.level == "error" and f.code.startswith(("KT-E1", "KT-E24"))]
     if out.model is None:
-        raise _Refused([error("KT-E409", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
-                              "point model.path at a HuggingFace model dir (its config.json gives the layer shape)")])
-    blocking = [f for f in out.findings if f.level == "error" and f.code.startswith(("KT-E1", "KT-E24"))]
-    if blocking:
-        raise _Refused(blocking)
-    return out
-
-
-def _request(args, passthrough):
-    from kt_launch.app import Request
-
-    return Request(profile=args.profile, sets=tuple(args.sets), host_facts=None, checks=True,
-                   passthrough=tuple(passthrough))
-
-
-class _Refused(Exception):
-    def __init__(self, findings: list[Finding]):
-        self.findings = findings
+        refusals.append(error("KT-E409", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
+                              "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))
+    if refusals:
+        sys.stderr.write(findings_text(refusals))
+        return None, None
+    if args.prefill_qlen:
+        spec_kw["prefill_qlen"] = args.prefill_qlen
+    spec = spec_from_plan(out.plan, out.model, **spec_kw)
+    problems = spec.validate()
+    if problems:
+        raise ConfigError(f"{args.profile}: " + "; ".join(problems))
+    return out, spec
 
 
 def _python(args, out) -> str:
@@ -43,18 +41,11 @@ def _python(args, out) -> str:
 
 
 def cmd_probe(args, passthrough) -> int:
-    from kt_launch.backend.probe import probe_findings, probe_summary, run_probe, spec_from_plan
+    from kt_launch.backend.probe import probe_findings, probe_summary, run_probe
 
-    try:
-        out = _planned(args, passthrough)
-    except _Refused as r:
-        sys.stderr.write(findings_text(r.findings))
+    out, spec = _plan_and_spec(args, passthrough, use_weights=args.use_weights)
+    if out is None:
         return EXIT_PLAN
-    overrides = {"prefill_qlen": args.prefill_qlen} if args.prefill_qlen else {}
-    spec = spec_from_plan(out.plan, out.model, use_weights=args.use_weights, **overrides)
-    problems = spec.validate()
-    if problems:
-        raise ConfigError("probe: " + "; ".join(problems))
     if not args.json:
         print(f"probing {spec.method}: {spec.cpuinfer} threads in {spec.threadpool_count} pool(s), "
               f"{out.model.shape_key}, in {_python(args, out)} ...", file=sys.stderr)
@@ -70,16 +61,11 @@ def cmd_probe(args, passthrough) -> int:
 
 
 def cmd_tune(args, passthrough) -> int:
-    from kt_launch.backend.probe import spec_from_plan
     from kt_launch.backend.tune import format_progress, run_tune
 
-    try:
-        out = _planned(args, passthrough)
-    except _Refused as r:
-        sys.stderr.write(findings_text(r.findings))
+    out, spec = _plan_and_spec(args, passthrough)
+    if out is None:
         return EXIT_PLAN
-    overrides = {"prefill_qlen": args.prefill_qlen} if args.prefill_qlen else {}
-    spec = spec_from_plan(out.plan, out.model, **overrides)
     threads = _thread_list(args.threads) if args.threads else None
 
     def progress(*a):
