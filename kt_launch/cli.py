@@ -58,6 +58,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     d = _Parser(prog="kt-launch doctor", description="Facts and verdicts about this machine.")
     d.add_argument("--json", action="store_true", help="host facts in the --host-facts format, plus `findings`")
     d.add_argument("--host-facts", metavar="FILE", help="judge a recorded host instead of this machine")
+    d.add_argument("--python", metavar="PY", help="inspect the SGLang in this interpreter: flavour, versions, "
+                   "capabilities (from its real parser; cached)")
     subs["doctor"] = d
     c = _Parser(prog="kt-launch check", description="Resolve a profile and run every check; launch nothing.")
     _profile_args(c)

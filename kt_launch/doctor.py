@@ -149,6 +149,32 @@ def _sglang(local: LocalFacts) -> list[Finding]:
     return out
 
 
+CAPABILITIES = (("--kt-numa-nodes", "NUMA binding"), ("--kt-gpu-experts-ratio", "GPU-expert ratio"),
+                ("--kt-expert-lora-path", "expert LoRA (sglang-kt)"), ("--kt-moe-lora-path", "MoE-LoRA flags (seed fork)"),
+                ("--disable-cuda-graph", "--disable-cuda-graph"), ("--disable-decode-cuda-graph", "per-phase CUDA graphs"))
+
+
+def sglang_capabilities(facts) -> list[Finding]:
+    """Verdicts on an inspected SGLang (`kt_launch.facts.sglang.SglangFacts`): flavour, versions, capabilities."""
+    if not facts.ok:
+        return [warning("KT-W511", f"SGLang in {facts.python} could not be inspected: {facts.error}",
+                        "install sglang-kt into that interpreter, or point --python / runtime.python elsewhere")]
+    kt_flags = sorted(f for f in facts.flags if f.startswith("--kt-"))
+    has = [label for flag, label in CAPABILITIES if facts.has_flag(flag)]
+    lacks = [label for flag, label in CAPABILITIES if not facts.has_flag(flag)]
+    out = [info("KT-I511", f"SGLang in {facts.python}: {facts.describe()}; flavour {facts.flavor or 'none (no kt flags)'}; "
+                f"{len(kt_flags)} --kt-* flags; has: {', '.join(has) or 'nothing kt-specific'}; "
+                f"lacks: {', '.join(lacks) or 'nothing'}")]
+    if facts.flavor is None:
+        out.append(error("KT-E511", f"the SGLang in {facts.python} has no kt-kernel flags",
+                         "install sglang-kt (the KTransformers fork)"))
+    elif facts.kt_wrapper_call_compatible is False:
+        out.append(error("KT-E512", f"{facts.describe()}: its KTMoEWrapper call lacks "
+                         f"{', '.join(facts.kt_wrapper_call_missing)}, which the installed kt-kernel requires; the "
+                         "server fails while building the model", "install sglang-kt instead of upstream sglang"))
+    return out
+
+
 def _numa_balancing(local: LocalFacts) -> list[Finding]:
     v = local.numa_balancing
     if v is None:
@@ -213,6 +239,10 @@ def run_doctor(args) -> int:
         host = gather_host()
         local = gather_doctor_facts()
     findings = doctor_findings(host, local)
+    if getattr(args, "python", None):
+        from kt_launch.facts.sglang import read_sglang_facts
+
+        findings += sglang_capabilities(read_sglang_facts(args.python))
     code = 3 if any(f.level == "error" for f in findings) else 0
     if args.json:
         doc = host.to_json()
