@@ -4,6 +4,7 @@ interpreter (a subprocess: the launcher never imports torch or kt_kernel)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from kt_launch.config.sources import ConfigError
@@ -29,11 +30,19 @@ def _plan_and_spec(args, passthrough, **spec_kw):
         return None, None
     if args.prefill_qlen:
         spec_kw["prefill_qlen"] = args.prefill_qlen
+    variant = server_env(out).get("KT_KERNEL_CPU_VARIANT")
+    if variant:  # the server would load this variant: probe the same one
+        spec_kw["cpu_variant_override"] = variant
     spec = spec_from_plan(out.plan, out.model, **spec_kw)
     problems = spec.validate()
     if problems:
         raise ConfigError(f"{args.profile}: " + "; ".join(problems))
     return out, spec
+
+
+def server_env(out) -> dict[str, str]:
+    """The environment SGLang would get: the inherited one plus the plan's (runtime.env, CUDA_VISIBLE_DEVICES)."""
+    return {**os.environ, **out.command.env}
 
 
 def _python(args, out) -> str:
@@ -49,7 +58,7 @@ def cmd_probe(args, passthrough) -> int:
     if not args.json:
         print(f"probing {spec.method}: {spec.cpuinfer} threads in {spec.threadpool_count} pool(s), "
               f"{out.model.shape_key}, in {_python(args, out)} ...", file=sys.stderr)
-    result = run_probe(spec, _python(args, out), timeout_s=args.timeout)
+    result = run_probe(spec, _python(args, out), timeout_s=args.timeout, env=server_env(out))
     findings = probe_findings(result)
     if args.json:
         print(json.dumps({"spec": spec.to_json(), "result": result.to_json(),
@@ -76,7 +85,8 @@ def cmd_tune(args, passthrough) -> int:
     print(f"tuning {spec.method} for {out.model.shape_key} on {out.host.cpu.model}: "
           f"{args.rounds} round(s), one process per point ...", file=sys.stderr)
     outcome = run_tune(spec, _python(args, out), out.host, out.model.shape_key, rounds=args.rounds,
-                       threads=threads, timeout_s=args.timeout, progress=progress, store=not args.no_store)
+                       threads=threads, timeout_s=args.timeout, progress=progress, store=not args.no_store,
+                       env=server_env(out))
     if args.json:
         print(json.dumps(outcome.to_json(), indent=2))
     elif outcome.choice is None:

@@ -62,3 +62,15 @@ def test_tune_stores_and_the_plan_uses_it(demo, backend_python, tmp_path):
 def test_tune_bad_threads_is_exit_2(demo):
     r = _kt(["tune", "--profile", str(demo), "--threads", "a,b"])
     assert r.returncode == 2 and "--threads" in r.stderr
+
+
+def test_probe_runs_with_the_servers_env_and_fails_clearly_for_a_missing_method(demo, backend_python, tmp_path):
+    """runtime.env forces kt-kernel's avx2 variant, which has no AMX INT8 kernel: KT-E402, exit 3."""
+    root = demo.parent / "demo"
+    prof = tmp_path / "avx2.yaml"
+    prof.write_text(f"model: {{path: {root}/model}}\n"
+                    f"kt: {{method: AMXINT8, weight_path: {root}/kt-amxint8}}\n"
+                    "runtime: {flavor: sglang-kt, env: {KT_KERNEL_CPU_VARIANT: avx2}}\n")
+    r = _kt(["probe", "--profile", str(prof), "--python", backend_python, "--prefill-qlen", "32"])
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "KT-E402" in r.stdout and "avx2" in r.stdout and "Traceback" not in r.stdout + r.stderr
