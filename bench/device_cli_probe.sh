@@ -33,5 +33,10 @@ probe --profile "$W/plain.yaml"
 probe --profile "$W/plain.yaml" --set kt.method=AMXINT4
 probe --profile "$W/lora.yaml"
 probe --profile "$W/lora.yaml" --set moe_lora.sft_method=AMXINT8_SFT --set kt.weight_path=$W/v2lite
-echo "== forced avx2 variant (AMXINT8 not implemented there): expect KT-E402, exit 3"
-KT_KERNEL_CPU_VARIANT=avx2 probe --profile "$W/plain.yaml"
+echo "== runtime.env forces the avx2 variant (no AMX INT8 kernel): expect KT-E402, exit 3"
+cat >> "$W/avx2.yaml" <<YAML
+model: {path: $W/v2lite}
+kt: {weight_path: $W/v2lite, method: AMXINT8}
+runtime: {flavor: sglang-kt, env: {KT_KERNEL_CPU_VARIANT: avx2}}
+YAML
+probe --profile "$W/avx2.yaml"
