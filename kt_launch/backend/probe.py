@@ -346,7 +346,8 @@ def probe_findings(r: ProbeResult) -> list[Finding]:
     py = r.python or "the target interpreter"
     if k in (KT_KERNEL_MISSING, TORCH_MISSING):
         what = "kt_kernel" if k == KT_KERNEL_MISSING else "torch"
-        out.append(error("KT-E401", f"{what} is not importable in {py}: {r.error}",
+        out.append(error("KT-E401", r.error if (r.error or "").startswith(what) else
+                         f"{what} is not importable in {py}: {r.error}",
                          f"install it into that interpreter (`{py} -m pip install kt-kernel==0.7.2`) "
                          "or point runtime.python at the environment that has it"))
     elif k == KT_KERNEL_BROKEN:
