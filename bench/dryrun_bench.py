@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,10 +25,17 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     return time.perf_counter() - t, r.returncode
 
 
+def _has_kt_cli(python: str) -> bool:
+    if not Path(python).exists():
+        return False
+    r = subprocess.run([python, "-c", "import typer, gguf, kt_kernel.cli"], capture_output=True)
+    return r.returncode == 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
-    ap.add_argument("--kt", default=None, help="the `kt` CLI of kt-kernel 0.7.2 (default: look in .cache)")
+    ap.add_argument("--kt", default=None, help="the `kt` CLI of kt-kernel 0.7.2 (default: kt_kernel.cli in --python)")
     ap.add_argument("--python", default=str(REPO / ".cache/venvs/sglang-kt/bin/python"))
     args = ap.parse_args()
 
@@ -40,15 +46,16 @@ def main() -> int:
     cases["kt-launch --dry-run (flavor sglang-kt, explicit)"] = base + ["--set", "runtime.flavor=sglang-kt"]
     if Path(args.python).exists():
         cases["kt-launch --dry-run (flavor auto, warm cache)"] = base + ["--set", f"runtime.python={args.python}"]
-    kt = args.kt or shutil.which("kt") or next((str(p) for p in REPO.glob(".cache/*/bin/kt")), None)
-    if kt and Path(kt).exists():
-        cases["kt run --dry-run (kt-kernel 0.7.2)"] = [
-            kt, "run", "/tmp/kt-bench-model", "--dry-run", "--cpu-threads", "14", "--gpu-experts", "0",
-            "--numa-nodes", "1", "--tp", "1", "--max-total-tokens", "4096", "--weights-path", "/tmp/kt-bench-model"]
+    kt_argv = [args.kt] if args.kt else ([args.python, "-m", "kt_kernel.cli.main"] if _has_kt_cli(args.python) else None)
+    if kt_argv:
         Path("/tmp/kt-bench-model").mkdir(exist_ok=True)
+        cases["kt run --dry-run (kt-kernel 0.7.2, beside sglang-kt)"] = [
+            *kt_argv, "run", "/tmp/kt-bench-model", "--dry-run", "--cpu-threads", "14", "--gpu-experts", "0",
+            "--numa-nodes", "1", "--tp", "1", "--max-total-tokens", "4096", "--weights-path", "/tmp/kt-bench-model"]
     else:
-        print("note: no `kt` CLI found; pass --kt to measure kt run --dry-run side by side")
-    for argv in cases.values():  # warm every cache once
+        print("note: no `kt` CLI beside sglang-kt; run bench/setup_kt_cli.sh (or pass --kt) to time kt run --dry-run")
+    for argv in cases.values():  # warm every cache once (kt run caches its `--help` check)
+        timed(argv, env)
         timed(argv, env)
     times: dict[str, list[float]] = {k: [] for k in cases}
     codes: dict[str, set[int]] = {k: set() for k in cases}

@@ -1,3 +1,3 @@
-from kt_launch.cli import main
+from kt_launch.cli import run
 
-raise SystemExit(main())
+run()

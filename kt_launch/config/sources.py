@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSourc
 from pydantic_settings.sources.utils import parse_env_vars
 
 from kt_launch.config.models import UserConfig
+from kt_launch.errors import ConfigError  # noqa: F401  (re-exported: callers catch it from here too)
 from kt_launch.render.redact import is_secret_name
 
 MAX_EXTENDS_DEPTH = 16
@@ -80,10 +81,6 @@ def _safe_load(text: str):
             pass
     return yaml.load(text, Loader=_GuardedSafeLoader)
 MAX_PROFILE_BYTES = 1 << 20
-
-
-class ConfigError(ValueError):
-    """Invalid profile, value or usage: exit code 2. The message names the key path and where it came from."""
 
 
 @dataclass(frozen=True)
