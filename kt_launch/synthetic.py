@@ -294,21 +294,23 @@ def _pickle_named_safetensors(root: Path) -> dict:
     return moe_lora_profile(root)
 
 
-def _truncated_header(root: Path) -> dict:
+def _demo_shard(root: Path) -> tuple[Path, bytes, int]:
+    """The demo's second shard: its path, bytes and header length."""
     demo(root)
     shard = root / "model" / "model-00002-of-00002.safetensors"
     raw = shard.read_bytes()
-    n = int.from_bytes(raw[:8], "little")
+    return shard, raw, int.from_bytes(raw[:8], "little")
+
+
+def _truncated_header(root: Path) -> dict:
+    shard, raw, n = _demo_shard(root)
     cut = raw[8:8 + n // 2]  # JSON cut in half; length field made to match
     shard.write_bytes(len(cut).to_bytes(8, "little") + cut + raw[8 + n:])
     return moe_lora_profile(root)
 
 
 def _header_beyond_file(root: Path) -> dict:
-    demo(root)
-    shard = root / "model" / "model-00002-of-00002.safetensors"
-    raw = shard.read_bytes()
-    n = int.from_bytes(raw[:8], "little")
+    shard, raw, n = _demo_shard(root)
     shard.write_bytes(raw[:8 + n // 2])  # download stopped inside the header
     return moe_lora_profile(root)
 

@@ -263,11 +263,8 @@ def kt_kernel_facts():
         out["error"] = "kt_kernel has no experts.py; cannot read %s" % KT_WRAPPER_CLASS
         return out
     out["experts_py"] = experts
-    try:
-        with open(experts, "rb") as fh:
-            tree = ast.parse(fh.read(), filename=experts)
-    except Exception as exc:
-        out["error"] = "cannot parse %s: %s: %s" % (experts, type(exc).__name__, exc)
+    tree = parse_source(experts, out)
+    if tree is None:
         return out
     params = wrapper_params(tree)
     if params is None:
@@ -280,6 +277,16 @@ def kt_kernel_facts():
     out["gpu_experts_mask_required"] = any(p[0] == "gpu_experts_mask" and p[1] for p in params)
     out["accepts_num_gpu_experts"] = "num_gpu_experts" in names or any(p[2] for p in params)
     return out
+
+
+def parse_source(path, out):
+    """The module's syntax tree, read without importing it; None with out["error"] set when unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            return ast.parse(fh.read(), filename=path)
+    except Exception as exc:
+        out["error"] = "cannot parse %s: %s: %s" % (path, type(exc).__name__, exc)
+        return None
 
 
 def wrapper_params(tree):
@@ -321,11 +328,8 @@ def sglang_wrapper_calls(sglang_dir, kt):
         out["error"] = "no srt/layers/moe/kt_ep_wrapper.py in %s" % sglang_dir
         return out
     out["file"] = path
-    try:
-        with open(path, "rb") as fh:
-            tree = ast.parse(fh.read(), filename=path)
-    except Exception as exc:
-        out["error"] = "cannot parse %s: %s: %s" % (path, type(exc).__name__, exc)
+    tree = parse_source(path, out)
+    if tree is None:
         return out
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
