@@ -147,7 +147,10 @@ class ProfileSource(YamlConfigSettingsSource):
         if parent is not None:
             if not isinstance(parent, str) or not parent.strip():
                 raise ConfigError(f"profile {path}: extends: must be a file name relative to {path.parent}")
-            merged = self._read_chain(path.parent / parent, (*seen, real))
+            target = path.parent / parent
+            if not target.exists():
+                raise ConfigError(f"profile {path}: extends: {parent} — no such file {target}")
+            merged = self._read_chain(target, (*seen, real))
         for key in _flatten(data):
             self.key_files[key] = str(path)
         return deep_update(merged, data)

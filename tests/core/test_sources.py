@@ -78,3 +78,10 @@ def test_set_parses_json_lists_and_null(write_profile):
 def test_unrelated_env_vars_are_ignored(write_profile):
     cfg, _ = load_config(write_profile(BASE), {"KT_LAUNCH_PROFILE_DIR": "/x", "HOME": "/root"}, [])
     assert cfg.kt.cpuinfer == 10
+
+
+def test_missing_extends_parent_names_both_files(write_profile):
+    child = write_profile("extends: nowhere.yaml\nmodel: {path: /m}\n", "child.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_config(child, {}, [])
+    assert str(child) in str(e.value) and "nowhere.yaml" in str(e.value)
