@@ -79,7 +79,8 @@ def node_findings(field: str, fid: FileId, want: str, fix: str = "") -> list[Fin
     """Problems of the path itself: want is "file" or "dir". Empty list when it is the right kind of node."""
     p, k = fid.path, fid.kind
     if k == "missing":
-        return [error("KT-E201", f"{field}: {p} does not exist ({fid.detail})", fix or f"fix the path in {field}")]
+        why = "" if fid.detail in ("", "does not exist") else f" ({fid.detail})"
+        return [error("KT-E201", f"{field}: {p} does not exist{why}", fix or f"fix the path in {field}")]
     if k == "unreadable":
         return [error("KT-E202", f"{field}: {p} is not readable ({fid.detail})",
                       f"give the serving user read access (chmod a+r / a+rx for dirs) or fix {field}")]
