@@ -224,13 +224,14 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     nested: dict[str, Any] = {}
     where: dict[str, str] = {}
     for item in items:
+        shown = item if len(item) <= 80 else item[:77] + "..."  # messages name the item, not a megabyte of it
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set kt.cpuinfer=48")
+            raise ConfigError(f"--set {shown!r}: expected KEY=VALUE, e.g. --set kt.cpuinfer=48")
         parts = key.split(".")
         if any(not p for p in parts):
-            raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key path like kt.cpuinfer")
+            raise ConfigError(f"--set {shown!r}: {key[:80]!r} is not a dotted key path like kt.cpuinfer")
         parsed: Any = value
         if value.strip().lower() in ("null", "none", "~"):
             parsed = None
@@ -248,7 +249,7 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
                 raise ConfigError(f"--set {key}: {p!r} was already set to a value, not a section")
             node = child
         node[parts[-1]] = parsed
-        where[key] = f"--set {item}"
+        where[key] = f"--set {shown}"
     return nested, where
 
 

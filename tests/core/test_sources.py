@@ -85,3 +85,9 @@ def test_missing_extends_parent_names_both_files(write_profile):
     with pytest.raises(ConfigError) as e:
         load_config(child, {}, [])
     assert str(child) in str(e.value) and "nowhere.yaml" in str(e.value)
+
+
+def test_huge_set_value_is_not_echoed_whole(write_profile):
+    with pytest.raises(ConfigError) as e:
+        load_config(write_profile(BASE), {}, ["kt.cpuinfer=" + "9x" * 100_000])
+    assert "kt.cpuinfer" in str(e.value) and len(str(e.value)) < 1000
