@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
+
+# Bounds keep a recorded (or hand-edited) file from describing a machine that cannot exist: the largest
+# hosts have a few thousand CPUs. Without them `logical_cpus: 1e9` would allocate a billion CPU ids.
+MAX_CPUS = 1 << 16
+CpuId = Annotated[int, Field(ge=0, lt=MAX_CPUS)]
 
 
 class _Strict(BaseModel):
@@ -11,16 +18,16 @@ class _Strict(BaseModel):
 
 class CpuFile(_Strict):
     model: str = "unknown"
-    physical_cores: int = Field(ge=1)
-    logical_cpus: int = Field(ge=1)
-    usable_cpus: list[int] = []
-    usable_physical_cores: int | None = Field(default=None, ge=1)
+    physical_cores: int = Field(ge=1, le=MAX_CPUS)
+    logical_cpus: int = Field(ge=1, le=MAX_CPUS)
+    usable_cpus: list[CpuId] = Field(default=[], max_length=MAX_CPUS)
+    usable_physical_cores: int | None = Field(default=None, ge=1, le=MAX_CPUS)
     flags: list[str] = []
 
 
 class NumaFile(_Strict):
-    id: int = Field(ge=0)
-    cpus: list[int] = []
+    id: int = Field(ge=0, lt=MAX_CPUS)
+    cpus: list[CpuId] = Field(default=[], max_length=MAX_CPUS)
     memory_bytes: int = Field(default=0, ge=0)
 
 

@@ -157,3 +157,14 @@ def test_shlex_text_round_trips_to_the_same_argv(tmp_path_factory, path, extra):
     plan = plan_for(prof)
     argv = render_command(plan).argv
     assert shlex.split(shlex.join(argv)) == argv
+
+
+@pytest.mark.parametrize("cpu", [
+    {"physical_cores": 8, "logical_cpus": 10**9},
+    {"physical_cores": 8, "logical_cpus": 16, "usable_cpus": [10**12]},
+])
+def test_impossible_host_facts_are_exit_2_not_a_huge_allocation(capsys, tmp_path, cpu):
+    p = tmp_path / "h.json"
+    p.write_text(json.dumps({"cpu": cpu, "memory": {"total_bytes": 1, "available_bytes": 1}}))
+    rc, _, err = run(capsys, "--profile", str(SEED_PROFILE), "--host-facts", str(p), "--dry-run", "--no-check")
+    assert rc == 2 and "cpu." in err
