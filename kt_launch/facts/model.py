@@ -38,6 +38,11 @@ class ModelFacts:
         }
 
 
+# No published MoE has more than a few hundred experts or layers; hidden sizes are in the tens of thousands.
+# A value past this is a damaged file, and believing it would size loops and allocations by it.
+MAX_DIM = 1 << 20
+
+
 class ModelConfigError(ValueError):
     """config.json is missing, unreadable or lacks the MoE keys; the message names the file and key."""
 
@@ -58,7 +63,9 @@ def shape_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelF
 
     def as_int(v: Any, key: str) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ModelConfigError(f"{where}: {key} must be an integer, got {v!r}")
+            raise ModelConfigError(f"{where}: {key} must be an integer, got {v!r}"[:300])
+        if not 1 <= v <= MAX_DIM:
+            raise ModelConfigError(f"{where}: {key}={v} is outside 1..{MAX_DIM}; is this config.json intact?"[:300])
         return v
 
     model_type = str(cfg.get("model_type", "unknown"))

@@ -270,3 +270,15 @@ def test_upstream_cuda_graph_uses_the_new_flags(write_profile):
     argv = render_command(plan_for(write_profile(PLAIN), sglang=facts, sets=["server.disable_cuda_graph=true"])).argv
     assert "--disable-decode-cuda-graph" in argv and "--disable-cuda-graph" not in argv
     assert "--disable-shared-experts-fusion" in argv
+
+
+@pytest.mark.parametrize("key,value", [("n_routed_experts", 10**12), ("num_hidden_layers", 0),
+                                       ("hidden_size", -5), ("num_experts_per_tok", True)])
+def test_damaged_config_json_values_are_refused(key, value):
+    from kt_launch.facts.model import ModelConfigError
+
+    cfg = dict(model_type="deepseek_v2", hidden_size=2048, moe_intermediate_size=1408, n_routed_experts=64,
+               num_experts_per_tok=6, num_hidden_layers=27, first_k_dense_replace=1)
+    cfg[key] = value
+    with pytest.raises(ModelConfigError, match=key):
+        shape_from_config(cfg, "x/config.json")
