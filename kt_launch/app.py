@@ -88,21 +88,15 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tup
             a = read_adapter_config(d)
             if a is not None:
                 adapters[d] = a
-        artifacts = _gather_artifacts(cfg)
+        from kt_launch.facts.artifacts import gather_artifacts  # not imported under --no-check
+
+        artifacts = gather_artifacts(cfg)
     inp = ResolveInput(
         config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
         adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg, req.checks), tuned=_tuned(cfg, host, model),
         passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),
     )
     return cfg, inp
-
-
-def _gather_artifacts(cfg: UserConfig):
-    try:
-        from kt_launch.facts.artifacts import gather_artifacts
-    except ImportError:
-        return None
-    return gather_artifacts(cfg)
 
 
 def _sglang_facts(cfg: UserConfig, checks: bool):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kt_launch.render.flavors import KEY_FLAGS, Flavor, flavor_named
+from kt_launch.render.flavors import CATALOGUE, KEY_FLAGS, Flavor, flavor_named
 from kt_launch.resolve.findings import Finding, error
 from kt_launch.resolve.plan import LaunchPlan
 
@@ -50,15 +50,14 @@ def render_command(plan: LaunchPlan) -> Command:
     for key, flag in KEY_FLAGS:
         if _skip(plan, flavor, key):
             continue
-        if not flavor.has(flag) and not (flag == "--disable-cuda-graph" and flavor.has("--disable-decode-cuda-graph")):
-            findings.append(error("KT-E301", f"{key} needs {flag}, which {flavor.name} ({flavor.description}) does not "
-                                  f"accept", _who_has(flag)))
-            continue
-        value = plan.values[key].value
         if flag == "--disable-cuda-graph" and flavor.has("--disable-decode-cuda-graph"):
             argv += ["--disable-decode-cuda-graph", "--disable-prefill-cuda-graph"]  # upstream: the old flag is deprecated
             continue
-        argv += [flag, *_fmt(value)]
+        if not flavor.has(flag):
+            findings.append(error("KT-E301", f"{key} needs {flag}, which {flavor.name} ({flavor.description}) does not "
+                                  f"accept", _who_has(flag)))
+            continue
+        argv += [flag, *_fmt(plan.values[key].value)]
     if plan.get("moe_lora.path") is not None and flavor.moe_lora == "expert-lora-path":
         argv += ["--kt-expert-lora-path", plan.get("moe_lora.path")]
     elif plan.get("moe_lora.path") is not None and flavor.moe_lora is None:
@@ -78,8 +77,6 @@ def render_command(plan: LaunchPlan) -> Command:
 
 
 def _who_has(flag: str) -> str:
-    from kt_launch.render.flavors import CATALOGUE
-
     names = [f.name for f in CATALOGUE.values() if f.has(flag)]
     return f"use runtime.flavor: {' or '.join(names)}" if names else "remove the setting"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 from kt_launch.resolve.experts import resolve_gpu_experts, resolve_method, resolve_model_shape, resolve_weights
 from kt_launch.resolve.findings import Finding, error, info, warning
@@ -10,12 +10,12 @@ from kt_launch.resolve.flavor_rules import resolve_flavor_lora
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.lora import resolve_cuda_graph, resolve_lora
 from kt_launch.resolve.plan import LaunchPlan, Resolved
+from kt_launch.resolve.rules import ALL as CHECKS  # rule tables over the resolved values (flavour, preflight)
 from kt_launch.resolve.server import resolve_runtime, resolve_server
 from kt_launch.resolve.threads import resolve_threads
 from kt_launch.resolve.values import user_value
 
 Step = Callable[[ResolveInput, dict, list], None]
-Check = Callable[[ResolveInput, dict], Iterable[Finding]]
 
 # Steps fill in values (in this order: later steps read earlier values).
 STEPS: tuple[Step, ...] = (
@@ -56,13 +56,6 @@ def resolve_flavor(inp: ResolveInput, out: list[Finding]) -> tuple[Resolved, fro
     return Resolved("sglang-kt", "default", "auto without an inspected SGLang"), None
 
 
-def check_rules() -> tuple[Check, ...]:
-    """Rule tables that only inspect the resolved values and facts (preflight, flavour, backend)."""
-    from kt_launch.resolve import rules
-
-    return rules.ALL
-
-
 def resolve(inp: ResolveInput) -> LaunchPlan:
     findings: list[Finding] = []
     values: dict[str, Resolved] = {}
@@ -70,7 +63,7 @@ def resolve(inp: ResolveInput) -> LaunchPlan:
     values["runtime.flavor"] = flavor
     for step in STEPS:
         step(inp, values, findings)
-    for check in check_rules():
+    for check in CHECKS:
         findings.extend(check(inp, values))
     plan = LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough),
                       accepted_flags=accepted)

@@ -7,16 +7,13 @@ from typing import Any
 from kt_launch.config.sources import Provenance
 from kt_launch.resolve.plan import Resolved
 
-_SOURCE_WORDS = {"profile": "profile", "env": "env", "cli": "cli"}
-
-
 def user_value(prov: Provenance, key: str, value: Any, why: str = "") -> Resolved:
     """A value the user set: its source is where it came from (profile file, env var, --set)."""
     origin = prov.of(key)
     if origin is None:
         return Resolved(value, "default", why or "built-in default")
     where = origin.where if origin.source != "profile" else f"set in {origin.where}"
-    return Resolved(value, _SOURCE_WORDS[origin.source], f"{where}{'; ' + why if why else ''}")
+    return Resolved(value, origin.source, f"{where}{'; ' + why if why else ''}")
 
 
 def is_user_set(prov: Provenance, key: str, value: Any) -> bool:

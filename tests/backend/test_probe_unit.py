@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import time
 import stat
+import time
 import subprocess
 import sys
 import textwrap

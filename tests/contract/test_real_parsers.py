@@ -32,7 +32,7 @@ from kt_launch.facts.sglang import (
     read_sglang_facts,
 )
 
-from contract.conftest import DATA, FLAVOURS, REPO, SETUP, VENVS  # noqa: E402,F401
+from contract.conftest import FLAVOURS
 
 UPSTREAM_KT_FLAGS = {
     "--kt-weight-path",

@@ -9,7 +9,6 @@ a value that parses differently, fails here instead of at server start.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 
 from kt_launch.config.sources import load_config
