@@ -49,10 +49,10 @@ def collect(args) -> None:
 
 
 def rule_points(machine: dict) -> dict[str, int]:
-    from kt_launch.facts.host import HostFacts
+    from kt_launch.facts.host import HostFacts, host_from_json
     from kt_launch.resolve.threads import untuned_cpuinfer
 
-    host = HostFacts.from_json(machine)
+    host = host_from_json(machine)
     return {
         "resolver untuned default": untuned_cpuinfer(host, 1),
         "physical-cores rule (all)": host.usable_physical_cores,

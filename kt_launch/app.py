@@ -9,18 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from kt_launch.config.locate import find_profile
-from kt_launch.config.models import UserConfig
-from kt_launch.config.sources import ConfigError, Provenance, load_config
+from kt_launch.facts.locate import find_profile
+from kt_launch.core.profile import UserConfig
+from kt_launch.core.errors import ConfigError
+from kt_launch.core.provenance import Provenance
+from kt_launch.facts.profile import load_config
 from kt_launch.facts.adapters import read_adapter_config
 from kt_launch.facts.host import HostFacts, gather_host, load_host_facts
 from kt_launch.facts.model import ModelConfigError, ModelFacts, read_model_facts
 from kt_launch.render.argv import Command, render_command
-from kt_launch.resolve.findings import Finding, info
+from kt_launch.core.findings import Finding, info
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.resolve.lora import adapter_config_dirs
+from kt_launch.core.profile import adapter_config_dirs
 from kt_launch.resolve.pipeline import resolve
-from kt_launch.resolve.plan import LaunchPlan
+from kt_launch.core.plan import LaunchPlan
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,17 @@ def host_facts_for(path: str | None, cuda_visible_devices: str | None = None) ->
         raise ConfigError(str(e)) from None
 
 
-def load_request(req: Request, environ: Mapping[str, str] | None = None) -> tuple[UserConfig, Provenance, Path]:
+def load_request(req: Request, environ: Mapping[str, str] | None = None,
+                 warnings: list[str] | None = None) -> tuple[UserConfig, Provenance, Path]:
     environ = os.environ if environ is None else environ
     path = find_profile(req.profile, environ)
-    cfg, prov = load_config(path, environ, list(req.sets))
+    cfg, prov = load_config(path, environ, list(req.sets), warnings)
     return cfg, prov, path
 
 
 def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tuple[UserConfig, ResolveInput]:
-    cfg, prov, path = load_request(req, environ)
+    warnings: list[str] = []
+    cfg, prov, path = load_request(req, environ, warnings)
     host = host_facts_for(req.host_facts, cfg.runtime.cuda_visible_devices)
     model = problem = None
     adapters = {}
@@ -94,7 +98,7 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tup
     inp = ResolveInput(
         config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
         adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg, req.checks), tuned=_tuned(cfg, host, model),
-        passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),
+        passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path), input_warnings=tuple(warnings),
     )
     return cfg, inp
 

@@ -7,7 +7,7 @@ import os
 import sys
 
 from kt_launch import __version__
-from kt_launch.errors import ConfigError
+from kt_launch.core.errors import ConfigError
 
 EXIT_OK, EXIT_INVALID, EXIT_PLAN = 0, 2, 3
 

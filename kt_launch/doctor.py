@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from kt_launch.facts.host import HostFacts
-from kt_launch.resolve.findings import Finding, error, info, warning
+from kt_launch.core.host import HostFacts
+from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.resolve.isa import OVERRIDE_ENV, VARIANTS, choose_variant
 
 GiB = 1 << 30
@@ -225,7 +225,7 @@ def run_doctor(args) -> int:
     """`kt-launch doctor [--json] [--host-facts FILE]`: 0 when no verdict is an error, else 3."""
     import json
 
-    from kt_launch.config.sources import ConfigError
+    from kt_launch.core.errors import ConfigError
     from kt_launch.facts.host import gather_host, load_host_facts
     from kt_launch.render.text import findings_text
 

@@ -7,9 +7,9 @@ import json
 import os
 import sys
 
-from kt_launch.config.sources import ConfigError
+from kt_launch.core.errors import ConfigError
 from kt_launch.render.text import findings_text
-from kt_launch.resolve.findings import error, has_errors
+from kt_launch.core.findings import error, has_errors
 
 EXIT_OK, EXIT_PLAN = 0, 3
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from kt_launch.resolve.findings import Finding, error, info, warning
+from kt_launch.core.findings import Finding, error, info, warning
 
 WORKER_PATH = Path(__file__).with_name("probe_worker.py").resolve()
 
@@ -136,7 +136,7 @@ class ProbeSpec:
 def spec_from_plan(plan: Any, model: Any, *, use_weights: bool = False, **overrides: Any) -> ProbeSpec:
     """Build the spec the resolved plan implies (the values SGLang would hand KTMoEWrapper).
 
-    plan: `kt_launch.resolve.plan.LaunchPlan` (read through `plan.get(key)`); model: `ModelFacts`.
+    plan: `kt_launch.core.plan.LaunchPlan` (read through `plan.get(key)`); model: `ModelFacts`.
     MoE-LoRA plans (moe_lora.sft_method set) probe the SFT wrapper with moe_lora.rank/alpha.
     use_weights=True probes the real first MoE layer under kt.weight_path (or model.path for BF16 SFT).
     """

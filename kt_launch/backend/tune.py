@@ -426,7 +426,7 @@ def load_tuned(host: Any, shape_key: str, method: str, path: Path | None = None)
     e = load_tuned_entry(host, shape_key, method, path)
     if e is None:
         return None
-    from kt_launch.resolve.inputs import TunedThreads
+    from kt_launch.core.tuning import TunedThreads
 
     when = str(e.get("measured_at") or "")[:10]
     s = f"tuned {when}: {e['cpuinfer']} threads".replace("tuned :", "tuned:")

@@ -15,7 +15,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 
-from kt_launch.config.models import UserConfig
+from kt_launch.core.profile import UserConfig
 from kt_launch.facts.adapters import AdapterConfig, read_adapter_config
 from kt_launch.facts.fileid import HEADER_INVALID, FileId, identify
 

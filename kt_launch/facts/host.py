@@ -1,6 +1,6 @@
 """Host facts: cores, NUMA, ISA flags, memory and GPUs, read once at the edge.
 
-`gather_host()` reads /proc, /sys, psutil and nvidia-smi; `HostFacts.from_json()` reads a recorded
+`gather_host()` reads /proc, /sys, psutil and nvidia-smi; `host_from_json()` reads a recorded
 file (`--host-facts`). Missing sources degrade to notes (info findings), never a crash.
 """
 
@@ -16,96 +16,26 @@ from typing import Any
 
 import psutil
 
-
-@dataclass(frozen=True)
-class CpuFacts:
-    model: str
-    physical_cores: int
-    logical_cpus: int
-    usable_cpus: tuple[int, ...]
-    flags: frozenset[str]
-    # Physical cores inside the affinity mask and cgroup quota; None = derive from the ratio.
-    usable_physical_cores: int | None = None
+from kt_launch.core.host import CpuFacts, GpuFacts, HostFacts, NumaNode
 
 
-@dataclass(frozen=True)
-class NumaNode:
-    id: int
-    cpus: tuple[int, ...]
-    memory_bytes: int = 0
+def host_from_json(data: Any, source: str = "file") -> HostFacts:
+    """Parse the host-facts format. Raises ValueError naming the bad field."""
+    from kt_launch.facts.host_schema import HostFactsFile
 
-
-@dataclass(frozen=True)
-class GpuFacts:
-    index: int
-    name: str
-    memory_bytes: int = 0
-    uuid: str = ""
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    cpu: CpuFacts
-    numa: tuple[NumaNode, ...]
-    memory_total_bytes: int
-    memory_available_bytes: int
-    gpus: tuple[GpuFacts, ...] = ()
-    notes: tuple[str, ...] = field(default=(), compare=False)
-    source: str = field(default="this machine", compare=False)
-
-    # -- derived views -------------------------------------------------------------------
-    @property
-    def usable_physical_cores(self) -> int:
-        if self.cpu.usable_physical_cores is not None:
-            return max(1, self.cpu.usable_physical_cores)
-        logical = max(1, self.cpu.logical_cpus)
-        usable = len(self.cpu.usable_cpus) or logical
-        return max(1, round(self.cpu.physical_cores * usable / logical))
-
-    @property
-    def cpu_numa_nodes(self) -> tuple[NumaNode, ...]:
-        """NUMA nodes that have CPUs inside the affinity mask (memory-only nodes are no thread pool)."""
-        usable = set(self.cpu.usable_cpus)
-        nodes = tuple(n for n in self.numa if n.cpus and (not usable or usable & set(n.cpus)))
-        return nodes or (NumaNode(0, tuple(self.cpu.usable_cpus)),)
-
-    # -- (de)serialisation: the `doctor --json` / `--host-facts` format -----------------
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "cpu": {
-                "model": self.cpu.model,
-                "physical_cores": self.cpu.physical_cores,
-                "logical_cpus": self.cpu.logical_cpus,
-                "usable_cpus": list(self.cpu.usable_cpus),
-                "usable_physical_cores": self.usable_physical_cores,
-                "flags": sorted(self.cpu.flags),
-            },
-            "numa": [{"id": n.id, "cpus": list(n.cpus), "memory_bytes": n.memory_bytes} for n in self.numa],
-            "memory": {"total_bytes": self.memory_total_bytes, "available_bytes": self.memory_available_bytes},
-            "gpus": [
-                {"index": g.index, "name": g.name, "memory_bytes": g.memory_bytes, **({"uuid": g.uuid} if g.uuid else {})}
-                for g in self.gpus
-            ],
-        }
-
-    @classmethod
-    def from_json(cls, data: Any, source: str = "file") -> "HostFacts":
-        """Parse the host-facts format. Raises ValueError naming the bad field."""
-        from kt_launch.facts.host_schema import HostFactsFile
-
-        f = HostFactsFile.model_validate(data)
-        cpus = tuple(f.cpu.usable_cpus) or tuple(range(f.cpu.logical_cpus))
-        cpu = CpuFacts(
-            model=f.cpu.model,
-            physical_cores=f.cpu.physical_cores,
-            logical_cpus=f.cpu.logical_cpus,
-            usable_cpus=cpus,
-            flags=frozenset(x.lower() for x in f.cpu.flags),
-            usable_physical_cores=f.cpu.usable_physical_cores,
-        )
-        numa = tuple(NumaNode(n.id, tuple(n.cpus), n.memory_bytes) for n in f.numa)
-        gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid) for g in f.gpus)
-        return cls(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source)
+    f = HostFactsFile.model_validate(data)
+    cpus = tuple(f.cpu.usable_cpus) or tuple(range(f.cpu.logical_cpus))
+    cpu = CpuFacts(
+        model=f.cpu.model,
+        physical_cores=f.cpu.physical_cores,
+        logical_cpus=f.cpu.logical_cpus,
+        usable_cpus=cpus,
+        flags=frozenset(x.lower() for x in f.cpu.flags),
+        usable_physical_cores=f.cpu.usable_physical_cores,
+    )
+    numa = tuple(NumaNode(n.id, tuple(n.cpus), n.memory_bytes) for n in f.numa)
+    gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid) for g in f.gpus)
+    return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source)
 
 
 def load_host_facts(path: str | os.PathLike) -> HostFacts:
@@ -118,7 +48,7 @@ def load_host_facts(path: str | os.PathLike) -> HostFacts:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"--host-facts {p}: not readable JSON ({e})")
     try:
-        return HostFacts.from_json(data, source=str(p))
+        return host_from_json(data, source=str(p))
     except ValueError as e:  # pydantic ValidationError is a ValueError
         raise ValueError(f"--host-facts {p}: {_short_validation(e)}")
 

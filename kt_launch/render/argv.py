@@ -1,13 +1,20 @@
-"""LaunchPlan -> argv list and environment for the chosen flavour. Never a shell string."""
+"""LaunchPlan -> argv list and environment for the chosen flavour. Never a shell string.
+
+Every flag comes from the option registry (core/options.py): each resolved value is rendered as its
+flavour's flag or environment variable, or it becomes a finding that names the key (a refusal, or a
+note that another flag carries it). Nothing is dropped without a word.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from kt_launch.render.flavors import CATALOGUE, KEY_FLAGS, Flavor, flavor_named
-from kt_launch.resolve.findings import Finding, error
-from kt_launch.resolve.plan import LaunchPlan
+from kt_launch.core.findings import Finding, error, info
+from kt_launch.core.options import BY_KEY, OPTIONS, Carried, EnvVar, Flag, Refuse, flavors_with
+from kt_launch.core.plan import LaunchPlan, Resolved
+
+USER_SOURCES = ("profile", "env", "cli")
 
 
 @dataclass
@@ -17,89 +24,107 @@ class Command:
     findings: list[Finding] = field(default_factory=list)
 
 
-def _fmt(value: Any) -> list[str]:
-    if isinstance(value, bool):
-        return []
+def _text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
-        return [f"{value:.1f}"]
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return [str(value)]
+        return f"{value:.1f}"
+    return str(value)
 
 
-def _skip(plan: LaunchPlan, flavor: Flavor, key: str) -> bool:
-    """Values that are resolved for the plan table but not passed as a flag."""
-    r = plan.values.get(key)
-    if r is None or r.value is None or r.value is False:
-        return True
-    if key.startswith("moe_lora.") and flavor.moe_lora != "moe-lora-flags":
-        return True  # expressed differently (sglang-kt) or refused (upstream) below
-    if key == "kt.method" and flavor.moe_lora == "moe-lora-flags" and plan.get("moe_lora.sft_method") \
-            and r.source == "derived":
-        return True  # the seed fork takes the method from --kt-moe-sft-method
-    if key == "kt.numa_nodes" and not flavor.has("--kt-numa-nodes") and r.source in ("host", "default"):
-        return True  # upstream maps pool i to node i by itself
-    return False
+def _flag_items(key: str, names: tuple[str, ...], value: Any, out: list[Finding]) -> list[str]:
+    """One flag's argv items. A value that starts with '-' is attached as `--flag=value`, so SGLang can never
+    read it as a flag of its own (argparse takes `=` values verbatim); list items cannot be attached that way."""
+    if isinstance(value, bool):
+        return list(names) if value else []
+    items: list[str] = []
+    for name in names:
+        if isinstance(value, (list, tuple)):
+            texts = [_text(v) for v in value]
+            bad = [t for t in texts if t.startswith("-")]
+            if bad:
+                out.append(error("KT-E304", f"{key}: item {bad[0][:80]!r} starts with '-', so SGLang would read it as a "
+                                 "flag", f"rename it, or give a path like ./{bad[0][:40]}"))
+                return []
+            items += [name, *texts] if texts else []
+        else:
+            text = _text(value)
+            items += [f"{name}={text}"] if text.startswith("-") else [name, text]
+    if any("\x00" in i for i in items):
+        out.append(error("KT-E304", f"{key}: the value holds a NUL byte, which no command line can carry",
+                         f"remove it from {key}"))
+        return []
+    return items
+
+
+def _shown(key: str, value: Any) -> str:
+    o = BY_KEY.get(key)
+    return "***" if o is not None and o.secret else repr(value)[:80]
+
+
+def _render_one(plan: LaunchPlan, key: str, r: Resolved, argv: list[str], env: dict[str, str],
+                out: list[Finding]) -> None:
+    spec = BY_KEY[key].render[plan.flavor]
+    value = r.value
+    if value is None or value is False or value == [] or value == {}:
+        return  # unset, or a switch left off: SGLang's own default
+    user = r.source in USER_SOURCES
+    if isinstance(spec, Flag):
+        if spec.omit_derived and r.source == "derived":
+            return
+        missing = [n for n in spec.names if plan.accepted_flags is not None and n not in plan.accepted_flags]
+        if missing:
+            has = flavors_with(missing[0])
+            out.append(error("KT-E301", f"{key} needs {missing[0]}, which the installed SGLang ({plan.flavor}) does not "
+                             "accept", f"use runtime.flavor: {' or '.join(has)}" if has else f"remove {key}"))
+            return
+        argv += _flag_items(key, spec.names, value, out)
+    elif isinstance(spec, EnvVar):
+        env[spec.name] = _text(value)
+    elif isinstance(spec, Carried):
+        if user:
+            out.append(info("KT-I303", f"{key}={_shown(key, value)} has no flag of its own on {plan.flavor}: {spec.why}"))
+    elif isinstance(spec, Refuse):
+        if user or not spec.user_only:
+            out.append(error("KT-E301", f"{key} cannot be expressed on {plan.flavor}: {spec.why}",
+                             spec.why.rsplit("; ", 1)[-1] if "; use " in spec.why else f"remove {key}"))
 
 
 def render_command(plan: LaunchPlan) -> Command:
-    flavor = flavor_named(plan.flavor, plan.accepted_flags)
-    python = plan.get("runtime.python")
-    argv = [python, "-m", "sglang.launch_server"]
+    argv = [plan.get("runtime.python"), "-m", "sglang.launch_server"]
+    env: dict[str, str] = dict(plan.get("runtime.env") or {})  # explicit keys below win over runtime.env
     findings: list[Finding] = []
-    for key, flag in KEY_FLAGS:
-        if _skip(plan, flavor, key):
-            continue
-        if flag == "--disable-cuda-graph" and flavor.has("--disable-decode-cuda-graph"):
-            argv += ["--disable-decode-cuda-graph", "--disable-prefill-cuda-graph"]  # upstream: the old flag is deprecated
-            continue
-        if not flavor.has(flag):
-            findings.append(error("KT-E301", f"{key} needs {flag}, which {flavor.name} ({flavor.description}) does not "
-                                  f"accept", _who_has(flag)))
-            continue
-        argv += [flag, *_fmt(plan.values[key].value)]
-    if plan.get("moe_lora.path") is not None and flavor.moe_lora == "expert-lora-path":
-        argv += ["--kt-expert-lora-path", plan.get("moe_lora.path")]
-    elif plan.get("moe_lora.path") is not None and flavor.moe_lora is None:
-        findings.append(error("KT-E302", f"moe_lora is set but {flavor.name} has no MoE-expert LoRA support",
-                              "use runtime.flavor: sglang-kt (--kt-expert-lora-path) or kt-moe-lora"))
-    if flavor.needs_shared_experts_fusion_off:
-        argv.append("--disable-shared-experts-fusion")
-    extra = list(plan.get("server.extra_args") or [])
+    for o in OPTIONS:
+        r = plan.values.get(o.key)
+        if r is not None:
+            _render_one(plan, o.key, r, argv, env, findings)
+    extra = [str(a) for a in plan.get("server.extra_args") or []]
     findings += _duplicates(argv, extra + plan.passthrough)
     if plan.accepted_flags is not None:
-        findings += _unknown(extra + plan.passthrough, plan.accepted_flags, flavor)
+        findings += _unknown(extra + plan.passthrough, plan.accepted_flags, plan.flavor)
     argv += extra + plan.passthrough
-    env = dict(plan.get("runtime.env") or {})
-    if plan.get("runtime.cuda_visible_devices") is not None:
-        env["CUDA_VISIBLE_DEVICES"] = plan.get("runtime.cuda_visible_devices")
     return Command(argv, env, findings)
 
 
-def _who_has(flag: str) -> str:
-    names = [f.name for f in CATALOGUE.values() if f.has(flag)]
-    return f"use runtime.flavor: {' or '.join(names)}" if names else "remove the setting"
-
-
-def _unknown(extra: list[str], accepted: frozenset[str], flavor: Flavor) -> list[Finding]:
+def _unknown(extra: list[str], accepted: frozenset[str], flavor: str) -> list[Finding]:
     out = []
     for a in extra:
         flag = a.split("=", 1)[0]
         if flag.startswith("--") and flag not in accepted:
-            out.append(error("KT-E306", f"pass-through argument {flag} is not accepted by the installed SGLang "
-                             f"({flavor.name}); it would stop at startup", "check the spelling with "
+            out.append(error("KT-E306", f"pass-through argument {flag[:80]} is not accepted by the installed SGLang "
+                             f"({flavor}); it would stop at startup", "check the spelling with "
                              "`python -m sglang.launch_server --help`, or remove it"))
     return out
 
 
 def _duplicates(generated: list[str], extra: list[str]) -> list[Finding]:
-    made = {a for a in generated if a.startswith("--")}
+    made = {a.split("=", 1)[0] for a in generated if a.startswith("--")}
+    by_flag = {n: o.key for o in OPTIONS if o.settable for spec in o.render.values() for n in getattr(spec, "names", ())}
     out = []
     for a in extra:
         flag = a.split("=", 1)[0]
         if flag in made:
-            key = next((k for k, f in KEY_FLAGS if f == flag), None)
+            key = by_flag.get(flag)
             fix = f"use --set {key}=VALUE instead" if key else "remove it from the pass-through arguments"
             out.append(error("KT-E303", f"pass-through argument {flag} repeats a flag kt-launch generates; SGLang would "
                              "take whichever comes last", fix))
     return out
+

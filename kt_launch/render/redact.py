@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import re
 
+from kt_launch.core.secrets import is_secret_name
+
 MASK = "***"
 SECRET_FLAGS = ("--api-key", "--admin-api-key", "--hf-token", "--token")
-# A name is secret when one of its words (split on anything but letters and digits) is, or ends with, one
-# of these: HF_TOKEN, HUGGINGFACEHUB_API_TOKEN, GITHUBTOKEN, OPENAI_API_KEY, APIKEY, AWS_SECRET_ACCESS_KEY,
-# DB_PASSWORD. Words that merely start with one are not: TOKENIZERS_PARALLELISM, KEYBOARD, AUTHOR.
-_SECRET_WORD_ENDS = ("TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "APIKEY", "ACCESSKEY",
-                     "PRIVATEKEY", "CREDENTIAL", "CREDENTIALS")
-_SECRET_WORDS = {"KEY", "PASS", "PWD", "AUTH", "AUTHORIZATION", "BEARER", "COOKIE"}
-_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+")
 # Free-text scrubbing (log lines, reasons) skips values too short or too common to be a real secret:
 # replacing every "1" or "true" in a log would garble it and hide nothing.
 MIN_SCRUB_LEN = 4
 _NOT_SECRET_VALUES = {"true", "false", "none", "null", "yes", "no", "on", "off"}
-
-
-def is_secret_name(name: str) -> bool:
-    words = [w.upper() for w in _WORD_SPLIT.split(name) if w]
-    return any(w in _SECRET_WORDS or w.endswith(_SECRET_WORD_ENDS) for w in words)
 
 
 def _secret_flag(arg: str) -> bool:

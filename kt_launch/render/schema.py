@@ -23,7 +23,7 @@ def _drop_required(node: Any) -> Any:
 
 
 def profile_schema() -> dict[str, Any]:
-    from kt_launch.config.models import UserConfig
+    from kt_launch.core.profile import UserConfig
 
     schema = _drop_required(UserConfig.model_json_schema())
     props = schema.setdefault("properties", {})

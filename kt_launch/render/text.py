@@ -7,10 +7,11 @@ import shlex
 
 from kt_launch.render.argv import Command
 from kt_launch.render.redact import redact_argv, redact_env, scrub, secret_values
-from kt_launch.resolve.findings import Finding
-from kt_launch.resolve.plan import LaunchPlan
+from kt_launch.core.findings import Finding
+from kt_launch.core.options import OPTIONS
+from kt_launch.core.plan import LaunchPlan
 
-_SECRET_KEYS = ("server.api_key",)
+_SECRET_KEYS = tuple(o.key for o in OPTIONS if o.secret)
 
 
 def _resolved_json(plan: LaunchPlan, secrets: set[str]) -> dict:

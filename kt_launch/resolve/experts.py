@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from kt_launch.resolve.findings import Finding, error, info, warning
+from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, NEEDS_CONVERTED, NEVER_AVAILABLE,
                                        READS_HF_CHECKPOINT, SFT_BASE_WEIGHTS, SFT_FROM_KT_METHOD)
-from kt_launch.resolve.plan import Resolved
+from kt_launch.core.plan import Resolved
 from kt_launch.resolve.values import user_value
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from kt_launch.resolve.findings import Finding, error, warning
+from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.resolve.lora import lora_entries
-from kt_launch.resolve.plan import Resolved
+from kt_launch.core.profile import lora_entries
+from kt_launch.core.plan import Resolved
 
 
 def passthrough_value(args: Iterable[str], *flags: str) -> str | None:

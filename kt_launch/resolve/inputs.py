@@ -5,20 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kt_launch.config.models import UserConfig
-from kt_launch.config.sources import Provenance
+from kt_launch.core.profile import UserConfig
+from kt_launch.core.provenance import Provenance
 from kt_launch.facts.adapters import AdapterConfig
-from kt_launch.facts.host import HostFacts
+from kt_launch.core.host import HostFacts
+from kt_launch.core.tuning import TunedThreads
 from kt_launch.facts.model import ModelFacts
-
-
-@dataclass(frozen=True)
-class TunedThreads:
-    """A measured thread count from `kt-launch tune` for this host, model shape and method."""
-
-    cpuinfer: int
-    detail: str  # e.g. "tuned 2026-11-28: 14 threads, 1.00 of best decode / 0.98 prefill"
-    threadpool_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -36,3 +28,4 @@ class ResolveInput:
     passthrough: tuple[str, ...] = ()
     checks: bool = True  # False under --no-check: no file-system facts were gathered
     profile_path: str | None = None
+    input_warnings: tuple[str, ...] = ()  # ignored input (an unknown KT_LAUNCH_* variable), each a warning

@@ -2,42 +2,11 @@
 
 from __future__ import annotations
 
-import posixpath
-
-from kt_launch.config.models import UserConfig
-from kt_launch.resolve.findings import Finding, error, warning
+from kt_launch.core.profile import adapter_config_dirs, lora_entries
+from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.resolve.plan import Resolved
+from kt_launch.core.plan import Resolved
 from kt_launch.resolve.values import user_value
-
-
-def lora_entries(cfg: UserConfig) -> list[tuple[str | None, str]]:
-    """(name, path) of every lora.paths entry."""
-    out = []
-    for item in cfg.lora.paths:
-        if isinstance(item, str):
-            out.append((None, item))
-        else:
-            out.append((item.name, item.path))
-    return out
-
-
-def adapter_config_dirs(cfg: UserConfig) -> list[str]:
-    """Where `adapter_config.json` for moe_lora rank/alpha may live, in the order it is looked for:
-    the moe_lora path itself (an adapter dir), the lora.paths dirs (the seed's PEFT checkpoint),
-    then the directory holding a converted moe_lora file."""
-    dirs: list[str] = []
-    if cfg.moe_lora is not None:
-        dirs.append(cfg.moe_lora.path)
-    dirs.extend(p for _, p in lora_entries(cfg))
-    if cfg.moe_lora is not None:
-        dirs.append(posixpath.dirname(cfg.moe_lora.path.rstrip("/")) or ".")
-    seen, ordered = set(), []
-    for d in dirs:
-        if d not in seen:
-            seen.add(d)
-            ordered.append(d)
-    return ordered
 
 
 def resolve_lora(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:

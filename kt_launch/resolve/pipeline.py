@@ -5,23 +5,42 @@ from __future__ import annotations
 from typing import Callable
 
 from kt_launch.resolve.experts import resolve_gpu_experts, resolve_method, resolve_model_shape, resolve_weights
-from kt_launch.resolve.findings import Finding, error, info, warning
+from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.resolve.flavor_rules import resolve_flavor_lora
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.lora import resolve_cuda_graph, resolve_lora
-from kt_launch.resolve.plan import LaunchPlan, Resolved
+from kt_launch.core.plan import LaunchPlan, Resolved
 from kt_launch.resolve.rules import ALL as CHECKS  # rule tables over the resolved values (flavour, preflight)
 from kt_launch.resolve.server import resolve_runtime, resolve_server
 from kt_launch.resolve.threads import resolve_threads
-from kt_launch.resolve.values import user_value
+from kt_launch.resolve.values import is_user_set, user_value
+from kt_launch.core.options import OPTIONS, PASS
+from kt_launch.core.profile import setting
 
 Step = Callable[[ResolveInput, dict, list], None]
 
-# Steps fill in values (in this order: later steps read earlier values).
-STEPS: tuple[Step, ...] = (
-    resolve_model_shape, resolve_method, resolve_weights, resolve_threads, resolve_gpu_experts,
-    resolve_lora, resolve_cuda_graph, resolve_flavor_lora, resolve_server, resolve_runtime,
-)
+
+def resolve_passthrough(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """Every settable key no step filled: the user's value (or the default) with its source. Derived keys are
+    filled by the step the registry names; a user value a step chose not to record still reaches render."""
+    for o in OPTIONS:
+        if o.key in values or not o.settable:
+            continue
+        v = setting(inp.config, o.key)
+        if v is None or (o.resolve != PASS and not is_user_set(inp.provenance, o.key, v)):
+            continue
+        values[o.key] = user_value(inp.provenance, o.key, list(v) if isinstance(v, (list, tuple)) else
+                                   (dict(v) if isinstance(v, dict) else v))
+
+
+# Steps fill in values, by the names the option registry uses in `derived(...)`; in this order: later steps
+# read earlier values.
+STEPS: dict[str, Step] = {
+    "model_shape": resolve_model_shape, "method": resolve_method, "weights": resolve_weights,
+    "threads": resolve_threads, "gpu_experts": resolve_gpu_experts, "lora": resolve_lora,
+    "cuda_graph": resolve_cuda_graph, "flavor_lora": resolve_flavor_lora, "server": resolve_server,
+    "runtime": resolve_runtime, "passthrough": resolve_passthrough,
+}
 
 
 def resolve_flavor(inp: ResolveInput, out: list[Finding]) -> tuple[Resolved, frozenset[str] | None]:
@@ -61,7 +80,8 @@ def resolve(inp: ResolveInput) -> LaunchPlan:
     values: dict[str, Resolved] = {}
     flavor, accepted = resolve_flavor(inp, findings)
     values["runtime.flavor"] = flavor
-    for step in STEPS:
+    findings += [warning("KT-W103", w, "unset it, or correct the name") for w in inp.input_warnings]
+    for step in STEPS.values():
         step(inp, values, findings)
     for check in CHECKS:
         findings.extend(check(inp, values))

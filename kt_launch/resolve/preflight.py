@@ -15,10 +15,10 @@ import posixpath
 from typing import Iterable, Iterator
 
 from kt_launch.facts.fileid import HEADER_BEYOND_FILE, DATA_BEYOND_FILE, FileId
-from kt_launch.resolve.findings import Finding, error, warning
+from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.resolve.lora import lora_entries
-from kt_launch.resolve.plan import Resolved
+from kt_launch.core.profile import lora_entries
+from kt_launch.core.plan import Resolved
 
 Values = dict[str, Resolved]
 

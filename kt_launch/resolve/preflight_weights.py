@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from kt_launch.resolve.findings import Finding, error, warning
+from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.isa import choose_variant
 from kt_launch.resolve.methods import KT_METHOD_FOR_SFT, NEEDS_CONVERTED, READS_HF_CHECKPOINT

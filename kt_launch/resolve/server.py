@@ -2,35 +2,47 @@
 
 from __future__ import annotations
 
-from kt_launch.resolve.findings import Finding, error
+import re
+from typing import Any
+
+from kt_launch.core.findings import Finding, error
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.resolve.plan import Resolved
+from kt_launch.core.plan import Resolved
 from kt_launch.resolve.values import user_value
 
 
 def resolve_server(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
     s, prov = inp.config.server, inp.provenance
     values["server.host"] = user_value(prov, "server.host", s.host, "" if prov.of("server.host") else "loopback only")
-    values["server.port"] = user_value(prov, "server.port", s.port)
     values["server.tp_size"] = (user_value(prov, "server.tp_size", s.tp_size) if s.tp_size is not None
                                 else Resolved(1, "default", "one GPU; set server.tp_size for tensor parallelism"))
-    for key in ("chunked_prefill_size", "max_running_requests", "mem_fraction_static", "api_key"):
-        v = getattr(s, key)
-        if v is not None:
-            values[f"server.{key}"] = user_value(prov, f"server.{key}", v)
+    if values["runtime.flavor"].value == "sglang":
+        values["server.disable_shared_experts_fusion"] = Resolved(
+            True, "derived", "upstream sglang does not turn shared-expert fusion off for kt-kernel by itself")
     if s.chunked_prefill_size is not None and s.chunked_prefill_size <= 0:
         out.append(error("KT-E131", f"server.chunked_prefill_size={s.chunked_prefill_size}: kt-kernel sizes its "
                          "buffers from it and rejects every forward when it is not positive",
                          "use a positive value such as 4096"))
-    if s.extra_args:
-        values["server.extra_args"] = user_value(prov, "server.extra_args", list(s.extra_args))
 
 
 def resolve_runtime(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
     r, prov = inp.config.runtime, inp.provenance
     values["runtime.python"] = (user_value(prov, "runtime.python", r.python) if r.python
                                 else Resolved(inp.current_python, "default", "the interpreter running kt-launch"))
-    if r.cuda_visible_devices is not None:
-        values["runtime.cuda_visible_devices"] = user_value(prov, "runtime.cuda_visible_devices", r.cuda_visible_devices)
     if r.env:
-        values["runtime.env"] = user_value(prov, "runtime.env", dict(r.env))
+        for problem in env_problems(r.env):
+            out.append(error("KT-E132", problem + "; the server could not be started with it", "fix runtime.env"))
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_problems(env: dict[str, Any]) -> list[str]:
+    """Why runtime.env cannot be given to a process: names must be identifiers, values text without NUL."""
+    out = []
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(str(name)):
+            out.append(f"runtime.env: {str(name)[:80]!r} is not a valid variable name (letters, digits and _)")
+        elif not isinstance(value, str) or "\x00" in value:
+            out.append(f"runtime.env.{name}: the value must be text without NUL bytes")
+    return out

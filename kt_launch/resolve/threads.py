@@ -8,10 +8,10 @@ layer. Hyperthreads are not counted: the AMX/AVX-512 units are per physical core
 
 from __future__ import annotations
 
-from kt_launch.facts.host import HostFacts
-from kt_launch.resolve.findings import Finding, error, warning
+from kt_launch.core.host import HostFacts
+from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.resolve.plan import Resolved
+from kt_launch.core.plan import Resolved
 from kt_launch.resolve.values import is_user_set, user_value
 
 

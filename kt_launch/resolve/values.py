@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kt_launch.config.sources import Provenance
-from kt_launch.resolve.plan import Resolved
+from kt_launch.core.provenance import Provenance
+from kt_launch.core.plan import Resolved
 
 def user_value(prov: Provenance, key: str, value: Any, why: str = "") -> Resolved:
     """A value the user set: its source is where it came from (profile file, env var, --set)."""

@@ -493,7 +493,7 @@ def _announce_ready(console: _Console, url: str, model: str, adapter: str | None
 
 def launch_supervised(out, args) -> int:
     """cli entry: `out` is app.Outcome, `args` the parsed launch arguments."""
-    from kt_launch.resolve.lora import lora_entries
+    from kt_launch.core.profile import lora_entries
 
     entries = lora_entries(out.config)
     adapter = None

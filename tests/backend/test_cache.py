@@ -7,20 +7,20 @@ import json
 
 from kt_launch.backend.tune import (TuneChoice, cache_path, host_fingerprint, load_tuned, load_tuned_entry,
                                     merge_sweeps, save_tuned, select_best, Sweep)
-from kt_launch.facts.host import HostFacts
-from kt_launch.resolve.inputs import TunedThreads
+from kt_launch.facts.host import host_from_json
+from kt_launch.core.tuning import TunedThreads
 
 SHAPE = "deepseek_v2-h2048-i1408-e64-k6"
 
 
 def _host(amx_data):
-    return HostFacts.from_json(amx_data["machine"])
+    return host_from_json(amx_data["machine"])
 
 
 def test_fingerprint_stable_and_cpu_sensitive(amx_data):
     h = _host(amx_data)
     fp = host_fingerprint(h)
-    assert fp == host_fingerprint(HostFacts.from_json(amx_data["machine"])) and len(fp) == 16
+    assert fp == host_fingerprint(host_from_json(amx_data["machine"])) and len(fp) == 16
     assert fp == amx_data["machine"]["fingerprint"]  # recorded on the device by the same function
     # memory and GPUs do not change the best thread count; cores and ISA do
     assert host_fingerprint(dataclasses.replace(h, memory_available_bytes=1, gpus=())) == fp

@@ -7,7 +7,7 @@ import pytest
 
 from kt_launch.backend.tune import (Sweep, SweepPoint, TunePoint, merge_sweeps, ratio_at, ratios, select_best,
                                     sweep_points, thread_grid)
-from kt_launch.facts.host import CpuFacts, HostFacts, NumaNode
+from kt_launch.facts.host import CpuFacts, HostFacts, NumaNode, host_from_json
 from kt_launch.resolve.threads import untuned_cpuinfer
 
 
@@ -16,7 +16,7 @@ def merged(amx_data, key):
 
 
 def recorded_host(amx_data):
-    return HostFacts.from_json(amx_data["machine"])
+    return host_from_json(amx_data["machine"])
 
 
 def test_data_file_is_the_amx_machine(amx_data):

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from kt_launch.config.sources import load_config
-from kt_launch.facts.host import HostFacts
+from kt_launch.facts.profile import load_config
+from kt_launch.facts.host import host_from_json
 from kt_launch.facts.sglang import parse_many_with_real_parser
 from kt_launch.render.argv import render_command
 from kt_launch.render.flavors import KEY_FLAGS
@@ -59,7 +59,7 @@ def _plans(flavour: str):
                 cfg, prov = load_config(REPO / "configs" / prof, {},
                                         [f"runtime.flavor={flavour}", "lora.paths=[]", *[s for s in sets if
                                                                                        not s.startswith("lora.")]])
-            inp = ResolveInput(config=cfg, provenance=prov, host=HostFacts.from_json(HOST), current_python="python",
+            inp = ResolveInput(config=cfg, provenance=prov, host=host_from_json(HOST), current_python="python",
                                checks=False)
             plan = resolve(inp)
             cmd = render_command(plan)
@@ -120,7 +120,7 @@ def test_rendered_argv_parses_to_the_resolved_values(flavour, real_venvs, real_f
 @pytest.mark.parametrize("flavour", ["sglang-kt", "sglang"])
 def test_plan_with_real_facts_detects_flavour_and_uses_real_flags(flavour, real_facts, tmp_path):
     cfg, prov = load_config(REPO / "configs" / "deepseek-v2-lite.yaml", {}, ["runtime.flavor=auto"])
-    inp = ResolveInput(config=cfg, provenance=prov, host=HostFacts.from_json(HOST), current_python="python",
+    inp = ResolveInput(config=cfg, provenance=prov, host=host_from_json(HOST), current_python="python",
                        checks=False, sglang=real_facts[flavour])
     plan = resolve(inp)
     assert plan.flavor == flavour and plan.values["runtime.flavor"].source == "host"

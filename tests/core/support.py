@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from kt_launch.config.sources import load_config
-from kt_launch.facts.host import HostFacts
+from kt_launch.facts.profile import load_config
+from kt_launch.facts.host import host_from_json
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.pipeline import resolve
 
@@ -29,7 +29,7 @@ TWO_SOCKET = {
 
 def plan_for(profile: Path, host=XEON16, env=None, sets=None, **kw):
     cfg, prov = load_config(profile, env or {}, sets or [])
-    inp = ResolveInput(config=cfg, provenance=prov, host=HostFacts.from_json(host, "test host"),
+    inp = ResolveInput(config=cfg, provenance=prov, host=host_from_json(host, "test host"),
                        current_python="/usr/bin/python3", checks=kw.pop("checks", False), **kw)
     return resolve(inp)
 

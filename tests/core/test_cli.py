@@ -136,7 +136,7 @@ def test_passthrough_repeating_a_generated_flag_is_refused(capsys, host_file):
 def test_upstream_flavor_refuses_moe_lora(capsys, host_file):
     rc, out, _ = run(capsys, "--profile", str(SEED_PROFILE), "--dry-run", "--no-check", "--host-facts", str(host_file),
                      "--set", "runtime.flavor=sglang")
-    assert rc == 3 and "KT-E302" in out
+    assert rc == 3 and "KT-E301" in out and "moe_lora.path cannot be expressed on sglang" in out
 
 
 def test_schema_command(capsys):

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from kt_launch.facts.adapters import AdapterConfig
-from kt_launch.facts.host import HostFacts
+from kt_launch.facts.host import host_from_json
 from kt_launch.facts.model import shape_from_config
-from kt_launch.resolve.inputs import TunedThreads
+from kt_launch.core.tuning import TunedThreads
 from kt_launch.resolve.threads import core_reserve, untuned_cpuinfer
 
 from core.support import TWO_SOCKET, XEON16, codes, plan_for
@@ -71,7 +71,7 @@ def test_cpuinfer_never_above_usable_cores_and_at_least_pools():
     for cores in range(1, 70):
         h = copy.deepcopy(XEON16)
         h["cpu"].update(physical_cores=cores, logical_cpus=cores, usable_cpus=list(range(cores)))
-        host = HostFacts.from_json(h)
+        host = host_from_json(h)
         v = untuned_cpuinfer(host, 1)
         assert 1 <= v <= cores
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kt_launch.config.sources import ConfigError, load_config, parse_sets
+from kt_launch.facts.profile import ConfigError, load_config, parse_sets
 
 BASE = "model: {path: /m}\nkt: {cpuinfer: 10, method: amxint8}\n"
 
@@ -60,7 +60,7 @@ def test_bad_env_and_set_name_their_source(write_profile):
     p = write_profile(BASE)
     with pytest.raises(ConfigError, match="KT_LAUNCH_KT__BOGUS: unknown key 'kt.bogus'"):
         load_config(p, {"KT_LAUNCH_KT__BOGUS": "1"}, [])
-    with pytest.raises(ConfigError, match=r"--set kt.cpuinfer=x: kt.cpuinfer"):
+    with pytest.raises(ConfigError, match=r"--set kt.cpuinfer: kt.cpuinfer: Input should be a valid integer \(got .x.\)"):
         load_config(p, {}, ["kt.cpuinfer=x"])
 
 

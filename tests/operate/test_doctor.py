@@ -7,7 +7,7 @@ import pytest
 
 from kt_launch.cli import main
 from kt_launch.doctor import LocalFacts, doctor_findings
-from kt_launch.facts.host import HostFacts, load_host_facts
+from kt_launch.facts.host import HostFacts, load_host_facts, host_from_json
 from kt_launch.resolve.isa import choose_variant, detect_variant
 from operate.support import HOST, write_host
 
@@ -22,7 +22,7 @@ def host_with(flags=None, gpus=None, total=64 << 30, avail=60 << 30) -> HostFact
     if gpus is not None:
         doc["gpus"] = gpus
     doc["memory"] = {"total_bytes": total, "available_bytes": avail}
-    return HostFacts.from_json(doc)
+    return host_from_json(doc)
 
 
 LOCAL_OK = LocalFacts(python="/py", sglang_origin="/site/sglang/__init__.py", sglang_dists=(("sglang-kt", "0.7.2"),),

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kt_launch.cli import main
-from kt_launch.config.models import UserConfig
+from kt_launch.core.profile import UserConfig
 from operate.support import write_host
 
 SCALE = float(os.environ.get("KT_FUZZ_SCALE", "1"))
@@ -226,7 +226,8 @@ def test_safe_loading_never_constructs_objects(prof, capsys, tmp_path):
 
 def test_nan_and_inf_floats_are_exit_2_naming_the_field(prof, capsys):
     for field, token in (("alpha", ".nan"), ("alpha", ".inf"), ("alpha", "-.inf"), ("rank", ".inf")):
-        prof.write_text(f"model: {{path: /m}}\nmoe_lora: {{path: /l, alpha: 16, rank: 8, {field}: {token}}}\n")
+        values = {"alpha": "16", "rank": "8", field: token}
+        prof.write_text(f"model: {{path: /m}}\nmoe_lora: {{path: /l, alpha: {values['alpha']}, rank: {values['rank']}}}\n")
         rc, out, err = run(capsys, prof)
         assert rc == 2 and f"moe_lora.{field}" in err, (token, err)
 

@@ -106,7 +106,7 @@ def test_port_probe(tmp_path):
 def test_port_in_use_through_the_cli(tmp_path, monkeypatch):
     """On this machine (no --host-facts) a taken port is an error; planning for a recorded host skips it."""
     import kt_launch.app as app
-    from kt_launch.facts.host import HostFacts
+    from kt_launch.facts.host import HostFacts, host_from_json
     from preflight.support import AMX_HOST, check, codes
 
     t = tmp_path / "t"
@@ -117,7 +117,7 @@ def test_port_in_use_through_the_cli(tmp_path, monkeypatch):
     port = s.getsockname()[1]
     try:
         profile = synthetic.amx_profile(t, server={"port": port})
-        monkeypatch.setattr(app, "gather_host", lambda *a, **k: HostFacts.from_json(AMX_HOST, "this machine"))
+        monkeypatch.setattr(app, "gather_host", lambda *a, **k: host_from_json(AMX_HOST, "this machine"))
         rc, doc, _ = check(tmp_path, profile, None)
         assert rc == 3 and "KT-E232" in codes(doc, "error")
         rc, doc, _ = check(tmp_path, profile)  # --host-facts: another machine

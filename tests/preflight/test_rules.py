@@ -371,10 +371,10 @@ def test_every_code_is_documented():
 def test_planning_host_without_gpu_downgrades_cpu_errors(tmp_path, t, monkeypatch):
     """This machine has no GPU: it only plans, so its CPU is a warning (KT-W240); a recorded server is an error."""
     import kt_launch.app as app
-    from kt_launch.facts.host import HostFacts
+    from kt_launch.facts.host import HostFacts, host_from_json
 
     laptop = host(flags=["avx2"], gpus=0)
-    monkeypatch.setattr(app, "gather_host", lambda *a, **k: HostFacts.from_json(laptop, "this machine"))
+    monkeypatch.setattr(app, "gather_host", lambda *a, **k: host_from_json(laptop, "this machine"))
     rc, doc, _ = check(tmp_path, synthetic.amx_profile(t), None)
     assert rc == 0 and "KT-W240" in codes(doc, "warning") and "KT-W231" in codes(doc, "warning")
     rc, doc = errors(tmp_path, synthetic.amx_profile(t), host(flags=["avx2"], gpus=1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kt_launch.resolve.findings import Finding, has_errors
+from kt_launch.core.findings import Finding, has_errors
 
 Source = Literal["default", "profile", "env", "cli", "host", "derived", "tuned"]
 

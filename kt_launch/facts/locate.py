@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from kt_launch.config.sources import ConfigError
+from kt_launch.core.errors import ConfigError
 
 
 def profile_dirs(environ: Mapping[str, str], cwd: Path) -> list[Path]:

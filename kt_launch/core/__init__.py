@@ -1,0 +1,1 @@
+"""Shared types every layer may use: findings, plan, provenance, profile schema, fact dataclasses. No I/O."""

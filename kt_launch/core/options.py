@@ -1,0 +1,247 @@
+"""The option registry: every profile key, declared once.
+
+Each `Option` says what a user may write (type, default, limits, help), how the resolver fills it
+(passed through when set, or derived by a named rule), and how it reaches SGLang on every flavour:
+a flag, an environment variable, a value some other flag already carries, or a refusal that names
+the flavour which can take it. The pydantic profile model (core/profile.py), render's flag table,
+`kt-launch schema`, the README's key table and the no-drop property tests all read this table, so
+a key cannot be accepted and then silently left out of the command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Union
+
+FLAVORS = ("sglang-kt", "sglang", "kt-moe-lora")
+SFT_METHODS = ("AMXBF16_SFT", "AMXINT8_SFT", "AMXINT4_SFT")
+PLACEMENT_STRATEGIES = ("frequency", "front-loading", "random", "uniform")
+
+
+# -- how a value reaches SGLang ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag. `names` may be several (upstream splits --disable-cuda-graph in two).
+    Booleans are switches (present when true); lists are `--flag a b`. `omit_derived`: not passed
+    when kt-launch derived the value (the flavour then derives it the same way itself)."""
+
+    names: tuple[str, ...]
+    omit_derived: bool = False
+
+    def __init__(self, *names: str, omit_derived: bool = False):
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "omit_derived", omit_derived)
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """An environment variable of the server process."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Carried:
+    """No flag of its own: another flag or file carries it on this flavour (`why` says which).
+    A user value is then an info finding naming the key, never a silent drop."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """This flavour cannot express it: an error finding naming the key and `why` (with the flavour
+    that can). `user_only`: a value kt-launch derived itself is left to the flavour's own default."""
+
+    why: str
+    user_only: bool = False
+
+
+@dataclass(frozen=True)
+class Special:
+    """Consumed by the renderer itself (argv[0], the flavour choice, appended or environment items)."""
+
+    why: str
+
+
+Render = Union[Flag, EnvVar, Carried, Refuse, Special]
+
+
+# -- how the resolver fills a value ------------------------------------------------------------
+
+PASS = "pass"  # the user's value (or the default) as it is
+
+
+def derived(rule: str) -> str:
+    """Filled by the resolver step of that name (resolve/pipeline.py STEPS); the plan gives the reason."""
+    return f"derived:{rule}"
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str  # "section.name"
+    type: Any  # the Python type (without None); Literal[...] for choices
+    help: str
+    render: Mapping[str, Render]  # flavour -> how it reaches SGLang; every flavour answers
+    default: Any = None
+    nullable: bool = True
+    required: bool = False
+    limits: Mapping[str, Any] = field(default_factory=dict)  # pydantic Field constraints: ge, le, gt, ...
+    resolve: str = PASS
+    settable: bool = True  # False: only the resolver sets it (plan-only keys that still render)
+    secret: bool = False
+
+    @property
+    def section(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split(".", 1)[1]
+
+
+def on_all(spec: Render) -> dict[str, Render]:
+    return {f: spec for f in FLAVORS}
+
+
+def only(flavor: str, spec: Render, why_not: str) -> dict[str, Render]:
+    """A value only `flavor` can express; the others refuse it and name `flavor`."""
+    return {f: spec if f == flavor else Refuse(f"{why_not}; use runtime.flavor: {flavor}") for f in FLAVORS}
+
+
+_NO_MOE_LORA = "upstream sglang has no MoE-expert LoRA; use runtime.flavor: sglang-kt (--kt-expert-lora-path) or kt-moe-lora"
+
+
+def _moe_lora(kt_moe_lora: Render, sglang_kt: Render) -> dict[str, Render]:
+    return {"kt-moe-lora": kt_moe_lora, "sglang-kt": sglang_kt, "sglang": Refuse(_NO_MOE_LORA)}
+
+
+# Sections, in profile order; `optional` sections are absent (None) unless written.
+SECTIONS: dict[str, dict[str, Any]] = {
+    "model": {"help": "The HuggingFace model.", "optional": False},
+    "kt": {"help": "kt-kernel: CPU experts, threads, GPU experts.", "optional": False},
+    "moe_lora": {"help": "MoE-expert LoRA (SFT mode); absent = off.", "optional": True},
+    "lora": {"help": "Ordinary LoRA adapters.", "optional": False},
+    "server": {"help": "The SGLang server.", "optional": False},
+    "runtime": {"help": "Interpreter, flavour and environment of the server process.", "optional": False},
+}
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model.path", str, "HuggingFace model directory (config.json, safetensors).", on_all(Flag("--model-path")),
+           nullable=False, required=True),
+    Option("model.served_name", str, "Name clients use.", on_all(Flag("--served-model-name"))),
+
+    Option("kt.weight_path", str, "CPU expert weights (converted AMX dir, or the HF dir for BF16/FP8/RAWINT4).",
+           on_all(Flag("--kt-weight-path")), resolve=derived("weights")),
+    Option("kt.method", str, "kt-kernel method: AMXINT4, AMXINT8, BF16, FP8, RAWINT4, LLAMAFILE, ... (any case).",
+           {"sglang-kt": Flag("--kt-method"), "sglang": Flag("--kt-method"),
+            "kt-moe-lora": Flag("--kt-method", omit_derived=True)}, resolve=derived("method")),
+    Option("kt.cpuinfer", int, "CPU expert threads; null = usable physical cores minus a reserve, or the tuned value.",
+           on_all(Flag("--kt-cpuinfer")), limits={"ge": 1}, resolve=derived("threads")),
+    Option("kt.threadpool_count", int, "Thread pools; null = NUMA nodes that have usable CPUs.",
+           on_all(Flag("--kt-threadpool-count")), limits={"ge": 1}, resolve=derived("threads")),
+    Option("kt.numa_nodes", list[int], "NUMA node id per thread pool; null = those nodes' ids.",
+           {"sglang-kt": Flag("--kt-numa-nodes"),
+            "sglang": Refuse("upstream sglang has no --kt-numa-nodes (pool i runs on node i); use runtime.flavor: "
+                             "sglang-kt", user_only=True),
+            "kt-moe-lora": Refuse("the kt-moe-lora fork has no --kt-numa-nodes; use runtime.flavor: sglang-kt",
+                                  user_only=True)},
+           limits={"item_ge": 0}, resolve=derived("threads")),
+    Option("kt.num_gpu_experts", int, "Routed experts per MoE layer kept on the GPU; null = the memory fit "
+           "(0 in MoE-LoRA mode or without GPU facts). Always passed: unset, sglang-kt turns kt-kernel off.",
+           on_all(Flag("--kt-num-gpu-experts")), limits={"ge": 0}, resolve=derived("gpu_experts")),
+    Option("kt.gpu_experts_ratio", float, "Share of all routed experts on the GPU; overrides kt.num_gpu_experts "
+           "in sglang-kt (kt_ep_wrapper._init_kt_gpu_experts_masks).",
+           only("sglang-kt", Flag("--kt-gpu-experts-ratio"), "only sglang-kt has --kt-gpu-experts-ratio"),
+           limits={"ge": 0.0, "le": 1.0}, resolve=derived("gpu_experts")),
+    Option("kt.expert_placement_strategy", Literal[PLACEMENT_STRATEGIES], "Which experts go to the GPU "
+           "(sglang-kt's default: uniform).",
+           only("sglang-kt", Flag("--kt-expert-placement-strategy"), "only sglang-kt places GPU experts by strategy")),
+    Option("kt.max_deferred_experts_per_token", int, "Experts per token deferred to the CPU (all MoE layers but the "
+           "last).", on_all(Flag("--kt-max-deferred-experts-per-token")), limits={"ge": 0}),
+    Option("kt.gpu_prefill_token_threshold", int, "Prompt length above which sglang-kt runs the whole MoE layer on "
+           "the GPU (layerwise prefill).",
+           only("sglang-kt", Flag("--kt-gpu-prefill-token-threshold"), "only sglang-kt has layerwise GPU prefill"),
+           limits={"ge": 0}),
+    Option("kt.enable_dynamic_expert_update", bool, "Re-pick GPU experts from runtime statistics.",
+           only("sglang-kt", Flag("--kt-enable-dynamic-expert-update"), "only sglang-kt updates GPU experts at run time"),
+           default=False, nullable=False),
+
+    Option("moe_lora.path", str, "MoE-expert LoRA: the converted .pt (kt-moe-lora) or the expert adapter dir "
+           "(sglang-kt).", _moe_lora(Flag("--kt-moe-lora-path"), Flag("--kt-expert-lora-path")),
+           nullable=False, required=True),
+    Option("moe_lora.rank", int, "LoRA rank; null = `r` from adapter_config.json.",
+           _moe_lora(Flag("--kt-moe-lora-rank"), Carried("sglang-kt reads the rank from the adapter dir's "
+                                                        "adapter_config.json; kt-launch checks that they agree")),
+           limits={"ge": 1}, resolve=derived("lora")),
+    Option("moe_lora.alpha", float, "LoRA alpha; null = `lora_alpha` from adapter_config.json.",
+           _moe_lora(Flag("--kt-moe-lora-alpha"), Carried("sglang-kt reads lora_alpha from the adapter dir's "
+                                                         "adapter_config.json; kt-launch checks that they agree")),
+           limits={"gt": 0, "allow_inf_nan": False}, resolve=derived("lora")),
+    Option("moe_lora.sft_method", Literal[SFT_METHODS], "kt-kernel SFT method of the expert LoRA.",
+           _moe_lora(Flag("--kt-moe-sft-method"), Carried("sglang-kt takes the SFT method from --kt-method")),
+           default="AMXBF16_SFT", nullable=False, resolve=derived("method")),
+
+    Option("lora.paths", list[Union[str, "NamedLora"]], "Ordinary LoRA adapters: paths or {name, path}.",
+           on_all(Flag("--lora-paths")), default=(), nullable=False, resolve=derived("lora")),
+
+    Option("server.host", str, "Address to listen on.", on_all(Flag("--host")), default="127.0.0.1", nullable=False),
+    Option("server.port", int, "Port to listen on.", on_all(Flag("--port")), default=30000, nullable=False,
+           limits={"ge": 1, "le": 65535}),
+    Option("server.tp_size", int, "Tensor-parallel GPUs; null = 1.", on_all(Flag("--tp-size")), limits={"ge": 1},
+           resolve=derived("server")),
+    Option("server.disable_cuda_graph", bool, "null = off in MoE-LoRA mode, else SGLang's default.",
+           {"sglang-kt": Flag("--disable-cuda-graph"), "kt-moe-lora": Flag("--disable-cuda-graph"),
+            "sglang": Flag("--disable-decode-cuda-graph", "--disable-prefill-cuda-graph")},
+           resolve=derived("cuda_graph")),
+    Option("server.chunked_prefill_size", int, "Tokens per prefill chunk; also sizes kt-kernel's buffers (> 0).",
+           on_all(Flag("--chunked-prefill-size"))),
+    Option("server.max_running_requests", int, "Concurrent requests.", on_all(Flag("--max-running-requests")),
+           limits={"ge": 1}),
+    Option("server.mem_fraction_static", float, "Share of GPU memory for weights and the KV pool.",
+           on_all(Flag("--mem-fraction-static")), limits={"gt": 0, "le": 1}),
+    Option("server.max_total_tokens", int, "KV-cache pool size in tokens; null = what the memory plan leaves.",
+           on_all(Flag("--max-total-tokens")), limits={"ge": 1}),
+    Option("server.api_key", str, "API key clients must send; *** in every output.", on_all(Flag("--api-key")),
+           secret=True),
+    Option("server.extra_args", list[str], "More SGLang flags, passed through verbatim (checked against the "
+           "installed parser).", on_all(Special("appended after the generated flags")), default=(), nullable=False),
+    Option("server.lora_backend", str, "Derived: the LoRA backend sglang-kt expert LoRA needs.",
+           {"sglang-kt": Flag("--lora-backend"), "sglang": Flag("--lora-backend"),
+            "kt-moe-lora": Refuse("the kt-moe-lora fork has no --lora-backend")}, settable=False,
+           resolve=derived("flavor_lora")),
+    Option("server.disable_custom_all_reduce", bool, "Derived: sglang-kt expert LoRA disables custom all-reduce.",
+           {"sglang-kt": Flag("--disable-custom-all-reduce"), "sglang": Flag("--disable-custom-all-reduce"),
+            "kt-moe-lora": Refuse("the kt-moe-lora fork has no --disable-custom-all-reduce")}, settable=False,
+           resolve=derived("flavor_lora")),
+    Option("server.disable_shared_experts_fusion", bool, "Derived: upstream sglang does not turn shared-expert "
+           "fusion off for kt-kernel by itself.", on_all(Flag("--disable-shared-experts-fusion")), settable=False,
+           resolve=derived("server")),
+
+    Option("runtime.python", str, "Interpreter that has SGLang; null = the one running kt-launch.",
+           on_all(Special("argv[0]")), resolve=derived("runtime")),
+    Option("runtime.flavor", Literal[("auto", *FLAVORS)], "Which SGLang: auto asks the installed one.",
+           on_all(Special("chooses the flag table")), default="auto", nullable=False),
+    Option("runtime.cuda_visible_devices", str, "GPUs the server sees.", on_all(EnvVar("CUDA_VISIBLE_DEVICES"))),
+    Option("runtime.env", dict[str, str], "More environment variables for the server (names checked).",
+           on_all(Special("added to the server's environment")), default=(), nullable=False),
+)
+
+BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+
+# `--kt-*` flags of the real parsers that no profile key renders, and why. A flag a future fork adds
+# that is in neither place fails tests/core/test_registry.py until it is placed.
+PASS_THROUGH_ONLY: dict[str, str] = {
+    "--kt-lora-path": "sglang-kt's experimental static full-KT LoRA for Qwen3.5 non-expert tensors; kt-launch does "
+                      "not plan it — pass it after `--` (kt-launch then only checks the flag exists)",
+}
+
+
+def flags_of(flavor: str) -> frozenset[str]:
+    """Every flag the registry renders on `flavor` (the static catalogue when SGLang was not inspected)."""
+    return frozenset(n for o in OPTIONS for n in getattr(o.render[flavor], "names", ()))
+
+
+def flavors_with(flag: str) -> list[str]:
+    return [f for f in FLAVORS if flag in flags_of(f)]

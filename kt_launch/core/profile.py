@@ -1,0 +1,153 @@
+"""The profile schema: what a user may write in a YAML profile, env var or `--set`.
+
+Keys are a contract (see README). Unknown keys are errors (extra="forbid"). Nothing here is
+resolved: `None` means "let the resolver decide" and the plan says how it decided.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from typing import Annotated, Any, Optional, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
+
+
+from kt_launch.core.options import BY_KEY, OPTIONS, SECTIONS, Option
+
+_UPPER = {"kt.method", "moe_lora.sft_method"}  # kt-kernel compares them case-sensitively
+_NULL_WORDS = ("null", "none", "~")
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class NamedLora(Section):
+    name: Annotated[str, Strict()]
+    path: Annotated[str, Strict()]
+
+
+def _strict(tp: Any, limits: dict[str, Any]) -> Any:
+    """Scalars are strict: no bool where an int goes, no number where a string goes."""
+    item_limits = {k[5:]: v for k, v in limits.items() if k.startswith("item_")}
+    own = {k: v for k, v in limits.items() if not k.startswith("item_")}
+    origin = get_origin(tp)
+    if origin is list:
+        (inner,) = get_args(tp)
+        return Annotated[list[_strict(inner, item_limits)], Field(**own)] if own else list[_strict(inner, item_limits)]
+    if tp in (int, float, bool, str):
+        extra = {"allow_inf_nan": False} if tp is float else {}
+        return Annotated[tp, Strict(), Field(**{**extra, **own})]
+    if tp == "NamedLora":
+        return NamedLora
+    if origin is Union:
+        return Union[tuple(_strict(a, {}) for a in get_args(tp))]
+    return Annotated[tp, Field(**own)] if own else tp
+
+
+def _field(o: Option) -> tuple[Any, Any]:
+    tp = _strict(o.type, dict(o.limits))
+    if o.nullable:
+        tp = Optional[tp]
+    if o.required:
+        return tp, Field(..., description=o.help)
+    if isinstance(o.default, tuple):
+        factory = dict if get_origin(o.type) is dict else list
+        return tp, Field(default_factory=factory, description=o.help)
+    return tp, Field(o.default, description=o.help)
+
+
+def _upper(v: Any) -> Any:
+    return v.strip().upper() if isinstance(v, str) else v
+
+
+def _section_model(name: str) -> type[Section]:
+    fields = {o.name: _field(o) for o in OPTIONS if o.section == name and o.settable}
+    validators = {f"_upper_{o.name}": field_validator(o.name, mode="before")(_upper)
+                  for o in OPTIONS if o.section == name and o.key in _UPPER}
+    model = create_model(f"{name.title().replace('_', '')}Section", __base__=Section, __validators__=validators,
+                         **fields)
+    model.__doc__ = SECTIONS[name]["help"]
+    return model
+
+
+SECTION_MODELS: dict[str, type[Section]] = {name: _section_model(name) for name in SECTIONS}
+
+
+def _user_config() -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for name, spec in SECTIONS.items():
+        model = SECTION_MODELS[name]
+        if spec["optional"]:
+            fields[name] = (Optional[model], Field(None, description=spec["help"]))
+        elif any(o.required for o in OPTIONS if o.section == name):
+            fields[name] = (model, Field(..., description=spec["help"]))
+        else:
+            fields[name] = (model, Field(default_factory=model, description=spec["help"]))
+    return create_model("UserConfig", __config__=ConfigDict(extra="forbid", validate_default=True), **fields)
+
+
+UserConfig = _user_config()
+UserConfig.__doc__ = "A whole profile. Sources and their precedence live in `kt_launch.facts.profile`."
+
+
+def setting(cfg: Any, key: str) -> Any:
+    """The profile value of a dotted key (None when its optional section is absent)."""
+    section, name = key.split(".", 1)
+    sec = getattr(cfg, section)
+    return None if sec is None else getattr(sec, name)
+
+
+def parse_text(key: str, text: str) -> Any:
+    """A value given as text (env var or --set) -> the Python value its option's type takes. One parser for both,
+    so `KT_LAUNCH_KT__CPUINFER=48` and `--set kt.cpuinfer=48` mean the same. Text that does not look like the
+    type is returned as is, and validation then names the key; lists and mappings are JSON."""
+    o = BY_KEY.get(key)
+    s = text.strip()
+    if len(s) > 4000:  # no setting is that long; Python refuses to parse such integers anyway
+        return text
+    if s.lower() in _NULL_WORDS:
+        return None
+    if s[:1] in ("[", "{"):
+        return json.loads(s)  # the caller turns JSONDecodeError/RecursionError into a message naming the key
+    tp = o.type if o is not None else str
+    if tp is bool and s.lower() in ("true", "false"):
+        return s.lower() == "true"
+    if tp is int and _INT.fullmatch(s):
+        return int(s)
+    if tp is float and (_INT.fullmatch(s) or _FLOAT.fullmatch(s)):
+        return float(s)
+    return text
+
+
+def lora_entries(cfg: UserConfig) -> list[tuple[str | None, str]]:
+    """(name, path) of every lora.paths entry."""
+    out = []
+    for item in cfg.lora.paths:
+        if isinstance(item, str):
+            out.append((None, item))
+        else:
+            out.append((item.name, item.path))
+    return out
+
+
+def adapter_config_dirs(cfg: UserConfig) -> list[str]:
+    """Where `adapter_config.json` for moe_lora rank/alpha may live, in the order it is looked for:
+    the moe_lora path itself (an adapter dir), the lora.paths dirs (the seed's PEFT checkpoint),
+    then the directory holding a converted moe_lora file."""
+    dirs: list[str] = []
+    if cfg.moe_lora is not None:
+        dirs.append(cfg.moe_lora.path)
+    dirs.extend(p for _, p in lora_entries(cfg))
+    if cfg.moe_lora is not None:
+        dirs.append(posixpath.dirname(cfg.moe_lora.path.rstrip("/")) or ".")
+    seen, ordered = set(), []
+    for d in dirs:
+        if d not in seen:
+            seen.add(d)
+            ordered.append(d)
+    return ordered

@@ -1,0 +1,266 @@
+"""The one bounded reader for every JSON and YAML file kt-launch reads.
+
+Profiles, `extends:` parents, config.json, adapter configs, index files, host facts and caches all
+come through here, so each guarantee holds everywhere: regular files only (a FIFO, device or
+directory is refused by name before it is opened for reading, so nothing blocks), a size cap per
+kind, a nesting cap, duplicate keys refused, YAML 1.2-style scalars (`0x30`, `4_8`, `0o7` and
+`yes` stay strings) and no object construction. Every failure is a `ReadError` whose message names
+the file and says what is wrong; callers turn it into their own finding or an exit-2 message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+
+class ReadError(ValueError):
+    """A file could not be read as the kind it should be; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    what: str  # how messages name the file: "profile", "config.json", "--host-facts", "cache"
+    max_bytes: int
+    max_depth: int = 64
+
+
+PROFILE = Kind("profile", 1 << 20, 32)
+MODEL_CONFIG = Kind("config.json", 4 << 20, 32)
+ADAPTER_CONFIG = Kind("adapter_config.json", 1 << 20, 32)
+INDEX = Kind("safetensors index", 64 << 20, 8)
+HOST_FACTS = Kind("host facts", 4 << 20, 16)
+CACHE = Kind("cache file", 64 << 20, 32)
+
+MAX_YAML_NODES = 100_000  # after expanding aliases: a "billion laughs" alias bomb is refused, not expanded
+
+
+def read_bytes(path: str | os.PathLike, kind: Kind) -> bytes:
+    """The bytes of a regular file of at most kind.max_bytes. Special files are refused without blocking."""
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ReadError(f"{kind.what} {p}: no such file") from None
+    except OSError as e:
+        raise ReadError(f"{kind.what} {p}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ReadError(f"{kind.what} {p}: is a directory; give a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ReadError(f"{kind.what} {p}: not a regular file (a FIFO, socket or device); give a file")
+    if st.st_size > kind.max_bytes:
+        raise ReadError(f"{kind.what} {p}: {st.st_size} bytes, more than the {kind.max_bytes} a {kind.what} may have")
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        raise ReadError(f"{kind.what} {p}: cannot read ({e.strerror or e})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped between stat and open
+            raise ReadError(f"{kind.what} {p}: not a regular file; give a file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(kind.max_bytes + 1)
+    except OSError as e:
+        raise ReadError(f"{kind.what} {p}: cannot read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > kind.max_bytes:
+        raise ReadError(f"{kind.what} {p}: more than the {kind.max_bytes} bytes a {kind.what} may have")
+    return data
+
+
+def _text(path: str, data: bytes, kind: Kind) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ReadError(f"{kind.what} {path}: not UTF-8 (byte {e.start}); save it as UTF-8") from None
+
+
+def _depth_ok(node: Any, limit: int) -> bool:
+    stack = [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        if d > limit:
+            return False
+        if isinstance(n, dict):
+            stack.extend((v, d + 1) for v in n.values())
+        elif isinstance(n, list):
+            stack.extend((v, d + 1) for v in n)
+    return True
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(k)
+        out[k] = v
+    return out
+
+
+class _Duplicate(Exception):
+    pass
+
+
+_NESTING = re.compile(rb"[\[{]")
+
+
+def parse_json(path: str | os.PathLike, data: bytes, kind: Kind) -> Any:
+    p = os.fspath(path)
+    text = _text(p, data, kind)
+    # Cheap pre-check: json's recursive parser would hit RecursionError long before our depth limit matters
+    # on hostile input; count brackets only when there could be that many.
+    if len(_NESTING.findall(data[: 4 * kind.max_depth * 64])) > kind.max_depth and not _shallow_prefix(text, kind):
+        raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels")
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except _Duplicate as e:
+        raise ReadError(f"{kind.what} {p}: key {str(e)[:80]!r} appears twice; keep one") from None
+    except RecursionError:
+        raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels") from None
+    except ValueError as e:
+        raise ReadError(f"{kind.what} {p}: not valid JSON ({str(e)[:160]})") from None
+    if not _depth_ok(doc, kind.max_depth):
+        raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels")
+    return doc
+
+
+def _shallow_prefix(text: str, kind: Kind) -> bool:
+    """True when no point of the document's opening part is nested deeper than the limit."""
+    depth = 0
+    in_str = esc = False
+    for ch in text[: 4 * kind.max_depth * 64]:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > kind.max_depth:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_json(path: str | os.PathLike, kind: Kind) -> Any:
+    return parse_json(path, read_bytes(path, kind), kind)
+
+
+# -- YAML ---------------------------------------------------------------------------------------
+
+_FAST = getattr(yaml, "CSafeLoader", None)
+# YAML 1.2 core schema scalars: decimal ints only; floats without underscores or sexagesimal; true/false only.
+_INT_12 = re.compile(r"^[-+]?[0-9]+$")
+_FLOAT_12 = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_NULL_12 = re.compile(r"^(?:~|null|Null|NULL|)$")
+
+
+def _core_schema(base: type) -> type:
+    """A safe loader class with YAML 1.2 scalar resolution and guards for aliases, depth and duplicate keys."""
+
+    class Loader(base):  # type: ignore[misc, valid-type]
+        yaml_implicit_resolvers: dict = {}
+
+        def construct_document(self, node):
+            self._guard(node)
+            return super().construct_document(node)
+
+        def _guard(self, root) -> None:
+            sizes: dict[int, int] = {}
+            active: set[int] = set()
+            stack = [(root, 1, False)]
+            while stack:
+                n, depth, done = stack.pop()
+                key = id(n)
+                if done:
+                    active.discard(key)
+                    total = 1 + sum(sizes[id(c)] for c in _children(n))
+                    if total > MAX_YAML_NODES:
+                        raise _YamlRefused(f"its anchors and aliases expand to more than {MAX_YAML_NODES} values")
+                    sizes[key] = total
+                    continue
+                if key in sizes:
+                    continue
+                if key in active:
+                    raise _YamlRefused("an alias refers to the node that contains it")
+                if depth > self.max_depth:
+                    raise _YamlRefused(f"nested deeper than {self.max_depth} levels")
+                if isinstance(n, yaml.MappingNode):
+                    seen = set()
+                    for k, _ in n.value:
+                        if isinstance(k, yaml.ScalarNode):
+                            if k.value in seen:
+                                raise _YamlRefused(f"key {k.value[:80]!r} appears twice in one mapping; keep one")
+                            seen.add(k.value)
+                active.add(key)
+                stack.append((n, depth, True))
+                stack.extend((c, depth + 1, False) for c in _children(n))
+
+    Loader.max_depth = 32
+    for tag, regexp, first in (
+        ("tag:yaml.org,2002:bool", _BOOL_12, "tTfF"),
+        ("tag:yaml.org,2002:int", _INT_12, "-+0123456789"),
+        ("tag:yaml.org,2002:float", _FLOAT_12, "-+0123456789."),
+        ("tag:yaml.org,2002:null", _NULL_12, ["~", "n", "N", ""]),
+    ):
+        Loader.add_implicit_resolver(tag, regexp, list(first))
+    return Loader
+
+
+def _children(n) -> list:
+    if isinstance(n, yaml.SequenceNode):
+        return list(n.value)
+    if isinstance(n, yaml.MappingNode):
+        return [c for kv in n.value for c in kv]
+    return []
+
+
+class _YamlRefused(Exception):
+    pass
+
+
+_LOADERS = [_core_schema(c) for c in (_FAST, yaml.SafeLoader) if c is not None]
+
+
+def parse_yaml(path: str | os.PathLike, data: bytes, kind: Kind) -> Any:
+    p = os.fspath(path)
+    text = _text(p, data, kind)
+    last: Exception | None = None
+    for loader in _LOADERS:  # libyaml first; PyYAML's own SafeLoader (the reference) where libyaml refuses
+        loader.max_depth = kind.max_depth
+        try:
+            return yaml.load(text, Loader=loader)
+        except _YamlRefused as e:
+            raise ReadError(f"{kind.what} {p}: refused: {e}") from None
+        except RecursionError:
+            raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels") from None
+        except yaml.YAMLError as e:
+            last = e
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError) as e:
+            # PyYAML's constructors raise these for odd explicit tags (`!!bool maybe`, `!!int x`) and huge integers
+            raise ReadError(f"{kind.what} {p}: invalid value ({e.__class__.__name__}: {str(e)[:160]}); check explicit "
+                            "!!tags and very long numbers") from None
+    mark = getattr(last, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(last, "problem", None) or last.__class__.__name__
+    raise ReadError(f"{kind.what} {p}: invalid YAML{where}: {problem}")
+
+
+def read_yaml(path: str | os.PathLike, kind: Kind) -> Any:
+    return parse_yaml(path, read_bytes(path, kind), kind)
