@@ -42,7 +42,7 @@ def test_probe_refuses_a_plan_without_model_shape(tmp_path, backend_python):
     prof = tmp_path / "p.yaml"
     prof.write_text("model: {path: /nonexistent}\nkt: {method: BF16}\n")
     r = _kt(["probe", "--profile", str(prof), "--python", backend_python])
-    assert r.returncode == 3 and "KT-E409" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 3 and "KT-E410" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_tune_stores_and_the_plan_uses_it(demo, backend_python, tmp_path):

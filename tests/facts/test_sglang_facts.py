@@ -149,7 +149,7 @@ def no_subprocess(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a warm cache hit must not start a process")
 
-    monkeypatch.setattr(sf.subprocess, "run", boom)
+    monkeypatch.setattr(subprocess, "run", boom)
     monkeypatch.setattr(subprocess, "Popen", boom)
 
 
@@ -238,7 +238,7 @@ def test_warm_hit_starts_no_process_and_is_fast(env, cache, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a warm cache hit must not start a process")
 
-    monkeypatch.setattr(sf.subprocess, "run", boom)
+    monkeypatch.setattr(subprocess, "Popen", boom)  # the worker client starts processes with Popen
     t0 = time.perf_counter()
     warm = read_sglang_facts(env.python, cache_dir=cache)
     elapsed = time.perf_counter() - t0
