@@ -118,13 +118,18 @@ def _sglang_facts(cfg: UserConfig, checks: bool):
 
 
 def _tuned(cfg: UserConfig, host: HostFacts, model: ModelFacts | None):
-    """The `kt-launch tune` result for this host, model shape and effective method, if one was stored."""
+    """The `kt-launch tune` result for this host, model shape and effective method, if one was stored.
+
+    An entry of the wrong shape is ignored with a warning on stderr (it names the file and the field)."""
     if model is None:
         return None
-    from kt_launch.backend.tune import load_tuned
+    from kt_launch.facts.tuning import lookup_tuned
 
     method = cfg.moe_lora.sft_method if cfg.moe_lora is not None else (cfg.kt.method or "AMXINT4")
-    return load_tuned(host, model.shape_key, method)
+    found = lookup_tuned(host, model.shape_key, method)
+    if found.problem:
+        sys.stderr.write(f"kt-launch: warning: {found.problem}\n")
+    return found.tuned
 
 
 def plan_request(req: Request, environ: Mapping[str, str] | None = None) -> Outcome:

@@ -23,7 +23,7 @@ def _plan_and_spec(args, passthrough, **spec_kw):
                                passthrough=tuple(passthrough)))
     refusals = [f for f in out.findings if f.level == "error" and f.code.startswith(("KT-E1", "KT-E24"))]
     if out.model is None:
-        refusals.append(error("KT-E409", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
+        refusals.append(error("KT-E410", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
                               "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))
     if refusals:
         sys.stderr.write(findings_text(refusals))
@@ -96,6 +96,11 @@ def cmd_tune(args, passthrough) -> int:
         if outcome.cache_file:
             print(f"stored in {outcome.cache_file}; plans for this host, model shape and method now use it "
                   "(source `tuned`; --set kt.cpuinfer=N still wins)")
+        elif not args.no_store:
+            from kt_launch.facts.tuning import cache_path
+
+            print(f"kt-launch: warning: could not write the tuning cache {cache_path()}: nothing stored "
+                  "(set KT_LAUNCH_CACHE_DIR to a writable folder)", file=sys.stderr)
     return EXIT_OK if outcome.choice is not None else EXIT_PLAN
 
 

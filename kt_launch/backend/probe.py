@@ -1,23 +1,27 @@
 """Launcher side of the kt-kernel probe: spec in, result out, findings from the result.
 
 The launcher never imports torch or kt_kernel. `run_probe` starts the standalone worker file
-`probe_worker.py` in the *target* interpreter (the Python that will run SGLang) as
-``[python, /abs/path/probe_worker.py]``, writes one JSON spec to its stdin and reads one JSON result
-from its stdout. Timeouts, crashes (SIGILL from a wrong CPU variant, aborts in the C++ pool) and a
-missing kt_kernel all come back as a `ProbeResult` with `error_kind` and a message, never a traceback.
+`probe_worker.py` in the *target* interpreter (the Python that will run SGLang) through the one worker
+client (`kt_launch.facts.worker`), writes one JSON spec to its stdin and reads one JSON result from its
+stdout. Timeouts (the whole process group is killed), crashes (SIGILL from a wrong CPU variant, aborts
+in the C++ pool) and a missing kt_kernel all come back as a `ProbeResult` with `error_kind` and a
+message, never a traceback.
+
+The CPU variant kt-kernel loads is decided by `KT_KERNEL_CPU_VARIANT` in the worker's environment:
+the spec's `cpu_variant_override` when set, else the value inherited from the environment the probe
+runs with (as the server would inherit it). `run_probe` writes the effective value into the spec, so
+the result and its findings say which variant was forced and by what.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from kt_launch.facts import worker as _worker
 from kt_launch.core.findings import Finding, error, info, warning
 
 WORKER_PATH = Path(__file__).with_name("probe_worker.py").resolve()
@@ -41,6 +45,7 @@ SFT_METHODS = ("AMXBF16_SFT", "AMXINT8_SFT", "INT8_SFT", "AMXINT4_SFT", "AMXFP8_
                "AMXINT4_KGroup_SFT", "AMXBF16_SFT_SkipLoRA", "AMXINT8_SFT_SkipLoRA", "AMXINT4_SFT_SkipLoRA")
 
 DEFAULT_CHUNK = 8192  # SGLang's default chunked_prefill_size on large-memory GPUs
+VARIANT_ENV = "KT_KERNEL_CPU_VARIANT"
 
 
 def is_sft_method(method: str) -> bool:
@@ -206,8 +211,8 @@ class ProbeResult:
     @classmethod
     def from_worker(cls, spec: ProbeSpec, data: Mapping[str, Any], stderr_tail: str = "",
                     wall_s: float | None = None) -> "ProbeResult":
-        dec = data.get("decode") or {}
-        pre = data.get("prefill") or {}
+        dec = data.get("decode") if isinstance(data.get("decode"), dict) else {}
+        pre = data.get("prefill") if isinstance(data.get("prefill"), dict) else {}
         return cls(
             ok=bool(data.get("ok")), passed=bool(data.get("ok")) and bool(data.get("passed")),
             method=spec.method, cpuinfer=spec.cpuinfer, threadpool_count=spec.threadpool_count,
@@ -231,88 +236,55 @@ class ProbeResult:
                    error_kind=kind, error=message, stderr_tail=stderr_tail, wall_s=wall_s, python=python)
 
 
-def _tail(text: str, n: int = 2000) -> str:
-    return text[-n:] if len(text) > n else text
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
+def effective_variant_override(spec: ProbeSpec, base: Mapping[str, str] | None = None) -> str | None:
+    """The `KT_KERNEL_CPU_VARIANT` the worker gets: the spec's, else the one inherited from `base`."""
+    if spec.cpu_variant_override:
+        return spec.cpu_variant_override
+    env = os.environ if base is None else base
+    return env.get(VARIANT_ENV) or None
 
 
 def worker_env(spec: ProbeSpec, base: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
-    env.pop("KT_KERNEL_CPU_VARIANT", None)
-    if spec.cpu_variant_override:
-        env["KT_KERNEL_CPU_VARIANT"] = spec.cpu_variant_override
+    env.pop(VARIANT_ENV, None)
+    variant = effective_variant_override(spec, base)
+    if variant:
+        env[VARIANT_ENV] = variant
     env.setdefault("PYTHONUNBUFFERED", "1")
     # kt-kernel's pool is the compute; keep torch's own pool (reference only) from competing with it.
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
+_SIGILL_HINT = " (an instruction this CPU lacks: a forced KT_KERNEL_CPU_VARIANT or a mis-detected variant)"
+
+
 def run_probe(spec: ProbeSpec, python: str, timeout_s: float = 600.0,
               env: Mapping[str, str] | None = None) -> ProbeResult:
-    """Run one probe point in `python` (the target interpreter). Never raises for probe failures."""
+    """Run one probe point in `python` (the target interpreter). Never raises for probe failures.
+
+    env: the environment the server would run with (default: this process's)."""
     problems = spec.validate()
     if problems:
         return ProbeResult.failure(spec, INVALID_CONFIG, "; ".join(problems), python=python)
     if not WORKER_PATH.is_file():
         return ProbeResult.failure(spec, ERROR, f"probe worker missing at {WORKER_PATH}", python=python)
-    payload = json.dumps(spec.to_json())
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.Popen([python, str(WORKER_PATH)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=worker_env(spec, env), start_new_session=True)
-    except FileNotFoundError:
-        return ProbeResult.failure(spec, NO_INTERPRETER, f"interpreter {python} not found", python=python)
-    except PermissionError:
-        return ProbeResult.failure(spec, NO_INTERPRETER, f"interpreter {python} is not executable", python=python)
-    try:
-        out, err = proc.communicate(payload.encode(), timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, err = proc.communicate()
+    spec = replace(spec, cpu_variant_override=effective_variant_override(spec, env))
+    r = _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(spec.to_json()), env=worker_env(spec, env),
+                           timeout_s=timeout_s, stderr_tail_chars=2000)
+    if r.answer is not None:
+        return ProbeResult.from_worker(spec, r.answer, r.stderr_tail, r.seconds)
+    if r.error_kind == _worker.NOT_FOUND:
+        return ProbeResult.failure(spec, NO_INTERPRETER, r.message, python=python)
+    if r.error_kind == _worker.TIMEOUT:
         return ProbeResult.failure(spec, TIMEOUT, f"probe did not finish within {timeout_s:g} s "
-                                   f"({spec.method}, cpuinfer={spec.cpuinfer})",
-                                   _tail(err.decode(errors="replace")), time.monotonic() - t0, python)
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-    wall = time.monotonic() - t0
-    err_text = _tail(err.decode(errors="replace"))
-    data = None
-    for line in reversed(out.decode(errors="replace").splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                data = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
-    if data is None:
-        rc = proc.returncode
-        if rc is not None and rc < 0:
-            try:
-                sig = signal.Signals(-rc).name
-            except ValueError:
-                sig = f"signal {-rc}"
-            hint = ""
-            if sig == "SIGILL":
-                hint = " (an instruction this CPU lacks: a forced KT_KERNEL_CPU_VARIANT or a mis-detected variant)"
-            msg = f"probe worker died with {sig}{hint}"
-            return ProbeResult.failure(spec, CRASHED, msg, err_text, wall, python)
-        if rc in (132, 134, 139):  # shells report signals as 128+n
-            return ProbeResult.failure(spec, CRASHED, f"probe worker exited with status {rc} (signal {rc - 128})",
-                                       err_text, wall, python)
-        return ProbeResult.failure(spec, NO_RESULT, f"probe worker exited with status {rc} and no result",
-                                   err_text, wall, python)
-    return ProbeResult.from_worker(spec, data, err_text, wall)
+                                   f"({spec.method}, cpuinfer={spec.cpuinfer})", r.stderr_tail, r.seconds, python)
+    if r.error_kind == _worker.CRASHED:
+        how = "died with" if r.returncode is not None and r.returncode < 0 else \
+            f"exited with status {r.returncode} ="
+        msg = f"probe worker {how} {r.signal}" + (_SIGILL_HINT if r.signal == "SIGILL" else "")
+        return ProbeResult.failure(spec, CRASHED, msg, r.stderr_tail, r.seconds, python)
+    return ProbeResult.failure(spec, NO_RESULT, f"probe worker {r.message}", r.stderr_tail, r.seconds, python)
 
 
 # ------------------------------------------------------------------------------------------
@@ -356,7 +328,7 @@ def probe_findings(r: ProbeResult) -> list[Finding]:
     elif k == NO_INTERPRETER:
         out.append(error("KT-E409", r.error or "interpreter not found", "set runtime.python to an existing python"))
     elif k == METHOD_UNAVAILABLE:
-        forced = r.raw.get("spec", {}).get("cpu_variant_override")
+        forced = (r.raw.get("spec") or {}).get("cpu_variant_override")
         how = "forced by KT_KERNEL_CPU_VARIANT" if forced else "that loads on this host"
         out.append(error("KT-E402", f"kt.method {r.method}: not implemented by the kt-kernel CPU variant "
                          f"'{r.cpu_variant}' {how} ({r.error})",

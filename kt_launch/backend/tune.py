@@ -6,52 +6,27 @@
   (qlen 1) and prefill (qlen = chunk size), medians of repeats, and returns a `Sweep`.
 - `select_best(sweep)` is pure: it picks the point whose worse-of-(decode, prefill) ratio to the
   best of the sweep is highest, preferring fewer threads within a small margin.
-- The per-host cache (`$XDG_CACHE_HOME/kt-launch/tuning.json`) is keyed by host fingerprint, model
-  shape key and method; `load_tuned()` returns what the resolver uses with source `tuned`.
+- `save_tuned` stores the choice in the per-host cache, keyed by host fingerprint, model shape key
+  and method. Reading that cache (what a plan uses with source `tuned`) is a fact about the host and
+  lives in `kt_launch.facts.tuning`, with the file's location and format.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kt_launch.backend.probe import ProbeResult, ProbeSpec, run_probe
+from kt_launch.facts.tuning import cache_key, host_fingerprint, store_entry
 
-CACHE_VERSION = 1
 # Within this fraction of the best score, fewer threads win (they leave cores to SGLang and the OS).
 DEFAULT_MARGIN = 0.02
 
-_FINGERPRINT_FLAGS = ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512bw", "avx512_vnni", "avx512vnni",
-                      "avx512_vbmi", "avx512vbmi", "avx512_bf16", "avx2")
-
-
 # ------------------------------------------------------------------------------------------
-# Host fingerprint and points
+# Points
 # ------------------------------------------------------------------------------------------
-
-def host_fingerprint(host: Any) -> str:
-    """Stable id of the CPU side of a host: model, cores, affinity, NUMA layout, ISA flags.
-
-    `host` is `kt_launch.facts.host.HostFacts`. Memory and GPUs are left out on purpose: they do
-    not change how many kt-kernel threads are best, and available memory varies from run to run.
-    """
-    cpu = host.cpu
-    flags = sorted(f for f in _FINGERPRINT_FLAGS if f in cpu.flags)
-    numa = [[n.id, list(n.cpus)] for n in host.cpu_numa_nodes]
-    key = {
-        "model": cpu.model, "physical_cores": cpu.physical_cores, "logical_cpus": cpu.logical_cpus,
-        "usable_cpus": list(cpu.usable_cpus), "usable_physical_cores": host.usable_physical_cores,
-        "numa": numa, "flags": flags,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return digest
-
 
 @dataclass(frozen=True)
 class TunePoint:
@@ -356,34 +331,13 @@ def select_best(sweep: Sweep, margin: float = DEFAULT_MARGIN, prefill_weight: fl
 
 
 # ------------------------------------------------------------------------------------------
-# Cache (I/O at the edge)
+# Storing a choice (the cache itself: kt_launch.facts.tuning)
 # ------------------------------------------------------------------------------------------
 
-def cache_path(environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
-    return Path(base) / "kt-launch" / "tuning.json"
-
-
-def cache_key(fingerprint: str, shape_key: str, method: str) -> str:
-    return f"{fingerprint}|{shape_key}|{method}"
-
-
-def _read_cache(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {"version": CACHE_VERSION, "entries": {}}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or not isinstance(data.get("entries"), dict):
-        return {"version": CACHE_VERSION, "entries": {}}
-    return data
-
-
 def save_tuned(host: Any, shape_key: str, method: str, choice: TuneChoice, sweep: Sweep | None = None,
-               path: Path | None = None) -> Path:
-    """Store the choice for (host, shape, method); atomic replace. Returns the cache file."""
-    path = path or cache_path()
-    data = _read_cache(path)
+               path: Path | None = None) -> Path | None:
+    """Store the choice for (host, shape, method), keeping other entries; atomic. Returns the cache
+    file, or None when it cannot be written (the choice is still printed; nothing else breaks)."""
     entry = {
         "cpuinfer": choice.cpuinfer, "threadpool_count": choice.threadpool_count,
         "numa_nodes": list(choice.numa_nodes) if choice.numa_nodes is not None else None,
@@ -396,48 +350,7 @@ def save_tuned(host: Any, shape_key: str, method: str, choice: TuneChoice, sweep
         "kt_kernel_version": sweep.kt_kernel_version if sweep else None,
         "points": len(sweep.points) if sweep else None, "reason": choice.reason,
     }
-    data["entries"][cache_key(host_fingerprint(host), shape_key, method)] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tuning.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def load_tuned_entry(host: Any, shape_key: str, method: str, path: Path | None = None) -> dict[str, Any] | None:
-    data = _read_cache(path or cache_path())
-    e = data["entries"].get(cache_key(host_fingerprint(host), shape_key, method))
-    if not isinstance(e, dict) or not isinstance(e.get("cpuinfer"), int) or e["cpuinfer"] < 1:
-        return None
-    return e
-
-
-def load_tuned(host: Any, shape_key: str, method: str, path: Path | None = None):
-    """The cached tuning for this host, model shape and method, as the resolver's
-    `kt_launch.resolve.inputs.TunedThreads`, or None. Reads the cache file; call at the edge."""
-    e = load_tuned_entry(host, shape_key, method, path)
-    if e is None:
-        return None
-    from kt_launch.core.tuning import TunedThreads
-
-    when = str(e.get("measured_at") or "")[:10]
-    s = f"tuned {when}: {e['cpuinfer']} threads".replace("tuned :", "tuned:")
-    tp = e.get("threadpool_count")
-    if isinstance(tp, int) and tp > 1:
-        s += f" in {tp} pools"
-    if e.get("decode_ratio") is not None:
-        s += f", {e['decode_ratio']:.2f} of best decode"
-    if e.get("prefill_ratio") is not None:
-        s += f" / {e['prefill_ratio']:.2f} prefill"
-    return TunedThreads(cpuinfer=e["cpuinfer"], detail=s, threadpool_count=tp if isinstance(tp, int) else None)
+    return store_entry(cache_key(host_fingerprint(host), shape_key, method), entry, path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -449,7 +362,7 @@ class TuneOutcome:
     choice: TuneChoice | None  # None: no point ran (see sweep.points[*].error)
     sweep: Sweep  # merged over rounds
     rounds: tuple[Sweep, ...]
-    cache_file: Path | None  # where the choice was stored; None when not stored
+    cache_file: Path | None  # where the choice was stored; None when not stored (or not writable)
 
     def to_json(self) -> dict[str, Any]:
         return {"choice": self.choice.to_json() if self.choice else None, "sweep": self.sweep.to_json(),

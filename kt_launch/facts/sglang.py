@@ -2,8 +2,9 @@
 
 SGLang is never imported here: importing it takes 3–25 s and, in sglang-kt, probes the GPU.
 `read_sglang_facts(python)` runs ``sglang_worker.py`` under the target interpreter (the one
-that will run the server) and caches the answer as JSON under
-``$XDG_CACHE_HOME/kt-launch/sglang/`` (default ``~/.cache/kt-launch/sglang/``).
+that will run the server), through the one worker client (`kt_launch.facts.worker`), and caches
+the answer as JSON under ``<cache dir>/sglang/`` (`kt_launch.facts.cache.cache_dir`:
+``$KT_LAUNCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/kt-launch``, else ``~/.cache/kt-launch``).
 
 A cache entry is found by the interpreter's path (not its realpath: a venv's ``bin/python`` is a
 symlink to the base interpreter, and two venvs must not share an entry) plus the environment
@@ -24,6 +25,8 @@ process and without importing anything:
 So a warm hit costs one small file read and a dozen stats: no subprocess. Errors (interpreter
 missing, sglang not installed, import failure, timeout) come back as ``SglangFacts(error=...)``
 and are never cached: their cure (installing a missing dependency) changes nothing we stamp.
+A cache entry of the wrong shape (hand-edited, another version's, half-written by a foreign tool)
+is a miss and is rebuilt; an answer of the wrong shape from the worker is an error, never a crash.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
+
+from kt_launch.facts import worker as _worker
+from kt_launch.facts.cache import cache_dir as _cache_dir
+from kt_launch.facts.cache import write_json
 
 WORKER = Path(__file__).with_name("sglang_worker.py")
 CACHE_SCHEMA = 1
@@ -269,10 +275,8 @@ def _resolve_python(python: str) -> str | None:
 
 
 def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "kt-launch" / "sglang"
+    """`cache_dir` when given (tests, contract venvs), else the shared cache dir's ``sglang/``."""
+    return Path(cache_dir) if cache_dir is not None else _cache_dir() / "sglang"
 
 
 def _env_signature(env: Mapping[str, str]) -> dict[str, str | None]:
@@ -370,12 +374,17 @@ def _stamps_hold(python_abs: str, stamps: Mapping[str, Any]) -> bool:
             ("kt_experts_py", _stat),
         ):
             path, recorded = stamps[key]
+            if path is not None and not isinstance(path, str):  # an int would stat a file descriptor
+                return False
             if fn(path) != recorded:
                 return False
-        for folder, names in stamps["listing"].items():
+        listing = stamps["listing"]
+        if not isinstance(listing, dict):
+            return False
+        for folder, names in listing.items():
             if _relevant_names(folder) != names:
                 return False
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return False
     return True
 
@@ -383,7 +392,72 @@ def _stamps_hold(python_abs: str, stamps: Mapping[str, Any]) -> bool:
 # -- cache I/O ------------------------------------------------------------------------------
 
 
+_STR_KEYS = ("python", "distribution", "version", "python_version", "sglang_path", "sglang_init", "dist_info",
+             "error", "error_kind", "traceback", "stderr_tail")
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "dest": (str,), "action": (str, type(None)), "type": (str, type(None)), "nargs": (int, str, type(None)),
+    "required": (bool, type(None)), "help": (str, type(None)), "deprecated": (bool, type(None)),
+    "choices": (list, type(None)),
+}
+
+
+def _str_list(v: Any) -> bool:
+    return v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+
+
+def facts_problem(data: Any) -> str | None:
+    """Why a worker answer (fresh or cached) is not one `SglangFacts.from_worker_json` can read, or None.
+
+    Only the shape is checked (types of the keys that are read), so that a wrong type is a miss or an
+    error with a message, never a TypeError deep in the launcher or a wrong value in a plan."""
+    if not isinstance(data, dict):
+        return "the answer is not a JSON object"
+    if not isinstance(data.get("ok"), bool):
+        return "'ok' is not true or false"
+    for k in _STR_KEYS:
+        if data.get(k) is not None and not isinstance(data[k], str):
+            return f"'{k}' is not a string"
+    if data.get("seconds") is not None and (isinstance(data["seconds"], bool)
+                                            or not isinstance(data["seconds"], (int, float))):
+        return "'seconds' is not a number"
+    for k in ("warnings", "sys_path", "site_dirs"):
+        if not _str_list(data.get(k)):
+            return f"'{k}' is not a list of strings"
+    kt = data.get("kt_kernel")
+    if kt is not None:
+        if not isinstance(kt, dict):
+            return "'kt_kernel' is not an object"
+        for k in ("version", "dist_info", "experts_py"):
+            if kt.get(k) is not None and not isinstance(kt[k], str):
+                return f"'kt_kernel.{k}' is not a string"
+        for k in ("wants_gpu_experts_mask", "gpu_experts_mask_required"):
+            if kt.get(k) is not None and not isinstance(kt[k], bool):
+                return f"'kt_kernel.{k}' is not true, false or null"
+        if not _str_list(kt.get("wrapper_params")):
+            return "'kt_kernel.wrapper_params' is not a list of strings"
+    calls = data.get("kt_wrapper_calls")
+    if calls is not None:
+        if not isinstance(calls, dict):
+            return "'kt_wrapper_calls' is not an object"
+        if calls.get("compatible") is not None and not isinstance(calls["compatible"], bool):
+            return "'kt_wrapper_calls.compatible' is not true, false or null"
+        if not _str_list(calls.get("missing_required")):
+            return "'kt_wrapper_calls.missing_required' is not a list of strings"
+    options = data.get("options")
+    if options is not None and not isinstance(options, list):
+        return "'options' is not a list"
+    for i, o in enumerate(options or ()):
+        if not isinstance(o, dict) or not _str_list(o.get("option_strings")):
+            return f"options[{i}] is not an option object with a list of option strings"
+        for k, types in _OPTION_TYPES.items():
+            v = o.get(k)
+            if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+                return f"options[{i}].{k} has the wrong type"
+    return None
+
+
 def _read_entry(path: Path, python_abs: str) -> Mapping[str, Any] | None:
+    """The cached answer, or None (a miss) for anything unreadable, foreign, stale or of the wrong shape."""
     try:
         raw = path.read_bytes()
     except OSError:
@@ -394,33 +468,24 @@ def _read_entry(path: Path, python_abs: str) -> Mapping[str, Any] | None:
         return None
     if not isinstance(entry, dict) or entry.get("schema") != CACHE_SCHEMA:
         return None
-    if entry.get("python") != python_abs or not isinstance(entry.get("facts"), dict):
+    if entry.get("python") != python_abs or facts_problem(entry.get("facts")) is not None:
         return None
-    if not _stamps_hold(python_abs, entry.get("stamps") or {}):
+    stamps = entry.get("stamps")
+    if not isinstance(stamps, dict) or not _stamps_hold(python_abs, stamps):
         return None
     return entry["facts"]
 
 
 def _write_entry(path: Path, python_abs: str, env: Mapping[str, str], data: Mapping[str, Any]) -> None:
-    entry = {
+    """Atomic, best effort: a read-only or full cache dir costs speed, never correctness."""
+    write_json(path, {
         "schema": CACHE_SCHEMA,
         "python": python_abs,
         "env": _env_signature(env),
         "written_at": time.time(),
         "stamps": _take_stamps(python_abs, data),
         "facts": data,
-    }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(entry, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        # A read-only or full cache dir costs speed, never correctness.
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+    })
 
 
 # -- running the worker ---------------------------------------------------------------------
@@ -447,43 +512,34 @@ def _run_worker(
     python_abs: str, mode: str, *, stdin: str | None, timeout_s: float, env: Mapping[str, str] | None
 ) -> Mapping[str, Any]:
     """The worker's JSON answer; raises SglangWorkerError when there is none."""
-    argv = [python_abs, str(WORKER), mode]
-    try:
-        proc = subprocess.run(
-            argv,
-            input=stdin if stdin is not None else "",
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=dict(env) if env is not None else None,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+    r = _worker.run_worker(python_abs, WORKER, (mode,), stdin=stdin, env=env, timeout_s=timeout_s,
+                           stderr_tail_chars=_STDERR_TAIL)
+    if r.error_kind == _worker.TIMEOUT:
         raise SglangWorkerError(
             f"{python_abs} did not finish reading SGLang's parser within {timeout_s:g} s "
             "(importing sglang normally takes 3-25 s; raise the timeout if this machine is slow)",
             "timeout",
-        ) from None
-    except OSError as exc:
-        raise SglangWorkerError(f"cannot run {python_abs}: {exc}", "interpreter_missing") from None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    data: Any = None
-    if lines:
-        try:
-            data = json.loads(lines[-1])
-        except ValueError:
-            data = None
-    if not isinstance(data, dict):
-        tail = proc.stderr.strip()[-_STDERR_TAIL:]
+        )
+    if r.error_kind == _worker.NOT_FOUND:
+        raise SglangWorkerError(f"cannot run {python_abs}: {r.message}", "interpreter_missing")
+    if r.answer is None:
+        what = f"died with {r.signal}" if r.signal else (
+            r.message if r.error_kind == _worker.OVERSIZE else f"exited with status {r.returncode}")
         raise SglangWorkerError(
-            f"the SGLang introspection worker under {python_abs} exited with status {proc.returncode} "
-            f"and no answer" + (f"; its stderr ends with:\n{tail}" if tail else ""),
+            f"the SGLang introspection worker under {python_abs} {what} and no answer"
+            + (f"; its stderr ends with:\n{r.stderr_tail}" if r.stderr_tail else ""),
             "worker_failed",
         )
+    data = r.answer
+    if mode == "facts":
+        problem = facts_problem(data)
+        if problem is not None:
+            raise SglangWorkerError(f"the SGLang introspection worker under {python_abs} gave an answer "
+                                    f"of the wrong shape: {problem}", "worker_failed")
     if not data.get("ok") and data.get("error_kind") == "import_failed":
         # The traceback lives in the JSON; stderr has the warnings SGLang printed first.
         data = dict(data)
-        data.setdefault("stderr_tail", proc.stderr.strip()[-_STDERR_TAIL:])
+        data.setdefault("stderr_tail", r.stderr_tail)
     return data
 
 
@@ -583,12 +639,13 @@ def parse_many_with_real_parser(
     if not data.get("ok"):
         raise SglangWorkerError(_worker_error_message(python, data), str(data.get("error_kind") or "worker_failed"))
     results = data.get("results")
-    if not isinstance(results, list) or len(results) != len(batch):
-        raise SglangWorkerError("the SGLang parse worker answered the wrong number of results")
+    if not isinstance(results, list) or len(results) != len(batch) or not all(isinstance(r, dict) for r in results):
+        raise SglangWorkerError("the SGLang parse worker answered the wrong number or shape of results")
     out = []
     for argv, r in zip(batch, results):
         if r.get("ok"):
-            out.append(ParseOutcome(tuple(argv), True, MappingProxyType(dict(r.get("namespace") or {}))))
+            ns = r.get("namespace")
+            out.append(ParseOutcome(tuple(argv), True, MappingProxyType(dict(ns) if isinstance(ns, dict) else {})))
         else:
             out.append(ParseOutcome(tuple(argv), False, None, str(r.get("error"))))
     return out

@@ -1,14 +1,24 @@
-"""Per-host tuning cache: fingerprint, save/load, what the resolver receives."""
+"""Per-host tuning cache: fingerprint, save (backend.tune) and load (facts.tuning), what the resolver
+receives, and entries of the wrong shape never reaching a plan."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from kt_launch.backend.tune import (TuneChoice, cache_path, host_fingerprint, load_tuned, load_tuned_entry,
-                                    merge_sweeps, save_tuned, select_best, Sweep)
+import pytest
+
+from kt_launch.backend.tune import TuneChoice, merge_sweeps, save_tuned, select_best, Sweep
 from kt_launch.facts.host import host_from_json
+from kt_launch.facts.tuning import (cache_key, cache_path, host_fingerprint, load_tuned, load_tuned_entry,
+                                    lookup_tuned)
 from kt_launch.core.tuning import TunedThreads
+
+REPO = Path(__file__).resolve().parents[2]
 
 SHAPE = "deepseek_v2-h2048-i1408-e64-k6"
 
@@ -30,9 +40,20 @@ def test_fingerprint_stable_and_cpu_sensitive(amx_data):
     assert host_fingerprint(no_amx) != fp
 
 
-def test_cache_path_follows_xdg(tmp_path):
+def test_cache_path_is_the_one_cache_dir(tmp_path):
+    """KT_LAUNCH_CACHE_DIR, then $XDG_CACHE_HOME/kt-launch, then ~/.cache/kt-launch (facts.cache.cache_dir)."""
+    both = {"KT_LAUNCH_CACHE_DIR": str(tmp_path / "kt"), "XDG_CACHE_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path)}
+    assert cache_path(both) == tmp_path / "kt" / "tuning.json"
     assert cache_path({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "kt-launch" / "tuning.json"
     assert cache_path({"HOME": str(tmp_path)}) == tmp_path / ".cache" / "kt-launch" / "tuning.json"
+
+
+def test_app_reads_the_tuning_cache_through_facts_only():
+    """Gathering facts must not import the backend (sweeps, probes): reading the cache is a fact."""
+    code = ("import sys, kt_launch.app, kt_launch.facts.tuning; "
+            "bad=[m for m in sys.modules if m.startswith('kt_launch.backend')]; print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_save_then_load_gives_resolver_tuned_threads(amx_data, tmp_path):
@@ -72,3 +93,65 @@ def test_bad_cache_files_read_as_empty(amx_data, tmp_path):
     save_tuned(h, SHAPE, "AMXINT8", TuneChoice(12, 1, None, 0.99, 1.0, 1.0, 1.0, "r"), path=path)
     assert load_tuned(h, SHAPE, "AMXINT8", path=path).cpuinfer == 12
     assert load_tuned(h, SHAPE, "AMXINT8", path=tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize("field,value", [
+    ("cpuinfer", True), ("cpuinfer", "14"), ("cpuinfer", -3), ("cpuinfer", 14.0), ("cpuinfer", None),
+    ("cpuinfer", [14]), ("threadpool_count", "2"), ("threadpool_count", 0), ("threadpool_count", False),
+    ("threadpool_count", 99), ("numa_nodes", "0"), ("numa_nodes", [-1]), ("numa_nodes", [True]),
+    ("decode_ratio", "0.9"), ("decode_ratio", float("nan")), ("prefill_ratio", True), ("measured_at", 20261128),
+])
+def test_entries_of_the_wrong_type_are_ignored_with_a_warning(amx_data, tmp_path, field, value):
+    h = _host(amx_data)
+    path = tmp_path / "tuning.json"
+    save_tuned(h, SHAPE, "AMXINT8", TuneChoice(12, 1, None, 0.99, 1.0, 1.0, 1.0, "r"), path=path)
+    data = json.loads(path.read_text())
+    key = cache_key(host_fingerprint(h), SHAPE, "AMXINT8")
+    data["entries"][key][field] = value
+    path.write_text(json.dumps(data))
+    found = lookup_tuned(h, SHAPE, "AMXINT8", path=path)
+    assert found.tuned is None and load_tuned(h, SHAPE, "AMXINT8", path=path) is None
+    assert found.problem and field in found.problem and str(path) in found.problem and "kt-launch tune" in found.problem
+    assert load_tuned_entry(h, SHAPE, "AMXINT8", path=path) is None
+
+
+def test_a_bad_entry_reaches_the_plan_as_a_warning_not_a_value(tmp_path):
+    """End to end: a hand-edited `"cpuinfer": true` is ignored (the rule's value is used) with a warning."""
+    from kt_launch.facts.host import gather_host
+    from kt_launch.facts.model import read_model_facts
+    from kt_launch.synthetic import amx_profile, demo
+
+    root = tmp_path / "demo"
+    demo(root)
+    prof = tmp_path / "p.json"
+    p = amx_profile(root)
+    p["kt"].pop("cpuinfer")
+    prof.write_text(json.dumps(p))
+    cache = tmp_path / "cache"
+    env = {**os.environ, "KT_LAUNCH_CACHE_DIR": str(cache)}
+    host = gather_host(env)
+    shape = read_model_facts(str(root / "model")).shape_key
+    save_tuned(host, shape, "AMXINT8", TuneChoice(1, 1, None, 1.0, 1.0, 1.0, 1.0, "r"), path=cache / "tuning.json")
+
+    def plan():
+        r = subprocess.run([sys.executable, "-m", "kt_launch", "--profile", str(prof), "--dry-run", "--json"],
+                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+        return r, json.loads(r.stdout)["resolved"]["kt.cpuinfer"]
+
+    r, res = plan()
+    assert res["source"] == "tuned" and res["value"] == 1, r.stderr
+    data = json.loads((cache / "tuning.json").read_text())
+    (entry,) = data["entries"].values()
+    entry["cpuinfer"] = True
+    (cache / "tuning.json").write_text(json.dumps(data))
+    r, res = plan()
+    assert res["source"] != "tuned" and res["value"] is not True
+    assert "tuning cache" in r.stderr and "cpuinfer is true" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unwritable_cache_is_not_stored_and_not_a_crash(amx_data, tmp_path):
+    h = _host(amx_data)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert save_tuned(h, SHAPE, "AMXINT8", TuneChoice(12, 1, None, 0.99, 1.0, 1.0, 1.0, "r"),
+                      path=blocker / "sub" / "tuning.json") is None

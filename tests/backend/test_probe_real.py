@@ -1,12 +1,15 @@
-"""The probe against the real kt-kernel 0.7.2 in the backend test venv (CPU-only CI machine).
+"""The probe against the real kt-kernel 0.7.2 in the backend test venv, on whatever CPU runs the tests.
 
-On a CPU without AMX kt-kernel loads its avx512_bf16 (or avx2) variant; AMXINT8/AMXINT4/BF16 and
-the AMX SFT classes are implemented there with AVX-512 kernels, so the numbers are checked for real.
+Which methods run is read from the kt-kernel that loads here (`kt_kernel` fixture: its CPU variant and
+the C++ classes that variant has), never assumed: AMX, AVX512-BF16, AVX-512 without BF16 (Ice Lake)
+and AVX2-only hosts all run every test. A method the variant implements is run and its numbers
+checked against a torch reference; a method it lacks must give KT-E402. Forcing another variant with
+an exported KT_KERNEL_CPU_VARIANT (e.g. avx2) is honoured the same way.
 """
 
 from __future__ import annotations
 
-import subprocess
+import os
 
 import pytest
 
@@ -15,9 +18,13 @@ from kt_launch.backend.tune import TunePoint, select_best, tune
 
 TINY = dict(hidden_size=256, moe_intermediate_size=256, num_experts=8, top_k=2, chunked_prefill_size=32,
             decode_repeats=3, prefill_repeats=1, warmup=1)
+INFERENCE = ("AMXINT8", "AMXINT4", "BF16")
+SFT = ("AMXBF16_SFT", "AMXINT8_SFT", "AMXINT4_SFT")
 
 
 def spec(method, **kw):
+    if method.endswith("_SFT"):
+        kw = {"lora_rank": 8, "lora_alpha": 16.0, **kw}
     return ProbeSpec(**{"method": method, "cpuinfer": 1, "threadpool_count": 1, **TINY, **kw})
 
 
@@ -25,87 +32,118 @@ def codes(r):
     return {f.code for f in probe_findings(r)}
 
 
-@pytest.fixture(scope="module")
-def variant(backend_python):
-    out = subprocess.run([backend_python, "-c", "import kt_kernel; print(kt_kernel.__cpu_variant__)"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
+def assert_unavailable(r, method, kt_kernel):
+    assert r.error_kind == METHOD_UNAVAILABLE and not r.ok and not r.passed, (r.error_kind, r.error)
+    assert r.cpu_variant == kt_kernel.variant
+    f = next(f for f in probe_findings(r) if f.code == "KT-E402")
+    assert method in f.message and kt_kernel.variant in f.message and f.fix
+    assert ("KT_KERNEL_CPU_VARIANT" in f.message) == bool(kt_kernel.forced)
 
 
-def has_avx512(variant):
-    return variant in ("amx", "avx512_bf16", "avx512_vbmi", "avx512_vnni", "avx512_base")
+def test_the_plan_check_table_agrees_with_the_loaded_kt_kernel(kt_kernel):
+    """The plan's KT-E240 rule (resolve) says the same as the real wheel for the variant that loaded."""
+    import kt_launch.resolve.pipeline  # noqa: F401  (loads the preflight modules in their working order)
+    from kt_launch.resolve.preflight_weights import _implements
+
+    for method in INFERENCE + SFT:
+        assert _implements(kt_kernel.variant, method) == kt_kernel.implements(method), (kt_kernel.variant, method)
 
 
-@pytest.mark.parametrize("method", ["AMXINT8", "AMXINT4", "BF16"])
-def test_inference_methods_match_reference(backend_python, variant, method):
-    if method.startswith("AMX") and not has_avx512(variant):
-        pytest.skip(f"{method} needs an AVX-512 variant, this CPU loads {variant}")
+@pytest.mark.parametrize("method", INFERENCE)
+def test_inference_methods_match_reference_or_are_refused(backend_python, kt_kernel, method):
     r = run_probe(spec(method), backend_python, 300)
+    if not kt_kernel.implements(method):
+        assert_unavailable(r, method, kt_kernel)
+        return
     assert r.ok and r.passed, (r.error_kind, r.error, r.stderr_tail[-500:])
-    assert r.cpu_variant == variant and r.kt_kernel_version == "0.7.2"
+    assert r.cpu_variant == kt_kernel.variant and r.kt_kernel_version == "0.7.2"
     assert 0 < r.rel_err <= r.tolerance  # quantization/bf16 rounding: never exactly 0
     assert r.decode_median_s > 0 and r.prefill_qlen == 32 and r.prefill_tokens_per_s > 0
     assert r.weight_source == ("hf_dir" if method == "BF16" else "tensors")
     assert "KT-I401" in codes(r) and not any(f.level == "error" for f in probe_findings(r))
 
 
-def test_int4_tolerance_is_looser_than_int8_looser_than_bf16(backend_python, variant):
-    if not has_avx512(variant):
-        pytest.skip("AMX methods need AVX-512")
-    errs = {m: run_probe(spec(m), backend_python, 300) for m in ("AMXINT4", "AMXINT8", "BF16")}
-    assert errs["AMXINT4"].rel_err > errs["AMXINT8"].rel_err > errs["BF16"].rel_err
-    assert errs["AMXINT4"].tolerance > errs["AMXINT8"].tolerance > errs["BF16"].tolerance
+def test_int4_tolerance_is_looser_than_int8_looser_than_bf16(backend_python, kt_kernel):
+    have = kt_kernel.pick(("AMXINT4", "AMXINT8", "BF16"))
+    if len(have) < 2:
+        pytest.skip(f"the {kt_kernel.variant} variant implements only {have}: nothing to order")
+    errs = {m: run_probe(spec(m), backend_python, 300) for m in have}
+    assert all(r.passed for r in errs.values()), {m: (r.error_kind, r.error) for m, r in errs.items()}
+    for lo, hi in zip(have, have[1:]):  # ordered loosest first
+        assert errs[lo].rel_err > errs[hi].rel_err and errs[lo].tolerance > errs[hi].tolerance, (lo, hi)
 
 
-@pytest.mark.parametrize("method", ["AMXBF16_SFT", "AMXINT8_SFT", "AMXINT4_SFT"])
-def test_sft_with_lora_matches_reference_and_returns_cpu_tensor(backend_python, variant, method):
-    if variant not in ("amx", "avx512_bf16"):
-        pytest.skip(f"AMX SFT classes exist only in the amx and avx512_bf16 variants (this CPU: {variant})")
-    r = run_probe(spec(method, lora_rank=8, lora_alpha=16.0), backend_python, 300)
+@pytest.mark.parametrize("method", SFT)
+def test_sft_with_lora_matches_reference_or_is_refused(backend_python, kt_kernel, method):
+    r = run_probe(spec(method), backend_python, 300)
+    if not kt_kernel.implements(method):
+        assert_unavailable(r, method, kt_kernel)
+        return
     assert r.ok and r.passed, (r.error_kind, r.error, r.stderr_tail[-500:])
     assert r.raw["lora_scaling"] == 2.0 and r.output_device == "cpu"
     assert "KT-I402" in codes(r)
 
 
-def test_reference_check_has_teeth(backend_python, variant):
-    if variant not in ("amx", "avx512_bf16"):
-        pytest.skip("needs the SFT classes")
-    # the reference built with the wrong LoRA scaling must not pass: the LoRA path is really compared
-    bad = spec("AMXBF16_SFT", lora_rank=8, lora_alpha=16.0, extra=(("reference_lora_scaling", 0.0),))
-    r = run_probe(bad, backend_python, 300)
-    assert not r.passed and r.error_kind in (TOLERANCE, MISMATCH), r
-    # an impossible tolerance is reported as a warning, not a crash
+def test_reference_check_has_teeth(backend_python, kt_kernel):
+    # an impossible tolerance is reported as a warning, not a crash (BF16: every variant has a kernel)
+    assert kt_kernel.implements("BF16")
     r2 = run_probe(spec("BF16", tolerance=1e-9), backend_python, 300)
     assert r2.ok and not r2.passed and r2.error_kind == TOLERANCE and "KT-W401" in codes(r2)
+    # the reference built with the wrong LoRA scaling must not pass: the LoRA path is really compared
+    lora = kt_kernel.pick(SFT)
+    if not lora:
+        pytest.skip(f"the {kt_kernel.variant} variant has no LoRA (SFT) kernel to check")
+    r = run_probe(spec(lora[0], extra=(("reference_lora_scaling", 0.0),)), backend_python, 300)
+    assert not r.passed and r.error_kind in (TOLERANCE, MISMATCH), r
 
 
-def test_method_the_variant_lacks_fails_with_a_clear_finding(backend_python):
+def test_method_the_variant_lacks_fails_with_a_clear_finding(backend_python, kt_kernel):
     # AVX2 is on every x86-64 CI machine; its variant has no AMXInt8_MOE
     r = run_probe(spec("AMXINT8", cpu_variant_override="avx2"), backend_python, 300)
     assert r.error_kind == METHOD_UNAVAILABLE and r.cpu_variant == "avx2" and not r.passed
     f = next(f for f in probe_findings(r) if f.code == "KT-E402")
     assert "AMXINT8" in f.message and "avx2" in f.message and "KT_KERNEL_CPU_VARIANT" in f.message and f.fix
-    # a method no 0.7.2 variant implements, on the variant that loads by itself
-    r2 = run_probe(spec("MOE_INT8"), backend_python, 300)
-    assert r2.error_kind == METHOD_UNAVAILABLE and "KT-E402" in codes(r2)
+    # a method no 0.7.2 variant implements, on the variant that loads here
+    assert not kt_kernel.implements("MOE_INT8")
+    assert_unavailable(run_probe(spec("MOE_INT8"), backend_python, 300), "MOE_INT8", kt_kernel)
 
 
-def test_tune_runs_one_process_per_point(backend_python, variant):
-    method = "AMXINT8" if has_avx512(variant) else "BF16"
+def test_a_variant_forced_from_outside_reaches_the_worker(backend_python, kt_kernel):
+    """The environment the probe runs with decides the variant, as it would for the server."""
+    r = run_probe(spec("BF16", check=False), backend_python, 300, env={**os.environ, "KT_KERNEL_CPU_VARIANT": "avx2"})
+    assert r.ok and r.cpu_variant == "avx2" and r.raw["spec"]["cpu_variant_override"] == "avx2"
+    # the spec's own override wins over the inherited one
+    r = run_probe(spec("AMXINT8", cpu_variant_override="avx2"), backend_python, 300,
+                  env={**os.environ, "KT_KERNEL_CPU_VARIANT": kt_kernel.variant})
+    assert r.cpu_variant == "avx2" and r.error_kind == METHOD_UNAVAILABLE
+
+
+def _runnable(kt_kernel) -> str:
+    """A method the loaded variant implements (BF16 has a kernel in every variant)."""
+    return kt_kernel.pick(("AMXINT8", "BF16"))[0]
+
+
+def test_tune_runs_one_process_per_point(backend_python, kt_kernel):
     seen = []
-    sweep = tune(spec(method), backend_python, [TunePoint(1), TunePoint(2)], timeout_s=300,
+    sweep = tune(spec(_runnable(kt_kernel)), backend_python, [TunePoint(1), TunePoint(2)], timeout_s=300,
                  progress=lambda i, n, pt, r: seen.append((i, n, pt.cpuinfer, r is None)))
     assert seen == [(0, 2, 1, True), (0, 2, 1, False), (1, 2, 2, True), (1, 2, 2, False)]
     assert [p.cpuinfer for p in sweep.points] == [1, 2] and all(p.ok for p in sweep.points)
     assert all(len(p.decode_times_s) == 3 for p in sweep.points)
-    assert sweep.cpu_variant == variant
+    assert sweep.cpu_variant == kt_kernel.variant
     c = select_best(sweep)
     assert c is not None and c.cpuinfer in (1, 2) and max(c.decode_ratio, c.prefill_ratio) <= 1.0
 
 
-def test_separate_processes_have_separate_thread_pools(backend_python, variant):
-    method = "AMXINT8" if has_avx512(variant) else "BF16"
+def test_tune_of_a_method_the_variant_lacks_stops_after_the_first_point(backend_python, kt_kernel):
+    lacking = kt_kernel.lacking()
+    sweep = tune(spec(lacking[0]), backend_python, [TunePoint(1), TunePoint(2)], timeout_s=300)
+    assert len(sweep.points) == 1 and not sweep.points[0].ok and METHOD_UNAVAILABLE in sweep.points[0].error
+    assert select_best(sweep) is None
+
+
+def test_separate_processes_have_separate_thread_pools(backend_python, kt_kernel):
+    method = _runnable(kt_kernel)
     a = run_probe(spec(method, cpuinfer=1, check=False), backend_python, 300)
     b = run_probe(spec(method, cpuinfer=2, check=False), backend_python, 300)
     assert a.ok and b.ok and a.raw["pid"] != b.raw["pid"]
@@ -113,12 +151,13 @@ def test_separate_processes_have_separate_thread_pools(backend_python, variant):
     assert a.rel_err is None and "KT-I403" not in codes(a)  # check=False: nothing claimed
 
 
-def test_run_tune_sweeps_selects_and_stores(backend_python, variant, tmp_path):
-    from kt_launch.backend.tune import format_progress, load_tuned, run_tune
+def test_run_tune_sweeps_selects_and_stores(backend_python, kt_kernel, tmp_path):
+    from kt_launch.backend.tune import format_progress, run_tune
     from kt_launch.facts.host import CpuFacts, HostFacts, NumaNode
+    from kt_launch.facts.tuning import load_tuned
 
     host = HostFacts(CpuFacts("test cpu", 2, 2, (0, 1), frozenset({"avx2"}), 2), (NumaNode(0, (0, 1)),), 1, 1)
-    method = "AMXINT8" if has_avx512(variant) else "BF16"
+    method = _runnable(kt_kernel)
     lines = []
     out = run_tune(spec(method), backend_python, host, "test-shape", rounds=2, timeout_s=300,
                    progress=lambda *a: lines.append(format_progress(*a)), cache_file=tmp_path / "t.json")

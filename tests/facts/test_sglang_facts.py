@@ -149,7 +149,7 @@ def no_subprocess(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a warm cache hit must not start a process")
 
-    monkeypatch.setattr(sf.subprocess, "run", boom)
+    monkeypatch.setattr(subprocess, "run", boom)
     monkeypatch.setattr(subprocess, "Popen", boom)
 
 
@@ -238,7 +238,7 @@ def test_warm_hit_starts_no_process_and_is_fast(env, cache, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a warm cache hit must not start a process")
 
-    monkeypatch.setattr(sf.subprocess, "run", boom)
+    monkeypatch.setattr(subprocess, "Popen", boom)  # the worker client starts processes with Popen
     t0 = time.perf_counter()
     warm = read_sglang_facts(env.python, cache_dir=cache)
     elapsed = time.perf_counter() - t0
@@ -248,6 +248,7 @@ def test_warm_hit_starts_no_process_and_is_fast(env, cache, monkeypatch):
 
 def test_xdg_cache_home_is_the_default(env, tmp_path, monkeypatch):
     env.install_sglang()
+    monkeypatch.delenv("KT_LAUNCH_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     read_sglang_facts(env.python)
     assert list((tmp_path / "xdg" / "kt-launch" / "sglang").glob("facts-*.json"))
@@ -330,6 +331,59 @@ def test_corrupt_or_foreign_cache_entries_are_misses(env, cache):
         f = read_sglang_facts(env.python, cache_dir=cache)
         assert f.ok and not f.from_cache
     assert read_sglang_facts(env.python, cache_dir=cache).from_cache
+
+
+def _mutations(entry: dict):
+    """Cache entries that parse as JSON but hold a wrong type somewhere that is read."""
+    facts = entry["facts"]
+    yield {**entry, "facts": {**facts, "ok": "yes"}}
+    yield {**entry, "facts": {**facts, "options": {"--x": 1}}}
+    yield {**entry, "facts": {**facts, "options": [5]}}
+    yield {**entry, "facts": {**facts, "options": [{**facts["options"][0], "dest": 7}]}}
+    yield {**entry, "facts": {**facts, "options": [{**facts["options"][0], "option_strings": "--model"}]}}
+    yield {**entry, "facts": {**facts, "options": [{**facts["options"][0], "nargs": True}]}}
+    yield {**entry, "facts": {**facts, "kt_kernel": "0.7.2"}}
+    yield {**entry, "facts": {**facts, "kt_kernel": {"wants_gpu_experts_mask": "yes"}}}
+    yield {**entry, "facts": {**facts, "distribution": ["sglang-kt"]}}
+    yield {**entry, "facts": {**facts, "warnings": "one"}}
+    yield {**entry, "facts": {**facts, "kt_wrapper_calls": {"compatible": 1}}}
+    yield {**entry, "stamps": []}
+    yield {**entry, "stamps": {**entry["stamps"], "listing": []}}
+    yield {**entry, "stamps": {**entry["stamps"], "sglang_init": [0, None]}}
+
+
+def test_cache_entries_of_the_wrong_shape_are_misses_and_rebuilt(env, cache):
+    env.install_sglang().install_kt_kernel()
+    good = read_sglang_facts(env.python, cache_dir=cache)
+    (entry_path,) = cache.glob("facts-*.json")
+    entry = json.loads(entry_path.read_text())
+    for bad in _mutations(entry):
+        entry_path.write_text(json.dumps(bad))
+        f = read_sglang_facts(env.python, cache_dir=cache)
+        assert f.ok and not f.from_cache and f == good, bad
+        rebuilt = json.loads(entry_path.read_text())["facts"]  # timings differ run to run
+        assert {k: v for k, v in rebuilt.items() if "seconds" not in k} == \
+            {k: v for k, v in entry["facts"].items() if "seconds" not in k}
+        assert read_sglang_facts(env.python, cache_dir=cache).from_cache
+
+
+def test_a_worker_answer_of_the_wrong_shape_is_an_error(tmp_path, cache):
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho \'{"ok": true, "options": [{"dest": 5}]}\'\n')
+    fake.chmod(0o755)
+    f = read_sglang_facts(str(fake), cache_dir=cache)
+    assert f.error_kind == "worker_failed" and "wrong shape" in f.error and "options[0]" in f.error
+    assert not list(cache.glob("facts-*.json"))
+
+
+def test_kt_launch_cache_dir_wins(env, tmp_path, monkeypatch):
+    env.install_sglang()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(tmp_path / "kt"))
+    read_sglang_facts(env.python)
+    assert list((tmp_path / "kt" / "sglang").glob("facts-*.json"))
+    assert not (tmp_path / "xdg").exists()
+    assert clear_sglang_facts_cache() == 1
 
 
 def test_unwritable_cache_dir_still_answers(env, tmp_path):
