@@ -85,7 +85,7 @@ def main() -> int:
     ap.add_argument("--prefill-qlen", type=int, default=4096, help="= chunked_prefill_size")
     ap.add_argument("--decode-repeats", type=int, default=200)
     ap.add_argument("--decode-warmup", type=int, default=20)
-    ap.add_argument("--prefill-repeats", type=int, default=20)
+    ap.add_argument("--prefill-repeats", type=int, default=30)
     ap.add_argument("--prefill-warmup", type=int, default=3)
     ap.add_argument("--gpu-impl", choices=("grouped", "loop"), default="grouped")
     ap.add_argument("--seed", type=int, default=1234)
@@ -120,6 +120,9 @@ def main() -> int:
 
     import kt_kernel
     from kt_kernel import KTMoEWrapper
+    from kt_kernel.experts_base import KExpertsCPUBuffer
+
+    KExpertsCPUBuffer.capture_bs = [1]  # persistent pinned buffers for bsz 1, as for SGLang's graph batch sizes
 
     res["kt_kernel"] = {"version": getattr(kt_kernel, "__version__", "?"),
                         "cpu_variant": getattr(kt_kernel, "__cpu_variant__", "?")}
@@ -164,6 +167,8 @@ def main() -> int:
 
     # ---- GPU experts --------------------------------------------------------------------------------
     state = {"gpu_impl": args.gpu_impl if cuda else "loop"}
+    bounds: dict = {}
+    key_dtype = torch.int32
 
     def make_gpu_path(n):
         mask = torch.zeros(E, dtype=torch.bool, device=dev)
@@ -171,6 +176,7 @@ def main() -> int:
         l2g = torch.full((E,), -1, dtype=torch.int32, device=dev)
         l2g[:n] = torch.arange(n, dtype=torch.int32, device=dev)
         w13, w2 = w13_d[:n], w2_d[:n]
+        bounds[n] = torch.arange(1, n + 1, dtype=key_dtype, device=dev)
         impl = state["gpu_impl"]
 
         def gpu_path(x, ids, w):
@@ -179,18 +185,18 @@ def main() -> int:
             T = x.shape[0]
             gid = torch.where(mask[ids], l2g[ids], -1).view(-1)  # mask_and_remap_expert_ids
             key = torch.where(gid >= 0, gid, n)  # CPU experts sort last
-            order = torch.argsort(key, stable=True)
+            skey, order = torch.sort(key, stable=True)
             tok = order // K
             xs = x[tok]
-            if impl == "grouped":
-                offs = torch.cumsum(torch.bincount(key, minlength=n + 1)[:n], 0).to(torch.int32)
+            if impl == "grouped":  # group ends by binary search: no host sync (bincount would sync)
+                offs = torch.searchsorted(skey, bounds[n], right=False).to(torch.int32)
                 h = torch._grouped_mm(xs, w13.transpose(1, 2), offs=offs)
                 a = torch.nn.functional.silu(h[:, :I]) * h[:, I:]
                 o = torch._grouped_mm(a, w2.transpose(1, 2), offs=offs)
                 valid = torch.arange(T * K, device=dev) < offs[-1]
                 o = torch.where(valid.unsqueeze(-1), o.float() * w.view(-1)[order].unsqueeze(-1), 0.0)
             else:
-                cnt = torch.bincount(key, minlength=n + 1)[:n].tolist()  # host sync
+                cnt = torch.bincount(key, minlength=n + 1)[:n].tolist()  # host sync (eager only)
                 o = torch.zeros((T * K, H), dtype=torch.float32, device=dev)
                 s = 0
                 for e, c in enumerate(cnt):
@@ -325,37 +331,45 @@ def main() -> int:
                   flush=True)
             save()
 
-    # decode GPU path under CUDA-graph replay (SGLang captures decode); launch overhead excluded
+    # decode under CUDA-graph replay, as SGLang runs decode (kt-kernel's submit/sync are stream host
+    # callbacks, so the CPU side is captured too); Python launch overhead is then gone
     if cuda:
-        res["decode_gpu_only_graph"] = {}
-        for n in [c for c in counts if c > 0]:
-            try:
-                gp = make_gpu_path(n)
-                x_s, i_s, w_s = (t.clone() for t in decode_inputs[0])
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    for _ in range(3):
-                        gp(x_s, i_s, w_s)
-                torch.cuda.current_stream().wait_stream(s)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    gp(x_s, i_s, w_s)
-                ts = []
-                for i in range(args.decode_repeats):
-                    x, ids, w = decode_inputs[i % len(decode_inputs)]
-                    x_s.copy_(x), i_s.copy_(ids), w_s.copy_(w)
+        res["results"]["decode_graph"] = {}
+        for n in counts:
+            entry = {"qlen": 1}
+            for mname, fn in modes(n).items():
+                try:
+                    x_s, i_s, w_s = (t.clone() for t in decode_inputs[0])
+                    s = torch.cuda.Stream()
+                    s.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(s):
+                        for _ in range(3):
+                            fn(x_s, i_s, w_s)
+                    torch.cuda.current_stream().wait_stream(s)
                     sync()
-                    t = time.perf_counter()
-                    graph.replay()
-                    sync()
-                    ts.append(time.perf_counter() - t)
-                res["decode_gpu_only_graph"][str(n)] = {"median_ms": round(1e3 * median(ts), 4)}
-                print(f"[decode graph] n={n} gpu_only={1e3 * median(ts):.3f}ms", flush=True)
-            except Exception as e:  # noqa: BLE001
-                res["decode_gpu_only_graph"][str(n)] = {"error": f"{type(e).__name__}: {e}"[:300]}
-                print(f"[decode graph] n={n} failed: {e}", flush=True)
-                break
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        fn(x_s, i_s, w_s)
+                    ts = []
+                    for i in range(args.decode_warmup + args.decode_repeats):
+                        x, ids, w = decode_inputs[i % len(decode_inputs)]
+                        x_s.copy_(x), i_s.copy_(ids), w_s.copy_(w)
+                        sync()
+                        t = time.perf_counter()
+                        graph.replay()
+                        sync()
+                        ts.append(time.perf_counter() - t)
+                    ts = ts[args.decode_warmup:]
+                    entry[mname] = {"median_ms": round(1e3 * median(ts), 4), "min_ms": round(1e3 * min(ts), 4),
+                                    "times_ms": [round(1e3 * t, 4) for t in ts]}
+                    del graph
+                except Exception as e:  # noqa: BLE001
+                    entry[mname] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            res["results"]["decode_graph"][str(n)] = entry
+            print(f"[decode graph] n={n:2d} " + " ".join(
+                f"{m}={v['median_ms']:.3f}ms" if "median_ms" in v else f"{m}=ERR({v['error'][:120]})"
+                for m, v in entry.items() if isinstance(v, dict)), flush=True)
+            save()
     save()
     print(f"done in {res['wall_s']} s -> {args.out}", flush=True)
     return 0
