@@ -35,6 +35,7 @@ experts: CPU + GPU = all).
 
     python bench/gpu_experts_bench.py --out results.json        # on the device (CUDA + AMX)
     python bench/gpu_experts_bench.py --tiny --out /tmp/x.json  # logic smoke test, runs without CUDA
+    python bench/gpu_experts_bench.py --report tests/data/gpu_experts_h200_xeon16.json  # the table
 """
 
 from __future__ import annotations
@@ -77,6 +78,44 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+def report(path: str) -> str:
+    """Markdown table from a recorded file: one run's JSON or {"runs": [...]} of several, samples pooled."""
+    with open(path) as f:
+        data = json.load(f)
+    runs = data.get("runs") or [data]
+    counts = runs[0]["counts"]
+
+    def pooled(phase, n, mode):
+        ts = [t for r in runs for t in r["results"].get(phase, {}).get(str(n), {}).get(mode, {}).get("times_ms", [])]
+        per_run = [r["results"].get(phase, {}).get(str(n), {}).get(mode, {}).get("median_ms") for r in runs]
+        return (median(ts) if ts else None), per_run
+
+    def fmt(v, nd=3):
+        return "–" if v is None else f"{v:.{nd}f}"
+
+    def runs_txt(xs):
+        return " / ".join(fmt(x, 2) for x in xs)
+
+    qlen = runs[0]["prefill_qlen"]
+    lines = [f"| GPU experts per layer | routed pairs on GPU | decode layer ms, CUDA graph (runs) | decode speed-up vs 0 "
+             f"| decode layer ms, eager | prefill {qlen} layer ms (runs) | prefill speed-up vs 0 "
+             f"| prefill CPU-only / GPU-only ms |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    base_d, _ = pooled("decode_graph", 0, "layer")
+    base_p, _ = pooled("prefill", 0, "layer")
+    for n in counts:
+        d, d_runs = pooled("decode_graph", n, "layer")
+        de, _ = pooled("decode", n, "layer")
+        p_, p_runs = pooled("prefill", n, "layer")
+        pc, _ = pooled("prefill", n, "cpu_only")
+        pg, _ = pooled("prefill", n, "gpu_only")
+        share = runs[0]["results"]["prefill"][str(n)]["routed_to_gpu_share"]
+        lines.append(f"| {n} | {share:.0%} | {fmt(d)} ({runs_txt(d_runs)}) | {fmt(base_d / d if d else None, 2)}× "
+                     f"| {fmt(de)} | {fmt(p_, 1)} ({runs_txt(p_runs)}) | {fmt(base_p / p_ if p_ else None, 2)}× "
+                     f"| {fmt(pc, 1)} / {fmt(pg, 2)} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--counts", default="0,8,16,32,48,64", help="GPU experts per layer to measure")
@@ -90,8 +129,14 @@ def main() -> int:
     ap.add_argument("--gpu-impl", choices=("grouped", "loop"), default="grouped")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--tiny", action="store_true", help="small shape, for a logic smoke test")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="write the raw results (JSON) here")
+    ap.add_argument("--report", metavar="JSON", help="print the BENCHMARKS.md table of a recorded file and exit")
     args = ap.parse_args()
+    if args.report:
+        print(report(args.report))
+        return 0
+    if not args.out:
+        ap.error("--out is required (or --report)")
 
     import torch
 
