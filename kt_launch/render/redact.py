@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from kt_launch.core.options import OPTIONS
 from kt_launch.core.secrets import is_secret_name
 
 MASK = "***"
@@ -14,25 +15,44 @@ MIN_SCRUB_LEN = 4
 _NOT_SECRET_VALUES = {"true", "false", "none", "null", "yes", "no", "on", "off"}
 
 
-def _secret_flag(arg: str) -> bool:
-    flag = arg.split("=", 1)[0]
-    return flag in SECRET_FLAGS or (flag.startswith("--") and is_secret_name(flag[2:].replace("-", "_")))
+# Flags the registry renders are secret exactly when their key is declared so (--kt-max-deferred-experts-per-token
+# is a count); any other flag (passed through after `--` or in server.extra_args) is judged by its name.
+_DECLARED = {n: o.secret for o in OPTIONS for r in o.render.values() for n in getattr(r, "names", ())}
+_NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+
+
+def _secret_flag(flag: str) -> str | None:
+    """"always" (a declared secret flag), "named" (its name looks secret), or None."""
+    if flag in SECRET_FLAGS or _DECLARED.get(flag):
+        return "always"
+    if flag in _DECLARED or not flag.startswith("--"):
+        return None
+    return "named" if is_secret_name(flag[2:]) else None
+
+
+def _masks(how: str | None, value: str) -> bool:
+    # A number is never masked for its flag's name: --max-prefill-tokens-per-step 8 is a count, not a key.
+    return how == "always" or (how == "named" and not _NUMBER.match(value))
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    out, hide_next = [], False
+    """argv with every secret value masked, in `--flag value` and `--flag=value` form alike. After a secret
+    flag, an item that starts with `--` is the next flag (argparse reads it so), not a value to hide."""
+    out: list[str] = []
+    pending: str | None = None  # how the previous item, a flag without `=`, is secret
     for arg in argv:
-        if hide_next:
-            out.append(MASK)
-            hide_next = False
-        elif arg.startswith("--") and _secret_flag(arg):
-            if "=" in arg:
-                out.append(arg.split("=", 1)[0] + "=" + MASK)
-            else:
-                out.append(arg)
-                hide_next = True
+        if pending is not None and not arg.startswith("--"):
+            out.append(MASK if _masks(pending, arg) else arg)
+            pending = None
+            continue
+        pending = None
+        flag, eq, value = arg.partition("=")
+        how = _secret_flag(flag) if arg.startswith("--") else None
+        if eq:
+            out.append(flag + "=" + MASK if _masks(how, value) else arg)
         else:
             out.append(arg)
+            pending = how
     return out
 
 
@@ -48,19 +68,37 @@ def secret_values(argv: list[str], env: dict[str, str]) -> set[str]:
     return {v for v in vals if v}
 
 
+# A message may hold a secret cut short by someone's [:80]: a run of at least this many of a secret's first
+# characters is masked too, so a long key never shows its beginning.
+PREFIX_LEN = 12
+
+
+def _scrubbable(secrets: set[str]) -> list[str]:
+    return sorted((s for s in secrets if len(s) >= MIN_SCRUB_LEN and s.lower() not in _NOT_SECRET_VALUES),
+                  key=len, reverse=True)
+
+
+def _scrub(data, secrets: list, mask):
+    for s in secrets:
+        data = data.replace(s, mask)
+        if len(s) > PREFIX_LEN:  # cut-off copies: mask the longest run of s's first characters at each hit
+            head, start = s[:PREFIX_LEN], 0
+            while (i := data.find(head, start)) >= 0:
+                n = PREFIX_LEN
+                while i + n < len(data) and n < len(s) and data[i + n:i + n + 1] == s[n:n + 1]:
+                    n += 1
+                data = data[:i] + mask + data[i + n:]
+                start = i + len(mask)
+    return data
+
+
 def scrub(text: str, secrets: set[str]) -> str:
-    for s in sorted(secrets, key=len, reverse=True):
-        if len(s) >= MIN_SCRUB_LEN and s.lower() not in _NOT_SECRET_VALUES:
-            text = text.replace(s, MASK)
-    return text
+    return _scrub(text, _scrubbable(secrets), MASK)
 
 
 def scrub_bytes(data: bytes, secrets: set[str]) -> bytes:
     """scrub() for raw output (a child's log), whatever its encoding."""
-    for s in sorted(secrets, key=len, reverse=True):
-        if len(s) >= MIN_SCRUB_LEN and s.lower() not in _NOT_SECRET_VALUES:
-            data = data.replace(s.encode("utf-8", "surrogateescape"), MASK.encode())
-    return data
+    return _scrub(data, [s.encode("utf-8", "surrogateescape") for s in _scrubbable(secrets)], MASK.encode())
 
 
 def scrub_findings(findings, secrets: set[str]) -> list:

@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from kt_launch.cli import main
-from kt_launch.render.redact import is_secret_name, redact_argv, redact_env, scrub
+from kt_launch.render.redact import PREFIX_LEN, is_secret_name, redact_argv, redact_env, scrub
 from operate.support import Launch, free_port, make_fake, plain_profile, write_host, write_profile
 
 API_KEY = "sk-PROFILE-SECRET-1234"
@@ -128,9 +128,25 @@ def test_passthrough_api_key_alone(tmp_path, capsys):
     ("DB_PASSWORD", True), ("GITHUBTOKEN", True), ("api_key", True), ("admin_api_key", True), ("hf-token", True),
     ("TOKENIZERS_PARALLELISM", False), ("CUDA_VISIBLE_DEVICES", False), ("PYTORCH_CUDA_ALLOC_CONF", False),
     ("tokenizer_path", False), ("ssl_keyfile", False), ("KEYBOARD", False),
+    ("GITHUB_PAT", True), ("GH_PAT", True), ("PAT", True), ("MYSQL_PWD", True), ("PWD", False), ("OLDPWD", False),
+    ("PATH", False), ("PATCH_LEVEL", False), ("max_total_tokens", False), ("max_deferred_experts_per_token", True),
 ])
 def test_secret_names(name, secret):
     assert is_secret_name(name) is secret
+
+
+def test_flags_kt_launch_renders_are_secret_only_when_declared_and_numbers_stay():
+    argv = ["--kt-max-deferred-experts-per-token", "2", "--my-token", "5", "--my-token", "abcd1234",
+            "--api-key", "--next-flag", "--served-model-name=--api-key", "--api-key=-dash"]
+    assert redact_argv(argv) == ["--kt-max-deferred-experts-per-token", "2", "--my-token", "5", "--my-token", "***",
+                                 "--api-key", "--next-flag", "--served-model-name=--api-key", "--api-key=***"]
+
+
+def test_a_cut_off_copy_of_a_long_secret_is_masked_too():
+    key = "sk-" + "Q7" * 5000
+    for text in (f"got {key[:80]!r}", f"x{key[:13]}y", key[:200] + "..."):
+        out = scrub(text, {key})
+        assert key[:PREFIX_LEN] not in out and "***" in out, out
 
 
 def test_redaction_helpers():
