@@ -216,11 +216,13 @@ def cmd_schema(args, passthrough) -> int:
 
     text = profile_schema_text()
     if getattr(args, "output", None):
+        from kt_launch.facts.cache import write_output
+
         try:
-            with open(args.output, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            write_output(args.output, text)  # the old file stays whole unless the new one is written whole
         except OSError as e:
-            raise ConfigError(f"--output {args.output}: cannot write ({e.strerror or e})") from None
+            raise ConfigError(f"--output {args.output}: cannot write ({e.strerror or e}); the file was not "
+                              "changed") from None
         return EXIT_OK
     sys.stdout.write(text)
     return EXIT_OK

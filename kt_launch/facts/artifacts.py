@@ -9,7 +9,6 @@ model dir costs nothing extra. The server port is probed here too (a bind, close
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import socket
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from kt_launch.core.profile import UserConfig
 from kt_launch.facts.adapters import AdapterConfig, read_adapter_config
 from kt_launch.facts.fileid import HEADER_INVALID, FileId, identify
+from kt_launch.facts.reader import INDEX, ReadError, parse_json, read_bytes
 
 WEIGHT_EXTS = (".safetensors", ".bin", ".pt", ".pth")  # what SGLang's LoRA loader globs (non-recursive)
 PROJS = {"gate_proj": "gate", "up_proj": "up", "down_proj": "down", "w1": "gate", "w3": "up", "w2": "down"}
@@ -201,13 +201,12 @@ def _read_index(path: str, fid: FileId) -> tuple[list[str] | None, str | None]:
     if fid.kind in ("unreadable", "directory", "symlink-loop", "empty", "special"):
         return None, f"{path}: {fid.describe()}"
     try:
-        with open(path, "rb") as f:
-            raw = f.read(256 << 20)
-    except OSError as e:
-        return None, f"{path}: not readable ({e.strerror or e})"
+        raw = read_bytes(path, INDEX)  # bounded: regular files only, size cap
+    except ReadError as e:
+        return None, str(e)
     if len(raw) > (1 << 20):  # big index (100k tensors): check its shape, collect the shard names by scanning
         head, tail = raw[:64].lstrip(), raw[-64:].rstrip()
-        if head[:1] == b"{" and tail[-1:] == b"}" and b'"weight_map"' in raw:
+        if head[:1] == b"{" and tail[-1:] == b"}" and b'"weight_map"' in raw and raw.count(b"{") <= INDEX.max_depth:
             chunks = raw.split(b'.safetensors"')[:-1]  # each ends with the start of a name: `..."model-00001-of-00163`
             names = {c[c.rfind(b'"') + 1:] + b".safetensors" for c in chunks}
             try:
@@ -215,9 +214,9 @@ def _read_index(path: str, fid: FileId) -> tuple[list[str] | None, str | None]:
             except UnicodeDecodeError as e:
                 return None, f"{path}: not valid UTF-8 ({e})"
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        return None, f"{path}: not valid UTF-8 JSON ({e})"
+        data = parse_json(path, raw, INDEX)  # depth cap, duplicate keys, NaN and 1e400 refused
+    except ReadError as e:
+        return None, str(e)
     wm = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
         return None, f"{path}: has no `weight_map` object of tensor -> shard file"

@@ -6,7 +6,7 @@ file (`--host-facts`). Missing sources degrade to notes (info findings), never a
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import shutil
 import subprocess
@@ -38,19 +38,25 @@ def host_from_json(data: Any, source: str = "file") -> HostFacts:
     return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source)
 
 
-def load_host_facts(path: str | os.PathLike) -> HostFacts:
-    """Read a `--host-facts` file. Raises ValueError with the file named."""
+def load_host_facts(path: str | os.PathLike, flag: str = "--host-facts") -> HostFacts:
+    """Read a `--host-facts` file through the bounded reader. Raises ValueError naming the file and field."""
+    from kt_launch.facts.reader import HOST_FACTS, Missing, ReadError, read_json
+
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"--host-facts {p}: no such file; record one with `kt-launch doctor --json > {p.name}`")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"--host-facts {p}: not readable JSON ({e})")
+        data = read_json(p, HOST_FACTS)
+    except Missing:
+        raise ValueError(f"{flag} {p}: no such file; record one with `kt-launch doctor --json > {p.name}`") from None
+    except ReadError as e:
+        raise ValueError(f"{flag} {_without_kind(str(e), HOST_FACTS.what)}") from None
     try:
         return host_from_json(data, source=str(p))
     except ValueError as e:  # pydantic ValidationError is a ValueError
-        raise ValueError(f"--host-facts {p}: {_short_validation(e)}")
+        raise ValueError(f"{flag} {p}: {_short_validation(e)}") from None
+
+
+def _without_kind(message: str, what: str) -> str:
+    return message[len(what) + 1:] if message.startswith(what + " ") else message
 
 
 def _short_validation(e: Exception) -> str:
@@ -58,8 +64,10 @@ def _short_validation(e: Exception) -> str:
     if callable(errors):
         parts = []
         for err in errors()[:5]:
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            parts.append(f"{loc}: {err.get('msg')}")
+            loc = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in err.get("loc", ())).lstrip(".")
+            msg = str(err.get("msg"))
+            msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+            parts.append(f"{loc}: {msg}" if loc else msg)
         return "; ".join(parts)
     return str(e)
 
@@ -84,8 +92,9 @@ def gather_host(env: dict[str, str] | None = None, root: str = "/") -> HostFacts
     if quota is not None and usable_phys is not None and quota < usable_phys:
         notes.append(f"cgroup CPU quota allows {quota} CPUs; usable physical cores capped from {usable_phys}")
         usable_phys = max(1, quota)
-    numa = _numa_nodes(rootp, notes)
     vm = psutil.virtual_memory()
+    # Unknown layout: say so, and record the assumption as one node (a --host-facts file never has numa: [])
+    numa = _numa_nodes(rootp, notes) or (NumaNode(0, usable, int(vm.total)),)
     gpus = _gpus(env, notes, rootp)
     cpu = CpuFacts(model, physical, logical, usable, flags, usable_phys)
     return HostFacts(cpu, numa, int(vm.total), int(vm.available), gpus, tuple(notes))
@@ -185,8 +194,11 @@ def _boot_id(root: Path) -> str | None:
 
 
 def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tuple[GpuFacts, ...]:
-    """GPUs from nvidia-smi (50-200 ms), cached per boot: the set of GPUs does not change while up."""
-    from kt_launch.facts.cache import cache_dir, read_json, write_json
+    """GPUs from nvidia-smi (50-200 ms), cached per boot: the set of GPUs does not change while up.
+
+    The cache entry is checked like any other input: one of the wrong shape, or with a line that does not
+    parse, is a warning and a fresh nvidia-smi run, never a crash or a GPU of NaN bytes."""
+    from kt_launch.facts.cache import cache_dir, read_json, warn_unusable, write_json
 
     smi = shutil.which("nvidia-smi", path=env.get("PATH"))
     if not smi:
@@ -195,30 +207,59 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
     boot = _boot_id(root)
     entry = cache_dir(env) / "gpus.json"
     cached = read_json(entry) if boot else None
-    if isinstance(cached, dict) and cached.get("boot_id") == boot and cached.get("smi") == smi \
-            and isinstance(cached.get("out"), str):
-        out = cached["out"]
-    else:
+    all_gpus = None
+    if isinstance(cached, dict) and cached.get("boot_id") == boot and cached.get("smi") == smi:
+        out = cached.get("out")
+        all_gpus, bad = parse_smi(out) if isinstance(out, str) else (None, "'out' is not nvidia-smi's text")
+        if bad:
+            warn_unusable(entry, bad)
+            all_gpus = None
+    elif cached is not None and not isinstance(cached, dict):
+        warn_unusable(entry, "not a JSON object")
+    if all_gpus is None:
         try:
             out = subprocess.run(
                 [smi, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"],
                 capture_output=True, text=True, timeout=10, check=True,
             ).stdout
-        except (OSError, subprocess.SubprocessError) as e:
+        except (OSError, subprocess.SubprocessError, UnicodeDecodeError) as e:
             notes.append(f"nvidia-smi failed ({e.__class__.__name__}): no GPUs seen")
             return ()
-        if boot:
+        all_gpus, bad = parse_smi(out)
+        if bad:
+            notes.append(f"nvidia-smi: {bad}; that GPU is left out")
+        elif boot:
             write_json(entry, {"boot_id": boot, "smi": smi, "out": out})
-    all_gpus = []
+    return filter_visible(all_gpus, env.get("CUDA_VISIBLE_DEVICES"), notes)
+
+
+def parse_smi(out: str) -> tuple[list[GpuFacts], str | None]:
+    """GPUs from `nvidia-smi --query-gpu=index,name,memory.total,uuid --format=csv,noheader,nounits`, and
+    the first line that is not one (a size of NaN, inf or [N/A], a negative, a duplicate index)."""
+    gpus: list[GpuFacts] = []
+    bad = None
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
+        why = None
         if len(parts) < 4:
-            continue
-        try:
-            all_gpus.append(GpuFacts(int(parts[0]), parts[1], int(float(parts[2])) * 1024 * 1024, parts[3]))
-        except ValueError:
-            continue
-    return filter_visible(all_gpus, env.get("CUDA_VISIBLE_DEVICES"), notes)
+            why = "has fewer than 4 fields"
+        else:
+            try:
+                index, mib = int(parts[0]), float(parts[2])
+            except ValueError:
+                why = "has a non-numeric index or memory size"
+            else:
+                if not (0 <= index < 1024):
+                    why = f"has GPU index {index}"
+                elif not (math.isfinite(mib) and 0 <= mib < 1 << 40):
+                    why = f"has memory size {parts[2][:20]}"
+                elif any(g.index == index for g in gpus):
+                    why = f"repeats GPU index {index}"
+                else:
+                    gpus.append(GpuFacts(index, parts[1], int(mib) * 1024 * 1024, parts[3]))
+        if why and bad is None:
+            bad = f"line {line[:60]!r} {why}"
+    return gpus, bad
 
 
 def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) -> tuple[GpuFacts, ...]:

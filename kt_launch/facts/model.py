@@ -6,7 +6,6 @@ Qwen3-MoE (`num_experts`, `decoder_sparse_step`, `mlp_only_layers`) and Mixtral 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,19 +100,13 @@ def _moe_layers(cfg: dict[str, Any], layers: int) -> tuple[int, ...]:
 
 def read_model_facts(model_path: str) -> ModelFacts:
     """Read `<model_path>/config.json`. Raises ModelConfigError naming the file."""
+    from kt_launch.facts.reader import MODEL_CONFIG, Missing, ReadError, read_json
+
     p = Path(model_path) / "config.json"
     try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ModelConfigError(f"{p}: not found; model.path must be a HuggingFace model directory")
-    except IsADirectoryError:
-        raise ModelConfigError(f"{p}: is a directory, expected a JSON file")
-    except OSError as e:
-        raise ModelConfigError(f"{p}: not readable ({e.strerror})")
-    try:
-        cfg = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ModelConfigError(f"{p}: not UTF-8 text")
-    except json.JSONDecodeError as e:
-        raise ModelConfigError(f"{p}: invalid JSON at line {e.lineno} ({e.msg})")
+        cfg = read_json(p, MODEL_CONFIG)  # bounded: a FIFO, /dev/zero, deep nesting or 1e400 is a message
+    except Missing:
+        raise ModelConfigError(f"{p}: not found; model.path must be a HuggingFace model directory") from None
+    except ReadError as e:
+        raise ModelConfigError(str(e)) from None
     return shape_from_config(cfg, str(p))

@@ -24,6 +24,10 @@ class ReadError(ValueError):
     """A file could not be read as the kind it should be; the message names the file."""
 
 
+class Missing(ReadError):
+    """The file does not exist (callers for which absence is normal, like caches, tell it apart)."""
+
+
 @dataclass(frozen=True)
 class Kind:
     what: str  # how messages name the file: "profile", "config.json", "--host-facts", "cache"
@@ -37,6 +41,7 @@ ADAPTER_CONFIG = Kind("adapter_config.json", 1 << 20, 32)
 INDEX = Kind("safetensors index", 64 << 20, 8)
 HOST_FACTS = Kind("host facts", 4 << 20, 16)
 CACHE = Kind("cache file", 64 << 20, 32)
+RECORDED_FACTS = Kind("recorded SGLang facts", 64 << 20, 32)  # a saved worker answer (tests/data/parser_*.json)
 
 MAX_YAML_NODES = 100_000  # after expanding aliases: a "billion laughs" alias bomb is refused, not expanded
 
@@ -46,8 +51,8 @@ def read_bytes(path: str | os.PathLike, kind: Kind) -> bytes:
     p = os.fspath(path)
     try:
         st = os.stat(p)
-    except FileNotFoundError:
-        raise ReadError(f"{kind.what} {p}: no such file") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise Missing(f"{kind.what} {p}: no such file") from None
     except OSError as e:
         raise ReadError(f"{kind.what} {p}: cannot read ({e.strerror or e})") from None
     if stat.S_ISDIR(st.st_mode):
@@ -118,7 +123,8 @@ def parse_json(path: str | os.PathLike, data: bytes, kind: Kind) -> Any:
     if len(_NESTING.findall(data[: 4 * kind.max_depth * 64])) > kind.max_depth and not _shallow_prefix(text, kind):
         raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels")
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                         parse_float=_finite_float)
     except _Duplicate as e:
         raise ReadError(f"{kind.what} {p}: key {str(e)[:80]!r} appears twice; keep one") from None
     except RecursionError:
@@ -155,6 +161,14 @@ def _shallow_prefix(text: str, kind: Kind) -> bool:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """`1e400` would read as infinity and size something by it: refused like NaN."""
+    v = float(text)
+    if v in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is out of range for a number")
+    return v
 
 
 def read_json(path: str | os.PathLike, kind: Kind) -> Any:

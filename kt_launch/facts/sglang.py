@@ -44,7 +44,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from kt_launch.facts import worker as _worker
 from kt_launch.facts.cache import cache_dir as _cache_dir
-from kt_launch.facts.cache import write_json
+from kt_launch.facts.cache import read_json, warn_unusable, write_json
+from kt_launch.facts.reader import RECORDED_FACTS, ReadError
+from kt_launch.facts.reader import read_json as read_bounded
 
 WORKER = Path(__file__).with_name("sglang_worker.py")
 CACHE_SCHEMA = 1
@@ -231,9 +233,9 @@ def load_sglang_facts_file(path: str | os.PathLike[str], python: str | None = No
     """Read a recorded worker answer (e.g. ``tests/data/parser_sglang-kt_0.7.2.json``)."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return SglangFacts.failed(python or str(p), "worker_failed", f"cannot read SGLang facts file {p}: {exc}")
+        data = read_bounded(p, RECORDED_FACTS)
+    except ReadError as exc:
+        return SglangFacts.failed(python or str(p), "worker_failed", f"cannot read SGLang facts file: {exc}")
     if not isinstance(data, dict):
         return SglangFacts.failed(python or str(p), "worker_failed", f"{p} does not hold a JSON object")
     return SglangFacts.from_worker_json(python or str(data.get("python") or p), data)
@@ -458,17 +460,16 @@ def facts_problem(data: Any) -> str | None:
 
 def _read_entry(path: Path, python_abs: str) -> Mapping[str, Any] | None:
     """The cached answer, or None (a miss) for anything unreadable, foreign, stale or of the wrong shape."""
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    try:
-        entry = json.loads(raw)
-    except ValueError:
+    entry = read_json(path)  # bounded: a FIFO, /dev/zero or 1e400 here is a warning and a miss
+    if entry is None:
         return None
     if not isinstance(entry, dict) or entry.get("schema") != CACHE_SCHEMA:
+        return None  # another version's entry: a plain miss, rewritten by this one
+    if entry.get("python") != python_abs:
         return None
-    if entry.get("python") != python_abs or facts_problem(entry.get("facts")) is not None:
+    problem = facts_problem(entry.get("facts"))
+    if problem is not None:
+        warn_unusable(path, problem)
         return None
     stamps = entry.get("stamps")
     if not isinstance(stamps, dict) or not _stamps_hold(python_abs, stamps):

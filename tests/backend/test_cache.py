@@ -99,7 +99,7 @@ def test_bad_cache_files_read_as_empty(amx_data, tmp_path):
     ("cpuinfer", True), ("cpuinfer", "14"), ("cpuinfer", -3), ("cpuinfer", 14.0), ("cpuinfer", None),
     ("cpuinfer", [14]), ("threadpool_count", "2"), ("threadpool_count", 0), ("threadpool_count", False),
     ("threadpool_count", 99), ("numa_nodes", "0"), ("numa_nodes", [-1]), ("numa_nodes", [True]),
-    ("decode_ratio", "0.9"), ("decode_ratio", float("nan")), ("prefill_ratio", True), ("measured_at", 20261128),
+    ("decode_ratio", "0.9"), ("decode_ratio", 11.0), ("prefill_ratio", True), ("measured_at", 20261128),
 ])
 def test_entries_of_the_wrong_type_are_ignored_with_a_warning(amx_data, tmp_path, field, value):
     h = _host(amx_data)

@@ -71,6 +71,7 @@ def test_cpuinfer_never_above_usable_cores_and_at_least_pools():
     for cores in range(1, 70):
         h = copy.deepcopy(XEON16)
         h["cpu"].update(physical_cores=cores, logical_cpus=cores, usable_cpus=list(range(cores)))
+        h["numa"] = [{"id": 0, "cpus": list(range(cores))}]  # a host file must be a machine that can exist
         host = host_from_json(h)
         v = untuned_cpuinfer(host, 1)
         assert 1 <= v <= cores
