@@ -41,6 +41,8 @@ ADAPTER_CONFIG = Kind("adapter_config.json", 1 << 20, 32)
 INDEX = Kind("safetensors index", 64 << 20, 8)
 HOST_FACTS = Kind("host facts", 4 << 20, 16)
 CACHE = Kind("cache file", 64 << 20, 32)
+SAFETENSORS_HEADER_CAP = 100 * 1024 * 1024  # safetensors itself refuses larger headers
+SAFETENSORS_HEADER = Kind("safetensors header", SAFETENSORS_HEADER_CAP, 8)  # {name: {dtype, shape, data_offsets}}
 RECORDED_FACTS = Kind("recorded SGLang facts", 64 << 20, 32)  # a saved worker answer (tests/data/parser_*.json)
 
 MAX_YAML_NODES = 100_000  # after expanding aliases: a "billion laughs" alias bomb is refused, not expanded
