@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -103,25 +104,87 @@ def run() -> None:
     gc.disable()
     rc = main()
     try:
-        sys.stdout.flush()
         sys.stderr.flush()
-    except (BrokenPipeError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass
     os._exit(rc)
 
 
+# A write to stdout that fails (a full disk, a closed descriptor, a reader that went away) ends the command
+# with this code and one line on stderr: the output is incomplete, so it must not look like success.
+EXIT_OUTPUT = 1
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+class _Closed:
+    """Stands in for a standard stream whose descriptor was closed before kt-launch started (`>&-`)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, f"{self.name} is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if sys.stdout is None:
+        sys.stdout = _Closed("stdout")
+    if sys.stderr is None:
+        sys.stderr = _Sink()
     try:
-        return _main(argv)
+        rc = _main(argv)
+        sys.stdout.flush()  # a full disk shows up here for output that fit the buffer
+        return rc
     except ConfigError as e:
-        print(f"kt-launch: error: {e}", file=sys.stderr)
+        _say(f"kt-launch: error: {e}")
         return EXIT_INVALID
     except KeyboardInterrupt:
-        print("kt-launch: interrupted", file=sys.stderr)
+        _say("kt-launch: interrupted")
         return 130
-    except BrokenPipeError:
-        return EXIT_OK
+    except OSError as e:
+        if not (isinstance(e, BrokenPipeError) or e.errno in _OUTPUT_ERRNOS):
+            raise
+        _discard_stdout()
+        _say(f"kt-launch: error: cannot write the output to stdout ({e.strerror or e}); it is incomplete")
+        return EXIT_OUTPUT
+
+
+class _Sink:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _discard_stdout() -> None:
+    """Drop what is still buffered for a stdout that cannot be written, so no later flush fails again."""
+    try:
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _main(argv: list[str]) -> int:
