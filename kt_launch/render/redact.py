@@ -78,10 +78,10 @@ def _scrubbable(secrets: set[str]) -> list[str]:
                   key=len, reverse=True)
 
 
-def _scrub(data, secrets: list, mask):
+def _scrub(data, secrets: list, mask, cut_copies: bool = True):
     for s in secrets:
         data = data.replace(s, mask)
-        if len(s) > PREFIX_LEN:  # cut-off copies: mask the longest run of s's first characters at each hit
+        if cut_copies and len(s) > PREFIX_LEN:  # cut-off copies: mask the longest run of s's first characters at each hit
             head, start = s[:PREFIX_LEN], 0
             while (i := data.find(head, start)) >= 0:
                 n = PREFIX_LEN
@@ -96,9 +96,16 @@ def scrub(text: str, secrets: set[str]) -> str:
     return _scrub(text, _scrubbable(secrets), MASK)
 
 
-def scrub_bytes(data: bytes, secrets: set[str]) -> bytes:
-    """scrub() for raw output (a child's log), whatever its encoding."""
-    return _scrub(data, [s.encode("utf-8", "surrogateescape") for s in _scrubbable(secrets)], MASK.encode())
+def scrub_bytes(data: bytes, secrets: set[str], cut_copies: bool = True) -> bytes:
+    """scrub() for raw output (a child's log), whatever its encoding. cut_copies=False masks only whole
+    secrets (for a piece of a stream, whose end may hold the start of a secret that the next piece ends)."""
+    return _scrub(data, [s.encode("utf-8", "surrogateescape") for s in _scrubbable(secrets)], MASK.encode(),
+                  cut_copies)
+
+
+def longest_secret(secrets: set[str]) -> int:
+    """Bytes of the longest secret scrub masks (0 when none)."""
+    return max((len(s.encode("utf-8", "surrogateescape")) for s in _scrubbable(secrets)), default=0)
 
 
 def scrub_findings(findings, secrets: set[str]) -> list:

@@ -5,7 +5,13 @@
   `kt run` SIGKILLs the server 0.25 s after Ctrl+C; here the server gets time to clean up.
 - Exit code: the child's; 128+N when it died by signal N; 128+N when kt-launch itself was stopped by
   signal N (130 Ctrl+C, 143 SIGTERM, 129 SIGHUP); 124 when it was not ready within --ready-timeout.
-- The group is emptied before kt-launch exits (kt-launch is a child subreaper, so orphans come back to it).
+- The group is emptied before kt-launch exits. kt-launch is a child subreaper (PR_SET_CHILD_SUBREAPER), so a
+  descendant that left the group (setsid) comes back to it when its parent exits, and is stopped too.
+- The server gets SIGKILL from the kernel if kt-launch itself dies (PR_SET_PDEATHSIG): SIGKILL on kt-launch
+  leaves no server behind holding the port, even one that ignores SIGTERM (SGLang's own subprocesses use
+  the same signal for the same reason).
+- Before the start, the port must be free (checked also under --no-check): a server already listening there
+  would answer /health and be reported ready. A busy port is exit 3, like the plan error KT-E232.
 - The child's stdout/stderr are teed to kt-launch's, with secrets masked, and the tail is kept; a status
   line (elapsed time, last recognised phase) runs on stderr until `/health` answers 200. Then the OpenAI
   base URL and a ready-to-paste curl are printed.
@@ -27,13 +33,15 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from kt_launch.render.argv import Command
-from kt_launch.render.redact import is_secret_name, redact_argv, scrub, scrub_bytes, scrub_findings, secret_values
+from kt_launch.render.redact import is_secret_name, longest_secret, redact_argv, scrub, scrub_bytes, scrub_findings, \
+    secret_values
 from kt_launch.render.text import findings_text
 from kt_launch.run.health import argv_value, base_url, curl_example, poll_health
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_READY_TIMEOUT = 124
 EXIT_CANNOT_START = 2
+EXIT_PORT_BUSY = 3  # a plan error, as KT-E232 is when the checks run
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -75,6 +83,8 @@ class _Console:
 
     def __init__(self, secrets: set[str], tail_lines: int):
         self.secrets = secrets
+        # bytes held back at the end of a long piece of output: a secret begun there may end in the next read
+        self.keep = max(0, longest_secret(secrets) - 1)
         self.lock = threading.Lock()
         self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self.phase = "starting"
@@ -108,6 +118,10 @@ class _Console:
         if self.status_shown:
             _write(sys.stderr, "\r\033[K")
             self.status_shown = False
+
+    def mask_whole(self, data: bytes) -> bytes:
+        """Every complete occurrence of a secret masked (no partial ones: see _pump)."""
+        return scrub_bytes(data, self.secrets, cut_copies=False)
 
     # -- the child's output --
     def child_line(self, data: bytes, dest: IO) -> None:
@@ -178,9 +192,12 @@ def _pump(fd: int, dest: IO, console: _Console) -> None:
                 if line:
                     console.child_line(line, dest)
             buf = buf[cut + 1:]
-        if len(buf) > 65536:
-            console.child_line(buf, dest)
-            buf = b""
+        if len(buf) > 65536:  # a very long line: pass it on in pieces, never cutting a secret in two
+            clean = console.mask_whole(buf)
+            cut = len(clean) - console.keep
+            if cut > 0:
+                console.child_line(clean[:cut], dest)
+                buf = clean[cut:]
     if buf:
         console.child_line(buf, dest)
 
@@ -196,6 +213,7 @@ class _State:
     signals: list[int] = field(default_factory=list)
     kill_at: float | None = None
     killed: bool = False
+    hurried: bool = False  # a second Ctrl+C asked for SIGKILL now
     stopping: str | None = None  # why the group was asked to stop
 
 
@@ -249,14 +267,18 @@ def _become_subreaper(libc) -> None:
 
 
 def _child_setup(libc):
-    """In the child before exec: die with SIGTERM if kt-launch itself is killed (no orphaned server)."""
+    """In the child before exec: die with SIGKILL if kt-launch itself is killed (no orphaned server).
+
+    SIGKILL, not SIGTERM: when kt-launch is gone nobody is left to escalate, and a server that ignores or
+    hangs on SIGTERM would keep the port and the GPUs. (An orderly stop never gets here: kt-launch forwards
+    the signal and waits out the grace period itself.)"""
     if libc is None or not sys.platform.startswith("linux"):
         return None
     prctl = libc.prctl
     parent = os.getpid()
 
     def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent:  # kt-launch already gone
             os._exit(1)
 
@@ -292,6 +314,10 @@ def supervise(cmd: Command, findings, *, lora_adapter: str | None = None,
     url = base_url(host, port)
     model = argv_value(cmd.argv, "--served-model-name") or argv_value(cmd.argv, "--model-path") or "default"
 
+    busy = port_problem(host, port)
+    if busy:
+        console.say(f"kt-launch: error: {busy}; nothing was started\n")
+        return EXIT_PORT_BUSY
     state = _State(grace=max(0.0, opts.grace_period))
     previous = _install_handlers(state)
     try:
@@ -313,6 +339,7 @@ def _install_handlers(state: _State) -> dict:
             state.stopping = state.stopping or _signame(signum)
         elif signum == signal.SIGINT and len(state.signals) > 1:
             state.kill_at = now  # second Ctrl+C: do not wait any longer
+            state.hurried = True
         _killpg(state.pgid, signum)
 
     previous = {}
@@ -371,7 +398,10 @@ def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions,
                             f"{state.grace:g}s if it is still running (Ctrl+C again: now)\n")
             if not state.killed and now >= state.kill_at:
                 state.killed = True
-                console.say(f"kt-launch: SGLang did not exit within {state.grace:g}s: sending SIGKILL\n")
+                if state.hurried:
+                    console.say("kt-launch: Ctrl+C again: sending SIGKILL now\n")
+                else:
+                    console.say(f"kt-launch: SGLang did not exit within {state.grace:g}s: sending SIGKILL\n")
                 _killpg(state.pgid, signal.SIGKILL)
             continue
         if ready:
@@ -408,6 +438,7 @@ def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions,
 
     console.clear_status()
     _empty_group(state, console)
+    _stop_strays(state, console)
     for t in pumps:
         t.join(timeout=2.0)
     for p in (proc.stdout, proc.stderr):
@@ -442,6 +473,76 @@ def _empty_group(state: _State, console: _Console) -> None:
         end = time.monotonic() + 5.0
         while _group_alive(pgid) and time.monotonic() < end:
             time.sleep(0.05)
+
+
+def _strays() -> list:
+    """Live descendants of kt-launch: what SGLang left outside its process group (a setsid() daemon), which
+    came back to kt-launch, the subreaper, when its parent exited."""
+    import psutil
+
+    _reap_orphans()
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    out = []
+    for p in procs:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _stop_strays(state: _State, console: _Console) -> None:
+    """SIGTERM what is left outside the group, SIGKILL it when the grace period is over."""
+    strays = _strays()
+    if not strays:
+        return
+    pids = ", ".join(str(p.pid) for p in strays[:8])
+    console.say(f"kt-launch: SGLang left {len(strays)} process(es) outside its group ({pids}): sending SIGTERM\n")
+    for p in strays:
+        _signal_proc(p, signal.SIGKILL if state.killed else signal.SIGTERM)
+    # one grace period in all: after a signal, what is left gets only what remains of it
+    deadline = time.monotonic() if state.killed else (
+        state.kill_at if state.kill_at is not None else time.monotonic() + state.grace)
+    while time.monotonic() < deadline and _strays():
+        time.sleep(0.05)
+    left = _strays()
+    if left:
+        console.say(f"kt-launch: sending SIGKILL to {len(left)} process(es) SGLang left behind\n")
+        for p in left:
+            _signal_proc(p, signal.SIGKILL)
+        end = time.monotonic() + 5.0
+        while _strays() and time.monotonic() < end:
+            time.sleep(0.05)
+
+
+def _signal_proc(p, sig: int) -> None:
+    try:
+        p.send_signal(sig)
+    except Exception:  # psutil.NoSuchProcess / AccessDenied: gone, or not ours to stop
+        pass
+
+
+def port_problem(host: str, port: str) -> str | None:
+    """Why SGLang could not listen on host:port here (in use, privileged), or None (free, or not knowable)."""
+    from kt_launch.facts.artifacts import probe_port
+
+    try:
+        number = int(port)
+    except ValueError:
+        return None
+    if not 0 < number < 65536:
+        return None
+    fact = probe_port(host, number)
+    if fact.status == "in-use":
+        return (f"{host}:{number} is already in use (another server?): SGLang could not listen there, and /health "
+                "would be answered by the other server; stop it or pick a free port (--set server.port=...)")
+    if fact.status == "no-permission":
+        return f"{host}:{number} needs privileges to listen on (ports below 1024); pick a port above 1023"
+    return None
 
 
 def _exit_code(rc: int, state: _State, timed_out: bool) -> int:

@@ -7,6 +7,7 @@ It records its argv, environment and pid under $FAKE_DIR, prints SGLang-like log
   die            a traceback on stderr, exit 7
   die_signal     kill itself with SIGUSR1
   orphan         start a grandchild in the same process group, then exit 3
+  daemon         start a grandchild that calls setsid() (leaves the group), then exit 3
 $FAKE_ECHO_ENV=NAME prints NAME=value of that variable (as servers that log their environment do).
 Signals: SIGINT/SIGTERM are recorded in got_signal; then with $FAKE_IGNORE=1 they are ignored, else a
 cleanup of $FAKE_CLEANUP s runs (longer than `kt run`'s 0.25 s) and writes `cleaned` before exit 0.
@@ -71,6 +72,12 @@ if MODE == "die_signal":
     time.sleep(5)
 if MODE == "orphan":
     g = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    rec("grandchild", str(g.pid))
+    print("Load weight begin.", file=sys.stderr, flush=True)
+    time.sleep(0.3)
+    os._exit(3)
+if MODE == "daemon":
+    g = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     rec("grandchild", str(g.pid))
     print("Load weight begin.", file=sys.stderr, flush=True)
     time.sleep(0.3)

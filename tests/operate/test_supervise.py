@@ -2,7 +2,10 @@
 serves HTTP on 127.0.0.1, and the tests signal kt-launch as a terminal or systemd would."""
 
 import json
+import os
 import signal
+import socket
+import time
 
 import pytest
 
@@ -219,15 +222,108 @@ def test_ctrl_c_through_a_real_terminal(tmp_path):
 
 
 def test_server_does_not_outlive_a_killed_kt_launch(tmp_path, launches):
-    """Even SIGKILL to kt-launch (no chance to forward anything) leaves no orphaned server: the child asked
-    the kernel for SIGTERM when its parent dies."""
-    launch, _ = start(tmp_path, launches, "load", env={"FAKE_CLEANUP": "0.1"})
-    launch.wait_file("loading")
+    """Even SIGKILL to kt-launch (no chance to forward anything) leaves no orphaned server, not even one that
+    ignores SIGTERM: the child asked the kernel for SIGKILL when its parent dies, so the port is free again."""
+    launch, port = start(tmp_path, launches, "serve", env={"FAKE_IGNORE": "1", "FAKE_READY_AFTER": "0.2"})
+    launch.wait_for(lambda: "is ready" in launch.err, timeout=30, what="the ready banner")
     child = launch.child_pid()
     launch.signal(signal.SIGKILL)
     assert launch.finish() == -signal.SIGKILL
-    assert pid_gone(child, timeout=10)
-    assert (tmp_path / "got_signal").read_text() == "SIGTERM"
+    assert pid_gone(child, timeout=5)
+    assert not (tmp_path / "cleaned").exists()
+    assert port_free(port, timeout=5), f"port {port} still taken after kt-launch was killed"
+
+
+def test_a_grandchild_that_left_the_group_with_setsid_is_stopped_too(tmp_path, launches):
+    """kt-launch is a child subreaper: a daemon the server started in its own session comes back to it when
+    the server exits, and is stopped before kt-launch exits."""
+    launch, _ = start(tmp_path, launches, "daemon", extra=["--grace-period", "2"])
+    grandchild = int(launch.wait_file("grandchild"))
+    assert os.getpgid(grandchild) != launch.child_pid()
+    assert launch.finish() == 3
+    assert pid_gone(grandchild), "the setsid() grandchild outlived kt-launch"
+    assert "outside its group" in launch.err
+
+
+def test_a_server_already_on_the_port_is_refused_before_the_start_also_under_no_check(tmp_path, launches):
+    """Otherwise its /health would answer and kt-launch would call a server ready that it did not start."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        launch, _ = start(tmp_path, launches, "serve", port=port)
+        assert launch.finish() == 3
+    assert f"127.0.0.1:{port} is already in use" in launch.err
+    assert "nothing was started" in launch.err and "is ready" not in launch.err
+    assert not (tmp_path / "pid").exists(), "the server was started"
+    assert "Traceback" not in launch.err
+
+
+def test_second_ctrl_c_says_what_it_does(tmp_path, launches):
+    launch, _ = start(tmp_path, launches, "load", extra=["--grace-period", "30"], env={"FAKE_IGNORE": "1"})
+    launch.wait_file("loading")
+    child = launch.child_pid()
+    launch.signal(signal.SIGINT)
+    launch.wait_for(lambda: "stopping SGLang" in launch.err, timeout=10, what="the stop message")
+    launch.signal(signal.SIGINT)
+    assert launch.finish(timeout=20) == 130
+    assert pid_gone(child)
+    assert "Ctrl+C again: sending SIGKILL now" in launch.err
+    assert "did not exit within" not in launch.err
+
+
+def test_a_secret_across_the_cut_of_a_very_long_line_stays_masked():
+    """Output without a newline is passed on in pieces of about 64 KiB; wherever a piece ends, a secret that
+    straddles the cut is masked whole (a real pipe, the real pump)."""
+    import io
+    import threading
+
+    from kt_launch.run.supervise import _Console, _pump
+
+    key = "sk-" + "".join(chr(ord("a") + i % 26) for i in range(3997))
+    filler = "y" * 97
+    text = (filler + key) * 150  # ~600 KB, no newline, almost all of it secret: every cut falls in one
+    r, w = os.pipe()
+    dest = io.TextIOWrapper(io.BytesIO())
+    writer = threading.Thread(target=lambda: (_write_all(w, text.encode()), os.close(w)), daemon=True)
+    pump = threading.Thread(target=_pump, args=(r, dest, _Console({key}, 5)), daemon=True)
+    writer.start()
+    pump.start()
+    pump.join(timeout=20)
+    assert not pump.is_alive(), "the pump did not finish"
+    os.close(r)
+    out = dest.buffer.getvalue().decode()
+    assert out == (filler + "***") * 150
+    assert key[:12] not in out and key[-12:] not in out
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        step = view[:7919]  # odd sizes, so cuts fall everywhere
+        n = os.write(fd, step)
+        view = view[n:]
+
+
+def test_the_working_directory_is_not_masked_in_the_log(tmp_path, launches):
+    launch, _ = start(tmp_path, launches, "die", env={"FAKE_ECHO_ENV": "PWD", "PWD": str(tmp_path)})
+    assert launch.finish() == 7
+    assert f"environment: PWD={tmp_path}" in launch.out
+
+
+def port_free(port: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                pass
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
 
 
 def test_grace_period_without_supervise_is_exit_2(tmp_path, capsys):
