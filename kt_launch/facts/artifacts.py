@@ -199,7 +199,7 @@ def model_dir_facts(path: str, cache: _Cache) -> ModelDirFacts:
 
 def _read_index(path: str, fid: FileId) -> tuple[list[str] | None, str | None]:
     if fid.kind in ("unreadable", "directory", "symlink-loop", "empty", "special"):
-        return None, f"{path}: {fid.describe()}"
+        return None, f"{path} is {fid.describe()}, not the JSON index"
     try:
         raw = read_bytes(path, INDEX)  # bounded: regular files only, size cap
     except ReadError as e:

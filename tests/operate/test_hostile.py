@@ -1,0 +1,535 @@
+"""Hostile and broken input, as a careless or malicious user gives it: a table of cases, each run as the real
+`kt-launch` in a subprocess with a 10 s limit (a hang fails). Every case asserts: no traceback; the exit code
+(2 invalid input, 3 plan errors, 1 output failure, 0 where fine); the file or field named in the message; no
+secret in stdout, stderr or the JSON plan; no partial or temporary file left, and protected files unchanged.
+
+Classes (issue 10): special files and the bounded reader (FIFO, /dev/zero, directories, deep nesting,
+duplicate keys, 1e400/NaN) for every file kt-launch reads; caches (a warning and a rebuild, never a crash
+or a wrong value); host facts as a whole; secrets; values that look like flags; atomic writes; output errors.
+Supervise cases live in test_supervise.py (real processes and signals).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from kt_launch import synthetic
+from operate.support import HOST, REPO
+
+LIMIT_S = 10
+SECRET = "sk-HOSTILE-" + "Zq9" * 40  # long enough to be cut short by someone's [:80]
+BIG_SECRET = "sk-" + "W7x" * 3400  # a 10 kB api key
+
+
+@dataclass
+class Run:
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    stdout: str = "pipe"  # pipe | full | closed | epipe
+    protect: list[Path] = field(default_factory=list)  # files whose bytes must not change
+    fsize: int | None = None  # RLIMIT_FSIZE: a real "disk full" for files this process writes
+    python: str | None = None  # run this snippet with the interpreter instead of kt-launch
+
+
+@dataclass
+class Case:
+    build: Callable[[Path], Run]
+    rc: tuple[int, ...]
+    words: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()  # other text that must not appear
+
+
+# -- builders ------------------------------------------------------------------------------------
+
+def _host(tmp: Path, doc: dict | None = None) -> Path:
+    p = tmp / "host.json"
+    p.write_text(json.dumps(HOST if doc is None else doc))
+    return p
+
+
+def _profile(tmp: Path, doc: dict | None = None, name: str = "p.yaml", text: str | None = None) -> Path:
+    p = tmp / name
+    p.write_text(text if text is not None else yaml.safe_dump(doc or {
+        "model": {"path": "/nonexistent/model"}, "kt": {"weight_path": "/nonexistent/w", "method": "AMXINT8"},
+        "server": {"port": 30000}, "runtime": {"python": "/usr/bin/python3", "flavor": "sglang-kt"}}))
+    return p
+
+
+def _dry(tmp: Path, *extra: str, profile: Path | None = None, host: Path | None = None) -> list[str]:
+    return ["--profile", str(profile or _profile(tmp)), "--host-facts", str(host or _host(tmp)), "--no-check",
+            "--dry-run", *extra]
+
+
+def _fifo(p: Path) -> Path:
+    os.mkfifo(p)
+    return p
+
+
+def _deep(n: int = 100_000) -> str:
+    return "[" * n + "]" * n
+
+
+def _special(kind: str, where: Path) -> Path:
+    """A special or hostile stand-in for a JSON file at `where` (or the path to use instead)."""
+    if kind == "fifo":
+        return _fifo(where)
+    if kind == "dir":
+        where.mkdir()
+        return where
+    if kind == "zero":
+        return Path("/dev/zero")
+    text = {"deep": _deep(), "dup": '{"a": 1, "a": 2}', "inf": '{"a": 1e400}', "nan": '{"a": NaN}',
+            "huge": '{"a": "' + "x" * (5 << 20) + '"}'}[kind]
+    where.write_text(text)
+    return where
+
+
+def _demo(tmp: Path) -> tuple[Path, dict]:
+    root = tmp / "t"
+    synthetic.demo(root)
+    return root, synthetic.amx_profile(root)
+
+
+def _check(tmp: Path, doc: dict, *extra: str) -> list[str]:
+    return ["check", "--profile", str(_profile(tmp, doc)), "--host-facts", str(_host(tmp)), *extra]
+
+
+# -- the corpus -----------------------------------------------------------------------------------
+
+CASES: dict[str, Case] = {}
+
+
+def case(name: str, rc: tuple[int, ...], words: tuple[str, ...] = (), secrets: tuple[str, ...] = (),
+         absent: tuple[str, ...] = ()):
+    def register(build):
+        CASES[name] = Case(build, rc, words, secrets, absent)
+        return build
+    return register
+
+
+# 1. The bounded reader, for every file kt-launch reads -------------------------------------------
+
+for kind, words in {"fifo": ("not a regular file",), "dir": ("is a directory",), "zero": ("not a regular file",),
+                    "deep": ("nested deeper",), "dup": ("appears twice",), "inf": ("out of range",),
+                    "nan": ("NaN",), "huge": ("more than",)}.items():
+    @case(f"host-facts:{kind}", (2,), ("--host-facts", *words))
+    def _(tmp, kind=kind):
+        return Run(_dry(tmp, host=_special(kind, tmp / "h.json")))
+
+    @case(f"doctor-host-facts:{kind}", (2,), ("--host-facts", *words))
+    def _(tmp, kind=kind):
+        return Run(["doctor", "--host-facts", str(_special(kind, tmp / "h.json"))])
+
+    @case(f"config.json:{kind}", (3,), ("KT-E108", "config.json", *words))
+    def _(tmp, kind=kind):
+        root, doc = _demo(tmp)
+        cfg = root / "model" / "config.json"
+        cfg.unlink()
+        got = _special(kind, cfg)
+        if got != cfg:
+            os.symlink(got, cfg)
+        return Run(_check(tmp, doc))
+
+    if kind in ("fifo", "deep", "dup", "inf", "dir"):
+        @case(f"adapter_config.json:{kind}", (3,), ("KT-E217", "adapter_config.json", *words))
+        def _(tmp, kind=kind):
+            root = tmp / "t"
+            synthetic.demo(root)
+            cfg = root / "lora" / "adapter_config.json"
+            cfg.unlink()
+            _special(kind, cfg)
+            return Run(_check(tmp, synthetic.moe_lora_profile(root)))
+
+        @case(f"index.json:{kind}", (3,), ("KT-E224", "model.safetensors.index.json", *words))
+        def _(tmp, kind=kind):
+            root, doc = _demo(tmp)
+            idx = root / "model" / "model.safetensors.index.json"
+            idx.unlink()
+            _special(kind, idx)
+            return Run(_check(tmp, doc))
+
+
+@case("profile:directory", (2,), ("is a directory",))
+def _(tmp):
+    (tmp / "d").mkdir()
+    return Run(_dry(tmp, profile=tmp / "d"))
+
+
+@case("profile:/dev/zero", (2,), ("/dev/zero", "not a regular file"))
+def _(tmp):
+    return Run(_dry(tmp, profile=Path("/dev/zero")))
+
+
+@case("profile:fifo", (2,), ("not a regular file",))
+def _(tmp):
+    return Run(_dry(tmp, profile=_fifo(tmp / "p.fifo")))
+
+
+@case("extends:fifo", (2,), ("parent.yaml", "not a regular file"))
+def _(tmp):
+    _fifo(tmp / "parent.yaml")
+    return Run(_dry(tmp, profile=_profile(tmp, text="extends: parent.yaml\nmodel: {path: /m}\n")))
+
+
+@case("extends:directory", (2,), ("parent", "is a directory"))
+def _(tmp):
+    (tmp / "parent").mkdir()
+    return Run(_dry(tmp, profile=_profile(tmp, text="extends: parent\nmodel: {path: /m}\n")))
+
+
+@case("profile:duplicate key", (2,), ("appears twice",))
+def _(tmp):
+    return Run(_dry(tmp, profile=_profile(tmp, text="model: {path: /m}\nkt: {cpuinfer: 4}\nkt: {cpuinfer: 8}\n")))
+
+
+# 2. Caches: a warning and a rebuild, never a crash, a hang or a wrong value -----------------------
+
+for kind in ("fifo", "dir", "deep", "dup", "inf", "nan"):
+    @case(f"tuning.json:{kind}", (0, 3), ("tuning.json", "ignored"), absent=("source tuned", "tuned:"))
+    def _(tmp, kind=kind):
+        root, doc = _demo(tmp)
+        cache = tmp / "cache"
+        cache.mkdir()
+        _special(kind, cache / "tuning.json")
+        return Run(_check(tmp, doc), env={"KT_LAUNCH_CACHE_DIR": str(cache)})
+
+    if kind != "dir":
+        @case(f"sglang-cache:{kind}", (0,), ("cache file", "ignored", "interpreter gone"))
+        def _(tmp, kind=kind):
+            fake = tmp / "py"
+            fake.write_text("#!/bin/sh\nexit 1\n")
+            fake.chmod(0o755)
+            cache = tmp / "sg"
+            cache.mkdir()
+            code = (
+                "import os, sys\n"
+                "from pathlib import Path\n"
+                "from kt_launch.facts import sglang\n"
+                f"root, py = Path({str(cache)!r}), {str(fake)!r}\n"
+                "entry = sglang._entry_path(root, sglang._resolve_python(py), os.environ)\n"
+                f"kind = {kind!r}\n"
+                "if kind == 'fifo': os.mkfifo(entry)\n"
+                "else: entry.write_text({'deep': '[' * 100000, 'dup': '{\"a\":1,\"a\":1}', 'inf': '{\"a\":1e400}',"
+                " 'nan': '{\"a\":NaN}'}[kind])\n"
+                "f = sglang.read_sglang_facts(py, cache_dir=root)\n"
+                "print('interpreter gone' if not f.ok else 'ok?')\n")
+            return Run([], python=code)
+
+
+@case("tuning.json:wrong types", (0, 3), ("tuning cache", "cpuinfer"), absent=("--kt-cpuinfer --kt",))
+def _(tmp):
+    root, doc = _demo(tmp)
+    cache = tmp / "cache"
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from kt_launch.facts.host import load_host_facts\n"
+        "from kt_launch.facts.model import read_model_facts\n"
+        "from kt_launch.facts.tuning import cache_key, host_fingerprint\n"
+        f"h = load_host_facts({str(_host(tmp))!r}); m = read_model_facts({str(root / 'model')!r})\n"
+        "key = cache_key(host_fingerprint(h), m.shape_key, 'AMXINT8')\n"
+        f"Path({str(cache)!r}).mkdir()\n"
+        f"Path({str(cache / 'tuning.json')!r}).write_text(json.dumps({{'version': 1, 'entries': {{key: "
+        "{'cpuinfer': True, 'threadpool_count': 1}}}))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=LIMIT_S)
+    return Run(_check(tmp, doc, "--json"), env={"KT_LAUNCH_CACHE_DIR": str(cache)})
+
+
+def _smi(tmp: Path, line: str = "0, NVIDIA H200, 143771, GPU-1") -> Path:
+    bin_ = tmp / "bin"
+    bin_.mkdir(exist_ok=True)
+    smi = bin_ / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho '{line}'\n")
+    smi.chmod(0o755)
+    return bin_
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+for kind in ("fifo", "deep", "inf-in-text", "wrong-type"):
+    @case(f"gpus.json:{kind}", (0,), ("gpus.json", "ignored", "[143771]"))
+    def _(tmp, kind=kind):
+        if _boot_id() is None:
+            pytest.skip("no boot id: the GPU cache is not used here")
+        bin_ = _smi(tmp)
+        cache = tmp / "cache"
+        cache.mkdir()
+        entry = cache / "gpus.json"
+        if kind == "fifo":
+            _fifo(entry)
+        elif kind == "deep":
+            entry.write_text(_deep())
+        else:
+            out = "0, NVIDIA H200, 1e400, GPU-1\n" if kind == "inf-in-text" else 7
+            entry.write_text(json.dumps({"boot_id": _boot_id(), "smi": str(bin_ / "nvidia-smi"), "out": out}))
+        code = ("import os\nfrom kt_launch.facts.host import gather_host\n"
+                "h = gather_host()\nprint([g.memory_bytes >> 20 for g in h.gpus])\n")
+        return Run([], env={"KT_LAUNCH_CACHE_DIR": str(cache), "PATH": f"{bin_}:{os.environ['PATH']}"}, python=code)
+
+
+@case("gpus.json:cannot be written", (0,), ("[143771]",))
+def _(tmp):
+    if _boot_id() is None:
+        pytest.skip("no boot id: the GPU cache is not used here")
+    bin_ = _smi(tmp)
+    cache = tmp / "cache"
+    (cache / "gpus.json").mkdir(parents=True)  # a directory where the entry goes: the rename fails
+    code = ("from kt_launch.facts.host import gather_host\n"
+            "h = gather_host()\nprint([g.memory_bytes >> 20 for g in h.gpus])\n")
+    return Run([], env={"KT_LAUNCH_CACHE_DIR": str(cache), "PATH": f"{bin_}:{os.environ['PATH']}"}, python=code)
+
+
+# 3. Host facts as a whole -------------------------------------------------------------------------
+
+def _host_with(**changes) -> dict:
+    doc = json.loads(json.dumps(HOST))
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = doc
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node[p]
+        node[int(last) if last.isdigit() else last] = value
+    return doc
+
+
+HOSTS = {
+    "numa empty": (_host_with(numa=[]), "numa is empty"),
+    "node cpus outside usable": (_host_with(numa=[{"id": 0, "cpus": list(range(100, 116))}]), "in no NUMA node"),
+    "duplicate node id": (_host_with(numa=[{"id": 0, "cpus": list(range(8))}, {"id": 0, "cpus": list(range(8, 16))}]),
+                          "node id 0 appears twice"),
+    "cpu in two nodes": (_host_with(numa=[{"id": 0, "cpus": list(range(9))}, {"id": 1, "cpus": list(range(8, 16))}]),
+                         "CPU 8"),
+    "no node has cpus": (_host_with(numa=[{"id": 0, "cpus": []}]), "numa"),
+    "duplicate gpu index": (_host_with(gpus=[{"index": 0, "memory_bytes": 1}, {"index": 0, "memory_bytes": 1}]),
+                            "gpus: index 0 appears twice"),
+    "gpu memory negative": (_host_with(gpus__0__memory_bytes=-1), "gpus[0].memory_bytes"),
+    "gpu memory float": (_host_with(gpus__0__memory_bytes=1.5e10), "gpus[0].memory_bytes"),
+    "gpu memory huge": (_host_with(gpus__0__memory_bytes=10 ** 30), "gpus[0].memory_bytes"),
+    "bool for a count": (_host_with(cpu__physical_cores=True), "cpu.physical_cores"),
+    "duplicate usable cpu": (_host_with(cpu__usable_cpus=[0, 0, 1]), "appears twice"),
+    "available above total": (_host_with(memory__available_bytes=HOST["memory"]["total_bytes"] + 1),
+                              "memory.available_bytes"),
+}
+for name, (doc, words) in HOSTS.items():
+    @case(f"host:{name}", (2,), ("--host-facts", "h.json", words))
+    def _(tmp, doc=doc):
+        return Run(_dry(tmp, host=_write(tmp / "h.json", doc)))
+
+    @case(f"doctor-host:{name}", (2,), ("--host-facts", "h.json", words))
+    def _(tmp, doc=doc):
+        return Run(["doctor", "--host-facts", str(_write(tmp / "h.json", doc))])
+
+
+@case("host:nan in gpu memory (text)", (2,), ("--host-facts", "NaN"))
+def _(tmp):
+    p = tmp / "h.json"
+    p.write_text(json.dumps(HOST).replace('"memory_bytes": 85899345920}]', '"memory_bytes": NaN}]'))
+    assert "NaN" in p.read_text()
+    return Run(_dry(tmp, host=p))
+
+
+def _write(p: Path, doc) -> Path:
+    p.write_text(json.dumps(doc))
+    return p
+
+
+# 4. Secrets -----------------------------------------------------------------------------------------
+
+@case("secret:--set list value", (2,), ("server.api_key",), secrets=("SuperSecretValue1234",))
+def _(tmp):
+    return Run(_dry(tmp, "--set", 'server.api_key=["SuperSecretValue1234"]'))
+
+
+@case("secret:--set typo'd key", (2,), ("api_kee",), secrets=(SECRET,))
+def _(tmp):
+    return Run(_dry(tmp, "--set", f"server.api_kee={SECRET}"))
+
+
+@case("secret:bad runtime.env HF_TOKEN", (2,), ("runtime.env",), secrets=(SECRET,))
+def _(tmp):
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["runtime"]["env"] = {"HF_TOKEN": [SECRET]}
+    return Run(_dry(tmp, profile=_profile(tmp, doc)))
+
+
+@case("secret:10 kB api key (text)", (0,), ("server.api_key",), secrets=(BIG_SECRET,))
+def _(tmp):
+    return Run(_dry(tmp, "--set", f"server.api_key={BIG_SECRET}"))
+
+
+@case("secret:10 kB api key (json)", (0,), ('"server.api_key"',), secrets=(BIG_SECRET,))
+def _(tmp):
+    return Run(_dry(tmp, "--json", "--set", f"server.api_key={BIG_SECRET}"))
+
+
+@case("secret:GITHUB_PAT in runtime.env", (0,), ("GITHUB_PAT",), secrets=("ghp_" + "Q" * 36,))
+def _(tmp):
+    return Run(_dry(tmp, "--set", f"runtime.env.GITHUB_PAT=ghp_{'Q' * 36}"))
+
+
+@case("secret:count named per_token is shown", (0,), ("--kt-max-deferred-experts-per-token 3",),
+      absent=("per-token '***'",))
+def _(tmp):
+    return Run(_dry(tmp, "--set", "kt.max_deferred_experts_per_token=3"))
+
+
+@case("secret:bad count named per_token names its value", (2,), ("max_deferred_experts_per_token", "-1"),
+      absent=("***",))
+def _(tmp):
+    return Run(_dry(tmp, "--set", "kt.max_deferred_experts_per_token=-1"))
+
+
+@case("secret:passthrough api key", (0,), ("--api-key",), secrets=(SECRET,))
+def _(tmp):
+    return Run([*_dry(tmp, "--json"), "--", "--api-key", SECRET])
+
+
+# 5. Values that look like flags, env names and values -------------------------------------------------
+
+@case("flag-like served_name", (0,), ("--served-model-name=--api-key",))
+def _(tmp):
+    return Run(_dry(tmp, "--set", "model.served_name=--api-key"))
+
+
+@case("env name with =", (3,), ("runtime.env", "A=B"))
+def _(tmp):
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["runtime"]["env"] = {"A=B": "c"}
+    return Run(_dry(tmp, profile=_profile(tmp, doc)))
+
+
+@case("env value with NUL", (2, 3), ("runtime.env",))
+def _(tmp):
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["runtime"]["env"] = {"OK_NAME": "a\x00b"}
+    return Run(_dry(tmp, profile=_profile(tmp, doc)))
+
+
+@case("list item starting with -", (3,), ("KT-E304", "lora.paths", "-adapter"))
+def _(tmp):
+    return Run(_dry(tmp, "--set", 'lora.paths=["-adapter"]'))
+
+
+# 6. Atomic writes -------------------------------------------------------------------------------------
+
+@case("schema -o on a full disk keeps the old file", (2,), ("--output", "not changed"))
+def _(tmp):
+    out = tmp / "schema.json"
+    out.write_text('{"old": true}\n')
+    return Run(["schema", "-o", str(out)], protect=[out], fsize=4096)
+
+
+@case("schema -o /dev/full", (2,), ("--output /dev/full", "No space left"))
+def _(tmp):
+    return Run(["schema", "-o", "/dev/full"])
+
+
+@case("schema -o into a missing directory", (2,), ("--output",))
+def _(tmp):
+    return Run(["schema", "-o", str(tmp / "no" / "s.json")])
+
+
+# 7. Output errors -------------------------------------------------------------------------------------
+
+for mode in ("full", "closed", "epipe"):
+    @case(f"stdout:{mode}", (1,), ("cannot write the output",))
+    def _(tmp, mode=mode):
+        return Run(_dry(tmp), stdout=mode)
+
+    @case(f"stdout:{mode} (schema)", (1,), ("cannot write the output",))
+    def _(tmp, mode=mode):
+        return Run(["schema"], stdout=mode)
+
+
+# -- the runner -----------------------------------------------------------------------------------
+
+def _launch(tmp: Path, run: Run) -> tuple[int, str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **run.env}
+    env.pop("KT_LAUNCH_PROFILE_DIR", None)
+    env.setdefault("KT_LAUNCH_CACHE_DIR", str(tmp / "default-cache"))
+    argv = [sys.executable, "-c", run.python] if run.python is not None else [sys.executable, "-m", "kt_launch",
+                                                                             *run.args]
+
+    def limits():
+        if run.fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (run.fsize, run.fsize))
+
+    stdout, close = subprocess.PIPE, []
+    if run.stdout == "full":
+        stdout = open("/dev/full", "wb")
+        close.append(stdout)
+    elif run.stdout == "epipe":
+        r, w = os.pipe()
+        os.close(r)  # the reader is gone before the first write
+        stdout = w
+        close.append(w)
+    try:
+        if run.stdout == "closed":
+            # `>&-`: fd 1 closed in the child (pass_fds cannot express it; close it before exec)
+            def limits_closed():
+                limits()
+                os.close(1)
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=None, stderr=subprocess.PIPE, cwd=tmp,
+                               env=env, timeout=LIMIT_S, preexec_fn=limits_closed)
+            return p.returncode, "", p.stderr.decode(errors="replace")
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, cwd=tmp, env=env,
+                           timeout=LIMIT_S, preexec_fn=limits)
+    finally:
+        for c in close:
+            c.close() if hasattr(c, "close") else os.close(c)
+    out = p.stdout.decode(errors="replace") if isinstance(p.stdout, bytes) else ""
+    return p.returncode, out, p.stderr.decode(errors="replace")
+
+
+def _leftovers(tmp: Path) -> list[str]:
+    return [str(p) for p in tmp.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_input(tmp_path, name):
+    c = CASES[name]
+    run = c.build(tmp_path)
+    before = {p: p.read_bytes() for p in run.protect}
+    try:
+        rc, out, err = _launch(tmp_path, run)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name}: no answer within {LIMIT_S} s (a hang)")
+    both = out + err
+    assert "Traceback" not in both, both[-3000:]
+    assert rc in c.rc, f"exit {rc}, expected {c.rc}\n{both[-3000:]}"
+    for w in c.words:
+        assert w in both, f"{w!r} missing from\n{both[-3000:]}"
+    for s in c.secrets:
+        assert s not in both and s[:12] not in both, f"a secret leaked:\n{both[-3000:]}"
+    for a in c.absent:
+        assert a not in both, f"{a!r} should not appear in\n{both[-3000:]}"
+    for p, data in before.items():
+        assert p.read_bytes() == data, f"{p} was changed"
+    assert not _leftovers(tmp_path), _leftovers(tmp_path)
+    if run.stdout != "pipe":
+        assert len(err.strip().splitlines()) == 1, err  # one line, nothing else
+
+
+def test_the_corpus_covers_every_class():
+    prefixes = {n.split(":")[0] for n in CASES}
+    for need in ("host-facts", "doctor-host-facts", "config.json", "adapter_config.json", "index.json", "profile",
+                 "extends", "tuning.json", "sglang-cache", "gpus.json", "host", "doctor-host", "secret", "schema -o on a full disk keeps the old file",
+                 "stdout"):
+        assert need in prefixes or need in CASES, need
+    assert len(CASES) >= 100
