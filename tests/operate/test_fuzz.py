@@ -277,3 +277,208 @@ def test_random_host_facts_files(prof, capsys, doc, doctor):
                 assert str(host) in err
     finally:
         write_host(prof.parent)
+
+
+# -- the bounded reader: every kind of JSON file kt-launch reads ---------------------------------------
+
+def _reader_kinds():
+    from kt_launch.facts import reader
+
+    return [k for k in vars(reader).values() if isinstance(k, reader.Kind)]
+
+
+@st.composite
+def hostile_json(draw) -> bytes:
+    """JSON-ish text as a damaged or malicious file holds it: deep nesting, duplicate keys, NaN, 1e400,
+    huge integers, cut-off documents, junk bytes, or a plausible document."""
+    import json
+
+    kind = draw(st.sampled_from(["deep", "deep-mixed", "dup", "const", "bigint", "cut", "junk", "doc"]))
+    if kind == "deep":
+        n = draw(st.integers(1, 5000))
+        o, c = draw(st.sampled_from([("[", "]"), ('{"a":', "}")]))
+        return (o * n + "1" + c * n).encode()
+    if kind == "deep-mixed":
+        n = draw(st.integers(1, 400))
+        pairs = draw(st.lists(st.sampled_from([("[", "]"), ('{"k":', "}"), ('[1,{"x":', "}]")]), min_size=n,
+                              max_size=n))
+        return ("".join(o for o, _ in pairs) + "0" + "".join(c for _, c in reversed(pairs))).encode()
+    if kind == "dup":
+        key = draw(text)
+        inner = json.dumps(draw(json_values))
+        return ("{" + f"{json.dumps(key)}: {inner}, " * draw(st.integers(2, 3)) + '"z": 0}').encode()
+    if kind == "const":
+        tok = draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e999", "1E+309"]))
+        return ('{"a": [1, ' + tok + "]}").encode()
+    if kind == "bigint":
+        return ('{"a": ' + "9" * draw(st.integers(300, 6000)) + "}").encode()
+    doc = json.dumps(draw(json_values)).encode()
+    if kind == "cut":
+        return doc[: draw(st.integers(0, max(0, len(doc) - 1)))]
+    if kind == "junk":
+        return draw(st.binary(max_size=64)) + doc
+    return doc
+
+
+@fuzz(400)
+@given(data=hostile_json())
+def test_reader_on_hostile_json(tmp_path, data):
+    """Every kind either returns a document within its depth limit and free of non-finite numbers, or a
+    ReadError naming the file; never RecursionError, ValueError or anything else."""
+    import math
+
+    from kt_launch.facts.reader import ReadError, parse_json, read_json
+
+    path = tmp_path / "f.json"
+    path.write_bytes(data)
+
+    def depth(x, d=1):
+        stack, worst = [(x, d)], d
+        while stack:
+            n, d = stack.pop()
+            worst = max(worst, d)
+            kids = n.values() if isinstance(n, dict) else n if isinstance(n, list) else ()
+            stack.extend((k, d + 1) for k in kids)
+            if isinstance(n, float):
+                assert math.isfinite(n)
+        return worst
+
+    for kind in _reader_kinds():
+        for attempt in (lambda: read_json(path, kind), lambda: parse_json(path, data, kind)):
+            try:
+                doc = attempt()
+            except ReadError as e:
+                assert str(e).startswith(f"{kind.what} {path}: "), str(e)
+            else:
+                assert depth(doc) <= kind.max_depth
+
+
+SPECIAL = ("fifo", "dir", "devzero", "dangling")
+
+
+def _place(path, what, data: bytes = b"{}") -> None:
+    """Put a special file (or `data`) where kt-launch will read a JSON file."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what == "dir":
+        path.mkdir()
+    elif what == "devzero":
+        os.symlink("/dev/zero", path)
+    elif what == "dangling":
+        os.symlink(path.parent / "nowhere", path)
+    else:
+        path.write_bytes(data)
+
+
+class _Hang(Exception):
+    pass
+
+
+def _no_hang(fn, seconds: int = 10):
+    """Run fn in-process; a blocking open or read (a FIFO, /dev/zero) raises instead of hanging the suite."""
+    import signal
+
+    def alarm(signum, frame):
+        raise _Hang(f"no answer within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        return fn()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="module")
+def demo_tree(tmp_path_factory):
+    from kt_launch import synthetic
+
+    root = tmp_path_factory.mktemp("demo")
+    synthetic.demo(root)
+    return root
+
+
+@fuzz(120)
+@given(target=st.sampled_from(["host", "config", "adapter", "index", "tuning"]),
+       what=st.sampled_from(SPECIAL + ("data",)), data=hostile_json())
+def test_hostile_files_wherever_kt_launch_reads_json(tmp_path_factory, demo_tree, capsys, target, what, data):
+    """The same files in place of host facts, config.json, adapter_config.json, the safetensors index and the
+    tuning cache, through `kt-launch check`: exit 0, 2 or 3, never a hang or a traceback; a file kt-launch
+    reads is named when it is what failed."""
+    import json
+    import shutil
+
+    from kt_launch import synthetic
+    from operate.support import HOST
+
+    tmp = tmp_path_factory.mktemp("case")
+    root = tmp / "t"
+    shutil.copytree(demo_tree, root, symlinks=True)
+    host = tmp / "host.json"
+    host.write_text(json.dumps(HOST))
+    cache = tmp / "cache"
+    cache.mkdir()
+    spot = {"host": host, "config": root / "model" / "config.json", "adapter": root / "lora" / "adapter_config.json",
+            "index": root / "model" / "model.safetensors.index.json", "tuning": cache / "tuning.json"}[target]
+    _place(spot, what, data)
+    prof = tmp / "p.yaml"
+    prof.write_text(yaml.safe_dump(synthetic.moe_lora_profile(root)))
+    old = os.environ.get("KT_LAUNCH_CACHE_DIR")
+    os.environ["KT_LAUNCH_CACHE_DIR"] = str(cache)
+    try:
+        rc = _no_hang(lambda: main(["check", "--profile", str(prof), "--host-facts", str(host)]))
+    finally:
+        if old is None:
+            os.environ.pop("KT_LAUNCH_CACHE_DIR", None)
+        else:
+            os.environ["KT_LAUNCH_CACHE_DIR"] = old
+    out, err = capsys.readouterr()
+    assert rc in (0, 2, 3), (rc, out, err)
+    assert "Traceback" not in out + err
+    if rc == 2:
+        assert str(host) in err and target == "host", err
+    if target == "tuning" and what not in ("data", "dangling"):  # a dangling link is a plain miss
+        assert "tuning.json" in err  # a warning naming the cache file; it is rebuilt on the next write
+
+
+@st.composite
+def numa_layouts(draw):
+    """Host facts with random CPUs, usable CPUs and NUMA nodes (ids may repeat, CPUs may be shared)."""
+    import copy
+
+    from operate.support import HOST
+
+    logical = draw(st.integers(1, 24))
+    doc = copy.deepcopy(HOST)
+    doc["cpu"].update(logical_cpus=logical, physical_cores=draw(st.integers(1, logical)),
+                      usable_cpus=draw(st.lists(st.integers(0, logical + 2), max_size=logical + 1)))
+    doc["numa"] = [{"id": draw(st.integers(0, 3)), "cpus": draw(st.lists(st.integers(0, logical + 2), max_size=12))}
+                   for _ in range(draw(st.integers(0, 4)))]
+    doc["gpus"] = [{"index": draw(st.integers(0, 2)), "memory_bytes": draw(st.integers(-1, 1 << 40))}
+                   for _ in range(draw(st.integers(0, 3)))]
+    return doc
+
+
+@fuzz(500)
+@given(doc=numa_layouts())
+def test_host_facts_are_a_possible_machine_or_refused_by_field(doc):
+    """Accepted host facts never need an invented NUMA node: every usable CPU is in exactly one node, node ids
+    and GPU indices are unique, sizes are non-negative. Anything else is refused naming the field."""
+    from kt_launch.facts.host import _short_validation, host_from_json
+
+    try:
+        h = host_from_json(doc)
+    except ValueError as e:
+        msg = _short_validation(e)
+        assert any(f in msg for f in ("cpu", "numa", "gpus", "memory")), msg
+        return
+    assert h.numa and len({n.id for n in h.numa}) == len(h.numa)
+    owners = [n.id for n in h.numa for c in n.cpus]
+    assert len(owners) == len({c for n in h.numa for c in n.cpus})
+    usable = set(h.cpu.usable_cpus)
+    assert usable <= {c for n in h.numa for c in n.cpus}
+    assert set(h.cpu_numa_nodes) <= set(h.numa)  # chosen from the file, never invented
+    assert len({g.index for g in h.gpus}) == len(h.gpus) and all(g.memory_bytes >= 0 for g in h.gpus)
