@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/kt-launch --profile configs/demo.yaml --dry-run
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 clean:
