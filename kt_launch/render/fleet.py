@@ -116,8 +116,8 @@ def _rows(rows: list[tuple[str, str, str, str]], indent: str) -> list[str]:
 def fleet_text(fp: FleetPlan, commands: list[Command]) -> str:
     secrets = _secrets(fp, commands)
     n = len(fp.instances)
-    parts = [f"# kt-launch fleet plan: {n} instance{'s' if n != 1 else ''}"
-             + (f" behind the SGLang router (policy {fp.router.policy})" if fp.router else " (this host's part)"), ""]
+    parts = [f"# kt-launch plan (fleet: {n} instance{'s' if n != 1 else ''}"
+             + (f" behind the SGLang router, policy {fp.router.policy})" if fp.router else ", this host's part)"), ""]
     if fp.router is not None:
         rc = router_command(fp.router)
         parts += [f"router: {router_url(fp.router)}  (OpenAI base URL {router_url(fp.router)}/v1)",
