@@ -86,6 +86,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
             b.add_argument("--threads", metavar="N,N,...", help="thread counts to try (default: the host's range)")
             b.add_argument("--no-store", action="store_true", help="do not write the tuning cache")
         subs[name] = b
+    subs["profiles"] = _Parser(prog="kt-launch profiles", description="List every profile --profile NAME can find, "
+                               "and where each one is (./configs, $KT_LAUNCH_PROFILE_DIR, user, bundled).")
     s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
     s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     subs["schema"] = s
@@ -258,6 +260,16 @@ def cmd_doctor(args, passthrough) -> int:
     from kt_launch.doctor import run_doctor
 
     return run_doctor(args)
+
+
+def cmd_profiles(args, passthrough) -> int:
+    from kt_launch.facts.locate import list_profiles
+
+    rows = list_profiles()
+    width = max((len(n) for n, _, _ in rows), default=4)
+    for name, where, path in rows:
+        sys.stdout.write(f"{name:<{width}}  {where:<24}  {path}\n")
+    return EXIT_OK
 
 
 def cmd_schema(args, passthrough) -> int:
