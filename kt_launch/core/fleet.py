@@ -16,6 +16,13 @@ from kt_launch.core.plan import LaunchPlan
 
 LOCAL = "this machine"
 ROUTER_MODULE = "sglang_router.launch_router"
+# A listener bound to a wildcard is reached through loopback (as run/health.py's connect_host does).
+_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1", "[::]": "::1"}
+
+
+def http_url(host: str, port: int) -> str:
+    h = _WILDCARD.get(host.strip(), host.strip())
+    return f"http://[{h}]:{port}" if ":" in h and not h.startswith("[") else f"http://{h}:{port}"
 
 
 @dataclass(frozen=True)
@@ -44,8 +51,7 @@ class Replica:
 
     @property
     def url(self) -> str:
-        host = f"[{self.connect}]" if ":" in self.connect and not self.connect.startswith("[") else self.connect
-        return f"http://{host}:{self.port}"
+        return http_url(self.connect, self.port)
 
     @property
     def local(self) -> bool:
@@ -66,6 +72,10 @@ class RouterSpec:
     policy: str
     worker_urls: tuple[str, ...]
     api_key: str | None = None  # passed to the workers' auth; masked in every output
+
+    @property
+    def url(self) -> str:
+        return http_url(self.host, self.port)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,10 @@ SECTIONS: dict[str, dict[str, Any]] = {
 }
 
 ROUTER_POLICIES = ("cache_aware", "round_robin", "power_of_two", "random")  # sglang-router 0.3.2 --policy choices
-_FLEET = on_all(Special("fleet plan: kt-launch starts one server per replica and the router in front"))
+# One instance's command has no flag for these: the fleet plan (render/fleet.py) consumes them. Carried, so a
+# single-instance rendering that meets one names it (KT-I303) instead of dropping it silently.
+_FLEET = on_all(Carried("the fleet plan uses it (one server per replica and the router in front: kt-launch "
+                        "--dry-run with the fleet section); one instance's command has no flag for it"))
 
 OPTIONS: tuple[Option, ...] = (
     Option("model.path", str, "HuggingFace model directory (config.json, safetensors).", on_all(Flag("--model-path")),

@@ -27,9 +27,7 @@ def router_command(spec: RouterSpec) -> Command:
 
 
 def router_url(spec: RouterSpec) -> str:
-    from kt_launch.run.health import base_url  # pure string helpers
-
-    return base_url(spec.host, spec.port)
+    return spec.url
 
 
 def instance_command(inst: Instance) -> Command:

@@ -26,22 +26,6 @@ from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.pipeline import resolve
 from kt_launch.resolve.threads import core_reserve
 
-CODES = {
-    "KT-E701": "fleet.replicas does not divide over the host's NUMA nodes",
-    "KT-E702": "a NUMA node's usable physical cores do not divide over the replicas that share it",
-    "KT-E703": "a NUMA node's GPUs do not divide over the replicas that share it",
-    "KT-E704": "a NUMA node has no GPU for its replica (fleet.allow_cpu_only: true allows it)",
-    "KT-W705": "replicas share a NUMA node: each holds its own copy of the CPU experts in that node's RAM",
-    "KT-W706": "a GPU's NUMA node is unknown; it was given to a replica in index order",
-    "KT-E707": "an instance port is outside 1-65535",
-    "KT-E708": "two listeners of this machine would use the same port, or a port is in use",
-    "KT-E709": "the flavour cannot pin a replica to a NUMA node other than 0 (no --kt-numa-nodes)",
-    "KT-W710": "the router's interpreter has no sglang-router",
-    "KT-E711": "the fleet has no instance",
-    "KT-W712": "a profile value that the fleet sets per replica is ignored",
-    "KT-I713": "one NUMA node: a per-numa fleet here is a single replica behind the router",
-    "KT-I714": "runtime.cuda_visible_devices limits the GPUs the fleet shares out",
-}
 
 # Keys the fleet sets for every replica; a user value for them means "for the whole host" and is replaced.
 FLEET_KEYS = ("kt.threadpool_count", "kt.numa_nodes", "server.port", "server.host", "runtime.cuda_visible_devices")
