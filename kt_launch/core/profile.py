@@ -23,7 +23,7 @@ _FLOAT = re.compile(r"[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)  # built when first used
 
 
 class NamedLora(Section):
@@ -115,7 +115,8 @@ def _user_config() -> type[BaseModel]:
             fields[name] = (model, Field(..., description=spec["help"]))
         else:
             fields[name] = (model, Field(default_factory=model, description=spec["help"]))
-    return create_model("UserConfig", __config__=ConfigDict(extra="forbid", validate_default=True), **fields)
+    return create_model("UserConfig", __config__=ConfigDict(extra="forbid", validate_default=True, defer_build=True),
+                        **fields)
 
 
 UserConfig = _user_config()
