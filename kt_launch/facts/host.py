@@ -34,7 +34,7 @@ def host_from_json(data: Any, source: str = "file") -> HostFacts:
         usable_physical_cores=f.cpu.usable_physical_cores,
     )
     numa = tuple(NumaNode(n.id, tuple(n.cpus), n.memory_bytes) for n in f.numa)
-    gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid) for g in f.gpus)
+    gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid, g.numa_node) for g in f.gpus)
     return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source)
 
 
@@ -208,9 +208,10 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
     entry = cache_dir(env) / "gpus.json"
     cached = read_json(entry) if boot else None
     all_gpus = None
-    if isinstance(cached, dict) and cached.get("boot_id") == boot and cached.get("smi") == smi:
+    if isinstance(cached, dict) and cached.get("boot_id") == boot and cached.get("smi") == smi \
+            and cached.get("query") == GPU_QUERY:
         out = cached.get("out")
-        all_gpus, bad = parse_smi(out) if isinstance(out, str) else (None, "'out' is not nvidia-smi's text")
+        all_gpus, bad = parse_smi(out, root) if isinstance(out, str) else (None, "'out' is not nvidia-smi's text")
         if bad:
             warn_unusable(entry, bad)
             all_gpus = None
@@ -219,23 +220,31 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
     if all_gpus is None:
         try:
             out = subprocess.run(
-                [smi, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"],
+                [smi, f"--query-gpu={GPU_QUERY}", "--format=csv,noheader,nounits"],
                 capture_output=True, text=True, timeout=10, check=True,
             ).stdout
         except (OSError, subprocess.SubprocessError, UnicodeDecodeError) as e:
             notes.append(f"nvidia-smi failed ({e.__class__.__name__}): no GPUs seen")
             return ()
-        all_gpus, bad = parse_smi(out)
+        all_gpus, bad = parse_smi(out, root)
         if bad:
             notes.append(f"nvidia-smi: {bad}; that GPU is left out")
         elif boot:
-            write_json(entry, {"boot_id": boot, "smi": smi, "out": out})
+            write_json(entry, {"boot_id": boot, "smi": smi, "query": GPU_QUERY, "out": out})
     return filter_visible(all_gpus, env.get("CUDA_VISIBLE_DEVICES"), notes)
 
 
-def parse_smi(out: str) -> tuple[list[GpuFacts], str | None]:
-    """GPUs from `nvidia-smi --query-gpu=index,name,memory.total,uuid --format=csv,noheader,nounits`, and
-    the first line that is not one (a size of NaN, inf or [N/A], a negative, a duplicate index)."""
+GPU_QUERY = "index,name,memory.total,uuid,pci.bus_id"
+
+
+def parse_gpu_csv(out: str, root: Path = Path("/")) -> list[GpuFacts]:
+    """nvidia-smi's CSV lines -> GPUs, each with the NUMA node its PCI device reports in sysfs."""
+    return parse_smi(out, root)[0]
+
+
+def parse_smi(out: str, root: Path = Path("/")) -> tuple[list[GpuFacts], str | None]:
+    """GPUs from `nvidia-smi --query-gpu=GPU_QUERY --format=csv,noheader,nounits`, and the first line that is
+    not one (a size of NaN, inf or [N/A], a negative, a duplicate index): that line is left out."""
     gpus: list[GpuFacts] = []
     bad = None
     for line in out.strip().splitlines():
@@ -256,10 +265,31 @@ def parse_smi(out: str) -> tuple[list[GpuFacts], str | None]:
                 elif any(g.index == index for g in gpus):
                     why = f"repeats GPU index {index}"
                 else:
-                    gpus.append(GpuFacts(index, parts[1], int(mib) * 1024 * 1024, parts[3]))
+                    gpus.append(GpuFacts(index, parts[1], int(mib) * 1024 * 1024, parts[3],
+                                         gpu_numa_node(parts[4], root) if len(parts) > 4 else None))
         if why and bad is None:
             bad = f"line {line[:60]!r} {why}"
     return gpus, bad
+
+
+def sysfs_pci_address(bus_id: str) -> str | None:
+    """nvidia-smi's bus id (`00000000:17:00.0`, 8-digit domain, upper case) -> sysfs's name (`0000:17:00.0`)."""
+    domain, sep, rest = bus_id.strip().lower().partition(":")
+    if not sep or not rest or not all(c in "0123456789abcdef" for c in domain) or not domain:
+        return None
+    return f"{int(domain, 16):04x}:{rest}"
+
+
+def gpu_numa_node(bus_id: str, root: Path = Path("/")) -> int | None:
+    """/sys/bus/pci/devices/<addr>/numa_node; -1 (no affinity, or a one-node host) and unreadable -> None."""
+    addr = sysfs_pci_address(bus_id)
+    if addr is None or "/" in addr:
+        return None
+    try:
+        node = int((root / "sys/bus/pci/devices" / addr / "numa_node").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return node if node >= 0 else None
 
 
 def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) -> tuple[GpuFacts, ...]:
@@ -280,4 +310,4 @@ def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) 
             notes.append(f"CUDA_VISIBLE_DEVICES entry {item!r} matches no GPU; CUDA ignores it and all after it")
             break
         picked.append(match)
-    return tuple(GpuFacts(i, g.name, g.memory_bytes, g.uuid) for i, g in enumerate(picked))
+    return tuple(GpuFacts(i, g.name, g.memory_bytes, g.uuid, g.numa_node) for i, g in enumerate(picked))

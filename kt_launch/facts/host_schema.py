@@ -49,6 +49,7 @@ class GpuFile(_Strict):
     name: str = ""
     memory_bytes: Bytes = 0
     uuid: str = ""
+    numa_node: int | None = Field(default=None, ge=0, lt=MAX_CPUS)  # absent in files recorded before it existed
 
 
 class HostFactsFile(_Strict):

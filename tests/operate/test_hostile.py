@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from kt_launch import synthetic
+from kt_launch.facts.host import GPU_QUERY
 from operate.support import HOST, REPO
 
 LIMIT_S = 10
@@ -277,7 +278,8 @@ for kind in ("fifo", "deep", "inf-in-text", "wrong-type"):
             entry.write_text(_deep())
         else:
             out = "0, NVIDIA H200, 1e400, GPU-1\n" if kind == "inf-in-text" else 7
-            entry.write_text(json.dumps({"boot_id": _boot_id(), "smi": str(bin_ / "nvidia-smi"), "out": out}))
+            entry.write_text(json.dumps({"boot_id": _boot_id(), "smi": str(bin_ / "nvidia-smi"), "query": GPU_QUERY,
+                                         "out": out}))
         code = ("import os\nfrom kt_launch.facts.host import gather_host\n"
                 "h = gather_host()\nprint([g.memory_bytes >> 20 for g in h.gpus])\n")
         return Run([], env={"KT_LAUNCH_CACHE_DIR": str(cache), "PATH": f"{bin_}:{os.environ['PATH']}"}, python=code)
