@@ -109,6 +109,10 @@ def consistency_problem(f: HostFactsFile) -> str | None:
                 f"({f.memory.total_bytes})")
     if dup := _duplicates([g.index for g in f.gpus]):
         return f"gpus: index {dup[0]} appears twice"
+    ids = {n.id for n in f.numa}
+    for i, g in enumerate(f.gpus):
+        if g.numa_node is not None and g.numa_node not in ids:
+            return f"gpus[{i}].numa_node: node {g.numa_node} is not among the numa nodes ({sorted(ids)})"
     return None
 
 

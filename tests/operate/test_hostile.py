@@ -320,6 +320,7 @@ HOSTS = {
     "no node has cpus": (_host_with(numa=[{"id": 0, "cpus": []}]), "numa"),
     "duplicate gpu index": (_host_with(gpus=[{"index": 0, "memory_bytes": 1}, {"index": 0, "memory_bytes": 1}]),
                             "gpus: index 0 appears twice"),
+    "gpu on an unknown numa node": (_host_with(gpus__0__numa_node=5), "gpus[0].numa_node"),
     "gpu memory negative": (_host_with(gpus__0__memory_bytes=-1), "gpus[0].memory_bytes"),
     "gpu memory float": (_host_with(gpus__0__memory_bytes=1.5e10), "gpus[0].memory_bytes"),
     "gpu memory huge": (_host_with(gpus__0__memory_bytes=10 ** 30), "gpus[0].memory_bytes"),
