@@ -55,6 +55,8 @@ class ExpertSet:
     suffixes: frozenset[str] = frozenset()  # weight, weight_scale_inv, qweight, ...
     nbytes: int = 0  # every routed-expert tensor
     count: int = 0
+    layer_bytes: dict[int, int] = field(default_factory=dict)  # layer -> bytes of its routed-expert tensors (all suffixes)
+    dtype_bytes: dict[str, int] = field(default_factory=dict)  # dtype -> bytes of routed-expert tensors (weights, scales)
 
     @property
     def present(self) -> bool:
@@ -229,6 +231,8 @@ def hf_experts(files) -> ExpertSet:
     dtypes: set = set()
     suffixes: set = set()
     nbytes = count = 0
+    layer_bytes: dict[bytes, int] = {}
+    dtype_bytes: dict[bytes, int] = {}
     for fid in files:
         if not isinstance(fid, FileId) or not fid.ok_safetensors or b".experts." not in fid.header:
             continue
@@ -245,6 +249,7 @@ def hf_experts(files) -> ExpertSet:
                      str(t.nbytes).encode()) for name, t in tensors.items() if (m := _HF_EXPERT_STR.match(name))]
         count += len(rows)
         nbytes += sum(map(int, [r[6] for r in rows])) - sum(map(int, [r[5] for r in rows]))
+        _add_bytes(rows, layer_bytes, dtype_bytes)
         suffixes.update({r[3] for r in rows})
         main = [r for r in rows if r[3] in _MAIN_B]
         dtypes.update({r[4] for r in main})
@@ -258,7 +263,18 @@ def hf_experts(files) -> ExpertSet:
         li = int(layer)
         layers[li] = layers.get(li, 0) + (n == 3)
     return ExpertSet(dict(sorted(layers.items())), frozenset(d.decode() for d in dtypes),
-                     frozenset(x.decode() for x in suffixes), nbytes, count)
+                     frozenset(x.decode() for x in suffixes), nbytes, count,
+                     {int(k): v for k, v in sorted(layer_bytes.items(), key=lambda kv: int(kv[0]))},
+                     {k.decode(): v for k, v in sorted(dtype_bytes.items())})
+
+
+def _add_bytes(rows, layer_bytes: dict, dtype_bytes: dict) -> None:
+    """Per-layer and per-dtype byte sums of expert rows (layer, expert, proj, suffix, dtype, start, end): the memory
+    plan's split, from the rows preflight already scanned (no second pass over the headers)."""
+    for r in rows:
+        n = int(r[6]) - int(r[5])
+        layer_bytes[r[0]] = layer_bytes.get(r[0], 0) + n
+        dtype_bytes[r[4]] = dtype_bytes.get(r[4], 0) + n
 
 
 # -- kt.weight_path -------------------------------------------------------------------------

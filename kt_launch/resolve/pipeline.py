@@ -9,6 +9,7 @@ from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.resolve.flavor_rules import resolve_flavor_lora
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.lora import resolve_cuda_graph, resolve_lora
+from kt_launch.resolve.memory import memory_plan
 from kt_launch.core.plan import LaunchPlan, Resolved
 from kt_launch.resolve.rules import ALL as CHECKS  # rule tables over the resolved values (flavour, preflight)
 from kt_launch.resolve.server import resolve_runtime, resolve_server
@@ -86,7 +87,7 @@ def resolve(inp: ResolveInput) -> LaunchPlan:
     for check in CHECKS:
         findings.extend(check(inp, values))
     plan = LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough),
-                      accepted_flags=accepted)
+                      accepted_flags=accepted, memory=memory_plan(inp, values))
     return plan
 
 
