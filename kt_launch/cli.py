@@ -82,6 +82,13 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
             b.add_argument("--threads", metavar="N,N,...", help="thread counts to try (default: the host's range)")
             b.add_argument("--no-store", action="store_true", help="do not write the tuning cache")
         subs[name] = b
+    f = _Parser(prog="kt-launch fit", description="The largest kt.num_gpu_experts per TP size and KV target "
+                "(8k, 32k, 128k tokens) on this host or a recorded one, plus the RAM kt-kernel needs.")
+    f.add_argument("--profile", required=True, metavar="PATH|NAME")
+    f.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    f.add_argument("--host-facts", metavar="FILE", help="fit for a recorded host (`kt-launch doctor --json`)")
+    f.add_argument("--json", action="store_true")
+    subs["fit"] = f
     s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
     s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     subs["schema"] = s
@@ -209,6 +216,12 @@ def cmd_doctor(args, passthrough) -> int:
     from kt_launch.doctor import run_doctor
 
     return run_doctor(args)
+
+
+def cmd_fit(args, passthrough) -> int:
+    from kt_launch.fitcmd import run_fit
+
+    return run_fit(args)
 
 
 def cmd_schema(args, passthrough) -> int:

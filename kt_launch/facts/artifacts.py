@@ -56,7 +56,7 @@ class ExpertSet:
     nbytes: int = 0  # every routed-expert tensor
     count: int = 0
     layer_bytes: dict[int, int] = field(default_factory=dict)  # layer -> bytes of its routed-expert tensors (all suffixes)
-    dtype_bytes: dict[str, int] = field(default_factory=dict)  # dtype -> bytes of routed-expert tensors (weights, scales)
+    layer_dtype_bytes: dict[tuple[int, str], int] = field(default_factory=dict)  # (layer, dtype) -> bytes
 
     @property
     def present(self) -> bool:
@@ -265,16 +265,17 @@ def hf_experts(files) -> ExpertSet:
     return ExpertSet(dict(sorted(layers.items())), frozenset(d.decode() for d in dtypes),
                      frozenset(x.decode() for x in suffixes), nbytes, count,
                      {int(k): v for k, v in sorted(layer_bytes.items(), key=lambda kv: int(kv[0]))},
-                     {k.decode(): v for k, v in sorted(dtype_bytes.items())})
+                     {(int(k[0]), k[1].decode()): v for k, v in dtype_bytes.items()})
 
 
 def _add_bytes(rows, layer_bytes: dict, dtype_bytes: dict) -> None:
-    """Per-layer and per-dtype byte sums of expert rows (layer, expert, proj, suffix, dtype, start, end): the memory
+    """Per-layer and per-(layer, dtype) byte sums of expert rows (layer, expert, proj, suffix, dtype, start, end): the memory
     plan's split, from the rows preflight already scanned (no second pass over the headers)."""
     for r in rows:
         n = int(r[6]) - int(r[5])
         layer_bytes[r[0]] = layer_bytes.get(r[0], 0) + n
-        dtype_bytes[r[4]] = dtype_bytes.get(r[4], 0) + n
+        key = (r[0], r[4])
+        dtype_bytes[key] = dtype_bytes.get(key, 0) + n
 
 
 # -- kt.weight_path -------------------------------------------------------------------------

@@ -54,7 +54,11 @@ def weight_bytes(md: ModelDirFacts | None, model: ModelFacts | None) -> WeightBy
             kvp += n
         else:
             shard += n
-    return WeightBytes(by_layer, dict(md.experts.dtype_bytes), dict(sorted(by_dtype.items())), repl, shard, kvp,
+    exp_dtype: dict[str, int] = {}
+    for (layer, dtype), n in md.experts.layer_dtype_bytes.items():
+        if layer < model.num_layers:
+            exp_dtype[dtype] = exp_dtype.get(dtype, 0) + n
+    return WeightBytes(by_layer, dict(sorted(exp_dtype.items())), dict(sorted(by_dtype.items())), repl, shard, kvp,
                        skipped, count + md.experts.count, md.path)
 
 

@@ -47,7 +47,8 @@ def fit_text(rows: list[dict], ram: dict | None, source: str) -> str:
     if not rows:
         out.append("no GPU rows: no GPUs known (give --host-facts FILE) or no checkpoint headers")
     head = ("tp", "kv tokens", "gpu experts/layer", "limited by", "set")
-    table = [head] + [(str(r["tp_size"]), str(r["kv_tokens"]), str(r["max_gpu_experts"]), r["limited_by"], r["set"])
+    table = [head] + [(str(r["tp_size"]), str(r["kv_tokens"]),
+                       "-" if r["max_gpu_experts"] is None else str(r["max_gpu_experts"]), r["limited_by"], r["set"])
                       for r in rows]
     widths = [max(len(t[i]) for t in table) for i in range(len(head))]
     for t in table:

@@ -346,3 +346,30 @@ def ram_plan(s: Setup, chunk: int) -> RamMemory | None:
     nodes = tuple(NodeMemory(node, s.node_memory.get(node, 0), math.ceil(experts / s.pools) + per_pool)
                   for node in s.numa_nodes[:s.pools])
     return RamMemory(s.ram_total, experts, other, experts + other, src, s.ram_available, nodes)
+
+
+def tp_sizes(n_gpus: int) -> list[int]:
+    """TP sizes a host allows: powers of two up to its GPU count (kt's own launcher requires a power of two)."""
+    out, t = [], 1
+    while t <= n_gpus:
+        out.append(t)
+        t *= 2
+    return out
+
+
+def fit_rows(inp: ResolveInput, values: dict[str, Resolved], targets=FIT_TARGETS) -> list[dict]:
+    """`kt-launch fit`: the largest kt.num_gpu_experts per TP size and KV target, each with a ready --set line."""
+    rows = []
+    for tp in tp_sizes(len(inp.host.gpus)):
+        for kv in targets:
+            s = setup_from(inp, values, tp=tp, kv_target=kv)
+            if s is None or s.weights is None:
+                return []
+            f = fit(s)
+            fits = f.max_gpu_experts >= 0
+            rows.append({"tp_size": tp, "kv_tokens": kv, "max_gpu_experts": f.max_gpu_experts if fits else None,
+                         "limited_by": f.limited_by if fits else f"{f.limited_by}: weights + KV do not fit",
+                         "per_layer_bytes": f.per_layer_bytes,
+                         "set": (f"--set server.tp_size={tp} --set kt.num_gpu_experts={f.max_gpu_experts} "
+                                 f"--set server.max_total_tokens={kv}") if fits else "-"})
+    return rows
