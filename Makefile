@@ -17,9 +17,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m kt_launch.synthetic demo/ --quiet
-	$(VENV)/bin/kt-launch --profile configs/demo.yaml --dry-run
+	$(VENV)/bin/kt-launch --profile demo --dry-run
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 clean:

@@ -89,6 +89,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     f.add_argument("--host-facts", metavar="FILE", help="fit for a recorded host (`kt-launch doctor --json`)")
     f.add_argument("--json", action="store_true")
     subs["fit"] = f
+    subs["profiles"] = _Parser(prog="kt-launch profiles", description="List every profile --profile NAME can find, "
+                               "and where each one is (./configs, $KT_LAUNCH_PROFILE_DIR, user, bundled).")
     s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
     s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     subs["schema"] = s
@@ -222,6 +224,16 @@ def cmd_fit(args, passthrough) -> int:
     from kt_launch.fitcmd import run_fit
 
     return run_fit(args)
+
+
+def cmd_profiles(args, passthrough) -> int:
+    from kt_launch.facts.locate import list_profiles
+
+    rows = list_profiles()
+    width = max((len(n) for n, _, _ in rows), default=4)
+    for name, where, path in rows:
+        sys.stdout.write(f"{name:<{width}}  {where:<24}  {path}\n")
+    return EXIT_OK
 
 
 def cmd_schema(args, passthrough) -> int:

@@ -17,7 +17,8 @@ from typing import Mapping
 
 from kt_launch.core.host import HostFacts
 from kt_launch.core.findings import Finding, error, info, warning
-from kt_launch.resolve.isa import OVERRIDE_ENV, VARIANTS, choose_variant
+from kt_launch.resolve.isa import OVERRIDE_ENV, choose_variant
+from kt_launch.resolve.verdicts import no_kt_flags, variant_override, wrapper_call_incompatible
 
 GiB = 1 << 30
 MIN_TOTAL_MEMORY = 32 * GiB  # the same floor `kt doctor` uses
@@ -98,14 +99,10 @@ def _cpu_variant(host: HostFacts, local: LocalFacts | None) -> list[Finding]:
         return [warning("KT-W501", "CPU flags unknown: cannot tell which kt-kernel variant this CPU gets",
                         "check that /proc/cpuinfo is readable (or the cpu.flags of the --host-facts file)")]
     if ch.override_ignored is not None:
-        out.append(warning("KT-W502", f"{OVERRIDE_ENV}={ch.override_ignored!r} is not a variant kt-kernel knows; it is "
-                           f"silently ignored and auto-detection picks {ch.detected}",
-                           f"use one of {', '.join(VARIANTS)}, or unset {OVERRIDE_ENV}"))
+        out.append(variant_override(ch, "the environment's", host.source))
     if ch.override is not None:
         if ch.missing:
-            out.append(error("KT-E502", f"{OVERRIDE_ENV}={ch.override} forces a variant this CPU cannot run (lacks "
-                             f"{', '.join(ch.missing)}); kt-kernel skips its hardware check and dies with SIGILL",
-                             f"unset {OVERRIDE_ENV} (auto-detection picks {ch.detected})"))
+            out.append(variant_override(ch, "the environment's", host.source))
         else:
             out.append(info("KT-I501", f"kt-kernel variant: {ch.variant} (forced by {OVERRIDE_ENV}; the CPU "
                             f"would get {ch.detected})"))
@@ -166,12 +163,9 @@ def sglang_capabilities(facts) -> list[Finding]:
                 f"{len(kt_flags)} --kt-* flags; has: {', '.join(has) or 'nothing kt-specific'}; "
                 f"lacks: {', '.join(lacks) or 'nothing'}")]
     if facts.flavor is None:
-        out.append(error("KT-E511", f"the SGLang in {facts.python} has no kt-kernel flags",
-                         "install sglang-kt (the KTransformers fork)"))
-    elif facts.kt_wrapper_call_compatible is False:
-        out.append(error("KT-E512", f"{facts.describe()}: its KTMoEWrapper call lacks "
-                         f"{', '.join(facts.kt_wrapper_call_missing)}, which the installed kt-kernel requires; the "
-                         "server fails while building the model", "install sglang-kt instead of upstream sglang"))
+        out.append(no_kt_flags(facts))
+    elif (verdict := wrapper_call_incompatible(facts)) is not None:
+        out.append(verdict)
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Iterable
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.core.profile import lora_entries
+from kt_launch.resolve.verdicts import wrapper_call_incompatible
 from kt_launch.core.plan import Resolved
 
 
@@ -74,11 +75,9 @@ def upstream_rules(inp: ResolveInput, values: dict[str, Resolved]) -> Iterable[F
     if values["runtime.flavor"].value != "sglang":
         return
     facts = inp.sglang
-    if facts is not None and facts.ok and facts.kt_wrapper_call_compatible is False:
-        missing = ", ".join(facts.kt_wrapper_call_missing) or "its required arguments"
-        yield error("KT-E317", f"upstream sglang {facts.version} calls KTMoEWrapper without {missing}, which the "
-                    f"installed kt-kernel {facts.kt_kernel_version or ''} requires: the server fails while building "
-                    "the model", "install sglang-kt (the KTransformers fork) instead of upstream sglang")
+    verdict = wrapper_call_incompatible(facts) if facts is not None else None
+    if verdict is not None:
+        yield verdict
     if inp.config.kt.numa_nodes:
         yield warning("KT-W311", "kt.numa_nodes is set but upstream sglang has no --kt-numa-nodes; pool i runs on "
                       "NUMA node i", "use runtime.flavor: sglang-kt to bind pools to nodes")

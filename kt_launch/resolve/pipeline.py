@@ -15,6 +15,7 @@ from kt_launch.resolve.rules import ALL as CHECKS  # rule tables over the resolv
 from kt_launch.resolve.server import resolve_runtime, resolve_server
 from kt_launch.resolve.threads import resolve_threads
 from kt_launch.resolve.values import is_user_set, user_value
+from kt_launch.resolve.verdicts import no_kt_flags
 from kt_launch.core.options import OPTIONS, PASS
 from kt_launch.core.profile import setting
 
@@ -52,8 +53,7 @@ def resolve_flavor(inp: ResolveInput, out: list[Finding]) -> tuple[Resolved, fro
     if facts is not None and facts.ok:
         detected = facts.flavor
         if detected is None:
-            out.append(error("KT-E307", f"the SGLang in {facts.python} ({facts.describe()}) has no kt-kernel flags",
-                             "install sglang-kt (pip install sglang-kt) or point runtime.python at an interpreter that has it"))
+            out.append(no_kt_flags(facts))
         else:
             accepted = facts.flags
         for w in facts.warnings:

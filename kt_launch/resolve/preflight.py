@@ -22,50 +22,6 @@ from kt_launch.core.plan import Resolved
 
 Values = dict[str, Resolved]
 
-# Every preflight code, one line each (the docs table; tests check that each emitted code is here).
-CODES = {
-    "KT-W200": "an artifact could not be inspected (unexpected error); its checks were skipped",
-    "KT-E201": "a configured path does not exist (or is a dangling symlink)",
-    "KT-E202": "a file or dir is not readable",
-    "KT-E203": "a path is a symlink loop",
-    "KT-E204": "a file is empty",
-    "KT-E205": "a directory where a file belongs",
-    "KT-E206": "content does not match the name (torch/pickle named .safetensors: seed bug 5; non-torch .bin/.pt)",
-    "KT-W206": "moe_lora.path is a torch archive named otherwise (loads, but misleads)",
-    "KT-E207": "invalid safetensors header (not JSON, cut off, over the size cap, bad entries)",
-    "KT-E208": "truncated safetensors (header or tensor data reaches past the end of the file)",
-    "KT-E209": "not a regular file (device, FIFO, socket)",
-    "KT-E210": "moe_lora.path is not the format the flavour loads (.pt for kt-moe-lora, adapter dir for sglang-kt)",
-    "KT-E211": "the sglang-kt expert adapter has no .mlp.experts. LoRA tensors",
-    "KT-E212": "the sglang-kt expert adapter also holds non-expert tensors",
-    "KT-E213": "expert LoRA tensors missing (MoE layer x expert x gate/up/down x A/B)",
-    "KT-E214": "an extra or converted weight file inside a lora.paths dir will be loaded with the adapter",
-    "KT-W214": "moe_lora.path sits inside a lora.paths dir (not loaded today only by glob order)",
-    "KT-E215": "a file where a directory belongs (e.g. lora.paths naming adapter_model.safetensors)",
-    "KT-E216": "adapter dir without adapter_config.json",
-    "KT-E217": "adapter_config.json unusable (peft_type not LORA, bad r / lora_alpha / target_modules)",
-    "KT-E218": "adapter dir without any *.safetensors / *.bin / *.pt",
-    "KT-E219": "expert LoRA ranks inconsistent, or shapes that do not fit the model",
-    "KT-E220": "kt.weight_path cannot serve kt.method (names the method the dir looks like)",
-    "KT-E221": "AMX weight NUMA partitions differ from kt.threadpool_count",
-    "KT-E222": "MoE layers or experts missing from the weights kt-kernel reads",
-    "KT-E223": "two files with the same basename under kt.weight_path (one shadows the other)",
-    "KT-E224": "model.safetensors.index.json unusable",
-    "KT-E225": "shards named in model.safetensors.index.json are missing",
-    "KT-W226": "model.path holds no safetensors shard",
-    "KT-E227": "AMXBF16_SFT base weights not found in model.path (seed bug 4)",
-    "KT-E228": "AMXBF16_SFT base weights are not BF16",
-    "KT-E230": "CPU experts need more memory than the host has (KT-W230 on a planning host)",
-    "KT-W230": "CPU experts need more memory than is available now",
-    "KT-E231": "fewer visible GPUs than server.tp_size",
-    "KT-W231": "no GPUs seen: tp_size not checked (a planning host)",
-    "KT-E232": "server.port already in use (or privileged) on this machine",
-    "KT-W232": "server.host is not an address of this machine",
-    "KT-E240": "the CPU's kt-kernel variant does not implement the method (KT-W240 on a planning host)",
-    "KT-W240": "as KT-E240, on a host without GPUs (planning only)",
-    "KT-E241": "KT_KERNEL_CPU_VARIANT forces a variant the CPU cannot run (SIGILL)",
-    "KT-W241": "KT_KERNEL_CPU_VARIANT value that kt-kernel ignores",
-}
 TORCH_EXTS = (".pt", ".pth", ".bin")
 
 
@@ -329,12 +285,3 @@ def check_gathering(inp: ResolveInput, values: Values) -> Iterator[Finding]:
         yield warning("KT-W200", f"preflight could not inspect {p}; its checks were skipped",
                       f"check {field} by hand; please report this message")
 
-
-def _rules():
-    from kt_launch.resolve import preflight_weights as w
-
-    return (check_gathering, check_moe_lora_format, check_expert_coverage, check_lora_dirs, w.check_model_dir, w.check_base_weights,
-            w.check_weight_dir, w.check_isa, w.check_memory, w.check_gpus, w.check_port)
-
-
-RULES = _rules()

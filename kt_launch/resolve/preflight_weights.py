@@ -11,6 +11,7 @@ from typing import Iterator
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.isa import choose_variant
+from kt_launch.resolve.verdicts import variant_override
 from kt_launch.resolve.methods import KT_METHOD_FOR_SFT, NEEDS_CONVERTED, READS_HF_CHECKPOINT
 from kt_launch.resolve.preflight import Values, _short, artifacts, node_findings, safetensors_findings
 
@@ -233,19 +234,14 @@ def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
         return
     override = inp.config.runtime.env.get("KT_KERNEL_CPU_VARIANT")
     ch = choose_variant(host.cpu.flags, override)
-    if ch.override and ch.missing:
-        yield error("KT-E241", f"runtime.env KT_KERNEL_CPU_VARIANT={override} forces kt-kernel's {ch.variant} variant, "
-                    f"but the CPU of {host.source} lacks {', '.join(ch.missing)}: the server dies with SIGILL",
-                    f"remove KT_KERNEL_CPU_VARIANT (auto-detection picks {ch.detected})")
-    elif ch.override_ignored:
-        yield warning("KT-W241", f"runtime.env KT_KERNEL_CPU_VARIANT={ch.override_ignored} is not a variant kt-kernel "
-                      f"accepts and is ignored; it auto-detects {ch.detected}",
-                      "use one of amx, avx512_bf16, avx512_vbmi, avx512_vnni, avx512_base, avx2, or remove it")
+    verdict = variant_override(ch, "runtime.env", host.source)
+    if verdict is not None:
+        yield verdict
     if not _implements(ch.variant, method):
         make = _planning_level(inp)
         need = "the amx or avx512_bf16 variant (AVX512-BF16)" if method.endswith("_SFT") else \
             "an amx or avx512 variant (AVX512F + AVX512BW)"
-        yield make("KT-E240", f"{'moe_lora.sft_method' if method.endswith('_SFT') else 'kt.method'}={method} needs "
+        yield make("KT-E240", "KT-W240", f"{'moe_lora.sft_method' if method.endswith('_SFT') else 'kt.method'}={method} needs "
                     f"{need}, but the CPU of {host.source} ({host.cpu.model}) gets kt-kernel's {ch.variant} variant, "
                     "which does not implement it", "use kt.method BF16 (avx2 has BF16, FP8, RAWINT4, GPTQ_INT4 "
                     "kernels) or run on a CPU with AVX512/AMX" if not method.endswith("_SFT") else
@@ -255,9 +251,9 @@ def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
 def _planning_level(inp: ResolveInput):
     """Errors about this machine become warnings when it has no GPU: it is only planning, not the server."""
     if not inp.host.gpus and inp.host.source == "this machine":
-        return lambda code, msg, fix: warning(code.replace("-E", "-W"), msg + " (this machine has no GPU, so it is "
+        return lambda code, planning_code, msg, fix: warning(planning_code, msg + " (this machine has no GPU, so it is "
                                               "taken as a planning host; use --host-facts for the server)", fix)
-    return error
+    return lambda code, planning_code, msg, fix: error(code, msg, fix)
 
 
 # -- memory, GPUs, port -----------------------------------------------------------------------------
@@ -294,7 +290,7 @@ def check_memory(inp: ResolveInput, values: Values) -> Iterator[Finding]:
            f"({ram.experts_bytes / GiB:.1f} GiB, {ram.experts_source}; GPU-placed experts stay in RAM too) plus its "
            f"buffers ({ram.other_bytes / GiB:.1f} GiB for chunked_prefill_size {plan.chunked_prefill_size})")
     if ram.need_bytes > host.memory_total_bytes:
-        yield _planning_level(inp)("KT-E230", f"{msg}, more than the {host.memory_total_bytes / GiB:.1f} GiB of RAM on "
+        yield _planning_level(inp)("KT-E230", "KT-W230", f"{msg}, more than the {host.memory_total_bytes / GiB:.1f} GiB of RAM on "
                                    f"{host.source}; the server is killed for memory after the GPU weights have loaded",
                                    "use a smaller method (AMXINT4), a smaller server.chunked_prefill_size, or a bigger "
                                    "host")

@@ -20,13 +20,13 @@ def test_doctor_reports_sglang_kt(capsys, real_venvs, tmp_path, monkeypatch):
     msg = found["KT-I511"]["message"]
     assert "sglang-kt 0.7.2" in msg and "flavour sglang-kt" in msg and "kt-kernel 0.7.2" in msg
     assert "NUMA binding" in msg.split("lacks:")[0] and "expert LoRA" in msg.split("lacks:")[0]
-    assert "KT-E512" not in found
+    assert "KT-E317" not in found
 
 
 def test_doctor_refuses_upstream_with_mask_kt_kernel(capsys, real_venvs, tmp_path, monkeypatch):
     rc, found = _doctor(capsys, real_venvs["sglang"], tmp_path, monkeypatch)
     assert "flavour sglang;" in found["KT-I511"]["message"]
-    assert "gpu_experts_mask" in found["KT-E512"]["message"] and rc == 3
+    assert "gpu_experts_mask" in found["KT-E317"]["message"] and rc == 3
 
 
 def test_doctor_with_an_interpreter_without_sglang(capsys, tmp_path, monkeypatch):

@@ -78,9 +78,9 @@ def test_avx2_only_is_a_warning():
 
 def test_override_the_cpu_cannot_run_is_an_error_and_an_ignored_one_a_warning():
     bad = LocalFacts(**{**LOCAL_OK.__dict__, "cpu_variant_override": "amx"})
-    assert "KT-E502" in codes(doctor_findings(host_with(["avx2"]), bad), "error")
+    assert "KT-E241" in codes(doctor_findings(host_with(["avx2"]), bad), "error")
     ignored = LocalFacts(**{**LOCAL_OK.__dict__, "cpu_variant_override": "avx512"})
-    assert "KT-W502" in codes(doctor_findings(host_with(AMX), ignored), "warning")
+    assert "KT-W241" in codes(doctor_findings(host_with(AMX), ignored), "warning")
 
 
 def test_numa_balancing_on_is_a_warning_with_the_sysctl_fix():
@@ -136,7 +136,7 @@ def test_doctor_on_this_machine_never_crashes(capsys):
     rc = main(["doctor"])
     out = capsys.readouterr().out
     assert rc in (0, 3)
-    assert "verdict:" in out and any(c in out for c in ("KT-I501", "KT-W501", "KT-W503", "KT-E501", "KT-E502"))
+    assert "verdict:" in out and any(c in out for c in ("KT-I501", "KT-W501", "KT-W503", "KT-E501", "KT-E241"))
     assert main(["doctor", "--json"]) in (0, 3)
     assert "findings" in json.loads(capsys.readouterr().out)
 

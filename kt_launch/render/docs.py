@@ -1,0 +1,86 @@
+"""The README's profile key table, generated from the option registry (tests fail when README drifts).
+
+Regenerate: `python -m kt_launch.render.docs README.md` rewrites the block between the markers.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+
+from kt_launch.core.options import FLAVORS, OPTIONS, Carried, EnvVar, Flag, Refuse, Special
+
+START, END = "<!-- profile-keys:start (generated from kt_launch/core/options.py) -->", "<!-- profile-keys:end -->"
+
+
+def _type(o) -> str:
+    tp = o.type
+    if typing.get_origin(tp) is typing.Literal:
+        text = " \\| ".join(str(a) for a in typing.get_args(tp))
+    else:
+        text = {int: "int", float: "float", bool: "bool", str: "str"}.get(tp) or str(tp).replace("typing.", "")
+        if "NamedLora" in text:
+            text = "list[str \\| {name, path}]"
+    return text + (" \\| null" if o.nullable else "")
+
+
+def _default(o) -> str:
+    if o.required:
+        return "required"
+    if isinstance(o.default, tuple):
+        return "{}" if typing.get_origin(o.type) is dict else "[]"
+    return "null" if o.default is None else str(o.default).lower() if isinstance(o.default, bool) else str(o.default)
+
+
+def _render(spec) -> str:
+    if isinstance(spec, Flag):
+        return " ".join(f"`{n}`" for n in spec.names)
+    if isinstance(spec, EnvVar):
+        return f"env `{spec.name}`"
+    if isinstance(spec, Carried):
+        return "carried (see help)"
+    if isinstance(spec, Refuse):
+        return "refused"
+    if isinstance(spec, Special):
+        return spec.why
+    return "?"
+
+
+def _sglang(o) -> str:
+    specs = {f: _render(o.render[f]) for f in FLAVORS}
+    if len(set(specs.values())) == 1:
+        return specs[FLAVORS[0]]
+    return "; ".join(f"{f}: {s}" for f, s in specs.items())
+
+
+def key_table() -> str:
+    rows = ["| key | type | default | how it reaches SGLang | meaning |", "|---|---|---|---|---|"]
+    for o in OPTIONS:
+        if not o.settable:
+            continue
+        derived = " Derived when unset (see the rules below)." if o.resolve.startswith("derived:") and o.nullable else ""
+        rows.append(f"| `{o.key}` | {_type(o)} | {_default(o)} | {_sglang(o)} | {o.help}{derived} |")
+    return "\n".join(rows)
+
+
+def with_table(readme: str) -> str:
+    """README text with the generated block replaced."""
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{key_table()}\n{END}{tail}"
+
+
+def main(argv: list[str]) -> int:
+    path = argv[0] if argv else "README.md"
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    if START not in text:
+        print(f"{path}: no {START} marker", file=sys.stderr)
+        return 2
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(with_table(text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

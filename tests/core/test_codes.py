@@ -1,0 +1,39 @@
+"""One finding-code registry (core/codes.py): every code the source emits is declared there, once, and used."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from kt_launch.core.codes import CODES
+
+PKG = Path(__file__).resolve().parents[2] / "kt_launch"
+CODE = re.compile(r'"(KT-[EWI]\d{3})"')
+
+
+def _emitted() -> dict[str, set[str]]:
+    used: dict[str, set[str]] = {}
+    for f in PKG.rglob("*.py"):
+        if f.name == "codes.py":
+            continue
+        for code in CODE.findall(f.read_text()):
+            used.setdefault(code, set()).add(str(f.relative_to(PKG)))
+    return used
+
+
+def test_every_emitted_code_is_declared():
+    used = _emitted()
+    assert len(used) > 80
+    undeclared = {c: sorted(w) for c, w in used.items() if c not in CODES}
+    assert not undeclared, f"declare these in kt_launch/core/codes.py: {undeclared}"
+
+
+def test_no_declared_code_is_dead():
+    used = _emitted()
+    assert not sorted(set(CODES) - set(used)), "remove codes nothing emits (or emit them)"
+
+
+def test_codes_are_well_formed_and_meanings_unique():
+    assert all(re.fullmatch(r"KT-[EWI][1-7]\d\d", c) for c in CODES)
+    meanings = [m.strip().lower() for m in CODES.values()]
+    assert len(meanings) == len(set(meanings)), "two codes declared for the same fact"

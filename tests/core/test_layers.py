@@ -1,0 +1,56 @@
+"""Layers that hold: every module imports on its own (no import cycles), and resolve() and rendering touch
+neither the file system nor processes nor the network (import-linter checks the static imports in `make test`;
+this checks what the code does when it runs)."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.support import TWO_SOCKET, XEON16, plan_for
+
+REPO = Path(__file__).resolve().parents[2]
+PKG = REPO / "kt_launch"
+MODULES = sorted(".".join(p.relative_to(REPO).with_suffix("").parts) for p in PKG.rglob("*.py")
+                 if p.name != "__main__.py" and not p.name.endswith("_worker.py"))
+
+
+def test_every_module_imports_on_its_own():
+    """One fresh interpreter per module: a cycle shows as 'partially initialized module' only when the
+    cycle's second module is imported first."""
+    code = "import importlib, sys\nimportlib.import_module(sys.argv[1])"
+    procs = {m: subprocess.Popen([sys.executable, "-c", code, m], stderr=subprocess.PIPE, text=True) for m in MODULES}
+    failed = {m: p.communicate(timeout=120)[1].strip().splitlines()[-1:] for m, p in procs.items()}
+    failed = {m: err for m, err in failed.items() if procs[m].returncode}
+    assert len(MODULES) > 40 and not failed, failed
+
+
+class _Touched(Exception):
+    pass
+
+
+@pytest.mark.parametrize("profile,host", [("deepseek-v2-lite.yaml", XEON16), ("deepseek-v2-lite-lora.yaml", TWO_SOCKET)])
+def test_resolve_and_render_are_pure(profile, host, monkeypatch):
+    from kt_launch.core.profile import UserConfig  # noqa: F401  (warm imports before I/O is refused)
+    from kt_launch.facts.host import host_from_json
+    from kt_launch.facts.profile import load_config
+    from kt_launch.render.argv import render_command
+    from kt_launch.render.text import plan_json, plan_text
+    from kt_launch.resolve.inputs import ResolveInput
+    from kt_launch.resolve.pipeline import resolve
+
+    cfg, prov = load_config(REPO / "kt_launch" / "profiles" / profile, {}, ["runtime.flavor=sglang-kt"])
+    inp = ResolveInput(config=cfg, provenance=prov, host=host_from_json(host), current_python="python", checks=False)
+    for mod, name in ((builtins, "open"), (os, "open"), (os, "stat"), (os, "scandir"), (subprocess, "Popen"),
+                      (socket, "socket")):
+        monkeypatch.setattr(mod, name, lambda *a, **k: (_ for _ in ()).throw(_Touched(str(a[:1]))))
+    plan = resolve(inp)
+    cmd = render_command(plan)
+    assert cmd.argv[1:3] == ["-m", "sglang.launch_server"]
+    assert plan_text(plan, cmd, plan.findings) and plan_json(plan, cmd, plan.findings)
