@@ -140,4 +140,5 @@ CODES: dict[str, str] = {
     "KT-W606": "server.max_total_tokens does not fit even without GPU experts (SGLang caps the pool)",
     "KT-W607": "sglang-kt sizes the MLA KV pool smaller than it allocates when server.max_total_tokens is unset",
     "KT-W608": "a NUMA node's share of the experts and buffers exceeds its memory",
+    "KT-I609": "fit.kv_tokens is set but does not choose kt.num_gpu_experts (user count, MoE-LoRA, no fit)",
 }

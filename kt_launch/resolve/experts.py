@@ -114,10 +114,12 @@ def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: lis
             out.append(error("KT-E102", "kt.gpu_experts_ratio is set in MoE-LoRA mode; expert LoRA needs all experts "
                              "on the CPU", "remove kt.gpu_experts_ratio"))
         _memory_checks(inp, values, out, user=None)
+        _unused_target(inp, out, "MoE-LoRA mode keeps every expert on the CPU")
         return
     setup = mem.setup_from(inp, values)
     if n is not None:
         values["kt.num_gpu_experts"] = user_value(prov, "kt.num_gpu_experts", n)
+        _unused_target(inp, out, f"kt.num_gpu_experts={n} is set; the target only checks it")
     else:
         values["kt.num_gpu_experts"] = _fitted(inp, setup, out)
     if ratio is not None:
@@ -130,6 +132,16 @@ def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: lis
     user = "kt.gpu_experts_ratio" if ratio is not None else ("kt.num_gpu_experts" if cfg.kt.num_gpu_experts is not None
                                                             else None)
     _memory_checks(inp, values, out, user=user, setup=setup)
+
+
+def _unused_target(inp: ResolveInput, out: list[Finding], why: str) -> None:
+    """A user's fit.kv_tokens that chooses nothing is said, never silently dropped."""
+    k = inp.config.fit.kv_tokens
+    if inp.provenance.of("fit.kv_tokens") is None:
+        return
+    if inp.config.server.max_total_tokens:
+        why = f"server.max_total_tokens={inp.config.server.max_total_tokens} is the KV target"
+    out.append(info("KT-I609", f"fit.kv_tokens={k} does not choose kt.num_gpu_experts here: {why}"))
 
 
 def _gib(n: float) -> str:
@@ -146,9 +158,12 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
     elif setup.weights is None:
         why = "the model.path safetensors headers were not read" + (" (--no-check)" if not inp.checks else "")
     if why is not None:
+        _unused_target(inp, out, why)
         out.append(info("KT-I605", f"kt.num_gpu_experts is unset and {why}: every routed expert stays on the CPU (0)",
                         "set kt.num_gpu_experts, or give the facts the memory fit needs"))
         return Resolved(0, "default", f"no memory fit: {why}")
+    if inp.config.server.max_total_tokens:
+        _unused_target(inp, out, "")
     f = mem.fit(setup)
     m = setup.model
     if f.max_gpu_experts < 0:
@@ -164,7 +179,7 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
            f"{_gib(f.per_layer_bytes)} ({layers} MoE layers, TP {setup.tp})")
     if f.max_gpu_experts >= m.num_experts:
         out.append(info("KT-I602", f"all {m.num_experts} routed experts of every MoE layer fit on the GPUs with "
-                        f"{f.kv_tokens} KV tokens: kt-kernel adds nothing there (its CPU experts would be idle)",
+                        f"{f.kv_tokens} KV tokens ({setup.kv_target_key}): kt-kernel adds nothing there (its CPU experts would be idle)",
                         "serve the model with plain SGLang, or raise fit.kv_tokens / server.max_total_tokens for "
                         "more KV cache"))
     return Resolved(f.max_gpu_experts, "derived", why)
