@@ -231,8 +231,7 @@ def hf_experts(files) -> ExpertSet:
     dtypes: set = set()
     suffixes: set = set()
     nbytes = count = 0
-    layer_bytes: dict[bytes, int] = {}
-    dtype_bytes: dict[bytes, int] = {}
+    dtype_bytes: dict[tuple, int] = {}
     for fid in files:
         if not isinstance(fid, FileId) or not fid.ok_safetensors or b".experts." not in fid.header:
             continue
@@ -249,7 +248,7 @@ def hf_experts(files) -> ExpertSet:
                      str(t.nbytes).encode()) for name, t in tensors.items() if (m := _HF_EXPERT_STR.match(name))]
         count += len(rows)
         nbytes += sum(map(int, [r[6] for r in rows])) - sum(map(int, [r[5] for r in rows]))
-        _add_bytes(rows, layer_bytes, dtype_bytes)
+        _add_bytes(rows, dtype_bytes)
         suffixes.update({r[3] for r in rows})
         main = [r for r in rows if r[3] in _MAIN_B]
         dtypes.update({r[4] for r in main})
@@ -262,18 +261,20 @@ def hf_experts(files) -> ExpertSet:
     for (layer, _), n in per_le.items():
         li = int(layer)
         layers[li] = layers.get(li, 0) + (n == 3)
+    layer_bytes: dict[int, int] = {}
+    for (layer, _), n in dtype_bytes.items():
+        layer_bytes[int(layer)] = layer_bytes.get(int(layer), 0) + n
     return ExpertSet(dict(sorted(layers.items())), frozenset(d.decode() for d in dtypes),
                      frozenset(x.decode() for x in suffixes), nbytes, count,
-                     {int(k): v for k, v in sorted(layer_bytes.items(), key=lambda kv: int(kv[0]))},
+                     dict(sorted(layer_bytes.items())),
                      {(int(k[0]), k[1].decode()): v for k, v in dtype_bytes.items()})
 
 
-def _add_bytes(rows, layer_bytes: dict, dtype_bytes: dict) -> None:
-    """Per-layer and per-(layer, dtype) byte sums of expert rows (layer, expert, proj, suffix, dtype, start, end): the memory
-    plan's split, from the rows preflight already scanned (no second pass over the headers)."""
-    for r in rows:
-        n = int(r[6]) - int(r[5])
-        layer_bytes[r[0]] = layer_bytes.get(r[0], 0) + n
+def _add_bytes(rows, dtype_bytes: dict) -> None:
+    """Per-layer and per-(layer, dtype) byte sums of expert rows (layer, expert, proj, suffix, dtype, start, end): the
+    memory plan's split, from the rows preflight already scanned (no second pass over the headers)."""
+    sizes = map(int.__sub__, map(int, [r[6] for r in rows]), map(int, [r[5] for r in rows]))
+    for r, n in zip(rows, sizes):
         key = (r[0], r[4])
         dtype_bytes[key] = dtype_bytes.get(key, 0) + n
 
