@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -34,6 +34,7 @@ class Request:
     host_facts: str | None = None
     checks: bool = True
     passthrough: tuple[str, ...] = ()
+    fleet_host: str | None = None  # plan only this fleet.hosts entry's part, on this machine (no router)
 
 
 @dataclass
@@ -142,3 +143,134 @@ def plan_request(req: Request, environ: Mapping[str, str] | None = None) -> Outc
     if inp.host.notes:
         plan.findings += [info("KT-I102", f"host facts: {n}") for n in inp.host.notes]
     return Outcome(cfg, inp.host, plan, render_command(plan), inp.model, inp.model_problem)
+
+
+# ---------------------------------------------------------------------------------------
+# Fleet: several instances behind the SGLang router (profile section `fleet`)
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class FleetOutcome:
+    config: UserConfig
+    plan: "FleetPlan"
+    commands: list[Command]
+
+    @property
+    def ok(self) -> bool:
+        from kt_launch.render.fleet import fleet_ok
+
+        return fleet_ok(self.plan, self.commands)
+
+
+def has_fleet(req: Request, environ: Mapping[str, str] | None = None) -> bool:
+    cfg, _, _ = load_request(req, environ)
+    return cfg.fleet is not None
+
+
+def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetOutcome:
+    """Gather the facts of every host of the fleet (this machine's GPUs with their NUMA nodes, the recorded
+    facts of fleet.hosts, this machine's ports, the router's interpreter), then plan (pure) and render."""
+    from kt_launch.core.fleet import LOCAL
+    from kt_launch.render.fleet import instance_command
+    from kt_launch.resolve.fleet import HostInput, busy_port_findings, listeners, resolve_fleet
+
+    environ = os.environ if environ is None else environ
+    cfg, inp = gather_inputs(req, environ)
+    fleet = cfg.fleet
+    if fleet is None:
+        raise ConfigError("--fleet-host needs a `fleet` section in the profile")
+    local = _fleet_local_facts(req, environ)
+    inp = replace(inp, host=local)
+    visible = cfg.runtime.cuda_visible_devices
+    if visible is None and req.host_facts is None:
+        visible = environ.get("CUDA_VISIBLE_DEVICES")
+    hosts: list[HostInput] = []
+    commands: dict[str, tuple[str, ...]] = {}
+    if req.fleet_host is not None:  # this machine is that host: its part only, with its live facts
+        entry = next((h for h in fleet.hosts if h.name == req.fleet_host), None)
+        if entry is None:
+            names = [h.name for h in fleet.hosts] or "none"
+            raise ConfigError(f"--fleet-host {req.fleet_host}: no such entry in fleet.hosts (names: {names})")
+        hosts.append(HostInput(entry.name, local, entry.replicas, entry.address, entry.address, visible))
+    else:
+        hosts.append(HostInput(LOCAL, local, fleet.replicas, "127.0.0.1", "127.0.0.1", visible))
+        base = Path(inp.profile_path).parent if inp.profile_path else Path.cwd()
+        for i, entry in enumerate(fleet.hosts):
+            path = Path(entry.host_facts)
+            path = path if path.is_absolute() else base / path
+            try:
+                facts = load_host_facts(path)
+            except ValueError as e:
+                raise ConfigError(f"fleet.hosts[{i}] ({entry.name}).host_facts: {e}") from None
+            hosts.append(HostInput(entry.name, replace(facts, source=entry.name), entry.replicas, entry.address,
+                                   entry.address))
+            commands[entry.name] = _host_command(req, entry.name)
+    python = fleet.router.python or cfg.runtime.python or sys.executable
+    plan = resolve_fleet(inp, hosts, router_python=python, host_commands=commands,
+                         with_router=req.fleet_host is None)
+    if req.host_facts is None:  # ports of this machine say nothing about a recorded host
+        here = {hosts[0].name}
+        mine = listeners(plan.instances, plan.router, here)
+        plan.findings += busy_port_findings(mine, _port_status(mine))
+    if plan.router is not None:
+        plan.findings += _router_installed(python)
+    return FleetOutcome(cfg, plan, [instance_command(i) for i in plan.instances])
+
+
+def _fleet_local_facts(req: Request, environ: Mapping[str, str]) -> HostFacts:
+    """This machine with every GPU in nvidia-smi's numbering (the fleet gives each replica its own
+    CUDA_VISIBLE_DEVICES), or the recorded host of --host-facts."""
+    if req.host_facts is not None:
+        return host_facts_for(req.host_facts)
+    env = {k: v for k, v in environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    return gather_host(env)
+
+
+def _host_command(req: Request, name: str) -> tuple[str, ...]:
+    """What to run on another host: the same profile and settings, that host's part, supervised."""
+    from kt_launch.core.options import BY_KEY
+
+    argv = ["kt-launch", "--profile", req.profile, "--fleet-host", name]
+    for item in req.sets:
+        key, _, _ = item.partition("=")
+        o = BY_KEY.get(key.strip())
+        argv += ["--set", f"{key}=***" if o is not None and o.secret else item]
+    if not req.checks:
+        argv.append("--no-check")
+    argv.append("--supervise")
+    if req.passthrough:
+        argv += ["--", *req.passthrough]
+    return tuple(argv)
+
+
+def _port_status(items: list[tuple[str, str, int]]) -> dict[tuple[str, int], str]:
+    """Whether each listener of this machine (the router, the local replicas) could bind now."""
+    from kt_launch.facts.artifacts import probe_port
+
+    out = {}
+    for _, host, port in items:
+        if 1 <= port <= 65535:
+            out[(host, port)] = probe_port(host, port).status
+    return out
+
+
+def _router_installed(python: str) -> list[Finding]:
+    """Whether `python` can import sglang_router (find_spec only: nothing heavy is imported)."""
+    from kt_launch.core.findings import warning
+
+    if python == sys.executable:
+        found = importlib.util.find_spec("sglang_router") is not None
+    else:
+        import subprocess
+
+        try:
+            found = subprocess.run([python, "-c", "import importlib.util as u, sys; "
+                                    "sys.exit(u.find_spec('sglang_router') is None)"], capture_output=True,
+                                   timeout=10).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            found = False
+    if found:
+        return []
+    return [warning("KT-W710", f"fleet.router.python {python} has no sglang-router; --supervise cannot start the "
+                    "router", "pip install 'kt-launch[router]' (sglang-router==0.3.2) there, or set "
+                    "fleet.router.python to an interpreter that has it")]

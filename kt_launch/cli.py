@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
                    help="with --supervise: stop SGLang (exit 124) if /health is not 200 by then; 0 = no limit "
                         "(default 3600)")
+    p.add_argument("--fail-fast", action="store_true", help="with --supervise and a fleet: stop every instance and "
+                   "the router when one replica dies (default: keep serving through the rest)")
+    p.add_argument("--fleet-host", metavar="NAME", help="run the part of the profile's fleet that belongs to the "
+                   "fleet.hosts entry NAME, on this machine (the command kt-launch prints for that host)")
     return p
 
 
@@ -161,7 +165,8 @@ def _request(args, passthrough):
     from kt_launch.app import Request
 
     return Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts,
-                   checks=not args.no_check, passthrough=tuple(passthrough))
+                   checks=not args.no_check, passthrough=tuple(passthrough),
+                   fleet_host=getattr(args, "fleet_host", None))
 
 
 def cmd_launch(args, passthrough) -> int:
@@ -172,7 +177,12 @@ def cmd_launch(args, passthrough) -> int:
     if not supervised and (getattr(args, "grace_period", None) is not None
                            or getattr(args, "ready_timeout", None) is not None):
         raise ConfigError("--grace-period and --ready-timeout need --supervise (exec hands the process over)")
-    out = plan_request(_request(args, passthrough))
+    req = _request(args, passthrough)
+    if req.fleet_host is not None or _has_fleet(req):
+        return cmd_fleet(args, req)
+    if getattr(args, "fail_fast", False):
+        raise ConfigError("--fail-fast needs a profile with a `fleet` section (and --supervise)")
+    out = plan_request(req)
     if args.dry_run:
         sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n" if args.json
                          else plan_text(out.plan, out.command, out.findings))
@@ -198,6 +208,45 @@ def cmd_launch(args, passthrough) -> int:
     from kt_launch.run.execute import exec_command
 
     return exec_command(out.command, safe_findings(out.command, out.findings))
+
+
+def _has_fleet(req) -> bool:
+    from kt_launch.app import has_fleet
+
+    return has_fleet(req)
+
+
+def cmd_fleet(args, req) -> int:
+    """The `fleet` branch of a launch: dry-run text/JSON, or run the local instances and the router supervised.
+    A fleet is several processes, so it needs --supervise (there is no single process to exec)."""
+    from kt_launch.app import plan_fleet
+    from kt_launch.render.fleet import fleet_json, fleet_text
+
+    if getattr(args, "fail_fast", False) and not args.supervise:
+        raise ConfigError("--fail-fast needs --supervise")
+    out = plan_fleet(req)
+    if args.dry_run:
+        sys.stdout.write(fleet_json(out.plan, out.commands) + "\n" if args.json else fleet_text(out.plan, out.commands))
+        return EXIT_OK if out.ok else EXIT_PLAN
+    if not out.ok:
+        from kt_launch.render.fleet import fleet_errors
+        from kt_launch.render.text import findings_text
+
+        sys.stderr.write(findings_text(fleet_errors(out.plan, out.commands)))
+        sys.stderr.write("kt-launch: the fleet plan has errors; nothing was launched (see --dry-run)\n")
+        return EXIT_PLAN
+    if not args.supervise:
+        raise ConfigError("a fleet runs several processes: use --supervise (or --dry-run to see the commands)")
+    if args.host_facts:
+        from kt_launch.run.supervise import host_facts_warning
+
+        sys.stderr.write(host_facts_warning(args.host_facts))
+    import gc
+
+    from kt_launch.run.fleet_supervise import launch_fleet
+
+    gc.enable()
+    return launch_fleet(out, args)
 
 
 def cmd_check(args, passthrough) -> int:

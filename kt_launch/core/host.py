@@ -30,6 +30,7 @@ class GpuFacts:
     name: str
     memory_bytes: int = 0
     uuid: str = ""
+    numa_node: int | None = None  # from sysfs via the PCI bus id; None = unknown (or no NUMA affinity)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ class HostFacts:
             "numa": [{"id": n.id, "cpus": list(n.cpus), "memory_bytes": n.memory_bytes} for n in self.numa],
             "memory": {"total_bytes": self.memory_total_bytes, "available_bytes": self.memory_available_bytes},
             "gpus": [
-                {"index": g.index, "name": g.name, "memory_bytes": g.memory_bytes, **({"uuid": g.uuid} if g.uuid else {})}
+                {"index": g.index, "name": g.name, "memory_bytes": g.memory_bytes, **({"uuid": g.uuid} if g.uuid else {}),
+                 "numa_node": g.numa_node}
                 for g in self.gpus
             ],
         }

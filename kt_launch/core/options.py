@@ -126,7 +126,15 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "server": {"help": "The SGLang server.", "optional": False},
     "fit": {"help": "The memory plan: what kt.num_gpu_experts: null leaves room for.", "optional": False},
     "runtime": {"help": "Interpreter, flavour and environment of the server process.", "optional": False},
+    "fleet": {"help": "Several kt instances (one per NUMA node, or per host) behind the SGLang router; absent = one "
+                      "instance.", "optional": True},
 }
+
+ROUTER_POLICIES = ("cache_aware", "round_robin", "power_of_two", "random")  # sglang-router 0.3.2 --policy choices
+# One instance's command has no flag for these: the fleet plan (render/fleet.py) consumes them. Carried, so a
+# single-instance rendering that meets one names it (KT-I303) instead of dropping it silently.
+_FLEET = on_all(Carried("the fleet plan uses it (one server per replica and the router in front: kt-launch "
+                        "--dry-run with the fleet section); one instance's command has no flag for it"))
 
 OPTIONS: tuple[Option, ...] = (
     Option("model.path", str, "HuggingFace model directory (config.json, safetensors).", on_all(Flag("--model-path")),
@@ -231,6 +239,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("runtime.cuda_visible_devices", str, "GPUs the server sees.", on_all(EnvVar("CUDA_VISIBLE_DEVICES"))),
     Option("runtime.env", dict[str, str], "More environment variables for the server (names checked).",
            on_all(Special("added to the server's environment")), default=(), nullable=False),
+
+    Option("fleet.replicas", Union[Literal["per-numa"], int], "Instances on this machine: per-numa = one per NUMA "
+           "node with CPUs (null too); N = N instances (N divides the nodes, or each node splits into N/nodes); "
+           "0 = none here (router only).", _FLEET, limits={"ge": 0}),
+    Option("fleet.hosts", list["FleetHost"], "Other machines: {name, address, host_facts, replicas}; their facts "
+           "recorded there with `kt-launch doctor --json`. kt-launch runs nothing remotely: it prints the command to "
+           "run on each.", _FLEET, default=(), nullable=False),
+    Option("fleet.router", "FleetRouter", "The SGLang router in front: {port (default server.port), policy "
+           "(cache_aware), python (the interpreter with sglang-router; default runtime.python)}.", _FLEET,
+           nullable=False),
+    Option("fleet.allow_cpu_only", bool, "Allow replicas on NUMA nodes without a GPU (kt.num_gpu_experts 0 there).",
+           _FLEET, default=False, nullable=False),
 )
 
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from typing import Annotated, Any, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
 
 
-from kt_launch.core.options import BY_KEY, OPTIONS, SECTIONS, Option
+from kt_launch.core.options import BY_KEY, OPTIONS, ROUTER_POLICIES, SECTIONS, Option
 
 _UPPER = {"kt.method", "moe_lora.sft_method"}  # kt-kernel compares them case-sensitively
 _NULL_WORDS = ("null", "none", "~")
@@ -23,12 +23,37 @@ _FLOAT = re.compile(r"[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)  # built when first used
 
 
 class NamedLora(Section):
     name: Annotated[str, Strict()]
     path: Annotated[str, Strict()]
+
+
+_Text = Annotated[str, Strict(), Field(min_length=1)]
+_Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
+_Replicas = Union[Literal["per-numa"], Annotated[int, Strict(), Field(ge=0)]]
+
+
+class FleetHost(Section):
+    """Another machine of the fleet (fleet.hosts[])."""
+
+    name: _Text = Field(description="Its name in messages and instance names (node-b).")
+    address: _Text = Field(description="Where the router reaches it; its replicas listen there.")
+    host_facts: _Text = Field(description="Its `kt-launch doctor --json` file (relative paths: to the profile).")
+    replicas: Optional[_Replicas] = Field(None, description="As fleet.replicas, for that host (null = per-numa).")
+
+
+class FleetRouter(Section):
+    """The router in front of the fleet (fleet.router)."""
+
+    port: Optional[_Port] = Field(None, description="The one public port; null = server.port.")
+    policy: Literal[ROUTER_POLICIES] = Field("cache_aware", description="sglang-router --policy.")
+    python: Optional[_Text] = Field(None, description="Interpreter that has sglang-router; null = runtime.python.")
+
+
+NESTED: dict[str, type[Section]] = {"NamedLora": NamedLora, "FleetHost": FleetHost, "FleetRouter": FleetRouter}
 
 
 def _strict(tp: Any, limits: dict[str, Any]) -> Any:
@@ -42,10 +67,10 @@ def _strict(tp: Any, limits: dict[str, Any]) -> Any:
     if tp in (int, float, bool, str):
         extra = {"allow_inf_nan": False} if tp is float else {}
         return Annotated[tp, Strict(), Field(**{**extra, **own})]
-    if tp == "NamedLora":
-        return NamedLora
-    if origin is Union:
-        return Union[tuple(_strict(a, {}) for a in get_args(tp))]
+    if isinstance(tp, str) and tp in NESTED:
+        return NESTED[tp]
+    if origin is Union:  # limits apply to the numeric members (fleet.replicas: "per-numa" or an int >= 0)
+        return Union[tuple(_strict(a, limits if a in (int, float) else {}) for a in get_args(tp))]
     return Annotated[tp, Field(**own)] if own else tp
 
 
@@ -58,6 +83,8 @@ def _field(o: Option) -> tuple[Any, Any]:
     if isinstance(o.default, tuple):
         factory = dict if get_origin(o.type) is dict else list
         return tp, Field(default_factory=factory, description=o.help)
+    if o.default is None and not o.nullable and isinstance(o.type, str) and o.type in NESTED:
+        return tp, Field(default_factory=NESTED[o.type], description=o.help)  # a nested section: its own defaults
     return tp, Field(o.default, description=o.help)
 
 
@@ -88,7 +115,8 @@ def _user_config() -> type[BaseModel]:
             fields[name] = (model, Field(..., description=spec["help"]))
         else:
             fields[name] = (model, Field(default_factory=model, description=spec["help"]))
-    return create_model("UserConfig", __config__=ConfigDict(extra="forbid", validate_default=True), **fields)
+    return create_model("UserConfig", __config__=ConfigDict(extra="forbid", validate_default=True, defer_build=True),
+                        **fields)
 
 
 UserConfig = _user_config()
@@ -114,7 +142,13 @@ def parse_text(key: str, text: str) -> Any:
         return None
     if s[:1] in ("[", "{"):
         return json.loads(s)  # the caller turns JSONDecodeError/RecursionError into a message naming the key
-    tp = o.type if o is not None else str
+    tp = o.type if o is not None else _nested_type(key)
+    if get_origin(tp) is Union and int in get_args(tp) and _INT.fullmatch(s):
+        return int(s)  # fleet.replicas=2
+    if get_origin(tp) is Union and type(None) in get_args(tp):
+        tp = next(a for a in get_args(tp) if a is not type(None))
+    if get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
     if tp is bool and s.lower() in ("true", "false"):
         return s.lower() == "true"
     if tp is int and _INT.fullmatch(s):
@@ -122,6 +156,16 @@ def parse_text(key: str, text: str) -> Any:
     if tp is float and (_INT.fullmatch(s) or _FLOAT.fullmatch(s)):
         return float(s)
     return text
+
+
+def _nested_type(key: str) -> Any:
+    """The type of a key inside a nested section (fleet.router.port), so env/--set text parses like the rest."""
+    parent, _, leaf = key.rpartition(".")
+    o = BY_KEY.get(parent)
+    model = NESTED.get(o.type) if o is not None and isinstance(o.type, str) else None
+    if model is None or leaf not in model.model_fields:
+        return str
+    return model.model_fields[leaf].annotation
 
 
 def lora_entries(cfg: UserConfig) -> list[tuple[str | None, str]]:

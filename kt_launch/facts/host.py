@@ -34,7 +34,7 @@ def host_from_json(data: Any, source: str = "file") -> HostFacts:
         usable_physical_cores=f.cpu.usable_physical_cores,
     )
     numa = tuple(NumaNode(n.id, tuple(n.cpus), n.memory_bytes) for n in f.numa)
-    gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid) for g in f.gpus)
+    gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid, g.numa_node) for g in f.gpus)
     return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source)
 
 
@@ -196,29 +196,58 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
     entry = cache_dir(env) / "gpus.json"
     cached = read_json(entry) if boot else None
     if isinstance(cached, dict) and cached.get("boot_id") == boot and cached.get("smi") == smi \
-            and isinstance(cached.get("out"), str):
+            and cached.get("query") == GPU_QUERY and isinstance(cached.get("out"), str):
         out = cached["out"]
     else:
         try:
             out = subprocess.run(
-                [smi, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"],
+                [smi, f"--query-gpu={GPU_QUERY}", "--format=csv,noheader,nounits"],
                 capture_output=True, text=True, timeout=10, check=True,
             ).stdout
         except (OSError, subprocess.SubprocessError) as e:
             notes.append(f"nvidia-smi failed ({e.__class__.__name__}): no GPUs seen")
             return ()
         if boot:
-            write_json(entry, {"boot_id": boot, "smi": smi, "out": out})
-    all_gpus = []
+            write_json(entry, {"boot_id": boot, "smi": smi, "query": GPU_QUERY, "out": out})
+    return filter_visible(parse_gpu_csv(out, root), env.get("CUDA_VISIBLE_DEVICES"), notes)
+
+
+GPU_QUERY = "index,name,memory.total,uuid,pci.bus_id"
+
+
+def parse_gpu_csv(out: str, root: Path = Path("/")) -> list[GpuFacts]:
+    """nvidia-smi's CSV lines -> GPUs, each with the NUMA node its PCI device reports in sysfs."""
+    gpus = []
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) < 4:
             continue
         try:
-            all_gpus.append(GpuFacts(int(parts[0]), parts[1], int(float(parts[2])) * 1024 * 1024, parts[3]))
+            gpus.append(GpuFacts(int(parts[0]), parts[1], int(float(parts[2])) * 1024 * 1024, parts[3],
+                                 gpu_numa_node(parts[4], root) if len(parts) > 4 else None))
         except ValueError:
             continue
-    return filter_visible(all_gpus, env.get("CUDA_VISIBLE_DEVICES"), notes)
+    return gpus
+
+
+def sysfs_pci_address(bus_id: str) -> str | None:
+    """nvidia-smi's bus id (`00000000:17:00.0`, 8-digit domain, upper case) -> sysfs's name (`0000:17:00.0`)."""
+    domain, sep, rest = bus_id.strip().lower().partition(":")
+    if not sep or not rest or not all(c in "0123456789abcdef" for c in domain) or not domain:
+        return None
+    return f"{int(domain, 16):04x}:{rest}"
+
+
+def gpu_numa_node(bus_id: str, root: Path = Path("/")) -> int | None:
+    """/sys/bus/pci/devices/<addr>/numa_node; -1 (no affinity, or a one-node host) and unreadable -> None."""
+    addr = sysfs_pci_address(bus_id)
+    if addr is None or "/" in addr:
+        return None
+    try:
+        node = int((root / "sys/bus/pci/devices" / addr / "numa_node").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return node if node >= 0 else None
 
 
 def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) -> tuple[GpuFacts, ...]:
@@ -239,4 +268,4 @@ def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) 
             notes.append(f"CUDA_VISIBLE_DEVICES entry {item!r} matches no GPU; CUDA ignores it and all after it")
             break
         picked.append(match)
-    return tuple(GpuFacts(i, g.name, g.memory_bytes, g.uuid) for i, g in enumerate(picked))
+    return tuple(GpuFacts(i, g.name, g.memory_bytes, g.uuid, g.numa_node) for i, g in enumerate(picked))

@@ -41,6 +41,7 @@ class GpuFile(_Strict):
     name: str = ""
     memory_bytes: int = Field(default=0, ge=0)
     uuid: str = ""
+    numa_node: int | None = Field(default=None, ge=0, lt=MAX_CPUS)  # absent in files recorded before it existed
 
 
 class HostFactsFile(_Strict):

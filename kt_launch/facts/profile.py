@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import ValidationError
+from pydantic import ValidationError, create_model
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
 from kt_launch.core.errors import ConfigError
@@ -36,16 +37,22 @@ MAX_SHOWN = 80
 
 
 class _Settings(BaseSettings):
-    """UserConfig's fields under pydantic-settings, so the library merges the sources in its declared order."""
+    """UserConfig's fields under pydantic-settings, so the library merges the sources in its declared order.
+    Built once (a subclass per call would rebuild the whole validator on every start)."""
 
     model_config = SettingsConfigDict(extra="forbid", env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER,
                                       validate_default=True)
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        """Precedence, highest first: --set, env, profile. Each is an InitSettingsSource over its parsed mapping."""
+        return tuple(InitSettingsSource(settings_cls, layer) for layer in _LAYERS)
 
-_Settings = type("ProfileSettings", (_Settings,), {  # noqa: F811 (the same class with UserConfig's fields)
-    "__annotations__": {n: f.annotation for n, f in UserConfig.model_fields.items()},
-    **{n: f for n, f in UserConfig.model_fields.items()},
-})
+
+_LAYERS: list[dict[str, Any]] = []  # the current load's (--set, env, profile) mappings; a CLI loads one at a time
+ProfileSettings = create_model("ProfileSettings", __base__=_Settings,
+                               **{n: (f.annotation, f) for n, f in UserConfig.model_fields.items()})
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -205,8 +212,6 @@ def load_config(profile: Path | None, environ: Mapping[str, str] | None = None,
                 sets: list[str] | None = None, warnings: list[str] | None = None) -> tuple[UserConfig, Provenance]:
     """Build the UserConfig from all sources. Raises ConfigError (exit 2) for any invalid input.
     Warnings about ignored input (an unknown KT_LAUNCH_* variable) are appended to `warnings`."""
-    import os
-
     environ = os.environ if environ is None else environ
     set_values, set_where = parse_sets(sets or [])
     env_values, env_where, env_warnings = parse_env(environ)
@@ -215,20 +220,16 @@ def load_config(profile: Path | None, environ: Mapping[str, str] | None = None,
     profile_values, key_files = read_profile(profile) if profile is not None else ({}, {})
     prov = _provenance(key_files, env_where, set_where)
 
-    class _Loaded(_Settings):
-        @classmethod
-        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                       file_secret_settings):
-            return (InitSettingsSource(settings_cls, set_values), InitSettingsSource(settings_cls, env_values),
-                    InitSettingsSource(settings_cls, profile_values))
-
+    _LAYERS[:] = [set_values, env_values, profile_values]
     try:
-        cfg = _Loaded()
+        cfg = ProfileSettings()
     except ValidationError as e:
         raise ConfigError(_explain(e, prov, profile)) from None
     except (ValueError, TypeError) as e:
         raise ConfigError(f"invalid setting: {_shown(str(e))}") from None
-    return UserConfig.model_validate(cfg.model_dump()), prov
+    finally:
+        _LAYERS.clear()
+    return UserConfig.model_construct(**dict(cfg)), prov  # validated above; the sections are UserConfig's own
 
 
 def _provenance(key_files: dict[str, str], env_where: dict[str, str], set_where: dict[str, str]) -> Provenance:

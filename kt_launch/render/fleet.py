@@ -1,0 +1,156 @@
+"""A fleet plan -> each instance's command, the router's command, and the dry-run text and JSON.
+
+The router command is sglang-router 0.3.2's own CLI (`python -m sglang_router.launch_router`, its parser is
+`parse_router_args` in sglang_router/launch_router.py; tests/fleet checks the argv against it).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from kt_launch.core.findings import Finding
+from kt_launch.core.fleet import ROUTER_MODULE, FleetPlan, Instance, RouterSpec
+from kt_launch.render.argv import Command, render_command
+from kt_launch.render.redact import redact_argv, redact_env, scrub, secret_values
+from kt_launch.render.text import _resolved_json, _show, findings_text
+
+ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+def router_command(spec: RouterSpec) -> Command:
+    argv = [spec.python, "-m", ROUTER_MODULE, "--host", spec.host, "--port", str(spec.port),
+            "--policy", spec.policy, "--worker-urls", *spec.worker_urls]
+    if spec.api_key:
+        argv += ["--api-key", spec.api_key]
+    return Command(argv, {})
+
+
+def router_url(spec: RouterSpec) -> str:
+    return spec.url
+
+
+def instance_command(inst: Instance) -> Command:
+    """The single-instance command of one replica. CUDA_DEVICE_ORDER=PCI_BUS_ID makes CUDA number GPUs as
+    nvidia-smi does, which is how the fleet picked each replica's GPUs by NUMA node."""
+    cmd = render_command(inst.plan)
+    if cmd.env.get("CUDA_VISIBLE_DEVICES"):
+        cmd.env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    return cmd
+
+
+def instance_findings(inst: Instance, cmd: Command) -> list[Finding]:
+    return sorted(inst.plan.findings + cmd.findings, key=lambda f: ORDER[f.level])
+
+
+def fleet_ok(fp: FleetPlan, commands: list[Command]) -> bool:
+    return fp.ok and not any(f.level == "error" for c in commands for f in c.findings)
+
+
+def fleet_errors(fp: FleetPlan, commands: list[Command]) -> list[Finding]:
+    """Every error of the plan, each instance's named, secrets masked (for stderr when nothing is launched)."""
+    from dataclasses import replace
+
+    secrets = _secrets(fp, commands)
+    out = [f for f in fp.findings if f.level == "error"]
+    for inst, cmd in zip(fp.instances, commands):
+        out += [replace(f, message=f"{inst.replica.name}: {f.message}") for f in instance_findings(inst, cmd)
+                if f.level == "error"]
+    return [replace(f, message=scrub(f.message, secrets), fix=scrub(f.fix, secrets)) for f in out]
+
+
+def _secrets(fp: FleetPlan, commands: list[Command]) -> set[str]:
+    out: set[str] = set()
+    for c in commands:
+        out |= secret_values(c.argv, c.env)
+    if fp.router is not None:
+        rc = router_command(fp.router)
+        out |= secret_values(rc.argv, rc.env)
+    return out
+
+
+def _findings_json(findings: list[Finding], secrets: set[str]) -> list[dict]:
+    return [{**f.to_json(), "message": scrub(f.message, secrets), "fix": scrub(f.fix, secrets)} for f in findings]
+
+
+def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
+    secrets = _secrets(fp, commands)
+    doc: dict = {"instances": [], "router": None, "findings": _findings_json(fp.findings, secrets)}
+    for inst, cmd in zip(fp.instances, commands):
+        doc["instances"].append({
+            "name": inst.replica.name, "host": inst.replica.host, "url": inst.replica.url,
+            "argv": redact_argv(cmd.argv), "env": redact_env(cmd.env),
+            "resolved": _resolved_json(inst.plan, secrets),
+            "findings": _findings_json(instance_findings(inst, cmd), secrets),
+        })
+    if fp.router is not None:
+        rc = router_command(fp.router)
+        doc["router"] = {"argv": redact_argv(rc.argv), "env": redact_env(rc.env), "url": router_url(fp.router)}
+    if fp.hosts:
+        doc["hosts"] = [{"name": h.name, "address": h.address, "argv": redact_argv(list(h.argv)), "urls": list(h.urls)}
+                        for h in fp.hosts]
+    return json.dumps(doc, indent=2)
+
+
+def differing_keys(fp: FleetPlan) -> list[str]:
+    """Resolved keys whose value is not the same in every instance (the per-replica values)."""
+    keys: list[str] = []
+    for inst in fp.instances:
+        keys += [k for k in inst.plan.values if k not in keys]
+    return [k for k in keys if len({json.dumps(i.plan.get(k), sort_keys=True, default=str) for i in fp.instances}) > 1
+            or any(i.plan.values[k].source == "derived" and i.plan.values[k].reason.startswith("fleet:")
+                   for i in fp.instances if k in i.plan.values)]
+
+
+def _rows(rows: list[tuple[str, str, str, str]], indent: str) -> list[str]:
+    if not rows:
+        return []
+    w0 = max(len(r[0]) for r in rows)
+    w1 = min(40, max(len(r[1]) for r in rows))
+    w2 = max(len(r[2]) for r in rows)
+    return [f"{indent}{k:<{w0}}  {v:<{w1}}  {s:<{w2}}  {why}" for k, v, s, why in rows]
+
+
+def fleet_text(fp: FleetPlan, commands: list[Command]) -> str:
+    secrets = _secrets(fp, commands)
+    n = len(fp.instances)
+    parts = [f"# kt-launch plan (fleet: {n} instance{'s' if n != 1 else ''}"
+             + (f" behind the SGLang router, policy {fp.router.policy})" if fp.router else ", this host's part)"), ""]
+    if fp.router is not None:
+        rc = router_command(fp.router)
+        parts += [f"router: {router_url(fp.router)}  (OpenAI base URL {router_url(fp.router)}/v1)",
+                  "  " + shlex.join(redact_argv(rc.argv)), ""]
+    per = differing_keys(fp)
+    all_findings = [instance_findings(i, c) for i, c in zip(fp.instances, commands)]
+    common = [f for f in (all_findings[0] if all_findings else []) if all(f in fs for fs in all_findings)]
+    for inst, cmd, fs in zip(fp.instances, commands, all_findings):
+        r = inst.replica
+        parts.append(f"instance {r.name}  on {r.host}  {r.url}")
+        parts.append("  command: " + shlex.join(redact_argv(cmd.argv)))
+        if cmd.env:
+            parts.append("  environment: " + " ".join(f"{k}={shlex.quote(v)}" for k, v in
+                                                       sorted(redact_env(cmd.env).items())))
+        resolved = _resolved_json(inst.plan, secrets)
+        rows = [(k, _show(k, d["value"]), d["source"], d["reason"]) for k, d in resolved.items() if k in per]
+        if rows:
+            parts.append("  per-replica values:")
+            parts += _rows(rows, "    ")
+        own = [f for f in fs if f not in common]
+        if own:
+            parts += ["  " + line for line in scrub(findings_text(own), secrets).rstrip("\n").split("\n")]
+        parts.append("")
+    if fp.instances:
+        resolved = _resolved_json(fp.instances[0].plan, secrets)
+        rows = [(k, _show(k, d["value"]), d["source"], d["reason"]) for k, d in resolved.items() if k not in per]
+        parts.append("values shared by every instance:")
+        parts += _rows(rows, "  ")
+        parts.append("")
+    for h in fp.hosts:
+        parts.append(f"host {h.name} ({h.address}): kt-launch runs nothing there; run this on {h.name}:")
+        parts.append("  " + shlex.join(redact_argv(list(h.argv))))
+        parts.append("  its instances: " + (" ".join(h.urls) or "none"))
+        parts.append("")
+    shown = sorted(fp.findings + common, key=lambda f: ORDER[f.level])
+    if common and len(fp.instances) > 1:
+        parts.append("(the findings below concern the fleet, or every instance alike)")
+    return "\n".join(parts) + "\n" + scrub(findings_text(shown), secrets)

@@ -1,0 +1,213 @@
+"""The fleet planner through the real CLI (`--dry-run --json`), against recorded host facts: a dual-socket
+host gives two pinned replicas with node-local GPUs; RAM is checked per node; errors name the node."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from kt_launch import synthetic
+
+from fleet.support import GiB, dual_socket, fleet_profile, kt_launch, write_json, write_profile
+
+
+def plan(tmp_path, profile: dict, host: dict | None = None, *extra: str, check: bool = False):
+    p = write_profile(tmp_path, profile)
+    h = write_json(tmp_path / "host.json", host if host is not None else dual_socket())
+    args = ["--profile", str(p), "--host-facts", str(h), "--dry-run", "--json", *extra]
+    if not check:
+        args.append("--no-check")
+    done = kt_launch(*args)
+    assert done.returncode in (0, 3), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def codes(doc: dict, level: str | None = None) -> list[str]:
+    out = [f["code"] for f in doc["findings"] if level in (None, f["level"])]
+    for inst in doc["instances"]:
+        out += [f["code"] for f in inst["findings"] if level in (None, f["level"])]
+    return out
+
+
+def messages(doc: dict, code: str) -> list[str]:
+    out = [f["message"] for f in doc["findings"] if f["code"] == code]
+    for inst in doc["instances"]:
+        out += [f["message"] for f in inst["findings"] if f["code"] == code]
+    return out
+
+
+def flag(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_dual_socket_gives_two_pinned_replicas_with_node_local_gpus(tmp_path):
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, {"router": {"policy": "round_robin"}}))
+    assert rc == 0, doc
+    assert list(doc) == ["instances", "router", "findings"]
+    assert [i["name"] for i in doc["instances"]] == ["numa0", "numa1"]
+    for node, inst in enumerate(doc["instances"]):
+        assert list(inst) == ["name", "host", "url", "argv", "env", "resolved", "findings"]
+        a = inst["argv"]
+        assert inst["host"] == "this machine"
+        assert flag(a, "--kt-threadpool-count") == "1" and flag(a, "--kt-numa-nodes") == str(node)
+        assert flag(a, "--kt-cpuinfer") == "30"  # 32 physical cores per node - 2 reserved
+        assert flag(a, "--tp-size") == "2"
+        assert inst["env"]["CUDA_VISIBLE_DEVICES"] == ("0,1" if node == 0 else "2,3")
+        assert inst["env"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+        assert flag(a, "--port") == str(30001 + node) and flag(a, "--host") == "127.0.0.1"
+        assert inst["url"] == f"http://127.0.0.1:{30001 + node}"
+        assert inst["resolved"]["kt.numa_nodes"] == {"value": [node], "source": "derived",
+                                                     "reason": f"fleet: numa{node} is pinned to NUMA node {node}"}
+    r = doc["router"]["argv"]
+    assert r[1:3] == ["-m", "sglang_router.launch_router"]
+    assert flag(r, "--port") == "30000" and flag(r, "--policy") == "round_robin"
+    assert r[r.index("--worker-urls") + 1:] == ["http://127.0.0.1:30001", "http://127.0.0.1:30002"]
+    assert doc["router"]["url"] == "http://127.0.0.1:30000"
+
+
+def test_text_dry_run_shows_every_instance_and_the_router(tmp_path):
+    p = write_profile(tmp_path, fleet_profile(sys.executable, 30000, {"router": {"port": 8000}}))
+    h = write_json(tmp_path / "host.json", dual_socket())
+    done = kt_launch("--profile", str(p), "--host-facts", str(h), "--no-check", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "router: http://127.0.0.1:8000" in out and "--worker-urls http://127.0.0.1:30001 http://127.0.0.1:30002" in out
+    for name, gpus in (("numa0", "0,1"), ("numa1", "2,3")):
+        block = out.split(f"instance {name}", 1)[1].split("\n\n", 1)[0]
+        assert f"CUDA_VISIBLE_DEVICES={gpus}" in block and "per-replica values:" in block
+        assert "kt.numa_nodes" in block and "kt.cpuinfer" in block and "server.port" in block
+    assert "values shared by every instance:" in out
+
+
+def test_without_fleet_the_single_instance_json_is_unchanged(tmp_path):
+    profile = fleet_profile(sys.executable, 30000)
+    del profile["fleet"]
+    rc, doc = plan(tmp_path, profile)
+    assert list(doc) == ["argv", "env", "flavor", "resolved", "findings"]
+    assert not any(k.startswith("fleet.") for k in doc["resolved"])
+
+
+def test_ram_is_checked_per_node_and_per_copy(tmp_path):
+    model = synthetic.hf_model(tmp_path / "model", sparse=True)
+    need = 3 * 8 * 3 * 32 * 64 * 2  # MoE layers x experts x projections x BF16 bytes: one copy of the CPU experts
+    profile = fleet_profile(sys.executable, 30000, model={"path": str(model)},
+                            kt={"weight_path": str(model), "method": "BF16"})
+    # each node holds one copy: fine
+    rc, doc = plan(tmp_path, profile, dual_socket(node_ram=int(need * 1.5)), check=True)
+    assert "KT-E230" not in codes(doc), doc
+    # two replicas per node: two copies in one node's RAM do not fit, and the error names the node
+    profile["fleet"] = {"replicas": 4}
+    rc, doc = plan(tmp_path, profile, dual_socket(node_ram=int(need * 1.5)), check=True)
+    assert rc == 3
+    msgs = messages(doc, "KT-E230")
+    assert len(msgs) == 4 and any("NUMA node 0" in m for m in msgs) and any("NUMA node 1" in m for m in msgs)
+    assert "KT-W705" in codes(doc, "warning")
+    # one node smaller than a copy: only its replica fails
+    host = dual_socket(node_ram=4 * need)
+    host["numa"][1]["memory_bytes"] = need // 2
+    profile["fleet"] = {}
+    rc, doc = plan(tmp_path, profile, host, check=True)
+    assert rc == 3
+    bad = [i["name"] for i in doc["instances"] if any(f["code"] == "KT-E230" for f in i["findings"])]
+    assert bad == ["numa1"] and "NUMA node 1" in messages(doc, "KT-E230")[0]
+
+
+def test_a_node_without_gpu_is_an_error_naming_it_unless_cpu_only_is_allowed(tmp_path):
+    host = dual_socket(gpu_nodes=(0, 0))
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000), host)
+    assert rc == 3
+    (msg,) = messages(doc, "KT-E704")
+    assert "NUMA node 1" in msg and "[0]" in msg
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, {"allow_cpu_only": True}), host)
+    assert rc == 0, codes(doc, "error")
+    numa1 = doc["instances"][1]
+    assert numa1["env"]["CUDA_VISIBLE_DEVICES"] == "" and flag(numa1["argv"], "--tp-size") == "1"
+    # one replica spanning both nodes takes every GPU and both pools
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, {"replicas": 1}), host)
+    (inst,) = doc["instances"]
+    assert rc == 0 and inst["name"] == "numa0-1"
+    assert inst["argv"][inst["argv"].index("--kt-numa-nodes") + 1:][:2] == ["0", "1"]
+    assert flag(inst["argv"], "--kt-threadpool-count") == "2" and flag(inst["argv"], "--kt-cpuinfer") == "62"
+
+
+def test_replicas_that_do_not_divide_are_errors_naming_the_nodes(tmp_path):
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, {"replicas": 3}))
+    assert rc == 3 and "3" in messages(doc, "KT-E701")[0] and "[0, 1]" in messages(doc, "KT-E701")[0]
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, {"replicas": 4}), dual_socket(cores_per_node=31))
+    msgs = messages(doc, "KT-E702")
+    assert rc == 3 and len(msgs) == 2 and "NUMA node 0" in msgs[0] and "NUMA node 1" in msgs[1]
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, {"replicas": 4}), dual_socket(gpus_per_node=1))
+    assert rc == 3 and "NUMA node 0" in messages(doc, "KT-E703")[0]
+
+
+def test_split_nodes_share_cores_and_gpus(tmp_path):
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, {"replicas": 4}))
+    assert rc == 0
+    assert [i["name"] for i in doc["instances"]] == ["numa0.0", "numa0.1", "numa1.0", "numa1.1"]
+    assert [i["env"]["CUDA_VISIBLE_DEVICES"] for i in doc["instances"]] == ["0", "1", "2", "3"]
+    assert {flag(i["argv"], "--kt-cpuinfer") for i in doc["instances"]} == {"14"}  # 16 cores each - 2
+    assert [flag(i["argv"], "--kt-numa-nodes") for i in doc["instances"]] == ["0", "0", "1", "1"]
+    assert "KT-W705" in codes(doc, "warning")
+
+
+def test_other_hosts_get_a_command_and_their_urls_reach_the_router(tmp_path):
+    write_json(tmp_path / "node-b.json", dual_socket())
+    fleet = {"replicas": 0, "hosts": [{"name": "node-b", "address": "10.0.0.12", "host_facts": "node-b.json"}]}
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, fleet))
+    assert rc == 0, codes(doc, "error")
+    assert [(i["name"], i["host"], i["url"]) for i in doc["instances"]] == [
+        ("node-b/numa0", "node-b", "http://10.0.0.12:30001"), ("node-b/numa1", "node-b", "http://10.0.0.12:30002")]
+    assert flag(doc["instances"][0]["argv"], "--host") == "10.0.0.12"
+    r = doc["router"]["argv"]
+    assert r[r.index("--worker-urls") + 1:] == ["http://10.0.0.12:30001", "http://10.0.0.12:30002"]
+    (h,) = doc["hosts"]
+    assert h["argv"][h["argv"].index("--fleet-host") + 1] == "node-b" and "--supervise" in h["argv"]
+    # a missing host-facts file is invalid input (exit 2) naming the entry
+    fleet["hosts"][0]["host_facts"] = "nope.json"
+    p = write_profile(tmp_path, fleet_profile(sys.executable, 30000, fleet))
+    done = kt_launch("--profile", str(p), "--no-check", "--dry-run")
+    assert done.returncode == 2 and "fleet.hosts[0] (node-b).host_facts" in done.stderr
+
+
+def test_fleet_host_plans_that_hosts_part_without_a_router(tmp_path):
+    write_json(tmp_path / "node-b.json", dual_socket())
+    fleet = {"hosts": [{"name": "node-b", "address": "10.0.0.12", "host_facts": "node-b.json"}]}
+    p = write_profile(tmp_path, fleet_profile(sys.executable, 30000, fleet))
+    done = kt_launch("--profile", str(p), "--host-facts", str(tmp_path / "node-b.json"), "--fleet-host", "node-b",
+                     "--no-check", "--dry-run", "--json")
+    doc = json.loads(done.stdout)
+    assert doc["router"] is None and [i["url"] for i in doc["instances"]] == ["http://10.0.0.12:30001",
+                                                                             "http://10.0.0.12:30002"]
+    done = kt_launch("--profile", str(p), "--fleet-host", "node-c", "--no-check", "--dry-run")
+    assert done.returncode == 2 and "node-c" in done.stderr and "node-b" in done.stderr
+
+
+def test_secrets_are_masked_everywhere(tmp_path):
+    secret = "sk-fleet-secret-9f8e7d"
+    profile = fleet_profile(sys.executable, 30000, server={"api_key": secret})
+    p = write_profile(tmp_path, profile)
+    h = write_json(tmp_path / "host.json", dual_socket())
+    for extra in (["--json"], []):
+        done = kt_launch("--profile", str(p), "--host-facts", str(h), "--no-check", "--dry-run", *extra)
+        assert secret not in done.stdout + done.stderr
+    doc = json.loads(kt_launch("--profile", str(p), "--host-facts", str(h), "--no-check", "--dry-run", "--json").stdout)
+    assert flag(doc["router"]["argv"], "--api-key") == "***"
+
+
+def test_set_and_env_reach_nested_fleet_keys(tmp_path):
+    p = write_profile(tmp_path, fleet_profile(sys.executable, 30000))
+    h = write_json(tmp_path / "host.json", dual_socket())
+    done = kt_launch("--profile", str(p), "--host-facts", str(h), "--no-check", "--dry-run", "--json",
+                     "--set", "fleet.replicas=4", "--set", "fleet.router.port=8080",
+                     env={"KT_LAUNCH_FLEET__ROUTER__POLICY": "power_of_two"})
+    doc = json.loads(done.stdout)
+    assert len(doc["instances"]) == 4
+    assert flag(doc["router"]["argv"], "--port") == "8080" and flag(doc["router"]["argv"], "--policy") == "power_of_two"
+    done = kt_launch("--profile", str(p), "--no-check", "--dry-run", "--set", "fleet.replicas=-1")
+    assert done.returncode == 2 and "fleet.replicas" in done.stderr
+
+
+def test_pinning_needs_kt_numa_nodes(tmp_path):
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, runtime={"flavor": "sglang"}))
+    assert rc == 3
+    assert [i["name"] for i in doc["instances"] if any(f["code"] == "KT-E709" for f in i["findings"])] == ["numa1"]
