@@ -31,6 +31,8 @@ def resolve_passthrough(inp: ResolveInput, values: dict[str, Resolved], out: lis
         v = setting(inp.config, o.key)
         if v is None or (o.resolve != PASS and not is_user_set(inp.provenance, o.key, v)):
             continue
+        if (v is False or v == [] or v == {}) and inp.provenance.of(o.key) is None:
+            continue  # an off switch or empty list nobody set: nothing to show or pass
         values[o.key] = user_value(inp.provenance, o.key, list(v) if isinstance(v, (list, tuple)) else
                                    (dict(v) if isinstance(v, dict) else v))
 
