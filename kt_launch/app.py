@@ -83,7 +83,7 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tup
     host = host_facts_for(req.host_facts, cfg.runtime.cuda_visible_devices)
     model = problem = None
     adapters = {}
-    artifacts = None
+    artifacts = weights = None
     if req.checks:
         try:
             model = read_model_facts(cfg.model.path)
@@ -96,10 +96,14 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tup
         from kt_launch.facts.artifacts import gather_artifacts  # not imported under --no-check
 
         artifacts = gather_artifacts(cfg)
+        from kt_launch.facts.weights import weight_bytes
+
+        weights = weight_bytes(artifacts.model, model)
     inp = ResolveInput(
         config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
         adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg, req.checks), tuned=_tuned(cfg, host, model),
         passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path), input_warnings=tuple(warnings),
+        weights=weights,
     )
     return cfg, inp
 

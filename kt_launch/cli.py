@@ -87,6 +87,13 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
             b.add_argument("--threads", metavar="N,N,...", help="thread counts to try (default: the host's range)")
             b.add_argument("--no-store", action="store_true", help="do not write the tuning cache")
         subs[name] = b
+    f = _Parser(prog="kt-launch fit", description="The largest kt.num_gpu_experts per TP size and KV target "
+                "(8k, 32k, 128k tokens) on this host or a recorded one, plus the RAM kt-kernel needs.")
+    f.add_argument("--profile", required=True, metavar="PATH|NAME")
+    f.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    f.add_argument("--host-facts", metavar="FILE", help="fit for a recorded host (`kt-launch doctor --json`)")
+    f.add_argument("--json", action="store_true")
+    subs["fit"] = f
     subs["profiles"] = _Parser(prog="kt-launch profiles", description="List every profile --profile NAME can find, "
                                "and where each one is (./configs, $KT_LAUNCH_PROFILE_DIR, user, bundled).")
     s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
@@ -323,6 +330,12 @@ def cmd_doctor(args, passthrough) -> int:
     from kt_launch.doctor import run_doctor
 
     return run_doctor(args)
+
+
+def cmd_fit(args, passthrough) -> int:
+    from kt_launch.fitcmd import run_fit
+
+    return run_fit(args)
 
 
 def cmd_profiles(args, passthrough) -> int:

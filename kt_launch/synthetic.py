@@ -163,6 +163,156 @@ def hf_model(root: str | Path, shape: Shape = TINY, expert_dtype: str = "BF16", 
     return root
 
 
+# -- real models: config.json and the full tensor list, for the memory plan's tests and benchmarks --------
+
+# config.json values as published (the keys SGLang and kt-launch read); `weights` names the checkpoint format.
+REAL_MODELS: dict[str, dict] = {
+    "DeepSeek-V2-Lite": {
+        "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "hidden_size": 2048,
+        "intermediate_size": 10944, "moe_intermediate_size": 1408, "num_hidden_layers": 27,
+        "first_k_dense_replace": 1, "moe_layer_freq": 1, "n_routed_experts": 64, "n_shared_experts": 2,
+        "num_experts_per_tok": 6, "num_attention_heads": 16, "num_key_value_heads": 16, "q_lora_rank": None,
+        "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+        "vocab_size": 102400, "max_position_embeddings": 163840, "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16", "topk_method": "greedy"},
+    "DeepSeek-V3": {
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 7168,
+        "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61,
+        "first_k_dense_replace": 3, "moe_layer_freq": 1, "n_routed_experts": 256, "n_shared_experts": 1,
+        "num_experts_per_tok": 8, "num_attention_heads": 128, "num_key_value_heads": 128, "q_lora_rank": 1536,
+        "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+        "vocab_size": 129280, "max_position_embeddings": 163840, "num_nextn_predict_layers": 1,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "topk_method": "noaux_tc",
+        "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                "weight_block_size": [128, 128]}},
+    "Kimi-K2-Thinking": {
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "kimi_k2", "hidden_size": 7168,
+        "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61,
+        "first_k_dense_replace": 1, "moe_layer_freq": 1, "n_routed_experts": 384, "n_shared_experts": 1,
+        "num_experts_per_tok": 8, "num_attention_heads": 64, "num_key_value_heads": 64, "q_lora_rank": 1536,
+        "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+        "vocab_size": 163840, "max_position_embeddings": 262144, "num_nextn_predict_layers": 0,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "topk_method": "noaux_tc",
+        "quantization_config": {"quant_method": "compressed-tensors", "format": "pack-quantized",
+                                "config_groups": {"group_0": {"weights": {"num_bits": 4, "group_size": 32,
+                                                                          "symmetric": True, "type": "int"}}}}},
+    "Qwen3-30B-A3B": {
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 2048,
+        "intermediate_size": 6144, "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_experts": 128,
+        "num_experts_per_tok": 8, "decoder_sparse_step": 1, "mlp_only_layers": [], "num_attention_heads": 32,
+        "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 40960,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "norm_topk_prob": True},
+}
+# Routed-expert format per model: BF16, FP8 (block-128 weight_scale_inv) or INT4 (compressed-tensors, group 32).
+REAL_FORMATS = {"DeepSeek-V2-Lite": "BF16", "DeepSeek-V3": "FP8", "Kimi-K2-Thinking": "INT4", "Qwen3-30B-A3B": "BF16"}
+
+Tensors = dict[str, tuple[str, tuple[int, ...]]]
+
+
+def _linear(t: Tensors, name: str, out: int, inp: int, fmt: str) -> None:
+    """One Linear weight in a checkpoint format: BF16; FP8 + F32 128x128 block scales; INT4 compressed-tensors."""
+    if fmt == "FP8":
+        t[f"{name}.weight"] = ("F8_E4M3", (out, inp))
+        t[f"{name}.weight_scale_inv"] = ("F32", (-(-out // 128), -(-inp // 128)))
+    elif fmt == "INT4":
+        t[f"{name}.weight_packed"] = ("I32", (out, inp // 8))
+        t[f"{name}.weight_scale"] = ("BF16", (out, inp // 32))
+        t[f"{name}.weight_shape"] = ("I32", (2,))
+    else:
+        t[f"{name}.weight"] = ("BF16", (out, inp))
+
+
+def _deepseek_layer(t: Tensors, c: dict, layer: int, fmt: str, expert_fmt: str) -> None:
+    p, h = f"model.layers.{layer}", c["hidden_size"]
+    heads, nope, rope, v = c["num_attention_heads"], c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
+    t[f"{p}.input_layernorm.weight"] = ("BF16", (h,))
+    if c.get("q_lora_rank"):
+        _linear(t, f"{p}.self_attn.q_a_proj", c["q_lora_rank"], h, fmt)
+        t[f"{p}.self_attn.q_a_layernorm.weight"] = ("BF16", (c["q_lora_rank"],))
+        _linear(t, f"{p}.self_attn.q_b_proj", heads * (nope + rope), c["q_lora_rank"], fmt)
+    else:
+        _linear(t, f"{p}.self_attn.q_proj", heads * (nope + rope), h, fmt)
+    _linear(t, f"{p}.self_attn.kv_a_proj_with_mqa", c["kv_lora_rank"] + rope, h, fmt)
+    t[f"{p}.self_attn.kv_a_layernorm.weight"] = ("BF16", (c["kv_lora_rank"],))
+    _linear(t, f"{p}.self_attn.kv_b_proj", heads * (nope + v), c["kv_lora_rank"], fmt)
+    _linear(t, f"{p}.self_attn.o_proj", h, heads * v, fmt)
+    t[f"{p}.post_attention_layernorm.weight"] = ("BF16", (h,))
+    if layer < c["first_k_dense_replace"]:
+        for proj, o, i in (("gate_proj", c["intermediate_size"], h), ("up_proj", c["intermediate_size"], h),
+                           ("down_proj", h, c["intermediate_size"])):
+            _linear(t, f"{p}.mlp.{proj}", o, i, fmt)
+        return
+    e, mi, sh = c["n_routed_experts"], c["moe_intermediate_size"], c["n_shared_experts"] * c["moe_intermediate_size"]
+    t[f"{p}.mlp.gate.weight"] = ("BF16", (e, h))
+    if c.get("topk_method") == "noaux_tc":
+        t[f"{p}.mlp.gate.e_score_correction_bias"] = ("F32", (e,))
+    for proj, o, i in (("gate_proj", sh, h), ("up_proj", sh, h), ("down_proj", h, sh)):
+        _linear(t, f"{p}.mlp.shared_experts.{proj}", o, i, fmt)
+    for x in range(e):
+        for proj, o, i in (("gate_proj", mi, h), ("up_proj", mi, h), ("down_proj", h, mi)):
+            _linear(t, f"{p}.mlp.experts.{x}.{proj}", o, i, expert_fmt)
+
+
+def _qwen3_moe_layer(t: Tensors, c: dict, layer: int) -> None:
+    p, h, hd = f"model.layers.{layer}", c["hidden_size"], c["head_dim"]
+    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
+    t[f"{p}.input_layernorm.weight"] = ("BF16", (h,))
+    for proj, o, i in (("q_proj", q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)):
+        t[f"{p}.self_attn.{proj}.weight"] = ("BF16", (o, i))
+    t[f"{p}.self_attn.q_norm.weight"] = ("BF16", (hd,))
+    t[f"{p}.self_attn.k_norm.weight"] = ("BF16", (hd,))
+    t[f"{p}.post_attention_layernorm.weight"] = ("BF16", (h,))
+    t[f"{p}.mlp.gate.weight"] = ("BF16", (c["num_experts"], h))
+    mi = c["moe_intermediate_size"]
+    for x in range(c["num_experts"]):
+        for proj, o, i in (("gate_proj", mi, h), ("up_proj", mi, h), ("down_proj", h, mi)):
+            t[f"{p}.mlp.experts.{x}.{proj}.weight"] = ("BF16", (o, i))
+
+
+def real_tensors(name: str) -> Tensors:
+    """The full tensor list of a published checkpoint (names, dtypes, shapes), MTP/next-n layers included."""
+    c, fmt = REAL_MODELS[name], REAL_FORMATS[name]
+    h, vocab, layers = c["hidden_size"], c["vocab_size"], c["num_hidden_layers"]
+    t: Tensors = {"model.embed_tokens.weight": ("BF16", (vocab, h)), "model.norm.weight": ("BF16", (h,))}
+    if c["model_type"] == "qwen3_moe":
+        for layer in range(layers):
+            _qwen3_moe_layer(t, c, layer)
+    else:
+        dense_fmt = "FP8" if fmt == "FP8" else "BF16"  # Kimi-K2-Thinking: only routed experts are INT4
+        for layer in range(layers + c.get("num_nextn_predict_layers", 0)):
+            _deepseek_layer(t, c, layer, dense_fmt, fmt)
+            if layer >= layers:  # DeepSeek-V3's MTP layer: its own embedding, projections and head
+                p = f"model.layers.{layer}"
+                t[f"{p}.embed_tokens.weight"] = ("BF16", (vocab, h))
+                t[f"{p}.enorm.weight"] = ("BF16", (h,))
+                t[f"{p}.hnorm.weight"] = ("BF16", (h,))
+                t[f"{p}.eh_proj.weight"] = ("BF16", (h, 2 * h))
+                t[f"{p}.shared_head.norm.weight"] = ("BF16", (h,))
+                t[f"{p}.shared_head.head.weight"] = ("BF16", (vocab, h))
+    if not c.get("tie_word_embeddings"):
+        t["lm_head.weight"] = ("BF16", (vocab, h))
+    return t
+
+
+def real_model(root: str | Path, name: str, shards: int = 8, sparse: bool = True) -> Path:
+    """A real model's HF dir: its config.json, every tensor of the published checkpoint (sparse: data as holes)
+    in `shards` shards, and model.safetensors.index.json."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "config.json", REAL_MODELS[name])
+    flat = list(real_tensors(name).items())
+    weight_map = {}
+    total = 0
+    for k in range(shards):
+        group = dict(flat[k * len(flat) // shards:(k + 1) * len(flat) // shards])
+        fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        write_safetensors(root / fname, group, sparse=sparse)
+        weight_map.update({t: fname for t in group})
+        total += sum(_nbytes(d, s) for d, s in group.values())
+    write_json(root / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    return root
+
+
 def amx_weights(root: str | Path, shape: Shape = TINY, bits: int = 8, numa: int = 1, sparse: bool = False,
                 skip_layers: Iterable[int] = (), per_layer_files: bool = True) -> Path:
     """A kt-kernel converted AMX dir: `blk.{L}.ffn_{gate,up,down}_exps.{E}.numa.{N}.{weight,scale}` keys."""

@@ -131,6 +131,16 @@ CODES: dict[str, str] = {
     "KT-I507": "usable cores",
     "KT-I510": "a note from gathering the host facts (doctor)",
     "KT-I511": "the inspected SGLang: flavour, versions, capabilities",
+    # KT-x6xx: the memory plan (resolve/memory.py)
+    "KT-E601": "a GPU cannot hold the non-expert weights' share, kt buffers, minimum KV and SGLang's reserve",
+    "KT-I602": "every routed expert fits on the GPUs: kt-kernel adds nothing there",
+    "KT-E603": "kt.num_gpu_experts / kt.gpu_experts_ratio exceeds a GPU (names the count that fits)",
+    "KT-W604": "kt.num_gpu_experts / kt.gpu_experts_ratio squeezes the KV cache below the target",
+    "KT-I605": "no memory fit (no GPU facts, model shape or checkpoint headers): kt.num_gpu_experts stays 0",
+    "KT-W606": "server.max_total_tokens does not fit even without GPU experts (SGLang caps the pool)",
+    "KT-W607": "sglang-kt sizes the MLA KV pool smaller than it allocates when server.max_total_tokens is unset",
+    "KT-W608": "a NUMA node's share of the experts and buffers exceeds its memory",
+    "KT-I609": "fit.kv_tokens is set but does not choose kt.num_gpu_experts (user count, MoE-LoRA, no fit)",
     # KT-x7xx: fleet (resolve/fleet.py, app.plan_fleet)
     "KT-E701": "fleet.replicas does not divide over the host's NUMA nodes",
     "KT-E702": "a NUMA node's usable physical cores do not divide over the replicas that share it",

@@ -124,6 +124,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "moe_lora": {"help": "MoE-expert LoRA (SFT mode); absent = off.", "optional": True},
     "lora": {"help": "Ordinary LoRA adapters.", "optional": False},
     "server": {"help": "The SGLang server.", "optional": False},
+    "fit": {"help": "The memory plan: what kt.num_gpu_experts: null leaves room for.", "optional": False},
     "runtime": {"help": "Interpreter, flavour and environment of the server process.", "optional": False},
     "fleet": {"help": "Several kt instances (one per NUMA node, or per host) behind the SGLang router; absent = one "
                       "instance.", "optional": True},
@@ -226,6 +227,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("server.disable_shared_experts_fusion", bool, "Derived: upstream sglang does not turn shared-expert "
            "fusion off for kt-kernel by itself.", on_all(Flag("--disable-shared-experts-fusion")), settable=False,
            resolve=derived("server")),
+
+    Option("fit.kv_tokens", int, "KV-cache tokens the memory fit keeps room for on every GPU when "
+           "server.max_total_tokens is unset (default 32768: one 32k-token request, or several shorter ones).",
+           on_all(Special("memory plan only")), default=32768, nullable=False, limits={"ge": 1}),
 
     Option("runtime.python", str, "Interpreter that has SGLang; null = the one running kt-launch.",
            on_all(Special("argv[0]")), resolve=derived("runtime")),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kt_launch.core.findings import Finding, has_errors
+from kt_launch.core.memory import MemoryPlan
 
 Source = Literal["default", "profile", "env", "cli", "host", "derived", "tuned"]
 
@@ -30,6 +31,7 @@ class LaunchPlan:
     passthrough: list[str] = field(default_factory=list)
     # Flags the installed SGLang's real parser accepts (None: not inspected; the static catalogue applies).
     accepted_flags: frozenset[str] | None = None
+    memory: MemoryPlan | None = None  # GPU and RAM budget of the resolved values (resolve/memory.py)
 
     def get(self, key: str, default: Any = None) -> Any:
         r = self.values.get(key)

@@ -55,6 +55,8 @@ class ExpertSet:
     suffixes: frozenset[str] = frozenset()  # weight, weight_scale_inv, qweight, ...
     nbytes: int = 0  # every routed-expert tensor
     count: int = 0
+    layer_bytes: dict[int, int] = field(default_factory=dict)  # layer -> bytes of its routed-expert tensors (all suffixes)
+    layer_dtype_bytes: dict[tuple[int, str], int] = field(default_factory=dict)  # (layer, dtype) -> bytes
 
     @property
     def present(self) -> bool:
@@ -228,6 +230,7 @@ def hf_experts(files) -> ExpertSet:
     dtypes: set = set()
     suffixes: set = set()
     nbytes = count = 0
+    dtype_bytes: dict[tuple, int] = {}
     for fid in files:
         if not isinstance(fid, FileId) or not fid.ok_safetensors or b".experts." not in fid.header:
             continue
@@ -244,6 +247,7 @@ def hf_experts(files) -> ExpertSet:
                      str(t.nbytes).encode()) for name, t in tensors.items() if (m := _HF_EXPERT_STR.match(name))]
         count += len(rows)
         nbytes += sum(map(int, [r[6] for r in rows])) - sum(map(int, [r[5] for r in rows]))
+        _add_bytes(rows, dtype_bytes)
         suffixes.update({r[3] for r in rows})
         main = [r for r in rows if r[3] in _MAIN_B]
         dtypes.update({r[4] for r in main})
@@ -256,8 +260,22 @@ def hf_experts(files) -> ExpertSet:
     for (layer, _), n in per_le.items():
         li = int(layer)
         layers[li] = layers.get(li, 0) + (n == 3)
+    layer_bytes: dict[int, int] = {}
+    for (layer, _), n in dtype_bytes.items():
+        layer_bytes[int(layer)] = layer_bytes.get(int(layer), 0) + n
     return ExpertSet(dict(sorted(layers.items())), frozenset(d.decode() for d in dtypes),
-                     frozenset(x.decode() for x in suffixes), nbytes, count)
+                     frozenset(x.decode() for x in suffixes), nbytes, count,
+                     dict(sorted(layer_bytes.items())),
+                     {(int(k[0]), k[1].decode()): v for k, v in dtype_bytes.items()})
+
+
+def _add_bytes(rows, dtype_bytes: dict) -> None:
+    """Per-layer and per-(layer, dtype) byte sums of expert rows (layer, expert, proj, suffix, dtype, start, end): the
+    memory plan's split, from the rows preflight already scanned (no second pass over the headers)."""
+    sizes = map(int.__sub__, map(int, [r[6] for r in rows]), map(int, [r[5] for r in rows]))
+    for r, n in zip(rows, sizes):
+        key = (r[0], r[4])
+        dtype_bytes[key] = dtype_bytes.get(key, 0) + n
 
 
 # -- kt.weight_path -------------------------------------------------------------------------

@@ -22,6 +22,19 @@ class ModelFacts:
     moe_layers: tuple[int, ...]
     torch_dtype: str = "bfloat16"
     expert_naming: str = "deepseek"  # "deepseek" (mlp.experts.E.{gate,up,down}_proj) or "mixtral" (block_sparse_moe.experts.E.w1/w3/w2)
+    # Attention and size facts for the memory plan (0 = not in config.json); see `attention_facts`.
+    attention: str = ""  # "mla" (kv_lora_rank set) | "gqa" (MHA/GQA: num_key_value_heads) | "" unknown
+    num_attention_heads: int = 0
+    num_kv_heads: int = 0
+    head_dim: int = 0
+    v_head_dim: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    vocab_size: int = 0
+    context_length: int = 0
+    quant_method: str = ""  # quantization_config.quant_method: fp8, compressed-tensors, gptq, ...
+    kt_moe_layers: int = 0  # MoE layers as sglang-kt counts them for --kt-num-gpu-experts (see attention_facts)
 
     @property
     def shape_key(self) -> str:
@@ -80,7 +93,45 @@ def shape_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelF
         inter = as_int(need("moe_intermediate_size", "intermediate_size"), "moe_intermediate_size")
     moe_layers = _moe_layers(cfg, layers)
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
-    return ModelFacts(model_type, hidden, inter, experts, top_k, layers, moe_layers, dtype, naming)
+    return ModelFacts(model_type, hidden, inter, experts, top_k, layers, moe_layers, dtype, naming,
+                      **attention_facts(cfg, layers, hidden))
+
+
+def attention_facts(cfg: dict[str, Any], layers: int, hidden: int) -> dict[str, Any]:
+    """The config.json values SGLang sizes its KV cache and kt its GPU-expert masks by. A value that is missing or
+    not a sane integer reads as 0 (the memory plan then says it cannot size that part), never as an exception.
+
+    MLA when `kv_lora_rank` is set (DeepSeek-V2/V3, Kimi-K2: SGLang's MLA architectures, model_config.py:516-534),
+    else MHA/GQA with `num_key_value_heads` (default: the attention heads) and `head_dim` (default hidden/heads,
+    model_config.py:495-504)."""
+    def num(key: str, default: int = 0) -> int:
+        v = cfg.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= (1 << 31) else default
+
+    heads = num("num_attention_heads")
+    out: dict[str, Any] = {"num_attention_heads": heads, "vocab_size": num("vocab_size"),
+                           "context_length": num("max_position_embeddings") or num("max_sequence_length")}
+    if num("kv_lora_rank"):
+        out.update(attention="mla", kv_lora_rank=num("kv_lora_rank"), qk_rope_head_dim=num("qk_rope_head_dim"),
+                   qk_nope_head_dim=num("qk_nope_head_dim"), v_head_dim=num("v_head_dim"),
+                   num_kv_heads=num("num_key_value_heads", heads))
+    elif heads:
+        head_dim = num("head_dim", hidden // heads)
+        out.update(attention="gqa", num_kv_heads=num("num_key_value_heads", heads), head_dim=head_dim,
+                   v_head_dim=num("v_head_dim", head_dim))
+    q = cfg.get("quantization_config")
+    if isinstance(q, dict) and isinstance(q.get("quant_method"), str):
+        out["quant_method"] = q["quant_method"][:40]
+    # sglang-kt's own count (kt_ep_wrapper.py:4546-4574): layers >= first_k_dense_replace (less num_hash_layers)
+    # with i % moe_layer_freq == 0; a list-form moe_layer_freq starts at its first true entry.
+    first = max(0, num("first_k_dense_replace") - num("num_hash_layers"))
+    freq = cfg.get("moe_layer_freq", 1)
+    if isinstance(freq, list):
+        first = max(first, next((i for i, v in enumerate(freq) if v), 0))
+        freq = 1
+    freq = freq if isinstance(freq, int) and not isinstance(freq, bool) and freq > 0 else 1
+    out["kt_moe_layers"] = sum(1 for i in range(layers) if i >= first and i % freq == 0)
+    return out
 
 
 def _moe_layers(cfg: dict[str, Any], layers: int) -> tuple[int, ...]:

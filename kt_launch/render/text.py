@@ -6,6 +6,7 @@ import json
 import shlex
 
 from kt_launch.render.argv import Command
+from kt_launch.render.memory import memory_text
 from kt_launch.render.redact import redact_argv, redact_env, scrub, secret_values
 from kt_launch.core.findings import Finding
 from kt_launch.core.options import OPTIONS
@@ -39,6 +40,8 @@ def plan_json(plan: LaunchPlan, cmd: Command, findings: list[Finding]) -> str:
         "findings": [{**f.to_json(), "message": scrub(f.message, secrets), "fix": scrub(f.fix, secrets)}
                      for f in findings],
     }
+    if plan.memory is not None:
+        doc["memory"] = plan.memory.to_json()
     return json.dumps(doc, indent=2)
 
 
@@ -68,6 +71,9 @@ def plan_text(plan: LaunchPlan, cmd: Command, findings: list[Finding]) -> str:
     for k, v, s, why in rows:
         parts.append(f"  {k:<{w0}}  {v:<{w1}}  {s:<{w2}}  {why}")
     parts.append("")
+    mem = memory_text(plan.memory)
+    if mem:
+        parts += [scrub(mem, secrets)]
     return "\n".join(parts) + "\n" + scrub(findings_text(findings), secrets)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, NEEDS_CONVERTED, NEVER_AVAILABLE,
                                        READS_HF_CHECKPOINT, SFT_BASE_WEIGHTS, SFT_FROM_KT_METHOD)
 from kt_launch.core.plan import Resolved
+from kt_launch.resolve import memory as mem
 from kt_launch.resolve.values import user_value
 
 
@@ -92,6 +95,8 @@ def resolve_weights(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
 
 
 def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """kt.num_gpu_experts: the user's value (checked against the memory plan), or in inference mode the largest
+    per-layer count that fits every GPU of the TP group with room for the KV target (resolve/memory.py)."""
     cfg, prov = inp.config, inp.provenance
     n, ratio = cfg.kt.num_gpu_experts, cfg.kt.gpu_experts_ratio
     model = inp.model
@@ -108,18 +113,134 @@ def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: lis
         if ratio is not None:
             out.append(error("KT-E102", "kt.gpu_experts_ratio is set in MoE-LoRA mode; expert LoRA needs all experts "
                              "on the CPU", "remove kt.gpu_experts_ratio"))
+        _memory_checks(inp, values, out, user=None)
+        _unused_target(inp, out, "MoE-LoRA mode keeps every expert on the CPU")
         return
+    setup = mem.setup_from(inp, values)
     if n is not None:
         values["kt.num_gpu_experts"] = user_value(prov, "kt.num_gpu_experts", n)
+        _unused_target(inp, out, f"kt.num_gpu_experts={n} is set; the target only checks it")
     else:
-        values["kt.num_gpu_experts"] = Resolved(0, "default", "all routed experts on the CPU; raise it to keep some "
-                                                "on the GPU when VRAM allows (always passed: unset, sglang-kt turns KT off)")
+        values["kt.num_gpu_experts"] = _fitted(inp, setup, out)
     if ratio is not None:
         values["kt.gpu_experts_ratio"] = user_value(prov, "kt.gpu_experts_ratio", ratio)
     n = values["kt.num_gpu_experts"].value
     if model is not None and n > model.num_experts:
         out.append(error("KT-E103", f"kt.num_gpu_experts={n} is more than the {model.num_experts} experts per MoE "
                          f"layer of {cfg.model.path}", f"use a value between 0 and {model.num_experts}"))
+        return
+    user = "kt.gpu_experts_ratio" if ratio is not None else ("kt.num_gpu_experts" if cfg.kt.num_gpu_experts is not None
+                                                            else None)
+    _memory_checks(inp, values, out, user=user, setup=setup)
+
+
+def _unused_target(inp: ResolveInput, out: list[Finding], why: str) -> None:
+    """A user's fit.kv_tokens that chooses nothing is said, never silently dropped."""
+    k = inp.config.fit.kv_tokens
+    if inp.provenance.of("fit.kv_tokens") is None:
+        return
+    if inp.config.server.max_total_tokens:
+        why = f"server.max_total_tokens={inp.config.server.max_total_tokens} is the KV target"
+    out.append(info("KT-I609", f"fit.kv_tokens={k} does not choose kt.num_gpu_experts here: {why}"))
+
+
+def _gib(n: float) -> str:
+    return f"{n / mem.GiB:.1f} GiB"
+
+
+def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
+    """The fit as a resolved value, or 0 with an info finding saying why no fit was made."""
+    why = None
+    if setup is None:
+        why = "the model shape is unknown"
+    elif not setup.gpus:
+        why = f"no GPUs are known for {inp.host.source} (plan with --host-facts FILE from `kt-launch doctor --json`)"
+    elif setup.weights is None:
+        why = "the model.path safetensors headers were not read" + (" (--no-check)" if not inp.checks else "")
+    if why is not None:
+        _unused_target(inp, out, why)
+        out.append(info("KT-I605", f"kt.num_gpu_experts is unset and {why}: every routed expert stays on the CPU (0)",
+                        "set kt.num_gpu_experts, or give the facts the memory fit needs"))
+        return Resolved(0, "default", f"no memory fit: {why}")
+    if inp.config.server.max_total_tokens:
+        _unused_target(inp, out, "")
+    f = mem.fit(setup)
+    m = setup.model
+    if f.max_gpu_experts < 0:
+        return Resolved(0, "derived", f"no room for GPU experts on {f.limited_by} (see KT-E601/KT-W606)")
+    rooms = dict((g.index, r) for g, r in mem.room_for_experts(setup, f.kv_tokens))
+    g = next(x for x in setup.gpus if f"gpu {x.index}" == f.limited_by) if f.limited_by.startswith("gpu") \
+        else setup.gpus[0]
+    bpt = mem.kv_bytes_per_token(m, setup.tp, setup.kv_elem)
+    layers = m.kt_moe_layers or len(m.moe_layers)
+    why = (f"the memory fit: {f.max_gpu_experts} of {m.num_experts} experts per layer; GPU {g.index} ({g.name}, "
+           f"{_gib(g.memory_bytes)}) keeps {_gib(rooms[g.index])} after reserve, non-expert weights and "
+           f"{f.kv_tokens} KV tokens x {bpt} B ({setup.kv_target_key}); one expert per layer costs "
+           f"{_gib(f.per_layer_bytes)} ({layers} MoE layers, TP {setup.tp})")
+    if f.max_gpu_experts >= m.num_experts:
+        out.append(info("KT-I602", f"all {m.num_experts} routed experts of every MoE layer fit on the GPUs with "
+                        f"{f.kv_tokens} KV tokens ({setup.kv_target_key}): kt-kernel adds nothing there (its CPU experts would be idle)",
+                        "serve the model with plain SGLang, or raise fit.kv_tokens / server.max_total_tokens for "
+                        "more KV cache"))
+    return Resolved(f.max_gpu_experts, "derived", why)
+
+
+def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding], user: str | None,
+                   setup=None) -> None:
+    """GPU memory findings: weights that do not fit, a user count or KV target that does not fit, the MLA caveat."""
+    setup = setup or mem.setup_from(inp, values)
+    if setup is None or not setup.gpus or setup.weights is None:
+        return
+    m = setup.model
+    bpt = mem.kv_bytes_per_token(m, setup.tp, setup.kv_elem)
+    floor_kv = min(mem.MIN_KV_TOKENS, setup.kv_target)
+    for g, room in mem.room_for_experts(setup, floor_kv):
+        if room < 0:
+            mf, reserve, nonexp, buf, _ = mem._gpu_fixed(setup, g, setup.gpus.index(g))
+            out.append(error("KT-E601", f"GPU {g.index} ({g.name}, {_gib(g.memory_bytes)}) cannot hold the model "
+                             f"without experts: non-expert weights' TP share {_gib(nonexp)} + kt buffers {_gib(buf)} + "
+                             f"{floor_kv} KV tokens {_gib(floor_kv * bpt)} + SGLang's reserve {_gib(reserve)} "
+                             f"(mem_fraction_static {mf}) is {_gib(g.memory_bytes - room)}",
+                             f"raise server.tp_size (now {setup.tp}) to split the weights over more GPUs, or use "
+                             "bigger GPUs"))
+            return
+    at_target = mem.fit(setup)
+    at_floor = mem.fit(setup, floor_kv)
+    ratio = values.get("kt.gpu_experts_ratio")
+    n = values["kt.num_gpu_experts"].value or 0
+    r = ratio.value if ratio is not None else None
+    if user is not None and (n or r):
+        total = mem.gpu_experts_total(m, n, r)
+        layers = m.kt_moe_layers or len(m.moe_layers)
+        per_layer = total / max(1, layers)
+        what = f"kt.gpu_experts_ratio={r} ({total} experts, {per_layer:.1f} per layer)" if r is not None \
+            else f"kt.num_gpu_experts={n}"
+        if per_layer > max(at_floor.max_gpu_experts, 0):
+            out.append(error("KT-E603", f"{what} does not fit on {at_floor.limited_by}: at most "
+                             f"{max(at_floor.max_gpu_experts, 0)} experts per layer fit with {floor_kv} KV tokens "
+                             f"(the GPU runs out of memory while loading weights)",
+                             f"set kt.num_gpu_experts={max(at_target.max_gpu_experts, 0)} (keeps "
+                             f"{at_target.kv_tokens} KV tokens), or unset it to get the fit"))
+        elif per_layer > max(at_target.max_gpu_experts, 0):
+            left = min((room - math.ceil(total * mem.expert_avg_bytes(setup.weights, m) / setup.tp)) // bpt
+                       for _, room in mem.room_for_experts(setup, 0)) if bpt else 0
+            out.append(warning("KT-W604", f"{what} leaves room for about {left} KV tokens, below the target "
+                               f"{setup.kv_target} ({setup.kv_target_key}); at most {max(at_target.max_gpu_experts, 0)}"
+                               " per layer keep it", f"set kt.num_gpu_experts={max(at_target.max_gpu_experts, 0)}, "
+                               f"or lower {setup.kv_target_key}"))
+    if setup.max_total_tokens and at_target.max_gpu_experts < 0:
+        out.append(warning("KT-W606", f"server.max_total_tokens={setup.max_total_tokens} does not fit on "
+                           f"{at_target.limited_by} even without GPU experts; SGLang caps the KV pool to what is left",
+                           "lower server.max_total_tokens or raise server.tp_size"))
+    if m.attention == "mla" and not setup.max_total_tokens and values["runtime.flavor"].value == "sglang-kt" \
+            and m.qk_nope_head_dim and m.qk_nope_head_dim + m.qk_rope_head_dim < m.kv_lora_rank + m.qk_rope_head_dim:
+        sized = m.qk_nope_head_dim + m.qk_rope_head_dim
+        alloc = m.kv_lora_rank + m.qk_rope_head_dim
+        out.append(warning("KT-W607", f"server.max_total_tokens is unset: sglang-kt 0.7.2 sizes the MLA KV pool by "
+                           f"qk_nope_head_dim + qk_rope_head_dim = {sized} per layer (model_runner_kv_cache_mixin.py"
+                           f":113-121) but allocates kv_lora_rank + qk_rope_head_dim = {alloc} (memory_pool.py:1414), "
+                           f"so its pool takes {alloc / sized:.1f}x the room it measured",
+                           f"set server.max_total_tokens (e.g. {setup.kv_target}, what the plan keeps room for)"))
 
 
 def resolve_model_shape(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:

@@ -9,6 +9,7 @@ from kt_launch.core.profile import UserConfig
 from kt_launch.core.provenance import Provenance
 from kt_launch.facts.adapters import AdapterConfig
 from kt_launch.core.host import HostFacts
+from kt_launch.core.memory import WeightBytes
 from kt_launch.core.tuning import TunedThreads
 from kt_launch.facts.model import ModelFacts
 
@@ -29,3 +30,4 @@ class ResolveInput:
     checks: bool = True  # False under --no-check: no file-system facts were gathered
     profile_path: str | None = None
     input_warnings: tuple[str, ...] = ()  # ignored input (an unknown KT_LAUNCH_* variable), each a warning
+    weights: WeightBytes | None = None  # model.path bytes by role, from the headers preflight read (memory plan)

@@ -9,6 +9,7 @@ from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.resolve.flavor_rules import resolve_flavor_lora
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.lora import resolve_cuda_graph, resolve_lora
+from kt_launch.resolve.memory import memory_plan
 from kt_launch.core.plan import LaunchPlan, Resolved
 from kt_launch.resolve.rules import ALL as CHECKS  # rule tables over the resolved values (flavour, preflight)
 from kt_launch.resolve.server import resolve_runtime, resolve_server
@@ -30,6 +31,8 @@ def resolve_passthrough(inp: ResolveInput, values: dict[str, Resolved], out: lis
         v = setting(inp.config, o.key)
         if v is None or (o.resolve != PASS and not is_user_set(inp.provenance, o.key, v)):
             continue
+        if (v is False or v == [] or v == {}) and inp.provenance.of(o.key) is None:
+            continue  # an off switch or empty list nobody set: nothing to show or pass
         values[o.key] = user_value(inp.provenance, o.key, list(v) if isinstance(v, (list, tuple)) else
                                    (dict(v) if isinstance(v, dict) else v))
 
@@ -86,7 +89,7 @@ def resolve(inp: ResolveInput) -> LaunchPlan:
     for check in CHECKS:
         findings.extend(check(inp, values))
     plan = LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough),
-                      accepted_flags=accepted)
+                      accepted_flags=accepted, memory=memory_plan(inp, values))
     return plan
 
 

@@ -277,23 +277,33 @@ def _expert_bytes(inp: ResolveInput, values: Values) -> tuple[int, str] | None:
 
 
 def check_memory(inp: ResolveInput, values: Values) -> Iterator[Finding]:
-    got = _expert_bytes(inp, values)
-    m, host = inp.model, inp.host
-    if got is None or m is None or not host.memory_total_bytes:
+    """Host RAM against the memory plan's figure: every routed expert in the CPU method's format (GPU-placed ones
+    too, kvcache-ai/ktransformers#2084) plus kt-kernel's per-pool buffers; per NUMA node where pools split them."""
+    from kt_launch.resolve.memory import memory_plan  # memory reads this module's helpers
+
+    host = inp.host
+    plan = memory_plan(inp, values) if inp.model is not None and host.memory_total_bytes else None
+    ram = plan.ram if plan is not None else None
+    if ram is None or (ram.experts_source.startswith("estimated") and artifacts(inp) is None):
+        return  # --no-check: nothing was read, the estimate stays in the plan only
+    msg = (f"kt-kernel needs {ram.need_bytes / GiB:.1f} GiB of RAM: every routed expert in its CPU format "
+           f"({ram.experts_bytes / GiB:.1f} GiB, {ram.experts_source}; GPU-placed experts stay in RAM too) plus its "
+           f"buffers ({ram.other_bytes / GiB:.1f} GiB for chunked_prefill_size {plan.chunked_prefill_size})")
+    if ram.need_bytes > host.memory_total_bytes:
+        yield _planning_level(inp)("KT-E230", "KT-W230", f"{msg}, more than the {host.memory_total_bytes / GiB:.1f} GiB of RAM on "
+                                   f"{host.source}; the server is killed for memory after the GPU weights have loaded",
+                                   "use a smaller method (AMXINT4), a smaller server.chunked_prefill_size, or a bigger "
+                                   "host")
         return
-    nbytes, src = got
-    gpu = values.get("kt.num_gpu_experts")
-    on_gpu = min(m.num_experts, gpu.value or 0) if gpu is not None else 0
-    need = nbytes * (m.num_experts - on_gpu) // max(1, m.num_experts)
-    msg = (f"the CPU experts read from {src} take {need / GiB:.1f} GiB "
-           f"({m.num_experts - on_gpu} of {m.num_experts} experts per layer on the CPU)")
-    if need > host.memory_total_bytes:
-        yield _planning_level(inp)("KT-E230", "KT-W230", f"{msg}, more than the {host.memory_total_bytes / GiB:.1f} GiB of RAM on {host.source}; "
-                    "the server is killed for memory after the GPU weights have loaded",
-                    "keep more experts on the GPU (kt.num_gpu_experts), use a smaller method (AMXINT4), or a bigger host")
-    elif host.memory_available_bytes and need > host.memory_available_bytes:
+    if host.memory_available_bytes and ram.need_bytes > host.memory_available_bytes:
         yield warning("KT-W230", f"{msg}, more than the {host.memory_available_bytes / GiB:.1f} GiB available now on "
                       f"{host.source}", "free memory (other servers, page cache pinned by tmpfs) before launching")
+    for node in ram.nodes:
+        if node.total_bytes and node.need_bytes > node.total_bytes:
+            yield warning("KT-W608", f"NUMA node {node.node} holds 1/{len(ram.nodes)} of the experts plus one pool's "
+                          f"buffers, {node.need_bytes / GiB:.1f} GiB, more than its {node.total_bytes / GiB:.1f} GiB; "
+                          "the rest spills to the other node (slower) or fails", "spread kt.numa_nodes over nodes "
+                          "with more memory, or lower server.chunked_prefill_size")
 
 
 def check_gpus(inp: ResolveInput, values: Values) -> Iterator[Finding]:

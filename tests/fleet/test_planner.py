@@ -7,6 +7,8 @@ import json
 import sys
 
 from kt_launch import synthetic
+from kt_launch.facts.model import read_model_facts
+from kt_launch.resolve.memory import kt_pool_buffer_bytes
 
 from fleet.support import GiB, dual_socket, fleet_profile, kt_launch, write_json, write_profile
 
@@ -89,7 +91,9 @@ def test_without_fleet_the_single_instance_json_is_unchanged(tmp_path):
 
 def test_ram_is_checked_per_node_and_per_copy(tmp_path):
     model = synthetic.hf_model(tmp_path / "model", sparse=True)
-    need = 3 * 8 * 3 * 32 * 64 * 2  # MoE layers x experts x projections x BF16 bytes: one copy of the CPU experts
+    # one copy of the CPU experts (MoE layers x experts x projections x BF16 bytes) plus kt-kernel's buffers of one
+    # thread pool at SGLang's chunk for a 141 GiB GPU (8192): the memory plan's RAM figure (resolve/memory.py)
+    need = 3 * 8 * 3 * 32 * 64 * 2 + kt_pool_buffer_bytes(read_model_facts(str(model)), 8192, 1)
     profile = fleet_profile(sys.executable, 30000, model={"path": str(model)},
                             kt={"weight_path": str(model), "method": "BF16"})
     # each node holds one copy: fine

@@ -1,0 +1,60 @@
+"""Memory tables: the plan's per-GPU and RAM budget (dry-run), and `kt-launch fit`'s rows. Pure text."""
+
+from __future__ import annotations
+
+from kt_launch.core.memory import MemoryPlan
+
+GiB = 1 << 30
+
+
+def _g(n: int) -> str:
+    return f"{n / GiB:.1f}"
+
+
+def memory_text(m: MemoryPlan | None) -> str:
+    """The dry-run's memory section (GiB). Empty when no plan was made."""
+    if m is None:
+        return ""
+    lines = [f"memory (GiB; TP {m.tp_size}, {m.num_gpu_experts} GPU experts per MoE layer = {m.gpu_experts_total} "
+             f"in all, mem_fraction_static {m.mem_fraction_static} from {m.mem_fraction_source}, "
+             f"chunked_prefill_size {m.chunked_prefill_size}):"]
+    if m.gpus:
+        head = ("gpu", "name", "total", "reserve", "weights", "experts", "KV B/token", "KV tokens", "KV", "free")
+        rows = [head] + [(str(g.index), g.name[:24], _g(g.total_bytes), _g(g.reserve_bytes), _g(g.weights_bytes),
+                          _g(g.gpu_experts_bytes), str(g.kv_bytes_per_token), str(g.kv_tokens),
+                          _g(g.kv_tokens * g.kv_bytes_per_token), _g(g.free_bytes)) for g in m.gpus]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        for r in rows:
+            lines.append("  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    if m.fit is not None:
+        lines.append(f"  fit: at most {m.fit.max_gpu_experts} GPU experts per layer with {m.fit.kv_tokens} KV tokens "
+                     f"(limited by {m.fit.limited_by}; {_g(m.fit.per_layer_bytes)} GiB per expert per layer)")
+    r = m.ram
+    if r is not None:
+        total = f" of {_g(r.total_bytes)}" if r.total_bytes else ""
+        lines.append(f"  RAM: need {_g(r.need_bytes)}{total}: routed experts {_g(r.experts_bytes)} ({r.experts_source}) "
+                     f"+ kt-kernel buffers {_g(r.other_bytes)}")
+        for n in r.nodes:
+            lines.append(f"    NUMA node {n.node}: {_g(n.need_bytes)}" + (f" of {_g(n.total_bytes)}" if n.total_bytes else ""))
+    for note in m.notes:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def fit_text(rows: list[dict], ram: dict | None, source: str) -> str:
+    """`kt-launch fit`: one row per TP size and KV target, each with a ready --set line."""
+    out = [f"# kt-launch fit ({source})", ""]
+    if not rows:
+        out.append("no GPU rows: no GPUs known (give --host-facts FILE) or no checkpoint headers")
+    head = ("tp", "kv tokens", "gpu experts/layer", "limited by", "set")
+    table = [head] + [(str(r["tp_size"]), str(r["kv_tokens"]),
+                       "-" if r["max_gpu_experts"] is None else str(r["max_gpu_experts"]), r["limited_by"], r["set"])
+                      for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(head))]
+    for t in table:
+        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(t, widths)).rstrip())
+    if ram is not None:
+        out.append("")
+        out.append(f"RAM: kt-kernel needs {_g(ram['need_bytes'])} GiB (experts {_g(ram['experts_bytes'])} GiB, "
+                   f"{ram['experts_source']}; buffers {_g(ram['other_bytes'])} GiB), host has {_g(ram['total_bytes'])} GiB")
+    return "\n".join(out) + "\n"
