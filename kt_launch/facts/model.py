@@ -91,7 +91,7 @@ def shape_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelF
         inter = as_int(need("intermediate_size"), "intermediate_size")
     else:
         inter = as_int(need("moe_intermediate_size", "intermediate_size"), "moe_intermediate_size")
-    moe_layers = _moe_layers(cfg, layers)
+    moe_layers = _moe_layers(cfg, layers, where)
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
     return ModelFacts(model_type, hidden, inter, experts, top_k, layers, moe_layers, dtype, naming,
                       **attention_facts(cfg, layers, hidden))
@@ -134,17 +134,30 @@ def attention_facts(cfg: dict[str, Any], layers: int, hidden: int) -> dict[str, 
     return out
 
 
-def _moe_layers(cfg: dict[str, Any], layers: int) -> tuple[int, ...]:
+def _moe_layers(cfg: dict[str, Any], layers: int, where: str = "config.json") -> tuple[int, ...]:
+    """Which layers are MoE. A layout key of the wrong type is an error naming it, never a TypeError."""
+    def count(key: str, default: int) -> int:
+        v = cfg.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_DIM:
+            shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+            raise ModelConfigError(f"{where}: {key} must be a whole number from 0 to {MAX_DIM}, got {shown}")
+        return v
+
     if "first_k_dense_replace" in cfg or "n_routed_experts" in cfg:
-        first = cfg.get("first_k_dense_replace") or 0
-        freq = cfg.get("moe_layer_freq") or 1
-        if isinstance(freq, list):
+        first = count("first_k_dense_replace", 0)
+        if isinstance(cfg.get("moe_layer_freq"), list):
+            freq = cfg["moe_layer_freq"]
             return tuple(i for i in range(layers) if i < len(freq) and freq[i])
-        freq = freq if isinstance(freq, int) and freq > 0 else 1
+        freq = count("moe_layer_freq", 1) or 1
         return tuple(i for i in range(layers) if i >= first and i % freq == 0)
     if "decoder_sparse_step" in cfg or "mlp_only_layers" in cfg:
-        step = cfg.get("decoder_sparse_step") or 1
-        dense = set(cfg.get("mlp_only_layers") or [])
+        step = count("decoder_sparse_step", 1) or 1
+        dense = cfg.get("mlp_only_layers") or []
+        if not isinstance(dense, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in dense):
+            raise ModelConfigError(f"{where}: mlp_only_layers must be a list of layer numbers")
+        dense = set(dense)
         return tuple(i for i in range(layers) if i not in dense and (i + 1) % step == 0)
     return tuple(range(layers))
 

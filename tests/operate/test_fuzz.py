@@ -482,3 +482,23 @@ def test_host_facts_are_a_possible_machine_or_refused_by_field(doc):
     assert usable <= {c for n in h.numa for c in n.cpus}
     assert set(h.cpu_numa_nodes) <= set(h.numa)  # chosen from the file, never invented
     assert len({g.index for g in h.gpus}) == len(h.gpus) and all(g.memory_bytes >= 0 for g in h.gpus)
+
+
+@fuzz(400)
+@given(changes=st.dictionaries(st.sampled_from([
+    "hidden_size", "num_hidden_layers", "n_routed_experts", "num_experts", "num_local_experts", "num_experts_per_tok",
+    "moe_intermediate_size", "intermediate_size", "first_k_dense_replace", "moe_layer_freq", "decoder_sparse_step",
+    "mlp_only_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "kv_lora_rank", "vocab_size",
+    "quantization_config", "text_config", "torch_dtype", "model_type"]), json_values, max_size=5))
+def test_model_config_values_of_any_type_are_a_message_not_a_crash(changes):
+    """config.json as a damaged file holds it: every key read may have any JSON type."""
+    from kt_launch.facts.model import ModelConfigError, shape_from_config
+    from kt_launch.synthetic import TINY
+
+    cfg = {**TINY.config(), **changes}
+    try:
+        m = shape_from_config(cfg, "/m/config.json")
+    except ModelConfigError as e:
+        assert str(e).startswith("/m/config.json: ")
+    else:
+        assert all(0 <= i < m.num_layers for i in m.moe_layers)

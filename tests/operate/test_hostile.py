@@ -161,6 +161,16 @@ for kind, words in {"fifo": ("not a regular file",), "dir": ("is a directory",),
             return Run(_check(tmp, doc))
 
 
+for key, value in {"first_k_dense_replace": "1", "moe_layer_freq": 2.5, "hidden_size": True,
+                   "num_hidden_layers": 10 ** 40}.items():
+    @case(f"config.json:{key} of the wrong type", (3,), ("KT-E108", "config.json", key))
+    def _(tmp, key=key, value=value):
+        root, doc = _demo(tmp)
+        cfg = root / "model" / "config.json"
+        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), key: value}))
+        return Run(_check(tmp, doc))
+
+
 @case("profile:directory", (2,), ("is a directory",))
 def _(tmp):
     (tmp / "d").mkdir()
