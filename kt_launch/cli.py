@@ -98,6 +98,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
                                "and where each one is (./configs, $KT_LAUNCH_PROFILE_DIR, user, bundled).")
     s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
     s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
+    s.add_argument("--readme", metavar="FILE", help="instead: regenerate the profile key table in FILE (README.md) "
+                   "from the option registry")
     subs["schema"] = s
     return subs
 
@@ -351,6 +353,8 @@ def cmd_profiles(args, passthrough) -> int:
 def cmd_schema(args, passthrough) -> int:
     from kt_launch.render.schema import profile_schema_text
 
+    if getattr(args, "readme", None):
+        return _regenerate_readme(args.readme)
     text = profile_schema_text()
     if getattr(args, "output", None):
         from kt_launch.facts.cache import write_output
@@ -362,4 +366,21 @@ def cmd_schema(args, passthrough) -> int:
                               "changed") from None
         return EXIT_OK
     sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _regenerate_readme(path: str) -> int:
+    from kt_launch.facts.cache import write_output
+    from kt_launch.facts.reader import Kind, ReadError, read_bytes
+    from kt_launch.render.docs import with_table
+
+    try:
+        text = with_table(read_bytes(path, Kind("README", 4 << 20)).decode("utf-8", "replace"))
+        if text is None:
+            raise ConfigError(f"--readme {path}: no profile-keys markers in the file")
+        write_output(path, text)
+    except ReadError as e:
+        raise ConfigError(str(e)) from None
+    except OSError as e:
+        raise ConfigError(f"--readme {path}: cannot write ({e.strerror or e}); the file was not changed") from None
     return EXIT_OK

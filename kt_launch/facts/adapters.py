@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from kt_launch.core.adapters import AdapterConfig
 from kt_launch.facts.reader import ADAPTER_CONFIG, Missing, ReadError, read_json
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    path: str  # the adapter_config.json file
-    peft_type: str | None
-    r: int | None
-    lora_alpha: float | None
-    target_modules: tuple[str, ...] | None
-    problem: str | None = None  # why the file could not be used, naming the file and key
 
 
 def read_adapter_config(adapter_dir: str | Path) -> AdapterConfig | None:

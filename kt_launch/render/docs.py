@@ -1,11 +1,10 @@
 """The README's profile key table, generated from the option registry (tests fail when README drifts).
 
-Regenerate: `python -m kt_launch.render.docs README.md` rewrites the block between the markers.
+Regenerate: `kt-launch schema --readme README.md` rewrites the block between the markers.
 """
 
 from __future__ import annotations
 
-import sys
 import typing
 
 from kt_launch.core.options import FLAVORS, OPTIONS, Carried, EnvVar, Flag, Refuse, Special
@@ -63,24 +62,11 @@ def key_table() -> str:
     return "\n".join(rows)
 
 
-def with_table(readme: str) -> str:
-    """README text with the generated block replaced."""
+def with_table(readme: str) -> str | None:
+    """README text with the generated block replaced (None when the markers are missing)."""
+    if START not in readme or END not in readme:
+        return None
     head, _, rest = readme.partition(START)
     _, _, tail = rest.partition(END)
     return f"{head}{START}\n{key_table()}\n{END}{tail}"
 
-
-def main(argv: list[str]) -> int:
-    path = argv[0] if argv else "README.md"
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    if START not in text:
-        print(f"{path}: no {START} marker", file=sys.stderr)
-        return 2
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(with_table(text))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -7,11 +7,11 @@ from typing import Any
 
 from kt_launch.core.profile import UserConfig
 from kt_launch.core.provenance import Provenance
-from kt_launch.facts.adapters import AdapterConfig
+from kt_launch.core.adapters import AdapterConfig
 from kt_launch.core.host import HostFacts
 from kt_launch.core.memory import WeightBytes
 from kt_launch.core.tuning import TunedThreads
-from kt_launch.facts.model import ModelFacts
+from kt_launch.core.model import ModelFacts
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import os
 import posixpath
 from typing import Iterable, Iterator
 
-from kt_launch.facts.fileid import HEADER_BEYOND_FILE, DATA_BEYOND_FILE, FileId
+from kt_launch.core.fileid import DATA_BEYOND_FILE, HEADER_BEYOND_FILE, FileId
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.core.profile import lora_entries

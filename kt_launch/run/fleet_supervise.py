@@ -33,7 +33,7 @@ from kt_launch.render.redact import is_secret_name, redact_argv, scrub, scrub_by
 from kt_launch.render.text import findings_text
 from kt_launch.run.health import curl_example, poll_health
 from kt_launch.run.supervise import (EXIT_CANNOT_START, EXIT_READY_TIMEOUT, FORWARDED, SuperviseOptions,
-                                     _become_subreaper, _child_setup, _killpg, _libc, _pump, _reap_orphans,
+                                     _become_subreaper, _child_setup, _group_alive, _killpg, _libc, _pump, _reap_orphans,
                                      _signame, _write, _write_bytes)
 
 
@@ -289,7 +289,7 @@ class FleetSupervisor:
         while any(c.proc.poll() is None for c in everything) and time.monotonic() < end:
             time.sleep(0.05)
         _reap_orphans()  # every leader has been waited for: what is left to reap are orphans
-        while any(self._group_alive(c.pgid) for c in everything) and time.monotonic() < end:
+        while any(c.pgid is not None and _group_alive(c.pgid) for c in everything) and time.monotonic() < end:
             time.sleep(0.05)
         for c in everything:
             for t in c.pumps:
@@ -317,19 +317,6 @@ class FleetSupervisor:
                         _killpg(c.pgid, signal.SIGKILL)
                 break
             time.sleep(0.05)
-
-    @staticmethod
-    def _group_alive(pgid: int | None) -> bool:
-        if pgid is None:
-            return False
-        _reap_orphans()
-        try:
-            os.killpg(pgid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
 
 
 def launch_fleet(out, args) -> int:

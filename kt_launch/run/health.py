@@ -12,17 +12,6 @@ _WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1", "[::]": "::1"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def argv_value(argv: list[str], flag: str) -> str | None:
-    """The last value given to `flag` (`--flag V` or `--flag=V`): SGLang's argparse takes the last one."""
-    found = None
-    for i, a in enumerate(argv):
-        if a == flag and i + 1 < len(argv):
-            found = argv[i + 1]
-        elif a.startswith(flag + "="):
-            found = a.split("=", 1)[1]
-    return found
-
-
 def connect_host(host: str) -> str:
     """Where a client on this machine reaches a server bound to `host` (wildcards -> loopback)."""
     h = _WILDCARD.get(host.strip(), host.strip())

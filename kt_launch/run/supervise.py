@@ -36,7 +36,7 @@ from kt_launch.render.argv import Command
 from kt_launch.render.redact import is_secret_name, longest_secret, redact_argv, scrub, scrub_bytes, scrub_findings, \
     secret_values
 from kt_launch.render.text import findings_text
-from kt_launch.run.health import argv_value, base_url, curl_example, poll_health
+from kt_launch.run.health import base_url, curl_example, poll_health
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_READY_TIMEOUT = 124
@@ -296,8 +296,28 @@ def _signame(sig: int) -> str:
 # The supervisor
 # ---------------------------------------------------------------------------------------
 
-def supervise(cmd: Command, findings, *, lora_adapter: str | None = None,
-              opts: SuperviseOptions | None = None) -> int:
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the server will answer, taken from the plan's values (never re-parsed from the argv)."""
+
+    host: str
+    port: int
+    model: str
+    api_key: str | None = None
+    lora_adapter: str | None = None
+
+    @classmethod
+    def of(cls, plan, config) -> "Endpoint":
+        from kt_launch.core.profile import lora_entries
+
+        entries = lora_entries(config)
+        adapter = (entries[0][0] or entries[0][1]) if entries else None
+        return cls(host=plan.get("server.host") or "127.0.0.1", port=int(plan.get("server.port") or 30000),
+                   model=plan.get("model.served_name") or plan.get("model.path") or "default",
+                   api_key=plan.get("server.api_key"), lora_adapter=adapter)
+
+
+def supervise(cmd: Command, findings, endpoint: Endpoint, *, opts: SuperviseOptions | None = None) -> int:
     """Run `cmd` under supervision; returns kt-launch's exit code."""
     opts = opts or SuperviseOptions()
     secrets = secret_values(cmd.argv, cmd.env)
@@ -308,11 +328,9 @@ def supervise(cmd: Command, findings, *, lora_adapter: str | None = None,
     if shown:
         console.say(findings_text(scrub_findings(shown, secrets)))
 
-    host = argv_value(cmd.argv, "--host") or "127.0.0.1"
-    port = argv_value(cmd.argv, "--port") or "30000"
-    api_key = argv_value(cmd.argv, "--api-key")
+    host, port, api_key, model = endpoint.host, endpoint.port, endpoint.api_key, endpoint.model
+    lora_adapter = endpoint.lora_adapter
     url = base_url(host, port)
-    model = argv_value(cmd.argv, "--served-model-name") or argv_value(cmd.argv, "--model-path") or "default"
 
     busy = port_problem(host, port)
     if busy:
@@ -594,16 +612,9 @@ def _announce_ready(console: _Console, url: str, model: str, adapter: str | None
 
 def launch_supervised(out, args) -> int:
     """cli entry: `out` is app.Outcome, `args` the parsed launch arguments."""
-    from kt_launch.core.profile import lora_entries
-
-    entries = lora_entries(out.config)
-    adapter = None
-    if entries:
-        name, path = entries[0]
-        adapter = name if name is not None else path
     opts = SuperviseOptions()
     if args.grace_period is not None:
         opts.grace_period = args.grace_period
     if args.ready_timeout is not None:
         opts.ready_timeout = args.ready_timeout
-    return supervise(out.command, out.findings, lora_adapter=adapter, opts=opts)
+    return supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts)

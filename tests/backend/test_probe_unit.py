@@ -10,6 +10,7 @@ import textwrap
 
 from kt_launch.backend.probe import (CRASHED, INVALID_CONFIG, NO_INTERPRETER, NO_RESULT, TIMEOUT, TORCH_MISSING,
                                      ProbeSpec, probe_findings, run_probe, spec_from_plan)
+from procs import state_after_kill
 
 SPEC = ProbeSpec(method="AMXINT8", cpuinfer=2, threadpool_count=1, hidden_size=64, moe_intermediate_size=64,
                  num_experts=4, top_k=2, chunked_prefill_size=16)
@@ -67,18 +68,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     r = run_probe(SPEC, py, 1.0)
     assert r.error_kind == TIMEOUT and "KT-E407" in codes(r)
     pid = int(pidfile.read_text())
-    # SIGKILL is delivered asynchronously: within a few seconds the child must be gone or a zombie
-    # (reaped later by init), never still running.
-    state = "R"
-    for _ in range(100):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            state = "gone"
-        if state in ("Z", "X", "gone"):
-            break
-        time.sleep(0.05)
+    state = state_after_kill(pid)
     assert state in ("Z", "X", "gone"), state
 
 

@@ -59,7 +59,7 @@ def test_every_flag_the_registry_renders_exists_in_the_real_parser(flavour):
 def test_readme_key_table_is_generated_from_the_registry():
     readme = (REPO / "README.md").read_text()
     block = readme.split(START, 1)[1].split(END, 1)[0].strip()
-    assert block == key_table(), "README drifted: run `python -m kt_launch.render.docs README.md`"
+    assert block == key_table(), "README drifted: run `kt-launch schema --readme README.md`"
 
 
 # -- no silent drop ----------------------------------------------------------------------------

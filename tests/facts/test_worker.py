@@ -11,6 +11,7 @@ import time
 import pytest
 
 from kt_launch.facts import worker as w
+from procs import state_after_kill
 
 
 def _script(tmp_path, body: str, name: str = "fake") -> str:
@@ -83,16 +84,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     assert r.error_kind == w.TIMEOUT and "1 s" in r.message and time.monotonic() - t0 < 20
     assert r.stderr_tail == "waiting"
     pid = int(pidfile.read_text())
-    state = "R"
-    for _ in range(100):  # SIGKILL lands asynchronously: gone or a zombie soon, never still running
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            state = "gone"
-        if state in ("Z", "X", "gone"):
-            break
-        time.sleep(0.05)
+    state = state_after_kill(pid)
     assert state in ("Z", "X", "gone"), state
 
 

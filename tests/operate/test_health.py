@@ -5,13 +5,7 @@ import shlex
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from kt_launch.run.health import argv_value, base_url, connect_host, curl_example, poll_health
-
-
-def test_argv_value_takes_the_last_like_argparse():
-    argv = ["py", "--port", "1", "--host", "0.0.0.0", "--port=2"]
-    assert argv_value(argv, "--port") == "2" and argv_value(argv, "--host") == "0.0.0.0"
-    assert argv_value(argv, "--api-key") is None and argv_value(["--port"], "--port") is None
+from kt_launch.run.health import base_url, connect_host, curl_example, poll_health
 
 
 def test_wildcards_are_polled_on_loopback():

@@ -1,0 +1,45 @@
+"""Model facts as a value: the MoE and attention shape read from config.json (by facts/model.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    model_type: str
+    hidden_size: int
+    moe_intermediate_size: int
+    num_experts: int
+    top_k: int
+    num_layers: int
+    moe_layers: tuple[int, ...]
+    torch_dtype: str = "bfloat16"
+    expert_naming: str = "deepseek"  # "deepseek" (mlp.experts.E.{gate,up,down}_proj) or "mixtral" (block_sparse_moe.experts.E.w1/w3/w2)
+    # Attention and size facts for the memory plan (0 = not in config.json); see `attention_facts`.
+    attention: str = ""  # "mla" (kv_lora_rank set) | "gqa" (MHA/GQA: num_key_value_heads) | "" unknown
+    num_attention_heads: int = 0
+    num_kv_heads: int = 0
+    head_dim: int = 0
+    v_head_dim: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    vocab_size: int = 0
+    context_length: int = 0
+    quant_method: str = ""  # quantization_config.quant_method: fp8, compressed-tensors, gptq, ...
+    kt_moe_layers: int = 0  # MoE layers as sglang-kt counts them for --kt-num-gpu-experts (see attention_facts)
+
+    @property
+    def shape_key(self) -> str:
+        """Identifies the MoE layer shape for caches (tuning) independent of the checkpoint path."""
+        return f"{self.model_type}-h{self.hidden_size}-i{self.moe_intermediate_size}-e{self.num_experts}-k{self.top_k}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_type": self.model_type, "hidden_size": self.hidden_size,
+            "moe_intermediate_size": self.moe_intermediate_size, "num_experts": self.num_experts,
+            "top_k": self.top_k, "num_layers": self.num_layers, "moe_layers": list(self.moe_layers),
+            "torch_dtype": self.torch_dtype, "expert_naming": self.expert_naming,
+        }
