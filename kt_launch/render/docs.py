@@ -12,15 +12,27 @@ from kt_launch.core.options import FLAVORS, OPTIONS, Carried, EnvVar, Flag, Refu
 START, END = "<!-- profile-keys:start (generated from kt_launch/core/options.py) -->", "<!-- profile-keys:end -->"
 
 
+def _t(tp) -> str:
+    """A type as a profile writer reads it: `int`, `a \\| b`, `list[str]`, `{...}` for a nested mapping."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return " \\| ".join(str(a) for a in args)
+    if origin is typing.Union:
+        return " \\| ".join(_t(a) for a in args)
+    if origin in (list, tuple):
+        return f"list[{_t(args[0])}]" if args else "list"
+    if origin is dict:
+        return f"map of {_t(args[0])} to {_t(args[1])}"
+    if isinstance(tp, (str, typing.ForwardRef)):
+        name = tp if isinstance(tp, str) else tp.__forward_arg__
+        return "{name, path}" if name == "NamedLora" else "{...}"
+    if isinstance(tp, type) and tp not in (int, float, bool, str):
+        return "{...}"
+    return getattr(tp, "__name__", str(tp))
+
+
 def _type(o) -> str:
-    tp = o.type
-    if typing.get_origin(tp) is typing.Literal:
-        text = " \\| ".join(str(a) for a in typing.get_args(tp))
-    else:
-        text = {int: "int", float: "float", bool: "bool", str: "str"}.get(tp) or str(tp).replace("typing.", "")
-        if "NamedLora" in text:
-            text = "list[str \\| {name, path}]"
-    return text + (" \\| null" if o.nullable else "")
+    return _t(o.type) + (" \\| null" if o.nullable else "")
 
 
 def _default(o) -> str:
@@ -37,7 +49,7 @@ def _render(spec) -> str:
     if isinstance(spec, EnvVar):
         return f"env `{spec.name}`"
     if isinstance(spec, Carried):
-        return "carried (see help)"
+        return f"carried: {spec.why}"
     if isinstance(spec, Refuse):
         return "refused"
     if isinstance(spec, Special):
