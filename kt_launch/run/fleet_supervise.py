@@ -33,8 +33,8 @@ from kt_launch.render.redact import is_secret_name, redact_argv, scrub, scrub_by
 from kt_launch.render.text import findings_text
 from kt_launch.run.health import curl_example, poll_health
 from kt_launch.run.supervise import (EXIT_CANNOT_START, EXIT_READY_TIMEOUT, FORWARDED, SuperviseOptions,
-                                     _become_subreaper, _child_setup, _group_alive, _killpg, _libc, _pump, _reap_orphans,
-                                     _signame, _write, _write_bytes)
+                                     _become_subreaper, _child_setup, _group_alive, _killpg, _libc, _pump,
+                                     _reap_orphans, _restore_handlers, _signame, _write, _write_bytes)
 
 
 @dataclass
@@ -160,11 +160,7 @@ class FleetSupervisor:
         try:
             return self._run()
         finally:
-            for sig, handler in previous.items():
-                try:
-                    signal.signal(sig, handler)
-                except (OSError, ValueError, TypeError):
-                    pass
+            _restore_handlers(previous)
 
     def _run(self) -> int:
         st = self.state

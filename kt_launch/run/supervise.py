@@ -341,11 +341,15 @@ def supervise(cmd: Command, findings, endpoint: Endpoint, *, opts: SuperviseOpti
     try:
         return _run(cmd, console, state, opts, url, model, lora_adapter, api_key)
     finally:
-        for sig, handler in previous.items():
-            try:
-                signal.signal(sig, handler)
-            except (OSError, ValueError, TypeError):
-                pass
+        _restore_handlers(previous)
+
+
+def _restore_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        try:
+            signal.signal(sig, handler)
+        except (OSError, ValueError, TypeError):
+            pass
 
 
 def _install_handlers(state: _State) -> dict:
