@@ -27,7 +27,7 @@ def find_profile(ref: str, environ: Mapping[str, str] | None = None, cwd: Path |
     environ = os.environ if environ is None else environ
     cwd = cwd or Path.cwd()
     p = Path(ref).expanduser()
-    if p.suffix in SUFFIXES or "/" in ref or p.exists():
+    if p.suffix in SUFFIXES or "/" in ref or p.is_file():  # a bare name that is a directory here is a NAME
         if p.exists():
             return p
         raise ConfigError(f"--profile {ref[:200]}: no such file")

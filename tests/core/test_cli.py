@@ -168,3 +168,12 @@ def test_impossible_host_facts_are_exit_2_not_a_huge_allocation(capsys, tmp_path
     p.write_text(json.dumps({"cpu": cpu, "memory": {"total_bytes": 1, "available_bytes": 1}}))
     rc, _, err = run(capsys, "--profile", str(SEED_PROFILE), "--host-facts", str(p), "--dry-run", "--no-check")
     assert rc == 2 and "cpu." in err
+
+
+def test_profile_name_wins_over_a_directory_of_that_name(tmp_path, monkeypatch, capsys):
+    """`make demo` builds ./demo/ (the synthetic tree) and then asks for the profile NAME demo."""
+    (tmp_path / "demo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    from kt_launch.facts.locate import BUNDLED, find_profile
+
+    assert find_profile("demo", {"HOME": str(tmp_path)}, tmp_path) == BUNDLED / "demo.yaml"
