@@ -15,9 +15,9 @@ def memory_text(m: MemoryPlan | None) -> str:
     """The dry-run's memory section (GiB). Empty when no plan was made."""
     if m is None:
         return ""
+    fraction = (f", mem_fraction_static {m.mem_fraction_static} from {m.mem_fraction_source}" if m.gpus else "")
     lines = [f"memory (GiB; TP {m.tp_size}, {m.num_gpu_experts} GPU experts per MoE layer = {m.gpu_experts_total} "
-             f"in all, mem_fraction_static {m.mem_fraction_static} from {m.mem_fraction_source}, "
-             f"chunked_prefill_size {m.chunked_prefill_size}):"]
+             f"in all{fraction}, chunked_prefill_size {m.chunked_prefill_size}):"]
     if m.gpus:
         head = ("gpu", "name", "total", "reserve", "weights", "experts", "KV B/token", "KV tokens", "KV", "free")
         rows = [head] + [(str(g.index), g.name[:24], _g(g.total_bytes), _g(g.reserve_bytes), _g(g.weights_bytes),
