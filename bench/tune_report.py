@@ -49,7 +49,7 @@ def collect(args) -> None:
 
 
 def rule_points(machine: dict) -> dict[str, int]:
-    from kt_launch.facts.host import HostFacts, host_from_json
+    from kt_launch.facts.host import host_from_json
     from kt_launch.resolve.threads import untuned_cpuinfer
 
     host = host_from_json(machine)

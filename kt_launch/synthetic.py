@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from kt_launch.facts.fileid import DTYPE_BYTES
+from kt_launch.core.fileid import DTYPE_BYTES
 
 
 @dataclass(frozen=True)

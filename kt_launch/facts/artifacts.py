@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from kt_launch.core.profile import UserConfig
 from kt_launch.facts.adapters import AdapterConfig, read_adapter_config
-from kt_launch.facts.fileid import HEADER_INVALID, FileId, identify
+from kt_launch.core.fileid import HEADER_INVALID, FileId
+from kt_launch.facts.fileid import identify
 from kt_launch.facts.reader import INDEX, ReadError, parse_json, read_bytes
 
 WEIGHT_EXTS = (".safetensors", ".bin", ".pt", ".pth")  # what SGLang's LoRA loader globs (non-recursive)

@@ -10,22 +10,19 @@ zip archives are only listed, pickles only recognised by their protocol byte.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import stat
-from dataclasses import dataclass, field
-from functools import cached_property
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import Any
 
 from kt_launch.facts.reader import SAFETENSORS_HEADER as HEADER
 from kt_launch.facts.reader import ReadError, parse_json
 
 from kt_launch.facts.reader import SAFETENSORS_HEADER_CAP as HEADER_CAP  # safetensors itself refuses larger headers
 
-from kt_launch.core.fileid import (DATA_BEYOND_FILE, DTYPE_BYTES, HEADER_BEYOND_FILE, HEADER_INVALID,  # noqa: F401
-                                     HEADER_TOO_LARGE, TOO_SMALL, TRUNCATED, FileId, Tensor, tensor_nbytes)
+from kt_launch.core.fileid import (DATA_BEYOND_FILE, DTYPE_BYTES, HEADER_BEYOND_FILE, HEADER_INVALID, HEADER_TOO_LARGE,
+                                     TOO_SMALL, FileId)
 
 
 def _stat(path: str) -> tuple[os.stat_result | None, FileId | None]:

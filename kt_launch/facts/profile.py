@@ -170,10 +170,8 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     return nested, where
 
 
-def env_key(var: str) -> str | None:
-    """KT_LAUNCH_KT__CPUINFER -> kt.cpuinfer (None when the name has no section/key shape)."""
-    if not var.upper().startswith(ENV_PREFIX) or var in OWN_ENV:
-        return None
+def _env_key(var: str) -> str | None:
+    """KT_LAUNCH_KT__CPUINFER -> kt.cpuinfer (None when the name after the prefix has no section/key shape)."""
     rest = var[len(ENV_PREFIX):]
     if ENV_DELIMITER not in rest:
         return None
@@ -188,7 +186,7 @@ def parse_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
     for var in sorted(environ):
         if not var.upper().startswith(ENV_PREFIX) or var in OWN_ENV:
             continue
-        key = env_key(var)
+        key = _env_key(var)
         if key is None or (key not in BY_KEY and key.split(".", 1)[0] not in SECTIONS):
             warnings.append(_unknown_env(var))
             continue

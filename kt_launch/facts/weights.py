@@ -15,7 +15,7 @@ import re
 
 from kt_launch.core.memory import WeightBytes
 from kt_launch.facts.artifacts import ModelDirFacts
-from kt_launch.facts.fileid import FileId
+from kt_launch.core.fileid import FileId
 from kt_launch.facts.model import ModelFacts
 
 _LAYER_ENTRY = re.compile(rb'layers\.(\d+)\.(?!mlp\.experts\.|block_sparse_moe\.experts\.)([^"]+)":\{"dtype":"(\w+)",'

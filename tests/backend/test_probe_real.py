@@ -42,7 +42,6 @@ def assert_unavailable(r, method, kt_kernel):
 
 def test_the_plan_check_table_agrees_with_the_loaded_kt_kernel(kt_kernel):
     """The plan's KT-E240 rule (resolve) says the same as the real wheel for the variant that loaded."""
-    import kt_launch.resolve.pipeline  # noqa: F401  (loads the preflight modules in their working order)
     from kt_launch.resolve.preflight_weights import _implements
 
     for method in INFERENCE + SFT:

@@ -2,7 +2,7 @@
 
 import json
 
-from kt_launch.facts.host import GpuFacts, HostFacts, filter_visible, gather_host, parse_cpulist, host_from_json
+from kt_launch.facts.host import GpuFacts, filter_visible, gather_host, parse_cpulist, host_from_json
 
 
 def _tree(root, nodes):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from core.support import TWO_SOCKET, XEON16, plan_for
+from core.support import TWO_SOCKET, XEON16
 
 REPO = Path(__file__).resolve().parents[2]
 PKG = REPO / "kt_launch"
@@ -37,7 +37,6 @@ class _Touched(Exception):
 
 @pytest.mark.parametrize("profile,host", [("deepseek-v2-lite.yaml", XEON16), ("deepseek-v2-lite-lora.yaml", TWO_SOCKET)])
 def test_resolve_and_render_are_pure(profile, host, monkeypatch):
-    from kt_launch.core.profile import UserConfig  # noqa: F401  (warm imports before I/O is refused)
     from kt_launch.facts.host import host_from_json
     from kt_launch.facts.profile import load_config
     from kt_launch.render.argv import render_command

@@ -10,7 +10,7 @@ from kt_launch import synthetic
 from kt_launch.facts.model import read_model_facts
 from kt_launch.resolve.memory import kt_pool_buffer_bytes
 
-from fleet.support import GiB, dual_socket, fleet_profile, kt_launch, write_json, write_profile
+from fleet.support import dual_socket, fleet_profile, kt_launch, write_json, write_profile
 
 
 def plan(tmp_path, profile: dict, host: dict | None = None, *extra: str, check: bool = False):

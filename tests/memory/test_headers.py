@@ -6,7 +6,7 @@ import pytest
 
 from kt_launch import synthetic
 from kt_launch.facts.artifacts import _Cache, model_dir_facts
-from kt_launch.facts.fileid import tensor_nbytes
+from kt_launch.core.fileid import tensor_nbytes
 from kt_launch.facts.model import read_model_facts
 from kt_launch.facts.weights import weight_bytes
 from kt_launch.resolve.memory import kv_bytes_per_token, nonexpert_share

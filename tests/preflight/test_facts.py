@@ -8,9 +8,9 @@ import socket
 import pytest
 
 from kt_launch import synthetic
-from kt_launch.facts import fileid
+from kt_launch.core import fileid
 from kt_launch.facts.artifacts import _Cache, model_dir_facts, probe_port, weight_dir_facts
-from kt_launch.facts.fileid import identify
+from kt_launch.facts.fileid import FULL_PARSE_LIMIT, identify
 
 
 def test_kinds_by_content_not_name(tmp_path):
@@ -57,7 +57,7 @@ def test_large_header_scan_path(tmp_path):
     root = synthetic.hf_model(tmp_path / "m", shape, shards=1, sparse=True)
     shard = root / "model-00001-of-00001.safetensors"
     fid = identify(shard)
-    assert len(fid.header) > fileid.FULL_PARSE_LIMIT and fid.ok_safetensors
+    assert len(fid.header) > FULL_PARSE_LIMIT and fid.ok_safetensors
     md = model_dir_facts(str(root), _Cache())
     assert md.experts.layers == {1: 96, 2: 96} and md.experts.dtypes == {"BF16"}
     assert md.experts.nbytes == 2 * 96 * 3 * 32 * 64 * 2
@@ -76,7 +76,7 @@ def test_large_header_with_spaces_falls_back(tmp_path):
     p = tmp_path / "odd.safetensors"
     p.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(off))
     fid = identify(p)
-    assert len(raw) > fileid.FULL_PARSE_LIMIT and fid.ok_safetensors
+    assert len(raw) > FULL_PARSE_LIMIT and fid.ok_safetensors
     from kt_launch.facts.artifacts import hf_experts
     assert hf_experts([fid]).count == 400
 
@@ -106,7 +106,7 @@ def test_port_probe(tmp_path):
 def test_port_in_use_through_the_cli(tmp_path, monkeypatch):
     """On this machine (no --host-facts) a taken port is an error; planning for a recorded host skips it."""
     import kt_launch.app as app
-    from kt_launch.facts.host import HostFacts, host_from_json
+    from kt_launch.facts.host import host_from_json
     from preflight.support import AMX_HOST, check, codes
 
     t = tmp_path / "t"

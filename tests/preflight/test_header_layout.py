@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from kt_launch import synthetic
-from kt_launch.facts.fileid import HEADER_INVALID, identify
+from kt_launch.core.fileid import HEADER_INVALID
+from kt_launch.facts.fileid import identify
 from preflight.support import check, codes, finding
 
 

@@ -360,7 +360,7 @@ def test_unexpected_failure_is_a_finding_not_a_traceback(tmp_path, t, monkeypatc
 def test_planning_host_without_gpu_downgrades_cpu_errors(tmp_path, t, monkeypatch):
     """This machine has no GPU: it only plans, so its CPU is a warning (KT-W240); a recorded server is an error."""
     import kt_launch.app as app
-    from kt_launch.facts.host import HostFacts, host_from_json
+    from kt_launch.facts.host import host_from_json
 
     laptop = host(flags=["avx2"], gpus=0)
     monkeypatch.setattr(app, "gather_host", lambda *a, **k: host_from_json(laptop, "this machine"))
