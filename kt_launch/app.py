@@ -12,6 +12,7 @@ from typing import Mapping
 from kt_launch.facts.locate import find_profile
 from kt_launch.core.profile import UserConfig
 from kt_launch.core.errors import ConfigError
+from kt_launch.core.fleet import FleetPlan
 from kt_launch.core.provenance import Provenance
 from kt_launch.facts.profile import load_config
 from kt_launch.facts.adapters import read_adapter_config
@@ -152,7 +153,7 @@ def plan_request(req: Request, environ: Mapping[str, str] | None = None) -> Outc
 @dataclass
 class FleetOutcome:
     config: UserConfig
-    plan: "FleetPlan"
+    plan: FleetPlan
     commands: list[Command]
 
     @property
