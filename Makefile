@@ -17,7 +17,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m kt_launch.synthetic demo/ --quiet
-	$(VENV)/bin/kt-launch --profile kt_launch/profiles/demo.yaml --dry-run
+	$(VENV)/bin/kt-launch --profile configs/demo.yaml --dry-run
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports

@@ -42,7 +42,7 @@ def main() -> int:
     kt_launch = str(Path(sys.executable).with_name("kt-launch"))
     env = dict(os.environ)
     cases: dict[str, list[str]] = {}
-    base = [kt_launch, "--profile", "kt_launch/profiles/deepseek-v2-lite.yaml", "--dry-run", "--no-check"]
+    base = [kt_launch, "--profile", "configs/deepseek-v2-lite.yaml", "--dry-run", "--no-check"]
     cases["kt-launch --dry-run (flavor sglang-kt, explicit)"] = base + ["--set", "runtime.flavor=sglang-kt"]
     if Path(args.python).exists():
         cases["kt-launch --dry-run (flavor auto, warm cache)"] = base + ["--set", f"runtime.python={args.python}"]

@@ -36,6 +36,12 @@ class Request:
     checks: bool = True
     passthrough: tuple[str, ...] = ()
     fleet_host: str | None = None  # plan only this fleet.hosts entry's part, on this machine (no router)
+    launch: bool = False  # the server is to be started (exec or --supervise), not only planned
+
+    @property
+    def launch_here(self) -> bool:
+        """Starting the server on this machine: what only warns a planner is then an error (resolve/launch.py)."""
+        return self.launch and self.host_facts is None
 
 
 @dataclass
@@ -102,9 +108,9 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tup
         weights = weight_bytes(artifacts.model, model)
     inp = ResolveInput(
         config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
-        adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg, req.checks), tuned=_tuned(cfg, host, model),
-        passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path), input_warnings=tuple(warnings),
-        weights=weights,
+        adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg, req.checks or req.launch_here),
+        tuned=_tuned(cfg, host, model), passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),
+        input_warnings=tuple(warnings), weights=weights, launch_here=req.launch_here,
     )
     return cfg, inp
 
@@ -112,7 +118,8 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tup
 def _sglang_facts(cfg: UserConfig, checks: bool):
     """The installed SGLang's real parser, from a subprocess in runtime.python (cached on disk).
 
-    Skipped under --no-check with an explicit flavour: planning for another machine needs no local SGLang."""
+    Skipped under --no-check with an explicit flavour, unless the server is to start here: planning for another
+    machine needs no local SGLang, a launch does."""
     if not checks and cfg.runtime.flavor != "auto":
         return None
     from kt_launch.facts.sglang import SglangFacts, read_sglang_facts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import os
 import sys
@@ -14,25 +15,53 @@ EXIT_OK, EXIT_INVALID, EXIT_PLAN = 0, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # usage errors: exit 2 with a message, like every invalid input
-        raise ConfigError(f"{self.prog}: {message}")
+    """Usage errors are ConfigError (exit 2, one line), and an unknown argument gets "did you mean"."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (`{self.prog} --help` lists the options)")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            raise ConfigError(f"{self.prog}: unknown argument {extras[0]!r}{_did_you_mean(self, extras[0])}")
+        return ns
 
 
-def _profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", required=True, metavar="PATH|NAME", help="profile YAML, or a name in ./configs, "
-                   "$KT_LAUNCH_PROFILE_DIR, ~/.config/kt-launch/profiles")
+def _did_you_mean(p: argparse.ArgumentParser, word: str) -> str:
+    """The closest option of `p` for an option-like word, the closest command for a bare one (difflib)."""
+    if word.startswith("-"):
+        names = [s for a in p._actions for s in a.option_strings]  # argparse keeps its actions here; no API
+        close = difflib.get_close_matches(word.split("=", 1)[0], names, n=2, cutoff=0.6)
+        return f"; did you mean {' or '.join(close)}?" if close else f" (`{p.prog} --help` lists the options)"
+    close = difflib.get_close_matches(word, list(_subparsers()), n=2, cutoff=0.6)
+    if close:
+        return f"; did you mean `kt-launch {close[0]}`? (a command comes first: kt-launch {close[0]} ...)"
+    return " (`kt-launch --help` lists the commands)"
+
+
+def _profile_args(p: argparse.ArgumentParser, host_facts: bool = True, no_check: bool = True) -> None:
+    p.add_argument("--profile", required=True, metavar="PATH|NAME", help="profile YAML, or a NAME (NAME, NAME.yaml "
+                   "or NAME.yml) in ./configs, $KT_LAUNCH_PROFILE_DIR, ~/.config/kt-launch/profiles, the bundled ones")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one value, e.g. --set kt.cpuinfer=48 (highest precedence)")
-    p.add_argument("--host-facts", metavar="FILE", help="plan for a recorded host (`kt-launch doctor --json`)")
-    p.add_argument("--no-check", action="store_true", help="skip file-system checks (paths need not exist here)")
+                   help="override one value, e.g. --set kt.cpuinfer=48 (highest precedence; repeatable)")
+    if host_facts:
+        p.add_argument("--host-facts", metavar="FILE", help="plan for a recorded host (`kt-launch doctor --json`)")
+    if no_check:
+        p.add_argument("--no-check", action="store_true", help="skip file-system checks (paths need not exist here)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="kt-launch", description="Resolve, check and launch SGLang with kt-kernel CPU experts.")
-    p.add_argument("--version", action="version", version=f"kt-launch {__version__}")
+    commands = "\n".join(f"  {name:<9} {sub.description}" for name, sub in _subparsers().items())
+    p = _Parser(prog="kt-launch", usage="kt-launch [COMMAND] [options] [-- SGLANG-FLAGS...]",
+                description="Resolve, check and launch SGLang with kt-kernel CPU experts. Without a command: plan "
+                "the profile and exec SGLang (or --dry-run, --supervise).",
+                epilog=f"commands (kt-launch COMMAND --help for each):\n{commands}",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"kt-launch {__version__}", help="print the version")
     _profile_args(p)
-    p.add_argument("--dry-run", action="store_true", help="print the resolved command, values and findings; run nothing")
-    p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan")
+    p.add_argument("--dry-run", action="store_true", help="print the verdict, the resolved command, findings, values "
+                   "and their sources; run nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan (docs/JSON.md)")
     p.add_argument("--supervise", action="store_true", help="run SGLang as a supervised child instead of exec: "
                    "forward signals, wait for /health, print the OpenAI URL and a curl, propagate its exit code")
     p.add_argument("--grace-period", type=_seconds, metavar="SECONDS",
@@ -57,45 +86,67 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _timeout(text: str) -> float:
+    """A probe/tune run limit: 0 would mean "instant" there (unlike --ready-timeout 0, "no limit"), so refuse it."""
+    v = _seconds(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return v
+
+
+def _count(lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a number from {lo} to {hi}")
+        return v
+    return parse
+
+
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command with a one-line description (what `kt-launch --help` lists)."""
     subs = {}
-    d = _Parser(prog="kt-launch doctor", description="Facts and verdicts about this machine.")
-    d.add_argument("--json", action="store_true", help="host facts in the --host-facts format, plus `findings`")
-    d.add_argument("--host-facts", metavar="FILE", help="judge a recorded host instead of this machine")
-    d.add_argument("--python", metavar="PY", help="inspect the SGLang in this interpreter: flavour, versions, "
-                   "capabilities (from its real parser; cached)")
-    subs["doctor"] = d
     c = _Parser(prog="kt-launch check", description="Resolve a profile and run every check; launch nothing.")
     _profile_args(c)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="the plan as JSON, as --dry-run --json prints it")
     subs["check"] = c
-    for name, what in (("probe", "Run the plan's kt-kernel MoE layer once for real (decode and prefill) and check it "
-                                 "against a torch reference, in runtime.python."),
-                       ("tune", "Sweep kt.cpuinfer (and the pool layout) with real kt-kernel runs; store the best for "
-                                "this host, model shape and method.")):
-        b = _Parser(prog=f"kt-launch {name}", description=what)
-        b.add_argument("--profile", required=True, metavar="PATH|NAME")
-        b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-        b.add_argument("--python", help="interpreter with torch and kt-kernel (default: runtime.python)")
-        b.add_argument("--prefill-qlen", type=int, metavar="N", help="prefill tokens per forward (default: chunk size)")
-        b.add_argument("--timeout", type=_seconds, default=600.0, metavar="SECONDS", help="per run (default 600)")
-        b.add_argument("--json", action="store_true")
+    for name, what in (("probe", "Run the plan's kt-kernel MoE layer once for real and check it against torch."),
+                       ("tune", "Measure the best kt.cpuinfer (and pool layout) on this host and remember it.")):
+        b = _Parser(prog=f"kt-launch {name}", description=what,
+                    epilog="Runs in runtime.python (or --python), which needs torch and kt-kernel; kt-launch itself "
+                    "never imports them.")
+        _profile_args(b, host_facts=False, no_check=False)
+        b.add_argument("--python", metavar="PY", help="interpreter with torch and kt-kernel (default: runtime.python)")
+        b.add_argument("--prefill-qlen", type=_count(1, 1 << 20), metavar="N",
+                       help="prefill tokens per forward (default: the plan's chunk size)")
+        b.add_argument("--timeout", type=_timeout, default=600.0, metavar="SECONDS",
+                       help="limit per kt-kernel run (default 600)")
+        b.add_argument("--json", action="store_true", help="machine-readable result")
         if name == "probe":
             b.add_argument("--use-weights", action="store_true", help="load the real first MoE layer from disk")
         else:
-            b.add_argument("--rounds", type=int, default=2, help="sweeps to take medians over (default 2)")
+            b.add_argument("--rounds", type=_count(1, 100), default=2, metavar="N",
+                           help="sweeps to take medians over (default 2)")
             b.add_argument("--threads", metavar="N,N,...", help="thread counts to try (default: the host's range)")
             b.add_argument("--no-store", action="store_true", help="do not write the tuning cache")
         subs[name] = b
-    f = _Parser(prog="kt-launch fit", description="The largest kt.num_gpu_experts per TP size and KV target "
-                "(8k, 32k, 128k tokens) on this host or a recorded one, plus the RAM kt-kernel needs.")
-    f.add_argument("--profile", required=True, metavar="PATH|NAME")
-    f.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    f.add_argument("--host-facts", metavar="FILE", help="fit for a recorded host (`kt-launch doctor --json`)")
-    f.add_argument("--json", action="store_true")
+    f = _Parser(prog="kt-launch fit", description="How many GPU experts fit, per TP size and KV target, and the RAM "
+                "kt-kernel needs.", epilog="KV targets: 8k, 32k and 128k tokens; each row has a ready --set line.")
+    _profile_args(f, no_check=False)
+    f.add_argument("--json", action="store_true", help="machine-readable rows, RAM and findings")
     subs["fit"] = f
+    d = _Parser(prog="kt-launch doctor", description="This machine's facts and verdicts (CPU variant, NUMA, memory, "
+                "GPUs, SGLang).")
+    d.add_argument("--json", action="store_true", help="host facts in the --host-facts format, plus `findings`")
+    d.add_argument("--host-facts", metavar="FILE", help="judge a recorded host instead of this machine")
+    d.add_argument("--python", metavar="PY", help="judge the SGLang in this interpreter instead of kt-launch's own: "
+                   "flavour, versions, capabilities (from its real parser; cached)")
+    subs["doctor"] = d
     subs["profiles"] = _Parser(prog="kt-launch profiles", description="List every profile --profile NAME can find, "
-                               "and where each one is (./configs, $KT_LAUNCH_PROFILE_DIR, user, bundled).")
+                               "and where it is.")
     s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
     s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     s.add_argument("--readme", metavar="FILE", help="instead: regenerate the profile key table in FILE (README.md) "
@@ -153,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = _Closed("stdout")
     if sys.stderr is None:
         sys.stderr = _Sink()
+    _tolerant_streams()
     try:
         rc = _main(argv)
         sys.stdout.flush()  # a full disk shows up here for output that fit the buffer
@@ -165,10 +217,47 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as e:
         if not (isinstance(e, BrokenPipeError) or e.errno in _OUTPUT_ERRNOS):
-            raise
+            return _crashed(e)
         _discard_stdout()
         _say(f"kt-launch: error: cannot write the output to stdout ({e.strerror or e}); it is incomplete")
         return EXIT_OUTPUT
+    except Exception as e:  # a bug of kt-launch: one line for the user, the traceback in a file for the report
+        return _crashed(e)
+
+
+def _tolerant_streams() -> None:
+    """A path with bytes that are not UTF-8 must print (as \\x.. escapes), not crash a strict stdout encoding."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def _crashed(e: BaseException) -> int:
+    """Save the traceback (secrets of the environment masked) to a crash file in the cache dir; say where."""
+    import time
+    import traceback
+
+    from kt_launch.core.secrets import is_secret_name
+
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    for name, value in os.environ.items():
+        if len(value) >= 4 and is_secret_name(name):
+            text = text.replace(value, "***")
+    where = "(could not be saved)"
+    try:
+        from kt_launch.facts.cache import cache_dir, write_output
+
+        path = cache_dir() / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_output(str(path), f"kt-launch {__version__}\n{text}")  # no argv: --set may carry a secret
+        where = str(path)
+    except Exception:  # the report of a crash must not crash
+        pass
+    _say(f"kt-launch: internal error: {type(e).__name__}: {str(e)[:200]}; this is a bug of kt-launch. "
+         f"The traceback is in {where}; please attach it to a report")
+    return EXIT_OUTPUT
 
 
 class _Sink:
@@ -205,13 +294,34 @@ def _discard_stdout() -> None:
 def _main(argv: list[str]) -> int:
     own, passthrough = _split_passthrough(argv)
     subs = _subparsers()
+    if not own and not passthrough:  # `kt-launch` alone: what it can do, not one missing option
+        sys.stderr.write(build_parser().format_help())
+        return EXIT_INVALID
     if own and own[0] in subs:
         args = subs[own[0]].parse_args(own[1:])
         return getattr(sys.modules[__name__], f"cmd_{own[0]}")(args, passthrough)
+    if own and not own[0].startswith("-"):
+        raise ConfigError(f"unknown command {own[0][:60]!r}{_did_you_mean(build_parser(), own[0])}")
     args = build_parser().parse_args(own)
     if args.json and not args.dry_run:
         raise ConfigError("--json needs --dry-run (or use `kt-launch check --json`)")
     return cmd_launch(args, passthrough)
+
+
+def text_width(environ=None) -> int:
+    """Columns for wrapped text: $COLUMNS, else the terminal's, else DEFAULT_WIDTH (a pipe or a file)."""
+    from kt_launch.core.output import DEFAULT_WIDTH
+
+    environ = os.environ if environ is None else environ
+    cols = environ.get("COLUMNS", "")
+    if cols.isdigit() and 0 < int(cols) < 10_000:
+        return max(int(cols), 40)
+    try:
+        if sys.stdout.isatty():
+            return max(os.get_terminal_size(sys.stdout.fileno()).columns, 40)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return DEFAULT_WIDTH
 
 
 def cmd_probe(args, passthrough) -> int:
@@ -226,12 +336,12 @@ def cmd_tune(args, passthrough) -> int:
     return run(args, passthrough)
 
 
-def _request(args, passthrough):
+def _request(args, passthrough, launch: bool = False):
     from kt_launch.app import Request
 
     return Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts,
                    checks=not args.no_check, passthrough=tuple(passthrough),
-                   fleet_host=getattr(args, "fleet_host", None))
+                   fleet_host=getattr(args, "fleet_host", None), launch=launch)
 
 
 def cmd_launch(args, passthrough) -> int:
@@ -242,7 +352,7 @@ def cmd_launch(args, passthrough) -> int:
     if not supervised and (getattr(args, "grace_period", None) is not None
                            or getattr(args, "ready_timeout", None) is not None):
         raise ConfigError("--grace-period and --ready-timeout need --supervise (exec hands the process over)")
-    req = _request(args, passthrough)
+    req = _request(args, passthrough, launch=not args.dry_run)
     if req.fleet_host is not None or _has_fleet(req):
         return cmd_fleet(args, req)
     if getattr(args, "fail_fast", False):
@@ -250,7 +360,7 @@ def cmd_launch(args, passthrough) -> int:
     out = plan_request(req)
     if args.dry_run:
         sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n" if args.json
-                         else plan_text(out.plan, out.command, out.findings))
+                         else plan_text(out.plan, out.command, out.findings, text_width()))
         return EXIT_OK if out.ok else EXIT_PLAN
     from kt_launch.render.redact import safe_findings
 
@@ -291,7 +401,8 @@ def cmd_fleet(args, req) -> int:
         raise ConfigError("--fail-fast needs --supervise")
     out = plan_fleet(req)
     if args.dry_run:
-        sys.stdout.write(fleet_json(out.plan, out.commands) + "\n" if args.json else fleet_text(out.plan, out.commands))
+        sys.stdout.write(fleet_json(out.plan, out.commands) + "\n" if args.json
+                         else fleet_text(out.plan, out.commands, text_width()))
         return EXIT_OK if out.ok else EXIT_PLAN
     if not out.ok:
         from kt_launch.render.fleet import fleet_errors
@@ -315,16 +426,23 @@ def cmd_fleet(args, req) -> int:
 
 
 def cmd_check(args, passthrough) -> int:
+    """Every check of the plan --dry-run would print, fleets included: the same verdict and exit code."""
     from kt_launch.app import plan_request
-    from kt_launch.render.text import findings_text, plan_json
 
-    out = plan_request(_request(args, passthrough))
-    if args.json:
-        sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n")
-    else:
-        from kt_launch.render.redact import safe_findings
+    req = _request(args, passthrough)
+    if _has_fleet(req):
+        from kt_launch.app import plan_fleet
+        from kt_launch.render.fleet import fleet_json, fleet_text
 
-        sys.stdout.write(findings_text(safe_findings(out.command, out.findings)))
+        fleet = plan_fleet(req)
+        sys.stdout.write(fleet_json(fleet.plan, fleet.commands) + "\n" if args.json
+                         else fleet_text(fleet.plan, fleet.commands, text_width()))
+        return EXIT_OK if fleet.ok else EXIT_PLAN
+    from kt_launch.render.text import check_text, plan_json
+
+    out = plan_request(req)
+    sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n" if args.json
+                     else check_text(out.command, out.findings, text_width()))
     return EXIT_OK if out.ok else EXIT_PLAN
 
 
@@ -337,7 +455,7 @@ def cmd_doctor(args, passthrough) -> int:
 def cmd_fit(args, passthrough) -> int:
     from kt_launch.fitcmd import run_fit
 
-    return run_fit(args)
+    return run_fit(args, text_width())
 
 
 def cmd_profiles(args, passthrough) -> int:

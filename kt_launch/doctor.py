@@ -11,7 +11,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -153,6 +153,9 @@ CAPABILITIES = (("--kt-numa-nodes", "NUMA binding"), ("--kt-gpu-experts-ratio", 
 
 def sglang_capabilities(facts) -> list[Finding]:
     """Verdicts on an inspected SGLang (`kt_launch.facts.sglang.SglangFacts`): flavour, versions, capabilities."""
+    if facts.error_kind == "interpreter_missing":
+        return [error("KT-E513", f"--python {facts.python} cannot be run: {facts.error}",
+                      "give the path of an existing interpreter (e.g. /opt/sglang/bin/python)")]
     if not facts.ok:
         return [warning("KT-W511", f"SGLang in {facts.python} could not be inspected: {facts.error}",
                         "install sglang-kt into that interpreter, or point --python / runtime.python elsewhere")]
@@ -232,6 +235,8 @@ def run_doctor(args) -> int:
     else:
         host = gather_host()
         local = gather_doctor_facts()
+        if getattr(args, "python", None):  # judge the interpreter given, not the one running kt-launch
+            local = replace(local, python=args.python, sglang_origin=None, kt_kernel_origin=None)
     findings = doctor_findings(host, local)
     if getattr(args, "python", None):
         from kt_launch.facts.sglang import read_sglang_facts

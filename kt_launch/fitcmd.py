@@ -1,7 +1,9 @@
 """`kt-launch fit`: how many GPU experts fit, per TP size and KV target, like llama.cpp's llama-fit-params.
 
-Reads the same facts as a dry-run (headers once), resolves the profile, then asks the pure memory plan
+Reads the same facts as a dry-run (headers once), resolves the same plan, then asks the pure memory plan
 (resolve/memory.py `fit_rows`) for every TP size the host's GPUs allow and KV targets of 8k, 32k and 128k tokens.
+Its verdict and exit code follow the plan's memory findings (the RAM check KT-E230 included), so `fit` and
+`--dry-run` never disagree; exit 3 always comes with an error finding that says why.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import json
 import sys
 
 from kt_launch.app import Request, gather_inputs
-from kt_launch.core.findings import has_errors
+from kt_launch.core.findings import Finding, error, has_errors
+from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
 from kt_launch.render.memory import fit_text
 from kt_launch.render.text import findings_text
 from kt_launch.resolve.memory import fit_rows
@@ -18,18 +21,40 @@ from kt_launch.resolve.pipeline import resolve
 
 EXIT_OK, EXIT_PLAN = 0, 3
 
+# The plan's findings that are about what fits: the model shape, the CPU experts' RAM, the GPU budget.
+FIT_CODES = frozenset({
+    "KT-E108", "KT-E230", "KT-W230", "KT-W608",
+    "KT-E601", "KT-I602", "KT-E603", "KT-W604", "KT-I605", "KT-W606", "KT-W607", "KT-I609",
+})
 
-def run_fit(args) -> int:
+
+def fit_findings(host_gpus: int, rows: list[dict], plan_findings: list[Finding]) -> list[Finding]:
+    """The plan's fit findings, plus an error when there is nothing to fit (no GPU known, no headers)."""
+    out = [f for f in plan_findings if f.code in FIT_CODES]
+    if not host_gpus:
+        out.append(error("KT-E620", "fit: no GPU is known on this host, so there is nothing to size",
+                         "run it on the GPU server, or give --host-facts FILE (`kt-launch doctor --json` there)"))
+    elif not rows and not has_errors(out):
+        out.append(error("KT-E621", "fit: the model's size is unknown (no readable config.json and safetensors "
+                         "headers in model.path)", "point model.path at the HF checkpoint dir (`kt-launch check` "
+                         "names what is missing)"))
+    order = {"error": 0, "warning": 1, "info": 2}
+    return sorted(out, key=lambda f: order[f.level])
+
+
+def run_fit(args, width: int = DEFAULT_WIDTH) -> int:
     _, inp = gather_inputs(Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts))
     plan = resolve(inp)
     rows = fit_rows(inp, plan.values)
     ram = plan.memory.ram.to_json() if plan.memory is not None and plan.memory.ram is not None else None
-    blocking = [f for f in plan.findings if f.level == "error" and f.code in ("KT-E108",)]
+    findings = fit_findings(len(inp.host.gpus), rows, plan.findings)
     if args.json:
-        sys.stdout.write(json.dumps({"host": inp.host.source, "model": inp.config.model.path, "rows": rows,
-                                     "ram": ram, "findings": [f.to_json() for f in blocking]}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"schema_version": SCHEMA_VERSION, "verdict": verdict(findings),
+                                     "ok": not has_errors(findings), "host": inp.host.source,
+                                     "model": inp.config.model.path, "rows": rows, "ram": ram,
+                                     "findings": [f.to_json() for f in findings]}, indent=2) + "\n")
     else:
+        sys.stdout.write(verdict(findings) + "\n")
         sys.stdout.write(fit_text(rows, ram, f"{inp.config.model.path} on {inp.host.source}"))
-        if blocking:
-            sys.stdout.write(findings_text(blocking))
-    return EXIT_PLAN if has_errors(blocking) or not rows else EXIT_OK
+        sys.stdout.write("\n" + findings_text(findings, width))
+    return EXIT_PLAN if has_errors(findings) else EXIT_OK

@@ -6,7 +6,7 @@
   holds plain dicts and tuples only: identified as torch by content, not loadable as tensors.
 - PEFT adapter dirs (`adapter_config.json` + `adapter_model.safetensors`).
 
-`python -m kt_launch.synthetic DIR [--quiet]` builds the demo tree that `kt_launch/profiles/demo.yaml` points at:
+`python -m kt_launch.synthetic DIR [--quiet]` builds the demo tree that `configs/demo.yaml` points at:
 DIR/model (DeepSeek-V2-shaped HF dir), DIR/kt-amxint8, DIR/moe_lora.pt, DIR/lora.
 `BROKEN` maps the name of every broken variant to a builder that returns a profile dict.
 """
@@ -392,7 +392,7 @@ def moe_lora_pt(path: str | Path, shape: Shape = TINY, r: int = 8) -> Path:
 
 
 def demo(root: str | Path) -> dict[str, Path]:
-    """The tree `kt_launch/profiles/demo.yaml` uses."""
+    """The tree `configs/demo.yaml` uses."""
     root = Path(root)
     out = {
         "model": hf_model(root / "model"),
@@ -533,7 +533,7 @@ MARKER = ".kt-launch-synthetic"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kt_launch.synthetic",
-                                 description="Build the tiny synthetic demo tree that kt_launch/profiles/demo.yaml uses.")
+                                 description="Build the tiny synthetic demo tree that configs/demo.yaml uses.")
     ap.add_argument("dir", help="where to build (e.g. demo/)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)

@@ -254,7 +254,7 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
             where = "settings"
         kind = err.get("type", "")
         if kind == "extra_forbidden":
-            msg = f"unknown key {loc!r}; check the spelling (see `kt-launch schema`)"
+            msg = f"unknown key {loc!r}; {_nearest_key(loc)}"
         elif kind == "missing":
             msg = f"{loc} is required"
         else:
@@ -263,6 +263,14 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
     if len(e.errors()) > 8:
         lines.append(f"... and {len(e.errors()) - 8} more")
     return "\n".join(lines)
+
+
+def _nearest_key(loc: str) -> str:
+    """`did you mean kt.cpuinfer?` for `kt.cpuinfr`: the closest registry keys, else where the list is."""
+    close = difflib.get_close_matches(loc, list(BY_KEY), n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(close) + "?"
+    return "check the spelling (see `kt-launch schema`)"
 
 
 def _shown_input(loc: str, got: Any) -> str:

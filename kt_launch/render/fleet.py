@@ -13,7 +13,8 @@ from kt_launch.core.findings import Finding
 from kt_launch.core.fleet import ROUTER_MODULE, FleetPlan, Instance, RouterSpec
 from kt_launch.render.argv import Command, render_command
 from kt_launch.render.redact import redact_argv, redact_env, scrub, secret_values
-from kt_launch.render.text import _resolved_json, _show, findings_text
+from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
+from kt_launch.render.text import _resolved_json, _show, findings_text, value_rows
 
 ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -59,6 +60,11 @@ def fleet_errors(fp: FleetPlan, commands: list[Command]) -> list[Finding]:
     return [replace(f, message=scrub(f.message, secrets), fix=scrub(f.fix, secrets)) for f in out]
 
 
+def fleet_verdict(fp: FleetPlan, commands: list[Command]) -> str:
+    """The verdict over the fleet's own findings and every instance's."""
+    return verdict(fp.findings + [f for i, c in zip(fp.instances, commands) for f in instance_findings(i, c)])
+
+
 def _secrets(fp: FleetPlan, commands: list[Command]) -> set[str]:
     out: set[str] = set()
     for c in commands:
@@ -75,7 +81,8 @@ def _findings_json(findings: list[Finding], secrets: set[str]) -> list[dict]:
 
 def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
     secrets = _secrets(fp, commands)
-    doc: dict = {"instances": [], "router": None, "findings": _findings_json(fp.findings, secrets)}
+    doc: dict = {"schema_version": SCHEMA_VERSION, "verdict": fleet_verdict(fp, commands), "ok": fleet_ok(fp, commands),
+                 "instances": [], "router": None, "findings": _findings_json(fp.findings, secrets)}
     for inst, cmd in zip(fp.instances, commands):
         doc["instances"].append({
             "name": inst.replica.name, "host": inst.replica.host, "url": inst.replica.url,
@@ -102,19 +109,10 @@ def differing_keys(fp: FleetPlan) -> list[str]:
                    for i in fp.instances if k in i.plan.values)]
 
 
-def _rows(rows: list[tuple[str, str, str, str]], indent: str) -> list[str]:
-    if not rows:
-        return []
-    w0 = max(len(r[0]) for r in rows)
-    w1 = min(40, max(len(r[1]) for r in rows))
-    w2 = max(len(r[2]) for r in rows)
-    return [f"{indent}{k:<{w0}}  {v:<{w1}}  {s:<{w2}}  {why}" for k, v, s, why in rows]
-
-
-def fleet_text(fp: FleetPlan, commands: list[Command]) -> str:
+def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDTH) -> str:
     secrets = _secrets(fp, commands)
     n = len(fp.instances)
-    parts = [f"# kt-launch plan (fleet: {n} instance{'s' if n != 1 else ''}"
+    parts = [fleet_verdict(fp, commands), f"# kt-launch plan (fleet: {n} instance{'s' if n != 1 else ''}"
              + (f" behind the SGLang router, policy {fp.router.policy})" if fp.router else ", this host's part)"), ""]
     if fp.router is not None:
         rc = router_command(fp.router)
@@ -134,16 +132,16 @@ def fleet_text(fp: FleetPlan, commands: list[Command]) -> str:
         rows = [(k, _show(k, d["value"]), d["source"], d["reason"]) for k, d in resolved.items() if k in per]
         if rows:
             parts.append("  per-replica values:")
-            parts += _rows(rows, "    ")
+            parts += value_rows(rows, "    ", width)
         own = [f for f in fs if f not in common]
         if own:
-            parts += ["  " + line for line in scrub(findings_text(own), secrets).rstrip("\n").split("\n")]
+            parts += ["  " + line for line in scrub(findings_text(own, width - 2), secrets).rstrip("\n").split("\n")]
         parts.append("")
     if fp.instances:
         resolved = _resolved_json(fp.instances[0].plan, secrets)
         rows = [(k, _show(k, d["value"]), d["source"], d["reason"]) for k, d in resolved.items() if k not in per]
         parts.append("values shared by every instance:")
-        parts += _rows(rows, "  ")
+        parts += value_rows(rows, "  ", width)
         parts.append("")
     for h in fp.hosts:
         parts.append(f"host {h.name} ({h.address}): kt-launch runs nothing there; run this on {h.name}:")
@@ -153,4 +151,4 @@ def fleet_text(fp: FleetPlan, commands: list[Command]) -> str:
     shown = sorted(fp.findings + common, key=lambda f: ORDER[f.level])
     if common and len(fp.instances) > 1:
         parts.append("(the findings below concern the fleet, or every instance alike)")
-    return "\n".join(parts) + "\n" + scrub(findings_text(shown), secrets)
+    return "\n".join(parts) + "\n" + scrub(findings_text(shown, width), secrets)

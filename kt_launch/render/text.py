@@ -1,15 +1,18 @@
-"""Dry-run output: the command (shlex text that round-trips), env, resolved values table, findings."""
+"""Dry-run and check output: the verdict, the command (shlex text that round-trips, one line to copy), findings,
+env, the resolved values table, memory. Prose wraps to the width the CLI measured; the command never does."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import textwrap
 
 from kt_launch.render.argv import Command
 from kt_launch.render.memory import memory_text
 from kt_launch.render.redact import redact_argv, redact_env, scrub, secret_values
 from kt_launch.core.findings import Finding
 from kt_launch.core.options import OPTIONS
+from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
 from kt_launch.core.plan import LaunchPlan
 
 _SECRET_KEYS = tuple(o.key for o in OPTIONS if o.secret)
@@ -33,6 +36,9 @@ def _resolved_json(plan: LaunchPlan, secrets: set[str]) -> dict:
 def plan_json(plan: LaunchPlan, cmd: Command, findings: list[Finding]) -> str:
     secrets = secret_values(cmd.argv, cmd.env)
     doc = {
+        "schema_version": SCHEMA_VERSION,
+        "verdict": verdict(findings),
+        "ok": not any(f.level == "error" for f in findings),
         "argv": redact_argv(cmd.argv),
         "env": redact_env(cmd.env),
         "flavor": plan.flavor,
@@ -45,36 +51,63 @@ def plan_json(plan: LaunchPlan, cmd: Command, findings: list[Finding]) -> str:
     return json.dumps(doc, indent=2)
 
 
-def findings_text(findings: list[Finding]) -> str:
+def wrap(text: str, width: int, first: str, rest: str) -> list[str]:
+    """Lines of `text` at most `width` wide (a word longer than that, a path say, stays whole)."""
+    return textwrap.wrap(text, width=max(width, len(first) + 20), initial_indent=first, subsequent_indent=rest,
+                         break_long_words=False, break_on_hyphens=False) or [first.rstrip()]
+
+
+def findings_text(findings: list[Finding], width: int = DEFAULT_WIDTH) -> str:
     if not findings:
         return "findings: none\n"
     lines = ["findings:"]
     for f in findings:
-        lines.append(f"  {f.level.upper():7} {f.code}  {f.message}")
+        lines += wrap(f.message, width, f"  {f.level.upper():7} {f.code}  ", " " * 10)
         if f.fix:
-            lines.append(f"          fix: {f.fix}")
+            lines += wrap(f.fix, width, " " * 10 + "fix: ", " " * 15)
     return "\n".join(lines) + "\n"
 
 
-def plan_text(plan: LaunchPlan, cmd: Command, findings: list[Finding]) -> str:
+def value_rows(rows: list[tuple[str, str, str, str]], indent: str, width: int = DEFAULT_WIDTH) -> list[str]:
+    """key, value, source columns, then the reason wrapped under itself (or below the row when narrow)."""
+    if not rows:
+        return []
+    w0 = max(len(r[0]) for r in rows)
+    w1 = min(40, max(len(r[1]) for r in rows))
+    w2 = max(len(r[2]) for r in rows)
+    out = []
+    for k, v, s, why in rows:
+        head = f"{indent}{k:<{w0}}  {v:<{w1}}  {s:<{w2}}  "
+        if len(head) + 30 > width:
+            out.append(head.rstrip())
+            out += wrap(why, width, indent + "    ", indent + "    ") if why else []
+        else:
+            out += wrap(why, width, head, " " * len(head))
+    return out
+
+
+def plan_text(plan: LaunchPlan, cmd: Command, findings: list[Finding], width: int = DEFAULT_WIDTH) -> str:
     secrets = secret_values(cmd.argv, cmd.env)
-    parts = [f"# kt-launch plan (flavour {plan.flavor})", "", "command:", "  " + shlex.join(redact_argv(cmd.argv)), ""]
+    parts = [verdict(findings), "command:", "  " + shlex.join(redact_argv(cmd.argv)), ""]
+    parts += scrub(findings_text(findings, width), secrets).rstrip("\n").split("\n") + [""]
     if cmd.env:
         parts.append("environment (added to the inherited one):")
         parts += [f"  {k}={shlex.quote(v)}" for k, v in sorted(redact_env(cmd.env).items())]
         parts.append("")
-    parts.append("resolved values:")
+    parts.append(f"resolved values (flavour {plan.flavor}):")
     rows = [(k, _show(k, d["value"]), d["source"], d["reason"]) for k, d in _resolved_json(plan, secrets).items()]
-    w0 = max(len(r[0]) for r in rows)
-    w1 = min(40, max(len(r[1]) for r in rows))
-    w2 = max(len(r[2]) for r in rows)
-    for k, v, s, why in rows:
-        parts.append(f"  {k:<{w0}}  {v:<{w1}}  {s:<{w2}}  {why}")
-    parts.append("")
+    parts += value_rows(rows, "  ", width)
     mem = memory_text(plan.memory)
     if mem:
-        parts += [scrub(mem, secrets)]
-    return "\n".join(parts) + "\n" + scrub(findings_text(findings), secrets)
+        parts += ["", scrub(mem, secrets).rstrip("\n")]
+    return "\n".join(parts) + "\n"
+
+
+def check_text(cmd: Command, findings: list[Finding], width: int = DEFAULT_WIDTH) -> str:
+    """`kt-launch check`: the verdict, the command it checked, the findings (no values table)."""
+    secrets = secret_values(cmd.argv, cmd.env)
+    return (f"{verdict(findings)}\ncommand:\n  {shlex.join(redact_argv(cmd.argv))}\n\n"
+            + scrub(findings_text(findings, width), secrets))
 
 
 def _show(key: str, value) -> str:

@@ -254,7 +254,11 @@ def resolve_fleet(inp: ResolveInput, hosts: list[HostInput], *, router_python: s
         replicas = layout(h, server.port, fleet.allow_cpu_only, findings)
         for r in replicas:
             r = dataclasses.replace(r, overrides=replica_overrides(inp, r))
-            inst = Instance(r, resolve(replica_input(inp, h.facts, r)))
+            rinp = replica_input(inp, h.facts, r)
+            local = h.name == LOCAL or not with_router  # --fleet-host: every host given is this machine
+            rinp = dataclasses.replace(rinp, launch_here=inp.launch_here and local,
+                                       gpu_required=not fleet.allow_cpu_only)
+            inst = Instance(r, resolve(rinp))
             inst.plan.findings[:0] = _pin_findings(inst)
             instances.append(inst)
         if h.name != LOCAL:

@@ -31,3 +31,5 @@ class ResolveInput:
     profile_path: str | None = None
     input_warnings: tuple[str, ...] = ()  # ignored input (an unknown KT_LAUNCH_* variable), each a warning
     weights: WeightBytes | None = None  # model.path bytes by role, from the headers preflight read (memory plan)
+    launch_here: bool = False  # the server is about to be started on this machine (exec or --supervise)
+    gpu_required: bool = True  # False for a fleet replica that fleet.allow_cpu_only lets run without a GPU

@@ -33,9 +33,12 @@ def resolve_lora(inp: ResolveInput, values: dict[str, Resolved], out: list[Findi
             why = found[1].problem if found and found[1].problem else (
                 "no adapter_config.json found" if inp.checks else "files not read under --no-check")
             values[key] = Resolved(None, "default", why)
-            out.append(error("KT-E122", f"{key} is unknown: {why}",
-                             f"set {key} or put adapter_config.json beside the LoRA (looked in: "
-                             f"{', '.join(adapter_config_dirs(cfg))})"))
+            fix = f"set {key} or put adapter_config.json beside the LoRA (looked in: {', '.join(adapter_config_dirs(cfg))})"
+            if inp.checks or inp.launch_here:
+                out.append(error("KT-E122", f"{key} is unknown: {why}", fix))
+            else:  # planning under --no-check: the machine that runs it reads adapter_config.json
+                out.append(warning("KT-W122", f"{key} is not in the command: {why}; a launch reads it from "
+                                   "adapter_config.json (and stops if it is not there)", fix))
 
 
 def resolve_cuda_graph(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:

@@ -250,7 +250,7 @@ def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
 
 def _planning_level(inp: ResolveInput):
     """Errors about this machine become warnings when it has no GPU: it is only planning, not the server."""
-    if not inp.host.gpus and inp.host.source == "this machine":
+    if not inp.host.gpus and inp.host.source == "this machine" and not inp.launch_here:
         return lambda code, planning_code, msg, fix: warning(planning_code, msg + " (this machine has no GPU, so it is "
                                               "taken as a planning host; use --host-facts for the server)", fix)
     return lambda code, planning_code, msg, fix: error(code, msg, fix)

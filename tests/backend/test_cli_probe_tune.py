@@ -24,7 +24,7 @@ def demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     subprocess.run([sys.executable, "-m", "kt_launch.synthetic", str(root / "demo"), "--quiet"], check=True, cwd=REPO)
     prof = root / "demo.yaml"
-    prof.write_text((REPO / "kt_launch" / "profiles" / "demo.yaml").read_text().replace("demo/", f"{root}/demo/"))
+    prof.write_text((REPO / "configs" / "demo.yaml").read_text().replace("demo/", f"{root}/demo/"))
     return prof
 
 

@@ -52,11 +52,11 @@ def _plans(flavour: str):
         for sets in MATRIX:
             if flavour == "sglang" and any(x.startswith("kt.numa_nodes") for x in sets):
                 continue  # upstream has no --kt-numa-nodes: refused by design (KT-E301)
-            cfg, prov = load_config(REPO / "kt_launch" / "profiles" / prof, {}, [f"runtime.flavor={flavour}", *sets])
+            cfg, prov = load_config(REPO / "configs" / prof, {}, [f"runtime.flavor={flavour}", *sets])
             if cfg.moe_lora is not None and flavour == "sglang":
                 continue  # refused by design (KT-E301), tested elsewhere
             if cfg.moe_lora is not None and flavour == "sglang-kt":
-                cfg, prov = load_config(REPO / "kt_launch" / "profiles" / prof, {},
+                cfg, prov = load_config(REPO / "configs" / prof, {},
                                         [f"runtime.flavor={flavour}", "lora.paths=[]", *[s for s in sets if
                                                                                        not s.startswith("lora.")]])
             inp = ResolveInput(config=cfg, provenance=prov, host=host_from_json(HOST), current_python="python",
@@ -116,7 +116,7 @@ def test_rendered_argv_parses_to_the_resolved_values(flavour, real_venvs, real_f
 
 @pytest.mark.parametrize("flavour", ["sglang-kt", "sglang"])
 def test_plan_with_real_facts_detects_flavour_and_uses_real_flags(flavour, real_facts, tmp_path):
-    cfg, prov = load_config(REPO / "kt_launch" / "profiles" / "deepseek-v2-lite.yaml", {}, ["runtime.flavor=auto"])
+    cfg, prov = load_config(REPO / "configs" / "deepseek-v2-lite.yaml", {}, ["runtime.flavor=auto"])
     inp = ResolveInput(config=cfg, provenance=prov, host=host_from_json(HOST), current_python="python",
                        checks=False, sglang=real_facts[flavour])
     plan = resolve(inp)
@@ -156,7 +156,7 @@ def test_each_key_alone_reads_back_through_the_real_parser(flavour, real_venvs, 
         if not (o.settable and isinstance(spec, Flag)) or o.section in ("model", "moe_lora") and o.key != "model.served_name":
             continue
         assert o.key in SINGLE, f"add a value for {o.key}"
-        cfg, prov = load_config(REPO / "kt_launch" / "profiles" / "deepseek-v2-lite.yaml", {},
+        cfg, prov = load_config(REPO / "configs" / "deepseek-v2-lite.yaml", {},
                                 [f"runtime.flavor={flavour}", f"{o.key}={SINGLE[o.key]}"])
         inp = ResolveInput(config=cfg, provenance=prov, host=host_from_json(HOST), current_python="python",
                            checks=False)

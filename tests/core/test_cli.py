@@ -15,7 +15,7 @@ from kt_launch.render.argv import render_command
 from core.support import plan_for
 
 REPO = Path(__file__).resolve().parents[2]
-SEED_PROFILE = REPO / "kt_launch" / "profiles" / "deepseek-v2-lite-lora.yaml"
+SEED_PROFILE = REPO / "configs" / "deepseek-v2-lite-lora.yaml"
 
 
 def run(capsys, *argv):

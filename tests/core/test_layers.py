@@ -44,7 +44,7 @@ def test_resolve_and_render_are_pure(profile, host, monkeypatch):
     from kt_launch.resolve.inputs import ResolveInput
     from kt_launch.resolve.pipeline import resolve
 
-    cfg, prov = load_config(REPO / "kt_launch" / "profiles" / profile, {}, ["runtime.flavor=sglang-kt"])
+    cfg, prov = load_config(REPO / "configs" / profile, {}, ["runtime.flavor=sglang-kt"])
     inp = ResolveInput(config=cfg, provenance=prov, host=host_from_json(host), current_python="python", checks=False)
     for mod, name in ((builtins, "open"), (os, "open"), (os, "stat"), (os, "scandir"), (subprocess, "Popen"),
                       (socket, "socket")):

@@ -22,8 +22,8 @@ from kt_launch.resolve.pipeline import STEPS
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 DUMPS = {"sglang-kt": DATA / "parser_sglang-kt_0.7.2.json", "sglang": DATA / "parser_sglang_0.5.23.json"}
-PLAIN = REPO / "kt_launch" / "profiles" / "deepseek-v2-lite.yaml"
-LORA = REPO / "kt_launch" / "profiles" / "deepseek-v2-lite-lora.yaml"
+PLAIN = REPO / "configs" / "deepseek-v2-lite.yaml"
+LORA = REPO / "configs" / "deepseek-v2-lite-lora.yaml"
 
 
 def _dump_flags(flavour: str) -> set[str]:

@@ -171,8 +171,11 @@ def test_rank_alpha_read_from_adapter_config(write_profile):
 def test_rank_conflict_and_unknown(write_profile):
     plan = plan_for(write_profile(SEED), adapters={"/lora/checkpoint-133": _adapter(16, 16.0)})
     assert "KT-E121" in codes(plan)
-    plan = plan_for(write_profile(SEED.replace("rank: 8, alpha: 16.0, ", "")))
-    assert "KT-E122" in codes(plan)
+    unknown = write_profile(SEED.replace("rank: 8, alpha: 16.0, ", ""))
+    assert "KT-E122" in codes(plan_for(unknown, checks=True))
+    assert "KT-E122" in codes(plan_for(unknown, launch_here=True))  # a launch, even under --no-check
+    planned = plan_for(unknown)  # --no-check planning: the server's machine reads adapter_config.json
+    assert "KT-W122" in codes(planned) and "KT-E122" not in codes(planned)
 
 
 # --- methods, weights, model, server ------------------------------------------------------------

@@ -10,7 +10,7 @@ from kt_launch.cli import main
 from operate.support import REPO
 
 COMMITTED = REPO / "schema" / "profile.schema.json"
-PROFILES = sorted((REPO / "kt_launch" / "profiles").glob("*.yaml"))
+PROFILES = sorted((REPO / "configs").glob("*.yaml"))
 HEADER = "# yaml-language-server: $schema=../../schema/profile.schema.json"
 
 

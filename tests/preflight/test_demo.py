@@ -16,7 +16,7 @@ def test_demo_tree_and_profile(tmp_path):
     import sys
 
     (tmp_path / "configs").mkdir()
-    shutil.copy(REPO / "kt_launch" / "profiles" / "demo.yaml", tmp_path / "configs" / "demo.yaml")
+    shutil.copy(REPO / "configs" / "demo.yaml", tmp_path / "configs" / "demo.yaml")
     r = subprocess.run([sys.executable, "-m", "kt_launch.synthetic", "demo/", "--quiet"], cwd=tmp_path,
                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0 and r.stdout == "", r.stderr
