@@ -17,6 +17,7 @@ from typing import Mapping
 
 from kt_launch.core.host import HostFacts
 from kt_launch.core.findings import Finding, error, info, warning
+from kt_launch.core.output import SCHEMA_VERSION
 from kt_launch.resolve.isa import OVERRIDE_ENV, choose_variant
 from kt_launch.resolve.verdicts import no_kt_flags, variant_override, wrapper_call_incompatible
 
@@ -244,7 +245,7 @@ def run_doctor(args) -> int:
         findings += sglang_capabilities(read_sglang_facts(args.python))
     code = 3 if any(f.level == "error" for f in findings) else 0
     if args.json:
-        doc = host.to_json()
+        doc = {"schema_version": SCHEMA_VERSION, **host.to_json()}
         doc["findings"] = [f.to_json() for f in findings]
         print(json.dumps(doc, indent=2))
         return code

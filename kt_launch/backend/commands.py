@@ -8,6 +8,7 @@ import os
 import sys
 
 from kt_launch.core.errors import ConfigError
+from kt_launch.core.output import SCHEMA_VERSION
 from kt_launch.render.text import findings_text
 from kt_launch.core.findings import error, has_errors
 
@@ -61,7 +62,7 @@ def cmd_probe(args, passthrough) -> int:
     result = run_probe(spec, _python(args, out), timeout_s=args.timeout, env=server_env(out))
     findings = probe_findings(result)
     if args.json:
-        print(json.dumps({"spec": spec.to_json(), "result": result.to_json(),
+        print(json.dumps({"schema_version": SCHEMA_VERSION, "spec": spec.to_json(), "result": result.to_json(),
                           "findings": [f.to_json() for f in findings]}, indent=2))
     else:
         print(probe_summary(result))
@@ -88,7 +89,7 @@ def cmd_tune(args, passthrough) -> int:
                        threads=threads, timeout_s=args.timeout, progress=progress, store=not args.no_store,
                        env=server_env(out))
     if args.json:
-        print(json.dumps(outcome.to_json(), indent=2))
+        print(json.dumps({"schema_version": SCHEMA_VERSION, **outcome.to_json()}, indent=2))
     elif outcome.choice is None:
         print("no point of the sweep ran; nothing stored (see the failures above)")
     else:

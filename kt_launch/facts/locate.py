@@ -60,8 +60,8 @@ def find_profile(ref: str, environ: Mapping[str, str] | None = None, cwd: Path |
             p = p.expanduser()
         except RuntimeError:  # no HOME and no passwd entry: `~` means nothing here
             pass
-    if _exists(p) and not p.is_dir():  # an existing path wins; a directory of that name here is not a profile
-        return p
+    if _exists(p) and ("/" in ref or not p.is_dir()):  # an existing path wins (the reader names what it is);
+        return p                                       # a bare NAME that is a directory here (./demo) is a NAME
     dirs = profile_dirs(environ, cwd)
     if "/" not in ref and ref not in ("", ".", ".."):
         for _, d in dirs:

@@ -12,7 +12,7 @@ import shlex
 from kt_launch.core.findings import Finding
 from kt_launch.core.fleet import ROUTER_MODULE, FleetPlan, Instance, RouterSpec
 from kt_launch.render.argv import Command, render_command
-from kt_launch.render.redact import redact_argv, redact_env, scrub, secret_values
+from kt_launch.render.redact import redact_argv, redact_env, scrub, scrub_findings, secret_values
 from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
 from kt_launch.render.text import _resolved_json, _show, findings_text, value_rows
 
@@ -135,7 +135,7 @@ def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDT
             parts += value_rows(rows, "    ", width)
         own = [f for f in fs if f not in common]
         if own:
-            parts += ["  " + line for line in scrub(findings_text(own, width - 2), secrets).rstrip("\n").split("\n")]
+            parts += ["  " + line for line in findings_text(scrub_findings(own, secrets), width - 2).rstrip("\n").split("\n")]
         parts.append("")
     if fp.instances:
         resolved = _resolved_json(fp.instances[0].plan, secrets)
@@ -151,4 +151,4 @@ def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDT
     shown = sorted(fp.findings + common, key=lambda f: ORDER[f.level])
     if common and len(fp.instances) > 1:
         parts.append("(the findings below concern the fleet, or every instance alike)")
-    return "\n".join(parts) + "\n" + scrub(findings_text(shown, width), secrets)
+    return "\n".join(parts) + "\n" + findings_text(scrub_findings(shown, secrets), width)

@@ -9,7 +9,7 @@ import textwrap
 
 from kt_launch.render.argv import Command
 from kt_launch.render.memory import memory_text
-from kt_launch.render.redact import redact_argv, redact_env, scrub, secret_values
+from kt_launch.render.redact import redact_argv, redact_env, scrub, scrub_findings, secret_values
 from kt_launch.core.findings import Finding
 from kt_launch.core.options import OPTIONS
 from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
@@ -89,7 +89,7 @@ def value_rows(rows: list[tuple[str, str, str, str]], indent: str, width: int = 
 def plan_text(plan: LaunchPlan, cmd: Command, findings: list[Finding], width: int = DEFAULT_WIDTH) -> str:
     secrets = secret_values(cmd.argv, cmd.env)
     parts = [verdict(findings), "command:", "  " + shlex.join(redact_argv(cmd.argv)), ""]
-    parts += scrub(findings_text(findings, width), secrets).rstrip("\n").split("\n") + [""]
+    parts += findings_text(scrub_findings(findings, secrets), width).rstrip("\n").split("\n") + [""]
     if cmd.env:
         parts.append("environment (added to the inherited one):")
         parts += [f"  {k}={shlex.quote(v)}" for k, v in sorted(redact_env(cmd.env).items())]
@@ -107,7 +107,7 @@ def check_text(cmd: Command, findings: list[Finding], width: int = DEFAULT_WIDTH
     """`kt-launch check`: the verdict, the command it checked, the findings (no values table)."""
     secrets = secret_values(cmd.argv, cmd.env)
     return (f"{verdict(findings)}\ncommand:\n  {shlex.join(redact_argv(cmd.argv))}\n\n"
-            + scrub(findings_text(findings, width), secrets))
+            + findings_text(scrub_findings(findings, secrets), width))
 
 
 def _show(key: str, value) -> str:

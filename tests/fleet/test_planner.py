@@ -45,7 +45,7 @@ def flag(argv: list[str], name: str) -> str | None:
 def test_dual_socket_gives_two_pinned_replicas_with_node_local_gpus(tmp_path):
     rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, {"router": {"policy": "round_robin"}}))
     assert rc == 0, doc
-    assert list(doc) == ["instances", "router", "findings"]
+    assert list(doc) == ["schema_version", "verdict", "ok", "instances", "router", "findings"]
     assert [i["name"] for i in doc["instances"]] == ["numa0", "numa1"]
     for node, inst in enumerate(doc["instances"]):
         assert list(inst) == ["name", "host", "url", "argv", "env", "resolved", "findings"]
@@ -85,7 +85,7 @@ def test_without_fleet_the_single_instance_json_is_unchanged(tmp_path):
     profile = fleet_profile(sys.executable, 30000)
     del profile["fleet"]
     rc, doc = plan(tmp_path, profile)
-    assert list(doc) == ["argv", "env", "flavor", "resolved", "findings"]
+    assert list(doc) == ["schema_version", "verdict", "ok", "argv", "env", "flavor", "resolved", "findings"]
     assert not any(k.startswith("fleet.") for k in doc["resolved"])
 
 
@@ -215,3 +215,16 @@ def test_pinning_needs_kt_numa_nodes(tmp_path):
     rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, runtime={"flavor": "sglang"}))
     assert rc == 3
     assert [i["name"] for i in doc["instances"] if any(f["code"] == "KT-E709" for f in i["findings"])] == ["numa1"]
+
+
+def test_check_plans_the_fleet_as_dry_run_does(tmp_path):
+    """`check` and `--dry-run` read the same fleet plan: same exit code, same errors; `check --json` is JSON."""
+    p = write_profile(tmp_path, fleet_profile(sys.executable, 30000, {"replicas": 3}))
+    h = write_json(tmp_path / "host.json", dual_socket())
+    dry = kt_launch("--profile", str(p), "--host-facts", str(h), "--no-check", "--dry-run", "--json")
+    check = kt_launch("check", "--profile", str(p), "--host-facts", str(h), "--no-check", "--json")
+    assert dry.returncode == check.returncode == 3, check.stderr
+    assert json.loads(check.stdout) == json.loads(dry.stdout)
+    assert "KT-E701" in codes(json.loads(check.stdout), "error")
+    text = kt_launch("check", "--profile", str(p), "--host-facts", str(h), "--no-check")
+    assert text.returncode == 3 and text.stdout.splitlines()[0].startswith("BLOCKED") and "KT-E701" in text.stdout

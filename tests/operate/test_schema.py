@@ -11,7 +11,7 @@ from operate.support import REPO
 
 COMMITTED = REPO / "schema" / "profile.schema.json"
 PROFILES = sorted((REPO / "configs").glob("*.yaml"))
-HEADER = "# yaml-language-server: $schema=../../schema/profile.schema.json"
+HEADER = "# yaml-language-server: $schema=../schema/profile.schema.json"
 
 
 def current(capsys) -> str:
@@ -41,7 +41,7 @@ def test_schema_shape():
 @pytest.mark.parametrize("profile", PROFILES, ids=[p.name for p in PROFILES])
 def test_bundled_profile_points_at_the_schema_and_validates(profile):
     assert profile.read_text().splitlines()[0] == HEADER
-    assert (profile.parent / "../../schema/profile.schema.json").resolve() == COMMITTED.resolve()
+    assert (profile.parent / "../schema/profile.schema.json").resolve() == COMMITTED.resolve()
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(COMMITTED.read_text())
     jsonschema.validators.validator_for(schema).check_schema(schema)
