@@ -21,7 +21,7 @@ from kt_launch.app import Outcome, Request, plan_request
 from kt_launch.core.adapters import AdapterConfig
 from kt_launch.core.errors import ConfigError
 from kt_launch.core.model import ModelFacts
-from kt_launch.core.options import OPTIONS, PASS, SFT_METHODS
+from kt_launch.core.options import OPTIONS, PASS, SFT_METHODS, Refuse
 from kt_launch.facts.artifacts import adapter_dir_facts, file_cache, weight_dir_facts
 from kt_launch.facts.fileid import identify
 from kt_launch.facts.model import ModelConfigError, read_model_facts
@@ -94,13 +94,19 @@ def _utf8(what: str, path: str) -> str:
 def _model(model_dir: str) -> ModelFacts:
     node = identify(model_dir)
     if node.kind != "directory":
-        detail = f" ({node.detail})" if node.detail else ""
-        raise ConfigError(f"MODEL_DIR {model_dir}: {node.describe()}{detail}; give the HuggingFace model directory "
-                          "(config.json and safetensors)")
+        raise ConfigError(f"MODEL_DIR {model_dir}: {_what(node)}; give the HuggingFace model directory (config.json "
+                          "and safetensors)")
     try:
         return read_model_facts(model_dir)
     except ModelConfigError as e:
         raise ConfigError(f"MODEL_DIR {model_dir}: {e}") from None
+
+
+def _what(node) -> str:
+    """What a path is that should have been a directory, in words."""
+    if node.kind in ("missing", "special", "unreadable", "symlink-loop") and node.detail:
+        return node.detail
+    return f"{node.describe()}, not a directory"
 
 
 def _lora(path: str) -> LoraArg:
@@ -109,7 +115,7 @@ def _lora(path: str) -> LoraArg:
     if node.is_torch:  # its rank and alpha: adapter_config.json of a --lora dir or beside it (the resolver looks)
         return LoraArg(path, MOE_LORA_FILE, None)
     if node.kind != "directory":
-        raise ConfigError(f"--lora {path}: {node.describe()}; give a LoRA adapter dir (adapter_config.json + "
+        raise ConfigError(f"--lora {path}: {_what(node)}; give a LoRA adapter dir (adapter_config.json + "
                           "adapter_model.safetensors) or a converted MoE-LoRA .pt")
     facts = adapter_dir_facts(path, file_cache())
     if facts.config is None:
@@ -214,7 +220,7 @@ def _choose(model_dir: str, model: ModelFacts, loras: list[LoraArg], method: str
         fixed["moe_lora.sft_method"] = Line("moe_lora.sft_method", sft, why if method else
                                             "the default: reads the BF16 experts of model.path (AMXINT8_SFT and "
                                             "AMXINT4_SFT read converted weights)")
-        fixed["runtime.flavor"] = Line("runtime.flavor", FLAVOR_OF[moe.role], f"the flavour that reads a {moe.role}")
+        fixed["runtime.flavor"] = Line("runtime.flavor", FLAVOR_OF[moe.role], f"the flavour that reads this {moe.role}")
         wants = KT_METHOD_FOR_SFT[sft] if SFT_BASE_WEIGHTS[sft] == "kt.weight_path" else None
     matches = [c for c in found if wants is not None and c.method == wants]
     if matches:
@@ -253,8 +259,8 @@ def _lines(fixed: dict[str, Line], outcome: Outcome, moe: bool) -> list[Line]:
         r = values.get(o.key)
         if o.key in written or r is None or not o.settable or not o.nullable or (o.resolve == PASS):
             continue
-        if o.section == "moe_lora" and not moe:
-            continue
+        if (o.section == "moe_lora" and not moe) or isinstance(o.render.get(outcome.plan.flavor), Refuse):
+            continue  # a key this flavour cannot take stays out of the file
         lines.append(Line(o.key, None, resolves_to(r)))
     if "runtime.flavor" not in written and "runtime.flavor" in values:
         lines.append(Line("runtime.flavor", "auto", resolves_to(values["runtime.flavor"])))
