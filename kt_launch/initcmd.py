@@ -195,44 +195,63 @@ def _worth_a_look(path: str) -> bool:
 # -- the values init sets ------------------------------------------------------------------------
 
 def _choose(model_dir: str, model: ModelFacts, loras: list[LoraArg], method: str | None) -> dict[str, Line]:
-    """The keys init writes with a value (key -> line): the rest stays null for the resolver."""
+    """The keys init writes (key -> line): values only the files can say, and nulls with a note of init's own.
+    Everything else stays out of the draft for the resolver to derive."""
     moe = _moe(loras)
-    peft = [lo for lo in loras if lo.role == PEFT]
     found = converted_beside(model_dir, model)
     known = [c for c in found if c.method is not None]
     why = "from --method"
     if method is None and len(known) == 1 and (moe is None or known[0].method in SFT_FROM_KT_METHOD):
         method, why = known[0].method, f"the layout of {known[0].path}, the one converted weight dir beside the model"
     fixed = {"model.path": Line("model.path", model_dir, "as given to kt-launch init")}
-    if moe is None:
-        if method in SFT_METHODS or method == "AMXBF16":
-            raise ConfigError(f"--method {method} is an SFT method: it needs a MoE-expert LoRA (--lora)")
-        if method is not None:
-            fixed["kt.method"] = Line("kt.method", method, why)
-        wants = method if method in NEEDS_CONVERTED or method == "LLAMAFILE" else None
-    else:
-        sft = method if method in SFT_METHODS else SFT_FROM_KT_METHOD.get(method or "AMXBF16")
-        if sft is None:
-            raise ConfigError(f"--method {method} has no SFT variant for a MoE-expert LoRA; use one of "
-                              f"{', '.join(SFT_METHODS)}")
-        fixed["moe_lora.path"] = Line("moe_lora.path", moe.path, f"{moe.role}; read by "
-                                      f"{FLAVOR_OF[moe.role]}")
-        fixed["moe_lora.sft_method"] = Line("moe_lora.sft_method", sft, why if method else
-                                            "the default: reads the BF16 experts of model.path (AMXINT8_SFT and "
-                                            "AMXINT4_SFT read converted weights)")
-        fixed["runtime.flavor"] = Line("runtime.flavor", FLAVOR_OF[moe.role], f"the flavour that reads this {moe.role}")
-        wants = KT_METHOD_FOR_SFT[sft] if SFT_BASE_WEIGHTS[sft] == "kt.weight_path" else None
-    matches = [c for c in found if wants is not None and c.method == wants]
-    if matches:
-        others = ", ".join(c.path for c in matches[1:])
-        numa = "/".join(map(str, matches[0].numa)) or "-"
-        fixed["kt.weight_path"] = Line("kt.weight_path", matches[0].path, f"{wants} weights beside the model "
-                                       f"(NUMA partitions: {numa})" + (f"; also beside it: {others}" if others else ""))
+    wants = _method_lines(fixed, method, why, moe)
+    weights = _weights_line(found, wants)
+    if weights is not None:
+        fixed[weights.key] = weights
+    peft = [lo for lo in loras if lo.role == PEFT]
     if peft:
         fixed["lora.paths"] = Line("lora.paths", [lo.path for lo in peft], "; ".join(
             f"{lo.path}: {lo.role}, r={lo.config.r}, lora_alpha={lo.config.lora_alpha}" for lo in peft if lo.config)
             + " (SGLang reads adapter_config.json)")
     return fixed
+
+
+def _method_lines(fixed: dict[str, Line], method: str | None, why: str, moe: LoraArg | None) -> str | None:
+    """kt.method, or the MoE LoRA's keys and flavour; returns the method whose converted weights kt-kernel reads
+    from kt.weight_path (None: it reads model.path, or no method is known)."""
+    if moe is None:
+        if method in SFT_METHODS or method == "AMXBF16":
+            raise ConfigError(f"--method {method} is an SFT method: it needs a MoE-expert LoRA (--lora)")
+        if method is not None:
+            fixed["kt.method"] = Line("kt.method", method, why)
+        return method if method in NEEDS_CONVERTED or method == "LLAMAFILE" else None
+    sft = method if method in SFT_METHODS else SFT_FROM_KT_METHOD.get(method or "AMXBF16")
+    if sft is None:
+        raise ConfigError(f"--method {method} has no SFT variant for a MoE-expert LoRA; use one of "
+                          f"{', '.join(SFT_METHODS)}")
+    flavor = FLAVOR_OF[moe.role]
+    fixed["moe_lora.path"] = Line("moe_lora.path", moe.path, f"{moe.role}; read by {flavor}")
+    fixed["moe_lora.sft_method"] = Line("moe_lora.sft_method", sft, why if method else "the default: reads the BF16 "
+                                        "experts of model.path (AMXINT8_SFT and AMXINT4_SFT read converted weights)")
+    fixed["runtime.flavor"] = Line("runtime.flavor", flavor, f"the flavour that reads this {moe.role}")
+    return KT_METHOD_FOR_SFT[sft] if SFT_BASE_WEIGHTS[sft] == "kt.weight_path" else None
+
+
+def _weights_line(found: list[Converted], wants: str | None) -> Line | None:
+    """kt.weight_path: the first dir beside the model converted for `wants`, else a null that says what is there."""
+    matches = [c for c in found if wants is not None and c.method == wants]
+    if matches:
+        others = ", ".join(c.path for c in matches[1:])
+        numa = "/".join(map(str, matches[0].numa)) or "-"
+        return Line("kt.weight_path", matches[0].path, f"{wants} weights beside the model (NUMA partitions: {numa})"
+                    + (f"; also beside it: {others}" if others else ""))
+    if found:
+        return Line("kt.weight_path", None, "converted weights beside the model: " + ", ".join(
+            f"{c.path} ({c.method or 'AMX, bits unclear'})" for c in found) + "; pick one with --method")
+    if wants is not None:
+        return Line("kt.weight_path", None, f"no {wants} weights beside the model: convert them (kt-kernel's "
+                    "convert_cpu_weights.py) and set the dir here")
+    return None
 
 
 # -- the plan of the draft, and the text -------------------------------------------------------------
@@ -249,7 +268,7 @@ def _plan(fixed: dict[str, Line], host_facts: str | None) -> Outcome:
 
 def _lines(fixed: dict[str, Line], outcome: Outcome, moe: bool) -> list[Line]:
     values = outcome.plan.values
-    lines = list(fixed.values())
+    lines = [ln if ln.value is not None else _hinted(ln, values.get(ln.key)) for ln in fixed.values()]
     for key in ("moe_lora.rank", "moe_lora.alpha"):  # from adapter_config.json, as the resolver found it
         r = values.get(key)
         if moe and r is not None and r.value is not None:
@@ -265,6 +284,11 @@ def _lines(fixed: dict[str, Line], outcome: Outcome, moe: bool) -> list[Line]:
     if "runtime.flavor" not in written and "runtime.flavor" in values:
         lines.append(Line("runtime.flavor", "auto", resolves_to(values["runtime.flavor"])))
     return sorted(lines, key=lambda ln: ORDER.get(ln.key, len(ORDER)))
+
+
+def _hinted(ln: Line, r) -> Line:
+    """A null that init wrote on purpose: what the plan resolves it to, then init's own note."""
+    return Line(ln.key, None, f"{resolves_to(r)}; {ln.comment}" if r is not None else ln.comment)
 
 
 def resolves_to(r) -> str:
