@@ -33,8 +33,11 @@ def scalar(v: Any) -> str:
         return "null"
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, (int, float)):
+    if isinstance(v, int):
         return repr(v)
+    if isinstance(v, float):  # YAML 1.1 reads 1e-05 as a string: its floats need a "." in the mantissa
+        t = repr(v)
+        return t.replace("e", ".0e", 1) if "e" in t and "." not in t else t
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(scalar(x) for x in v) + "]"
     if isinstance(v, dict):

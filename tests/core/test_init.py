@@ -272,3 +272,9 @@ def test_any_path_reads_back_the_same(path, names):
                                                               Line("lora.paths", names), Line("kt.cpuinfer", None, "c")])
     doc = yaml.safe_load(text)
     assert doc == {"model": {"path": path}, "lora": {"paths": names}, "kt": {"cpuinfer": None}}
+
+
+@given(alpha=st.floats(min_value=1e-30, max_value=1e30, allow_nan=False), rank=st.integers(1, 10**9))
+def test_numbers_read_back_as_numbers(alpha, rank):
+    doc = yaml.safe_load(profile_yaml([], [Line("moe_lora.alpha", alpha), Line("moe_lora.rank", rank)]))
+    assert doc == {"moe_lora": {"alpha": alpha, "rank": rank}}
