@@ -205,7 +205,7 @@ def _choose(model_dir: str, model: ModelFacts, loras: list[LoraArg], method: str
         method, why = known[0].method, f"the layout of {known[0].path}, the one converted weight dir beside the model"
     fixed = {"model.path": Line("model.path", model_dir, "as given to kt-launch init")}
     wants = _method_lines(fixed, method, why, moe)
-    weights = _weights_line(found, wants)
+    weights = _weights_line(found, wants, undecided=method is None)
     if weights is not None:
         fixed[weights.key] = weights
     peft = [lo for lo in loras if lo.role == PEFT]
@@ -237,17 +237,18 @@ def _method_lines(fixed: dict[str, Line], method: str | None, why: str, moe: Lor
     return KT_METHOD_FOR_SFT[sft] if SFT_BASE_WEIGHTS[sft] == "kt.weight_path" else None
 
 
-def _weights_line(found: list[Converted], wants: str | None) -> Line | None:
-    """kt.weight_path: the first dir beside the model converted for `wants`, else a null that says what is there."""
+def _weights_line(found: list[Converted], wants: str | None, undecided: bool) -> Line | None:
+    """kt.weight_path: the first dir beside the model converted for `wants`, else a null that says what is there
+    (when no method was decided) or that nothing is (when the method needs converted weights)."""
     matches = [c for c in found if wants is not None and c.method == wants]
     if matches:
         others = ", ".join(c.path for c in matches[1:])
         numa = "/".join(map(str, matches[0].numa)) or "-"
         return Line("kt.weight_path", matches[0].path, f"{wants} weights beside the model (NUMA partitions: {numa})"
                     + (f"; also beside it: {others}" if others else ""))
-    if found:
+    if found and undecided:
         return Line("kt.weight_path", None, "converted weights beside the model: " + ", ".join(
-            f"{c.path} ({c.method or 'AMX, bits unclear'})" for c in found) + "; pick one with --method")
+            f"{c.path} ({c.method or 'AMX, bits unclear'})" for c in found) + "; pick one with --method M")
     if wants is not None:
         return Line("kt.weight_path", None, f"no {wants} weights beside the model: convert them (kt-kernel's "
                     "convert_cpu_weights.py) and set the dir here")
