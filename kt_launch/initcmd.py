@@ -67,7 +67,7 @@ def run_init(args) -> int:
     loras = [_lora(_utf8("--lora", p)) for p in args.lora]
     fixed = _choose(model_dir, model, loras, _method(args.method))
     outcome = _plan(fixed, args.host_facts)
-    lines = _lines(fixed, outcome, bool(_moe(loras)))
+    lines = _lines(fixed, outcome, "moe_lora.path" in fixed)
     text = profile_yaml(_header(model_dir, out, args.host_facts, outcome), lines)
     if out is None:
         sys.stdout.write(text)
