@@ -138,6 +138,23 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     _profile_args(f, no_check=False)
     f.add_argument("--json", action="store_true", help="machine-readable rows, RAM and findings")
     subs["fit"] = f
+    i = _Parser(prog="kt-launch init", description="Write a first profile for a model dir and this host, every value "
+                "explained.", epilog="It holds model.path, the converted kt CPU weights found beside the model that "
+                "match the method, each --lora with its adapter_config.json rank and alpha, and every derived value "
+                "null with a comment saying what the plan resolves it to now.")
+    i.add_argument("model_dir", metavar="MODEL_DIR", help="the HuggingFace model directory (config.json, safetensors); "
+                   "written as model.path exactly as given")
+    i.add_argument("--lora", action="append", default=[], metavar="PATH", help="a LoRA, by content (repeatable): a "
+                   "dir with routed-expert LoRA tensors -> moe_lora.path, flavour sglang-kt; a torch.save .pt "
+                   "(converted MoE LoRA) -> moe_lora.path, flavour kt-moe-lora; any other adapter dir -> lora.paths. "
+                   "moe_lora.rank/alpha: r and lora_alpha of the adapter_config.json the resolver finds")
+    i.add_argument("--method", metavar="M", help="kt.method (AMXINT4, AMXINT8, BF16, LLAMAFILE, ...) or, with a MoE "
+                   "LoRA, moe_lora.sft_method (AMXBF16_SFT, AMXINT8_SFT, AMXINT4_SFT); default: the method of the one "
+                   "converted weight dir beside the model, else left to the resolver")
+    i.add_argument("-o", "--output", metavar="FILE", help="write the profile to FILE (atomically) instead of stdout")
+    i.add_argument("--force", action="store_true", help="with -o: replace FILE if it exists (default: refuse, exit 2)")
+    i.add_argument("--host-facts", metavar="FILE", help="resolve for a recorded host (`kt-launch doctor --json`)")
+    subs["init"] = i
     d = _Parser(prog="kt-launch doctor", description="This machine's facts and verdicts (CPU variant, NUMA, memory, "
                 "GPUs, SGLang).")
     d.add_argument("--json", action="store_true", help="host facts in the --host-facts format, plus `findings`")
@@ -456,6 +473,14 @@ def cmd_fit(args, passthrough) -> int:
     from kt_launch.fitcmd import run_fit
 
     return run_fit(args, text_width())
+
+
+def cmd_init(args, passthrough) -> int:
+    from kt_launch.initcmd import run_init
+
+    if passthrough:
+        raise ConfigError("kt-launch init takes no arguments after `--`")
+    return run_init(args)
 
 
 def cmd_profiles(args, passthrough) -> int:

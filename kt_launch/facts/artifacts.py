@@ -451,3 +451,11 @@ def probe_port(host: str, port: int) -> PortFact:
         return PortFact(host, port, status, e.strerror or str(e))
     finally:
         s.close()
+
+
+# -- lookups outside a plan -----------------------------------------------------------------
+
+def file_cache() -> _Cache:
+    """A file-id cache for callers that inspect dirs outside a plan (`kt-launch init` scans the dirs beside a
+    model with weight_dir_facts and the --lora paths with adapter_dir_facts)."""
+    return _Cache()

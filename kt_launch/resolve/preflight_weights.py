@@ -335,3 +335,18 @@ def check_port(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     elif p.status in ("not-local", "unresolvable"):
         yield warning("KT-W232", f"{where}: cannot listen on this address here ({p.detail or p.status})",
                       "use 127.0.0.1, 0.0.0.0 or an address of this machine")
+
+
+def layout_method(w, model) -> str | None:
+    """The kt-kernel method a weight dir's layout serves, by the same tests check_weight_dir applies: AMXINT4 or
+    AMXINT8 (converted; told apart by one expert's gate bytes against the model shape), LLAMAFILE (GGUF), or the
+    HF checkpoint's own (BF16, FP8, ...). None when it holds no experts or the AMX bits are unclear.
+    `kt-launch init` matches the dirs beside a model by it."""
+    layout = w.looks_like
+    if layout == "amx":
+        return _amx_bits(w, model)
+    if layout == "gguf":
+        return "LLAMAFILE"
+    if layout == "hf":
+        return _hf_method(w.hf)
+    return None
