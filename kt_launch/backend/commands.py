@@ -76,7 +76,7 @@ def cmd_tune(args, passthrough) -> int:
     out, spec = _plan_and_spec(args, passthrough)
     if out is None:
         return EXIT_PLAN
-    threads = _thread_list(args.threads) if args.threads else None
+    threads = _thread_list(args.threads, out.host.cpu.logical_cpus) if args.threads else None
 
     def progress(*a):
         line = format_progress(*a)
@@ -88,10 +88,14 @@ def cmd_tune(args, passthrough) -> int:
     outcome = run_tune(spec, _python(args, out), out.host, out.model.shape_key, rounds=args.rounds,
                        threads=threads, timeout_s=args.timeout, progress=progress, store=not args.no_store,
                        env=server_env(out))
+    findings = [] if outcome.choice is not None else [
+        error("KT-E411", "tune: no point of the sweep ran, so nothing was measured or stored",
+              "see each point's failure above; `kt-launch probe` shows the first one in full")]
     if args.json:
-        print(json.dumps({"schema_version": SCHEMA_VERSION, **outcome.to_json()}, indent=2))
+        print(json.dumps({"schema_version": SCHEMA_VERSION, **outcome.to_json(),
+                          "findings": [f.to_json() for f in findings]}, indent=2))
     elif outcome.choice is None:
-        print("no point of the sweep ran; nothing stored (see the failures above)")
+        sys.stdout.write(findings_text(findings))
     else:
         print(outcome.choice.detail())
         if outcome.cache_file:
@@ -105,11 +109,14 @@ def cmd_tune(args, passthrough) -> int:
     return EXIT_OK if outcome.choice is not None else EXIT_PLAN
 
 
-def _thread_list(text: str) -> list[int]:
+def _thread_list(text: str, most: int) -> list[int]:
+    """--threads: counts from 1 to the host's logical CPUs (more could not run, and would be stored as tuned)."""
+    shown = text[:80]
     try:
         vals = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise ConfigError(f"--threads {text!r}: give thread counts like 8,10,12,14") from None
-    if not vals or any(v < 1 for v in vals):
-        raise ConfigError(f"--threads {text!r}: give positive thread counts like 8,10,12,14")
+        raise ConfigError(f"--threads {shown!r}: give thread counts like 8,10,12,14") from None
+    if not vals or any(not 1 <= v <= max(most, 1) for v in vals):
+        raise ConfigError(f"--threads {shown!r}: give thread counts from 1 to {max(most, 1)} (this host's logical "
+                          "CPUs), like 8,10,12,14")
     return vals

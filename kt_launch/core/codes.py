@@ -108,6 +108,7 @@ CODES: dict[str, str] = {
     "KT-E408": "the probe failed otherwise",
     "KT-E409": "the probe interpreter was not found",
     "KT-E410": "probe/tune without a known model shape",
+    "KT-E411": "tune: no point of the sweep ran",
     "KT-W401": "kt-kernel's output is off more than expected",
     "KT-W402": "kt-kernel loaded a variant other than amx",
     "KT-I401": "probe summary",

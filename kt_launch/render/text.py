@@ -73,8 +73,8 @@ def value_rows(rows: list[tuple[str, str, str, str]], indent: str, width: int = 
     if not rows:
         return []
     w0 = max(len(r[0]) for r in rows)
-    w1 = min(40, max(len(r[1]) for r in rows))
     w2 = max(len(r[2]) for r in rows)
+    w1 = min(40, max(len(r[1]) for r in rows), max(12, width - len(indent) - w0 - w2 - 40))  # room for reasons
     out = []
     for k, v, s, why in rows:
         head = f"{indent}{k:<{w0}}  {v:<{w1}}  {s:<{w2}}  "

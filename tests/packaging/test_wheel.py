@@ -1,5 +1,5 @@
 """The installed wheel (not an editable install) carries the bundled profiles: the design's first use,
-`kt-launch --profile deepseek-v2-lite-lora --dry-run`, works from any directory after `pip install`."""
+`kt-launch --profile deepseek-v2-lite-lora.yaml --dry-run`, works from any directory after `pip install`."""
 
 from __future__ import annotations
 
@@ -30,10 +30,15 @@ def test_installed_wheel_finds_bundled_profiles(tmp_path):
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KT_LAUNCH_", "PYTHON"))}
     env["HOME"] = str(tmp_path / "home")
-    r = _run([str(venv / "bin" / "kt-launch"), "--profile", "deepseek-v2-lite-lora", "--dry-run", "--no-check"],
-             cwd=work, env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "--kt-num-gpu-experts 0" in r.stdout and "Traceback" not in r.stderr
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    for f in (REPO / "configs").glob("*.yaml"):  # the single copy in configs/, mapped into the package
+        assert f"kt_launch/profiles/{f.name}" in names
+    for ref in ("deepseek-v2-lite-lora", "deepseek-v2-lite-lora.yaml", "demo.yaml"):
+        r = _run([str(venv / "bin" / "kt-launch"), "--profile", ref, "--dry-run", "--no-check"], cwd=work, env=env)
+        assert r.returncode == 0, ref + r.stdout + r.stderr
+        assert r.stdout.startswith("OK") and "--kt-num-gpu-experts 0" in r.stdout and "Traceback" not in r.stderr
     r = _run([str(venv / "bin" / "kt-launch"), "profiles"], cwd=work, env=env)
     assert r.returncode == 0 and "deepseek-v2-lite-lora" in r.stdout and "bundled" in r.stdout
     assert str(REPO) not in r.stdout  # the installed copy, not this checkout
