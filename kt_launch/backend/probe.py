@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from kt_launch.facts import worker as _worker
 from kt_launch.core.findings import Finding, error, info, warning
+from kt_launch.resolve.methods import effective_method
 
 WORKER_PATH = Path(__file__).with_name("probe_worker.py").resolve()
 
@@ -138,6 +139,16 @@ class ProbeSpec:
                    num_experts=model.num_experts, top_k=model.top_k, **kw)
 
 
+def plan_chunk(plan: Any) -> int:
+    """The chunked_prefill_size the launched server runs with: the user's, else SGLang's own default for these GPUs
+    (the memory plan's, server_args.py `_handle_gpu_memory_settings`), so the probe sizes kt-kernel's buffers alike."""
+    user = plan.get("server.chunked_prefill_size")
+    if user:
+        return int(user)
+    memory = getattr(plan, "memory", None)
+    return int(memory.chunked_prefill_size) if memory is not None and memory.chunked_prefill_size > 0 else DEFAULT_CHUNK
+
+
 def spec_from_plan(plan: Any, model: Any, *, use_weights: bool = False, **overrides: Any) -> ProbeSpec:
     """Build the spec the resolved plan implies (the values SGLang would hand KTMoEWrapper).
 
@@ -146,10 +157,10 @@ def spec_from_plan(plan: Any, model: Any, *, use_weights: bool = False, **overri
     use_weights=True probes the real first MoE layer under kt.weight_path (or model.path for BF16 SFT).
     """
     sft_method = plan.get("moe_lora.sft_method")
-    method = sft_method or plan.get("kt.method") or "AMXINT4"
+    method = effective_method(plan.get)
     numa = plan.get("kt.numa_nodes")
     kw: dict[str, Any] = dict(
-        chunked_prefill_size=int(plan.get("server.chunked_prefill_size") or DEFAULT_CHUNK),
+        chunked_prefill_size=plan_chunk(plan),
         numa_nodes=tuple(numa) if numa else None,
     )
     if sft_method:

@@ -20,3 +20,9 @@ KT_METHOD_FOR_SFT = {"AMXBF16_SFT": "AMXBF16", "AMXINT8_SFT": "AMXINT8", "AMXINT
 
 # Where the SFT wrapper reads base expert weights (seed log bug 3; KK sft/amx.py:751-860).
 SFT_BASE_WEIGHTS = {"AMXBF16_SFT": "model.path", "AMXINT8_SFT": "kt.weight_path", "AMXINT4_SFT": "kt.weight_path"}
+
+
+def effective_method(get) -> str:
+    """The method kt-kernel runs, from resolved values (`get(key)` -> value): moe_lora.sft_method in MoE-LoRA mode
+    (the plan holds it only then), else kt.method, else SGLang's default AMXINT4. The one place this rule lives."""
+    return get("moe_lora.sft_method") or get("kt.method") or "AMXINT4"

@@ -12,7 +12,7 @@ from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.isa import choose_variant
 from kt_launch.resolve.verdicts import variant_override
-from kt_launch.resolve.methods import KT_METHOD_FOR_SFT, NEEDS_CONVERTED, READS_HF_CHECKPOINT
+from kt_launch.resolve.methods import KT_METHOD_FOR_SFT, NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method
 from kt_launch.resolve.preflight import Values, _short, artifacts, node_findings, safetensors_findings
 
 GiB = 1 << 30
@@ -228,10 +228,7 @@ def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     host = inp.host
     if not host.cpu.flags:
         return
-    sft = values.get("moe_lora.sft_method")
-    method = sft.value if inp.config.moe_lora is not None and sft is not None else values["kt.method"].value
-    if not method:
-        return
+    method = effective_method(lambda k: values[k].value if k in values else None)
     override = inp.config.runtime.env.get("KT_KERNEL_CPU_VARIANT")
     ch = choose_variant(host.cpu.flags, override)
     verdict = variant_override(ch, "runtime.env", host.source)

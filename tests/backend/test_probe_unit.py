@@ -110,3 +110,26 @@ def test_spec_from_plan_inference_and_moe_lora():
                   "model.path": "/m"})
     s3 = spec_from_plan(lora, _Model(), use_weights=True)
     assert (s3.method, s3.lora_rank, s3.lora_alpha, s3.weight_path, s3.sft) == ("AMXBF16_SFT", 8, 16.0, "/m", True)
+
+
+def test_probe_sizes_kt_kernel_as_the_launched_server(tmp_path):
+    """Unset chunked_prefill_size: the probe uses SGLang's own default for the plan's GPUs (the plan's value),
+    not a constant of its own; set, the user's."""
+    from pathlib import Path
+
+    from kt_launch import synthetic
+    from kt_launch.app import Request, plan_request
+    from kt_launch.resolve.memory import sglang_gpu_defaults
+
+    repo = Path(__file__).resolve().parents[2]
+    synthetic.demo(tmp_path / "t")
+    prof = tmp_path / "p.yaml"
+    prof.write_text((repo / "configs" / "demo.yaml").read_text().replace("demo/", f"{tmp_path}/t/"))
+    host = str(repo / "tests" / "data" / "hosts" / "l20_1x.json")  # 48 GB: SGLang's default chunk is 4096
+    out = plan_request(Request(profile=str(prof), host_facts=host))
+    chunk = out.plan.memory.chunked_prefill_size
+    assert chunk == 4096
+    assert chunk == sglang_gpu_defaults(out.host.gpus[0].memory_bytes / (1 << 20), 1)[0]
+    assert spec_from_plan(out.plan, out.model).chunked_prefill_size == chunk
+    out = plan_request(Request(profile=str(prof), host_facts=host, sets=("server.chunked_prefill_size=1024",)))
+    assert spec_from_plan(out.plan, out.model).chunked_prefill_size == 1024
