@@ -31,6 +31,7 @@ from kt_launch.core.host import GpuFacts
 from kt_launch.core.memory import Fit, GpuMemory, MemoryPlan, NodeMemory, RamMemory, WeightBytes
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
+from kt_launch.resolve.expert_sources import read_expert_bytes
 from kt_launch.resolve.methods import KT_METHOD_FOR_SFT
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -223,10 +224,8 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
 def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved]) -> tuple[int, str] | None:
     """CPU expert bytes from headers: kt.weight_path's (AMX or HF tensors, GGUF size) or model.path's routed
     experts (layers SGLang loads only) when kt-kernel reads the HF checkpoint."""
-    from kt_launch.resolve.preflight_weights import _expert_bytes  # preflight_weights imports this module lazily
-
     try:
-        got = _expert_bytes(inp, values)
+        got = read_expert_bytes(inp, values)
     except (KeyError, AttributeError):
         return None
     if got is None:

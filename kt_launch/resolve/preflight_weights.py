@@ -12,7 +12,9 @@ from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.isa import choose_variant
 from kt_launch.resolve.verdicts import variant_override
-from kt_launch.resolve.methods import KT_METHOD_FOR_SFT, NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method
+from kt_launch.resolve.methods import NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method
+from kt_launch.resolve.expert_sources import bf16_sft_source, consumed_weights
+from kt_launch.resolve.memory import memory_plan
 from kt_launch.resolve.preflight import Values, _short, artifacts, node_findings, safetensors_findings
 
 GiB = 1 << 30
@@ -41,29 +43,11 @@ def check_model_dir(inp: ResolveInput, values: Values) -> Iterator[Finding]:
 
 # -- SFT base weights (seed bug 4: "base weights not found") ------------------------------------------
 
-def _bf16_sft_source(inp: ResolveInput, values: Values, a):
-    """(field, path, ExpertSet, broken shards?) where AMXBF16_SFT reads BF16 experts; None when not checkable.
-
-    The seed's fork reads model.path (seed bug 3); sglang-kt reads kt.weight_path (KTConfig.weight_path),
-    where pre-converted `_layer_*/_numa_*/*.kt` files are also accepted."""
-    wp = values.get("kt.weight_path")
-    if values["runtime.flavor"].value == "sglang-kt" and wp is not None and wp.value \
-            and wp.value != inp.config.model.path:
-        w = a.weights
-        if w is None or w.path != wp.value or w.node.kind != "directory" or w.amx_form == "kt":
-            return None  # a missing dir is check_weight_dir's; .kt files are a valid BF16 SFT source
-        return "kt.weight_path", w.path, w.hf, any(not f.ok_safetensors for f in w.safetensors)
-    md = a.model
-    if md is None or md.node.kind != "directory":
-        return None
-    return "model.path", md.path, md.experts, bool(md.missing_shards) or not all(s.ok_safetensors for s in md.shards)
-
-
 def check_base_weights(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     a, m, ml = artifacts(inp), inp.model, inp.config.moe_lora
     if a is None or m is None or ml is None or values["moe_lora.sft_method"].value != "AMXBF16_SFT":
         return  # INT8/INT4 SFT read converted kt.weight_path: check_weight_dir
-    got = _bf16_sft_source(inp, values, a)
+    got = bf16_sft_source(inp, values, a)
     if got is None:
         return
     field, path, exp, broken = got
@@ -86,22 +70,6 @@ def check_base_weights(inp: ResolveInput, values: Values) -> Iterator[Finding]:
 
 
 # -- kt.weight_path vs kt.method ---------------------------------------------------------------------
-
-def _consumed(inp: ResolveInput, values: Values) -> tuple[str, str] | None:
-    """(method whose layout kt.weight_path must have, path), or None when kt-kernel does not read it."""
-    ml = inp.config.moe_lora
-    if ml is not None:
-        sft = values["moe_lora.sft_method"].value
-        if sft == "AMXBF16_SFT":
-            return None
-        method = KT_METHOD_FOR_SFT[sft]
-    else:
-        method = values["kt.method"].value
-    wp = values.get("kt.weight_path")
-    if wp is None or wp.value is None:
-        return None
-    return method, wp.value
-
 
 def _hf_method(exp) -> str:
     if "qweight" in exp.suffixes:
@@ -126,7 +94,7 @@ def _amx_bits(w, m) -> str | None:
 
 def check_weight_dir(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     a = artifacts(inp)
-    got = _consumed(inp, values)
+    got = consumed_weights(inp, values)
     if a is None or got is None:
         return
     method, path = got
@@ -255,29 +223,9 @@ def _planning_level(inp: ResolveInput):
 
 # -- memory, GPUs, port -----------------------------------------------------------------------------
 
-def _expert_bytes(inp: ResolveInput, values: Values) -> tuple[int, str] | None:
-    a = artifacts(inp)
-    if a is None:
-        return None
-    got = _consumed(inp, values)
-    if got is None:  # AMXBF16_SFT: BF16 experts from model.path (sglang-kt: kt.weight_path)
-        src = _bf16_sft_source(inp, values, a) if inp.config.moe_lora is not None else None
-        return (src[2].nbytes, src[0]) if src is not None and src[2].present else None
-    _, path = got
-    w = a.weights if a.weights is not None and a.weights.path == path else None
-    if w is not None:
-        n = w.amx_nbytes or w.hf.nbytes or sum(f.size for f in w.gguf)
-        return (n, "kt.weight_path") if n else None
-    if a.model is not None and path == inp.config.model.path and a.model.experts.present:
-        return a.model.experts.nbytes, "model.path"
-    return None
-
-
 def check_memory(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     """Host RAM against the memory plan's figure: every routed expert in the CPU method's format (GPU-placed ones
     too, kvcache-ai/ktransformers#2084) plus kt-kernel's per-pool buffers; per NUMA node where pools split them."""
-    from kt_launch.resolve.memory import memory_plan  # memory reads this module's helpers
-
     host = inp.host
     plan = memory_plan(inp, values) if inp.model is not None and host.memory_total_bytes else None
     ram = plan.ram if plan is not None else None

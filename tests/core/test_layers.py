@@ -53,3 +53,57 @@ def test_resolve_and_render_are_pure(profile, host, monkeypatch):
     cmd = render_command(plan)
     assert cmd.argv[1:3] == ["-m", "sglang.launch_server"]
     assert plan_text(plan, cmd, plan.findings) and plan_json(plan, cmd, plan.findings)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every kt_launch module -> the kt_launch modules it imports, from every import statement in the file
+    (late imports inside functions included: a cycle through them is still a cycle)."""
+    import ast
+
+    root = REPO / "kt_launch"
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = p.relative_to(REPO).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("kt_launch"):
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    out.add(sub if sub in mods else node.module)
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name.startswith("kt_launch")}
+        graph[name] = {m for m in out if m in mods and m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def test_no_import_cycle_anywhere():
+    graph = _import_graph()
+    state: dict[str, int] = {}
+    path: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append(path[path.index(n):] + [n])
+            elif n not in state:
+                visit(n)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_resolve_and_render_import_nothing_from_facts():
+    graph = _import_graph()
+    bad = {m: sorted(t for t in ts if t.startswith("kt_launch.facts")) for m, ts in graph.items()
+           if m.startswith(("kt_launch.resolve", "kt_launch.render", "kt_launch.core"))}
+    assert not {m: ts for m, ts in bad.items() if ts}
