@@ -166,8 +166,10 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
                                "and where it is.")
     s = _Parser(prog="kt-launch schema", description="Print the JSON Schema of profiles.")
     s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
-    s.add_argument("--readme", metavar="FILE", help="instead: regenerate the profile key table in FILE (README.md) "
-                   "from the option registry")
+    s.add_argument("--readme", metavar="FILE", help="instead: regenerate the generated blocks of FILE (README.md's "
+                   "key table, docs/ARCHITECTURE.md's step graph) from the registry and the steps")
+    s.add_argument("--steps", action="store_true", help="instead: print the resolver's step graph (what each step "
+                   "fills and reads, in run order)")
     subs["schema"] = s
     return subs
 
@@ -498,6 +500,11 @@ def cmd_schema(args, passthrough) -> int:
 
     if getattr(args, "readme", None):
         return _regenerate_readme(args.readme)
+    if getattr(args, "steps", False):
+        from kt_launch.render.docs import steps_table
+
+        sys.stdout.write(steps_table() + "\n")
+        return EXIT_OK
     text = profile_schema_text()
     if getattr(args, "output", None):
         from kt_launch.facts.cache import write_output
@@ -520,7 +527,7 @@ def _regenerate_readme(path: str) -> int:
     try:
         text = with_table(read_bytes(path, Kind("README", 4 << 20)).decode("utf-8", "replace"))
         if text is None:
-            raise ConfigError(f"--readme {path}: no profile-keys markers in the file")
+            raise ConfigError(f"--readme {path}: no generated-block markers (profile-keys, steps) in the file")
         write_output(path, text)
     except ReadError as e:
         raise ConfigError(str(e)) from None

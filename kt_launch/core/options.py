@@ -1,7 +1,7 @@
 """The option registry: every profile key, declared once.
 
 Each `Option` says what a user may write (type, default, limits, help), how the resolver fills it
-(passed through when set, or derived by a named rule), and how it reaches SGLang on every flavour:
+(passed through when set, or derived by the resolver step that declares it), and how it reaches SGLang on every flavour:
 a flag, an environment variable, a value some other flag already carries, or a refusal that names
 the flavour which can take it. The pydantic profile model (core/profile.py), render's flag table,
 `kt-launch schema`, the README's key table and the no-drop property tests all read this table, so
@@ -71,11 +71,8 @@ Render = Union[Flag, EnvVar, Carried, Refuse, Special]
 # -- how the resolver fills a value ------------------------------------------------------------
 
 PASS = "pass"  # the user's value (or the default) as it is
-
-
-def derived(rule: str) -> str:
-    """Filled by the resolver step of that name (resolve/pipeline.py STEPS); the plan gives the reason."""
-    return f"derived:{rule}"
+# Filled by the resolver step that declares it in its `fills` (resolve/steps.py); the plan gives the reason.
+DERIVED = "derived"
 
 
 @dataclass(frozen=True)
@@ -142,28 +139,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("model.served_name", str, "Name clients use.", on_all(Flag("--served-model-name"))),
 
     Option("kt.weight_path", str, "CPU expert weights (converted AMX dir, or the HF dir for BF16/FP8/RAWINT4).",
-           on_all(Flag("--kt-weight-path")), resolve=derived("weights")),
+           on_all(Flag("--kt-weight-path")), resolve=DERIVED),
     Option("kt.method", str, "kt-kernel method: AMXINT4, AMXINT8, BF16, FP8, RAWINT4, LLAMAFILE, ... (any case).",
            {"sglang-kt": Flag("--kt-method"), "sglang": Flag("--kt-method"),
-            "kt-moe-lora": Flag("--kt-method", omit_derived=True)}, resolve=derived("method")),
+            "kt-moe-lora": Flag("--kt-method", omit_derived=True)}, resolve=DERIVED),
     Option("kt.cpuinfer", int, "CPU expert threads; null = usable physical cores minus a reserve, or the tuned value.",
-           on_all(Flag("--kt-cpuinfer")), limits={"ge": 1}, resolve=derived("threads")),
+           on_all(Flag("--kt-cpuinfer")), limits={"ge": 1}, resolve=DERIVED),
     Option("kt.threadpool_count", int, "Thread pools; null = NUMA nodes that have usable CPUs.",
-           on_all(Flag("--kt-threadpool-count")), limits={"ge": 1}, resolve=derived("threads")),
+           on_all(Flag("--kt-threadpool-count")), limits={"ge": 1}, resolve=DERIVED),
     Option("kt.numa_nodes", list[int], "NUMA node id per thread pool; null = those nodes' ids.",
            {"sglang-kt": Flag("--kt-numa-nodes"),
             "sglang": Refuse("upstream sglang has no --kt-numa-nodes (pool i runs on node i); use runtime.flavor: "
                              "sglang-kt", user_only=True),
             "kt-moe-lora": Refuse("the kt-moe-lora fork has no --kt-numa-nodes; use runtime.flavor: sglang-kt",
                                   user_only=True)},
-           limits={"item_ge": 0}, resolve=derived("threads")),
+           limits={"item_ge": 0}, resolve=DERIVED),
     Option("kt.num_gpu_experts", int, "Routed experts per MoE layer kept on the GPU; null = the memory fit "
            "(0 in MoE-LoRA mode or without GPU facts). Always passed: unset, sglang-kt turns kt-kernel off.",
-           on_all(Flag("--kt-num-gpu-experts")), limits={"ge": 0}, resolve=derived("gpu_experts")),
+           on_all(Flag("--kt-num-gpu-experts")), limits={"ge": 0}, resolve=DERIVED),
     Option("kt.gpu_experts_ratio", float, "Share of all routed experts on the GPU; overrides kt.num_gpu_experts "
            "in sglang-kt (kt_ep_wrapper._init_kt_gpu_experts_masks).",
            only("sglang-kt", Flag("--kt-gpu-experts-ratio"), "only sglang-kt has --kt-gpu-experts-ratio"),
-           limits={"ge": 0.0, "le": 1.0}, resolve=derived("gpu_experts")),
+           limits={"ge": 0.0, "le": 1.0}, resolve=DERIVED),
     Option("kt.expert_placement_strategy", Literal[PLACEMENT_STRATEGIES], "Which experts go to the GPU "
            "(sglang-kt's default: uniform).",
            only("sglang-kt", Flag("--kt-expert-placement-strategy"), "only sglang-kt places GPU experts by strategy")),
@@ -183,27 +180,27 @@ OPTIONS: tuple[Option, ...] = (
     Option("moe_lora.rank", int, "LoRA rank; null = `r` from adapter_config.json.",
            _moe_lora(Flag("--kt-moe-lora-rank"), Carried("sglang-kt reads the rank from the adapter dir's "
                                                         "adapter_config.json; kt-launch checks that they agree")),
-           limits={"ge": 1}, resolve=derived("lora")),
+           limits={"ge": 1}, resolve=DERIVED),
     Option("moe_lora.alpha", float, "LoRA alpha; null = `lora_alpha` from adapter_config.json.",
            _moe_lora(Flag("--kt-moe-lora-alpha"), Carried("sglang-kt reads lora_alpha from the adapter dir's "
                                                          "adapter_config.json; kt-launch checks that they agree")),
-           limits={"gt": 0, "allow_inf_nan": False}, resolve=derived("lora")),
+           limits={"gt": 0, "allow_inf_nan": False}, resolve=DERIVED),
     Option("moe_lora.sft_method", Literal[SFT_METHODS], "kt-kernel SFT method of the expert LoRA.",
            _moe_lora(Flag("--kt-moe-sft-method"), Carried("sglang-kt takes the SFT method from --kt-method")),
-           default="AMXBF16_SFT", nullable=False, resolve=derived("method")),
+           default="AMXBF16_SFT", nullable=False, resolve=DERIVED),
 
     Option("lora.paths", list[Union[str, "NamedLora"]], "Ordinary LoRA adapters: paths or {name, path}.",
-           on_all(Flag("--lora-paths")), default=(), nullable=False, resolve=derived("lora")),
+           on_all(Flag("--lora-paths")), default=(), nullable=False, resolve=DERIVED),
 
     Option("server.host", str, "Address to listen on.", on_all(Flag("--host")), default="127.0.0.1", nullable=False),
     Option("server.port", int, "Port to listen on.", on_all(Flag("--port")), default=30000, nullable=False,
            limits={"ge": 1, "le": 65535}),
     Option("server.tp_size", int, "Tensor-parallel GPUs; null = 1.", on_all(Flag("--tp-size")), limits={"ge": 1},
-           resolve=derived("server")),
+           resolve=DERIVED),
     Option("server.disable_cuda_graph", bool, "null = off in MoE-LoRA mode, else SGLang's default.",
            {"sglang-kt": Flag("--disable-cuda-graph"), "kt-moe-lora": Flag("--disable-cuda-graph"),
             "sglang": Flag("--disable-decode-cuda-graph", "--disable-prefill-cuda-graph")},
-           resolve=derived("cuda_graph")),
+           resolve=DERIVED),
     Option("server.chunked_prefill_size", int, "Tokens per prefill chunk; also sizes kt-kernel's buffers (> 0).",
            on_all(Flag("--chunked-prefill-size"))),
     Option("server.max_running_requests", int, "Concurrent requests.", on_all(Flag("--max-running-requests")),
@@ -219,21 +216,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("server.lora_backend", str, "Derived: the LoRA backend sglang-kt expert LoRA needs.",
            {"sglang-kt": Flag("--lora-backend"), "sglang": Flag("--lora-backend"),
             "kt-moe-lora": Refuse("the kt-moe-lora fork has no --lora-backend")}, settable=False,
-           resolve=derived("flavor_lora")),
+           resolve=DERIVED),
     Option("server.disable_custom_all_reduce", bool, "Derived: sglang-kt expert LoRA disables custom all-reduce.",
            {"sglang-kt": Flag("--disable-custom-all-reduce"), "sglang": Flag("--disable-custom-all-reduce"),
             "kt-moe-lora": Refuse("the kt-moe-lora fork has no --disable-custom-all-reduce")}, settable=False,
-           resolve=derived("flavor_lora")),
+           resolve=DERIVED),
     Option("server.disable_shared_experts_fusion", bool, "Derived: upstream sglang does not turn shared-expert "
            "fusion off for kt-kernel by itself.", on_all(Flag("--disable-shared-experts-fusion")), settable=False,
-           resolve=derived("server")),
+           resolve=DERIVED),
 
     Option("fit.kv_tokens", int, "KV-cache tokens the memory fit keeps room for on every GPU when "
            "server.max_total_tokens is unset (default 32768: one 32k-token request, or several shorter ones).",
            on_all(Special("memory plan only")), default=32768, nullable=False, limits={"ge": 1}),
 
     Option("runtime.python", str, "Interpreter that has SGLang; null = the one running kt-launch.",
-           on_all(Special("argv[0]")), resolve=derived("runtime")),
+           on_all(Special("argv[0]")), resolve=DERIVED),
     Option("runtime.flavor", Literal[("auto", *FLAVORS)], "Which SGLang: auto asks the installed one.",
            on_all(Special("chooses the flag table")), default="auto", nullable=False),
     Option("runtime.cuda_visible_devices", str, "GPUs the server sees.", on_all(EnvVar("CUDA_VISIBLE_DEVICES"))),

@@ -1,13 +1,14 @@
-"""The README's profile key table, generated from the option registry (tests fail when README drifts).
+"""Generated documentation blocks: the README's profile key table (from the option registry) and the step graph
+of docs/ARCHITECTURE.md (from the resolver's @step declarations). Tests fail when a document drifts.
 
-Regenerate: `kt-launch schema --readme README.md` rewrites the block between the markers.
+Regenerate: `kt-launch schema --readme FILE` rewrites every block of FILE between its markers.
 """
 
 from __future__ import annotations
 
 import typing
 
-from kt_launch.core.options import FLAVORS, OPTIONS, Carried, EnvVar, Flag, Refuse, Special
+from kt_launch.core.options import DERIVED, FLAVORS, OPTIONS, Carried, EnvVar, Flag, Refuse, Special
 
 START, END = "<!-- profile-keys:start (generated from kt_launch/core/options.py) -->", "<!-- profile-keys:end -->"
 
@@ -69,16 +70,36 @@ def key_table() -> str:
     for o in OPTIONS:
         if not o.settable:
             continue
-        derived = " Derived when unset (see the rules below)." if o.resolve.startswith("derived:") and o.nullable else ""
+        derived = " Derived when unset (see the rules below)." if o.resolve == DERIVED and o.nullable else ""
         rows.append(f"| `{o.key}` | {_type(o)} | {_default(o)} | {_sglang(o)} | {o.help}{derived} |")
     return "\n".join(rows)
 
 
-def with_table(readme: str) -> str | None:
-    """README text with the generated block replaced (None when the markers are missing)."""
-    if START not in readme or END not in readme:
-        return None
-    head, _, rest = readme.partition(START)
-    _, _, tail = rest.partition(END)
-    return f"{head}{START}\n{key_table()}\n{END}{tail}"
+STEPS_START, STEPS_END = ("<!-- steps:start (generated from the @step declarations: kt-launch schema --steps) -->",
+                          "<!-- steps:end -->")
 
+
+def steps_table() -> str:
+    """The resolver steps in run order: what each fills and reads (values of earlier steps, or facts)."""
+    from kt_launch.resolve.pipeline import STEPS
+
+    rows = ["| step | fills | reads | what |", "|---|---|---|---|"]
+    for s in STEPS:
+        rows.append(f"| `{s.name}` | {', '.join(f'`{k}`' for k in s.fills)} | "
+                    f"{', '.join(f'`{k}`' for k in s.reads) or '-'} | {s.doc} |")
+    return "\n".join(rows)
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def with_table(readme: str) -> str | None:
+    """The text with every generated block it has replaced (None when it has none of the markers)."""
+    blocks = ((START, END, key_table), (STEPS_START, STEPS_END, steps_table))
+    found = [(a, b, make) for a, b, make in blocks if a in readme and b in readme]
+    for a, b, make in found:
+        readme = _replace(readme, a, b, make())
+    return readme if found else None

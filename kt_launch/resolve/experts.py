@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from kt_launch.resolve.steps import step
 from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, NEEDS_CONVERTED, NEVER_AVAILABLE,
@@ -13,7 +14,9 @@ from kt_launch.resolve import memory as mem
 from kt_launch.resolve.values import user_value
 
 
+@step(fills=("kt.method", "moe_lora.sft_method"), reads=("config",))
 def resolve_method(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """kt.method upper-cased and checked; in MoE-LoRA mode the inference method behind moe_lora.sft_method."""
     cfg, prov = inp.config, inp.provenance
     method = cfg.kt.method
     if cfg.moe_lora is not None:
@@ -43,6 +46,8 @@ def resolve_method(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                          "kt-kernel 0.7.2 implements it", "use AMXINT4, AMXINT8 or BF16"))
 
 
+@step(fills=("kt.weight_path", "moe_lora.base_weights"),
+      reads=("kt.method", "moe_lora.sft_method", "runtime.flavor", "config"))
 def resolve_weights(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
     """kt.weight_path and, in MoE-LoRA mode, where the base expert weights are read (seed bug 3)."""
     cfg, prov = inp.config, inp.provenance
@@ -94,6 +99,9 @@ def resolve_weights(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
                          "set kt.weight_path (e.g. the output of kt-kernel's convert_cpu_weights.py)"))
 
 
+@step(fills=("kt.num_gpu_experts", "kt.gpu_experts_ratio"),
+      reads=("kt.method", "moe_lora.sft_method", "kt.weight_path", "kt.threadpool_count", "kt.numa_nodes",
+             "runtime.flavor", "model", "host", "weights", "artifacts", "config"))
 def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
     """kt.num_gpu_experts: the user's value (checked against the memory plan), or in inference mode the largest
     per-layer count that fits every GPU of the TP group with room for the KV target (resolve/memory.py)."""
@@ -243,7 +251,9 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                            f"set server.max_total_tokens (e.g. {setup.kv_target}, what the plan keeps room for)"))
 
 
+@step(fills=("model.path", "model.served_name", "model.shape"), reads=("model", "config"))
 def resolve_model_shape(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """model.path and served name as given, and the MoE shape config.json gives (layers, experts, top-k)."""
     cfg = inp.config
     values["model.path"] = user_value(inp.provenance, "model.path", cfg.model.path)
     if cfg.model.served_name is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from kt_launch.resolve.steps import step
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.core.profile import lora_entries
@@ -34,6 +35,7 @@ def _expert_lora_mode(inp: ResolveInput, values: dict[str, Resolved]) -> bool:
     return values["runtime.flavor"].value == "sglang-kt" and inp.config.moe_lora is not None
 
 
+@step(fills=("server.lora_backend", "server.disable_custom_all_reduce"), reads=("runtime.flavor",))
 def resolve_flavor_lora(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
     """sglang-kt expert-LoRA mode needs the triton LoRA backend and no custom all-reduce."""
     if not _expert_lora_mode(inp, values):

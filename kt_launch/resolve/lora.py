@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kt_launch.resolve.steps import step
 from kt_launch.core.profile import adapter_config_dirs, lora_entries
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
@@ -9,7 +10,9 @@ from kt_launch.core.plan import Resolved
 from kt_launch.resolve.values import user_value
 
 
+@step(fills=("lora.paths", "moe_lora.path", "moe_lora.rank", "moe_lora.alpha"), reads=("adapters", "checks", "config"))
 def resolve_lora(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """LoRA paths as given, and moe_lora.rank/alpha from adapter_config.json when unset."""
     cfg, prov = inp.config, inp.provenance
     entries = lora_entries(cfg)
     if entries:
@@ -41,7 +44,9 @@ def resolve_lora(inp: ResolveInput, values: dict[str, Resolved], out: list[Findi
                                    "adapter_config.json (and stops if it is not there)", fix))
 
 
+@step(fills=("server.disable_cuda_graph",), reads=("config",))
 def resolve_cuda_graph(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """CUDA graphs off in MoE-LoRA mode (the SFT experts return CPU tensors), else SGLang's default."""
     cfg, prov = inp.config, inp.provenance
     user = cfg.server.disable_cuda_graph
     if cfg.moe_lora is None:

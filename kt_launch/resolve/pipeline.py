@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
-from kt_launch.resolve.experts import resolve_gpu_experts, resolve_method, resolve_model_shape, resolve_weights
 from kt_launch.core.findings import Finding, error, info, warning
-from kt_launch.resolve.flavor_rules import resolve_flavor_lora
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.resolve.lora import resolve_cuda_graph, resolve_lora
 from kt_launch.resolve.memory import memory_plan
 from kt_launch.core.plan import LaunchPlan, Resolved
 from kt_launch.resolve.rules import ALL as CHECKS  # rule tables over the resolved values (flavour, preflight)
-from kt_launch.resolve.server import resolve_runtime, resolve_server
-from kt_launch.resolve.threads import resolve_threads
 from kt_launch.resolve.values import is_user_set, user_value
 from kt_launch.resolve.verdicts import no_kt_flags
 from kt_launch.core.options import OPTIONS, PASS
+from kt_launch.resolve.steps import Step, StepGraphError, declared, ordered
 from kt_launch.core.profile import setting
-
-Step = Callable[[ResolveInput, dict, list], None]
+# the modules whose @step declarations make up the graph
+from kt_launch.resolve import experts, flavor_rules, lora, server, threads  # noqa: F401
 
 
 def resolve_passthrough(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
     """Every settable key no step filled: the user's value (or the default) with its source. Derived keys are
-    filled by the step the registry names; a user value a step chose not to record still reaches render."""
+    filled by the step that declares them; a user value a step chose not to record still reaches render.
+    Runs after every step (it is no step: it fills whatever is left)."""
     for o in OPTIONS:
         if o.key in values or not o.settable:
             continue
@@ -37,14 +32,8 @@ def resolve_passthrough(inp: ResolveInput, values: dict[str, Resolved], out: lis
                                    (dict(v) if isinstance(v, dict) else v))
 
 
-# Steps fill in values, by the names the option registry uses in `derived(...)`; in this order: later steps
-# read earlier values.
-STEPS: dict[str, Step] = {
-    "model_shape": resolve_model_shape, "method": resolve_method, "weights": resolve_weights,
-    "threads": resolve_threads, "gpu_experts": resolve_gpu_experts, "lora": resolve_lora,
-    "cuda_graph": resolve_cuda_graph, "flavor_lora": resolve_flavor_lora, "server": resolve_server,
-    "runtime": resolve_runtime, "passthrough": resolve_passthrough,
-}
+# Importing the step modules above registers their @step declarations; the order follows from what each reads.
+STEPS: tuple[Step, ...] = ordered(declared(), OPTIONS)
 
 
 def resolve_flavor(inp: ResolveInput, out: list[Finding]) -> tuple[Resolved, frozenset[str] | None]:
@@ -84,8 +73,13 @@ def resolve(inp: ResolveInput) -> LaunchPlan:
     flavor, accepted = resolve_flavor(inp, findings)
     values["runtime.flavor"] = flavor
     findings += [warning("KT-W103", w, "unset it, or correct the name") for w in inp.input_warnings]
-    for step in STEPS.values():
+    for step in STEPS:
+        before = set(values)
         step(inp, values, findings)
+        stray = set(values) - before - set(step.fills)
+        if stray:  # a step may only fill what it declares: the graph, the schema and the docs rely on it
+            raise StepGraphError(f"step {step.name} filled {sorted(stray)} without declaring them")
+    resolve_passthrough(inp, values, findings)
     for check in CHECKS:
         findings.extend(check(inp, values))
     plan = LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough),

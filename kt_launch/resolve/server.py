@@ -5,13 +5,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kt_launch.resolve.steps import step
 from kt_launch.core.findings import Finding, error
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.values import user_value
 
 
+@step(fills=("server.host", "server.tp_size", "server.disable_shared_experts_fusion"),
+      reads=("runtime.flavor", "config"))
 def resolve_server(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """Listen address, TP size (1 unless set), and flags the flavour needs for the kt experts."""
     s, prov = inp.config.server, inp.provenance
     values["server.host"] = user_value(prov, "server.host", s.host, "" if prov.of("server.host") else "loopback only")
     values["server.tp_size"] = (user_value(prov, "server.tp_size", s.tp_size) if s.tp_size is not None
@@ -25,7 +29,9 @@ def resolve_server(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                          "use a positive value such as 4096"))
 
 
+@step(fills=("runtime.python",), reads=("config",))
 def resolve_runtime(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """The interpreter that runs SGLang (runtime.python, else this one); runtime.env names checked."""
     r, prov = inp.config.runtime, inp.provenance
     values["runtime.python"] = (user_value(prov, "runtime.python", r.python) if r.python
                                 else Resolved(inp.current_python, "default", "the interpreter running kt-launch"))

@@ -8,6 +8,7 @@ layer. Hyperthreads are not counted: the AMX/AVX-512 units are per physical core
 
 from __future__ import annotations
 
+from kt_launch.resolve.steps import step
 from kt_launch.core.host import HostFacts
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
@@ -29,7 +30,9 @@ def untuned_cpuinfer(host: HostFacts, pools: int) -> int:
     return max(pools, cores - core_reserve(cores))
 
 
+@step(fills=("kt.threadpool_count", "kt.numa_nodes", "kt.cpuinfer"), reads=("host", "tuning", "config"))
 def resolve_threads(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """Thread pools per NUMA node with usable CPUs, their node ids, and kt.cpuinfer (tuned, or usable cores minus a reserve)."""
     kt, prov, host = inp.config.kt, inp.provenance, inp.host
     cpu_nodes = host.cpu_numa_nodes
     node_ids = [n.id for n in cpu_nodes]

@@ -17,6 +17,7 @@ from kt_launch.core.errors import ConfigError
 from kt_launch.core.options import FLAVORS, OPTIONS, PASS_THROUGH_ONLY, SECTIONS, Flag, flags_of
 from kt_launch.render.argv import render_command
 from kt_launch.render.docs import END, START, key_table
+from kt_launch.core.options import DERIVED
 from kt_launch.resolve.pipeline import STEPS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,10 +38,12 @@ def test_every_option_answers_every_flavour_and_lives_in_a_section():
         assert o.section in SECTIONS, o.key
 
 
-def test_derived_keys_name_a_resolver_step():
+def test_derived_keys_are_filled_by_exactly_one_step():
+    filled = [k for s in STEPS for k in s.fills]
+    assert len(filled) == len(set(filled))
     for o in OPTIONS:
-        if o.resolve.startswith("derived:"):
-            assert o.resolve.split(":", 1)[1] in STEPS, o.key
+        if o.resolve == DERIVED:
+            assert o.key in filled, o.key
 
 
 @pytest.mark.parametrize("flavour", sorted(DUMPS))
