@@ -51,11 +51,12 @@ class Carried:
 
 @dataclass(frozen=True)
 class Refuse:
-    """This flavour cannot express it: an error finding naming the key and `why` (with the flavour
-    that can). `user_only`: a value kt-launch derived itself is left to the flavour's own default."""
+    """This flavour cannot express it: an error finding naming the key, `why`, and `fix` (the flavour that can;
+    empty: remove the key). `user_only`: a value kt-launch derived itself is left to the flavour's own default."""
 
     why: str
     user_only: bool = False
+    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,15 +104,18 @@ def on_all(spec: Render) -> dict[str, Render]:
 
 
 def only(flavor: str, spec: Render, why_not: str) -> dict[str, Render]:
-    """A value only `flavor` can express; the others refuse it and name `flavor`."""
-    return {f: spec if f == flavor else Refuse(f"{why_not}; use runtime.flavor: {flavor}") for f in FLAVORS}
+    """A value only `flavor` can express; the others refuse a user's value and name `flavor`. A value kt-launch
+    derived itself is left to the other flavours' own default (a derived flag never blocks a plan)."""
+    return {f: spec if f == flavor else Refuse(why_not, user_only=True, fix=f"use runtime.flavor: {flavor}")
+            for f in FLAVORS}
 
 
-_NO_MOE_LORA = "upstream sglang has no MoE-expert LoRA; use runtime.flavor: sglang-kt (--kt-expert-lora-path) or kt-moe-lora"
+_NO_MOE_LORA = Refuse("upstream sglang has no MoE-expert LoRA",
+                      fix="use runtime.flavor: sglang-kt (--kt-expert-lora-path) or kt-moe-lora")
 
 
 def _moe_lora(kt_moe_lora: Render, sglang_kt: Render) -> dict[str, Render]:
-    return {"kt-moe-lora": kt_moe_lora, "sglang-kt": sglang_kt, "sglang": Refuse(_NO_MOE_LORA)}
+    return {"kt-moe-lora": kt_moe_lora, "sglang-kt": sglang_kt, "sglang": _NO_MOE_LORA}
 
 
 # Sections, in profile order; `optional` sections are absent (None) unless written.
@@ -149,10 +153,10 @@ OPTIONS: tuple[Option, ...] = (
            on_all(Flag("--kt-threadpool-count")), limits={"ge": 1}, resolve=DERIVED),
     Option("kt.numa_nodes", list[int], "NUMA node id per thread pool; null = those nodes' ids.",
            {"sglang-kt": Flag("--kt-numa-nodes"),
-            "sglang": Refuse("upstream sglang has no --kt-numa-nodes (pool i runs on node i); use runtime.flavor: "
-                             "sglang-kt", user_only=True),
-            "kt-moe-lora": Refuse("the kt-moe-lora fork has no --kt-numa-nodes; use runtime.flavor: sglang-kt",
-                                  user_only=True)},
+            "sglang": Refuse("upstream sglang has no --kt-numa-nodes (pool i runs on node i)", user_only=True,
+                             fix="use runtime.flavor: sglang-kt"),
+            "kt-moe-lora": Refuse("the kt-moe-lora fork has no --kt-numa-nodes", user_only=True,
+                                  fix="use runtime.flavor: sglang-kt")},
            limits={"item_ge": 0}, resolve=DERIVED),
     Option("kt.num_gpu_experts", int, "Routed experts per MoE layer kept on the GPU; null = the memory fit "
            "(0 in MoE-LoRA mode or without GPU facts). Always passed: unset, sglang-kt turns kt-kernel off.",

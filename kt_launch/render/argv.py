@@ -85,7 +85,7 @@ def _render_one(plan: LaunchPlan, key: str, r: Resolved, argv: list[str], env: d
     elif isinstance(spec, Refuse):
         if user or not spec.user_only:
             out.append(error("KT-E301", f"{key} cannot be expressed on {plan.flavor}: {spec.why}",
-                             spec.why.rsplit("; ", 1)[-1] if "; use " in spec.why else f"remove {key}"))
+                             spec.fix or f"remove {key}"))
 
 
 def render_command(plan: LaunchPlan) -> Command:
