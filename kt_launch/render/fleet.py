@@ -104,9 +104,9 @@ def differing_keys(fp: FleetPlan) -> list[str]:
     keys: list[str] = []
     for inst in fp.instances:
         keys += [k for k in inst.plan.values if k not in keys]
-    return [k for k in keys if len({json.dumps(i.plan.get(k), sort_keys=True, default=str) for i in fp.instances}) > 1
-            or any(i.plan.values[k].source == "derived" and i.plan.values[k].reason.startswith("fleet:")
-                   for i in fp.instances if k in i.plan.values)]
+    overridden = {o.key for i in fp.instances for o in i.replica.overrides}  # what the fleet sets per replica
+    return [k for k in keys if k in overridden
+            or len({json.dumps(i.plan.get(k), sort_keys=True, default=str) for i in fp.instances}) > 1]
 
 
 def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDTH) -> str:
