@@ -96,6 +96,7 @@ CODES: dict[str, str] = {
     "KT-W311": "kt.numa_nodes on upstream sglang (no --kt-numa-nodes)",
     "KT-I301": "flavour auto without an inspected SGLang: planning for sglang-kt",
     "KT-I302": "a note from inspecting SGLang",
+    "KT-I305": "a value kt-launch derived for a flag the installed SGLang lacks is left out (its own default)",
     "KT-I303": "a user value that another flag or file carries on this flavour",
     # KT-x4xx: the kt-kernel probe
     "KT-E401": "the probe worker failed",

@@ -24,14 +24,17 @@ PLACEMENT_STRATEGIES = ("frequency", "front-loading", "random", "uniform")
 class Flag:
     """A command-line flag. `names` may be several (upstream splits --disable-cuda-graph in two).
     Booleans are switches (present when true); lists are `--flag a b`. `omit_derived`: not passed
-    when kt-launch derived the value (the flavour then derives it the same way itself)."""
+    when kt-launch derived the value (the flavour then derives it the same way itself). When the installed
+    parser lacks the flag, a value kt-launch derived is left out (KT-I305), a user's value is an error."""
 
     names: tuple[str, ...]
     omit_derived: bool = False
+    since: str = ""  # the release that added it, where older installed parsers lack it (named in the finding)
 
-    def __init__(self, *names: str, omit_derived: bool = False):
+    def __init__(self, *names: str, omit_derived: bool = False, since: str = ""):
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "omit_derived", omit_derived)
+        object.__setattr__(self, "since", since)
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,15 @@ def _render_one(plan: LaunchPlan, key: str, r: Resolved, argv: list[str], env: d
             return
         missing = [n for n in spec.names if plan.accepted_flags is not None and n not in plan.accepted_flags]
         if missing:
+            newer = f" ({plan.flavor} {spec.since} has it)" if spec.since else ""
+            if not user:  # kt-launch's own choice: the installed SGLang keeps its default, said, never blocked
+                out.append(info("KT-I305", f"{key}={_shown(key, value)} is left out: the installed SGLang "
+                                f"({plan.flavor}) has no {missing[0]}{newer}; it uses its own default"))
+                return
             has = flavors_with(missing[0])
             out.append(error("KT-E301", f"{key} needs {missing[0]}, which the installed SGLang ({plan.flavor}) does not "
-                             "accept", f"use runtime.flavor: {' or '.join(has)}" if has else f"remove {key}"))
+                             f"accept{newer}", f"upgrade {plan.flavor}{' to ' + spec.since if spec.since else ''}, use "
+                             f"runtime.flavor: {' or '.join(has)}, or remove {key}" if has else f"remove {key}"))
             return
         argv += _flag_items(key, spec.names, value, out)
     elif isinstance(spec, EnvVar):

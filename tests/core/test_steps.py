@@ -184,3 +184,23 @@ def test_architecture_shows_the_current_step_graph():
     text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
     block = text.split(STEPS_START, 1)[1].split(STEPS_END, 1)[0].strip()
     assert block == steps_table(), "docs/ARCHITECTURE.md drifted: run `kt-launch schema --readme docs/ARCHITECTURE.md`"
+
+
+def test_a_flag_the_installed_sglang_lacks(write_profile):
+    """A value kt-launch derived for a flag the installed parser lacks is left out with KT-I305 (the server keeps its
+    own default); the same flag set by the user is KT-E301."""
+    from dataclasses import replace
+
+    from kt_launch.core.options import BY_KEY, flags_of
+    from kt_launch.render.argv import render_command
+
+    prof = REPO / "configs" / "deepseek-v2-lite.yaml"
+    for sets, code in (([], "KT-I305"), (["kt.numa_nodes=[0]"], "KT-E301")):
+        plan = plan_for(prof, sets=["runtime.flavor=sglang-kt", *sets])
+        assert plan.values["kt.numa_nodes"].value == [0]
+        plan = replace(plan, accepted_flags=flags_of("sglang-kt") - {"--kt-numa-nodes"})
+        cmd = render_command(plan)
+        assert "--kt-numa-nodes" not in cmd.argv
+        assert code in {f.code for f in cmd.findings}
+        assert (code == "KT-E301") == any(f.level == "error" for f in cmd.findings)
+    assert isinstance(BY_KEY["kt.numa_nodes"].render["sglang-kt"], Flag)
