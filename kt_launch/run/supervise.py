@@ -343,7 +343,8 @@ class _Single:
             if st.kill_at is not None and not st.killed:
                 wake.append(st.kill_at)
             if not self.ready and st.kill_at is None:
-                wake.append(next_poll)
+                if probe is None:
+                    wake.append(next_poll)
                 if opts.ready_timeout:
                     wake.append(self.start + opts.ready_timeout)
             self.loop.turn(min(wake))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from operate.support import Launch, pid_gone
+from operate.test_supervise_loop import cpu_seconds
 
 from fleet.support import HERE, dual_socket, fleet_profile, write_json, write_profile
 from fleet.test_supervise_router import descendants, ports
@@ -85,7 +86,9 @@ def test_a_trickling_health_cannot_hold_up_the_fleets_ready_timeout(fleet, tmp_p
 def test_sigint_while_replica_polls_trickle_is_seen_at_once(fleet, tmp_path):
     launch, _, base = fleet("--grace-period", "10", env={"FAKE_TRICKLE": "1", "FAKE_CLEANUP": "0.1"})
     launch.wait_for(lambda: all(replica_pid(tmp_path, base + k) for k in (1, 2)), 30, "both replicas")
+    cpu0 = cpu_seconds(launch.proc.pid)
     time.sleep(1.5)  # polls of both replicas are in flight, trickling
+    assert cpu_seconds(launch.proc.pid) - cpu0 < 0.5, "kt-launch spins while it waits"
     pids = descendants(launch.proc.pid)
     t0 = time.monotonic()
     launch.signal(signal.SIGINT)

@@ -4,6 +4,7 @@ zombies, output at pipe speed, and known crashes explained after the log tail.""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -33,7 +34,9 @@ def test_sigint_while_a_health_poll_trickles_is_seen_at_once(tmp_path, launches)
     launch, _ = start(tmp_path, launches, "trickle", extra=["--grace-period", "10"], env={"FAKE_CLEANUP": "0.1"})
     launch.wait_file("loading")
     launch.wait_for(lambda: "waiting for" in launch.err, timeout=20, what="the first poll")
-    time.sleep(1.0)  # a poll is in flight now, its server trickling
+    cpu0 = cpu_seconds(launch.proc.pid)
+    time.sleep(1.5)  # a poll is in flight now, its server trickling
+    assert cpu_seconds(launch.proc.pid) - cpu0 < 0.5, "kt-launch spins while it waits"
     t0 = time.monotonic()
     launch.signal(signal.SIGINT)
     rc = launch.finish(timeout=30)
@@ -41,6 +44,12 @@ def test_sigint_while_a_health_poll_trickles_is_seen_at_once(tmp_path, launches)
     assert rc == 130
     assert took < 2.0, f"SIGINT took {took:.1f}s to stop kt-launch"
     assert (tmp_path / "got_signal").read_text() == "SIGINT"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_a_server_that_exits_0_before_ready_is_a_failure(tmp_path, launches):
