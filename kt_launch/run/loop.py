@@ -432,7 +432,5 @@ class Loop:
 
     def pause(self, until: float, stop: Callable[[], bool] | None = None) -> None:
         """Turn until `until`, or until `stop()` says so (checked after each turn)."""
-        while time.monotonic() < until:
+        while time.monotonic() < until and not (stop is not None and stop()):
             self.turn(until)
-            if stop is not None and stop():
-                return
