@@ -27,6 +27,7 @@ import collections
 import os
 import shlex
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,7 +117,7 @@ class FleetSupervisor:
         try:
             child.proc = self.loop.spawn(argv, {**os.environ, **child.cmd.env}, _child_setup(self.libc, cpus),
                                          out.feed, err.feed)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
             what = getattr(e, "strerror", None) or e
             self.console.say(f"kt-launch: error: cannot start {child.name}: {argv[0]}: {what}\n")
             return False

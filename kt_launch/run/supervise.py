@@ -30,6 +30,7 @@ import ctypes
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -317,8 +318,9 @@ class _Single:
         try:
             proc = self.loop.spawn(self.cmd.argv, {**os.environ, **self.cmd.env}, _child_setup(libc), out.feed,
                                    err.feed)
-        except OSError as e:
-            console.say(f"kt-launch: error: cannot start {self.cmd.argv[0]}: {e.strerror or e} (runtime.python)\n")
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            what = getattr(e, "strerror", None) or e
+            console.say(f"kt-launch: error: cannot start {self.cmd.argv[0]}: {what} (runtime.python)\n")
             return EXIT_CANNOT_START
         self.loop.watch_writers(console.out, console.err)
         st.pgid = proc.pid  # start_new_session: the child leads its own group
