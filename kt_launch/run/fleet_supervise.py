@@ -41,8 +41,9 @@ from kt_launch.run.health import curl_example
 from kt_launch.run.loop import Console, Loop, PhaseTracker, Tee
 from kt_launch.run.placement import Placement, placements
 from kt_launch.run.supervise import (EXIT_CANNOT_START, EXIT_FAILED, EXIT_PORT_BUSY, EXIT_READY_TIMEOUT, FORWARDED,
-                                     PROBE_TIMEOUT, SuperviseOptions, _become_subreaper, _child_setup, _group_alive,
-                                     _killpg, _libc, _signame, crash_findings, death_text, port_problem)
+                                     PROBE_TIMEOUT, Restarts, SuperviseOptions, _become_subreaper, _child_setup,
+                                     _group_alive, _killpg, _libc, _signame, crash_findings, death_text, port_problem,
+                                     restart_options)
 
 
 @dataclass
@@ -61,6 +62,13 @@ class _Child:
     reported: bool = False
     probe: Any = None
     next_poll: float = 0.0
+    restarts: Restarts | None = None  # replicas only: --restart on-failure
+    restart_at: float | None = None  # when it starts again (it died and may restart)
+
+    def reset(self) -> None:
+        """Before a restart: not ready, phases from the beginning (the tail stays: it goes on)."""
+        self.ready = self.reported = False
+        self.tracker, self.probe = PhaseTracker(), None
 
     @property
     def pgid(self) -> int | None:
@@ -88,6 +96,8 @@ class FleetSupervisor:
         self.state = _State(grace=max(0.0, opts.grace_period))
         self.libc = _libc()
         self.loop = Loop()
+        for c in replicas:
+            c.restarts = Restarts(opts)
 
     # -- signals and turns ----------------------------------------------------------------------
     def _on_signal(self, signum: int) -> None:
@@ -162,8 +172,8 @@ class FleetSupervisor:
         phase = "replicas"
         while st.stop_at is None:
             now = time.monotonic()
-            wake = [now + 1.0] + [c.next_poll for c in self._children() if c.proc is not None and not c.ready
-                                  and c.probe is None]
+            wake = [now + 1.0] + [c.next_poll for c in self._children() if c.running() and not c.ready
+                                  and c.probe is None] + [c.restart_at for c in self.replicas if c.restart_at]
             if self.opts.ready_timeout and phase != "serving":
                 wake.append(start + self.opts.ready_timeout)
             self._turn(min(wake))
@@ -177,10 +187,13 @@ class FleetSupervisor:
                                  f"{', '.join(waiting)}\n")
                 self._stop("ready timeout", EXIT_READY_TIMEOUT)
                 break
+            self._restart_due(now)
+            for c in self.replicas:
+                if self._poll(c, now, start, self.api_key):
+                    self.console.say(f"kt-launch: {c.name} is ready after {time.monotonic() - start:.1f}s\n"
+                                     if phase == "replicas" else f"kt-launch: {c.name} is ready again after its "
+                                     "restart (the router takes it back at its next health check)\n")
             if phase == "replicas":
-                for c in self.replicas:
-                    if self._poll(c, now, start, self.api_key):
-                        self.console.say(f"kt-launch: {c.name} is ready after {time.monotonic() - start:.1f}s\n")
                 if all(c.ready for c in self.replicas):
                     if self.router is None:
                         phase = "serving"
@@ -200,7 +213,7 @@ class FleetSupervisor:
 
     def _poll(self, c: _Child, now: float, start: float, api_key: str | None) -> bool:
         """Drive c's /health polls; True when it has just become ready."""
-        if c.ready or c.proc is None:
+        if c.ready or not c.running():
             return False
         if c.probe is not None and c.probe.done:
             status, c.probe = c.probe.status, None
@@ -228,13 +241,17 @@ class FleetSupervisor:
                 self.console.say(f"kt-launch: error: the router {how}; stopping the fleet\n")
                 self._tail(c)
                 self._stop("the router died", code)
+            elif phase != "serving" and self._restart_later(c, how + " before the fleet was ready", phase):
+                continue
             elif phase != "serving":
                 self.console.say(f"kt-launch: error: replica {c.name} ({c.url}) {how} before the fleet was ready; "
                                  "stopping the fleet\n")
                 self._tail(c)
                 self._stop(f"{c.name} died", code)
+            elif self._restart_later(c, how, phase):
+                continue
             else:
-                alive = [r.name for r in self.replicas if r.running()]
+                alive = [r.name for r in self.replicas if r.running() or r.restart_at is not None]
                 self.console.say(f"kt-launch: error: replica {c.name} ({c.url}) {how}; "
                                  + (f"{len(alive)} of {len(self.replicas)} replicas still serving through the "
                                     f"router ({', '.join(alive)})\n" if alive else "no replica is left\n"))
@@ -243,6 +260,33 @@ class FleetSupervisor:
                     self._stop(f"{c.name} died (--fail-fast)", code)
                 elif not alive:
                     self._stop("every replica died", code)
+
+    def _restart_later(self, c: _Child, how: str, phase: str) -> bool:
+        """Schedule a restart of the dead replica c if --restart allows one; say so either way."""
+        if c.restarts is None or self.fail_fast or not self.opts.restart:
+            return False
+        now = time.monotonic()
+        delay = c.restarts.delay(now)
+        if delay is None:
+            self.console.say(f"kt-launch: error: replica {c.name}: {c.restarts.gave_up()}\n")
+            return False
+        n = c.restarts.record(now)
+        others = "; the router keeps serving from the others" if phase == "serving" else ""
+        self.console.say(f"kt-launch: error: replica {c.name} ({c.url}) {how}; restarting it in {delay:g}s (restart "
+                         f"{n} of at most {self.opts.max_restarts} within {self.opts.restart_window / 60:g} min)"
+                         f"{others}\n")
+        self._tail(c)
+        _killpg(c.pgid, signal.SIGKILL)  # what its leader left in its group (GPU memory, ports)
+        c.ready, c.restart_at = False, now + delay
+        return True
+
+    def _restart_due(self, now: float) -> None:
+        for c in self.replicas:
+            if c.restart_at is not None and now >= c.restart_at and self.state.stop_at is None:
+                c.restart_at = None
+                c.reset()
+                if not self._start(c):
+                    self._stop(f"{c.name} could not be restarted", EXIT_CANNOT_START)
 
     def _tail(self, c: _Child) -> None:
         lines = list(c.tail)[-15:]
@@ -340,6 +384,7 @@ def launch_fleet(out, args) -> int:
         opts.grace_period = args.grace_period
     if getattr(args, "ready_timeout", None) is not None:
         opts.ready_timeout = args.ready_timeout
+    restart_options(opts, args)
     secrets: set[str] = set()
     children = []
     for inst, cmd in zip(fp.instances, out.commands):

@@ -63,6 +63,35 @@ class SuperviseOptions:
     poll_interval: float = 0.5
     tail_lines: int = 40
     status_every: float = 30.0  # without a terminal: a status line this often (and on each new phase)
+    restart: bool = False  # --restart on-failure
+    max_restarts: int = 3  # within restart_window seconds, per process
+    restart_window: float = 600.0
+    backoff: float = 1.0  # the first wait before a restart; doubled for each recent one, at most 60 s
+
+
+class Restarts:
+    """When a process that died on its own may start again: at most opts.max_restarts restarts within
+    opts.restart_window seconds, after 1, 2, 4 ... s (capped at 60)."""
+
+    def __init__(self, opts: SuperviseOptions):
+        self.opts = opts
+        self.times: collections.deque[float] = collections.deque()
+
+    def delay(self, now: float) -> float | None:
+        """Seconds to wait before the next restart, or None when no restart is allowed."""
+        while self.times and self.times[0] < now - self.opts.restart_window:
+            self.times.popleft()
+        if not self.opts.restart or len(self.times) >= self.opts.max_restarts:
+            return None
+        return min(60.0, self.opts.backoff * 2 ** len(self.times))
+
+    def record(self, now: float) -> int:
+        self.times.append(now)
+        return len(self.times)
+
+    def gave_up(self) -> str:
+        return (f"it died {len(self.times) + 1} times within {self.opts.restart_window / 60:g} min "
+                f"(--max-restarts {self.opts.max_restarts}): not restarting it again")
 
 
 def host_facts_warning(path: str) -> str:
@@ -311,8 +340,43 @@ class _Single:
         st, console = self.state, self.console
         libc = _libc()
         _become_subreaper(libc)
+        self.loop.watch_writers(console.out, console.err)
+        restarts = Restarts(self.opts)
         console.say(f"kt-launch: starting (supervised, grace period {st.grace:g}s): "
                     f"{shlex.join(redact_argv(self.cmd.argv))}\n")
+        while True:
+            proc = self._spawn(libc)
+            if proc is None:
+                return EXIT_CANNOT_START
+            self._watch(proc)
+            console.clear_status()
+            self._empty_group()
+            self._stop_strays()
+            self.loop.pause(time.monotonic() + 2.0, lambda: not self.loop.reading)  # what is left in the pipes
+            rc = proc.returncode
+            if st.signals or self.timed_out or (rc == 0 and self.ready):
+                break
+            delay = restarts.delay(time.monotonic())
+            if delay is None:
+                if self.opts.restart:
+                    console.say(f"kt-launch: error: SGLang {restarts.gave_up()}\n")
+                break
+            self._explain(rc, "before it was ready" if not self.ready else "while serving")
+            n = restarts.record(time.monotonic())
+            console.say(f"kt-launch: restarting SGLang in {delay:g}s (restart {n} of at most "
+                        f"{self.opts.max_restarts} within {self.opts.restart_window / 60:g} min)\n")
+            self._wait(time.monotonic() + delay, lambda: bool(st.signals))
+            if st.signals:
+                console.say(f"kt-launch: stopped by {_signame(st.signals[0])} before the restart "
+                            f"(exit code {128 + st.signals[0]})\n")
+                return 128 + st.signals[0]
+            self._reset()
+        code = self._exit_code(rc)
+        self._report(rc, code)
+        return code
+
+    def _spawn(self, libc):
+        console = self.console
         out = Tee(console.secrets, lambda d: console.child(console.out, d), self.tail, self.tracker)
         err = Tee(console.secrets, lambda d: console.child(console.err, d), self.tail, self.tracker)
         try:
@@ -321,19 +385,25 @@ class _Single:
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             what = getattr(e, "strerror", None) or e
             console.say(f"kt-launch: error: cannot start {self.cmd.argv[0]}: {what} (runtime.python)\n")
-            return EXIT_CANNOT_START
-        self.loop.watch_writers(console.out, console.err)
-        st.pgid = proc.pid  # start_new_session: the child leads its own group
+            return None
+        self.state.pgid = proc.pid  # start_new_session: the child leads its own group
         self.start = time.monotonic()
-        self._watch(proc)
-        console.clear_status()
-        self._empty_group()
-        self._stop_strays()
-        self.loop.pause(time.monotonic() + 2.0, lambda: not self.loop.reading)  # what is left in the pipes
-        rc = proc.returncode
-        code = self._exit_code(rc)
-        self._report(rc, code)
-        return code
+        return proc
+
+    def _reset(self) -> None:
+        """A fresh start: not ready, phases from the beginning, no stop pending."""
+        self.ready = self.timed_out = False
+        self.tracker = PhaseTracker(self._phase_changed)
+        st = self.state
+        st.kill_at, st.killed, st.hurried, st.stopping, st.announced = None, False, False, None, False
+        self.last_status, self.last_line, self.phase_changed = -1e9, "", False
+
+    def _explain(self, rc: int, when: str) -> None:
+        self.console.say(f"kt-launch: error: SGLang {death_text(rc)} {when}; last phase: {self.tracker.phase}\n")
+        self._show_tail()
+        text = crash_findings([*self.tracker.kept, *self.tail], self.values, rc, self.console.secrets)
+        if text:
+            self.console.say(text)
 
     def _watch(self, proc) -> None:
         st, opts = self.state, self.opts
@@ -571,5 +641,13 @@ def launch_supervised(out, args) -> int:
         opts.grace_period = args.grace_period
     if args.ready_timeout is not None:
         opts.ready_timeout = args.ready_timeout
+    restart_options(opts, args)
     values = {k: r.value for k, r in out.plan.values.items()}
     return supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts, values=values)
+
+
+def restart_options(opts: SuperviseOptions, args) -> None:
+    """--restart / --max-restarts onto the options (a fleet and one instance alike)."""
+    opts.restart = getattr(args, "restart", None) == "on-failure"
+    if getattr(args, "max_restarts", None) is not None:
+        opts.max_restarts = args.max_restarts

@@ -205,3 +205,25 @@ def test_split_follows_smt_runs():
     node = list(range(0, 4)) + list(range(8, 12))  # cores 0-3 and their siblings 8-11
     assert split_cpus(node, 0, 2) == [0, 1, 8, 9] and split_cpus(node, 1, 2) == [2, 3, 10, 11]
     assert split_cpus([0, 1, 2], 0, 2) == [0, 1] and split_cpus([0, 1, 2], 1, 2) == [2]
+
+
+# -- --restart on-failure --------------------------------------------------------------------------------
+
+def test_a_killed_replica_is_restarted_while_the_others_keep_serving(fleet, tmp_path):
+    launch, router_port, base = fleet("--ready-timeout", "60", "--grace-period", "5", "--restart", "on-failure",
+                                      env={"FAKE_READY_AFTER": "0.2"})
+    launch.wait_for(lambda: "the fleet is ready" in launch.err, 60, "the fleet to be ready")
+    first = replica_pid(tmp_path, base + 1)
+    other = replica_pid(tmp_path, base + 2)
+    os.kill(first, signal.SIGKILL)
+    launch.wait_for(lambda: "numa0 is ready again" in launch.err, 30, "the restarted replica")
+    err = launch.err
+    assert "replica numa0 (http://127.0.0.1:%d) was killed by SIGKILL; restarting it in 1s (restart 1 of at most 3 " \
+           "within 10 min); the router keeps serving from the others" % (base + 1) in err
+    again = replica_pid(tmp_path, base + 1)
+    assert again != first and pid_gone(first)
+    assert replica_pid(tmp_path, base + 2) == other  # the other replica was never touched
+    assert launch.proc.poll() is None
+    launch.signal(signal.SIGINT)
+    assert launch.finish(timeout=30) == 130
+    assert pid_gone(again)

@@ -9,6 +9,7 @@ It records its argv, environment and pid under $FAKE_DIR, prints SGLang-like log
   orphan         start a grandchild in the same process group, then exit 3
   daemon         start a grandchild that calls setsid() (leaves the group), then exit 3
   exit0          "Load weight begin", then exit 0 (before it is ready)
+  die_once       the first start exits 5, a restart serves (starts: one pid a line per start)
   trickle        /health sends its status line, then one header byte every 0.2 s for ever (never a whole answer)
   orphans        serve; then $FAKE_ORPHANS short-lived orphans (double fork) come back to kt-launch to be reaped
   flood          serve; once ready, $FAKE_FLOOD_MB MB of log lines on stdout; the seconds it took in flood_s
@@ -46,6 +47,11 @@ def val(flag, default=None):
 rec("argv.json", json.dumps(sys.argv[1:]))
 rec("env.json", json.dumps(dict(os.environ)))
 rec("pid", str(os.getpid()))
+with open(os.path.join(D, "starts"), "a") as fh:  # one line per start (restarts add lines)
+    fh.write(f"{os.getpid()}\n")
+if MODE == "die_once":  # the first start dies (exit 5), a restart serves
+    with open(os.path.join(D, "starts")) as fh:
+        MODE = "die5" if len(fh.read().split()) == 1 else "serve"
 
 
 def on_signal(signum, frame):
@@ -87,6 +93,10 @@ if MODE == "daemon":
     print("Load weight begin.", file=sys.stderr, flush=True)
     time.sleep(0.3)
     os._exit(3)
+if MODE == "die5":
+    print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
+    print("RuntimeError: first start fails", file=sys.stderr, flush=True)
+    sys.exit(5)
 if MODE == "exit0":
     print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
     sys.exit(0)

@@ -199,3 +199,61 @@ def test_oom_fix_names_the_planned_count(tmp_path, launches):
     assert launch.finish() == 1
     assert "kt.num_gpu_experts is 8 in this plan: try 4" in launch.err
 
+
+
+# -- --restart on-failure ---------------------------------------------------------------------------------
+
+def starts(tmp_path) -> list[int]:
+    p = tmp_path / "starts"
+    return [int(x) for x in p.read_text().split()] if p.exists() else []
+
+
+def test_restart_on_failure_is_bounded_and_names_each_restart(tmp_path, launches):
+    launch, _ = start(tmp_path, launches, "die", extra=["--restart", "on-failure", "--max-restarts", "2"])
+    rc = launch.finish(timeout=60)
+    assert rc == 7
+    err = launch.err
+    assert len(starts(tmp_path)) == 3, err
+    assert "restarting SGLang in 1s (restart 1 of at most 2 within 10 min)" in err
+    assert "restarting SGLang in 2s (restart 2 of at most 2 within 10 min)" in err
+    assert "died 3 times within 10 min (--max-restarts 2): not restarting it again" in err
+    assert err.count("| RuntimeError: boom in kt_kernel") >= 3  # each death shows its tail
+
+
+def test_a_restarted_server_becomes_ready(tmp_path, launches):
+    launch, _ = start(tmp_path, launches, "die_once", extra=["--restart", "on-failure"],
+                      env={"FAKE_READY_AFTER": "0.3"})
+    launch.wait_for(lambda: "is ready" in launch.err, timeout=30, what="the ready banner after the restart")
+    first, second = starts(tmp_path)
+    assert first != second and pid_gone(first)
+    assert "exited with code 5 before it was ready" in launch.err and "restarting SGLang in 1s" in launch.err
+    launch.signal(signal.SIGINT)
+    assert launch.finish() == 130
+
+
+def test_sigint_during_the_restart_backoff_stops_at_once(tmp_path, launches):
+    launch, _ = start(tmp_path, launches, "die", extra=["--restart", "on-failure"])
+    launch.wait_for(lambda: "restarting SGLang in 1s" in launch.err, timeout=30, what="the first restart")
+    launch.signal(signal.SIGINT)
+    assert launch.finish(timeout=10) == 130
+    assert "before the restart" in launch.err
+    assert len(starts(tmp_path)) in (1, 2)  # the signal may land just after the restart
+
+
+def test_no_restart_by_default_and_max_restarts_needs_restart(tmp_path, capsys, launches):
+    launch, _ = start(tmp_path, launches, "die")
+    assert launch.finish() == 7
+    assert len(starts(tmp_path)) == 1 and "restarting" not in launch.err
+    from kt_launch.cli import main
+    from operate.support import plain_profile, write_host, write_profile
+
+    prof = write_profile(tmp_path, plain_profile("/bin/false", 30000))
+    assert main(["--profile", str(prof), "--no-check", "--host-facts", str(write_host(tmp_path)), "--supervise",
+                 "--max-restarts", "2"]) == 2
+    assert "--max-restarts needs --restart on-failure" in capsys.readouterr().err
+    assert main(["--profile", str(prof), "--no-check", "--host-facts", str(write_host(tmp_path)),
+                 "--restart", "on-failure"]) == 2
+    assert "need --supervise" in capsys.readouterr().err
+    assert main(["--profile", str(prof), "--no-check", "--host-facts", str(write_host(tmp_path)), "--supervise",
+                 "--restart", "on-failure", "--max-restarts", "-1"]) == 2
+    assert "--max-restarts" in capsys.readouterr().err
