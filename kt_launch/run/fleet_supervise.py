@@ -9,7 +9,9 @@
   deadline for the whole request, in the same event loop as one instance (run/loop.py), so --ready-timeout
   and signals are kept whatever a replica's /health does.
 - A replica that dies while serving is named and the rest keep serving (the router stops sending to it);
-  with --fail-fast everything stops. A replica that dies before the fleet is ready, or the router dying,
+  with --restart on-failure it starts again (its group emptied first, backoff 1, 2, 4 ... s, at most
+  --max-restarts in 10 min) and rejoins the router, whose worker list names its URL; with --fail-fast
+  everything stops. A replica that dies before the fleet is ready, or the router dying,
   stops everything: there is no fleet to serve. The tail of the dead one's log is shown, then what a known
   crash signature in it means (run/crashes.py).
 - Ctrl+C / SIGTERM / SIGHUP: the router is stopped first (no new requests reach dying replicas), then the
@@ -192,7 +194,7 @@ class FleetSupervisor:
                 if self._poll(c, now, start, self.api_key):
                     self.console.say(f"kt-launch: {c.name} is ready after {time.monotonic() - start:.1f}s\n"
                                      if phase == "replicas" else f"kt-launch: {c.name} is ready again after its "
-                                     "restart (the router takes it back at its next health check)\n")
+                                     "restart: it rejoins the router's workers\n")
             if phase == "replicas":
                 if all(c.ready for c in self.replicas):
                     if self.router is None:

@@ -10,6 +10,8 @@
   N (130 Ctrl+C, 143 SIGTERM, 129 SIGHUP); 124 when it was not ready within --ready-timeout; 1 when it
   exited with 0 before it was ready (a failure is never exit 0); 2 when it cannot be started; 3 when its
   port is taken.
+- --restart on-failure: a server that dies on its own (not stopped by kt-launch, not a clean exit after ready)
+  is started again after its group is emptied, after 1, 2, 4 ... s, at most --max-restarts times in 10 min.
 - The group is emptied before kt-launch exits. kt-launch is a child subreaper (PR_SET_CHILD_SUBREAPER), so a
   descendant that left the group (setsid) comes back to it when its parent exits, and is stopped too.
 - The server gets SIGKILL from the kernel if kt-launch itself dies (PR_SET_PDEATHSIG): SIGKILL on kt-launch
