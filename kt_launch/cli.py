@@ -259,8 +259,6 @@ def cmd_launch(args, passthrough) -> int:
                            or getattr(args, "max_restarts", None) is not None):
         raise ConfigError("--grace-period, --ready-timeout and --restart need --supervise (exec hands the process "
                           "over)")
-    if getattr(args, "max_restarts", None) is not None and getattr(args, "restart", None) != "on-failure":
-        raise ConfigError("--max-restarts needs --restart on-failure")
     req = _request(args, passthrough)
     if req.fleet_host is not None or _has_fleet(req):
         return cmd_fleet(args, req)

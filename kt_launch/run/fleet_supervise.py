@@ -386,7 +386,7 @@ def launch_fleet(out, args) -> int:
         opts.grace_period = args.grace_period
     if getattr(args, "ready_timeout", None) is not None:
         opts.ready_timeout = args.ready_timeout
-    restart_options(opts, args)
+    restart_options(opts, args, out.config.fleet.restart if out.config.fleet is not None else "no")
     secrets: set[str] = set()
     children = []
     for inst, cmd in zip(fp.instances, out.commands):

@@ -648,8 +648,14 @@ def launch_supervised(out, args) -> int:
     return supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts, values=values)
 
 
-def restart_options(opts: SuperviseOptions, args) -> None:
-    """--restart / --max-restarts onto the options (a fleet and one instance alike)."""
-    opts.restart = getattr(args, "restart", None) == "on-failure"
+def restart_options(opts: SuperviseOptions, args, profile: str = "no") -> None:
+    """--restart / --max-restarts onto the options (a fleet and one instance alike); --restart beats the
+    profile's fleet.restart."""
+    from kt_launch.core.errors import ConfigError
+
+    chosen = getattr(args, "restart", None) or profile
+    opts.restart = chosen == "on-failure"
     if getattr(args, "max_restarts", None) is not None:
+        if not opts.restart:
+            raise ConfigError("--max-restarts needs --restart on-failure (or fleet.restart: on-failure)")
         opts.max_restarts = args.max_restarts

@@ -210,8 +210,9 @@ def test_split_follows_smt_runs():
 # -- --restart on-failure --------------------------------------------------------------------------------
 
 def test_a_killed_replica_is_restarted_while_the_others_keep_serving(fleet, tmp_path):
-    launch, router_port, base = fleet("--ready-timeout", "60", "--grace-period", "5", "--restart", "on-failure",
-                                      env={"FAKE_READY_AFTER": "0.2"})
+    """fleet.restart: on-failure in the profile (--restart on the command line would do the same)."""
+    launch, router_port, base = fleet("--ready-timeout", "60", "--grace-period", "5",
+                                      env={"FAKE_READY_AFTER": "0.2"}, fleet_extra={"restart": "on-failure"})
     launch.wait_for(lambda: "the fleet is ready" in launch.err, 60, "the fleet to be ready")
     first = replica_pid(tmp_path, base + 1)
     other = replica_pid(tmp_path, base + 2)
@@ -227,3 +228,14 @@ def test_a_killed_replica_is_restarted_while_the_others_keep_serving(fleet, tmp_
     launch.signal(signal.SIGINT)
     assert launch.finish(timeout=30) == 130
     assert pid_gone(again)
+
+
+def test_restart_no_on_the_command_line_beats_fleet_restart(fleet, tmp_path):
+    launch, _, base = fleet("--ready-timeout", "60", "--grace-period", "5", "--restart", "no",
+                            env={"FAKE_READY_AFTER": "0.2"}, fleet_extra={"restart": "on-failure"})
+    launch.wait_for(lambda: "the fleet is ready" in launch.err, 60, "the fleet to be ready")
+    os.kill(replica_pid(tmp_path, base + 1), signal.SIGKILL)
+    launch.wait_for(lambda: "1 of 2 replicas still serving" in launch.err, 30, "the dead replica to be reported")
+    assert "restarting" not in launch.err
+    launch.signal(signal.SIGINT)
+    assert launch.finish(timeout=30) == 130
