@@ -162,6 +162,8 @@ class FleetOutcome:
     config: UserConfig
     plan: FleetPlan
     commands: list[Command]
+    router_available: bool = True  # False: fleet.router.python has no sglang-router (KT-W710); --supervise stops
+    local_host: HostFacts | None = None  # this machine's facts (or --host-facts): where replicas are placed
 
     @property
     def ok(self) -> bool:
@@ -220,9 +222,10 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
         here = {hosts[0].name}
         mine = listeners(plan.instances, plan.router, here)
         plan.findings += busy_port_findings(mine, _port_status(mine))
-    if plan.router is not None:
-        plan.findings += _router_installed(python)
-    return FleetOutcome(cfg, plan, [instance_command(i) for i in plan.instances])
+    missing = _router_installed(python) if plan.router is not None else []
+    plan.findings += missing
+    return FleetOutcome(cfg, plan, [instance_command(i) for i in plan.instances], router_available=not missing,
+                        local_host=local)
 
 
 def _fleet_local_facts(req: Request, environ: Mapping[str, str]) -> HostFacts:

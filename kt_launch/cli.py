@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 3600)")
     p.add_argument("--fail-fast", action="store_true", help="with --supervise and a fleet: stop every instance and "
                    "the router when one replica dies (default: keep serving through the rest)")
+    p.add_argument("--restart", choices=("no", "on-failure"), help="with --supervise: restart SGLang (or a fleet "
+                   "replica) that dies on its own, with exponential backoff from 1 s (default no)")
+    p.add_argument("--max-restarts", type=_count(0, 1000), metavar="N",
+                   help="with --restart on-failure: at most N restarts "
+                   "of one process within 10 minutes, then it stays down (default 3)")
     p.add_argument("--fleet-host", metavar="NAME", help="run the part of the profile's fleet that belongs to the "
                    "fleet.hosts entry NAME, on this machine (the command kt-launch prints for that host)")
     return p
@@ -369,8 +374,11 @@ def cmd_launch(args, passthrough) -> int:
 
     supervised = getattr(args, "supervise", False)
     if not supervised and (getattr(args, "grace_period", None) is not None
-                           or getattr(args, "ready_timeout", None) is not None):
-        raise ConfigError("--grace-period and --ready-timeout need --supervise (exec hands the process over)")
+                           or getattr(args, "ready_timeout", None) is not None
+                           or getattr(args, "restart", None) is not None
+                           or getattr(args, "max_restarts", None) is not None):
+        raise ConfigError("--grace-period, --ready-timeout and --restart need --supervise (exec hands the process "
+                          "over)")
     req = _request(args, passthrough, launch=not args.dry_run)
     if req.fleet_host is not None or _has_fleet(req):
         return cmd_fleet(args, req)

@@ -138,6 +138,18 @@ CODES: dict[str, str] = {
     "KT-I507": "usable cores",
     "KT-I510": "a note from gathering the host facts (doctor)",
     "KT-I511": "the inspected SGLang: flavour, versions, capabilities",
+    # KT-E54x: why a supervised server died, from its output (run/crashes.py)
+    "KT-E540": "the server died in torch.empty(None, ...): kt.num_gpu_experts reached it as None",
+    "KT-E541": "KTMoEWrapper got no CPU thread count (kt_cpuinfer None)",
+    "KT-E542": "a .safetensors file with `header too large` (a torch.save file under that name)",
+    "KT-E543": "tensors on two devices (CUDA graphs in MoE-LoRA mode)",
+    "KT-E544": "CUDA out of memory while loading weights",
+    "KT-E545": "CUDA out of memory while allocating the KV cache",
+    "KT-E546": "CUDA out of memory while capturing CUDA graphs",
+    "KT-E547": "CUDA out of memory at an unknown start-up stage",
+    "KT-E548": "Illegal instruction: the kt-kernel build does not fit this CPU",
+    "KT-E549": "binding to a NUMA node failed",
+    "KT-E550": "the server's port was taken after the check (Address already in use)",
     # KT-x6xx: the memory plan (resolve/memory.py)
     "KT-E601": "a GPU cannot hold the non-expert weights' share, kt buffers, minimum KV and SGLang's reserve",
     "KT-I602": "every routed expert fits on the GPUs: kt-kernel adds nothing there",

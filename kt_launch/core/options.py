@@ -255,6 +255,9 @@ OPTIONS: tuple[Option, ...] = (
            nullable=False),
     Option("fleet.allow_cpu_only", bool, "Allow replicas on NUMA nodes without a GPU (kt.num_gpu_experts 0 there).",
            _FLEET, default=False, nullable=False),
+    Option("fleet.restart", Literal["no", "on-failure"], "With --supervise: on-failure = start a replica that died "
+           "on its own again (backoff 1, 2, 4 s; --max-restarts, default 3 in 10 min); --restart beats it.", _FLEET,
+           default="no", nullable=False),
 )
 
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}

@@ -1,17 +1,26 @@
 """`--supervise` for a fleet: the local replicas, then the SGLang router in front of them.
 
-- Each replica starts in its own session and process group; their output is teed with a `[name]` prefix,
-  secrets masked. When every `/health` answers 200 the router starts (its own group too); when its `/health`
-  answers, the OpenAI URL and a curl are printed.
+- What the plan already knows fails before anything starts: a router interpreter without sglang-router
+  (KT-W710) and a local port that is taken are exit 3, with no replica started.
+- Each replica starts in its own session and process group, on its NUMA node (run/placement.py: CPU
+  affinity in the child before exec, `numactl --membind` when installed); their output is teed with a
+  `[name]` prefix, secrets masked. When every `/health` answers 200 the router starts (its own group too);
+  when its `/health` answers, the OpenAI URL and a curl are printed. Polls run in parallel, each with one
+  deadline for the whole request, in the same event loop as one instance (run/loop.py), so --ready-timeout
+  and signals are kept whatever a replica's /health does.
 - A replica that dies while serving is named and the rest keep serving (the router stops sending to it);
-  with --fail-fast everything stops. A replica that dies before the fleet is ready, or the router dying,
-  stops everything: there is no fleet to serve.
+  with --restart on-failure it starts again (its group emptied first, backoff 1, 2, 4 ... s, at most
+  --max-restarts in 10 min) and rejoins the router, whose worker list names its URL; with --fail-fast
+  everything stops. A replica that dies before the fleet is ready, or the router dying,
+  stops everything: there is no fleet to serve. The tail of the dead one's log is shown, then what a known
+  crash signature in it means (run/crashes.py).
 - Ctrl+C / SIGTERM / SIGHUP: the router is stopped first (no new requests reach dying replicas), then the
   replicas, all within one grace period; what is still running then is SIGKILLed (a second Ctrl+C: at once).
   kt-launch is a child subreaper, so nothing is left behind.
 - Exit codes as for one instance: 128+N when kt-launch was stopped by signal N; the dead process's code (128+N
-  for its signal N) when a death stopped the fleet; 124 when not ready within --ready-timeout; 2 when a
-  process cannot be started; 0 otherwise.
+  for its signal N, 1 when it exited with 0) when a death stopped the fleet; 124 when not ready within
+  --ready-timeout; 2 when a process cannot be started; 3 when the plan says it cannot run here. Never 0
+  after a failure.
 """
 
 from __future__ import annotations
@@ -21,20 +30,22 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from kt_launch.core.fleet import LOCAL
+from kt_launch.core.fleet import LOCAL, Replica
 from kt_launch.render.argv import Command
 from kt_launch.render.fleet import instance_findings, router_command, router_url
-from kt_launch.render.redact import is_secret_name, redact_argv, scrub, scrub_bytes, scrub_findings, secret_values
+from kt_launch.render.redact import is_secret_name, redact_argv, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
-from kt_launch.run.health import curl_example, poll_health
-from kt_launch.run.supervise import (EXIT_CANNOT_START, EXIT_READY_TIMEOUT, FORWARDED, SuperviseOptions,
-                                     _become_subreaper, _child_setup, _group_alive, _killpg, _libc, _pump,
-                                     _reap_orphans, _restore_handlers, _signame, _write, _write_bytes)
+from kt_launch.run.health import curl_example
+from kt_launch.run.loop import Console, Loop, PhaseTracker, Tee
+from kt_launch.run.placement import Placement, placements
+from kt_launch.run.supervise import (EXIT_CANNOT_START, EXIT_FAILED, EXIT_PORT_BUSY, EXIT_READY_TIMEOUT, FORWARDED,
+                                     PROBE_TIMEOUT, Restarts, SuperviseOptions, _become_subreaper, _child_setup,
+                                     _group_alive, _killpg, _libc, _signame, crash_findings, death_text, port_problem,
+                                     restart_options)
 
 
 @dataclass
@@ -42,49 +53,31 @@ class _Child:
     name: str
     cmd: Command
     url: str
+    listen: tuple[str, int] | None = None  # what it binds here (checked free before anything starts)
+    replica: Replica | None = None  # None for the router
+    placement: Placement | None = None
+    values: dict[str, Any] = field(default_factory=dict)  # its plan's values (for crash fixes)
     tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=40))
-    proc: subprocess.Popen | None = None
-    pumps: list[threading.Thread] = field(default_factory=list)
+    tracker: PhaseTracker = field(default_factory=PhaseTracker)
+    proc: Any = None
     ready: bool = False
     reported: bool = False
+    probe: Any = None
+    next_poll: float = 0.0
+    restarts: Restarts | None = None  # replicas only: --restart on-failure
+    restart_at: float | None = None  # when it starts again (it died and may restart)
+
+    def reset(self) -> None:
+        """Before a restart: not ready, phases from the beginning (the tail stays: it goes on)."""
+        self.ready = self.reported = False
+        self.tracker, self.probe = PhaseTracker(), None
 
     @property
     def pgid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-class _Console:
-    """kt-launch's own lines and every child's, whole lines at a time, secrets masked."""
-
-    def __init__(self, secrets: set[str]):
-        self.secrets = secrets
-        self.lock = threading.Lock()
-
-    def say(self, text: str) -> None:
-        with self.lock:
-            _write(sys.stderr, scrub(text, self.secrets))
-
-    def for_child(self, child: _Child) -> "_ChildLines":
-        return _ChildLines(self, child)
-
-
-class _ChildLines:
-    """What supervise._pump writes to: one child's lines, prefixed with its name."""
-
-    def __init__(self, console: _Console, child: _Child):
-        self.console, self.child = console, child
-        self.prefix = f"[{child.name}] ".encode()
-
-    def child_line(self, data: bytes, dest) -> None:
-        clean = scrub_bytes(data, self.console.secrets)
-        text = clean.decode("utf-8", "replace").rstrip("\r\n")
-        with self.console.lock:
-            _write_bytes(dest, self.prefix + clean if clean.endswith((b"\n", b"\r")) else self.prefix + clean + b"\n")
-            if text.strip():
-                self.child.tail.append(text)
+        return self.proc is not None and self.proc.returncode is None
 
 
 @dataclass
@@ -98,15 +91,18 @@ class _State:
 
 class FleetSupervisor:
     def __init__(self, replicas: list[_Child], router: _Child | None, opts: SuperviseOptions, fail_fast: bool,
-                 model: str, adapter: str | None, api_key: str | None, console: _Console):
+                 model: str, adapter: str | None, api_key: str | None, console: Console):
         self.replicas, self.router, self.opts = replicas, router, opts
         self.fail_fast, self.model, self.adapter, self.api_key = fail_fast, model, adapter, api_key
         self.console = console
         self.state = _State(grace=max(0.0, opts.grace_period))
         self.libc = _libc()
+        self.loop = Loop()
+        for c in replicas:
+            c.restarts = Restarts(opts)
 
-    # -- signals ------------------------------------------------------------------------------
-    def _on_signal(self, signum, frame) -> None:
+    # -- signals and turns ----------------------------------------------------------------------
+    def _on_signal(self, signum: int) -> None:
         st = self.state
         st.signals.append(signum)
         if st.stop_at is None:
@@ -115,31 +111,29 @@ class FleetSupervisor:
         elif signum == signal.SIGINT and len(st.signals) > 1:
             st.stop_at = time.monotonic()  # second Ctrl+C: no more waiting
 
-    def _install(self) -> dict:
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in FORWARDED:
-                try:
-                    previous[sig] = signal.signal(sig, self._on_signal)
-                except (OSError, ValueError):
-                    pass
-        return previous
+    def _turn(self, until: float) -> None:
+        self.loop.turn(until)
+        for sig in self.loop.take_signals():
+            self._on_signal(sig)
 
     # -- processes ----------------------------------------------------------------------------
     def _start(self, child: _Child) -> bool:
         self.console.say(f"kt-launch: starting {child.name} ({child.url}): {shlex.join(redact_argv(child.cmd.argv))}\n")
+        prefix = f"[{child.name}] ".encode()
+        c = self.console
+        out = Tee(c.secrets, lambda d: c.child(c.out, d), child.tail, child.tracker, prefix)
+        err = Tee(c.secrets, lambda d: c.child(c.err, d), child.tail, child.tracker, prefix)
+        p = child.placement
+        argv = p.wrap(list(child.cmd.argv)) if p is not None else list(child.cmd.argv)
+        cpus = p.cpus if p is not None and p.cpus else None
         try:
-            child.proc = subprocess.Popen(child.cmd.argv, env={**os.environ, **child.cmd.env}, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                          preexec_fn=_child_setup(self.libc))
-        except OSError as e:
-            self.console.say(f"kt-launch: error: cannot start {child.name}: {child.cmd.argv[0]}: {e.strerror or e}\n")
+            child.proc = self.loop.spawn(argv, {**os.environ, **child.cmd.env}, _child_setup(self.libc, cpus),
+                                         out.feed, err.feed)
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            what = getattr(e, "strerror", None) or e
+            self.console.say(f"kt-launch: error: cannot start {child.name}: {argv[0]}: {what}\n")
             return False
-        lines = self.console.for_child(child)
-        child.pumps = [threading.Thread(target=_pump, args=(p.fileno(), dest, lines), daemon=True)
-                       for p, dest in ((child.proc.stdout, sys.stdout), (child.proc.stderr, sys.stderr))]
-        for t in child.pumps:
-            t.start()
+        child.next_poll = time.monotonic()
         return True
 
     def _stop(self, why: str, code: int | None = None) -> None:
@@ -156,11 +150,12 @@ class FleetSupervisor:
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> int:
         _become_subreaper(self.libc)
-        previous = self._install()
+        self.loop.install(FORWARDED)
+        self.loop.watch_writers(self.console.out, self.console.err)
         try:
             return self._run()
         finally:
-            _restore_handlers(previous)
+            self.loop.close()
 
     def _run(self) -> int:
         st = self.state
@@ -168,6 +163,8 @@ class FleetSupervisor:
         self.console.say(f"kt-launch: starting a fleet of {n} local instance{'s' if n != 1 else ''} "
                          f"(supervised, grace period {st.grace:g}s)\n")
         for c in self.replicas:
+            for sig in self.loop.take_signals():
+                self._on_signal(sig)
             if st.stop_at is not None:
                 break
             if not self._start(c):
@@ -175,9 +172,13 @@ class FleetSupervisor:
                 break
         start = time.monotonic()
         phase = "replicas"
-        next_poll = start
         while st.stop_at is None:
-            time.sleep(0.05)
+            now = time.monotonic()
+            wake = [now + 1.0] + [c.next_poll for c in self._children() if c.running() and not c.ready
+                                  and c.probe is None] + [c.restart_at for c in self.replicas if c.restart_at]
+            if self.opts.ready_timeout and phase != "serving":
+                wake.append(start + self.opts.ready_timeout)
+            self._turn(min(wake))
             self._check_deaths(phase)
             if st.stop_at is not None:
                 break
@@ -188,14 +189,13 @@ class FleetSupervisor:
                                  f"{', '.join(waiting)}\n")
                 self._stop("ready timeout", EXIT_READY_TIMEOUT)
                 break
-            if phase == "serving" or now < next_poll:
-                continue
-            next_poll = now + self.opts.poll_interval
+            self._restart_due(now)
+            for c in self.replicas:
+                if self._poll(c, now, start, self.api_key):
+                    self.console.say(f"kt-launch: {c.name} is ready after {time.monotonic() - start:.1f}s\n"
+                                     if phase == "replicas" else f"kt-launch: {c.name} is ready again after its "
+                                     "restart: it rejoins the router's workers\n")
             if phase == "replicas":
-                for c in self.replicas:
-                    if not c.ready and poll_health(f"{c.url}/health", timeout=1.0, api_key=self.api_key) == 200:
-                        c.ready = True
-                        self.console.say(f"kt-launch: {c.name} is ready after {time.monotonic() - start:.1f}s\n")
                 if all(c.ready for c in self.replicas):
                     if self.router is None:
                         phase = "serving"
@@ -204,36 +204,56 @@ class FleetSupervisor:
                         phase = "router"
                     else:
                         self._stop("the router could not be started", EXIT_CANNOT_START)
-            elif phase == "router":
-                if poll_health(f"{self.router.url}/health", timeout=1.0) == 200:
-                    self.router.ready = True
-                    phase = "serving"
-                    self._announce(self.router.url, time.monotonic() - start)
+            elif phase == "router" and self._poll(self.router, now, start, None):
+                phase = "serving"
+                self._announce(self.router.url, time.monotonic() - start)
         self._shutdown()
-        code = 128 + st.signals[0] if st.signals else (st.code if st.code is not None else 0)
+        code = 128 + st.signals[0] if st.signals else (st.code if st.code is not None else EXIT_FAILED)
         how = f"stopped by {_signame(st.signals[0])}" if st.signals else f"stopped ({st.why})"
         self.console.say(f"kt-launch: fleet {how}; exit code {code}\n")
         return code
 
+    def _poll(self, c: _Child, now: float, start: float, api_key: str | None) -> bool:
+        """Drive c's /health polls; True when it has just become ready."""
+        if c.ready or not c.running():
+            return False
+        if c.probe is not None and c.probe.done:
+            status, c.probe = c.probe.status, None
+            if status == 200:
+                c.ready = True
+                c.tracker.active = False  # from here on its log is only passed on
+                return True
+            c.next_poll = now + self.opts.poll_interval
+        if c.probe is None and now >= c.next_poll:
+            end = now + PROBE_TIMEOUT
+            if self.opts.ready_timeout:
+                end = min(end, start + self.opts.ready_timeout)
+            c.probe = self.loop.probe(f"{c.url}/health", end, api_key)
+        return False
+
     def _check_deaths(self, phase: str) -> None:
         for c in self._children():
-            if c.proc is None or c.reported or c.proc.poll() is None:
+            if c.proc is None or c.reported or c.proc.returncode is None:
                 continue
             c.reported = True
             rc = c.proc.returncode
-            code = 128 - rc if rc < 0 else rc
-            how = f"was killed by {_signame(-rc)}" if rc < 0 else f"exited with code {rc}"
+            code = (128 - rc if rc < 0 else rc) or EXIT_FAILED  # a death that stops the fleet is never exit 0
+            how = death_text(rc)
             if c is self.router:
                 self.console.say(f"kt-launch: error: the router {how}; stopping the fleet\n")
                 self._tail(c)
                 self._stop("the router died", code)
+            elif phase != "serving" and self._restart_later(c, how + " before the fleet was ready", phase):
+                continue
             elif phase != "serving":
                 self.console.say(f"kt-launch: error: replica {c.name} ({c.url}) {how} before the fleet was ready; "
                                  "stopping the fleet\n")
                 self._tail(c)
                 self._stop(f"{c.name} died", code)
+            elif self._restart_later(c, how, phase):
+                continue
             else:
-                alive = [r.name for r in self.replicas if r.running()]
+                alive = [r.name for r in self.replicas if r.running() or r.restart_at is not None]
                 self.console.say(f"kt-launch: error: replica {c.name} ({c.url}) {how}; "
                                  + (f"{len(alive)} of {len(self.replicas)} replicas still serving through the "
                                     f"router ({', '.join(alive)})\n" if alive else "no replica is left\n"))
@@ -243,11 +263,42 @@ class FleetSupervisor:
                 elif not alive:
                     self._stop("every replica died", code)
 
+    def _restart_later(self, c: _Child, how: str, phase: str) -> bool:
+        """Schedule a restart of the dead replica c if --restart allows one; say so either way."""
+        if c.restarts is None or self.fail_fast or not self.opts.restart:
+            return False
+        now = time.monotonic()
+        delay = c.restarts.delay(now)
+        if delay is None:
+            self.console.say(f"kt-launch: error: replica {c.name}: {c.restarts.gave_up()}\n")
+            return False
+        n = c.restarts.record(now)
+        others = "; the router keeps serving from the others" if phase == "serving" else ""
+        self.console.say(f"kt-launch: error: replica {c.name} ({c.url}) {how}; restarting it in {delay:g}s (restart "
+                         f"{n} of at most {self.opts.max_restarts} within {self.opts.restart_window / 60:g} min)"
+                         f"{others}\n")
+        self._tail(c)
+        _killpg(c.pgid, signal.SIGKILL)  # what its leader left in its group (GPU memory, ports)
+        c.ready, c.restart_at = False, now + delay
+        return True
+
+    def _restart_due(self, now: float) -> None:
+        for c in self.replicas:
+            if c.restart_at is not None and now >= c.restart_at and self.state.stop_at is None:
+                c.restart_at = None
+                c.reset()
+                if not self._start(c):
+                    self._stop(f"{c.name} could not be restarted", EXIT_CANNOT_START)
+
     def _tail(self, c: _Child) -> None:
         lines = list(c.tail)[-15:]
         if lines:
             self.console.say(f"kt-launch: the last {len(lines)} lines of {c.name}:\n"
                              + "".join(f"  | {line}\n" for line in lines))
+        if c is not self.router:
+            text = crash_findings([*c.tracker.kept, *c.tail], c.values, c.proc.returncode, self.console.secrets)
+            if text:
+                self.console.say(text)
 
     def _announce(self, url: str | None, elapsed: float) -> None:
         if url is None:  # one host's part of a fleet: its router runs elsewhere
@@ -282,23 +333,18 @@ class FleetSupervisor:
         for c in everything:  # the leaders are gone (or SIGKILLed); what they left in their groups goes now
             _killpg(c.pgid, signal.SIGKILL)
         end = time.monotonic() + 5.0
-        while any(c.proc.poll() is None for c in everything) and time.monotonic() < end:
-            time.sleep(0.05)
-        _reap_orphans()  # every leader has been waited for: what is left to reap are orphans
-        while any(c.pgid is not None and _group_alive(c.pgid) for c in everything) and time.monotonic() < end:
-            time.sleep(0.05)
+        self._until(end, lambda: not any(c.running() for c in everything))
+        self._until(end, lambda: not any(c.pgid is not None and _group_alive(c.pgid) for c in everything))
+        self._until(time.monotonic() + 2.0, lambda: not self.loop.reading)  # what is left in the pipes
         for c in everything:
-            for t in c.pumps:
-                t.join(timeout=2.0)
-            for p in (c.proc.stdout, c.proc.stderr):
-                try:
-                    p.close()
-                except OSError:
-                    pass
             if not c.reported and c.proc.returncode is not None:
                 rc = c.proc.returncode
                 if rc not in (0, -signal.SIGTERM, -signal.SIGINT, -signal.SIGKILL) and not st.signals:
                     self.console.say(f"kt-launch: {c.name} exited with code {rc} while stopping\n")
+
+    def _until(self, end: float, done) -> None:
+        while not done() and time.monotonic() < end:
+            self._turn(min(end, time.monotonic() + 0.05))
 
     def _wait(self, children: list[_Child], share: float) -> None:
         """Until those leaders exit, or `share` of what is left of the grace period; then SIGKILL their groups."""
@@ -312,7 +358,22 @@ class FleetSupervisor:
                     if c.running():
                         _killpg(c.pgid, signal.SIGKILL)
                 break
-            time.sleep(0.05)
+            self._turn(min(deadline, st.stop_at or deadline, time.monotonic() + 0.05))
+
+
+def _refusals(out, children: list[_Child]) -> list[str]:
+    """What the plan knows that stops the fleet before anything starts."""
+    why = []
+    if out.plan.router is not None and not getattr(out, "router_available", True):
+        why.append(f"fleet.router.python {out.plan.router.python} has no sglang-router, so the router cannot start "
+                   "(KT-W710); install it there (pip install 'kt-launch[router]') or point fleet.router.python at "
+                   "an interpreter that has it")
+    for c in children:
+        if c.listen is not None:
+            busy = port_problem(*c.listen)
+            if busy:
+                why.append(f"{c.name}: {busy}")
+    return why
 
 
 def launch_fleet(out, args) -> int:
@@ -325,34 +386,76 @@ def launch_fleet(out, args) -> int:
         opts.grace_period = args.grace_period
     if getattr(args, "ready_timeout", None) is not None:
         opts.ready_timeout = args.ready_timeout
+    restart_options(opts, args, out.config.fleet.restart if out.config.fleet is not None else "no")
     secrets: set[str] = set()
     children = []
     for inst, cmd in zip(fp.instances, out.commands):
         secrets |= secret_values(cmd.argv, cmd.env)
         if fp.router is None or inst.replica.host == LOCAL:
-            children.append(_Child(inst.replica.name, cmd, inst.replica.url))
+            r = inst.replica
+            children.append(_Child(r.name, cmd, r.url, (r.listen, r.port), r,
+                                   values={k: v.value for k, v in inst.plan.values.items()}))
     router = None
     if fp.router is not None:
         rc = router_command(fp.router)
         secrets |= secret_values(rc.argv, rc.env)
-        router = _Child("router", rc, router_url(fp.router))
+        router = _Child("router", rc, router_url(fp.router), (fp.router.host, fp.router.port))
     secrets |= {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
-    console = _Console(secrets)
+    console = Console(secrets)
+    try:
+        return _launch(out, args, fp, children, router, opts, console, lora_entries(out.config))
+    finally:
+        console.drain()
+
+
+def _launch(out, args, fp, children, router, opts, console, entries) -> int:
     shown = [f for f in fp.findings if f.level != "info"]
     for inst, cmd in zip(fp.instances, out.commands):
         shown += [f for f in instance_findings(inst, cmd) if f.level != "info" and f not in shown]
     if shown:
-        console.say(findings_text(scrub_findings(shown, secrets)))
+        console.say(findings_text(scrub_findings(shown, console.secrets)))
+    refused = _refusals(out, children + ([router] if router is not None else []))
+    if refused:
+        console.say("".join(f"kt-launch: error: {why}\n" for why in refused) + "kt-launch: nothing was started\n")
+        return EXIT_PORT_BUSY
     for h in fp.hosts:
         console.say(f"kt-launch: host {h.name} runs its own part; run there: {shlex.join(redact_argv(list(h.argv)))}\n"
                     f"  (the router sends to {' '.join(h.urls) or 'none'})\n")
     if not children:
         console.say("kt-launch: no instance runs on this machine; starting the router only\n")
+    _place(out, fp, children, console)
     first = fp.instances[0].plan if fp.instances else None
     model = (first.get("model.served_name") or first.get("model.path") or "default") if first else "default"
-    entries = lora_entries(out.config)
     adapter = (entries[0][0] or entries[0][1]) if entries else None
     api_key = out.config.server.api_key
     sup = FleetSupervisor(children, router, opts, bool(getattr(args, "fail_fast", False)), model, adapter, api_key,
                           console)
     return sup.run()
+
+
+def _place(out, fp, children: list[_Child], console: Console) -> None:
+    """Each local replica on its NUMA node: the CPUs it gets and whether its memory is bound (printed)."""
+    facts = getattr(out, "local_host", None)
+    if facts is None or not children:
+        return
+    found, notes = placements([c.replica for c in children], facts)
+    for c, p in zip(children, found):
+        c.placement = p
+        cpus = _ranges(sorted(p.cpus)) if p.cpus else "not pinned"
+        mem = f"memory bound to node(s) {','.join(map(str, p.membind))}" if p.membind else "memory not bound"
+        console.say(f"kt-launch: {c.name} runs on CPUs {cpus}, {mem}\n")
+        for note in p.notes:
+            console.say(f"kt-launch: warning: {note}\n")
+    for note in notes:
+        console.say(f"kt-launch: warning: {note}\n")
+
+
+def _ranges(cpus: list[int]) -> str:
+    parts, i = [], 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        parts.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
+        i = j + 1
+    return ",".join(parts)

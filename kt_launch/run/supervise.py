@@ -3,8 +3,15 @@
 - The child gets its own session and process group; SIGINT/SIGTERM/SIGHUP sent to kt-launch are forwarded
   to the whole group. After the grace period the group is SIGKILLed (a second Ctrl+C does it at once).
   `kt run` SIGKILLs the server 0.25 s after Ctrl+C; here the server gets time to clean up.
-- Exit code: the child's; 128+N when it died by signal N; 128+N when kt-launch itself was stopped by
-  signal N (130 Ctrl+C, 143 SIGTERM, 129 SIGHUP); 124 when it was not ready within --ready-timeout.
+- One event loop (run/loop.py) waits on everything with a deadline: the child's output, /health polls (one
+  deadline per whole request, so a server that trickles bytes cannot hold up --ready-timeout), signals (they
+  wake it at once) and the child's death. Children and the orphans kt-launch inherits are reaped each turn.
+- Exit code: the child's; 128+N when it died by signal N; 128+N when kt-launch itself was stopped by signal
+  N (130 Ctrl+C, 143 SIGTERM, 129 SIGHUP); 124 when it was not ready within --ready-timeout; 1 when it
+  exited with 0 before it was ready (a failure is never exit 0); 2 when it cannot be started; 3 when its
+  port is taken.
+- --restart on-failure: a server that dies on its own (not stopped by kt-launch, not a clean exit after ready)
+  is started again after its group is emptied, after 1, 2, 4 ... s, at most --max-restarts times in 10 min.
 - The group is emptied before kt-launch exits. kt-launch is a child subreaper (PR_SET_CHILD_SUBREAPER), so a
   descendant that left the group (setsid) comes back to it when its parent exits, and is stopped too.
 - The server gets SIGKILL from the kernel if kt-launch itself dies (PR_SET_PDEATHSIG): SIGKILL on kt-launch
@@ -14,7 +21,8 @@
   would answer /health and be reported ready. A busy port is exit 3, like the plan error KT-E232.
 - The child's stdout/stderr are teed to kt-launch's, with secrets masked, and the tail is kept; a status
   line (elapsed time, last recognised phase) runs on stderr until `/health` answers 200. Then the OpenAI
-  base URL and a ready-to-paste curl are printed.
+  base URL and a ready-to-paste curl are printed. When the server dies, its tail is shown and then what a
+  known crash signature in its output means (run/crashes.py).
 """
 
 from __future__ import annotations
@@ -22,42 +30,32 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
-import re
 import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from kt_launch.render.argv import Command
-from kt_launch.render.redact import is_secret_name, longest_secret, redact_argv, scrub, scrub_bytes, scrub_findings, \
-    secret_values
+from kt_launch.render.redact import is_secret_name, redact_argv, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
-from kt_launch.run.health import base_url, curl_example, poll_health
+from kt_launch.run.crashes import explain
+from kt_launch.run.health import base_url, curl_example
+from kt_launch.run.loop import ERROR_PHASE, PHASES, Console, Loop, PhaseTracker, Tee, reap, write_bytes
+
+__all__ = ["ERROR_PHASE", "PHASES", "Endpoint", "SuperviseOptions", "supervise", "launch_supervised"]
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_FAILED = 1  # kt-launch reports a failure whose own code was 0 (a server that exited 0 before ready)
 EXIT_READY_TIMEOUT = 124
 EXIT_CANNOT_START = 2
 EXIT_PORT_BUSY = 3  # a plan error, as KT-E232 is when the checks run
+PROBE_TIMEOUT = 2.0  # one /health request in all (connect, send, status line, headers)
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-
-ERROR_PHASE = "error in the log"
-# Phases of an SGLang start-up, recognised from its log lines (the last match wins).
-PHASES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"Traceback \(most recent call last\)|^\s*[\w.]*(Error|Exception)\b:"), ERROR_PHASE),
-    (re.compile(r"Init torch distributed", re.I), "init torch distributed"),
-    (re.compile(r"Load weight", re.I), "load weight"),
-    (re.compile(r"Loading safetensors|checkpoint shards", re.I), "load weight (safetensors)"),
-    (re.compile(r"\bKT\b|kt_kernel|kt-kernel|KTMoE|CPUInfer|\bAMX"), "KT (kt-kernel experts)"),
-    (re.compile(r"LoRA|lora_path|adapter", re.I), "LoRA adapters"),
-    (re.compile(r"Memory pool|KV Cache is allocated|max_total_num_tokens", re.I), "KV cache"),
-    (re.compile(r"Capture cuda graph|Capturing batches|cuda graph", re.I), "capture cuda graph"),
-    (re.compile(r"Uvicorn running|Application startup complete|server is fired up", re.I), "server up"),
-)
 
 
 @dataclass
@@ -67,6 +65,35 @@ class SuperviseOptions:
     poll_interval: float = 0.5
     tail_lines: int = 40
     status_every: float = 30.0  # without a terminal: a status line this often (and on each new phase)
+    restart: bool = False  # --restart on-failure
+    max_restarts: int = 3  # within restart_window seconds, per process
+    restart_window: float = 600.0
+    backoff: float = 1.0  # the first wait before a restart; doubled for each recent one, at most 60 s
+
+
+class Restarts:
+    """When a process that died on its own may start again: at most opts.max_restarts restarts within
+    opts.restart_window seconds, after 1, 2, 4 ... s (capped at 60)."""
+
+    def __init__(self, opts: SuperviseOptions):
+        self.opts = opts
+        self.times: collections.deque[float] = collections.deque()
+
+    def delay(self, now: float) -> float | None:
+        """Seconds to wait before the next restart, or None when no restart is allowed."""
+        while self.times and self.times[0] < now - self.opts.restart_window:
+            self.times.popleft()
+        if not self.opts.restart or len(self.times) >= self.opts.max_restarts:
+            return None
+        return min(60.0, self.opts.backoff * 2 ** len(self.times))
+
+    def record(self, now: float) -> int:
+        self.times.append(now)
+        return len(self.times)
+
+    def gave_up(self) -> str:
+        return (f"it died {len(self.times) + 1} times within {self.opts.restart_window / 60:g} min "
+                f"(--max-restarts {self.opts.max_restarts}): not restarting it again")
 
 
 def host_facts_warning(path: str) -> str:
@@ -75,147 +102,43 @@ def host_facts_warning(path: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Output: tee the child's pipes, keep the tail, recognise phases, draw the status line
+# Output helpers kept for direct use (tests feed a real pipe through the same Tee)
 # ---------------------------------------------------------------------------------------
 
 class _Console:
-    """Everything written to the terminal goes through here, so the status line never garbles a log line."""
+    """Secrets and a tail: what _pump needs to pass one pipe on synchronously."""
 
     def __init__(self, secrets: set[str], tail_lines: int):
         self.secrets = secrets
-        # bytes held back at the end of a long piece of output: a secret begun there may end in the next read
-        self.keep = max(0, longest_secret(secrets) - 1)
-        self.lock = threading.Lock()
         self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
-        self.phase = "starting"
-        self.phase_changed = False
-        self.status_shown = False
-        self.waiting_line = None  # callable -> the status text while waiting for readiness; None after
-        try:
-            self.tty = sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            self.tty = False
-
-    # -- kt-launch's own messages (stderr) --
-    def say(self, text: str) -> None:
-        with self.lock:
-            self._clear_status()
-            _write(sys.stderr, scrub(text, self.secrets))
-
-    def status(self, text: str) -> None:
-        with self.lock:
-            if self.tty:
-                _write(sys.stderr, "\r\033[K" + scrub(text, self.secrets))
-                self.status_shown = True
-            else:
-                _write(sys.stderr, scrub(text, self.secrets) + "\n")
-
-    def clear_status(self) -> None:
-        with self.lock:
-            self._clear_status()
-
-    def _clear_status(self) -> None:
-        if self.status_shown:
-            _write(sys.stderr, "\r\033[K")
-            self.status_shown = False
-
-    def mask_whole(self, data: bytes) -> bytes:
-        """Every complete occurrence of a secret masked (no partial ones: see _pump)."""
-        return scrub_bytes(data, self.secrets, cut_copies=False)
-
-    # -- the child's output --
-    def child_line(self, data: bytes, dest: IO) -> None:
-        clean = scrub_bytes(data, self.secrets)
-        text = clean.decode("utf-8", "replace").rstrip("\r\n")
-        with self.lock:
-            self._clear_status()
-            _write_bytes(dest, clean)
-            if text.strip():
-                self.tail.append(text)
-                self._phase(text)
-
-    def _phase(self, text: str) -> None:
-        if "server_args=" in text or self.phase == ERROR_PHASE:  # SGLang's argument dump; errors stick
-            return
-        for pattern, label in PHASES:
-            if pattern.search(text):
-                if label != self.phase:
-                    self.phase, self.phase_changed = label, True
-                    if not self.tty and self.waiting_line is not None:  # a log: one line per new phase
-                        self.phase_changed = False
-                        _write(sys.stderr, scrub(self.waiting_line(), self.secrets) + "\n")
-                return
-
-
-def _write(stream: IO, text: str) -> None:
-    try:
-        stream.write(text)
-        stream.flush()
-    except (OSError, ValueError):  # closed terminal (SIGHUP), broken pipe: keep supervising
-        pass
-
-
-def _write_bytes(stream: IO, data: bytes) -> None:
-    try:
-        buf = getattr(stream, "buffer", None)
-        if buf is not None:
-            stream.flush()
-            buf.write(data)
-            buf.flush()
-        else:
-            stream.write(data.decode("utf-8", "replace"))
-            stream.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def _pump(fd: int, dest: IO, console: _Console) -> None:
-    """Read the child's pipe until EOF; pass complete lines (\\n or \\r ended) on. Never stops early:
-    a child blocked on a full pipe would hang."""
-    buf = b""
+    """Read a pipe until EOF and pass it on to `dest` as the supervisor does (blocking; for tests)."""
+    tee = Tee(console.secrets, lambda data: write_bytes(dest, data), console.tail)
     while True:
         try:
             chunk = os.read(fd, 65536)
         except InterruptedError:
             continue
         except OSError:
-            break
+            chunk = b""
+        tee.feed(chunk)
         if not chunk:
-            break
-        buf += chunk
-        while True:
-            cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
-            if cut < 0:
-                break
-            lines = re.split(rb"(?<=[\r\n])", buf[:cut + 1])
-            for line in lines:
-                if line:
-                    console.child_line(line, dest)
-            buf = buf[cut + 1:]
-        if len(buf) > 65536:  # a very long line: pass it on in pieces, never cutting a secret in two
-            clean = console.mask_whole(buf)
-            cut = len(clean) - console.keep
-            if cut > 0:
-                console.child_line(clean[:cut], dest)
-                buf = clean[cut:]
-    if buf:
-        console.child_line(buf, dest)
+            return
+
+
+def _write(stream: IO, text: str) -> None:
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
 
 
 # ---------------------------------------------------------------------------------------
 # Process group handling
 # ---------------------------------------------------------------------------------------
-
-@dataclass
-class _State:
-    grace: float
-    pgid: int | None = None
-    signals: list[int] = field(default_factory=list)
-    kill_at: float | None = None
-    killed: bool = False
-    hurried: bool = False  # a second Ctrl+C asked for SIGKILL now
-    stopping: str | None = None  # why the group was asked to stop
-
 
 def _killpg(pgid: int | None, sig: int) -> bool:
     if pgid is None:
@@ -228,7 +151,7 @@ def _killpg(pgid: int | None, sig: int) -> bool:
 
 
 def _group_alive(pgid: int) -> bool:
-    _reap_orphans()
+    reap()
     try:
         os.killpg(pgid, 0)
         return True
@@ -238,17 +161,7 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-def _reap_orphans() -> None:
-    """As a child subreaper, kt-launch inherits the server's orphans; reap those that exited."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        except OSError:
-            return
-        if pid == 0:
-            return
+_reap_orphans = reap
 
 
 def _libc():
@@ -266,21 +179,29 @@ def _become_subreaper(libc) -> None:
             pass
 
 
-def _child_setup(libc):
-    """In the child before exec: die with SIGKILL if kt-launch itself is killed (no orphaned server).
+def _child_setup(libc, cpus: frozenset[int] | None = None):
+    """In the child before exec: die with SIGKILL if kt-launch itself is killed (no orphaned server), and run
+    on `cpus` when given (a fleet replica on its NUMA node; threads the server starts inherit it).
 
     SIGKILL, not SIGTERM: when kt-launch is gone nobody is left to escalate, and a server that ignores or
     hangs on SIGTERM would keep the port and the GPUs. (An orderly stop never gets here: kt-launch forwards
-    the signal and waits out the grace period itself.)"""
-    if libc is None or not sys.platform.startswith("linux"):
+    the signal and waits out the grace period itself.) preexec_fn runs between fork and exec while kt-launch
+    has writer threads: it only makes system calls (prctl, sched_setaffinity, getppid), imports nothing,
+    takes no lock those threads hold, and the CPU set was checked in the parent (a subset of kt-launch's)."""
+    linux = sys.platform.startswith("linux")
+    if not linux or (libc is None and not cpus):
         return None
-    prctl = libc.prctl
+    prctl = libc.prctl if libc is not None else None
     parent = os.getpid()
+    setaffinity = os.sched_setaffinity
 
     def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # kt-launch already gone
-            os._exit(1)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() != parent:  # kt-launch already gone
+                os._exit(1)
+        if cpus:
+            setaffinity(0, cpus)
 
     return setup
 
@@ -290,6 +211,18 @@ def _signame(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return f"signal {sig}"
+
+
+def death_text(rc: int) -> str:
+    return f"was killed by {_signame(-rc)}" if rc < 0 else f"exited with code {rc}"
+
+
+def crash_findings(lines, values: Mapping[str, Any] | None, rc: int | None, secrets: set[str]) -> str:
+    """What a known crash signature in `lines` means, as findings text ('' when none matched)."""
+    found = explain(lines, values, -rc if rc is not None and rc < 0 else None)
+    if not found:
+        return ""
+    return "kt-launch: what that means:\n" + findings_text(scrub_findings(found, secrets))
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,184 +250,329 @@ class Endpoint:
                    api_key=plan.get("server.api_key"), lora_adapter=adapter)
 
 
-def supervise(cmd: Command, findings, endpoint: Endpoint, *, opts: SuperviseOptions | None = None) -> int:
-    """Run `cmd` under supervision; returns kt-launch's exit code."""
+@dataclass
+class _State:
+    grace: float
+    pgid: int | None = None
+    signals: list[int] = field(default_factory=list)
+    kill_at: float | None = None
+    killed: bool = False
+    hurried: bool = False  # a second Ctrl+C asked for SIGKILL now
+    stopping: str | None = None  # why the group was asked to stop
+    announced: bool = False
+
+    def on_signal(self, signum: int, now: float) -> None:
+        self.signals.append(signum)
+        if self.kill_at is None:
+            self.kill_at = now + self.grace
+            self.stopping = self.stopping or _signame(signum)
+        elif signum == signal.SIGINT and len(self.signals) > 1:
+            self.kill_at = now  # second Ctrl+C: do not wait any longer
+            self.hurried = True
+        _killpg(self.pgid, signum)
+
+
+def supervise(cmd: Command, findings, endpoint: Endpoint, *, opts: SuperviseOptions | None = None,
+              values: Mapping[str, Any] | None = None) -> int:
+    """Run `cmd` under supervision; returns kt-launch's exit code. `values`: the plan's (for crash fixes)."""
     opts = opts or SuperviseOptions()
     secrets = secret_values(cmd.argv, cmd.env)
     # the server inherits kt-launch's environment too: an exported HF_TOKEN must not show up in its teed log
     secrets |= {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
-    console = _Console(secrets, opts.tail_lines)
-    shown = [f for f in findings if f.level != "info"]
-    if shown:
-        console.say(findings_text(scrub_findings(shown, secrets)))
-
-    host, port, api_key, model = endpoint.host, endpoint.port, endpoint.api_key, endpoint.model
-    lora_adapter = endpoint.lora_adapter
-    url = base_url(host, port)
-
-    busy = port_problem(host, port)
-    if busy:
-        console.say(f"kt-launch: error: {busy}; nothing was started\n")
-        return EXIT_PORT_BUSY
-    state = _State(grace=max(0.0, opts.grace_period))
-    previous = _install_handlers(state)
+    console = Console(secrets)
     try:
-        return _run(cmd, console, state, opts, url, model, lora_adapter, api_key)
+        shown = [f for f in findings if f.level != "info"]
+        if shown:
+            console.say(findings_text(scrub_findings(shown, secrets)))
+        busy = port_problem(endpoint.host, endpoint.port)
+        if busy:
+            console.say(f"kt-launch: error: {busy}; nothing was started\n")
+            return EXIT_PORT_BUSY
+        loop = Loop()
+        loop.install(FORWARDED)
+        try:
+            return _Single(cmd, console, loop, opts, endpoint, values or {}).run()
+        finally:
+            loop.close()
     finally:
-        _restore_handlers(previous)
+        console.drain()
 
 
-def _restore_handlers(previous: dict) -> None:
-    for sig, handler in previous.items():
+class _Single:
+    def __init__(self, cmd: Command, console: Console, loop: Loop, opts: SuperviseOptions, ep: Endpoint,
+                 values: Mapping[str, Any]):
+        self.cmd, self.console, self.loop, self.opts, self.ep, self.values = cmd, console, loop, opts, ep, values
+        self.state = _State(grace=max(0.0, opts.grace_period))
+        self.url = base_url(ep.host, ep.port)
+        self.health = f"{self.url}/health"
+        self.tail: collections.deque[str] = collections.deque(maxlen=opts.tail_lines)
+        self.tracker = PhaseTracker(self._phase_changed)
+        self.ready = self.timed_out = False
+        self.start = time.monotonic()
+        self.last_status = -1e9
+        self.last_line = ""
+        self.phase_changed = False
+
+    # -- output -----------------------------------------------------------------------------
+    def waiting_line(self) -> str:
+        return f"kt-launch: waiting for {self.health}: {time.monotonic() - self.start:5.0f}s, phase: {self.tracker.phase}"
+
+    def _phase_changed(self, label: str) -> None:
+        if self.ready or self.state.kill_at is not None:
+            return
+        if self.console.tty:
+            self.phase_changed = True
+        else:  # a log: one line per new phase
+            self.console.status(self.waiting_line())
+            self.last_status = time.monotonic()
+
+    def _status(self, now: float) -> None:
+        line = self.waiting_line()
+        if self.console.tty:
+            if line != self.last_line or not self.console.status_shown:
+                self.last_line = line
+                self.console.status(line)
+        elif self.phase_changed or now - self.last_status >= self.opts.status_every:
+            self.phase_changed = False
+            self.last_status = now
+            self.console.status(line)
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> int:
+        st, console = self.state, self.console
+        libc = _libc()
+        _become_subreaper(libc)
+        self.loop.watch_writers(console.out, console.err)
+        restarts = Restarts(self.opts)
+        console.say(f"kt-launch: starting (supervised, grace period {st.grace:g}s): "
+                    f"{shlex.join(redact_argv(self.cmd.argv))}\n")
+        while True:
+            proc = self._spawn(libc)
+            if proc is None:
+                return EXIT_CANNOT_START
+            self._watch(proc)
+            console.clear_status()
+            self._empty_group()
+            self._stop_strays()
+            self.loop.pause(time.monotonic() + 2.0, lambda: not self.loop.reading)  # what is left in the pipes
+            rc = proc.returncode
+            if st.signals or self.timed_out or (rc == 0 and self.ready):
+                break
+            delay = restarts.delay(time.monotonic())
+            if delay is None:
+                if self.opts.restart:
+                    console.say(f"kt-launch: error: SGLang {restarts.gave_up()}\n")
+                break
+            self._explain(rc, "before it was ready" if not self.ready else "while serving")
+            n = restarts.record(time.monotonic())
+            console.say(f"kt-launch: restarting SGLang in {delay:g}s (restart {n} of at most "
+                        f"{self.opts.max_restarts} within {self.opts.restart_window / 60:g} min)\n")
+            self._wait(time.monotonic() + delay, lambda: bool(st.signals))
+            if st.signals:
+                console.say(f"kt-launch: stopped by {_signame(st.signals[0])} before the restart "
+                            f"(exit code {128 + st.signals[0]})\n")
+                return 128 + st.signals[0]
+            self._reset()
+        code = self._exit_code(rc)
+        self._report(rc, code)
+        return code
+
+    def _spawn(self, libc):
+        console = self.console
+        out = Tee(console.secrets, lambda d: console.child(console.out, d), self.tail, self.tracker)
+        err = Tee(console.secrets, lambda d: console.child(console.err, d), self.tail, self.tracker)
         try:
-            signal.signal(sig, handler)
-        except (OSError, ValueError, TypeError):
-            pass
+            proc = self.loop.spawn(self.cmd.argv, {**os.environ, **self.cmd.env}, _child_setup(libc), out.feed,
+                                   err.feed)
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            what = getattr(e, "strerror", None) or e
+            console.say(f"kt-launch: error: cannot start {self.cmd.argv[0]}: {what} (runtime.python)\n")
+            return None
+        self.state.pgid = proc.pid  # start_new_session: the child leads its own group
+        self.start = time.monotonic()
+        return proc
 
+    def _reset(self) -> None:
+        """A fresh start: not ready, phases from the beginning, no stop pending."""
+        self.ready = self.timed_out = False
+        self.tracker = PhaseTracker(self._phase_changed)
+        st = self.state
+        st.kill_at, st.killed, st.hurried, st.stopping, st.announced = None, False, False, None, False
+        self.last_status, self.last_line, self.phase_changed = -1e9, "", False
 
-def _install_handlers(state: _State) -> dict:
-    def on_signal(signum, frame):
-        state.signals.append(signum)
-        now = time.monotonic()
-        if state.kill_at is None:
-            state.kill_at = now + state.grace
-            state.stopping = state.stopping or _signame(signum)
-        elif signum == signal.SIGINT and len(state.signals) > 1:
-            state.kill_at = now  # second Ctrl+C: do not wait any longer
-            state.hurried = True
-        _killpg(state.pgid, signum)
+    def _explain(self, rc: int, when: str) -> None:
+        self.console.say(f"kt-launch: error: SGLang {death_text(rc)} {when}; last phase: {self.tracker.phase}\n")
+        self._show_tail()
+        text = crash_findings([*self.tracker.kept, *self.tail], self.values, rc, self.console.secrets)
+        if text:
+            self.console.say(text)
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in FORWARDED:
-            try:
-                previous[sig] = signal.signal(sig, on_signal)
-            except (OSError, ValueError):
-                pass
-    return previous
-
-
-def _run(cmd: Command, console: _Console, state: _State, opts: SuperviseOptions, url: str, model: str,
-         lora_adapter: str | None, api_key: str | None) -> int:
-    env = {**os.environ, **cmd.env}
-    libc = _libc()
-    _become_subreaper(libc)
-    shown_argv = shlex.join(redact_argv(cmd.argv))
-    console.say(f"kt-launch: starting (supervised, grace period {state.grace:g}s): {shown_argv}\n")
-    try:
-        proc = subprocess.Popen(cmd.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_child_setup(libc))
-    except OSError as e:
-        console.say(f"kt-launch: error: cannot start {cmd.argv[0]}: {e.strerror or e} (runtime.python)\n")
-        return EXIT_CANNOT_START
-    state.pgid = proc.pid  # start_new_session: the child leads its own group
-    if state.signals:  # a signal arrived while the child was being started
-        _killpg(state.pgid, state.signals[0])
-    pumps = [threading.Thread(target=_pump, args=(p.fileno(), dest, console), daemon=True)
-             for p, dest in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
-    for t in pumps:
-        t.start()
-
-    start = time.monotonic()
-    ready = timed_out = False
-    next_poll = start
-    last_status = -1e9
-    last_line = ""
-    console.waiting_line = lambda: (f"kt-launch: waiting for {health}: {time.monotonic() - start:5.0f}s, "
-                                    f"phase: {console.phase}")
-    announced_stop = False
-    health = f"{url}/health"
-    while True:
-        try:
-            rc = proc.wait(timeout=0.1)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        now = time.monotonic()
-        if state.kill_at is not None:
-            if not announced_stop:
-                announced_stop = True
-                console.waiting_line = None
-                why = state.stopping or "stop"
-                console.say(f"kt-launch: {why}: stopping SGLang (process group {state.pgid}); SIGKILL in "
-                            f"{state.grace:g}s if it is still running (Ctrl+C again: now)\n")
-            if not state.killed and now >= state.kill_at:
-                state.killed = True
-                if state.hurried:
-                    console.say("kt-launch: Ctrl+C again: sending SIGKILL now\n")
-                else:
-                    console.say(f"kt-launch: SGLang did not exit within {state.grace:g}s: sending SIGKILL\n")
-                _killpg(state.pgid, signal.SIGKILL)
-            continue
-        if ready:
-            continue
-        elapsed = now - start
-        if now >= next_poll:
-            status = poll_health(health, timeout=1.0, api_key=api_key)
-            next_poll = time.monotonic() + opts.poll_interval
-            if status == 200:
-                ready = True
-                console.waiting_line = None
-                console.clear_status()
-                _announce_ready(console, url, model, lora_adapter, api_key is not None, time.monotonic() - start)
+    def _watch(self, proc) -> None:
+        st, opts = self.state, self.opts
+        probe = None
+        next_poll = self.start
+        while True:
+            now = time.monotonic()
+            wake = [now + 1.0]
+            if st.kill_at is not None and not st.killed:
+                wake.append(st.kill_at)
+            if not self.ready and st.kill_at is None:
+                if probe is None:
+                    wake.append(next_poll)
+                if opts.ready_timeout:
+                    wake.append(self.start + opts.ready_timeout)
+            self.loop.turn(min(wake))
+            now = time.monotonic()
+            for sig in self.loop.take_signals():
+                st.on_signal(sig, now)
+            if proc.returncode is not None:
+                return
+            if st.kill_at is not None:
+                self._stopping(now)
                 continue
-        if opts.ready_timeout and elapsed > opts.ready_timeout:
-            timed_out = True
-            console.waiting_line = None
-            console.say(f"kt-launch: error: SGLang was not ready within {opts.ready_timeout:g}s "
-                        f"(--ready-timeout); last phase: {console.phase}\n")
-            _show_tail(console)
-            state.stopping = "ready timeout"
-            state.kill_at = now + state.grace
-            _killpg(state.pgid, signal.SIGTERM)
-            continue
-        line = console.waiting_line() if console.waiting_line else ""
-        if console.tty:
-            if line != last_line or not console.status_shown:
-                last_line = line
-                console.status(line)
-        elif console.phase_changed or now - last_status >= opts.status_every:
-            console.phase_changed = False
-            last_status = now
-            console.status(line)
+            if self.ready:
+                continue
+            if probe is not None and probe.done:
+                if probe.status == 200:
+                    self._ready()
+                    continue
+                probe, next_poll = None, now + opts.poll_interval
+            if probe is None and now >= next_poll:
+                end = now + PROBE_TIMEOUT
+                if opts.ready_timeout:
+                    end = min(end, self.start + opts.ready_timeout)
+                probe = self.loop.probe(self.health, end, self.ep.api_key)
+            if opts.ready_timeout and now - self.start > opts.ready_timeout:
+                self._ready_timeout(now)
+                continue
+            self._status(now)
 
-    console.clear_status()
-    _empty_group(state, console)
-    _stop_strays(state, console)
-    for t in pumps:
-        t.join(timeout=2.0)
-    for p in (proc.stdout, proc.stderr):
-        try:
-            p.close()
-        except OSError:
-            pass
-    code = _exit_code(rc, state, timed_out)
-    _report_exit(console, rc, code, state, ready, timed_out)
-    return code
+    def _ready(self) -> None:
+        self.ready = True
+        self.tracker.active = False  # from here on the log is only passed on
+        self.console.clear_status()
+        _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter, self.ep.api_key is not None,
+                        time.monotonic() - self.start)
 
+    def _ready_timeout(self, now: float) -> None:
+        st = self.state
+        self.timed_out = True
+        self.console.say(f"kt-launch: error: SGLang was not ready within {self.opts.ready_timeout:g}s "
+                         f"(--ready-timeout); last phase: {self.tracker.phase}\n")
+        self._show_tail()
+        st.stopping = "ready timeout"
+        st.kill_at = now + st.grace
+        _killpg(st.pgid, signal.SIGTERM)
 
-def _empty_group(state: _State, console: _Console) -> None:
-    """The leader has exited; stop whatever it left behind in its group (no orphans)."""
-    pgid = state.pgid
-    if pgid is None or not _group_alive(pgid):
-        return
-    if state.killed:
-        _killpg(pgid, signal.SIGKILL)
-    else:
-        console.say(f"kt-launch: SGLang left processes in its group {pgid}: sending SIGTERM\n")
-        _killpg(pgid, signal.SIGTERM)
-    # one grace period in all: after a signal, what is left gets only what remains of it
-    deadline = state.kill_at if state.kill_at is not None else time.monotonic() + state.grace
-    if state.killed:
-        deadline = time.monotonic()
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _group_alive(pgid):
-        console.say(f"kt-launch: sending SIGKILL to what is left of process group {pgid}\n")
-        _killpg(pgid, signal.SIGKILL)
-        end = time.monotonic() + 5.0
-        while _group_alive(pgid) and time.monotonic() < end:
-            time.sleep(0.05)
+    def _stopping(self, now: float) -> None:
+        st, console = self.state, self.console
+        if not st.announced:
+            st.announced = True
+            console.say(f"kt-launch: {st.stopping or 'stop'}: stopping SGLang (process group {st.pgid}); SIGKILL in "
+                        f"{st.grace:g}s if it is still running (Ctrl+C again: now)\n")
+        if not st.killed and now >= st.kill_at:
+            st.killed = True
+            if st.hurried:
+                console.say("kt-launch: Ctrl+C again: sending SIGKILL now\n")
+            else:
+                console.say(f"kt-launch: SGLang did not exit within {st.grace:g}s: sending SIGKILL\n")
+            _killpg(st.pgid, signal.SIGKILL)
+
+    # -- after the leader exited ------------------------------------------------------------------
+    def _wait(self, until: float, done) -> None:
+        """Turn the loop until `done()` or `until`; a second Ctrl+C meanwhile ends the wait at once."""
+        st = self.state
+        while not done() and time.monotonic() < until:
+            self.loop.turn(min(until, time.monotonic() + 0.05))
+            for sig in self.loop.take_signals():
+                st.on_signal(sig, time.monotonic())
+                if st.hurried:
+                    st.killed = True
+                    return
+
+    def _deadline(self) -> float:
+        st = self.state
+        if st.killed:
+            return time.monotonic()
+        return st.kill_at if st.kill_at is not None else time.monotonic() + st.grace
+
+    def _empty_group(self) -> None:
+        """The leader has exited; stop whatever it left behind in its group (no orphans)."""
+        st, pgid = self.state, self.state.pgid
+        if pgid is None or not _group_alive(pgid):
+            return
+        if st.killed:
+            _killpg(pgid, signal.SIGKILL)
+        else:
+            self.console.say(f"kt-launch: SGLang left processes in its group {pgid}: sending SIGTERM\n")
+            _killpg(pgid, signal.SIGTERM)
+        # one grace period in all: after a signal, what is left gets only what remains of it
+        self._wait(self._deadline(), lambda: not _group_alive(pgid))
+        if _group_alive(pgid):
+            self.console.say(f"kt-launch: sending SIGKILL to what is left of process group {pgid}\n")
+            _killpg(pgid, signal.SIGKILL)
+            self._wait(time.monotonic() + 5.0, lambda: not _group_alive(pgid))
+
+    def _stop_strays(self) -> None:
+        """SIGTERM what is left outside the group, SIGKILL it when the grace period is over."""
+        strays = _strays()
+        if not strays:
+            return
+        pids = ", ".join(str(p.pid) for p in strays[:8])
+        self.console.say(f"kt-launch: SGLang left {len(strays)} process(es) outside its group ({pids}): "
+                         "sending SIGTERM\n")
+        for p in strays:
+            _signal_proc(p, signal.SIGKILL if self.state.killed else signal.SIGTERM)
+        self._wait(self._deadline(), lambda: not _strays())
+        left = _strays()
+        if left:
+            self.console.say(f"kt-launch: sending SIGKILL to {len(left)} process(es) SGLang left behind\n")
+            for p in left:
+                _signal_proc(p, signal.SIGKILL)
+            self._wait(time.monotonic() + 5.0, lambda: not _strays())
+
+    # -- the end --------------------------------------------------------------------------------
+    def _exit_code(self, rc: int) -> int:
+        st = self.state
+        if st.signals:
+            return 128 + st.signals[0]
+        if self.timed_out:
+            return EXIT_READY_TIMEOUT
+        if rc < 0:
+            return 128 - rc
+        return rc if rc or self.ready else EXIT_FAILED
+
+    def _report(self, rc: int, code: int) -> None:
+        st, console = self.state, self.console
+        how = death_text(rc)
+        if st.signals:
+            console.say(f"kt-launch: SGLang {how}; kt-launch was stopped by {_signame(st.signals[0])} "
+                        f"(exit code {code})\n")
+            return
+        if self.timed_out:
+            console.say(f"kt-launch: SGLang {how} after the ready timeout (exit code {code})\n")
+            return
+        if not self.ready:
+            console.say(f"kt-launch: error: SGLang {how} before it was ready (exit code {code}); last phase: "
+                        f"{self.tracker.phase}\n")
+            self._show_tail()
+        elif rc != 0:
+            console.say(f"kt-launch: error: SGLang {how} (exit code {code})\n")
+            self._show_tail()
+        else:
+            console.say(f"kt-launch: SGLang {how} (exit code {code})\n")
+            return
+        text = crash_findings([*self.tracker.kept, *self.tail], self.values, rc, console.secrets)
+        if text:
+            console.say(text)
+
+    def _show_tail(self) -> None:
+        lines = list(self.tail)
+        if not lines:
+            self.console.say("kt-launch: SGLang printed nothing\n")
+            return
+        body = "".join(f"  | {line}\n" for line in lines)
+        self.console.say(f"kt-launch: the last {len(lines)} lines of SGLang's output:\n{body}")
 
 
 def _strays() -> list:
@@ -502,7 +580,7 @@ def _strays() -> list:
     came back to kt-launch, the subreaper, when its parent exited."""
     import psutil
 
-    _reap_orphans()
+    reap()
     try:
         procs = psutil.Process().children(recursive=True)
     except psutil.Error:
@@ -515,30 +593,6 @@ def _strays() -> list:
         except psutil.Error:
             pass
     return out
-
-
-def _stop_strays(state: _State, console: _Console) -> None:
-    """SIGTERM what is left outside the group, SIGKILL it when the grace period is over."""
-    strays = _strays()
-    if not strays:
-        return
-    pids = ", ".join(str(p.pid) for p in strays[:8])
-    console.say(f"kt-launch: SGLang left {len(strays)} process(es) outside its group ({pids}): sending SIGTERM\n")
-    for p in strays:
-        _signal_proc(p, signal.SIGKILL if state.killed else signal.SIGTERM)
-    # one grace period in all: after a signal, what is left gets only what remains of it
-    deadline = time.monotonic() if state.killed else (
-        state.kill_at if state.kill_at is not None else time.monotonic() + state.grace)
-    while time.monotonic() < deadline and _strays():
-        time.sleep(0.05)
-    left = _strays()
-    if left:
-        console.say(f"kt-launch: sending SIGKILL to {len(left)} process(es) SGLang left behind\n")
-        for p in left:
-            _signal_proc(p, signal.SIGKILL)
-        end = time.monotonic() + 5.0
-        while _strays() and time.monotonic() < end:
-            time.sleep(0.05)
 
 
 def _signal_proc(p, sig: int) -> None:
@@ -567,39 +621,7 @@ def port_problem(host: str, port: str) -> str | None:
     return None
 
 
-def _exit_code(rc: int, state: _State, timed_out: bool) -> int:
-    if state.signals:
-        return 128 + state.signals[0]
-    if timed_out:
-        return EXIT_READY_TIMEOUT
-    return 128 - rc if rc < 0 else rc
-
-
-def _report_exit(console: _Console, rc: int, code: int, state: _State, ready: bool, timed_out: bool) -> None:
-    how = f"was killed by {_signame(-rc)}" if rc < 0 else f"exited with code {rc}"
-    if state.signals:
-        console.say(f"kt-launch: SGLang {how}; kt-launch was stopped by {_signame(state.signals[0])} "
-                    f"(exit code {code})\n")
-    elif timed_out:
-        console.say(f"kt-launch: SGLang {how} after the ready timeout (exit code {code})\n")
-    elif not ready:
-        console.say(f"kt-launch: error: SGLang {how} before it was ready (exit code {code}); last phase: "
-                    f"{console.phase}\n")
-        _show_tail(console)
-    else:
-        console.say(f"kt-launch: SGLang {how} (exit code {code})\n")
-
-
-def _show_tail(console: _Console) -> None:
-    lines = list(console.tail)
-    if not lines:
-        console.say("kt-launch: SGLang printed nothing\n")
-        return
-    body = "".join(f"  | {line}\n" for line in lines)
-    console.say(f"kt-launch: the last {len(lines)} lines of SGLang's output:\n{body}")
-
-
-def _announce_ready(console: _Console, url: str, model: str, adapter: str | None, has_key: bool,
+def _announce_ready(console: Console, url: str, model: str, adapter: str | None, has_key: bool,
                     elapsed: float) -> None:
     curl = curl_example(url, model, adapter, has_key)
     lines = [f"kt-launch: SGLang is ready after {elapsed:.1f}s",
@@ -621,4 +643,19 @@ def launch_supervised(out, args) -> int:
         opts.grace_period = args.grace_period
     if args.ready_timeout is not None:
         opts.ready_timeout = args.ready_timeout
-    return supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts)
+    restart_options(opts, args)
+    values = {k: r.value for k, r in out.plan.values.items()}
+    return supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts, values=values)
+
+
+def restart_options(opts: SuperviseOptions, args, profile: str = "no") -> None:
+    """--restart / --max-restarts onto the options (a fleet and one instance alike); --restart beats the
+    profile's fleet.restart."""
+    from kt_launch.core.errors import ConfigError
+
+    chosen = getattr(args, "restart", None) or profile
+    opts.restart = chosen == "on-failure"
+    if getattr(args, "max_restarts", None) is not None:
+        if not opts.restart:
+            raise ConfigError("--max-restarts needs --restart on-failure (or fleet.restart: on-failure)")
+        opts.max_restarts = args.max_restarts

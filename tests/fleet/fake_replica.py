@@ -5,6 +5,8 @@ Like tests/operate/fake_sglang.py, plus what the real sglang-router asks of a wo
 POST /v1/chat/completions answered with a reply that names this replica. Everything it records lives in
 $FAKE_DIR/<port>/ (argv.json, env.json, pid, hits = chat requests served, got_signal, cleaned).
 Signals: SIGINT/SIGTERM -> record, clean up for $FAKE_CLEANUP s (default 0.3), exit 0. Loopback only.
+$FAKE_TRICKLE=1: /health sends its status line, then one byte every 0.2 s for ever (never a whole answer).
+$FAKE_EXIT_AFTER=S: exit 0 after S seconds (before or after ready, as $FAKE_READY_AFTER says).
 """
 import json
 import os
@@ -77,6 +79,15 @@ class H(BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?", 1)[0]
         ready = time.monotonic() - START >= READY_AFTER
+        if path == "/health" and os.environ.get("FAKE_TRICKLE") == "1":
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                while True:
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                return
         if path in ("/health", "/health_generate"):
             self._send(200 if ready else 503, b"" if ready else b"loading")
         elif path in INFO:
@@ -114,5 +125,9 @@ threading.Thread(target=srv.serve_forever, daemon=True).start()
 print("server_args=ServerArgs(" + ", ".join(sys.argv[1:]) + ")", flush=True)
 print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
 print("INFO:     Uvicorn running on http://127.0.0.1:%d" % PORT, file=sys.stderr, flush=True)
+rec("loading", "1")
+EXIT_AFTER = os.environ.get("FAKE_EXIT_AFTER")
 while True:
     time.sleep(0.05)
+    if EXIT_AFTER is not None and time.monotonic() - START >= float(EXIT_AFTER):
+        os._exit(0)

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -146,3 +147,23 @@ def test_fail_fast_stops_everything_when_a_replica_dies(fleet, tmp_path):
     assert all(pid_gone(pid) for pid in pids)
     assert not any(listening(p) for p in (router_port, base + 1, base + 2))
     assert (tmp_path / str(base + 1) / "got_signal").read_text() == "SIGTERM"
+
+
+def test_a_restarted_replica_rejoins_the_router(fleet, tmp_path):
+    """--restart on-failure: a replica killed while serving starts again, and requests through the real
+    router reach it again (its URL is the same, the router's worker list never changed)."""
+    launch, router_port, base = fleet("--restart", "on-failure")
+    launch.wait_for(lambda: "the fleet is ready" in launch.err, 90, "the fleet to be ready")
+    url = f"http://127.0.0.1:{router_port}"
+    first = int((tmp_path / str(base + 1) / "pid").read_text())
+    os.kill(first, signal.SIGKILL)
+    launch.wait_for(lambda: "numa0 is ready again" in launch.err, 60, "the restarted replica")
+    assert int((tmp_path / str(base + 1) / "pid").read_text()) != first
+    want = {f"hello from replica on port {base + 1}", f"hello from replica on port {base + 2}"}
+    seen: set[str] = set()
+    end = time.monotonic() + 150  # at the latest after the router's next health checks (60 s apart)
+    while seen != want and time.monotonic() < end:
+        seen.add(chat(url))
+    assert seen == want
+    launch.signal(signal.SIGINT)
+    assert launch.finish(timeout=30) == 130

@@ -8,6 +8,12 @@ It records its argv, environment and pid under $FAKE_DIR, prints SGLang-like log
   die_signal     kill itself with SIGUSR1
   orphan         start a grandchild in the same process group, then exit 3
   daemon         start a grandchild that calls setsid() (leaves the group), then exit 3
+  exit0          "Load weight begin", then exit 0 (before it is ready)
+  die_once       the first start exits 5, a restart serves (starts: one pid a line per start)
+  trickle        /health sends its status line, then one header byte every 0.2 s for ever (never a whole answer)
+  orphans        serve; then $FAKE_ORPHANS short-lived orphans (double fork) come back to kt-launch to be reaped
+  flood          serve; once ready, $FAKE_FLOOD_MB MB of log lines on stdout; the seconds it took in flood_s
+  crash          the lines of the file $FAKE_LINES on stderr, then exit $FAKE_EXIT (or die by signal $FAKE_SIGNAL)
 $FAKE_ECHO_ENV=NAME prints NAME=value of that variable (as servers that log their environment do).
 Signals: SIGINT/SIGTERM are recorded in got_signal; then with $FAKE_IGNORE=1 they are ignored, else a
 cleanup of $FAKE_CLEANUP s runs (longer than `kt run`'s 0.25 s) and writes `cleaned` before exit 0.
@@ -41,6 +47,11 @@ def val(flag, default=None):
 rec("argv.json", json.dumps(sys.argv[1:]))
 rec("env.json", json.dumps(dict(os.environ)))
 rec("pid", str(os.getpid()))
+with open(os.path.join(D, "starts"), "a") as fh:  # one line per start (restarts add lines)
+    fh.write(f"{os.getpid()}\n")
+if MODE == "die_once":  # the first start dies (exit 5), a restart serves
+    with open(os.path.join(D, "starts")) as fh:
+        MODE = "die5" if len(fh.read().split()) == 1 else "serve"
 
 
 def on_signal(signum, frame):
@@ -82,6 +93,45 @@ if MODE == "daemon":
     print("Load weight begin.", file=sys.stderr, flush=True)
     time.sleep(0.3)
     os._exit(3)
+if MODE == "die5":
+    print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
+    print("RuntimeError: first start fails", file=sys.stderr, flush=True)
+    sys.exit(5)
+if MODE == "exit0":
+    print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
+    sys.exit(0)
+if MODE == "crash":
+    with open(os.environ["FAKE_LINES"]) as fh:
+        sys.stderr.write(fh.read())
+    sys.stderr.flush()
+    if os.environ.get("FAKE_SIGNAL"):
+        sig = int(os.environ["FAKE_SIGNAL"])
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        time.sleep(5)
+    sys.exit(int(os.environ.get("FAKE_EXIT", "1")))
+if MODE == "trickle":
+    import socket
+
+    def trickle(conn):
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while True:
+                conn.sendall(b"X")
+                time.sleep(0.2)
+        except OSError:
+            conn.close()
+
+    lst = socket.socket()
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind(("127.0.0.1", int(val("--port", "30000"))))
+    lst.listen(64)
+    print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
+    rec("loading", "1")
+    while True:
+        c, _ = lst.accept()
+        threading.Thread(target=trickle, args=(c,), daemon=True).start()
 if MODE == "load":
     print("[2026-01-01 00:00:01] Load weight begin. avail mem=10.00 GB", file=sys.stderr, flush=True)
     rec("loading", "1")
@@ -112,5 +162,33 @@ time.sleep(ready_after / 3)
 print("[2026-01-01 00:00:03] Capture cuda graph begin.", file=sys.stderr, flush=True)
 time.sleep(ready_after / 3)
 print("INFO:     Uvicorn running on http://127.0.0.1:%s" % val("--port"), file=sys.stderr, flush=True)
+if MODE == "orphans":
+    for _ in range(int(os.environ.get("FAKE_ORPHANS", "30"))):
+        if os.fork() == 0:  # the child forks a grandchild that outlives it briefly, then both exit
+            if os.fork() == 0:
+                time.sleep(0.2)
+                os._exit(0)
+            os._exit(0)
+    while True:
+        try:
+            os.waitpid(-1, 0)  # reap the direct children; the grandchildren go to kt-launch
+        except ChildProcessError:
+            break
+    rec("orphans", "1")
+if MODE == "flood":
+    while not os.path.exists(os.path.join(D, "go")):
+        time.sleep(0.05)
+    line = ("[2026-01-01 00:00:04] Decode batch. #running-req: 1, #token: 123, token usage: 0.00, gen throughput "
+            "(token/s): 42.00, #queue-req: 0, Load weight KT cuda graph Error: not really\n").encode()
+    total = int(float(os.environ.get("FAKE_FLOOD_MB", "20")) * 1e6)
+    block = line * (65536 // len(line))
+    t0 = time.monotonic()
+    out = sys.stdout.buffer
+    n = 0
+    while n < total:
+        out.write(block)
+        n += len(block)
+    out.flush()
+    rec("flood_s", str(time.monotonic() - t0))
 while True:
     time.sleep(0.05)
