@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from kt_launch.core.memory import WeightBytes
-from kt_launch.facts.artifacts import ModelDirFacts
+from kt_launch.core.artifacts import ModelDirFacts
 from kt_launch.core.fileid import FileId
 from kt_launch.facts.model import ModelFacts
 

@@ -8,6 +8,7 @@ from typing import Any
 from kt_launch.core.profile import UserConfig
 from kt_launch.core.provenance import Provenance
 from kt_launch.core.adapters import AdapterConfig
+from kt_launch.core.artifacts import ArtifactFacts
 from kt_launch.core.host import HostFacts
 from kt_launch.core.memory import WeightBytes
 from kt_launch.core.tuning import TunedThreads
@@ -23,7 +24,7 @@ class ResolveInput:
     model: ModelFacts | None = None
     model_problem: str | None = None  # why model facts are missing (names the file)
     adapters: dict[str, AdapterConfig] = field(default_factory=dict)  # dir -> adapter_config.json facts
-    artifacts: Any = None  # kt_launch.facts.artifacts.ArtifactFacts, None under --no-check
+    artifacts: ArtifactFacts | None = None  # None under --no-check
     sglang: Any = None  # kt_launch.facts.sglang.SglangFacts, None when not detected
     tuned: TunedThreads | None = None
     passthrough: tuple[str, ...] = ()
