@@ -172,7 +172,8 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
     """Gather the facts of every host of the fleet (this machine's GPUs with their NUMA nodes, the recorded
     facts of fleet.hosts, this machine's ports, the router's interpreter), then plan (pure) and render."""
     from kt_launch.core.fleet import LOCAL
-    from kt_launch.render.fleet import instance_command
+    from kt_launch.render.fleet import fleet_secrets, instance_command
+    from kt_launch.render.redact import redact_launcher_argv
     from kt_launch.resolve.fleet import HostInput, busy_port_findings, listeners, resolve_fleet
 
     environ = os.environ if environ is None else environ
@@ -215,7 +216,10 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
         plan.findings += busy_port_findings(mine, _port_status(mine))
     if plan.router is not None:
         plan.findings += _router_installed(python)
-    return FleetOutcome(cfg, plan, [instance_command(i) for i in plan.instances])
+    out = [instance_command(i) for i in plan.instances]
+    secrets = fleet_secrets(plan, out)  # every output path prints the host commands: mask them once, here
+    plan.hosts = [replace(h, argv=redact_launcher_argv(h.argv, secrets)) for h in plan.hosts]
+    return FleetOutcome(cfg, plan, out)
 
 
 def _fleet_local_facts(req: Request, environ: Mapping[str, str]) -> HostFacts:
@@ -229,13 +233,9 @@ def _fleet_local_facts(req: Request, environ: Mapping[str, str]) -> HostFacts:
 
 def _host_command(req: Request, name: str) -> tuple[str, ...]:
     """What to run on another host: the same profile and settings, that host's part, supervised."""
-    from kt_launch.core.options import BY_KEY
-
     argv = ["kt-launch", "--profile", req.profile, "--fleet-host", name]
-    for item in req.sets:
-        key, _, _ = item.partition("=")
-        o = BY_KEY.get(key.strip())
-        argv += ["--set", f"{key}=***" if o is not None and o.secret else item]
+    for item in req.sets:  # secrets are masked by plan_fleet (render/redact.redact_launcher_argv)
+        argv += ["--set", item]
     if not req.checks:
         argv.append("--no-check")
     argv.append("--supervise")

@@ -12,7 +12,7 @@ import shlex
 from kt_launch.core.findings import Finding
 from kt_launch.core.fleet import ROUTER_MODULE, FleetPlan, Instance, RouterSpec
 from kt_launch.render.argv import Command, render_command
-from kt_launch.render.redact import redact_argv, redact_env, scrub, secret_values
+from kt_launch.render.redact import redact_argv, redact_env, redact_launcher_argv, scrub, secret_values
 from kt_launch.render.text import _resolved_json, _show, findings_text
 
 ORDER = {"error": 0, "warning": 1, "info": 2}
@@ -51,7 +51,7 @@ def fleet_errors(fp: FleetPlan, commands: list[Command]) -> list[Finding]:
     """Every error of the plan, each instance's named, secrets masked (for stderr when nothing is launched)."""
     from dataclasses import replace
 
-    secrets = _secrets(fp, commands)
+    secrets = fleet_secrets(fp, commands)
     out = [f for f in fp.findings if f.level == "error"]
     for inst, cmd in zip(fp.instances, commands):
         out += [replace(f, message=f"{inst.replica.name}: {f.message}") for f in instance_findings(inst, cmd)
@@ -59,7 +59,8 @@ def fleet_errors(fp: FleetPlan, commands: list[Command]) -> list[Finding]:
     return [replace(f, message=scrub(f.message, secrets), fix=scrub(f.fix, secrets)) for f in out]
 
 
-def _secrets(fp: FleetPlan, commands: list[Command]) -> set[str]:
+def fleet_secrets(fp: FleetPlan, commands: list[Command]) -> set[str]:
+    """Every secret value the fleet plan knows: its commands' secret flags and environment, the router's key."""
     out: set[str] = set()
     for c in commands:
         out |= secret_values(c.argv, c.env)
@@ -74,7 +75,7 @@ def _findings_json(findings: list[Finding], secrets: set[str]) -> list[dict]:
 
 
 def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
-    secrets = _secrets(fp, commands)
+    secrets = fleet_secrets(fp, commands)
     doc: dict = {"instances": [], "router": None, "findings": _findings_json(fp.findings, secrets)}
     for inst, cmd in zip(fp.instances, commands):
         doc["instances"].append({
@@ -87,7 +88,7 @@ def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
         rc = router_command(fp.router)
         doc["router"] = {"argv": redact_argv(rc.argv), "env": redact_env(rc.env), "url": router_url(fp.router)}
     if fp.hosts:
-        doc["hosts"] = [{"name": h.name, "address": h.address, "argv": redact_argv(list(h.argv)), "urls": list(h.urls)}
+        doc["hosts"] = [{"name": h.name, "address": h.address, "argv": list(redact_launcher_argv(h.argv, secrets)), "urls": list(h.urls)}
                         for h in fp.hosts]
     return json.dumps(doc, indent=2)
 
@@ -112,7 +113,7 @@ def _rows(rows: list[tuple[str, str, str, str]], indent: str) -> list[str]:
 
 
 def fleet_text(fp: FleetPlan, commands: list[Command]) -> str:
-    secrets = _secrets(fp, commands)
+    secrets = fleet_secrets(fp, commands)
     n = len(fp.instances)
     parts = [f"# kt-launch plan (fleet: {n} instance{'s' if n != 1 else ''}"
              + (f" behind the SGLang router, policy {fp.router.policy})" if fp.router else ", this host's part)"), ""]
@@ -147,7 +148,7 @@ def fleet_text(fp: FleetPlan, commands: list[Command]) -> str:
         parts.append("")
     for h in fp.hosts:
         parts.append(f"host {h.name} ({h.address}): kt-launch runs nothing there; run this on {h.name}:")
-        parts.append("  " + shlex.join(redact_argv(list(h.argv))))
+        parts.append("  " + shlex.join(redact_launcher_argv(h.argv, secrets)))
         parts.append("  its instances: " + (" ".join(h.urls) or "none"))
         parts.append("")
     shown = sorted(fp.findings + common, key=lambda f: ORDER[f.level])

@@ -413,6 +413,39 @@ def _(tmp):
     return Run([*_dry(tmp, "--json"), "--", "--api-key", SECRET])
 
 
+def _fleet(tmp: Path, **server) -> Path:
+    """A fleet profile with one other host `b` (the command to run there is printed)."""
+    _host(tmp)
+    _write(tmp / "b.json", HOST)
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["fleet"] = {"replicas": 0, "hosts": [{"name": "b", "address": "10.0.0.12", "host_facts": "b.json"}]}
+    doc["server"].update(server)
+    return _profile(tmp, doc, name="fleet.yaml")
+
+
+for fmt in ("text", "json"):
+    extra = ("--json",) if fmt == "json" else ()
+    words = ('"hosts"',) if fmt == "json" else ("run this on b",)
+    for label, sets in {"runtime.env HF_TOKEN": [f"runtime.env.HF_TOKEN={SECRET}"],
+                        "a whole section as JSON": [f'server={{"port": 30000, "api_key": "{SECRET}"}}'],
+                        "an upper-case key": [f"SERVER.api_key={SECRET}"],
+                        "a whole runtime section": [f'runtime={{"python": "/usr/bin/python3", "flavor": "sglang-kt", '
+                                                    f'"env": {{"MY_SECRET": "{SECRET}"}}}}']}.items():
+        @case(f"secret:fleet host command, {label} ({fmt})", (0,), words, secrets=(SECRET,))
+        def _(tmp, sets=sets, extra=extra):
+            args = [a for s in sets for a in ("--set", s)]
+            return Run(_dry(tmp, *extra, *args, profile=_fleet(tmp)))
+
+    @case(f"secret:fleet host command, abbreviated pass-through flag ({fmt})", (0,), words, secrets=(SECRET,))
+    def _(tmp, extra=extra):
+        return Run([*_dry(tmp, *extra, profile=_fleet(tmp)), "--", "--api-k", SECRET])
+
+
+@case("secret:passthrough abbreviated api key", (0,), ("--api-k",), secrets=(SECRET,))
+def _(tmp):
+    return Run([*_dry(tmp), "--", f"--api-k={SECRET}", "--admin-api", SECRET])
+
+
 # 5. Values that look like flags, env names and values -------------------------------------------------
 
 @case("flag-like served_name", (0,), ("--served-model-name=--api-key",))
