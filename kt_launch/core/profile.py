@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
 
 
-from kt_launch.core.options import BY_KEY, OPTIONS, ROUTER_POLICIES, SECTIONS, Option
+from kt_launch.core.options import BY_KEY, MAX_REPLICAS, OPTIONS, ROUTER_POLICIES, SECTIONS, Option
 
 _UPPER = {"kt.method", "moe_lora.sft_method"}  # kt-kernel compares them case-sensitively
 _NULL_WORDS = ("null", "none", "~")
@@ -33,7 +33,7 @@ class NamedLora(Section):
 
 _Text = Annotated[str, Strict(), Field(min_length=1)]
 _Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
-_Replicas = Union[Literal["per-numa"], Annotated[int, Strict(), Field(ge=0)]]
+_Replicas = Union[Literal["per-numa"], Annotated[int, Strict(), Field(ge=0, le=MAX_REPLICAS)]]
 
 
 class FleetHost(Section):

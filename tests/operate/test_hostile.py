@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from kt_launch import synthetic
+from kt_launch.core.options import OPTIONS
 from kt_launch.facts.host import GPU_QUERY
 from operate.support import HOST, REPO
 
@@ -202,6 +203,29 @@ def _(tmp):
 @case("profile:duplicate key", (2,), ("appears twice",))
 def _(tmp):
     return Run(_dry(tmp, profile=_profile(tmp, text="model: {path: /m}\nkt: {cpuinfer: 4}\nkt: {cpuinfer: 8}\n")))
+
+
+# A 400-digit count for every numeric key: refused naming the key (exit 2), never an OverflowError in the fit.
+HUGE = "9" * 400
+for o in OPTIONS:
+    if o.settable and o.type in (int, float, list[int]) or o.key == "fleet.replicas":
+        value = f"[{HUGE}]" if o.type == list[int] else HUGE
+
+        @case(f"profile:400-digit {o.key}", (2,), (o.key,) if o.type is float else (o.key, "less than or equal"))
+        def _(tmp, key=o.key, value=value):
+            root, doc = _demo(tmp)
+            if key.startswith("moe_lora."):
+                doc = synthetic.moe_lora_profile(root)
+            return Run(["--profile", str(_profile(tmp, doc)), "--host-facts", str(_host(tmp)), "--dry-run",
+                        "--set", f"{key}={value}"])
+
+
+@case("profile:400-digit fleet.hosts[].replicas", (2,), ("fleet.hosts", "replicas", "less than or equal"))
+def _(tmp):
+    _write(tmp / "b.json", HOST)
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["fleet"] = {"hosts": [{"name": "b", "address": "10.0.0.12", "host_facts": "b.json", "replicas": int(HUGE)}]}
+    return Run(_dry(tmp, profile=_profile(tmp, doc)))
 
 
 # 2. Caches: a warning and a rebuild, never a crash, a hang or a wrong value -----------------------
