@@ -204,8 +204,9 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
         notes.append("nvidia-smi not found: no GPUs seen")
         return ()
     boot = _boot_id(root)
-    entry = cache_dir(env) / "gpus.json"
-    cached = read_json(entry) if boot else None
+    folder = cache_dir(env) if boot else None
+    entry = folder / "gpus.json" if folder is not None else None
+    cached = read_json(entry) if entry is not None else None
     all_gpus = None
     if isinstance(cached, dict) and cached.get("boot_id") == boot and cached.get("smi") == smi \
             and cached.get("query") == GPU_QUERY:
@@ -228,7 +229,7 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
         all_gpus, bad = parse_smi(out, root)
         if bad:
             notes.append(f"nvidia-smi: {bad}; that GPU is left out")
-        elif boot:
+        elif entry is not None:
             write_json(entry, {"boot_id": boot, "smi": smi, "query": GPU_QUERY, "out": out})
     return filter_visible(all_gpus, env.get("CUDA_VISIBLE_DEVICES"), notes)
 
