@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = _Closed("stdout")
     if sys.stderr is None:
         sys.stderr = _Sink()
+    from kt_launch.facts.console import safe_output
+
+    safe_output()  # a non-UTF-8 byte in a path is printed as \udcff, never a UnicodeEncodeError
     try:
         rc = _main(argv)
         sys.stdout.flush()  # a full disk shows up here for output that fit the buffer

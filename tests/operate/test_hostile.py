@@ -496,6 +496,19 @@ def _(tmp):
     return Run(_dry(tmp, "--set", 'lora.paths=["-adapter"]'))
 
 
+for fmt in ("text", "json"):
+    @case(f"non-UTF-8 bytes in a path, strict stdout ({fmt})", (0,), ("--model-path", "\\udcfe"))
+    def _(tmp, fmt=fmt):
+        profile = _profile(tmp, name="p\udcff.yaml")  # the file name holds byte 0xff
+        args = _dry(tmp, *(("--json",) if fmt == "json" else ()), "--set", "model.path=/m\udcfe", profile=profile)
+        return Run(args, env={"PYTHONIOENCODING": "utf-8"})
+
+
+@case("non-UTF-8 bytes in a missing profile's name, strict stderr", (2,), ("--profile", "q\\udcff.yaml"))
+def _(tmp):
+    return Run(["--profile", str(tmp / "q\udcff.yaml"), "--dry-run"], env={"PYTHONIOENCODING": "utf-8"})
+
+
 # 6. Atomic writes -------------------------------------------------------------------------------------
 
 @case("schema -o on a full disk keeps the old file", (2,), ("--output", "not changed"))
