@@ -358,6 +358,8 @@ HOSTS = {
     "gpu memory negative": (_host_with(gpus__0__memory_bytes=-1), "gpus[0].memory_bytes"),
     "gpu memory float": (_host_with(gpus__0__memory_bytes=1.5e10), "gpus[0].memory_bytes"),
     "gpu memory huge": (_host_with(gpus__0__memory_bytes=10 ** 30), "gpus[0].memory_bytes"),
+    "gpu memory zero": (_host_with(gpus__0__memory_bytes=0), "gpus[0].memory_bytes"),
+    "gpu memory absent": ({**HOST, "gpus": [{"index": 0, "name": "Test GPU"}]}, "gpus[0].memory_bytes"),
     "bool for a count": (_host_with(cpu__physical_cores=True), "cpu.physical_cores"),
     "duplicate usable cpu": (_host_with(cpu__usable_cpus=[0, 0, 1]), "appears twice"),
     "available above total": (_host_with(memory__available_bytes=HOST["memory"]["total_bytes"] + 1),
@@ -371,6 +373,13 @@ for name, (doc, words) in HOSTS.items():
     @case(f"doctor-host:{name}", (2,), ("--host-facts", "h.json", words))
     def _(tmp, doc=doc):
         return Run(["doctor", "--host-facts", str(_write(tmp / "h.json", doc))])
+
+
+@case("host:gpu memory zero, with the memory fit", (2,), ("--host-facts", "gpus[0].memory_bytes"))
+def _(tmp):
+    root, doc = _demo(tmp)
+    return Run(["--profile", str(_profile(tmp, doc)), "--host-facts", str(_write(tmp / "h.json", _host_with(
+        gpus__0__memory_bytes=0))), "--dry-run"])
 
 
 @case("host:nan in gpu memory (text)", (2,), ("--host-facts", "NaN"))
@@ -616,3 +625,20 @@ def test_the_corpus_covers_every_class():
                  "stdout"):
         assert need in prefixes or need in CASES, need
     assert len(CASES) >= 100
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["--profile", "demo", "--no-check", "--dry-run"]])
+def test_no_proc_is_a_finding_not_a_traceback(tmp_path, command):
+    """A container without /proc: psutil's FileNotFoundError becomes a host-facts note (issue 18). A real
+    empty /proc: a private mount namespace with a tmpfs over it."""
+    script = 'mount -t tmpfs none /proc && exec "$@"'
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", sys.executable, "-m",
+            "kt_launch", *command]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KT_LAUNCH_CACHE_DIR": str(tmp_path / "cache")}
+    probe = subprocess.run([*argv[:7], "sh", "true"], capture_output=True, text=True, timeout=LIMIT_S)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount an empty /proc here: {probe.stderr.strip()[-200:]}")
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=LIMIT_S * 3, env=env, cwd=tmp_path)
+    both = p.stdout + p.stderr
+    assert "Traceback" not in both and p.returncode in (0, 3), both[-3000:]
+    assert "psutil could not read the memory size" in both and "is /proc mounted?" in both, both[-3000:]
