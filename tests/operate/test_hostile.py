@@ -262,6 +262,16 @@ for kind in ("fifo", "dir", "deep", "dup", "inf", "nan"):
             return Run([], python=code)
 
 
+LONG_PATH = "/" + "/".join(["x" * 250] * 20)  # 5 kB, components of 250 bytes: ENAMETOOLONG for open()
+for name, env in {"HOME": {"HOME": LONG_PATH, "KT_LAUNCH_CACHE_DIR": "", "XDG_CACHE_HOME": ""},
+                  "KT_LAUNCH_CACHE_DIR": {"KT_LAUNCH_CACHE_DIR": "/tmp/" + "y" * 300},
+                  "relative HOME": {"HOME": "rel/home", "KT_LAUNCH_CACHE_DIR": "", "XDG_CACHE_HOME": ""}}.items():
+    @case(f"cache:{name} unusable", (0, 3), ("no cache", name.split()[-1]))
+    def _(tmp, env=env):
+        root, doc = _demo(tmp)
+        return Run(["--profile", str(_profile(tmp, doc)), "--host-facts", str(_host(tmp)), "--dry-run"], env=env)
+
+
 @case("tuning.json:wrong types", (0, 3), ("tuning cache", "cpuinfer"), absent=("--kt-cpuinfer --kt",))
 def _(tmp):
     root, doc = _demo(tmp)
@@ -590,7 +600,8 @@ def _launch(tmp: Path, run: Run) -> tuple[int, str, str]:
 
 
 def _leftovers(tmp: Path) -> list[str]:
-    return [str(p) for p in tmp.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-")]
+    return [str(p) for p in tmp.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-")
+            or p.name in ("~", "rel")]  # a cache written relative to the working directory
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
