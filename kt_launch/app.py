@@ -195,8 +195,8 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
             raise ConfigError(f"--fleet-host {req.fleet_host}: no such entry in fleet.hosts (names: {names})")
         hosts.append(HostInput(entry.name, local, entry.replicas, entry.address, entry.address, visible))
     else:
-        hosts.append(HostInput(LOCAL, local, fleet.replicas, "127.0.0.1", "127.0.0.1", visible))
-        base = Path(inp.profile_path).parent if inp.profile_path else Path.cwd()
+        hosts.append(HostInput(LOCAL, local, fleet.replicas, "127.0.0.1", "127.0.0.1", visible, local=True))
+        base = _hosts_base(inp)
         for i, entry in enumerate(fleet.hosts):
             path = Path(entry.host_facts)
             path = path if path.is_absolute() else base / path
@@ -211,8 +211,7 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
     plan = resolve_fleet(inp, hosts, router_python=python, host_commands=commands,
                          with_router=req.fleet_host is None)
     if req.host_facts is None:  # ports of this machine say nothing about a recorded host
-        here = {hosts[0].name}
-        mine = listeners(plan.instances, plan.router, here)
+        mine = listeners(plan.instances, plan.router, every=req.fleet_host is not None)
         plan.findings += busy_port_findings(mine, _port_status(mine))
     if plan.router is not None:
         plan.findings += _router_installed(python)
@@ -220,6 +219,15 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
     secrets = fleet_secrets(plan, out)  # every output path prints the host commands: mask them once, here
     plan.hosts = [replace(h, argv=redact_launcher_argv(h.argv, secrets)) for h in plan.hosts]
     return FleetOutcome(cfg, plan, out)
+
+
+def _hosts_base(inp: ResolveInput) -> Path:
+    """What a relative fleet.hosts[].host_facts is relative to: the profile file that wrote fleet.hosts (a parent
+    of `extends` has its own folder), else the profile's folder."""
+    origin = inp.provenance.of("fleet.hosts")
+    if origin is not None and origin.source == "profile" and origin.where:
+        return Path(origin.where).parent
+    return Path(inp.profile_path).parent if inp.profile_path else Path.cwd()
 
 
 def _fleet_local_facts(req: Request, environ: Mapping[str, str]) -> HostFacts:

@@ -34,7 +34,7 @@ def host_from_json(data: Any, source: str = "file") -> HostFacts:
     )
     numa = tuple(NumaNode(n.id, tuple(n.cpus), n.memory_bytes) for n in f.numa)
     gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid, g.numa_node) for g in f.gpus)
-    return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source)
+    return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source, local=False)
 
 
 def load_host_facts(path: str | os.PathLike, flag: str = "--host-facts") -> HostFacts:

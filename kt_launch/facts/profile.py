@@ -16,7 +16,7 @@ import difflib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, get_origin
 
 from pydantic import ValidationError, create_model
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
@@ -171,11 +171,18 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _env_key(var: str) -> str | None:
-    """KT_LAUNCH_KT__CPUINFER -> kt.cpuinfer (None when the name after the prefix has no section/key shape)."""
+    """KT_LAUNCH_KT__CPUINFER -> kt.cpuinfer (None when the name after the prefix has no section/key shape).
+    Section and key names are case-free; the keys of a map keep their case: KT_LAUNCH_RUNTIME__ENV__HF_TOKEN
+    sets runtime.env.HF_TOKEN (the server's variable is HF_TOKEN, not hf_token)."""
     rest = var[len(ENV_PREFIX):]
     if ENV_DELIMITER not in rest:
         return None
-    return ".".join(p.lower() for p in rest.split(ENV_DELIMITER))
+    parts = rest.split(ENV_DELIMITER)
+    head = ".".join(p.lower() for p in parts[:2])
+    option = BY_KEY.get(head)
+    if option is not None and get_origin(option.type) is dict:
+        return ".".join([head, *parts[2:]])
+    return ".".join(p.lower() for p in parts)
 
 
 def parse_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
@@ -245,7 +252,7 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
     lines = []
     for err in e.errors()[:8]:
         loc = ".".join(str(x) for x in err.get("loc", ()))
-        origin = prov.of(loc) if loc else None
+        origin = _origin(prov, loc) if loc else None
         if origin is not None:
             where = origin.where if origin.source != "profile" else f"profile {origin.where}"
         elif profile is not None:
@@ -258,11 +265,27 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
         elif kind == "missing":
             msg = f"{loc} is required"
         else:
-            msg = f"{loc}: {err.get('msg')} (got {_shown_input(loc, err.get('input'))})"
+            text = str(err.get("msg"))
+            text = text[len("Value error, "):] if text.startswith("Value error, ") else text
+            msg = f"{loc}: {text} (got {_shown_input(loc, err.get('input'))})"
         lines.append(f"{where}: {msg}")
     if len(e.errors()) > 8:
         lines.append(f"... and {len(e.errors()) - 8} more")
     return "\n".join(lines)
+
+
+def _origin(prov: Provenance, loc: str) -> Origin | None:
+    """Where the value at `loc` came from. pydantic matches section names case-free, so `--set KT.CPUINFER=5`
+    fails at kt.CPUINFER: a key that differs only in case is the same setting, and is blamed on its source."""
+    found = prov.of(loc)
+    if found is not None:
+        return found
+    low = loc.lower()
+    for key, o in prov.origins.items():
+        k = key.lower()
+        if k == low or k.startswith(low + ".") or low.startswith(k + "."):
+            return o
+    return None
 
 
 def _shown_input(loc: str, got: Any) -> str:

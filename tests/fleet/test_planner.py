@@ -215,3 +215,23 @@ def test_pinning_needs_kt_numa_nodes(tmp_path):
     rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, runtime={"flavor": "sglang"}))
     assert rc == 3
     assert [i["name"] for i in doc["instances"] if any(f["code"] == "KT-E709" for f in i["findings"])] == ["numa1"]
+
+
+def test_the_local_host_is_a_field_not_a_name():
+    """A host is the router's own machine by HostInput.local, whatever it is called (issue 18: a fleet.hosts
+    entry named `this machine` was started locally); URLs follow the field too."""
+    from kt_launch.core.fleet import LOCAL, http_url
+    from kt_launch.facts.host import host_from_json
+    from kt_launch.resolve.fleet import HostInput, layout
+
+    facts = host_from_json(dual_socket())
+    assert not facts.local  # recorded facts are never this machine, whatever their source says
+    out: list = []
+    remote = layout(HostInput(LOCAL, facts, None, "10.0.0.12", "10.0.0.12"), 30000, False, out)
+    local = layout(HostInput(LOCAL, facts, None, "0.0.0.0", "0.0.0.0", local=True), 30000, False, out)
+    assert [r.name for r in remote] == [f"{LOCAL}/numa0", f"{LOCAL}/numa1"] and not any(r.local for r in remote)
+    assert [r.name for r in local] == ["numa0", "numa1"] and all(r.local for r in local)
+    assert local[0].url == "http://127.0.0.1:30001"  # a wildcard of this machine is dialled on loopback
+    assert http_url("0.0.0.0", 1, local=False) == "http://0.0.0.0:1"  # another host's wildcard is not ours
+    assert http_url("fe80::1%eth0", 8) == "http://[fe80::1%25eth0]:8"
+    assert http_url("::", 8) == "http://[::1]:8"

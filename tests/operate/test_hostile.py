@@ -528,6 +528,88 @@ def _(tmp):
     return Run(["--profile", str(tmp / "q\udcff.yaml"), "--dry-run"], env={"PYTHONIOENCODING": "utf-8"})
 
 
+# 6a. Identity by type, values kept as given -----------------------------------------------------------
+
+def _fleet_with(tmp: Path, hosts: list[dict], **server) -> Path:
+    _write(tmp / "b.json", HOST)
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["fleet"] = {"replicas": 0, "hosts": [{"host_facts": "b.json", **h} for h in hosts]}
+    doc["server"].update(server)
+    return _profile(tmp, doc, name="fleet.yaml")
+
+
+for label, hosts, words in [
+    ("a host named this machine", [{"name": "this machine", "address": "10.0.0.12"}], ("fleet.hosts", "own host")),
+    ("a host named This Machine", [{"name": "This Machine", "address": "10.0.0.12"}], ("fleet.hosts", "own host")),
+    ("two hosts of one name", [{"name": "b", "address": "10.0.0.12"}, {"name": "b", "address": "10.0.0.13"}],
+     ("fleet.hosts", "'b' appears twice")),
+    ("two hosts of one address", [{"name": "b", "address": "10.0.0.12"}, {"name": "c", "address": "10.0.0.12"}],
+     ("fleet.hosts", "also the address of b")),
+    ("remote address 0.0.0.0", [{"name": "b", "address": "0.0.0.0"}], ("fleet.hosts", "0.0.0.0", "wildcard")),
+    ("remote address ::", [{"name": "b", "address": "::"}], ("fleet.hosts", "wildcard")),
+    ("remote address 127.0.0.1", [{"name": "b", "address": "127.0.0.1"}], ("fleet.hosts", "loopback")),
+    ("remote address [::1]", [{"name": "b", "address": "[::1]"}], ("fleet.hosts", "loopback")),
+    ("remote address localhost", [{"name": "b", "address": "localhost"}], ("fleet.hosts", "localhost")),
+    ("remote address with a space", [{"name": "b", "address": "10.0.0.1 --api-key x"}], ("fleet.hosts", "host name")),
+]:
+    @case(f"fleet:{label}", (2,), words)
+    def _(tmp, hosts=hosts):
+        return Run(_dry(tmp, profile=_fleet_with(tmp, hosts)))
+
+
+@case("fleet:an IPv6 zone is %25 in URLs (RFC 6874)", (0,), ("http://[fe80::1%25eth0]:30001",),
+      absent=("[fe80::1%eth0]",))
+def _(tmp):
+    return Run(_dry(tmp, "--json", profile=_fleet_with(tmp, [{"name": "b", "address": "fe80::1%eth0"}])))
+
+
+@case("fleet:server.host 0.0.0.0 is loopback for local replicas only", (0,),
+      ("http://127.0.0.1:30001", "http://10.0.0.12:30001"), absent=("http://0.0.0.0",))
+def _(tmp):
+    profile = _fleet_with(tmp, [{"name": "b", "address": "10.0.0.12", "replicas": 1}], host="0.0.0.0")
+    return Run(_dry(tmp, "--json", "--set", "fleet.replicas=1", profile=profile))
+
+
+@case("fleet:host_facts of an extends parent is relative to the parent", (0,), ("run this on b",))
+def _(tmp):
+    (tmp / "parent").mkdir()
+    (tmp / "child").mkdir()
+    _write(tmp / "parent" / "b.json", HOST)
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["fleet"] = {"replicas": 0, "hosts": [{"name": "b", "address": "10.0.0.12", "host_facts": "b.json"}]}
+    _profile(tmp / "parent", doc, name="base.yaml")
+    child = _profile(tmp / "child", name="p.yaml", text="extends: ../parent/base.yaml\nserver: {port: 30100}\n")
+    return Run(_dry(tmp, profile=child))
+
+
+for key, value, words in [("runtime.cuda_visible_devices", "0,0,1", ("runtime.cuda_visible_devices", "GPU 0 twice")),
+                          ("runtime.cuda_visible_devices", "", ("runtime.cuda_visible_devices", "empty")),
+                          ("runtime.cuda_visible_devices", "0,,1", ("runtime.cuda_visible_devices", "empty item")),
+                          ("runtime.python", "", ("runtime.python", "empty")),
+                          ("runtime.python", "  ", ("runtime.python", "empty"))]:
+    @case(f"value:{key}={value!r}", (2,), words, absent=("Value error",))
+    def _(tmp, key=key, value=value):
+        return Run(_dry(tmp, "--set", f"{key}={value}"))
+
+
+@case("value:empty runtime.python in the profile", (2,), ("profile", "p.yaml", "runtime.python", "empty"))
+def _(tmp):
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["runtime"]["python"] = ""
+    return Run(_dry(tmp, profile=_profile(tmp, doc)))
+
+
+@case("value:env map keys keep their case", (0,), ('"HF_TOKEN": "***"',), secrets=(SECRET,), absent=('"hf_token"',))
+def _(tmp):
+    return Run(_dry(tmp, "--json"), env={"KT_LAUNCH_RUNTIME__ENV__HF_TOKEN": SECRET})
+
+
+@case("value:--set KT.CPUINFER is blamed on --set", (2,), ("--set KT.CPUINFER", "unknown key"),
+      absent=("error: profile",))
+def _(tmp):
+    return Run(_dry(tmp, "--set", "KT.CPUINFER=5"))
+
+
 # 6. Atomic writes -------------------------------------------------------------------------------------
 
 @case("schema -o on a full disk keeps the old file", (2,), ("--output", "not changed"))
