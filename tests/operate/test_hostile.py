@@ -172,6 +172,22 @@ for key, value in {"first_k_dense_replace": "1", "moe_layer_freq": 2.5, "hidden_
         return Run(_check(tmp, doc))
 
 
+# Impossible shapes: each key is fine alone, the whole is not (issue 18)
+for label, change, words in [
+    ("top-k above the experts", {"num_experts_per_tok": 64, "n_routed_experts": 4}, ("num_experts_per_tok=64",)),
+    ("every layer dense", {"first_k_dense_replace": 4, "num_hidden_layers": 4}, ("first_k_dense_replace=4",)),
+    ("MLA without kv_lora_rank", {"kv_lora_rank": None}, ("MLA", "kv_lora_rank")),
+    ("MLA without qk_rope_head_dim", {"qk_rope_head_dim": None}, ("MLA", "qk_rope_head_dim")),
+]:
+    @case(f"config.json:{label}", (3,), ("KT-E108", "config.json", *words), absent=("0 MoE layers",))
+    def _(tmp, change=change):
+        root, doc = _demo(tmp)
+        cfg = root / "model" / "config.json"
+        data = {**json.loads(cfg.read_text()), **change}
+        cfg.write_text(json.dumps({k: v for k, v in data.items() if v is not None}))
+        return Run(_check(tmp, doc))
+
+
 @case("profile:directory", (2,), ("is a directory",))
 def _(tmp):
     (tmp / "d").mkdir()
