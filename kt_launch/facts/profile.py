@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, get_origin
 
@@ -74,8 +75,18 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escaped(text: str) -> str:
+    """Text with control characters (an ANSI escape, a newline, a carriage return) written as escapes, so a
+    name from a file or the command line cannot recolour, rewrite or forge lines of the terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _shown(text: str) -> str:
-    """Text as messages may show it: shortened."""
+    """Text as messages may show it: control characters escaped, shortened."""
+    text = escaped(text)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
@@ -125,7 +136,20 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
         raise ConfigError(f"profile {path}: top-level key {_shown(repr(bad[0]))} is not a name")
+    if data and "extends" not in data and not any(k in SECTIONS for k in data):
+        raise ConfigError(_not_a_profile(path, list(data)))
     return data
+
+
+def _not_a_profile(path: Path, keys: list[str]) -> str:
+    """A mapping with no section at all is some other file (--profile /etc/shadow): its keys are its lines, so
+    none is echoed, except one that is a plain name close to a section's (a typo: `modle:`)."""
+    near = [(k, m[0]) for k in keys if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,39}", k)
+            and (m := difflib.get_close_matches(k.lower(), list(SECTIONS), n=1, cutoff=0.75))]
+    hint = (f"; did you mean {near[0][1]!r} for {near[0][0]!r}?" if near else
+            "; is this the right file? (see `kt-launch schema` for the sections)")
+    return (f"profile {path}: not a kt-launch profile: none of its {len(keys)} top-level key(s) is a section "
+            f"({', '.join(SECTIONS)}){hint}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,7 +230,7 @@ def _unknown_env(var: str) -> str:
     names = [ENV_PREFIX + k.replace(".", ENV_DELIMITER).upper() for k in BY_KEY]
     near = difflib.get_close_matches(var.upper(), names, n=1, cutoff=0.6)
     hint = f"; did you mean {near[0]}?" if near else f" (the form is {ENV_PREFIX}<SECTION>{ENV_DELIMITER}<KEY>)"
-    return f"environment variable {var} is not a kt-launch setting and is ignored{hint}"
+    return f"environment variable {_shown(var)} is not a kt-launch setting and is ignored{hint}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,16 +283,17 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
             where = f"profile {profile}"
         else:
             where = "settings"
+        loc = escaped(loc)
         kind = err.get("type", "")
         if kind == "extra_forbidden":
-            msg = f"unknown key {loc!r}; check the spelling (see `kt-launch schema`)"
+            msg = f"unknown key '{loc}'; check the spelling (see `kt-launch schema`)"
         elif kind == "missing":
             msg = f"{loc} is required"
         else:
             text = str(err.get("msg"))
             text = text[len("Value error, "):] if text.startswith("Value error, ") else text
             msg = f"{loc}: {text} (got {_shown_input(loc, err.get('input'))})"
-        lines.append(f"{where}: {msg}")
+        lines.append(f"{escaped(where)}: {msg}")
     if len(e.errors()) > 8:
         lines.append(f"... and {len(e.errors()) - 8} more")
     return "\n".join(lines)

@@ -244,6 +244,40 @@ def _(tmp):
     return Run(_dry(tmp, profile=_profile(tmp, doc)))
 
 
+# Not a profile: named with its first problem only, none of its lines echoed (issue 18: /etc/shadow)
+SHADOW = "".join(f"{u}:$6$Zq9salt$HashOf{u}Zq9Zq9Zq9Zq9Zq9:20228:0:99999:7:::\n" for u in ("root", "daemon", "alice"))
+for label, text, words in [
+    ("a shadow file", SHADOW, ("not a kt-launch profile", "3 top-level key(s)")),
+    ("a passwd file", "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+     ("must be a mapping",)),
+    ("a key: value file", "db_password: hunter2-Zq9\napi: sk-Zq9Zq9Zq9Zq9\n", ("not a kt-launch profile",)),
+]:
+    @case(f"profile:{label}", (2,), words, absent=("Zq9", "hunter2", "daemon", "alice", "bash"))
+    def _(tmp, text=text):
+        return Run(_dry(tmp, profile=_profile(tmp, name="other", text=text)))
+
+
+@case("profile:a typo in the only section", (2,), ("not a kt-launch profile", "did you mean 'model'"))
+def _(tmp):
+    return Run(_dry(tmp, profile=_profile(tmp, text="modle: {path: /m}\n")))
+
+
+@case("profile:control characters in a key are escaped", (2,), ("unknown key", "\\x1b[31m", "\\r\\n"),
+      absent=("\x1b", "\r"))
+def _(tmp):
+    return Run(_dry(tmp, profile=_profile(tmp, text='model: {path: /m}\n"\\e[31mred\\r\\nkt-launch: ok": 2\n')))
+
+
+@case("profile:control characters in a --set key are escaped", (2,), ("\\x1b[31m",), absent=("\x1b",))
+def _(tmp):
+    return Run(_dry(tmp, "--set", "\x1b[31mkt.cpuinfer=5"))
+
+
+@case("profile:control characters in an env name are escaped", (0,), ("\\x1b[31m",), absent=("\x1b",))
+def _(tmp):
+    return Run(_dry(tmp), env={"KT_LAUNCH_\x1b[31mKT__X": "1"})
+
+
 # 2. Caches: a warning and a rebuild, never a crash, a hang or a wrong value -----------------------
 
 for kind in ("fifo", "dir", "deep", "dup", "inf", "nan"):
