@@ -607,6 +607,13 @@ for label, hosts, words in [
         return Run(_dry(tmp, profile=_fleet_with(tmp, hosts)))
 
 
+for extra in ((), ("--json",)):
+    @case(f"fleet:check {' '.join(extra)} on a fleet profile".replace("  ", " "), (0, 3), ("findings",))
+    def _(tmp, extra=extra):
+        profile = _fleet_with(tmp, [{"name": "b", "address": "10.0.0.12"}])
+        return Run(["check", "--profile", str(profile), "--host-facts", str(_host(tmp)), *extra])
+
+
 @case("fleet:an IPv6 zone is %25 in URLs (RFC 6874)", (0,), ("http://[fe80::1%25eth0]:30001",),
       absent=("[fe80::1%eth0]",))
 def _(tmp):
