@@ -36,6 +36,8 @@ class Request:
     checks: bool = True
     passthrough: tuple[str, ...] = ()
     fleet_host: str | None = None  # plan only this fleet.hosts entry's part, on this machine (no router)
+    runs_here: bool = False  # the plan is started on this machine (--supervise): its ports are checked even with
+    #                          --host-facts, whose recorded host is then this one
 
 
 @dataclass
@@ -210,7 +212,7 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
     python = fleet.router.python or cfg.runtime.python or sys.executable
     plan = resolve_fleet(inp, hosts, router_python=python, host_commands=commands,
                          with_router=req.fleet_host is None)
-    if req.host_facts is None:  # ports of this machine say nothing about a recorded host
+    if req.host_facts is None or req.runs_here:  # this machine's ports say nothing of a host planned from afar
         mine = listeners(plan.instances, plan.router, every=req.fleet_host is not None)
         plan.findings += busy_port_findings(mine, _port_status(mine))
     if plan.router is not None:

@@ -3,6 +3,7 @@ host gives two pinned replicas with node-local GPUs; RAM is checked per node; er
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -235,3 +236,25 @@ def test_the_local_host_is_a_field_not_a_name():
     assert http_url("0.0.0.0", 1, local=False) == "http://0.0.0.0:1"  # another host's wildcard is not ours
     assert http_url("fe80::1%eth0", 8) == "http://[fe80::1%25eth0]:8"
     assert http_url("::", 8) == "http://[::1]:8"
+
+
+def test_ports_are_checked_with_host_facts_when_the_plan_runs_here(tmp_path):
+    """--supervise with --host-facts starts the fleet on this machine: a foreign server on a replica's port is a
+    plan error (KT-E708) before anything starts; a dry run for a recorded host does not look at this one."""
+    import socket
+
+    from kt_launch.app import Request, plan_fleet
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    busy = s.getsockname()[1]
+    try:
+        p = write_profile(tmp_path, fleet_profile(sys.executable, busy - 1, {"router": {"port": busy + 10}}))
+        h = write_json(tmp_path / "host.json", dual_socket())
+        req = Request(profile=str(p), host_facts=str(h), checks=False)
+        found = plan_fleet(dataclasses.replace(req, runs_here=True)).plan.findings
+        assert any(f.code == "KT-E708" and str(busy) in f.message for f in found), found
+        assert not any(f.code == "KT-E708" for f in plan_fleet(req).plan.findings)
+    finally:
+        s.close()
