@@ -202,8 +202,8 @@ def locked(path: Path) -> Iterator[bool]:
         import fcntl
 
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-                     0o600)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(f"{path}.lock", flags, 0o600)
     except (OSError, ImportError):
         yield False
         return

@@ -88,7 +88,8 @@ def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
         rc = router_command(fp.router)
         doc["router"] = {"argv": redact_argv(rc.argv), "env": redact_env(rc.env), "url": router_url(fp.router)}
     if fp.hosts:
-        doc["hosts"] = [{"name": h.name, "address": h.address, "argv": list(redact_launcher_argv(h.argv, secrets)), "urls": list(h.urls)}
+        doc["hosts"] = [{"name": h.name, "address": h.address, "argv": list(redact_launcher_argv(h.argv, secrets)),
+                         "urls": list(h.urls)}
                         for h in fp.hosts]
     return json.dumps(doc, indent=2)
 

@@ -222,7 +222,8 @@ def _no_home_run(code: str, home: str | None, cwd: Path) -> subprocess.Completed
 
 @pytest.mark.parametrize("home", [None, ""])
 def test_no_home_and_no_passwd_entry_means_no_cache_not_a_relative_one(tmp_path, home):
-    probe = _no_home_run("import os, pwd\ntry: pwd.getpwuid(os.getuid())\nexcept KeyError: print('none')", None, tmp_path)
+    code = "import os, pwd\ntry: pwd.getpwuid(os.getuid())\nexcept KeyError: print('none')"
+    probe = _no_home_run(code, None, tmp_path)
     if probe.stdout.strip() != "none":
         pytest.skip(f"no user namespace for a user without a passwd entry here: {probe.stderr[-200:]}")
     code = ("from kt_launch.facts.tuning import cache_path, store_entry\n"
