@@ -43,6 +43,12 @@ class Request:
         """Starting the server on this machine: what only warns a planner is then an error (resolve/launch.py)."""
         return self.launch and self.host_facts is None
 
+    @property
+    def runs_here(self) -> bool:
+        """The plan is started on this machine: its ports are checked even with --host-facts, whose recorded host
+        is then this one."""
+        return self.launch
+
 
 @dataclass
 class Outcome:
@@ -181,7 +187,8 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
     """Gather the facts of every host of the fleet (this machine's GPUs with their NUMA nodes, the recorded
     facts of fleet.hosts, this machine's ports, the router's interpreter), then plan (pure) and render."""
     from kt_launch.core.fleet import LOCAL
-    from kt_launch.render.fleet import instance_command
+    from kt_launch.render.fleet import fleet_secrets, instance_command
+    from kt_launch.render.redact import redact_launcher_argv
     from kt_launch.resolve.fleet import HostInput, busy_port_findings, listeners, resolve_fleet
 
     environ = os.environ if environ is None else environ
@@ -203,8 +210,8 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
             raise ConfigError(f"--fleet-host {req.fleet_host}: no such entry in fleet.hosts (names: {names})")
         hosts.append(HostInput(entry.name, local, entry.replicas, entry.address, entry.address, visible))
     else:
-        hosts.append(HostInput(LOCAL, local, fleet.replicas, "127.0.0.1", "127.0.0.1", visible))
-        base = Path(inp.profile_path).parent if inp.profile_path else Path.cwd()
+        hosts.append(HostInput(LOCAL, local, fleet.replicas, "127.0.0.1", "127.0.0.1", visible, local=True))
+        base = _hosts_base(inp)
         for i, entry in enumerate(fleet.hosts):
             path = Path(entry.host_facts)
             path = path if path.is_absolute() else base / path
@@ -218,14 +225,24 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
     python = fleet.router.python or cfg.runtime.python or sys.executable
     plan = resolve_fleet(inp, hosts, router_python=python, host_commands=commands,
                          with_router=req.fleet_host is None)
-    if req.host_facts is None:  # ports of this machine say nothing about a recorded host
-        here = {hosts[0].name}
-        mine = listeners(plan.instances, plan.router, here)
+    if req.host_facts is None or req.runs_here:  # this machine's ports say nothing of a host planned from afar
+        mine = listeners(plan.instances, plan.router, every=req.fleet_host is not None)
         plan.findings += busy_port_findings(mine, _port_status(mine))
     missing = _router_installed(python) if plan.router is not None else []
     plan.findings += missing
-    return FleetOutcome(cfg, plan, [instance_command(i) for i in plan.instances], router_available=not missing,
-                        local_host=local)
+    out = [instance_command(i) for i in plan.instances]
+    secrets = fleet_secrets(plan, out)  # every output path prints the host commands: mask them once, here
+    plan.hosts = [replace(h, argv=redact_launcher_argv(h.argv, secrets)) for h in plan.hosts]
+    return FleetOutcome(cfg, plan, out, router_available=not missing, local_host=local)
+
+
+def _hosts_base(inp: ResolveInput) -> Path:
+    """What a relative fleet.hosts[].host_facts is relative to: the profile file that wrote fleet.hosts (a parent
+    of `extends` has its own folder), else the profile's folder."""
+    origin = inp.provenance.of("fleet.hosts")
+    if origin is not None and origin.source == "profile" and origin.where:
+        return Path(origin.where).parent
+    return Path(inp.profile_path).parent if inp.profile_path else Path.cwd()
 
 
 def _fleet_local_facts(req: Request, environ: Mapping[str, str]) -> HostFacts:
@@ -239,13 +256,9 @@ def _fleet_local_facts(req: Request, environ: Mapping[str, str]) -> HostFacts:
 
 def _host_command(req: Request, name: str) -> tuple[str, ...]:
     """What to run on another host: the same profile and settings, that host's part, supervised."""
-    from kt_launch.core.options import BY_KEY
-
     argv = ["kt-launch", "--profile", req.profile, "--fleet-host", name]
-    for item in req.sets:
-        key, _, _ = item.partition("=")
-        o = BY_KEY.get(key.strip())
-        argv += ["--set", f"{key}=***" if o is not None and o.secret else item]
+    for item in req.sets:  # secrets are masked by plan_fleet (render/redact.redact_launcher_argv)
+        argv += ["--set", item]
     if not req.checks:
         argv.append("--no-check")
     argv.append("--supervise")

@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = _Closed("stdout")
     if sys.stderr is None:
         sys.stderr = _Sink()
-    _tolerant_streams()
+    from kt_launch.facts.console import safe_output
+
+    safe_output()  # a non-UTF-8 byte in a path is printed as \udcff, never a UnicodeEncodeError
     try:
         rc = _main(argv)
         sys.stdout.flush()  # a full disk shows up here for output that fit the buffer
@@ -249,15 +251,6 @@ def main(argv: list[str] | None = None) -> int:
         return _crashed(e)
 
 
-def _tolerant_streams() -> None:
-    """A path with bytes that are not UTF-8 must print (as \\x.. escapes), not crash a strict stdout encoding."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(errors="backslashreplace")
-        except (AttributeError, ValueError, OSError):
-            pass
-
-
 def _crashed(e: BaseException) -> int:
     """Save the traceback (secrets of the environment masked) to a crash file in the cache dir; say where."""
     import time
@@ -273,10 +266,14 @@ def _crashed(e: BaseException) -> int:
     try:
         from kt_launch.facts.cache import cache_dir, write_output
 
-        path = cache_dir() / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_output(str(path), f"kt-launch {__version__}\n{text}")  # no argv: --set may carry a secret
-        where = str(path)
+        folder = cache_dir()
+        if folder is None:
+            where = "(not saved: no usable cache folder; set KT_LAUNCH_CACHE_DIR)"
+        else:
+            path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_output(str(path), f"kt-launch {__version__}\n{text}")  # no argv: --set may carry a secret
+            where = str(path)
     except Exception:  # the report of a crash must not crash
         pass
     _say(f"kt-launch: internal error: {type(e).__name__}: {str(e)[:200]}; this is a bug of kt-launch. "

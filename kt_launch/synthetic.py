@@ -53,6 +53,9 @@ class Shape:
             "num_hidden_layers": self.layers, "first_k_dense_replace": self.first_dense, "moe_layer_freq": 1,
             "n_routed_experts": self.experts, "n_shared_experts": 2, "num_experts_per_tok": self.top_k,
             "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": self.vocab, "torch_dtype": "bfloat16",
+            # DeepSeek-V2/V3 are MLA architectures: SGLang sizes their KV cache by these (kt-launch refuses one
+            # without kv_lora_rank)
+            "kv_lora_rank": 32, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16,
         }
 
 

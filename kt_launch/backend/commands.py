@@ -104,7 +104,8 @@ def cmd_tune(args, passthrough) -> int:
         elif not args.no_store:
             from kt_launch.facts.tuning import cache_path
 
-            print(f"kt-launch: warning: could not write the tuning cache {cache_path()}: nothing stored "
+            where = cache_path() or "(none: see the warning above)"
+            print(f"kt-launch: warning: could not write the tuning cache {where}: nothing stored "
                   "(set KT_LAUNCH_CACHE_DIR to a writable folder)", file=sys.stderr)
     return EXIT_OK if outcome.choice is not None else EXIT_PLAN
 

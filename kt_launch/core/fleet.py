@@ -14,15 +14,23 @@ from typing import Any
 from kt_launch.core.findings import Finding, has_errors
 from kt_launch.core.plan import LaunchPlan
 
-LOCAL = "this machine"
+LOCAL = "this machine"  # how messages name the router's own host; identity is the `local` field, never this name
 ROUTER_MODULE = "sglang_router.launch_router"
-# A listener bound to a wildcard is reached through loopback (as run/health.py's connect_host does).
+# A listener of this machine bound to a wildcard is reached through loopback (as run/health.py's connect_host does).
 _WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1", "[::]": "::1"}
 
 
-def http_url(host: str, port: int) -> str:
-    h = _WILDCARD.get(host.strip(), host.strip())
-    return f"http://[{h}]:{port}" if ":" in h and not h.startswith("[") else f"http://{h}:{port}"
+def http_url(host: str, port: int, local: bool = True) -> str:
+    """The URL of a listener. `local`: it runs on this machine, so a wildcard address is dialled on loopback
+    (another host's wildcard says nothing about where to reach it; fleet.hosts refuses one). An IPv6 zone is
+    written `%25` (RFC 6874): fe80::1%eth0 -> http://[fe80::1%25eth0]:port."""
+    h = host.strip()
+    if local:
+        h = _WILDCARD.get(h, h)
+    if ":" in h and not h.startswith("["):
+        addr, pct, zone = h.partition("%")
+        return f"http://[{addr}{'%25' + zone if pct else ''}]:{port}"
+    return f"http://{h}:{port}"
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,7 @@ class Replica:
     """One instance of the fleet, as laid out on its host before the single-instance resolve runs."""
 
     name: str  # numa0, numa0-1 (a node split in two), node-b/numa1
-    host: str  # LOCAL or a fleet.hosts name
+    host: str  # LOCAL (for messages) or a fleet.hosts name
     listen: str  # what it binds (--host)
     connect: str  # the address in its URL (what the router dials)
     port: int
@@ -48,14 +56,11 @@ class Replica:
     cores: int  # usable physical cores it may use
     share: int = 1  # replicas sharing its nodes (each holds its own copy of the CPU experts)
     overrides: tuple[Override, ...] = ()
+    local: bool = False  # on the router's machine (this one), listening on loopback; a field, never a name
 
     @property
     def url(self) -> str:
-        return http_url(self.connect, self.port)
-
-    @property
-    def local(self) -> bool:
-        return self.host == LOCAL
+        return http_url(self.connect, self.port, self.local)
 
 
 @dataclass

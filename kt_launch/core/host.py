@@ -41,7 +41,10 @@ class HostFacts:
     memory_available_bytes: int
     gpus: tuple[GpuFacts, ...] = ()
     notes: tuple[str, ...] = field(default=(), compare=False)
-    source: str = field(default="this machine", compare=False)
+    source: str = field(default="this machine", compare=False)  # for messages only
+    # The machine kt-launch runs on, gathered live (its ports and GPUs are the server's); a recorded host
+    # (--host-facts, fleet.hosts, one fleet replica's view) is not, whatever its name.
+    local: bool = field(default=True, compare=False)
 
     # -- derived views -------------------------------------------------------------------
     @property

@@ -140,6 +140,17 @@ ROUTER_POLICIES = ("cache_aware", "round_robin", "power_of_two", "random")  # sg
 _FLEET = on_all(Carried("the fleet plan uses it (one server per replica and the router in front: kt-launch "
                         "--dry-run with the fleet section); one instance's command has no flag for it"))
 
+# Upper bounds of every count (issue 18): far above any real machine or model, low enough that arithmetic on them
+# (the memory fit's floats) cannot overflow; a 400-digit count is refused naming its key, not an OverflowError.
+MAX_THREADS = 1 << 16  # CPU threads
+MAX_NUMA_NODES = 1024  # Linux MAX_NUMNODES
+MAX_GPUS = 1024
+MAX_EXPERTS = 1 << 16  # routed experts per layer
+MAX_TOKENS = (1 << 31) - 1  # SGLang keeps token counts in int32 tensors
+MAX_RANK = 1 << 16
+MAX_ALPHA = 1e6
+MAX_REPLICAS = 4096
+
 OPTIONS: tuple[Option, ...] = (
     Option("model.path", str, "HuggingFace model directory (config.json, safetensors).", on_all(Flag("--model-path")),
            nullable=False, required=True),
@@ -151,19 +162,19 @@ OPTIONS: tuple[Option, ...] = (
            {"sglang-kt": Flag("--kt-method"), "sglang": Flag("--kt-method"),
             "kt-moe-lora": Flag("--kt-method", omit_derived=True)}, resolve=DERIVED),
     Option("kt.cpuinfer", int, "CPU expert threads; null = usable physical cores minus a reserve, or the tuned value.",
-           on_all(Flag("--kt-cpuinfer")), limits={"ge": 1}, resolve=DERIVED),
+           on_all(Flag("--kt-cpuinfer")), limits={"ge": 1, "le": MAX_THREADS}, resolve=DERIVED),
     Option("kt.threadpool_count", int, "Thread pools; null = NUMA nodes that have usable CPUs.",
-           on_all(Flag("--kt-threadpool-count")), limits={"ge": 1}, resolve=DERIVED),
+           on_all(Flag("--kt-threadpool-count")), limits={"ge": 1, "le": MAX_NUMA_NODES}, resolve=DERIVED),
     Option("kt.numa_nodes", list[int], "NUMA node id per thread pool; null = those nodes' ids.",
            {"sglang-kt": Flag("--kt-numa-nodes"),
             "sglang": Refuse("upstream sglang has no --kt-numa-nodes (pool i runs on node i)", user_only=True,
                              fix="use runtime.flavor: sglang-kt"),
             "kt-moe-lora": Refuse("the kt-moe-lora fork has no --kt-numa-nodes", user_only=True,
                                   fix="use runtime.flavor: sglang-kt")},
-           limits={"item_ge": 0}, resolve=DERIVED),
+           limits={"item_ge": 0, "item_le": MAX_NUMA_NODES - 1}, resolve=DERIVED),
     Option("kt.num_gpu_experts", int, "Routed experts per MoE layer kept on the GPU; null = the memory fit "
            "(0 in MoE-LoRA mode or without GPU facts). Always passed: unset, sglang-kt turns kt-kernel off.",
-           on_all(Flag("--kt-num-gpu-experts")), limits={"ge": 0}, resolve=DERIVED),
+           on_all(Flag("--kt-num-gpu-experts")), limits={"ge": 0, "le": MAX_EXPERTS}, resolve=DERIVED),
     Option("kt.gpu_experts_ratio", float, "Share of all routed experts on the GPU; overrides kt.num_gpu_experts "
            "in sglang-kt (kt_ep_wrapper._init_kt_gpu_experts_masks).",
            only("sglang-kt", Flag("--kt-gpu-experts-ratio"), "only sglang-kt has --kt-gpu-experts-ratio"),
@@ -172,11 +183,11 @@ OPTIONS: tuple[Option, ...] = (
            "(sglang-kt's default: uniform).",
            only("sglang-kt", Flag("--kt-expert-placement-strategy"), "only sglang-kt places GPU experts by strategy")),
     Option("kt.max_deferred_experts_per_token", int, "Experts per token deferred to the CPU (all MoE layers but the "
-           "last).", on_all(Flag("--kt-max-deferred-experts-per-token")), limits={"ge": 0}),
+           "last).", on_all(Flag("--kt-max-deferred-experts-per-token")), limits={"ge": 0, "le": MAX_EXPERTS}),
     Option("kt.gpu_prefill_token_threshold", int, "Prompt length above which sglang-kt runs the whole MoE layer on "
            "the GPU (layerwise prefill).",
            only("sglang-kt", Flag("--kt-gpu-prefill-token-threshold"), "only sglang-kt has layerwise GPU prefill"),
-           limits={"ge": 0}),
+           limits={"ge": 0, "le": MAX_TOKENS}),
     Option("kt.enable_dynamic_expert_update", bool, "Re-pick GPU experts from runtime statistics.",
            only("sglang-kt", Flag("--kt-enable-dynamic-expert-update"), "only sglang-kt updates GPU experts at run time"),
            default=False, nullable=False),
@@ -187,11 +198,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("moe_lora.rank", int, "LoRA rank; null = `r` from adapter_config.json.",
            _moe_lora(Flag("--kt-moe-lora-rank"), Carried("sglang-kt reads the rank from the adapter dir's "
                                                         "adapter_config.json; kt-launch checks that they agree")),
-           limits={"ge": 1}, resolve=DERIVED),
+           limits={"ge": 1, "le": MAX_RANK}, resolve=DERIVED),
     Option("moe_lora.alpha", float, "LoRA alpha; null = `lora_alpha` from adapter_config.json.",
            _moe_lora(Flag("--kt-moe-lora-alpha"), Carried("sglang-kt reads lora_alpha from the adapter dir's "
                                                          "adapter_config.json; kt-launch checks that they agree")),
-           limits={"gt": 0, "allow_inf_nan": False}, resolve=DERIVED),
+           limits={"gt": 0, "le": MAX_ALPHA, "allow_inf_nan": False}, resolve=DERIVED),
     Option("moe_lora.sft_method", Literal[SFT_METHODS], "kt-kernel SFT method of the expert LoRA.",
            _moe_lora(Flag("--kt-moe-sft-method"), Carried("sglang-kt takes the SFT method from --kt-method")),
            default="AMXBF16_SFT", nullable=False, resolve=DERIVED),
@@ -202,20 +213,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("server.host", str, "Address to listen on.", on_all(Flag("--host")), default="127.0.0.1", nullable=False),
     Option("server.port", int, "Port to listen on.", on_all(Flag("--port")), default=30000, nullable=False,
            limits={"ge": 1, "le": 65535}),
-    Option("server.tp_size", int, "Tensor-parallel GPUs; null = 1.", on_all(Flag("--tp-size")), limits={"ge": 1},
+    Option("server.tp_size", int, "Tensor-parallel GPUs; null = 1.", on_all(Flag("--tp-size")),
+           limits={"ge": 1, "le": MAX_GPUS},
            resolve=DERIVED),
     Option("server.disable_cuda_graph", bool, "null = off in MoE-LoRA mode, else SGLang's default.",
            {"sglang-kt": Flag("--disable-cuda-graph"), "kt-moe-lora": Flag("--disable-cuda-graph"),
             "sglang": Flag("--disable-decode-cuda-graph", "--disable-prefill-cuda-graph")},
            resolve=DERIVED),
     Option("server.chunked_prefill_size", int, "Tokens per prefill chunk; also sizes kt-kernel's buffers (> 0).",
-           on_all(Flag("--chunked-prefill-size"))),
+           on_all(Flag("--chunked-prefill-size")), limits={"le": MAX_TOKENS}),
     Option("server.max_running_requests", int, "Concurrent requests.", on_all(Flag("--max-running-requests")),
-           limits={"ge": 1}),
+           limits={"ge": 1, "le": MAX_TOKENS}),
     Option("server.mem_fraction_static", float, "Share of GPU memory for weights and the KV pool.",
            on_all(Flag("--mem-fraction-static")), limits={"gt": 0, "le": 1}),
     Option("server.max_total_tokens", int, "KV-cache pool size in tokens; null = what the memory plan leaves.",
-           on_all(Flag("--max-total-tokens")), limits={"ge": 1}),
+           on_all(Flag("--max-total-tokens")), limits={"ge": 1, "le": MAX_TOKENS}),
     Option("server.api_key", str, "API key clients must send; *** in every output.", on_all(Flag("--api-key")),
            secret=True),
     Option("server.extra_args", list[str], "More SGLang flags, passed through verbatim (checked against the "
@@ -234,7 +246,7 @@ OPTIONS: tuple[Option, ...] = (
 
     Option("fit.kv_tokens", int, "KV-cache tokens the memory fit keeps room for on every GPU when "
            "server.max_total_tokens is unset (default 32768: one 32k-token request, or several shorter ones).",
-           on_all(Special("memory plan only")), default=32768, nullable=False, limits={"ge": 1}),
+           on_all(Special("memory plan only")), default=32768, nullable=False, limits={"ge": 1, "le": MAX_TOKENS}),
 
     Option("runtime.python", str, "Interpreter that has SGLang; null = the one running kt-launch.",
            on_all(Special("argv[0]")), resolve=DERIVED),
@@ -246,7 +258,7 @@ OPTIONS: tuple[Option, ...] = (
 
     Option("fleet.replicas", Union[Literal["per-numa"], int], "Instances on this machine: per-numa = one per NUMA "
            "node with CPUs (null too); N = N instances (N divides the nodes, or each node splits into N/nodes); "
-           "0 = none here (router only).", _FLEET, limits={"ge": 0}),
+           "0 = none here (router only).", _FLEET, limits={"ge": 0, "le": MAX_REPLICAS}),
     Option("fleet.hosts", list["FleetHost"], "Other machines: {name, address, host_facts, replicas}; their facts "
            "recorded there with `kt-launch doctor --json`. kt-launch runs nothing remotely: it prints the command to "
            "run on each.", _FLEET, default=(), nullable=False),

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
 
 
-from kt_launch.core.options import BY_KEY, OPTIONS, ROUTER_POLICIES, SECTIONS, Option
+from kt_launch.core.options import BY_KEY, MAX_REPLICAS, OPTIONS, ROUTER_POLICIES, SECTIONS, Option
 
 _UPPER = {"kt.method", "moe_lora.sft_method"}  # kt-kernel compares them case-sensitively
 _NULL_WORDS = ("null", "none", "~")
@@ -33,7 +33,7 @@ class NamedLora(Section):
 
 _Text = Annotated[str, Strict(), Field(min_length=1)]
 _Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
-_Replicas = Union[Literal["per-numa"], Annotated[int, Strict(), Field(ge=0)]]
+_Replicas = Union[Literal["per-numa"], Annotated[int, Strict(), Field(ge=0, le=MAX_REPLICAS)]]
 
 
 class FleetHost(Section):
@@ -92,10 +92,67 @@ def _upper(v: Any) -> Any:
     return v.strip().upper() if isinstance(v, str) else v
 
 
+def _not_empty(v: Any) -> Any:
+    if isinstance(v, str) and not v.strip():
+        raise ValueError("is empty; give a value, or null (or leave the key out) for the default")
+    return v
+
+
+def _gpu_ids(v: Any) -> Any:
+    """runtime.cuda_visible_devices: not empty (CUDA would then hide every GPU, which no one means by ""), and
+    no GPU twice (`0,0,1` gives one replica the same GPU as two tensor-parallel ranks)."""
+    if not isinstance(v, str):
+        return v
+    if not v.strip():
+        raise ValueError('is empty; give GPU indices or UUIDs (0,1), "-1" for no GPU, or null for every GPU')
+    items = [x.strip() for x in v.split(",")]
+    if "" in items:
+        raise ValueError(f"{v!r} has an empty item; give GPU indices or UUIDs separated by commas (0,1)")
+    seen: set[str] = set()
+    for x in items:
+        if x in seen:
+            raise ValueError(f"{v!r} names GPU {x} twice; each GPU once (0,1)")
+        seen.add(x)
+    return v
+
+
+def _fleet_hosts(hosts: Any) -> Any:
+    """fleet.hosts: each name once (each host is told its own part by name), and each address one the router can
+    dial on another machine: no wildcard (0.0.0.0), no loopback (the router's own host), and no address twice."""
+    from kt_launch.core.addresses import remote_address_problem
+
+    names: set[str] = set()
+    addresses: dict[str, str] = {}
+    from kt_launch.core.fleet import LOCAL
+
+    for i, h in enumerate(hosts or ()):
+        if h.name.strip().lower() == LOCAL:
+            raise ValueError(f"[{i}].name {h.name!r} is how kt-launch names the router's own host; name it otherwise")
+        if h.name in names:
+            raise ValueError(f"[{i}].name {h.name!r} appears twice; give each host its own name")
+        names.add(h.name)
+        problem = remote_address_problem(h.address)
+        if problem:
+            raise ValueError(f"[{i}] ({h.name}).address {h.address!r}: {problem}")
+        key = h.address.strip().lower()
+        if key in addresses:
+            raise ValueError(f"[{i}] ({h.name}).address {h.address!r} is also the address of {addresses[key]}; "
+                             "each host has its own")
+        addresses[key] = h.name
+    return hosts
+
+
+# Checks of one key beyond its type, run by the profile model (pydantic messages name the key).
+_CHECKS: dict[str, Any] = {"runtime.python": _not_empty, "runtime.cuda_visible_devices": _gpu_ids,
+                           "fleet.hosts": _fleet_hosts}
+
+
 def _section_model(name: str) -> type[Section]:
     fields = {o.name: _field(o) for o in OPTIONS if o.section == name and o.settable}
     validators = {f"_upper_{o.name}": field_validator(o.name, mode="before")(_upper)
                   for o in OPTIONS if o.section == name and o.key in _UPPER}
+    validators |= {f"_check_{o.name}": field_validator(o.name, mode="after")(_CHECKS[o.key])
+                   for o in OPTIONS if o.section == name and o.key in _CHECKS}
     model = create_model(f"{name.title().replace('_', '')}Section", __base__=Section, __validators__=validators,
                          **fields)
     model.__doc__ = SECTIONS[name]["help"]

@@ -34,7 +34,7 @@ def host_from_json(data: Any, source: str = "file") -> HostFacts:
     )
     numa = tuple(NumaNode(n.id, tuple(n.cpus), n.memory_bytes) for n in f.numa)
     gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid, g.numa_node) for g in f.gpus)
-    return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source)
+    return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source, local=False)
 
 
 def load_host_facts(path: str | os.PathLike, flag: str = "--host-facts") -> HostFacts:
@@ -80,8 +80,8 @@ def gather_host(env: dict[str, str] | None = None, root: str = "/") -> HostFacts
     notes: list[str] = []
     rootp = Path(root)
     model, flags = _cpuinfo(rootp / "proc/cpuinfo", notes)
-    logical = psutil.cpu_count(logical=True) or os.cpu_count() or 1
-    physical = psutil.cpu_count(logical=False) or logical
+    logical = _psutil(psutil.cpu_count, notes, "CPU count", logical=True) or os.cpu_count() or 1
+    physical = _psutil(psutil.cpu_count, notes, "physical core count", logical=False) or logical
     try:
         usable = tuple(sorted(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -91,12 +91,36 @@ def gather_host(env: dict[str, str] | None = None, root: str = "/") -> HostFacts
     if quota is not None and usable_phys is not None and quota < usable_phys:
         notes.append(f"cgroup CPU quota allows {quota} CPUs; usable physical cores capped from {usable_phys}")
         usable_phys = max(1, quota)
-    vm = psutil.virtual_memory()
+    total, available = _memory(notes)
     # Unknown layout: say so, and record the assumption as one node (a --host-facts file never has numa: [])
-    numa = _numa_nodes(rootp, notes) or (NumaNode(0, usable, int(vm.total)),)
+    numa = _numa_nodes(rootp, notes) or (NumaNode(0, usable, total),)
     gpus = _gpus(env, notes, rootp)
     cpu = CpuFacts(model, physical, logical, usable, flags, usable_phys)
-    return HostFacts(cpu, numa, int(vm.total), int(vm.available), gpus, tuple(notes))
+    return HostFacts(cpu, numa, total, available, gpus, tuple(notes))
+
+
+def _psutil(fn, notes: list[str], what: str, **kw):
+    """A psutil call, or None with a note: without /proc (a minimal container) psutil raises OSError."""
+    try:
+        return fn(**kw)
+    except (OSError, RuntimeError, ValueError) as e:
+        notes.append(f"psutil could not read the {what} ({e.__class__.__name__}: {e}); is /proc mounted?")
+        return None
+
+
+def _memory(notes: list[str]) -> tuple[int, int]:
+    """RAM total and available: psutil (/proc/meminfo), else sysconf (the sysinfo call, which needs no /proc)."""
+    vm = _psutil(psutil.virtual_memory, notes, "memory size")
+    if vm is not None:
+        return int(vm.total), int(vm.available)
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total, free = os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
+    except (OSError, ValueError, AttributeError):
+        notes.append("memory size unknown: RAM checks see 0 bytes")
+        return 0, 0
+    notes.append("memory from sysconf: available RAM counts free pages only (no page cache), so it is low")
+    return max(0, total), max(0, min(free, total))
 
 
 def _cpuinfo(path: Path, notes: list[str]) -> tuple[str, frozenset[str]]:
@@ -204,8 +228,9 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
         notes.append("nvidia-smi not found: no GPUs seen")
         return ()
     boot = _boot_id(root)
-    entry = cache_dir(env) / "gpus.json"
-    cached = read_json(entry) if boot else None
+    folder = cache_dir(env) if boot else None
+    entry = folder / "gpus.json" if folder is not None else None
+    cached = read_json(entry) if entry is not None else None
     all_gpus = None
     if isinstance(cached, dict) and cached.get("boot_id") == boot and cached.get("smi") == smi \
             and cached.get("query") == GPU_QUERY:
@@ -228,7 +253,7 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
         all_gpus, bad = parse_smi(out, root)
         if bad:
             notes.append(f"nvidia-smi: {bad}; that GPU is left out")
-        elif boot:
+        elif entry is not None:
             write_json(entry, {"boot_id": boot, "smi": smi, "query": GPU_QUERY, "out": out})
     return filter_visible(all_gpus, env.get("CUDA_VISIBLE_DEVICES"), notes)
 
@@ -259,7 +284,7 @@ def parse_smi(out: str, root: Path = Path("/")) -> tuple[list[GpuFacts], str | N
             else:
                 if not (0 <= index < 1024):
                     why = f"has GPU index {index}"
-                elif not (math.isfinite(mib) and 0 <= mib < 1 << 40):
+                elif not (math.isfinite(mib) and 1 <= mib < 1 << 40):  # 0 MiB: nothing to size with
                     why = f"has memory size {parts[2][:20]}"
                 elif any(g.index == index for g in gpus):
                     why = f"repeats GPU index {index}"

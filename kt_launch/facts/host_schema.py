@@ -47,7 +47,7 @@ class MemoryFile(_Strict):
 class GpuFile(_Strict):
     index: int = Field(ge=0, lt=1024)
     name: str = ""
-    memory_bytes: Bytes = 0
+    memory_bytes: int = Field(ge=1, le=MAX_BYTES)  # required: a GPU of 0 bytes (or of unknown size) sizes nothing
     uuid: str = ""
     numa_node: int | None = Field(default=None, ge=0, lt=MAX_CPUS)  # absent in files recorded before it existed
 

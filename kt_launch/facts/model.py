@@ -54,9 +54,40 @@ def shape_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelF
     else:
         inter = as_int(need("moe_intermediate_size", "intermediate_size"), "moe_intermediate_size")
     moe_layers = _moe_layers(cfg, layers, where)
+    _check_whole(cfg, where, layers, experts, top_k, moe_layers)
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
     return ModelFacts(model_type, hidden, inter, experts, top_k, layers, moe_layers, dtype, naming,
                       **attention_facts(cfg, layers, hidden))
+
+
+# SGLang's MLA architectures (model_config.py: the KV cache is kv_lora_rank + qk_rope_head_dim per token and layer)
+MLA_ARCHITECTURES = frozenset({"DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "DeepseekV32ForCausalLM",
+                               "DeepseekV3ForCausalLMNextN", "KimiVLForConditionalGeneration"})
+MLA_KEYS = ("kv_lora_rank", "qk_rope_head_dim")
+
+
+def _check_whole(cfg: dict[str, Any], where: str, layers: int, experts: int, top_k: int,
+                 moe_layers: tuple[int, ...]) -> None:
+    """The shape as a whole must be one a model can have; each key alone may be fine. Names the keys."""
+    if top_k > experts:
+        raise ModelConfigError(f"{where}: num_experts_per_tok={top_k} is more than the {experts} routed experts "
+                               "(n_routed_experts): a token cannot pick more experts than a layer has")
+    first = cfg.get("first_k_dense_replace")
+    if isinstance(first, int) and not isinstance(first, bool) and first >= layers:
+        raise ModelConfigError(f"{where}: first_k_dense_replace={first} is not below num_hidden_layers={layers}: "
+                               "every layer would be dense, and kt-kernel has no MoE layer to serve")
+    if not moe_layers:
+        raise ModelConfigError(f"{where}: no layer of num_hidden_layers={layers} is a MoE layer (see "
+                               "first_k_dense_replace, moe_layer_freq, decoder_sparse_step, mlp_only_layers)")
+    archs = cfg.get("architectures")
+    arch = next((a for a in archs if a in MLA_ARCHITECTURES), None) if isinstance(archs, list) else None
+    if arch is not None:
+        for key in MLA_KEYS:
+            v = cfg.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_DIM:
+                shown = "missing" if v is None else f"{v!r}"[:40]
+                raise ModelConfigError(f"{where}: {arch} is an MLA architecture, but {key} is {shown}: SGLang sizes "
+                                       "its KV cache by it; is this config.json intact?")
 
 
 def attention_facts(cfg: dict[str, Any], layers: int, hidden: int) -> dict[str, Any]:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, get_origin
 
 from pydantic import ValidationError, create_model
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
@@ -74,8 +75,18 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escaped(text: str) -> str:
+    """Text with control characters (an ANSI escape, a newline, a carriage return) written as escapes, so a
+    name from a file or the command line cannot recolour, rewrite or forge lines of the terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _shown(text: str) -> str:
-    """Text as messages may show it: shortened."""
+    """Text as messages may show it: control characters escaped, shortened."""
+    text = escaped(text)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
@@ -125,7 +136,20 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
         raise ConfigError(f"profile {path}: top-level key {_shown(repr(bad[0]))} is not a name")
+    if data and "extends" not in data and not any(k in SECTIONS for k in data):
+        raise ConfigError(_not_a_profile(path, list(data)))
     return data
+
+
+def _not_a_profile(path: Path, keys: list[str]) -> str:
+    """A mapping with no section at all is some other file (--profile /etc/shadow): its keys are its lines, so
+    none is echoed, except one that is a plain name close to a section's (a typo: `modle:`)."""
+    near = [(k, m[0]) for k in keys if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,39}", k)
+            and (m := difflib.get_close_matches(k.lower(), list(SECTIONS), n=1, cutoff=0.75))]
+    hint = (f"; did you mean {near[0][1]!r} for {near[0][0]!r}?" if near else
+            "; is this the right file? (see `kt-launch schema` for the sections)")
+    return (f"profile {path}: not a kt-launch profile: none of its {len(keys)} top-level key(s) is a section "
+            f"({', '.join(SECTIONS)}){hint}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,11 +195,18 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _env_key(var: str) -> str | None:
-    """KT_LAUNCH_KT__CPUINFER -> kt.cpuinfer (None when the name after the prefix has no section/key shape)."""
+    """KT_LAUNCH_KT__CPUINFER -> kt.cpuinfer (None when the name after the prefix has no section/key shape).
+    Section and key names are case-free; the keys of a map keep their case: KT_LAUNCH_RUNTIME__ENV__HF_TOKEN
+    sets runtime.env.HF_TOKEN (the server's variable is HF_TOKEN, not hf_token)."""
     rest = var[len(ENV_PREFIX):]
     if ENV_DELIMITER not in rest:
         return None
-    return ".".join(p.lower() for p in rest.split(ENV_DELIMITER))
+    parts = rest.split(ENV_DELIMITER)
+    head = ".".join(p.lower() for p in parts[:2])
+    option = BY_KEY.get(head)
+    if option is not None and get_origin(option.type) is dict:
+        return ".".join([head, *parts[2:]])
+    return ".".join(p.lower() for p in parts)
 
 
 def parse_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
@@ -199,7 +230,7 @@ def _unknown_env(var: str) -> str:
     names = [ENV_PREFIX + k.replace(".", ENV_DELIMITER).upper() for k in BY_KEY]
     near = difflib.get_close_matches(var.upper(), names, n=1, cutoff=0.6)
     hint = f"; did you mean {near[0]}?" if near else f" (the form is {ENV_PREFIX}<SECTION>{ENV_DELIMITER}<KEY>)"
-    return f"environment variable {var} is not a kt-launch setting and is ignored{hint}"
+    return f"environment variable {_shown(var)} is not a kt-launch setting and is ignored{hint}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,21 +276,24 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
     lines = []
     for err in e.errors()[:8]:
         loc = ".".join(str(x) for x in err.get("loc", ()))
-        origin = prov.of(loc) if loc else None
+        origin = _origin(prov, loc) if loc else None
         if origin is not None:
             where = origin.where if origin.source != "profile" else f"profile {origin.where}"
         elif profile is not None:
             where = f"profile {profile}"
         else:
             where = "settings"
+        loc = escaped(loc)
         kind = err.get("type", "")
         if kind == "extra_forbidden":
-            msg = f"unknown key {loc!r}; {_nearest_key(loc)}"
+            msg = f"unknown key '{loc}'; {_nearest_key(loc)}"
         elif kind == "missing":
             msg = f"{loc} is required"
         else:
-            msg = f"{loc}: {err.get('msg')} (got {_shown_input(loc, err.get('input'))})"
-        lines.append(f"{where}: {msg}")
+            text = str(err.get("msg"))
+            text = text[len("Value error, "):] if text.startswith("Value error, ") else text
+            msg = f"{loc}: {text} (got {_shown_input(loc, err.get('input'))})"
+        lines.append(f"{escaped(where)}: {msg}")
     if len(e.errors()) > 8:
         lines.append(f"... and {len(e.errors()) - 8} more")
     return "\n".join(lines)
@@ -271,6 +305,20 @@ def _nearest_key(loc: str) -> str:
     if close:
         return "did you mean " + " or ".join(close) + "?"
     return "check the spelling (see `kt-launch schema`)"
+
+
+def _origin(prov: Provenance, loc: str) -> Origin | None:
+    """Where the value at `loc` came from. pydantic matches section names case-free, so `--set KT.CPUINFER=5`
+    fails at kt.CPUINFER: a key that differs only in case is the same setting, and is blamed on its source."""
+    found = prov.of(loc)
+    if found is not None:
+        return found
+    low = loc.lower()
+    for key, o in prov.origins.items():
+        k = key.lower()
+        if k == low or k.startswith(low + ".") or low.startswith(k + "."):
+            return o
+    return None
 
 
 def _shown_input(loc: str, got: Any) -> str:

@@ -33,6 +33,7 @@ class Kind:
     what: str  # how messages name the file: "profile", "config.json", "--host-facts", "cache"
     max_bytes: int
     max_depth: int = 64
+    follow: bool = True  # False (caches): a symbolic link is refused, never followed (O_NOFOLLOW)
 
 
 PROFILE = Kind("profile", 1 << 20, 32)
@@ -40,7 +41,7 @@ MODEL_CONFIG = Kind("config.json", 4 << 20, 32)
 ADAPTER_CONFIG = Kind("adapter_config.json", 1 << 20, 32)
 INDEX = Kind("safetensors index", 64 << 20, 8)
 HOST_FACTS = Kind("host facts", 4 << 20, 16)
-CACHE = Kind("cache file", 64 << 20, 32)
+CACHE = Kind("cache file", 64 << 20, 32, follow=False)
 SAFETENSORS_HEADER_CAP = 100 * 1024 * 1024  # safetensors itself refuses larger headers
 SAFETENSORS_HEADER = Kind("safetensors header", SAFETENSORS_HEADER_CAP, 8)  # {name: {dtype, shape, data_offsets}}
 RECORDED_FACTS = Kind("recorded SGLang facts", 64 << 20, 32)  # a saved worker answer (tests/data/parser_*.json)
@@ -52,11 +53,13 @@ def read_bytes(path: str | os.PathLike, kind: Kind) -> bytes:
     """The bytes of a regular file of at most kind.max_bytes. Special files are refused without blocking."""
     p = os.fspath(path)
     try:
-        st = os.stat(p)
+        st = os.stat(p) if kind.follow else os.lstat(p)
     except (FileNotFoundError, NotADirectoryError):
         raise Missing(f"{kind.what} {p}: no such file") from None
     except OSError as e:
         raise ReadError(f"{kind.what} {p}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ReadError(f"{kind.what} {p}: is a symbolic link, which kt-launch does not follow here; remove it")
     if stat.S_ISDIR(st.st_mode):
         raise ReadError(f"{kind.what} {p}: is a directory; give a file")
     if not stat.S_ISREG(st.st_mode):
@@ -64,7 +67,8 @@ def read_bytes(path: str | os.PathLike, kind: Kind) -> bytes:
     if st.st_size > kind.max_bytes:
         raise ReadError(f"{kind.what} {p}: {st.st_size} bytes, more than the {kind.max_bytes} a {kind.what} may have")
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                     | (0 if kind.follow else getattr(os, "O_NOFOLLOW", 0)))
     except OSError as e:
         raise ReadError(f"{kind.what} {p}: cannot read ({e.strerror or e})") from None
     try:

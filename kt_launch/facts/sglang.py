@@ -276,9 +276,13 @@ def _resolve_python(python: str) -> str | None:
     return candidate
 
 
-def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
-    """`cache_dir` when given (tests, contract venvs), else the shared cache dir's ``sglang/``."""
-    return Path(cache_dir) if cache_dir is not None else _cache_dir() / "sglang"
+def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """`cache_dir` when given (tests, contract venvs), else the shared cache dir's ``sglang/`` (None: no
+    cache folder to trust; facts/cache.py has warned why)."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    shared = _cache_dir()
+    return None if shared is None else shared / "sglang"
 
 
 def _env_signature(env: Mapping[str, str]) -> dict[str, str | None]:
@@ -567,11 +571,13 @@ def read_sglang_facts(
             "point it at the interpreter of the environment where sglang-kt or sglang is installed",
         )
     root = _cache_root(cache_dir)
-    entry_path = _entry_path(root, python_abs, environ)
-    if not refresh:
+    entry_path = None if root is None else _entry_path(root, python_abs, environ)
+    if not refresh and entry_path is not None:
         cached = _read_entry(entry_path, python_abs)
         if cached is not None:
             return SglangFacts.from_worker_json(python, cached, from_cache=True)
+    _say(f"kt-launch: reading SGLang's parser from {python_abs} "
+         f"({'first time only' if entry_path is not None else 'not cached'}; importing sglang takes 3-25 s)...\n")
     try:
         data = _run_worker(python_abs, "facts", stdin=None, timeout_s=timeout_s, env=env)
     except SglangWorkerError as exc:
@@ -591,14 +597,26 @@ def read_sglang_facts(
                 "kt-launch cache what SGLang accepts (each run reads it afresh until then)",
             ),
         )
-    _write_entry(entry_path, python_abs, environ, data)
+    if entry_path is not None:
+        _write_entry(entry_path, python_abs, environ, data)
     return facts
+
+
+def _say(line: str) -> None:
+    """A progress line on stderr (stdout carries the plan); a closed stderr does not matter."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def clear_sglang_facts_cache(cache_dir: str | os.PathLike[str] | None = None) -> int:
     """Delete every cached answer; returns how many files went."""
     root = _cache_root(cache_dir)
     n = 0
+    if root is None:
+        return 0
     try:
         for p in root.glob("facts-*.json"):
             try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from kt_launch.facts.cache import cache_dir, read_json, write_json
+from kt_launch.facts.cache import cache_dir, locked, read_json, write_json
 from kt_launch.core.tuning import TunedThreads
 
 CACHE_VERSION = 1
@@ -45,8 +45,10 @@ def host_fingerprint(host: Any) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_path(environ: Mapping[str, str] | None = None) -> Path:
-    return cache_dir(environ) / CACHE_FILE
+def cache_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The tuning file, or None when there is no cache folder to trust (facts/cache.py warned why)."""
+    folder = cache_dir(environ)
+    return None if folder is None else folder / CACHE_FILE
 
 
 def cache_key(fingerprint: str, shape_key: str, method: str) -> str:
@@ -55,18 +57,53 @@ def cache_key(fingerprint: str, shape_key: str, method: str) -> str:
 
 def read_cache(path: Path) -> dict[str, Any]:
     """The whole cache document; an unreadable, foreign or other-version file reads as empty."""
-    data = read_json(path)
+    return _usable(read_json(path))
+
+
+def _usable(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or not isinstance(data.get("entries"), dict):
         return {"version": CACHE_VERSION, "entries": {}}
     return data
 
 
+def other_version(data: Any) -> int | None:
+    """The version of a tuning document another kt-launch wrote (None: this version's, absent or unusable)."""
+    v = data.get("version") if isinstance(data, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v != CACHE_VERSION else None
+
+
+def _version_problem(path: Path, v: int) -> str:
+    return (f"tuning cache {path} has format version {v}, not {CACHE_VERSION} (another kt-launch wrote it): "
+            f"it is neither read nor overwritten; move it away, or set KT_LAUNCH_CACHE_DIR, to tune with this one")
+
+
 def store_entry(key: str, entry: Mapping[str, Any], path: Path | None = None) -> Path | None:
-    """Add or replace one entry, keeping the others; atomic. None when the cache cannot be written."""
+    """Add or replace one entry, keeping the others; atomic, and locked (fcntl) so that concurrent `tune` runs
+    keep each other's entries. None when the cache cannot be written: no cache folder, no lock, or a file of
+    another version (left as it is, with a warning)."""
     path = path or cache_path()
-    data = read_cache(path)
-    data["entries"][key] = dict(entry)
-    return path if write_json(path, data) else None
+    if path is None:
+        return None
+    with locked(path) as ok:
+        if not ok:
+            return None
+        data = read_json(path)
+        v = other_version(data)
+        if v is not None:
+            _warn(_version_problem(path, v))
+            return None
+        data = _usable(data)
+        data["entries"][key] = dict(entry)
+        return path if write_json(path, data) else None
+
+
+def _warn(text: str) -> None:
+    import sys
+
+    try:
+        sys.stderr.write(f"kt-launch: warning: {text}\n")
+    except (OSError, ValueError):
+        pass
 
 
 # -- validation on read ------------------------------------------------------------------------------
@@ -105,7 +142,7 @@ class TunedLookup:
     """One lookup: the usable tuning (or None) and, when an entry was there but unusable, why."""
 
     tuned: TunedThreads | None
-    path: Path
+    path: Path | None
     problem: str | None = None  # a message for a person: names the file, the field and what to do
     entry: Mapping[str, Any] | None = field(default=None, compare=False)  # the raw entry, when valid
 
@@ -113,8 +150,14 @@ class TunedLookup:
 def lookup_tuned(host: Any, shape_key: str, method: str, path: Path | None = None) -> TunedLookup:
     """The cached tuning for this host, model shape and method, validated."""
     path = path or cache_path()
+    if path is None:
+        return TunedLookup(None, None)
     key = cache_key(host_fingerprint(host), shape_key, method)
-    e = read_cache(path)["entries"].get(key)
+    data = read_json(path)
+    v = other_version(data)
+    if v is not None:
+        return TunedLookup(None, path, _version_problem(path, v))
+    e = _usable(data)["entries"].get(key)
     if e is None:
         return TunedLookup(None, path)
     problem = entry_problem(e)

@@ -12,7 +12,7 @@ import shlex
 from kt_launch.core.findings import Finding
 from kt_launch.core.fleet import ROUTER_MODULE, FleetPlan, Instance, RouterSpec
 from kt_launch.render.argv import Command, render_command
-from kt_launch.render.redact import redact_argv, redact_env, scrub, scrub_findings, secret_values
+from kt_launch.render.redact import redact_argv, redact_env, redact_launcher_argv, scrub, scrub_findings, secret_values
 from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
 from kt_launch.render.text import _resolved_json, _show, findings_text, value_rows
 
@@ -52,7 +52,7 @@ def fleet_errors(fp: FleetPlan, commands: list[Command]) -> list[Finding]:
     """Every error of the plan, each instance's named, secrets masked (for stderr when nothing is launched)."""
     from dataclasses import replace
 
-    secrets = _secrets(fp, commands)
+    secrets = fleet_secrets(fp, commands)
     out = [f for f in fp.findings if f.level == "error"]
     for inst, cmd in zip(fp.instances, commands):
         out += [replace(f, message=f"{inst.replica.name}: {f.message}") for f in instance_findings(inst, cmd)
@@ -65,7 +65,8 @@ def fleet_verdict(fp: FleetPlan, commands: list[Command]) -> str:
     return verdict(fp.findings + [f for i, c in zip(fp.instances, commands) for f in instance_findings(i, c)])
 
 
-def _secrets(fp: FleetPlan, commands: list[Command]) -> set[str]:
+def fleet_secrets(fp: FleetPlan, commands: list[Command]) -> set[str]:
+    """Every secret value the fleet plan knows: its commands' secret flags and environment, the router's key."""
     out: set[str] = set()
     for c in commands:
         out |= secret_values(c.argv, c.env)
@@ -80,7 +81,7 @@ def _findings_json(findings: list[Finding], secrets: set[str]) -> list[dict]:
 
 
 def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
-    secrets = _secrets(fp, commands)
+    secrets = fleet_secrets(fp, commands)
     doc: dict = {"schema_version": SCHEMA_VERSION, "verdict": fleet_verdict(fp, commands), "ok": fleet_ok(fp, commands),
                  "instances": [], "router": None, "findings": _findings_json(fp.findings, secrets)}
     for inst, cmd in zip(fp.instances, commands):
@@ -94,7 +95,8 @@ def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
         rc = router_command(fp.router)
         doc["router"] = {"argv": redact_argv(rc.argv), "env": redact_env(rc.env), "url": router_url(fp.router)}
     if fp.hosts:
-        doc["hosts"] = [{"name": h.name, "address": h.address, "argv": redact_argv(list(h.argv)), "urls": list(h.urls)}
+        doc["hosts"] = [{"name": h.name, "address": h.address, "argv": list(redact_launcher_argv(h.argv, secrets)),
+                         "urls": list(h.urls)}
                         for h in fp.hosts]
     return json.dumps(doc, indent=2)
 
@@ -110,7 +112,7 @@ def differing_keys(fp: FleetPlan) -> list[str]:
 
 
 def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDTH) -> str:
-    secrets = _secrets(fp, commands)
+    secrets = fleet_secrets(fp, commands)
     n = len(fp.instances)
     parts = [fleet_verdict(fp, commands), f"# kt-launch plan (fleet: {n} instance{'s' if n != 1 else ''}"
              + (f" behind the SGLang router, policy {fp.router.policy})" if fp.router else ", this host's part)"), ""]
@@ -145,7 +147,7 @@ def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDT
         parts.append("")
     for h in fp.hosts:
         parts.append(f"host {h.name} ({h.address}): kt-launch runs nothing there; run this on {h.name}:")
-        parts.append("  " + shlex.join(redact_argv(list(h.argv))))
+        parts.append("  " + shlex.join(redact_launcher_argv(h.argv, secrets)))
         parts.append("  its instances: " + (" ".join(h.urls) or "none"))
         parts.append("")
     shown = sorted(fp.findings + common, key=lambda f: ORDER[f.level])

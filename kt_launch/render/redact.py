@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from kt_launch.core.options import OPTIONS
+import json
+
+from kt_launch.core.options import BY_KEY, OPTIONS
 from kt_launch.core.secrets import is_secret_name
 
 MASK = "***"
@@ -21,12 +23,19 @@ _DECLARED = {n: o.secret for o in OPTIONS for r in o.render.values() for n in ge
 _NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 
 
+_ALWAYS = tuple(sorted({*SECRET_FLAGS, *(n for n, secret in _DECLARED.items() if secret)}))
+_MIN_ABBREV = 4  # `--ap`: argparse expands any unambiguous prefix of a long flag (allow_abbrev)
+
+
 def _secret_flag(flag: str) -> str | None:
-    """"always" (a declared secret flag), "named" (its name looks secret), or None."""
+    """"always" (a declared secret flag, or a prefix argparse would expand to one: `--api-k`), "named" (its
+    name looks secret), or None."""
     if flag in SECRET_FLAGS or _DECLARED.get(flag):
         return "always"
     if flag in _DECLARED or not flag.startswith("--"):
         return None
+    if len(flag) >= _MIN_ABBREV and any(s.startswith(flag) for s in _ALWAYS):
+        return "always"
     return "named" if is_secret_name(flag[2:]) else None
 
 
@@ -118,3 +127,55 @@ def scrub_findings(findings, secrets: set[str]) -> list:
 def safe_findings(cmd, findings) -> list:
     """The findings of a plan with every secret of its command masked (for text output and logs)."""
     return scrub_findings(findings, secret_values(cmd.argv, cmd.env))
+
+
+# -- kt-launch's own argv (the command printed for another fleet host) ------------------------------------
+
+def _secret_key(key: str) -> bool:
+    """Whether a profile key (as written after --set, any case) holds a secret: a declared key says so
+    itself (kt.max_deferred_experts_per_token is a count); any other key (runtime.env.HF_TOKEN, a nested
+    or unknown key) is secret when one of its dotted parts has a secret name."""
+    k = key.strip().lower()
+    o = BY_KEY.get(k)
+    if o is not None:
+        return o.secret
+    return any(is_secret_name(part) for part in key.strip().split("."))
+
+
+def _mask_tree(prefix: str, value):
+    """A --set value given as a whole section or map ({"api_key": ...}) with every secret leaf masked."""
+    if isinstance(value, dict):
+        return {k: (MASK if _secret_key(f"{prefix}.{k}") else _mask_tree(f"{prefix}.{k}", v))
+                for k, v in value.items()}
+    return value
+
+
+def _redact_set(item: str, secrets: set[str]) -> str:
+    key, eq, value = item.partition("=")
+    if not eq:
+        return scrub(item, secrets)
+    if _secret_key(key):
+        return f"{key}={MASK}"
+    if value.strip()[:1] == "{":
+        try:
+            doc = json.loads(value)
+        except (ValueError, RecursionError):
+            doc = None
+        if isinstance(doc, dict):
+            value = json.dumps(_mask_tree(key.strip(), doc))
+    return f"{key}={scrub(value, secrets)}"
+
+
+def redact_launcher_argv(argv: list[str] | tuple[str, ...], secrets: set[str]) -> tuple[str, ...]:
+    """A kt-launch command line (`--set KEY=VALUE ... -- PASS-THROUGH`) with every secret masked: by key
+    (any case, inside a section given as JSON), by flag in the pass-through part (abbreviations included),
+    and by value: `secrets` are the values the plan knows (its commands' secret flags and env)."""
+    argv = list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    own, passthrough = argv[:cut], argv[cut + 1:]
+    out: list[str] = []
+    for i, item in enumerate(own):
+        out.append(_redact_set(item, secrets) if i > 0 and own[i - 1] == "--set" else scrub(item, secrets))
+    if cut < len(argv):
+        out += ["--", *(scrub(a, secrets) for a in redact_argv(passthrough))]
+    return tuple(out)

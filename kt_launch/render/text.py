@@ -48,7 +48,14 @@ def plan_json(plan: LaunchPlan, cmd: Command, findings: list[Finding]) -> str:
     }
     if plan.memory is not None:
         doc["memory"] = plan.memory.to_json()
-    return json.dumps(doc, indent=2)
+    return json.dumps(doc, indent=2, default=_jsonable)
+
+
+def _jsonable(o):
+    """A nested profile section among the values (fleet.hosts' entries, fleet.router) as its mapping."""
+    if hasattr(o, "model_dump"):
+        return o.model_dump()
+    raise TypeError(f"{type(o).__name__} is not JSON")
 
 
 def wrap(text: str, width: int, first: str, rest: str) -> list[str]:
@@ -114,5 +121,5 @@ def _show(key: str, value) -> str:
     if value is None:
         return "-"
     if isinstance(value, (list, dict)):
-        return json.dumps(value)
+        return json.dumps(value, default=_jsonable)
     return str(value)

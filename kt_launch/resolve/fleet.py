@@ -18,7 +18,7 @@ import dataclasses
 from typing import Any
 
 from kt_launch.core.findings import Finding, error, info, warning
-from kt_launch.core.fleet import LOCAL, FleetPlan, HostPart, Instance, Override, Replica, RouterSpec
+from kt_launch.core.fleet import FleetPlan, HostPart, Instance, Override, Replica, RouterSpec
 from kt_launch.core.host import GpuFacts, HostFacts, NumaNode
 from kt_launch.core.options import BY_KEY, Flag
 from kt_launch.core.provenance import Origin, Provenance
@@ -35,12 +35,13 @@ FLEET_KEYS = ("kt.threadpool_count", "kt.numa_nodes", "server.port", "server.hos
 class HostInput:
     """One host of the fleet as the planner sees it: its facts and its entry."""
 
-    name: str  # LOCAL or the fleet.hosts name
+    name: str  # LOCAL (for messages) or the fleet.hosts name
     facts: HostFacts
     replicas: Any  # "per-numa" | int | None
     listen: str
     connect: str
     visible: str | None = None  # a CUDA_VISIBLE_DEVICES restriction (indices or UUIDs), None = every GPU
+    local: bool = False  # the router's own machine (this one): replicas on loopback, no command to print
 
 
 # -- layout -----------------------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
     m = len(nodes)
     if want is None or want == "per-numa":
         groups, split = [(n,) for n in nodes], 1
-        if m == 1 and h.name == LOCAL:
+        if m == 1 and h.local:
             out.append(info("KT-I713", f"{h.name} has one NUMA node with CPUs: the fleet here is one replica "
                             "behind the router", "add fleet.hosts, or set fleet.replicas to split the node"))
     elif want % m == 0:
@@ -146,11 +147,12 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
             name = f"numa{ids[0]}" if len(ids) == 1 else f"numa{ids[0]}-{ids[-1]}"
             if split > 1:
                 name += f".{j}"
-            if h.name != LOCAL:
+            if not h.local:
                 name = f"{h.name}/{name}"
             port = base_port + 1 + len(replicas)
             replicas.append(Replica(name, h.name, h.listen, h.connect, port, ids,
-                                    tuple(g.index for g in gpus[j * per:(j + 1) * per]), cores // split, split))
+                                    tuple(g.index for g in gpus[j * per:(j + 1) * per]), cores // split, split,
+                                    local=h.local))
     if split > 1 and replicas:
         out.append(warning("KT-W705", f"{h.name}: {split} replicas share each NUMA node: each loads its own copy of "
                            "the CPU experts into that node's RAM, and kt-kernel pins each one's threads to the whole "
@@ -199,7 +201,8 @@ def host_view(facts: HostFacts, r: Replica) -> HostFacts:
     gpus = tuple(dataclasses.replace(by_index[i], index=k) for k, i in enumerate(r.gpus))
     cpu = dataclasses.replace(facts.cpu, usable_cpus=cpus or facts.cpu.usable_cpus, usable_physical_cores=r.cores)
     share = f" ({r.share} replicas share it: its RAM / {r.share})" if r.share > 1 else ""
-    return HostFacts(cpu, facts.numa, mem, avail, gpus, source=f"{facts.source}, {_node_label(r.nodes)}{share}")
+    return HostFacts(cpu, facts.numa, mem, avail, gpus, source=f"{facts.source}, {_node_label(r.nodes)}{share}",
+                     local=False)  # the fleet checks its replicas' ports itself (KT-E708)
 
 
 def replica_input(inp: ResolveInput, facts: HostFacts, r: Replica) -> ResolveInput:
@@ -255,13 +258,13 @@ def resolve_fleet(inp: ResolveInput, hosts: list[HostInput], *, router_python: s
         for r in replicas:
             r = dataclasses.replace(r, overrides=replica_overrides(inp, r))
             rinp = replica_input(inp, h.facts, r)
-            local = h.name == LOCAL or not with_router  # --fleet-host: every host given is this machine
+            local = h.local or not with_router  # --fleet-host: every host given is this machine
             rinp = dataclasses.replace(rinp, launch_here=inp.launch_here and local,
                                        gpu_required=not fleet.allow_cpu_only)
             inst = Instance(r, resolve(rinp))
             inst.plan.findings[:0] = _pin_findings(inst)
             instances.append(inst)
-        if h.name != LOCAL:
+        if not h.local:
             parts.append(HostPart(h.name, h.connect, (host_commands or {}).get(h.name, ()),
                                   tuple(r.url for r in replicas)))
     if not instances:
@@ -272,14 +275,14 @@ def resolve_fleet(inp: ResolveInput, hosts: list[HostInput], *, router_python: s
         port = fleet.router.port or server.port
         router = RouterSpec(router_python or "python3", server.host, port, fleet.router.policy,
                             tuple(i.replica.url for i in instances), server.api_key)
-    here = {LOCAL} if with_router else {h.name for h in hosts}
-    findings += _port_findings(listeners(instances, router, here))
+    findings += _port_findings(listeners(instances, router, every=not with_router))
     return FleetPlan(instances, router, parts, findings)
 
 
-def listeners(instances: list[Instance], router: RouterSpec | None, here: set[str]) -> list[tuple[str, str, int]]:
-    """(name, address, port) of everything the plan starts on this machine (`here`: its host names)."""
-    out = [(i.replica.name, i.replica.listen, i.replica.port) for i in instances if i.replica.host in here]
+def listeners(instances: list[Instance], router: RouterSpec | None, every: bool) -> list[tuple[str, str, int]]:
+    """(name, address, port) of everything the plan starts on this machine: the router and the local replicas,
+    or `every` replica (one host's part, --fleet-host, runs here whole)."""
+    out = [(i.replica.name, i.replica.listen, i.replica.port) for i in instances if every or i.replica.local]
     if router is not None:
         out.insert(0, ("the router", router.host, router.port))
     return out

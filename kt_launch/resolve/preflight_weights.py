@@ -215,7 +215,7 @@ def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
 
 def _planning_level(inp: ResolveInput):
     """Errors about this machine become warnings when it has no GPU: it is only planning, not the server."""
-    if not inp.host.gpus and inp.host.source == "this machine" and not inp.launch_here:
+    if not inp.host.gpus and inp.host.local and not inp.launch_here:
         return lambda code, planning_code, msg, fix: warning(planning_code, msg + " (this machine has no GPU, so it is "
                                               "taken as a planning host; use --host-facts for the server)", fix)
     return lambda code, planning_code, msg, fix: error(code, msg, fix)
@@ -269,7 +269,7 @@ def check_gpus(inp: ResolveInput, values: Values) -> Iterator[Finding]:
 def check_port(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     a = artifacts(inp)
     p = getattr(a, "port", None)
-    if p is None or inp.host.source != "this machine":
+    if p is None or not inp.host.local:
         return  # planning for another host: this machine's ports say nothing
     where = f"server.host={p.host} server.port={p.port}"
     if p.status in ("in-use", "no-permission"):

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kt_launch.core.fleet import LOCAL, Replica
+from kt_launch.core.fleet import Replica
 from kt_launch.render.argv import Command
 from kt_launch.render.fleet import instance_findings, router_command, router_url
 from kt_launch.render.redact import is_secret_name, redact_argv, scrub_findings, secret_values
@@ -391,7 +391,7 @@ def launch_fleet(out, args) -> int:
     children = []
     for inst, cmd in zip(fp.instances, out.commands):
         secrets |= secret_values(cmd.argv, cmd.env)
-        if fp.router is None or inst.replica.host == LOCAL:
+        if fp.router is None or inst.replica.local:  # this machine's part (--fleet-host plans only that)
             r = inst.replica
             children.append(_Child(r.name, cmd, r.url, (r.listen, r.port), r,
                                    values={k: v.value for k, v in inst.plan.values.items()}))

@@ -155,3 +155,86 @@ def test_unwritable_cache_is_not_stored_and_not_a_crash(amx_data, tmp_path):
     blocker.write_text("x")
     assert save_tuned(h, SHAPE, "AMXINT8", TuneChoice(12, 1, None, 0.99, 1.0, 1.0, 1.0, "r"),
                       path=blocker / "sub" / "tuning.json") is None
+
+
+# -- caches you can trust (issue 18) --------------------------------------------------------------
+
+from kt_launch.facts.tuning import CACHE_VERSION, store_entry  # noqa: E402
+
+ENTRY = {"cpuinfer": 8, "threadpool_count": 1}
+
+
+def test_a_planted_symlink_at_tuning_json_is_replaced_not_followed(tmp_path, capfd):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    path = tmp_path / "tuning.json"
+    path.symlink_to(victim)
+    assert store_entry("k", ENTRY, path) == path
+    assert victim.read_text() == "precious\n"
+    assert not path.is_symlink() and json.loads(path.read_text())["entries"] == {"k": ENTRY}
+
+
+def test_two_concurrent_writers_keep_every_entry(tmp_path):
+    """fcntl.flock around the read-modify-write: 2 processes x 100 entries = 200 (without it, about 114)."""
+    path = tmp_path / "tuning.json"
+    code = ("import sys\nfrom pathlib import Path\nfrom kt_launch.facts.tuning import store_entry\n"
+            "for i in range(100):\n"
+            "    assert store_entry(f'{sys.argv[1]}-{i}', {'cpuinfer': 8}, Path(sys.argv[2])) is not None\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, name, str(path)]) for name in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert len(json.loads(path.read_text())["entries"]) == 200
+
+
+def test_another_versions_file_is_neither_read_nor_overwritten(amx_data, tmp_path, capfd):
+    h = _host(amx_data)
+    path = tmp_path / "tuning.json"
+    key = cache_key(host_fingerprint(h), SHAPE, "AMXINT8")
+    text = json.dumps({"version": CACHE_VERSION + 1, "entries": {key: ENTRY}})
+    path.write_text(text)
+    assert store_entry("k", ENTRY, path) is None
+    assert path.read_text() == text
+    assert f"format version {CACHE_VERSION + 1}" in capfd.readouterr().err
+    found = lookup_tuned(h, SHAPE, "AMXINT8", path)
+    assert found.tuned is None and "neither read nor overwritten" in found.problem and str(path) in found.problem
+
+
+def test_an_untrusted_cache_dir_is_skipped_with_a_warning(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    code = ("from kt_launch.facts.tuning import cache_path, store_entry\n"
+            "print(cache_path(), store_entry('k', {'cpuinfer': 8}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "KT_LAUNCH_CACHE_DIR": str(shared)})
+    assert r.returncode == 0 and r.stdout.split() == ["None", "None"], r.stdout + r.stderr
+    assert "writable by every user" in r.stderr and not (shared / "tuning.json").exists()
+
+
+def _no_home_run(code: str, home: str | None, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_CACHE_HOME", "KT_LAUNCH_CACHE_DIR")}
+    if home is not None:
+        env["HOME"] = home
+    env["PYTHONPATH"] = str(REPO)
+    # a user namespace in which this process is user 54321, which has no passwd entry
+    return subprocess.run(["unshare", "--user", "--map-user=54321", "--map-group=54321", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize("home", [None, ""])
+def test_no_home_and_no_passwd_entry_means_no_cache_not_a_relative_one(tmp_path, home):
+    code = "import os, pwd\ntry: pwd.getpwuid(os.getuid())\nexcept KeyError: print('none')"
+    probe = _no_home_run(code, None, tmp_path)
+    if probe.stdout.strip() != "none":
+        pytest.skip(f"no user namespace for a user without a passwd entry here: {probe.stderr[-200:]}")
+    code = ("from kt_launch.facts.tuning import cache_path, store_entry\n"
+            "print(cache_path(), store_entry('k', {'cpuinfer': 8}))\n")
+    r = _no_home_run(code, home, tmp_path)
+    assert r.returncode == 0 and r.stdout.split() == ["None", "None"], r.stdout + r.stderr
+    assert "HOME is unset or empty and this user has no passwd entry" in r.stderr
+    assert not any(tmp_path.iterdir())  # nothing in the working directory: no ./~/.cache, no .cache
+
+
+def test_a_home_too_long_for_a_path_means_no_cache(tmp_path):
+    home = "/" + "/".join(["x" * 200] * 30)
+    assert cache_path({"HOME": home}) is None
+    assert cache_path({"KT_LAUNCH_CACHE_DIR": "/tmp/" + "y" * 300}) is None

@@ -75,3 +75,11 @@ def test_nvidia_smi_output_cached_per_boot(tmp_path):
     (root / "proc/sys/kernel/random/boot_id").write_text("boot-2\n")
     gather_host(env=env, root=str(root))
     assert count.read_text().count("x") == 2
+
+
+def test_a_gpu_of_zero_mib_from_nvidia_smi_is_left_out():
+    """0 MiB sizes nothing (the memory fit divided by it: a TypeError downstream); the line is named."""
+    from kt_launch.facts.host import parse_smi
+
+    gpus, bad = parse_smi("0, NVIDIA H200, 0, GPU-a\n1, NVIDIA H200, 143771, GPU-b\n")
+    assert [g.index for g in gpus] == [1] and "has memory size 0" in bad

@@ -38,6 +38,20 @@ def test_every_option_answers_every_flavour_and_lives_in_a_section():
         assert o.section in SECTIONS, o.key
 
 
+def test_every_numeric_key_has_an_upper_bound():
+    """A 400-digit count is refused naming its key (issue 18), not carried into the fit's float arithmetic."""
+    from kt_launch.core.profile import FleetHost
+
+    for o in OPTIONS:
+        numeric = o.type in (int, float) or typing.get_origin(o.type) is typing.Union and int in typing.get_args(o.type)
+        if o.type == list[int]:
+            assert "item_le" in o.limits, o.key
+        elif numeric:
+            assert "le" in o.limits or "lt" in o.limits, o.key
+    replicas = FleetHost.model_fields["replicas"].annotation
+    assert "le=" in repr(replicas), replicas
+
+
 def test_derived_keys_are_filled_by_exactly_one_step():
     filled = [k for s in STEPS for k in s.fills]
     assert len(filled) == len(set(filled))

@@ -567,3 +567,48 @@ def test_dataclasses_are_frozen_and_hashable():
         facts.options["--b"] = info  # type: ignore[index]
     failed = SglangFacts.from_worker_json("py", {"ok": False, "error_kind": "not_installed", "error": "nope"})
     assert not failed.ok and failed.error == "nope" and failed.options == {}
+
+
+# -- caches you can trust (issue 18) --------------------------------------------------------
+
+
+def test_a_planted_symlink_at_the_entry_is_replaced_not_followed(env, cache, tmp_path, capfd):
+    env.install_sglang()
+    first = read_sglang_facts(env.python, cache_dir=cache)
+    (entry,) = cache.glob("facts-*.json")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    entry.unlink()
+    entry.symlink_to(victim)
+    again = read_sglang_facts(env.python, cache_dir=cache)
+    assert first.ok and again.ok and not again.from_cache  # the link is not read as the cache
+    assert victim.read_text() == "precious\n"  # nor written through
+    assert entry.is_file() and not entry.is_symlink()
+    assert "symbolic link" in capfd.readouterr().err
+
+
+def test_a_cold_read_says_so_once_on_stderr(env, cache, capfd):
+    env.install_sglang()
+    read_sglang_facts(env.python, cache_dir=cache)
+    err = capfd.readouterr().err
+    assert "reading SGLang's parser from" in err and "(first time only" in err
+    assert read_sglang_facts(env.python, cache_dir=cache).from_cache
+    assert "reading SGLang's parser" not in capfd.readouterr().err  # warm: silent
+
+
+@pytest.mark.parametrize("why", ["world-writable", "another owner"])
+def test_an_untrusted_cache_dir_is_not_used(env, tmp_path, monkeypatch, capfd, why):
+    env.install_sglang()
+    kt = tmp_path / "kt"
+    kt.mkdir()
+    if why == "world-writable":
+        kt.chmod(0o777)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("making a folder of another owner needs root")
+        os.chown(kt, 54321, 54321)
+    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(kt))
+    f = read_sglang_facts(env.python)
+    assert f.ok and not list(kt.rglob("facts-*.json"))
+    err = capfd.readouterr().err
+    assert "no cache" in err and str(kt) in err and ("writable by every user" in err or "belongs to user id" in err)

@@ -3,6 +3,7 @@ host gives two pinned replicas with node-local GPUs; RAM is checked per node; er
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -228,3 +229,45 @@ def test_check_plans_the_fleet_as_dry_run_does(tmp_path):
     assert "KT-E701" in codes(json.loads(check.stdout), "error")
     text = kt_launch("check", "--profile", str(p), "--host-facts", str(h), "--no-check")
     assert text.returncode == 3 and text.stdout.splitlines()[0].startswith("BLOCKED") and "KT-E701" in text.stdout
+
+
+def test_the_local_host_is_a_field_not_a_name():
+    """A host is the router's own machine by HostInput.local, whatever it is called (issue 18: a fleet.hosts
+    entry named `this machine` was started locally); URLs follow the field too."""
+    from kt_launch.core.fleet import LOCAL, http_url
+    from kt_launch.facts.host import host_from_json
+    from kt_launch.resolve.fleet import HostInput, layout
+
+    facts = host_from_json(dual_socket())
+    assert not facts.local  # recorded facts are never this machine, whatever their source says
+    out: list = []
+    remote = layout(HostInput(LOCAL, facts, None, "10.0.0.12", "10.0.0.12"), 30000, False, out)
+    local = layout(HostInput(LOCAL, facts, None, "0.0.0.0", "0.0.0.0", local=True), 30000, False, out)
+    assert [r.name for r in remote] == [f"{LOCAL}/numa0", f"{LOCAL}/numa1"] and not any(r.local for r in remote)
+    assert [r.name for r in local] == ["numa0", "numa1"] and all(r.local for r in local)
+    assert local[0].url == "http://127.0.0.1:30001"  # a wildcard of this machine is dialled on loopback
+    assert http_url("0.0.0.0", 1, local=False) == "http://0.0.0.0:1"  # another host's wildcard is not ours
+    assert http_url("fe80::1%eth0", 8) == "http://[fe80::1%25eth0]:8"
+    assert http_url("::", 8) == "http://[::1]:8"
+
+
+def test_ports_are_checked_with_host_facts_when_the_plan_runs_here(tmp_path):
+    """--supervise with --host-facts starts the fleet on this machine: a foreign server on a replica's port is a
+    plan error (KT-E708) before anything starts; a dry run for a recorded host does not look at this one."""
+    import socket
+
+    from kt_launch.app import Request, plan_fleet
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    busy = s.getsockname()[1]
+    try:
+        p = write_profile(tmp_path, fleet_profile(sys.executable, busy - 1, {"router": {"port": busy + 10}}))
+        h = write_json(tmp_path / "host.json", dual_socket())
+        req = Request(profile=str(p), host_facts=str(h), checks=False)
+        found = plan_fleet(dataclasses.replace(req, launch=True)).plan.findings
+        assert any(f.code == "KT-E708" and str(busy) in f.message for f in found), found
+        assert not any(f.code == "KT-E708" for f in plan_fleet(req).plan.findings)
+    finally:
+        s.close()

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from kt_launch import synthetic
+from kt_launch.core.options import OPTIONS
 from kt_launch.facts.host import GPU_QUERY
 from operate.support import HOST, REPO
 
@@ -171,6 +172,22 @@ for key, value in {"first_k_dense_replace": "1", "moe_layer_freq": 2.5, "hidden_
         return Run(_check(tmp, doc))
 
 
+# Impossible shapes: each key is fine alone, the whole is not (issue 18)
+for label, change, words in [
+    ("top-k above the experts", {"num_experts_per_tok": 64, "n_routed_experts": 4}, ("num_experts_per_tok=64",)),
+    ("every layer dense", {"first_k_dense_replace": 4, "num_hidden_layers": 4}, ("first_k_dense_replace=4",)),
+    ("MLA without kv_lora_rank", {"kv_lora_rank": None}, ("MLA", "kv_lora_rank")),
+    ("MLA without qk_rope_head_dim", {"qk_rope_head_dim": None}, ("MLA", "qk_rope_head_dim")),
+]:
+    @case(f"config.json:{label}", (3,), ("KT-E108", "config.json", *words), absent=("0 MoE layers",))
+    def _(tmp, change=change):
+        root, doc = _demo(tmp)
+        cfg = root / "model" / "config.json"
+        data = {**json.loads(cfg.read_text()), **change}
+        cfg.write_text(json.dumps({k: v for k, v in data.items() if v is not None}))
+        return Run(_check(tmp, doc))
+
+
 @case("profile:directory", (2,), ("is a directory",))
 def _(tmp):
     (tmp / "d").mkdir()
@@ -202,6 +219,63 @@ def _(tmp):
 @case("profile:duplicate key", (2,), ("appears twice",))
 def _(tmp):
     return Run(_dry(tmp, profile=_profile(tmp, text="model: {path: /m}\nkt: {cpuinfer: 4}\nkt: {cpuinfer: 8}\n")))
+
+
+# A 400-digit count for every numeric key: refused naming the key (exit 2), never an OverflowError in the fit.
+HUGE = "9" * 400
+for o in OPTIONS:
+    if o.settable and o.type in (int, float, list[int]) or o.key == "fleet.replicas":
+        value = f"[{HUGE}]" if o.type == list[int] else HUGE
+
+        @case(f"profile:400-digit {o.key}", (2,), (o.key,) if o.type is float else (o.key, "less than or equal"))
+        def _(tmp, key=o.key, value=value):
+            root, doc = _demo(tmp)
+            if key.startswith("moe_lora."):
+                doc = synthetic.moe_lora_profile(root)
+            return Run(["--profile", str(_profile(tmp, doc)), "--host-facts", str(_host(tmp)), "--dry-run",
+                        "--set", f"{key}={value}"])
+
+
+@case("profile:400-digit fleet.hosts[].replicas", (2,), ("fleet.hosts", "replicas", "less than or equal"))
+def _(tmp):
+    _write(tmp / "b.json", HOST)
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["fleet"] = {"hosts": [{"name": "b", "address": "10.0.0.12", "host_facts": "b.json", "replicas": int(HUGE)}]}
+    return Run(_dry(tmp, profile=_profile(tmp, doc)))
+
+
+# Not a profile: named with its first problem only, none of its lines echoed (issue 18: /etc/shadow)
+SHADOW = "".join(f"{u}:$6$Zq9salt$HashOf{u}Zq9Zq9Zq9Zq9Zq9:20228:0:99999:7:::\n" for u in ("root", "daemon", "alice"))
+for label, text, words in [
+    ("a shadow file", SHADOW, ("not a kt-launch profile", "3 top-level key(s)")),
+    ("a passwd file", "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+     ("must be a mapping",)),
+    ("a key: value file", "db_password: hunter2-Zq9\napi: sk-Zq9Zq9Zq9Zq9\n", ("not a kt-launch profile",)),
+]:
+    @case(f"profile:{label}", (2,), words, absent=("Zq9", "hunter2", "daemon", "alice", "bash"))
+    def _(tmp, text=text):
+        return Run(_dry(tmp, profile=_profile(tmp, name="other", text=text)))
+
+
+@case("profile:a typo in the only section", (2,), ("not a kt-launch profile", "did you mean 'model'"))
+def _(tmp):
+    return Run(_dry(tmp, profile=_profile(tmp, text="modle: {path: /m}\n")))
+
+
+@case("profile:control characters in a key are escaped", (2,), ("unknown key", "\\x1b[31m", "\\r\\n"),
+      absent=("\x1b", "\r"))
+def _(tmp):
+    return Run(_dry(tmp, profile=_profile(tmp, text='model: {path: /m}\n"\\e[31mred\\r\\nkt-launch: ok": 2\n')))
+
+
+@case("profile:control characters in a --set key are escaped", (2,), ("\\x1b[31m",), absent=("\x1b",))
+def _(tmp):
+    return Run(_dry(tmp, "--set", "\x1b[31mkt.cpuinfer=5"))
+
+
+@case("profile:control characters in an env name are escaped", (0,), ("\\x1b[31m",), absent=("\x1b",))
+def _(tmp):
+    return Run(_dry(tmp), env={"KT_LAUNCH_\x1b[31mKT__X": "1"})
 
 
 # 2. Caches: a warning and a rebuild, never a crash, a hang or a wrong value -----------------------
@@ -236,6 +310,16 @@ for kind in ("fifo", "dir", "deep", "dup", "inf", "nan"):
                 "f = sglang.read_sglang_facts(py, cache_dir=root)\n"
                 "print('interpreter gone' if not f.ok else 'ok?')\n")
             return Run([], python=code)
+
+
+LONG_PATH = "/" + "/".join(["x" * 250] * 20)  # 5 kB, components of 250 bytes: ENAMETOOLONG for open()
+for name, env in {"HOME": {"HOME": LONG_PATH, "KT_LAUNCH_CACHE_DIR": "", "XDG_CACHE_HOME": ""},
+                  "KT_LAUNCH_CACHE_DIR": {"KT_LAUNCH_CACHE_DIR": "/tmp/" + "y" * 300},
+                  "relative HOME": {"HOME": "rel/home", "KT_LAUNCH_CACHE_DIR": "", "XDG_CACHE_HOME": ""}}.items():
+    @case(f"cache:{name} unusable", (0, 3), ("no cache", name.split()[-1]))
+    def _(tmp, env=env):
+        root, doc = _demo(tmp)
+        return Run(["--profile", str(_profile(tmp, doc)), "--host-facts", str(_host(tmp)), "--dry-run"], env=env)
 
 
 @case("tuning.json:wrong types", (0, 3), ("tuning cache", "cpuinfer"), absent=("--kt-cpuinfer --kt",))
@@ -334,6 +418,8 @@ HOSTS = {
     "gpu memory negative": (_host_with(gpus__0__memory_bytes=-1), "gpus[0].memory_bytes"),
     "gpu memory float": (_host_with(gpus__0__memory_bytes=1.5e10), "gpus[0].memory_bytes"),
     "gpu memory huge": (_host_with(gpus__0__memory_bytes=10 ** 30), "gpus[0].memory_bytes"),
+    "gpu memory zero": (_host_with(gpus__0__memory_bytes=0), "gpus[0].memory_bytes"),
+    "gpu memory absent": ({**HOST, "gpus": [{"index": 0, "name": "Test GPU"}]}, "gpus[0].memory_bytes"),
     "bool for a count": (_host_with(cpu__physical_cores=True), "cpu.physical_cores"),
     "duplicate usable cpu": (_host_with(cpu__usable_cpus=[0, 0, 1]), "appears twice"),
     "available above total": (_host_with(memory__available_bytes=HOST["memory"]["total_bytes"] + 1),
@@ -347,6 +433,13 @@ for name, (doc, words) in HOSTS.items():
     @case(f"doctor-host:{name}", (2,), ("--host-facts", "h.json", words))
     def _(tmp, doc=doc):
         return Run(["doctor", "--host-facts", str(_write(tmp / "h.json", doc))])
+
+
+@case("host:gpu memory zero, with the memory fit", (2,), ("--host-facts", "gpus[0].memory_bytes"))
+def _(tmp):
+    root, doc = _demo(tmp)
+    return Run(["--profile", str(_profile(tmp, doc)), "--host-facts", str(_write(tmp / "h.json", _host_with(
+        gpus__0__memory_bytes=0))), "--dry-run"])
 
 
 @case("host:nan in gpu memory (text)", (2,), ("--host-facts", "NaN"))
@@ -413,6 +506,39 @@ def _(tmp):
     return Run([*_dry(tmp, "--json"), "--", "--api-key", SECRET])
 
 
+def _fleet(tmp: Path, **server) -> Path:
+    """A fleet profile with one other host `b` (the command to run there is printed)."""
+    _host(tmp)
+    _write(tmp / "b.json", HOST)
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["fleet"] = {"replicas": 0, "hosts": [{"name": "b", "address": "10.0.0.12", "host_facts": "b.json"}]}
+    doc["server"].update(server)
+    return _profile(tmp, doc, name="fleet.yaml")
+
+
+for fmt in ("text", "json"):
+    extra = ("--json",) if fmt == "json" else ()
+    words = ('"hosts"',) if fmt == "json" else ("run this on b",)
+    for label, sets in {"runtime.env HF_TOKEN": [f"runtime.env.HF_TOKEN={SECRET}"],
+                        "a whole section as JSON": [f'server={{"port": 30000, "api_key": "{SECRET}"}}'],
+                        "an upper-case key": [f"SERVER.api_key={SECRET}"],
+                        "a whole runtime section": [f'runtime={{"python": "/usr/bin/python3", "flavor": "sglang-kt", '
+                                                    f'"env": {{"MY_SECRET": "{SECRET}"}}}}']}.items():
+        @case(f"secret:fleet host command, {label} ({fmt})", (0,), words, secrets=(SECRET,))
+        def _(tmp, sets=sets, extra=extra):
+            args = [a for s in sets for a in ("--set", s)]
+            return Run(_dry(tmp, *extra, *args, profile=_fleet(tmp)))
+
+    @case(f"secret:fleet host command, abbreviated pass-through flag ({fmt})", (0,), words, secrets=(SECRET,))
+    def _(tmp, extra=extra):
+        return Run([*_dry(tmp, *extra, profile=_fleet(tmp)), "--", "--api-k", SECRET])
+
+
+@case("secret:passthrough abbreviated api key", (0,), ("--api-k",), secrets=(SECRET,))
+def _(tmp):
+    return Run([*_dry(tmp), "--", f"--api-k={SECRET}", "--admin-api", SECRET])
+
+
 # 5. Values that look like flags, env names and values -------------------------------------------------
 
 @case("flag-like served_name", (0,), ("--served-model-name=--api-key",))
@@ -437,6 +563,108 @@ def _(tmp):
 @case("list item starting with -", (3,), ("KT-E304", "lora.paths", "-adapter"))
 def _(tmp):
     return Run(_dry(tmp, "--set", 'lora.paths=["-adapter"]'))
+
+
+for fmt in ("text", "json"):
+    @case(f"non-UTF-8 bytes in a path, strict stdout ({fmt})", (0,), ("--model-path", "\\udcfe"))
+    def _(tmp, fmt=fmt):
+        profile = _profile(tmp, name="p\udcff.yaml")  # the file name holds byte 0xff
+        args = _dry(tmp, *(("--json",) if fmt == "json" else ()), "--set", "model.path=/m\udcfe", profile=profile)
+        return Run(args, env={"PYTHONIOENCODING": "utf-8"})
+
+
+@case("non-UTF-8 bytes in a missing profile's name, strict stderr", (2,), ("--profile", "q\\udcff.yaml"))
+def _(tmp):
+    return Run(["--profile", str(tmp / "q\udcff.yaml"), "--dry-run"], env={"PYTHONIOENCODING": "utf-8"})
+
+
+# 6a. Identity by type, values kept as given -----------------------------------------------------------
+
+def _fleet_with(tmp: Path, hosts: list[dict], **server) -> Path:
+    _write(tmp / "b.json", HOST)
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["fleet"] = {"replicas": 0, "hosts": [{"host_facts": "b.json", **h} for h in hosts]}
+    doc["server"].update(server)
+    return _profile(tmp, doc, name="fleet.yaml")
+
+
+for label, hosts, words in [
+    ("a host named this machine", [{"name": "this machine", "address": "10.0.0.12"}], ("fleet.hosts", "own host")),
+    ("a host named This Machine", [{"name": "This Machine", "address": "10.0.0.12"}], ("fleet.hosts", "own host")),
+    ("two hosts of one name", [{"name": "b", "address": "10.0.0.12"}, {"name": "b", "address": "10.0.0.13"}],
+     ("fleet.hosts", "'b' appears twice")),
+    ("two hosts of one address", [{"name": "b", "address": "10.0.0.12"}, {"name": "c", "address": "10.0.0.12"}],
+     ("fleet.hosts", "also the address of b")),
+    ("remote address 0.0.0.0", [{"name": "b", "address": "0.0.0.0"}], ("fleet.hosts", "0.0.0.0", "wildcard")),
+    ("remote address ::", [{"name": "b", "address": "::"}], ("fleet.hosts", "wildcard")),
+    ("remote address 127.0.0.1", [{"name": "b", "address": "127.0.0.1"}], ("fleet.hosts", "loopback")),
+    ("remote address [::1]", [{"name": "b", "address": "[::1]"}], ("fleet.hosts", "loopback")),
+    ("remote address localhost", [{"name": "b", "address": "localhost"}], ("fleet.hosts", "localhost")),
+    ("remote address with a space", [{"name": "b", "address": "10.0.0.1 --api-key x"}], ("fleet.hosts", "host name")),
+]:
+    @case(f"fleet:{label}", (2,), words)
+    def _(tmp, hosts=hosts):
+        return Run(_dry(tmp, profile=_fleet_with(tmp, hosts)))
+
+
+for extra in ((), ("--json",)):
+    @case(f"fleet:check {' '.join(extra)} on a fleet profile".replace("  ", " "), (0, 3), ("findings",))
+    def _(tmp, extra=extra):
+        profile = _fleet_with(tmp, [{"name": "b", "address": "10.0.0.12"}])
+        return Run(["check", "--profile", str(profile), "--host-facts", str(_host(tmp)), *extra])
+
+
+@case("fleet:an IPv6 zone is %25 in URLs (RFC 6874)", (0,), ("http://[fe80::1%25eth0]:30001",),
+      absent=("[fe80::1%eth0]",))
+def _(tmp):
+    return Run(_dry(tmp, "--json", profile=_fleet_with(tmp, [{"name": "b", "address": "fe80::1%eth0"}])))
+
+
+@case("fleet:server.host 0.0.0.0 is loopback for local replicas only", (0,),
+      ("http://127.0.0.1:30001", "http://10.0.0.12:30001"), absent=("http://0.0.0.0",))
+def _(tmp):
+    profile = _fleet_with(tmp, [{"name": "b", "address": "10.0.0.12", "replicas": 1}], host="0.0.0.0")
+    return Run(_dry(tmp, "--json", "--set", "fleet.replicas=1", profile=profile))
+
+
+@case("fleet:host_facts of an extends parent is relative to the parent", (0,), ("run this on b",))
+def _(tmp):
+    (tmp / "parent").mkdir()
+    (tmp / "child").mkdir()
+    _write(tmp / "parent" / "b.json", HOST)
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["fleet"] = {"replicas": 0, "hosts": [{"name": "b", "address": "10.0.0.12", "host_facts": "b.json"}]}
+    _profile(tmp / "parent", doc, name="base.yaml")
+    child = _profile(tmp / "child", name="p.yaml", text="extends: ../parent/base.yaml\nserver: {port: 30100}\n")
+    return Run(_dry(tmp, profile=child))
+
+
+for key, value, words in [("runtime.cuda_visible_devices", "0,0,1", ("runtime.cuda_visible_devices", "GPU 0 twice")),
+                          ("runtime.cuda_visible_devices", "", ("runtime.cuda_visible_devices", "empty")),
+                          ("runtime.cuda_visible_devices", "0,,1", ("runtime.cuda_visible_devices", "empty item")),
+                          ("runtime.python", "", ("runtime.python", "empty")),
+                          ("runtime.python", "  ", ("runtime.python", "empty"))]:
+    @case(f"value:{key}={value!r}", (2,), words, absent=("Value error",))
+    def _(tmp, key=key, value=value):
+        return Run(_dry(tmp, "--set", f"{key}={value}"))
+
+
+@case("value:empty runtime.python in the profile", (2,), ("profile", "p.yaml", "runtime.python", "empty"))
+def _(tmp):
+    doc = yaml.safe_load(_profile(tmp).read_text())
+    doc["runtime"]["python"] = ""
+    return Run(_dry(tmp, profile=_profile(tmp, doc)))
+
+
+@case("value:env map keys keep their case", (0,), ('"HF_TOKEN": "***"',), secrets=(SECRET,), absent=('"hf_token"',))
+def _(tmp):
+    return Run(_dry(tmp, "--json"), env={"KT_LAUNCH_RUNTIME__ENV__HF_TOKEN": SECRET})
+
+
+@case("value:--set KT.CPUINFER is blamed on --set", (2,), ("--set KT.CPUINFER", "unknown key"),
+      absent=("error: profile",))
+def _(tmp):
+    return Run(_dry(tmp, "--set", "KT.CPUINFER=5"))
 
 
 # 6. Atomic writes -------------------------------------------------------------------------------------
@@ -512,7 +740,8 @@ def _launch(tmp: Path, run: Run) -> tuple[int, str, str]:
 
 
 def _leftovers(tmp: Path) -> list[str]:
-    return [str(p) for p in tmp.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-")]
+    return [str(p) for p in tmp.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-")
+            or p.name in ("~", "rel")]  # a cache written relative to the working directory
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -547,3 +776,20 @@ def test_the_corpus_covers_every_class():
                  "stdout"):
         assert need in prefixes or need in CASES, need
     assert len(CASES) >= 100
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["--profile", "demo", "--no-check", "--dry-run"]])
+def test_no_proc_is_a_finding_not_a_traceback(tmp_path, command):
+    """A container without /proc: psutil's FileNotFoundError becomes a host-facts note (issue 18). A real
+    empty /proc: a private mount namespace with a tmpfs over it."""
+    script = 'mount -t tmpfs none /proc && exec "$@"'
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", sys.executable, "-m",
+            "kt_launch", *command]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KT_LAUNCH_CACHE_DIR": str(tmp_path / "cache")}
+    probe = subprocess.run([*argv[:7], "sh", "true"], capture_output=True, text=True, timeout=LIMIT_S)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount an empty /proc here: {probe.stderr.strip()[-200:]}")
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=LIMIT_S * 3, env=env, cwd=tmp_path)
+    both = p.stdout + p.stderr
+    assert "Traceback" not in both and p.returncode in (0, 3), both[-3000:]
+    assert "psutil could not read the memory size" in both and "is /proc mounted?" in both, both[-3000:]

@@ -164,3 +164,21 @@ def test_invalid_secret_values_are_not_echoed_in_errors(tmp_path, capsys):
     rc = main(["--profile", str(prof), "--dry-run", "--no-check", "--host-facts", str(write_host(tmp_path))])
     err = capsys.readouterr().err
     assert rc == 2 and "runtime.env.HF_TOKEN" in err and "12345678" not in err
+
+
+def test_the_launcher_argv_of_another_host_is_masked_by_key_value_and_flag():
+    """The fleet's "run this on b" command (issue 18): --set keys in any case or inside a JSON section, values
+    the plan knows as secret whatever their key, and pass-through flags argparse would expand (--api-k)."""
+    from kt_launch.render.redact import redact_launcher_argv
+
+    argv = ["kt-launch", "--profile", "p.yaml", "--fleet-host", "b",
+            "--set", f"runtime.env.HF_TOKEN={HF_TOKEN}", "--set", f"SERVER.api_key={API_KEY}",
+            "--set", json.dumps({"api_key": PASS, "port": 30000}).join(["server=", ""]),
+            "--set", f"server.extra_args=[\"--x\", \"{EXTRA}\"]",
+            "--set", "kt.max_deferred_experts_per_token=3", "--set", "runtime.env.TOKENIZERS_PARALLELISM=false",
+            "--supervise", "--", "--api-k", OPENAI, f"--admin-api={INHERITED}", "--tp", "2"]
+    out = redact_launcher_argv(argv, {EXTRA})
+    text = " ".join(out)
+    assert not any(s in text for s in SECRETS), text
+    assert "kt.max_deferred_experts_per_token=3" in out and "runtime.env.TOKENIZERS_PARALLELISM=false" in out
+    assert out[-2:] == ("--tp", "2") and "--supervise" in out and "30000" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 
@@ -117,7 +118,8 @@ def test_port_in_use_through_the_cli(tmp_path, monkeypatch):
     port = s.getsockname()[1]
     try:
         profile = synthetic.amx_profile(t, server={"port": port})
-        monkeypatch.setattr(app, "gather_host", lambda *a, **k: host_from_json(AMX_HOST, "this machine"))
+        live = dataclasses.replace(host_from_json(AMX_HOST), local=True)  # gathered here: identity is the field
+        monkeypatch.setattr(app, "gather_host", lambda *a, **k: live)
         rc, doc, _ = check(tmp_path, profile, None)
         assert rc == 3 and "KT-E232" in codes(doc, "error")
         rc, doc, _ = check(tmp_path, profile)  # --host-facts: another machine

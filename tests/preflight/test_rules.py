@@ -363,7 +363,10 @@ def test_planning_host_without_gpu_downgrades_cpu_errors(tmp_path, t, monkeypatc
     from kt_launch.facts.host import host_from_json
 
     laptop = host(flags=["avx2"], gpus=0)
-    monkeypatch.setattr(app, "gather_host", lambda *a, **k: host_from_json(laptop, "this machine"))
+    import dataclasses
+
+    live = dataclasses.replace(host_from_json(laptop), local=True)  # gathered here: identity is the field
+    monkeypatch.setattr(app, "gather_host", lambda *a, **k: live)
     rc, doc, _ = check(tmp_path, synthetic.amx_profile(t), None)
     assert rc == 0 and "KT-W240" in codes(doc, "warning") and "KT-W231" in codes(doc, "warning")
     rc, doc = errors(tmp_path, synthetic.amx_profile(t), host(flags=["avx2"], gpus=1))
