@@ -210,8 +210,9 @@ OPTIONS: tuple[Option, ...] = (
            limits={"ge": 1}),
     Option("server.mem_fraction_static", float, "Share of GPU memory for weights and the KV pool.",
            on_all(Flag("--mem-fraction-static")), limits={"gt": 0, "le": 1}),
-    Option("server.max_total_tokens", int, "KV-cache pool size in tokens; null = what the memory plan leaves.",
-           on_all(Flag("--max-total-tokens")), limits={"ge": 1}),
+    Option("server.max_total_tokens", int, "KV-cache pool size in tokens; null = what the memory plan leaves "
+           "(passed as derived whenever the plan sized the GPUs).",
+           on_all(Flag("--max-total-tokens")), limits={"ge": 1}, resolve=derived("gpu_experts")),
     Option("server.api_key", str, "API key clients must send; *** in every output.", on_all(Flag("--api-key")),
            secret=True),
     Option("server.extra_args", list[str], "More SGLang flags, passed through verbatim (checked against the "
@@ -231,6 +232,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("fit.kv_tokens", int, "KV-cache tokens the memory fit keeps room for on every GPU when "
            "server.max_total_tokens is unset (default 32768: one 32k-token request, or several shorter ones).",
            on_all(Special("memory plan only")), default=32768, nullable=False, limits={"ge": 1}),
+    Option("fit.gpu_margin_mib", int, "MiB the memory fit keeps free on every GPU beyond SGLang's own reserve "
+           "(like llama.cpp's --fit-target; default 0: SGLang's reserve already covers activations).",
+           on_all(Special("memory plan only")), default=0, nullable=False, limits={"ge": 0}),
 
     Option("runtime.python", str, "Interpreter that has SGLang; null = the one running kt-launch.",
            on_all(Special("argv[0]")), resolve=derived("runtime")),
