@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+MOE_LORA_FIT = "MoE-LoRA keeps every expert on the CPU"  # Fit.limited_by in MoE-LoRA mode (the count is 0)
+
 
 @dataclass(frozen=True)
 class WeightBytes:

@@ -139,8 +139,8 @@ def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: lis
 def _derive_max_total_tokens(inp: ResolveInput, values: dict[str, Resolved], setup) -> None:
     """The KV the plan sized, passed as --max-total-tokens (SGLang takes min(profiled, requested),
     model_runner_kv_cache_mixin.py:626-634): the pool then cannot take the room the plan kept (KT-W607, KT-W611)."""
-    if inp.config.server.max_total_tokens or setup is None:
-        return
+    if inp.config.server.max_total_tokens or setup is None or values["kt.num_gpu_experts"].source != "derived":
+        return  # a user count: the user's KV choice stays theirs (KT-W607 / KT-W611 say what it risks)
     n = values["kt.num_gpu_experts"].value or 0
     r = values.get("kt.gpu_experts_ratio")
     kv = mem.fitted_kv_tokens(setup, n, r.value if r is not None else None)

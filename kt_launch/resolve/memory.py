@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.core.host import GpuFacts
-from kt_launch.core.memory import Fit, GpuMemory, MemoryPlan, NodeMemory, RamMemory, WeightBytes
+from kt_launch.core.memory import MOE_LORA_FIT, Fit, GpuMemory, MemoryPlan, NodeMemory, RamMemory, WeightBytes
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.isa import choose_variant
@@ -55,7 +55,6 @@ CUDA_CONTEXT_BYTES = 768 * MiB
 # Room for one 4k-token request: below this a launch is pointless, so it is the "minimum KV" of the checks.
 MIN_KV_TOKENS = 4096
 FIT_TARGETS = (8192, 32768, 131072)  # the KV targets `kt-launch fit` tabulates
-MOE_LORA_FIT = "MoE-LoRA keeps every expert on the CPU"
 
 
 # -- SGLang's defaults ----------------------------------------------------------------------------
@@ -287,19 +286,21 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
         mem_fraction=cfg.server.mem_fraction_static, chunk_user=cfg.server.chunked_prefill_size,
         kv_elem=kv_element_bytes(m, cfg.server.extra_args), kv_target=int(kv_target), kv_target_key=key,
         max_total_tokens=mtt, layerwise=bool(cfg.kt.gpu_prefill_token_threshold),
-        pools=pools, numa_nodes=numa, cpu_method=method, cpu_experts=_cpu_expert_source(inp, values, method),
+        pools=pools, numa_nodes=numa, cpu_method=method, cpu_experts=_cpu_expert_source(inp, values, method, variant),
         ram_total=inp.host.memory_total_bytes, ram_available=inp.host.memory_available_bytes,
         node_memory={n.id: n.memory_bytes for n in inp.host.numa}, moe_lora=cfg.moe_lora is not None,
         gpu_margin=int(cfg.fit.gpu_margin_mib * MiB), cpu_variant=variant, gpus_unsized=len(group) - len(sized))
 
 
-def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved], method: str) -> tuple[int, str] | None:
+def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved], method: str,
+                       variant: str = "") -> tuple[int, str] | None:
     """CPU expert bytes from headers: kt.weight_path's (AMX or HF tensors, GGUF size) or model.path's routed
-    experts (layers SGLang loads only) when kt-kernel reads the HF checkpoint. RAWINT4 reads the checkpoint but
-    keeps FP32 scales in RAM (`cpu_expert_bytes`), so its headers do not give the RAM figure."""
+    experts (layers SGLang loads only) when kt-kernel reads the HF checkpoint. RAWINT4 reads the checkpoint, but
+    its AMX / AVX-512 kernel keeps FP32 scales in RAM (`cpu_expert_bytes`), so there the headers do not give the
+    RAM figure; the avx2 kernel (operators/avx2/rawint4-moe.hpp) keeps the checkpoint's BF16 scales."""
     from kt_launch.resolve.preflight_weights import _expert_bytes  # preflight_weights imports this module lazily
 
-    if method.upper() == "RAWINT4":
+    if method.upper() == "RAWINT4" and variant != "avx2":
         return None
     try:
         got = _expert_bytes(inp, values)
@@ -487,6 +488,15 @@ def plan_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
         ok = [t for t in (1, 2, 4, 8, 16) if fp8_block_problem(s.model, t) is None]
         out.append(error("KT-E610", f"server.tp_size={s.tp} cannot load this checkpoint: {why}",
                          f"use server.tp_size in {ok}" if ok else "use a checkpoint without FP8 block scales"))
+    mtt = values.get("server.max_total_tokens")
+    if s.layerwise and (mtt is None or not mtt.value):
+        sized = f" ({_gib(layerwise_bytes(s))} per GPU)" if s.weights is not None else ""
+        out.append(warning("KT-W611", f"kt.gpu_prefill_token_threshold is set: sglang-kt builds a full MoE layer"
+                           f"{sized} on the first prompt over it (kt_ep_wrapper.py:5749-5756, 6178-6309), after "
+                           "SGLang sized its KV pool, which takes that room when server.max_total_tokens is unset "
+                           "(only MXFP4 reserves it, model_runner.py:593-607): the first long prompt runs out of "
+                           "memory", "set server.max_total_tokens (the memory table's KV tokens), or leave "
+                           "kt.num_gpu_experts unset so the plan derives both"))
     if not s.gpus or s.weights is None:
         return out
     out += _reserve_checks(s)
@@ -497,15 +507,6 @@ def plan_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
         out.append(error("KT-E613", f"{s.kv_target_key}={s.kv_target} KV tokens do not fit on {f.limited_by} even "
                          f"without GPU experts: at most {left} fit (TP {s.tp})",
                          f"set {s.kv_target_key} to at most {left}, or raise server.tp_size (now {s.tp})"))
-    mtt = values.get("server.max_total_tokens")
-    if s.layerwise and (mtt is None or not mtt.value):
-        out.append(warning("KT-W611", f"kt.gpu_prefill_token_threshold is set: sglang-kt builds a full MoE layer "
-                           f"({_gib(layerwise_bytes(s))} per GPU) on the first prompt over it (kt_ep_wrapper.py:"
-                           "5749-5756, 6178-6309), after SGLang sized its KV pool, which takes that room when "
-                           "server.max_total_tokens is unset (only MXFP4 reserves it, model_runner.py:593-607): the "
-                           "first long prompt runs out of memory",
-                           f"set server.max_total_tokens (at most {fitted_kv_tokens(s, 0)} here without GPU "
-                           "experts), or give the plan the GPU and header facts so it passes one"))
     return out
 
 

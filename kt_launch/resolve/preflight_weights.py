@@ -292,8 +292,8 @@ def check_memory(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     if ram.need_bytes > host.memory_total_bytes:
         yield _planning_level(inp)("KT-E230", "KT-W230", f"{msg}, more than the {host.memory_total_bytes / GiB:.1f} GiB of RAM on "
                                    f"{host.source}; the server is killed for memory after the GPU weights have loaded",
-                                   "use a smaller method (AMXINT4), a smaller server.chunked_prefill_size, or a bigger "
-                                   "host")
+                                   f"use a smaller method ({'RAWINT4 or GPTQ_INT4: the avx2 build has no AMXINT4' if ram.cpu_variant == 'avx2' else 'AMXINT4'}), "
+                                   "a smaller server.chunked_prefill_size, or a bigger host")
         return
     if host.memory_available_bytes and ram.need_bytes > host.memory_available_bytes:
         yield warning("KT-W230", f"{msg}, more than the {host.memory_available_bytes / GiB:.1f} GiB available now on "
