@@ -250,7 +250,8 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                            f"{at_target.limited_by} even without GPU experts; SGLang caps the KV pool to what is left",
                            "lower server.max_total_tokens or raise server.tp_size"))
     mtt = values.get("server.max_total_tokens")
-    if m.attention == "mla" and not (mtt and mtt.value) and values["runtime.flavor"].value == "sglang-kt" \
+    if m.attention == "mla" and not (inp.config.server.max_total_tokens or (mtt and mtt.value)) \
+            and values["runtime.flavor"].value == "sglang-kt" \
             and m.qk_nope_head_dim and m.qk_nope_head_dim + m.qk_rope_head_dim < m.kv_lora_rank + m.qk_rope_head_dim:
         sized = m.qk_nope_head_dim + m.qk_rope_head_dim
         alloc = m.kv_lora_rank + m.qk_rope_head_dim
