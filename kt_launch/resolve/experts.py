@@ -168,6 +168,8 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
     why = None
     if setup is None:
         why = "the model shape is unknown"
+    elif not setup.gpus and setup.gpus_unsized:
+        why = f"the memory size of {setup.gpus_unsized} GPU(s) of {inp.host.source} is unknown (memory_bytes 0)"
     elif not setup.gpus:
         why = f"no GPUs are known for {inp.host.source} (plan with --host-facts FILE from `kt-launch doctor --json`)"
     elif setup.weights is None:
