@@ -149,9 +149,12 @@ def _derive_max_total_tokens(inp: ResolveInput, values: dict[str, Resolved], set
                                                      f"GPU of TP {setup.tp} with {n} GPU experts per layer")
 
 
-def _unused_target(inp: ResolveInput, out: list[Finding], why: str) -> None:
-    """A user's fit.kv_tokens that chooses nothing is said, never silently dropped."""
+def _unused_target(inp: ResolveInput, out: list[Finding], why: str, margin_too: bool = True) -> None:
+    """A user's fit.kv_tokens (or fit.gpu_margin_mib) that chooses nothing is said, never silently dropped."""
     k = inp.config.fit.kv_tokens
+    if margin_too and inp.provenance.of("fit.gpu_margin_mib") is not None:
+        out.append(info("KT-I609", f"fit.gpu_margin_mib={inp.config.fit.gpu_margin_mib} does not choose "
+                        f"kt.num_gpu_experts here: {why}"))
     if inp.provenance.of("fit.kv_tokens") is None:
         return
     if inp.config.server.max_total_tokens:
@@ -180,7 +183,7 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
                         "set kt.num_gpu_experts, or give the facts the memory fit needs"))
         return Resolved(0, "default", f"no memory fit: {why}")
     if inp.config.server.max_total_tokens:
-        _unused_target(inp, out, "")
+        _unused_target(inp, out, "", margin_too=False)
     f = mem.fit(setup)
     m = setup.model
     if f.max_gpu_experts < 0:
