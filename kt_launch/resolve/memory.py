@@ -499,7 +499,7 @@ def plan_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
                            "kt.num_gpu_experts unset so the plan derives both"))
     if not s.gpus or s.weights is None:
         return out
-    out += _reserve_checks(s)
+    out += _reserve_checks(s, values)
     f = fit(s)
     floor = fit(s, min(MIN_KV_TOKENS, s.kv_target))
     if f.max_gpu_experts < 0 <= floor.max_gpu_experts and s.kv_target_key == "fit.kv_tokens":
@@ -510,24 +510,34 @@ def plan_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
     return out
 
 
-def _reserve_checks(s: Setup) -> list[Finding]:
-    """A user mem_fraction_static that leaves less than SGLang's own activation estimate (server_args.py:
-    1372-1400) at this chunk size: the first full chunk runs out of memory (kvcache-ai/ktransformers#1678)."""
+def _reserve_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
+    """A user mem_fraction_static that leaves a GPU less room for activations, CUDA graphs and NCCL than SGLang's
+    own default keeps on that card (server_args.py:1287-1400: the reserve estimate at the chunk size its default
+    picks for the card; a larger user chunk needs more). The room is the (1 - mem_fraction_static) share plus the
+    static room KV does not take when --max-total-tokens caps the pool. kvcache-ai/ktransformers#1678 (Qwen3-235B,
+    one 24 GB card, 0.92, 1.9 GiB left) ran out of memory; doc/en/Kimi-K2-Thinking-Native.md (0.94, KV capped,
+    11.7 GiB left on 48 GB) runs."""
     if s.mem_fraction is None:
         return []
     mf, chunk, graph_bs = mem_fraction_of(s)
-    gpu = min(s.gpus, key=lambda g: g.memory_bytes)
-    left_mib = gpu.memory_bytes / MiB * (1 - mf)
-    want_mib = sglang_reserved_mib(s.tp, chunk, graph_bs)
+    n = values.get("kt.num_gpu_experts")
+    r = values.get("kt.gpu_experts_ratio")
+    p = plan(s, n.value if n is not None and n.value else 0, r.value if r is not None else None)
+    g = min(p.gpus, key=lambda x: x.total_bytes * (1 - mf) + max(0, x.free_bytes))
+    left_mib = (g.total_bytes * (1 - mf) + max(0, g.free_bytes)) / MiB
+    default_chunk = sglang_gpu_defaults(min(x.memory_bytes for x in s.gpus) / MiB, s.tp)[0]
+    at = min(chunk, default_chunk) if chunk > 0 else default_chunk
+    want_mib = sglang_reserved_mib(s.tp, at, graph_bs)
     if left_mib >= want_mib:
         return []
-    return [warning("KT-W612", f"server.mem_fraction_static={mf} leaves {left_mib / 1024:.1f} GiB of GPU {gpu.index} "
-                    f"({gpu.name}) for activations, CUDA graphs and NCCL, below the {want_mib / 1024:.1f} GiB SGLang's "
-                    f"own estimate reserves at chunked_prefill_size {chunk} and TP {s.tp} (server_args.py:1372-1400); "
-                    "a full prefill chunk runs out of memory",
-                    f"unset server.mem_fraction_static (SGLang's default keeps the estimate), lower it to at most "
-                    f"{math.floor((1 - want_mib / (gpu.memory_bytes / MiB)) * 1000) / 1000}, or lower "
-                    "server.chunked_prefill_size")]
+    more = f"; chunked_prefill_size {chunk} needs {sglang_reserved_mib(s.tp, chunk, graph_bs) / 1024:.1f} GiB" \
+        if chunk > at else ""
+    return [warning("KT-W612", f"server.mem_fraction_static={mf} leaves {left_mib / 1024:.1f} GiB of GPU {g.index} "
+                    f"({g.name}) for activations, CUDA graphs and NCCL, below the {want_mib / 1024:.1f} GiB SGLang's "
+                    f"default keeps on this card (its estimate at chunk {at}, TP {s.tp}, server_args.py:1287-1400)"
+                    f"{more}: a full prefill chunk runs out of memory",
+                    "unset server.mem_fraction_static (SGLang's default keeps the estimate), lower it, set "
+                    "server.max_total_tokens below what the plan leaves, or lower server.chunked_prefill_size")]
 
 
 # -- kt-launch fit ------------------------------------------------------------------------------------------
