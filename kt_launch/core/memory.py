@@ -115,8 +115,9 @@ class Fit:
     per_layer_bytes: int = 0  # bytes one more expert per layer costs on the tightest GPU
 
     def to_json(self) -> dict[str, Any]:
-        return {"max_gpu_experts": self.max_gpu_experts, "kv_tokens": self.kv_tokens, "limited_by": self.limited_by,
-                "per_layer_bytes": self.per_layer_bytes}
+        fits = self.max_gpu_experts >= 0  # -1 internally: the KV target does not fit even without GPU experts
+        return {"max_gpu_experts": self.max_gpu_experts if fits else None, "fits": fits, "kv_tokens": self.kv_tokens,
+                "limited_by": self.limited_by, "per_layer_bytes": self.per_layer_bytes}
 
 
 @dataclass(frozen=True)
