@@ -121,10 +121,16 @@ def kv_element_bytes(model, extra_args=()) -> int:
 
 def kv_bytes_per_token(model, tp: int, elem: int = 2) -> int:
     """Bytes of KV cache one token takes on one GPU of the TP group (0 when config.json lacks the shape).
-    DeepSeek-V3.2 adds its NSA indexer's uint8 keys with one FP32 scale per 128 (memory_pool.py:1792-1817)."""
+    DeepSeek-V3.2 adds its NSA indexer's uint8 keys with one FP32 scale per 128 (memory_pool.py:1792-1817); its
+    FP8 cache stores the latent in FP8 with FP32 scales per 128 and the rope part in BF16: kv_lora_rank +
+    kv_lora_rank / 128 x 4 + 2 x qk_rope_head_dim = 656 B per layer (model_runner_kv_cache_mixin.py:372-386,
+    backends other than trtllm)."""
     if model.attention == "mla":
         ihd = getattr(model, "index_head_dim", 0)
         indexer = (ihd + ihd // 128 * 4) * model.num_layers if ihd else 0
+        if ihd and elem == 1:
+            latent = model.kv_lora_rank + model.kv_lora_rank // 128 * 4 + 2 * model.qk_rope_head_dim
+            return latent * model.num_layers + indexer
         return (model.kv_lora_rank + model.qk_rope_head_dim) * model.num_layers * elem + indexer
     if model.attention == "gqa" and model.num_kv_heads:
         return max(1, model.num_kv_heads // tp) * (model.head_dim + model.v_head_dim) * model.num_layers * elem

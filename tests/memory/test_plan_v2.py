@@ -63,6 +63,11 @@ def test_v32_kv_bytes_per_token_include_the_indexer(models, profile, capsys):
     assert doc["memory"]["gpus"][0]["kv_bytes_per_token"] == mla + indexer
     v3 = read_model_facts(str(models("DeepSeek-V3")))
     assert kv_bytes_per_token(v3, 1) == mla  # V3 has no index_topk: no indexer
+    # --kv-cache-dtype fp8_e4m3: 512 FP8 + 4 FP32 scales + 64 BF16 rope = 656 B per layer (mixin :372-386)
+    assert kv_bytes_per_token(model, 1, elem=1) == 656 * 61 + indexer
+    rc, doc = dry_json(capsys, profile(models("DeepSeek-V3.2"), kt={"method": "FP8"},
+                                       server={"extra_args": ["--kv-cache-dtype", "fp8_e4m3"]}), "h200_1x")
+    assert doc["memory"]["gpus"][0]["kv_bytes_per_token"] == 656 * 61 + indexer
 
 
 def test_replicated_weights_are_not_divided_by_tp(models):
