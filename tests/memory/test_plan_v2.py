@@ -4,13 +4,15 @@ the real CLI and the real header reader on sparse checkpoints built from the pub
 import json
 import math
 
+from kt_launch.app import Request, gather_inputs
 from kt_launch.cli import main
 from kt_launch.facts.artifacts import _Cache, model_dir_facts
 from kt_launch.core.fileid import tensor_nbytes
 from kt_launch.facts.model import read_model_facts
 from kt_launch.facts.weights import weight_bytes
-from kt_launch.resolve.memory import (default_mem_fraction, kv_bytes_per_token, mla_copy_bytes, nonexpert_share,
-                                      sglang_gpu_defaults)
+from kt_launch.resolve.memory import (default_mem_fraction, fit_rows, kv_bytes_per_token, mla_copy_bytes,
+                                      nonexpert_share, sglang_gpu_defaults)
+from kt_launch.resolve.pipeline import resolve
 
 from memory.support import EXTRA_MODELS, codes, dry_json, host, tensors
 
@@ -167,6 +169,10 @@ def test_minimax_m21_tp8_is_refused(models, profile, capsys):
     assert main(["fit", "--profile", str(p), "--host-facts", host("rtx4090_8x"), "--json"]) in (0, 3)
     out = json.loads(capsys.readouterr().out)
     assert sorted({r["tp_size"] for r in out["rows"]}) == [1, 2, 4]
+    _, inp = gather_inputs(Request(profile=str(p), host_facts=host("rtx4090_8x")))
+    rows = fit_rows(inp, resolve(inp).values)
+    assert [(f.code, f.level) for f in rows.findings] == [("KT-I614", "info")]
+    assert "server.tp_size 8 left out" in rows.findings[0].message and "= 192" in rows.findings[0].message
 
 
 # -- 9. a thin activation reserve ------------------------------------------------------------------------------
