@@ -10,6 +10,7 @@ from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, NEE
                                        READS_HF_CHECKPOINT, SFT_BASE_WEIGHTS, SFT_FROM_KT_METHOD)
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve import memory as mem
+from kt_launch.resolve.memory_fit import plan_checks
 from kt_launch.resolve.values import user_value
 
 
@@ -210,7 +211,7 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
     """GPU memory findings: weights that do not fit, a user count or KV target that does not fit, the MLA caveat."""
     setup = setup or mem.setup_from(inp, values)
     if setup is not None:
-        out.extend(mem.plan_checks(setup, values))
+        out.extend(plan_checks(setup, values))
     if setup is None or not setup.gpus or setup.weights is None:
         return
     m = setup.model
