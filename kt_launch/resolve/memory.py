@@ -191,8 +191,9 @@ def cpu_expert_bytes(method: str, hidden: int, inter: int) -> tuple[int, str] | 
     BufferB `required_size`: n*k*bits/8 + 4*n; the converter writes the same `.scale` rows). BF16: 2 B/param.
     FP8: 1 B/param plus f32 128x128 block scales (`weight_scale_inv`); FP8_PERCHANNEL: f32 per row. RAWINT4
     (compressed-tensors, group 32): 0.5 + 4/32 B/param, as kt-kernel's AMX RAWINT4 kernel keeps FP32 group scales
-    in RAM (operators/amx/k2-moe.hpp, la/amx_buffers.hpp; the checkpoint's BF16 scales give 0.5625). GPTQ_INT4 (group 128, fp16 scales and packed
-    zeros): 0.5 + (2 + 0.5)/128. MXFP4: 0.5 + 1/32. NVFP4: 0.5 + 1/16. MXFP8: 1 + 1/32. LLAMAFILE: Q4_K, 4.5 bits."""
+    in RAM (operators/amx/k2-moe.hpp, la/amx_buffers.hpp; the checkpoint's BF16 scales give 0.5625). GPTQ_INT4
+    (group 128, fp16 scales and packed zeros): 0.5 + (2 + 0.5)/128. MXFP4: 0.5 + 1/32. NVFP4: 0.5 + 1/16.
+    MXFP8: 1 + 1/32. LLAMAFILE: Q4_K, 4.5 bits."""
     p = 3 * hidden * inter
     rows = 2 * inter + hidden
     blocks = 2 * math.ceil(inter / 128) * math.ceil(hidden / 128) + math.ceil(hidden / 128) * math.ceil(inter / 128)
