@@ -30,7 +30,8 @@ def plan_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
         out.append(error("KT-E610", f"server.tp_size={s.tp} cannot load this checkpoint: {why}",
                          f"use server.tp_size in {ok}" if ok else "use a checkpoint without FP8 block scales"))
     mtt = values.get("server.max_total_tokens")
-    if s.layerwise and not s.max_total_tokens and (mtt is None or not mtt.value):
+    reserved = s.cpu_method.upper() == "MXFP4"  # model_runner.py:593-607 accounts for its layer before KV sizing
+    if s.layerwise and not reserved and not s.max_total_tokens and (mtt is None or not mtt.value):
         sized = f" ({_gib(layerwise_bytes(s))} per GPU)" if s.weights is not None else ""
         out.append(warning("KT-W611", f"kt.gpu_prefill_token_threshold is set: sglang-kt builds a full MoE layer"
                            f"{sized} on the first prompt over it (kt_ep_wrapper.py:5749-5756, 6178-6309), after "

@@ -102,6 +102,8 @@ def test_layerwise_prefill_without_max_total_tokens_warns(models, profile, capsy
     assert g["kt_buffers_bytes"] > 256 * 3 * 7168 * 2048  # the full layer of 256 FP8 experts is in the plan
     rc, doc = dry_json(capsys, p, "h200_1x", "kt.num_gpu_experts=4", "server.max_total_tokens=32768")
     assert "KT-W611" not in codes(doc)
+    rc, doc = dry_json(capsys, p, "h200_1x", "kt.num_gpu_experts=4", "kt.method=MXFP4", "kt.weight_path=/nonexistent")
+    assert "KT-W611" not in codes(doc)  # SGLang reserves MXFP4's layer before KV sizing (model_runner.py:593-607)
     rc, doc = dry_json(capsys, p, "h200_1x")  # the fit derives --max-total-tokens, which keeps the room
     assert "KT-W611" not in codes(doc) and doc["resolved"]["server.max_total_tokens"]["source"] == "derived"
 
