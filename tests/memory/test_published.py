@@ -46,3 +46,21 @@ def test_kimi_k2_thinking_doc_rows_run(models, profile, capsys, tmp_path, gpus, 
     # against the doc's ">= 650 GB": within +10 % at chunk 32768
     need = mem["ram"]["need_bytes"] / 1e9
     assert need >= 650 and (need <= 1.10 * 650 if chunk == 32768 else need <= 1.15 * 650)
+
+
+def test_deepseek_v32_on_one_l20_vram_and_ram(models, profile, capsys):
+    """doc/en/kt-kernel/deepseek-v3.2-sglang-tutorial.md: 1 x L20 48 GB, AMXINT4 (converted from the FP8 checkpoint),
+    1 GPU expert, --mem-fraction-static 0.98, chunk 4096, max-running 32, max-total 40000: "about 27 GB VRAM, about
+    350 GB RAM". The VRAM prediction is what the server holds once started: weights (with MLA's w_kc/w_vc), GPU
+    experts, the KV pool capped at 40000 tokens (with the NSA indexer) and the CUDA context."""
+    p = profile(models("DeepSeek-V3.2"), kt={"method": "AMXINT4", "weight_path": "/nonexistent/v32-int4",
+                                             "num_gpu_experts": 1, "cpuinfer": 60, "threadpool_count": 2},
+                server={"mem_fraction_static": 0.98, "chunked_prefill_size": 4096, "max_running_requests": 32,
+                        "max_total_tokens": 40000})
+    rc, doc = dry_json(capsys, p, "l20_1x")
+    assert not codes(doc) & BLOCKING  # (the converted dir is not here: KT-E201 is about the files, not memory)
+    g = doc["memory"]["gpus"][0]
+    assert g["kv_tokens"] == 40000 and g["free_bytes"] >= 0
+    vram = (g["weights_bytes"] + g["gpu_experts_bytes"] + g["kv_tokens"] * g["kv_bytes_per_token"] + 768 * MiB) / 1e9
+    ram = doc["memory"]["ram"]["need_bytes"] / 1e9
+    assert 0.9 <= vram / 27 <= 1.1 and 0.9 <= ram / 350 <= 1.1, (vram, ram)
