@@ -210,8 +210,8 @@ OPTIONS: tuple[Option, ...] = (
            limits={"ge": 1}),
     Option("server.mem_fraction_static", float, "Share of GPU memory for weights and the KV pool.",
            on_all(Flag("--mem-fraction-static")), limits={"gt": 0, "le": 1}),
-    Option("server.max_total_tokens", int, "KV-cache pool size in tokens; null = what the memory plan leaves "
-           "(passed as derived whenever the plan sized the GPUs).",
+    Option("server.max_total_tokens", int, "KV-cache pool size in tokens; null = the KV tokens the memory plan "
+           "leaves, passed when the fit chose kt.num_gpu_experts (else SGLang's pool takes what is left).",
            on_all(Flag("--max-total-tokens")), limits={"ge": 1}, resolve=derived("gpu_experts")),
     Option("server.api_key", str, "API key clients must send; *** in every output.", on_all(Flag("--api-key")),
            secret=True),
