@@ -1,7 +1,7 @@
 """`kt-launch fit`: how many GPU experts fit, per TP size and KV target, like llama.cpp's llama-fit-params.
 
 Reads the same facts as a dry-run (headers once), resolves the same plan, then asks the pure memory plan
-(resolve/memory.py `fit_rows`) for every TP size the host's GPUs allow and KV targets of 8k, 32k and 128k tokens.
+(resolve/memory_fit.py `fit_rows`) for every TP size the host's GPUs allow and KV targets of 8k, 32k and 128k tokens.
 Its verdict and exit code follow the plan's memory findings (the RAM check KT-E230 included), so `fit` and
 `--dry-run` never disagree; exit 3 always comes with an error finding that says why.
 """
@@ -16,7 +16,7 @@ from kt_launch.core.findings import Finding, error, has_errors
 from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
 from kt_launch.render.memory import fit_text
 from kt_launch.render.text import findings_text
-from kt_launch.resolve.memory import fit_rows
+from kt_launch.resolve.memory_fit import fit_rows
 from kt_launch.resolve.pipeline import resolve
 
 EXIT_OK, EXIT_PLAN = 0, 3
@@ -25,12 +25,15 @@ EXIT_OK, EXIT_PLAN = 0, 3
 FIT_CODES = frozenset({
     "KT-E108", "KT-E230", "KT-W230", "KT-W608",
     "KT-E601", "KT-I602", "KT-E603", "KT-W604", "KT-I605", "KT-W606", "KT-W607", "KT-I609",
+    "KT-E610", "KT-W611", "KT-W612", "KT-E613",
 })
 
 
-def fit_findings(host_gpus: int, rows: list[dict], plan_findings: list[Finding]) -> list[Finding]:
-    """The plan's fit findings, plus an error when there is nothing to fit (no GPU known, no headers)."""
+def fit_findings(host_gpus: int, rows, plan_findings: list[Finding]) -> list[Finding]:
+    """The plan's fit findings and the rows' own (`FitRows.findings`), plus an error when there is nothing to fit
+    (no GPU known, no headers)."""
     out = [f for f in plan_findings if f.code in FIT_CODES]
+    out += [f for f in rows.findings if f not in out]
     if not host_gpus:
         out.append(error("KT-E620", "fit: no GPU is known on this host, so there is nothing to size",
                          "run it on the GPU server, or give --host-facts FILE (`kt-launch doctor --json` there)"))

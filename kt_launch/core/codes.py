@@ -159,7 +159,12 @@ CODES: dict[str, str] = {
     "KT-W606": "server.max_total_tokens does not fit even without GPU experts (SGLang caps the pool)",
     "KT-W607": "sglang-kt sizes the MLA KV pool smaller than it allocates when server.max_total_tokens is unset",
     "KT-W608": "a NUMA node's share of the experts and buffers exceeds its memory",
-    "KT-I609": "fit.kv_tokens is set but does not choose kt.num_gpu_experts (user count, MoE-LoRA, no fit)",
+    "KT-I609": "fit.kv_tokens / fit.gpu_margin_mib set but not choosing kt.num_gpu_experts (user count, MoE-LoRA, no fit)",
+    "KT-E610": "FP8 block-quantised experts: moe_intermediate_size / server.tp_size is not a multiple of the block",
+    "KT-W611": "the layerwise-prefill MoE layer is allocated lazily and server.max_total_tokens does not keep its room",
+    "KT-W612": "server.mem_fraction_static leaves less than SGLang's own activation estimate at this chunk size",
+    "KT-E613": "the KV target does not fit on a GPU even without GPU experts (fit.kv_tokens, or no TP size fits)",
+    "KT-I614": "kt-launch fit leaves out TP sizes the checkpoint cannot run at (FP8 block divisibility)",
     "KT-E620": "kt-launch fit: no GPU known to size",
     "KT-E621": "kt-launch fit: the model's size is unknown (no config.json / safetensors headers)",
     # KT-x7xx: fleet (resolve/fleet.py, app.plan_fleet)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+MOE_LORA_FIT = "MoE-LoRA keeps every expert on the CPU"  # Fit.limited_by in MoE-LoRA mode (the count is 0)
+
 
 @dataclass(frozen=True)
 class WeightBytes:
@@ -60,13 +62,16 @@ class GpuMemory:
     free_bytes: int
     nonexpert_bytes: int = 0
     kt_buffers_bytes: int = 0  # sglang-kt's staging buffer (rank 0) and the layerwise-prefill layer
+    mla_copies_bytes: int = 0  # MLA's BF16 w_kc/w_vc beside kv_b_proj (in nonexpert_bytes and weights_bytes)
+    margin_bytes: int = 0  # fit.gpu_margin_mib (in reserve_bytes)
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "name": self.name, "total_bytes": self.total_bytes,
                 "weights_bytes": self.weights_bytes, "gpu_experts_bytes": self.gpu_experts_bytes,
                 "kv_bytes_per_token": self.kv_bytes_per_token, "kv_tokens": self.kv_tokens,
                 "reserve_bytes": self.reserve_bytes, "free_bytes": self.free_bytes,
-                "nonexpert_bytes": self.nonexpert_bytes, "kt_buffers_bytes": self.kt_buffers_bytes}
+                "nonexpert_bytes": self.nonexpert_bytes, "kt_buffers_bytes": self.kt_buffers_bytes,
+                "mla_copies_bytes": self.mla_copies_bytes, "margin_bytes": self.margin_bytes}
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,14 @@ class RamMemory:
     experts_source: str = ""  # "kt.weight_path headers", "model.path headers", "estimated for AMXINT4"
     available_bytes: int = 0
     nodes: tuple[NodeMemory, ...] = ()
+    cpu_variant: str = ""  # kt-kernel's CPU variant the host facts imply ("" = CPU flags unknown)
+    gpu_experts_in_ram: bool = True  # False on the avx2 build, which skips GPU-placed experts at load
 
     def to_json(self) -> dict[str, Any]:
         return {"total_bytes": self.total_bytes, "experts_bytes": self.experts_bytes, "other_bytes": self.other_bytes,
                 "need_bytes": self.need_bytes, "experts_source": self.experts_source,
-                "available_bytes": self.available_bytes, "nodes": [n.to_json() for n in self.nodes]}
+                "available_bytes": self.available_bytes, "nodes": [n.to_json() for n in self.nodes],
+                "cpu_variant": self.cpu_variant, "gpu_experts_in_ram": self.gpu_experts_in_ram}
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,9 @@ class Fit:
     per_layer_bytes: int = 0  # bytes one more expert per layer costs on the tightest GPU
 
     def to_json(self) -> dict[str, Any]:
-        return {"max_gpu_experts": self.max_gpu_experts, "kv_tokens": self.kv_tokens, "limited_by": self.limited_by,
-                "per_layer_bytes": self.per_layer_bytes}
+        fits = self.max_gpu_experts >= 0  # -1 internally: the KV target does not fit even without GPU experts
+        return {"max_gpu_experts": self.max_gpu_experts if fits else None, "fits": fits, "kv_tokens": self.kv_tokens,
+                "limited_by": self.limited_by, "per_layer_bytes": self.per_layer_bytes}
 
 
 @dataclass(frozen=True)

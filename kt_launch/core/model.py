@@ -30,6 +30,12 @@ class ModelFacts:
     context_length: int = 0
     quant_method: str = ""  # quantization_config.quant_method: fp8, compressed-tensors, gptq, ...
     kt_moe_layers: int = 0  # MoE layers as sglang-kt counts them for --kt-num-gpu-experts (see attention_facts)
+    # Memory-plan facts (0 / "" = absent): DeepSeek NSA indexer, a vision tower, FP8 block size, the architecture.
+    index_head_dim: int = 0  # DeepSeek-V3.2's NSA indexer (index_head_dim when index_topk is set)
+    vision_layers: int = 0  # vision_config num_hidden_layers (vt_num_hidden_layers) of a multimodal checkpoint
+    vision_hidden: int = 0  # vision_config hidden_size (vt_hidden_size)
+    weight_block: tuple[int, ...] = ()  # quantization_config.weight_block_size (FP8 block quantisation)
+    architecture: str = ""  # architectures[0]
 
     @property
     def shape_key(self) -> str:

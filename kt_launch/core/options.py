@@ -150,6 +150,7 @@ MAX_TOKENS = (1 << 31) - 1  # SGLang keeps token counts in int32 tensors
 MAX_RANK = 1 << 16
 MAX_ALPHA = 1e6
 MAX_REPLICAS = 4096
+MAX_GPU_MIB = 1 << 24  # 16 TiB per GPU
 
 OPTIONS: tuple[Option, ...] = (
     Option("model.path", str, "HuggingFace model directory (config.json, safetensors).", on_all(Flag("--model-path")),
@@ -226,8 +227,9 @@ OPTIONS: tuple[Option, ...] = (
            limits={"ge": 1, "le": MAX_TOKENS}),
     Option("server.mem_fraction_static", float, "Share of GPU memory for weights and the KV pool.",
            on_all(Flag("--mem-fraction-static")), limits={"gt": 0, "le": 1}),
-    Option("server.max_total_tokens", int, "KV-cache pool size in tokens; null = what the memory plan leaves.",
-           on_all(Flag("--max-total-tokens")), limits={"ge": 1, "le": MAX_TOKENS}),
+    Option("server.max_total_tokens", int, "KV-cache pool size in tokens; null = the KV tokens the memory plan "
+           "leaves, passed when the fit chose kt.num_gpu_experts (else SGLang's pool takes what is left).",
+           on_all(Flag("--max-total-tokens")), limits={"ge": 1, "le": MAX_TOKENS}, resolve=DERIVED),
     Option("server.api_key", str, "API key clients must send; *** in every output.", on_all(Flag("--api-key")),
            secret=True),
     Option("server.extra_args", list[str], "More SGLang flags, passed through verbatim (checked against the "
@@ -247,6 +249,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("fit.kv_tokens", int, "KV-cache tokens the memory fit keeps room for on every GPU when "
            "server.max_total_tokens is unset (default 32768: one 32k-token request, or several shorter ones).",
            on_all(Special("memory plan only")), default=32768, nullable=False, limits={"ge": 1, "le": MAX_TOKENS}),
+    Option("fit.gpu_margin_mib", int, "MiB the memory fit keeps free on every GPU beyond SGLang's own reserve "
+           "(like llama.cpp's --fit-target; default 0: SGLang's reserve already covers activations).",
+           on_all(Special("memory plan only")), default=0, nullable=False, limits={"ge": 0, "le": MAX_GPU_MIB}),
 
     Option("runtime.python", str, "Interpreter that has SGLang; null = the one running kt-launch.",
            on_all(Special("argv[0]")), resolve=DERIVED),

@@ -124,6 +124,32 @@ def attention_facts(cfg: dict[str, Any], layers: int, hidden: int) -> dict[str, 
         freq = 1
     freq = freq if isinstance(freq, int) and not isinstance(freq, bool) and freq > 0 else 1
     out["kt_moe_layers"] = sum(1 for i in range(layers) if i >= first and i % freq == 0)
+    out.update(memory_facts(cfg, num))
+    return out
+
+
+def memory_facts(cfg: dict[str, Any], num) -> dict[str, Any]:
+    """What the memory plan adds to the shape: the NSA indexer (configs/model_config.py:55-80 `is_deepseek_nsa`:
+    index_topk set), a vision tower (server_args.py:6707-6743 reads vision_config num_hidden_layers / hidden_size;
+    Kimi-K2.5's config names them vt_*), the FP8 block size and the architecture. Bad values read as absent."""
+    out: dict[str, Any] = {}
+    arch = cfg.get("architectures")
+    if isinstance(arch, list) and arch and isinstance(arch[0], str):
+        out["architecture"] = arch[0][:100]
+    if cfg.get("index_topk") is not None and num("index_head_dim"):
+        out["index_head_dim"] = num("index_head_dim")
+    vc = cfg.get("vision_config")
+    if isinstance(vc, dict):
+        def vnum(*keys: str) -> int:
+            v = next((vc[k] for k in keys if k in vc), 0)
+            return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_DIM else 0
+        out["vision_layers"] = vnum("num_hidden_layers", "vt_num_hidden_layers") or 24  # SGLang's getattr default
+        out["vision_hidden"] = vnum("hidden_size", "vt_hidden_size") or 1024
+    q = cfg.get("quantization_config")
+    block = q.get("weight_block_size") if isinstance(q, dict) else None
+    if isinstance(block, list) and len(block) == 2 and all(isinstance(b, int) and not isinstance(b, bool)
+                                                            and 0 < b <= MAX_DIM for b in block):
+        out["weight_block"] = tuple(block)
     return out
 
 

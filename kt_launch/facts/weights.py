@@ -6,7 +6,10 @@ expert entries of a DeepSeek-V3 checkpoint are not parsed twice. How tensor para
 tensor follows SGLang's DeepSeek-V2/V3 and Qwen3-MoE modules (deepseek_v2.py: `fused_qkv_a_proj_with_mqa` /
 `kv_a_proj_with_mqa` and the router `gate` are ReplicatedLinear, norms are replicated; q/kv_b/o projections,
 embeddings, lm_head, dense and shared-expert MLPs are column/row/vocab parallel). GQA k/v projections keep
-max(1, kv_heads // tp) heads per rank (model_config.py:774-781).
+max(1, kv_heads // tp) heads per rank (model_config.py:774-781). Replicated on every rank too: DeepSeek-V3.2's NSA
+indexer (layers/attention/nsa/nsa_indexer.py:187-209: wq_b, wk, weights_proj are ReplicatedLinear, k_norm a
+LayerNorm) and Kimi-K2.5's vision tower and mm_projector (models/kimi_k25.py:557-567 ReplicatedLinear; the tower
+imports no parallel layer).
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ _LAYER_ENTRY = re.compile(rb'layers\.(\d+)\.(?!mlp\.experts\.|block_sparse_moe\.
                           rb'"shape":\[[\d,]*\],"data_offsets":\[(\d+),(\d+)\]')
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _REPLICATED = re.compile(r"(?:norm\.(?:weight|bias)$|\.mlp\.gate\.weight$|\.gate\.e_score_correction_bias$|"
-                         r"\.kv_a_proj_with_mqa\.|\.q_a_proj\.|\.(?:q|k)_norm\.)")
+                         r"\.kv_a_proj_with_mqa\.|\.q_a_proj\.|\.(?:q|k)_norm\.|\.self_attn\.indexer\.|"
+                         r"^(?:vision_tower|mm_projector)\.)")
+# Tensors outside the decoder layers that are not sharded: the vision tower and projector of a multimodal model.
+_TOWER_ENTRY = re.compile(rb'"((?:vision_tower|mm_projector)\.[^"]+)":\{"dtype":"(\w+)",'
+                          rb'"shape":\[[\d,]*\],"data_offsets":\[(\d+),(\d+)\]')
 _KV_PROJ = re.compile(r"\.self_attn\.(?:k_proj|v_proj)\.")
 
 
@@ -80,13 +87,18 @@ def _nonexpert_entries(shards: list[FileId], experts_bytes: int):
                 n = int(m[5]) - int(m[4])
                 found += n
                 yield "layers." + m[1].decode() + "." + m[2].decode("utf-8", "replace"), m[3].decode(), n
+            if b'vision_tower.' in hdr or b'mm_projector.' in hdr:
+                for m in _TOWER_ENTRY.finditer(hdr):
+                    n = int(m[4]) - int(m[3])
+                    found += n
+                    yield m[1].decode("utf-8", "replace"), m[2].decode(), n
             continue
         try:
             tensors = fid.tensors
         except (ValueError, KeyError, TypeError):
             continue  # not JSON after all: preflight reports the shard
         for n, t in tensors.items():
-            if ".experts." not in n and _LAYER.search(n):
+            if ".experts." not in n and (_LAYER.search(n) or n.startswith(("vision_tower.", "mm_projector."))):
                 found += t.nbytes
                 yield n, t.dtype, t.nbytes
     rest = data - experts_bytes - found

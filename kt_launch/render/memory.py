@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kt_launch.core.memory import MemoryPlan
+from kt_launch.core.memory import MOE_LORA_FIT, MemoryPlan
 
 GiB = 1 << 30
 
@@ -27,8 +27,7 @@ def memory_text(m: MemoryPlan | None) -> str:
         for r in rows:
             lines.append("  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
     if m.fit is not None:
-        lines.append(f"  fit: at most {m.fit.max_gpu_experts} GPU experts per layer with {m.fit.kv_tokens} KV tokens "
-                     f"(limited by {m.fit.limited_by}; {_g(m.fit.per_layer_bytes)} GiB per expert per layer)")
+        lines.append("  " + fit_line(m))
     r = m.ram
     if r is not None:
         total = f" of {_g(r.total_bytes)}" if r.total_bytes else ""
@@ -41,6 +40,18 @@ def memory_text(m: MemoryPlan | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fit_line(m: MemoryPlan) -> str:
+    """The plan's fit in words: a count, MoE-LoRA's 0, or that the KV target does not fit (never -1)."""
+    f = m.fit
+    if f.max_gpu_experts < 0:
+        return (f"fit: {f.kv_tokens} KV tokens do not fit on {f.limited_by} even without GPU experts "
+                "(see KT-E601 / KT-E613)")
+    if f.limited_by == MOE_LORA_FIT:
+        return f"fit: 0: {MOE_LORA_FIT} ({f.kv_tokens} KV tokens fit)"
+    return (f"fit: at most {f.max_gpu_experts} GPU experts per layer with {f.kv_tokens} KV tokens "
+            f"(limited by {f.limited_by}; {_g(f.per_layer_bytes)} GiB per expert per layer)")
+
+
 def fit_text(rows: list[dict], ram: dict | None, source: str) -> str:
     """`kt-launch fit`: one row per TP size and KV target, each with a ready --set line."""
     out = [f"# kt-launch fit ({source})", ""]
@@ -50,6 +61,8 @@ def fit_text(rows: list[dict], ram: dict | None, source: str) -> str:
     table = [head] + [(str(r["tp_size"]), str(r["kv_tokens"]),
                        "-" if r["max_gpu_experts"] is None else str(r["max_gpu_experts"]), r["limited_by"], r["set"])
                       for r in rows]
+    if any(r["limited_by"] == MOE_LORA_FIT for r in rows):
+        out.append(f"gpu experts/layer 0: {MOE_LORA_FIT}")
     widths = [max(len(t[i]) for t in table) for i in range(len(head))]
     for t in table:
         out.append("  " + "  ".join(c.ljust(w) for c, w in zip(t, widths)).rstrip())

@@ -11,6 +11,7 @@ from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, NEE
                                        READS_HF_CHECKPOINT, SFT_BASE_WEIGHTS, SFT_FROM_KT_METHOD)
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve import memory as mem
+from kt_launch.resolve.memory_fit import plan_checks
 from kt_launch.resolve.values import user_value
 
 
@@ -99,7 +100,7 @@ def resolve_weights(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
                          "set kt.weight_path (e.g. the output of kt-kernel's convert_cpu_weights.py)"))
 
 
-@step(fills=("kt.num_gpu_experts", "kt.gpu_experts_ratio"),
+@step(fills=("kt.num_gpu_experts", "kt.gpu_experts_ratio", "server.max_total_tokens"),
       reads=("kt.method", "moe_lora.sft_method", "kt.weight_path", "kt.threadpool_count", "kt.numa_nodes",
              "runtime.flavor", "model", "host", "weights", "artifacts", "config"))
 def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
@@ -121,6 +122,7 @@ def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: lis
         if ratio is not None:
             out.append(error("KT-E102", "kt.gpu_experts_ratio is set in MoE-LoRA mode; expert LoRA needs all experts "
                              "on the CPU", "remove kt.gpu_experts_ratio"))
+        _derive_max_total_tokens(inp, values, mem.setup_from(inp, values))
         _memory_checks(inp, values, out, user=None)
         _unused_target(inp, out, "MoE-LoRA mode keeps every expert on the CPU")
         return
@@ -139,12 +141,29 @@ def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: lis
         return
     user = "kt.gpu_experts_ratio" if ratio is not None else ("kt.num_gpu_experts" if cfg.kt.num_gpu_experts is not None
                                                             else None)
+    _derive_max_total_tokens(inp, values, setup)
     _memory_checks(inp, values, out, user=user, setup=setup)
 
 
-def _unused_target(inp: ResolveInput, out: list[Finding], why: str) -> None:
-    """A user's fit.kv_tokens that chooses nothing is said, never silently dropped."""
+def _derive_max_total_tokens(inp: ResolveInput, values: dict[str, Resolved], setup) -> None:
+    """The KV the plan sized, passed as --max-total-tokens (SGLang takes min(profiled, requested),
+    model_runner_kv_cache_mixin.py:626-634): the pool then cannot take the room the plan kept (KT-W607, KT-W611)."""
+    if inp.config.server.max_total_tokens or setup is None or values["kt.num_gpu_experts"].source != "derived":
+        return  # a user count: the user's KV choice stays theirs (KT-W607 / KT-W611 say what it risks)
+    n = values["kt.num_gpu_experts"].value or 0
+    r = values.get("kt.gpu_experts_ratio")
+    kv = mem.fitted_kv_tokens(setup, n, r.value if r is not None else None)
+    if kv >= min(mem.MIN_KV_TOKENS, setup.kv_target):
+        values["server.max_total_tokens"] = Resolved(kv, "derived", f"the KV tokens the memory plan leaves on every "
+                                                     f"GPU of TP {setup.tp} with {n} GPU experts per layer")
+
+
+def _unused_target(inp: ResolveInput, out: list[Finding], why: str, margin_too: bool = True) -> None:
+    """A user's fit.kv_tokens (or fit.gpu_margin_mib) that chooses nothing is said, never silently dropped."""
     k = inp.config.fit.kv_tokens
+    if margin_too and inp.provenance.of("fit.gpu_margin_mib") is not None:
+        out.append(info("KT-I609", f"fit.gpu_margin_mib={inp.config.fit.gpu_margin_mib} does not choose "
+                        f"kt.num_gpu_experts here: {why}"))
     if inp.provenance.of("fit.kv_tokens") is None:
         return
     if inp.config.server.max_total_tokens:
@@ -161,6 +180,8 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
     why = None
     if setup is None:
         why = "the model shape is unknown"
+    elif not setup.gpus and setup.gpus_unsized:
+        why = f"the memory size of {setup.gpus_unsized} GPU(s) of {inp.host.source} is unknown (memory_bytes 0)"
     elif not setup.gpus:
         why = f"no GPUs are known for {inp.host.source} (plan with --host-facts FILE from `kt-launch doctor --json`)"
     elif setup.weights is None:
@@ -171,11 +192,11 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
                         "set kt.num_gpu_experts, or give the facts the memory fit needs"))
         return Resolved(0, "default", f"no memory fit: {why}")
     if inp.config.server.max_total_tokens:
-        _unused_target(inp, out, "")
+        _unused_target(inp, out, "", margin_too=False)
     f = mem.fit(setup)
     m = setup.model
     if f.max_gpu_experts < 0:
-        return Resolved(0, "derived", f"no room for GPU experts on {f.limited_by} (see KT-E601/KT-W606)")
+        return Resolved(0, "derived", f"no room for GPU experts on {f.limited_by} (see KT-E601/KT-E613/KT-W606)")
     rooms = dict((g.index, r) for g, r in mem.room_for_experts(setup, f.kv_tokens))
     g = next(x for x in setup.gpus if f"gpu {x.index}" == f.limited_by) if f.limited_by.startswith("gpu") \
         else setup.gpus[0]
@@ -197,6 +218,8 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                    setup=None) -> None:
     """GPU memory findings: weights that do not fit, a user count or KV target that does not fit, the MLA caveat."""
     setup = setup or mem.setup_from(inp, values)
+    if setup is not None:
+        out.extend(plan_checks(setup, values))
     if setup is None or not setup.gpus or setup.weights is None:
         return
     m = setup.model
@@ -236,11 +259,13 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                                f"{setup.kv_target} ({setup.kv_target_key}); at most {max(at_target.max_gpu_experts, 0)}"
                                " per layer keep it", f"set kt.num_gpu_experts={max(at_target.max_gpu_experts, 0)}, "
                                f"or lower {setup.kv_target_key}"))
-    if setup.max_total_tokens and at_target.max_gpu_experts < 0:
+    if inp.config.server.max_total_tokens and at_target.max_gpu_experts < 0:
         out.append(warning("KT-W606", f"server.max_total_tokens={setup.max_total_tokens} does not fit on "
                            f"{at_target.limited_by} even without GPU experts; SGLang caps the KV pool to what is left",
                            "lower server.max_total_tokens or raise server.tp_size"))
-    if m.attention == "mla" and not setup.max_total_tokens and values["runtime.flavor"].value == "sglang-kt" \
+    mtt = values.get("server.max_total_tokens")
+    if m.attention == "mla" and not (inp.config.server.max_total_tokens or (mtt and mtt.value)) \
+            and values["runtime.flavor"].value == "sglang-kt" \
             and m.qk_nope_head_dim and m.qk_nope_head_dim + m.qk_rope_head_dim < m.kv_lora_rank + m.qk_rope_head_dim:
         sized = m.qk_nope_head_dim + m.qk_rope_head_dim
         alloc = m.kv_lora_rank + m.qk_rope_head_dim

@@ -20,6 +20,19 @@ Every formula follows the sglang-kt 0.7.2 wheel (paths under site-packages/sglan
   #2084), split over the thread pools by the intermediate size, plus per-pool buffers sized by
   chunked_prefill_size (kt-kernel operators/amx/moe_base.hpp `AMX_MOE_BASE::init`, one shared allocation per
   NUMA partition: `shared_mem_buffer_numa.alloc`).
+- MLA absorbed weights: after loading, each attention layer keeps kv_b_proj and stores new BF16 `w_kc`/`w_vc`
+  (models/deepseek_common/deepseek_weight_loader.py:516-521 dequantises an FP8 block-128 kv_b_proj to BF16,
+  :556-578 `.contiguous()` copies into w_kc/w_vc): heads x (qk_nope + v) x kv_lora_rank x 2 B per layer, split
+  over TP by heads (`mla_copy_bytes`).
+- DeepSeek-V3.2's NSA indexer adds index_head_dim + index_head_dim/128 x 4 bytes (uint8 with FP32 scales) per
+  token and layer to the KV pool (model_runner_kv_cache_mixin.py:137-159, mem_cache/memory_pool.py:1792-1817).
+- A multimodal model's unset mem_fraction_static is scaled by 0.95 x the ViT-size factor
+  (server_args.py:1417-1421, 6707-6743 `adjust_mem_fraction_for_vlm`).
+- FP8 block-quantised MoE weights need (moe_intermediate / tp) % block_n == 0, and % block_k too at TP > 1
+  (layers/quantization/fp8.py:854-866); sglang-kt raises ValueError at load otherwise.
+- The layerwise-prefill layer is built on the first prompt over the threshold (kt_ep_wrapper.py:5749-5756,
+  6178-6309); only MXFP4 reserves it before KV sizing (model_runner.py:593-607), so without --max-total-tokens
+  the KV pool takes its room.
 """
 
 from __future__ import annotations
@@ -28,10 +41,11 @@ import math
 from dataclasses import dataclass
 
 from kt_launch.core.host import GpuFacts
-from kt_launch.core.memory import Fit, GpuMemory, MemoryPlan, NodeMemory, RamMemory, WeightBytes
+from kt_launch.core.memory import MOE_LORA_FIT, Fit, GpuMemory, MemoryPlan, NodeMemory, RamMemory, WeightBytes
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.expert_sources import read_expert_bytes
+from kt_launch.resolve.isa import choose_variant
 from kt_launch.resolve.methods import KT_METHOD_FOR_SFT
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -60,17 +74,34 @@ def sglang_gpu_defaults(gpu_mem_mib: float | None, tp: int) -> tuple[int, int]:
     return 16384, 512
 
 
-def default_mem_fraction(gpu_mem_mib: float, tp: int, chunk: int, cuda_graph_max_bs: int, pp: int = 1,
-                         max_prefill_tokens: int = 16384) -> float:
-    """SGLang's mem_fraction_static when unset (server_args.py:1372-1415; no DP attention, piecewise CUDA graph
-    or speculative decoding, which kt-launch does not plan)."""
+def sglang_reserved_mib(tp: int, chunk: int, cuda_graph_max_bs: int, pp: int = 1,
+                        max_prefill_tokens: int = 16384) -> float:
+    """SGLang's own estimate of the activation, CUDA-graph and NCCL room, in MiB (server_args.py:1372-1400)."""
     reserved = 512.0
     reserved += max(chunk if chunk > 0 else max_prefill_tokens, 2048) * 1.5
     reserved += cuda_graph_max_bs * 2
     reserved += tp * pp / 8 * 1024
+    return reserved
+
+
+def default_mem_fraction(gpu_mem_mib: float, tp: int, chunk: int, cuda_graph_max_bs: int, pp: int = 1,
+                         max_prefill_tokens: int = 16384) -> float:
+    """SGLang's mem_fraction_static when unset (server_args.py:1372-1415; no DP attention, piecewise CUDA graph
+    or speculative decoding, which kt-launch does not plan)."""
+    reserved = sglang_reserved_mib(tp, chunk, cuda_graph_max_bs, pp, max_prefill_tokens)
     if gpu_mem_mib > 60 * 1024:
         reserved = max(reserved, 10 * 1024)
     return round((gpu_mem_mib - reserved) / gpu_mem_mib, 3)
+
+
+def vlm_mem_factor(model) -> float:
+    """`adjust_mem_fraction_for_vlm` (server_args.py:6707-6743): 0.95 x clamp(1 - 0.1 x (ViT size / ViT-L - 1),
+    0.8, 1.05), applied to an unset mem_fraction_static of a multimodal model (ibid. :1417-1421). 1.0 without a
+    vision tower. Kimi-K2.5 (27 layers x 1152): 0.91."""
+    if not getattr(model, "vision_layers", 0):
+        return 1.0
+    ratio = model.vision_layers * model.vision_hidden ** 2 / (24 * 1024 ** 2)
+    return 0.95 * max(0.8, min(1.05, 1.0 - 0.1 * (ratio - 1.0)))
 
 
 # -- sizes ------------------------------------------------------------------------------------------
@@ -89,9 +120,18 @@ def kv_element_bytes(model, extra_args=()) -> int:
 
 
 def kv_bytes_per_token(model, tp: int, elem: int = 2) -> int:
-    """Bytes of KV cache one token takes on one GPU of the TP group (0 when config.json lacks the shape)."""
+    """Bytes of KV cache one token takes on one GPU of the TP group (0 when config.json lacks the shape).
+    DeepSeek-V3.2 adds its NSA indexer's uint8 keys with one FP32 scale per 128 (memory_pool.py:1792-1817); its
+    FP8 cache stores the latent in FP8 with FP32 scales per 128 and the rope part in BF16: kv_lora_rank +
+    kv_lora_rank / 128 x 4 + 2 x qk_rope_head_dim = 656 B per layer (model_runner_kv_cache_mixin.py:372-386,
+    backends other than trtllm)."""
     if model.attention == "mla":
-        return (model.kv_lora_rank + model.qk_rope_head_dim) * model.num_layers * elem
+        ihd = getattr(model, "index_head_dim", 0)
+        indexer = (ihd + ihd // 128 * 4) * model.num_layers if ihd else 0
+        if ihd and elem == 1:
+            latent = model.kv_lora_rank + model.kv_lora_rank // 128 * 4 + 2 * model.qk_rope_head_dim
+            return latent * model.num_layers + indexer
+        return (model.kv_lora_rank + model.qk_rope_head_dim) * model.num_layers * elem + indexer
     if model.attention == "gqa" and model.num_kv_heads:
         return max(1, model.num_kv_heads // tp) * (model.head_dim + model.v_head_dim) * model.num_layers * elem
     return 0
@@ -105,6 +145,30 @@ def nonexpert_share(w: WeightBytes, model, tp: int) -> int:
     else:
         kv = math.ceil(kv / tp)
     return w.replicated_bytes + math.ceil(w.sharded_bytes / tp) + kv
+
+
+def mla_copy_bytes(model, tp: int) -> int:
+    """BF16 w_kc + w_vc one TP rank stores besides kv_b_proj (deepseek_weight_loader.py:516-521, 556-578): heads x
+    (qk_nope_head_dim + v_head_dim) x kv_lora_rank x 2 B per layer; heads are split over TP. DeepSeek-V3 TP1:
+    128 x 256 x 512 x 2 x 61 = 2.05 GB; Kimi-K2 (64 heads): 1.02 GB."""
+    if model.attention != "mla" or not (model.num_attention_heads and model.qk_nope_head_dim and model.v_head_dim):
+        return 0
+    heads = max(1, model.num_attention_heads // max(1, tp))
+    return heads * (model.qk_nope_head_dim + model.v_head_dim) * model.kv_lora_rank * 2 * model.num_layers
+
+
+def fp8_block_problem(model, tp: int) -> str | None:
+    """Why FP8 block-quantised experts cannot be split over `tp` ranks (fp8.py:854-866), or None."""
+    block = getattr(model, "weight_block", ())
+    if model.quant_method != "fp8" or len(block) != 2:
+        return None
+    part = model.moe_intermediate_size / tp
+    for b, side, needs in ((block[0], "gate/up output", True), (block[1], "down input", tp > 1)):
+        if needs and (part != int(part) or int(part) % b):
+            return (f"moe_intermediate_size {model.moe_intermediate_size} / server.tp_size {tp} = {part:g} is not a "
+                    f"multiple of the FP8 weight block {b} ({side}; sglang layers/quantization/fp8.py:854-866 raises "
+                    "ValueError at load)")
+    return None
 
 
 def expert_avg_bytes(w: WeightBytes, model) -> float:
@@ -127,8 +191,10 @@ def cpu_expert_bytes(method: str, hidden: int, inter: int) -> tuple[int, str] | 
     AMXINT4/AMXINT8: packed weights plus one f32 scale per output row (kt-kernel operators/amx/la/amx_buffers.hpp
     BufferB `required_size`: n*k*bits/8 + 4*n; the converter writes the same `.scale` rows). BF16: 2 B/param.
     FP8: 1 B/param plus f32 128x128 block scales (`weight_scale_inv`); FP8_PERCHANNEL: f32 per row. RAWINT4
-    (compressed-tensors, group 32, bf16 scales): 0.5 + 2/32 B/param. GPTQ_INT4 (group 128, fp16 scales and packed
-    zeros): 0.5 + (2 + 0.5)/128. MXFP4: 0.5 + 1/32. NVFP4: 0.5 + 1/16. MXFP8: 1 + 1/32. LLAMAFILE: Q4_K, 4.5 bits."""
+    (compressed-tensors, group 32): 0.5 + 4/32 B/param, as kt-kernel's AMX RAWINT4 kernel keeps FP32 group scales
+    in RAM (operators/amx/k2-moe.hpp, la/amx_buffers.hpp; the checkpoint's BF16 scales give 0.5625). GPTQ_INT4
+    (group 128, fp16 scales and packed zeros): 0.5 + (2 + 0.5)/128. MXFP4: 0.5 + 1/32. NVFP4: 0.5 + 1/16.
+    MXFP8: 1 + 1/32. LLAMAFILE: Q4_K, 4.5 bits."""
     p = 3 * hidden * inter
     rows = 2 * inter + hidden
     blocks = 2 * math.ceil(inter / 128) * math.ceil(hidden / 128) + math.ceil(hidden / 128) * math.ceil(inter / 128)
@@ -138,7 +204,7 @@ def cpu_expert_bytes(method: str, hidden: int, inter: int) -> tuple[int, str] | 
         "AMXINT8": p + 4 * rows, "AMXINT8_SFT": p + 4 * rows,
         "BF16": 2 * p, "AMXBF16": 2 * p, "AMXBF16_SFT": 2 * p,
         "FP8": p + 4 * blocks, "FP8_PERCHANNEL": p + 4 * rows,
-        "RAWINT4": p // 2 + 2 * p // 32, "GPTQ_INT4": p // 2 + math.ceil(2.5 * p / 128),
+        "RAWINT4": p // 2 + 4 * p // 32, "GPTQ_INT4": p // 2 + math.ceil(2.5 * p / 128),
         "MXFP4": p // 2 + p // 32, "NVFP4": p // 2 + p // 16, "MXFP8": p + p // 32,
         "LLAMAFILE": math.ceil(p * 4.5 / 8),
     }
@@ -167,14 +233,14 @@ class Setup:
 
     model: object
     weights: WeightBytes | None
-    gpus: tuple[GpuFacts, ...]  # the TP group
+    gpus: tuple[GpuFacts, ...]  # the TP group (GPUs of known size)
     tp: int
     mem_fraction: float | None  # the user's, or None: SGLang's default per GPU size
     chunk_user: int | None
     kv_elem: int
     kv_target: int
     kv_target_key: str
-    max_total_tokens: int | None
+    max_total_tokens: int | None  # the user's, or the one kt-launch derived (SGLang caps the pool by it)
     layerwise: bool
     pools: int
     numa_nodes: tuple[int, ...]
@@ -183,6 +249,10 @@ class Setup:
     ram_total: int
     ram_available: int
     node_memory: dict[int, int]
+    moe_lora: bool = False
+    gpu_margin: int = 0  # fit.gpu_margin_mib in bytes, kept free on every GPU
+    cpu_variant: str = ""  # kt-kernel's CPU variant on this host ("" = CPU flags unknown)
+    gpus_unsized: int = 0  # GPUs of the TP group whose memory size is unknown (0 in the host facts)
 
 
 def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = None,
@@ -200,6 +270,9 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
         kv_target, key = (mtt, "server.max_total_tokens") if mtt else (cfg.fit.kv_tokens, "fit.kv_tokens")
     else:
         key = "kv target"
+    derived_mtt = values.get("server.max_total_tokens")
+    if not mtt and derived_mtt is not None and derived_mtt.source == "derived" and key != "kv target":
+        mtt = derived_mtt.value
     pools_r = values.get("kt.threadpool_count")
     pools = (pools_r.value if pools_r is not None and pools_r.value else None) or 1
     numa_r = values.get("kt.numa_nodes")
@@ -211,19 +284,29 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
     else:
         r = values.get("kt.method")
         method = (r.value if r is not None else None) or "AMXINT4"
+    group = tuple(inp.host.gpus[:tp])
+    sized = tuple(g for g in group if isinstance(g.memory_bytes, int) and g.memory_bytes > 0)
+    flags = inp.host.cpu.flags
+    variant = choose_variant(flags, cfg.runtime.env.get("KT_KERNEL_CPU_VARIANT")).variant if flags else ""
     return Setup(
-        model=m, weights=inp.weights, gpus=tuple(inp.host.gpus[:tp]), tp=tp,
+        model=m, weights=inp.weights, gpus=sized if len(sized) == len(group) else (), tp=tp,
         mem_fraction=cfg.server.mem_fraction_static, chunk_user=cfg.server.chunked_prefill_size,
         kv_elem=kv_element_bytes(m, cfg.server.extra_args), kv_target=int(kv_target), kv_target_key=key,
         max_total_tokens=mtt, layerwise=bool(cfg.kt.gpu_prefill_token_threshold),
-        pools=pools, numa_nodes=numa, cpu_method=method, cpu_experts=_cpu_expert_source(inp, values),
+        pools=pools, numa_nodes=numa, cpu_method=method, cpu_experts=_cpu_expert_source(inp, values, method, variant),
         ram_total=inp.host.memory_total_bytes, ram_available=inp.host.memory_available_bytes,
-        node_memory={n.id: n.memory_bytes for n in inp.host.numa})
+        node_memory={n.id: n.memory_bytes for n in inp.host.numa}, moe_lora=cfg.moe_lora is not None,
+        gpu_margin=int(cfg.fit.gpu_margin_mib * MiB), cpu_variant=variant, gpus_unsized=len(group) - len(sized))
 
 
-def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved]) -> tuple[int, str] | None:
+def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved], method: str,
+                       variant: str = "") -> tuple[int, str] | None:
     """CPU expert bytes from headers: kt.weight_path's (AMX or HF tensors, GGUF size) or model.path's routed
-    experts (layers SGLang loads only) when kt-kernel reads the HF checkpoint."""
+    experts (layers SGLang loads only) when kt-kernel reads the HF checkpoint. RAWINT4 reads the checkpoint, but
+    its AMX / AVX-512 kernel keeps FP32 scales in RAM (`cpu_expert_bytes`), so there the headers do not give the
+    RAM figure; the avx2 kernel (operators/avx2/rawint4-moe.hpp) keeps the checkpoint's BF16 scales."""
+    if method.upper() == "RAWINT4" and variant != "avx2":
+        return None
     try:
         got = read_expert_bytes(inp, values)
     except (KeyError, AttributeError):
@@ -246,21 +329,36 @@ def memory_plan(inp: ResolveInput, values: dict[str, Resolved]) -> MemoryPlan | 
     return plan(s, n.value if n is not None and n.value else 0, ratio.value if ratio is not None else None)
 
 
-def _gpu_fixed(s: Setup, g: GpuFacts, rank: int) -> tuple[float, int, int, int, int]:
-    """(mem_fraction, reserve, non-expert share, kt buffers, chunk) of one GPU before experts and KV."""
-    total = g.memory_bytes
-    smallest = min((x.memory_bytes for x in s.gpus), default=total) / MiB or None
+def mem_fraction_of(s: Setup) -> tuple[float, int, int]:
+    """(mem_fraction_static, chunked_prefill_size, cuda_graph_max_bs) SGLang runs the TP group with."""
+    smallest = min((x.memory_bytes for x in s.gpus), default=0) / MiB or None
     chunk_default, graph_bs = sglang_gpu_defaults(smallest, s.tp)
     chunk = s.chunk_user if s.chunk_user is not None else chunk_default
-    mf = s.mem_fraction if s.mem_fraction is not None else default_mem_fraction(smallest, s.tp, chunk, graph_bs)
+    if s.mem_fraction is not None:
+        return s.mem_fraction, chunk, graph_bs
+    if smallest is None:
+        return 0.88, chunk, graph_bs  # server_args.py:1410-1414 without a GPU size
+    return default_mem_fraction(smallest, s.tp, chunk, graph_bs) * vlm_mem_factor(s.model), chunk, graph_bs
+
+
+def _gpu_fixed(s: Setup, g: GpuFacts, rank: int) -> tuple[float, int, int, int, int]:
+    """(mem_fraction, reserve, non-expert share with the MLA copies, kt buffers, chunk) of one GPU before experts
+    and KV. The reserve includes fit.gpu_margin_mib."""
+    total = g.memory_bytes
+    mf, chunk, _ = mem_fraction_of(s)
     usable = max(0, total - CUDA_CONTEXT_BYTES)
-    reserve = total - int(usable * mf)
+    reserve = total - int(usable * mf) + s.gpu_margin
     m, w = s.model, s.weights
-    nonexp = nonexpert_share(w, m, s.tp) if w is not None else 0
+    nonexp = nonexpert_share(w, m, s.tp) + mla_copy_bytes(m, s.tp) if w is not None else 0
     buf = (max(chunk, 0) or 8192) * m.hidden_size * 2 if rank == 0 else 0
     if s.layerwise and w is not None:
-        buf += math.ceil(expert_avg_bytes(w, m) * m.num_experts / s.tp)
+        buf += layerwise_bytes(s)
     return mf, reserve, nonexp, buf, chunk
+
+
+def layerwise_bytes(s: Setup) -> int:
+    """The full MoE layer sglang-kt builds for layerwise prefill, one rank's share (kt_ep_wrapper.py:6178-6309)."""
+    return math.ceil(expert_avg_bytes(s.weights, s.model) * s.model.num_experts / s.tp) if s.weights else 0
 
 
 def per_count_bytes(s: Setup) -> int:
@@ -283,7 +381,8 @@ def room_for_experts(s: Setup, kv_tokens: int) -> list[tuple[GpuFacts, int]]:
 
 def fit(s: Setup, kv_tokens: int | None = None) -> Fit:
     """The largest per-layer count that leaves `kv_tokens` (default: the KV target) on every GPU of the group.
-    max_gpu_experts is -1 when not even 0 experts leave that room."""
+    max_gpu_experts is -1 when not even 0 experts leave that room (the checks make that an error finding); in
+    MoE-LoRA mode it is 0 (every expert stays on the CPU) when the KV fits."""
     kv = s.kv_target if kv_tokens is None else kv_tokens
     if not s.gpus:
         return Fit(0, kv, "no GPU facts")
@@ -295,9 +394,20 @@ def fit(s: Setup, kv_tokens: int | None = None) -> Fit:
         n = -1 if room < 0 else (s.model.num_experts if cost == 0 else room // cost)
         if best is None or n < best:
             best, by = n, f"gpu {g.index}"
+    if s.moe_lora:
+        return Fit(0, kv, MOE_LORA_FIT, cost) if best >= 0 else Fit(-1, kv, by, cost)
     if best >= s.model.num_experts:
         return Fit(s.model.num_experts, kv, "experts per layer", cost)
     return Fit(best, kv, by, cost)
+
+
+def fitted_kv_tokens(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> int:
+    """KV tokens every GPU of the group keeps with this expert count: the --max-total-tokens kt-launch passes."""
+    bpt = kv_bytes_per_token(s.model, s.tp, s.kv_elem)
+    if not s.gpus or s.weights is None or not bpt:
+        return 0
+    exp = math.ceil(gpu_experts_total(s.model, num_gpu_experts, ratio) * expert_avg_bytes(s.weights, s.model) / s.tp)
+    return max(0, min(room - exp for _, room in room_for_experts(s, 0)) // bpt)
 
 
 def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPlan:
@@ -307,44 +417,56 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
     exp_rank = math.ceil(total_experts * avg / s.tp)
     bpt = kv_bytes_per_token(m, s.tp, s.kv_elem)
     gpus: list[GpuMemory] = []
-    mf, chunk = s.mem_fraction or 0.0, s.chunk_user or 0
+    mf, chunk, _ = mem_fraction_of(s)
+    copies = mla_copy_bytes(m, s.tp)
     for rank, g in enumerate(s.gpus if w is not None else ()):
         mf, reserve, nonexp, buf, chunk = _gpu_fixed(s, g, rank)
         room = g.memory_bytes - reserve - nonexp - buf - exp_rank
-        kv = s.max_total_tokens if s.max_total_tokens else (max(0, room) // bpt if bpt else 0)
+        kv = max(0, room) // bpt if bpt else 0
+        kv = min(kv, s.max_total_tokens) if s.max_total_tokens else kv  # SGLang: min(profiled, requested)
         gpus.append(GpuMemory(g.index, g.name, g.memory_bytes, nonexp + buf, exp_rank, bpt, kv, reserve,
-                              room - kv * bpt, nonexp, buf))
-    if not gpus and s.gpus:
-        smallest = min(x.memory_bytes for x in s.gpus) / MiB
-        chunk = s.chunk_user if s.chunk_user is not None else sglang_gpu_defaults(smallest, s.tp)[0]
-    elif not s.gpus:
-        chunk = s.chunk_user if s.chunk_user is not None else sglang_gpu_defaults(None, s.tp)[0]
+                              room - kv * bpt, nonexp, buf, copies, s.gpu_margin))
     notes = []
-    if w is None:
+    if s.gpus_unsized:
+        notes.append(f"GPU side not sized: {s.gpus_unsized} GPU(s) of the TP group have no memory size in the host "
+                     "facts (memory_bytes 0)")
+    elif w is None:
         notes.append("GPU side not sized: the model.path safetensors headers were not read")
     elif not s.gpus:
         notes.append("GPU side not sized: no GPU facts (plan with --host-facts FILE)")
-    return MemoryPlan(tuple(gpus), ram_plan(s, chunk), fit(s) if w is not None and s.gpus else None, s.tp,
-                      num_gpu_experts, total_experts, mf,
+    return MemoryPlan(tuple(gpus), ram_plan(s, chunk, total_experts), fit(s) if w is not None and s.gpus else None,
+                      s.tp, num_gpu_experts, total_experts, mf,
                       "server.mem_fraction_static" if s.mem_fraction is not None else
-                      "SGLang's default (_handle_gpu_memory_settings)", chunk, tuple(notes), w)
+                      "SGLang's default (_handle_gpu_memory_settings)" +
+                      (" x the multimodal factor" if vlm_mem_factor(m) != 1.0 else ""), chunk, tuple(notes), w)
 
 
-def ram_plan(s: Setup, chunk: int) -> RamMemory | None:
+def gpu_experts_in_ram(variant: str) -> bool:
+    """kt-kernel's AMX / AVX-512 builds load every expert, GPU-placed ones too (kvcache-ai/ktransformers#2084);
+    the AVX2 build skips the masked ones at load (kt-kernel operators/avx2/rawint4-moe.hpp). Unknown: counted."""
+    return variant != "avx2"
+
+
+def ram_plan(s: Setup, chunk: int, gpu_total: int = 0) -> RamMemory | None:
     m = s.model
+    all_experts = m.num_experts * len(m.moe_layers)
     if s.cpu_experts is not None:
         experts, src = s.cpu_experts
     else:
         est = cpu_expert_bytes(s.cpu_method, m.hidden_size, m.moe_intermediate_size)
         if est is None:
             return None
-        experts = est[0] * m.num_experts * len(m.moe_layers)
+        experts = est[0] * all_experts
         src = est[1]
+    in_ram = gpu_experts_in_ram(s.cpu_variant)
+    if not in_ram and gpu_total and all_experts:
+        experts = experts * max(0, all_experts - gpu_total) // all_experts
+        src += f"; GPU-placed experts skipped ({s.cpu_variant} build)"
     per_pool = kt_pool_buffer_bytes(m, max(chunk, 1), s.pools)
     other = per_pool * s.pools
     nodes = tuple(NodeMemory(node, s.node_memory.get(node, 0), math.ceil(experts / s.pools) + per_pool)
                   for node in s.numa_nodes[:s.pools])
-    return RamMemory(s.ram_total, experts, other, experts + other, src, s.ram_available, nodes)
+    return RamMemory(s.ram_total, experts, other, experts + other, src, s.ram_available, nodes, s.cpu_variant, in_ram)
 
 
 def tp_sizes(n_gpus: int) -> list[int]:
@@ -354,21 +476,3 @@ def tp_sizes(n_gpus: int) -> list[int]:
         out.append(t)
         t *= 2
     return out
-
-
-def fit_rows(inp: ResolveInput, values: dict[str, Resolved], targets=FIT_TARGETS) -> list[dict]:
-    """`kt-launch fit`: the largest kt.num_gpu_experts per TP size and KV target, each with a ready --set line."""
-    rows = []
-    for tp in tp_sizes(len(inp.host.gpus)):
-        for kv in targets:
-            s = setup_from(inp, values, tp=tp, kv_target=kv)
-            if s is None or s.weights is None:
-                return []
-            f = fit(s)
-            fits = f.max_gpu_experts >= 0
-            rows.append({"tp_size": tp, "kv_tokens": kv, "max_gpu_experts": f.max_gpu_experts if fits else None,
-                         "limited_by": f.limited_by if fits else f"{f.limited_by}: weights + KV do not fit",
-                         "per_layer_bytes": f.per_layer_bytes,
-                         "set": (f"--set server.tp_size={tp} --set kt.num_gpu_experts={f.max_gpu_experts} "
-                                 f"--set server.max_total_tokens={kv}") if fits else "-"})
-    return rows

@@ -232,13 +232,16 @@ def check_memory(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     if ram is None or (ram.experts_source.startswith("estimated") and artifacts(inp) is None):
         return  # --no-check: nothing was read, the estimate stays in the plan only
     msg = (f"kt-kernel needs {ram.need_bytes / GiB:.1f} GiB of RAM: every routed expert in its CPU format "
-           f"({ram.experts_bytes / GiB:.1f} GiB, {ram.experts_source}; GPU-placed experts stay in RAM too) plus its "
+           f"({ram.experts_bytes / GiB:.1f} GiB, {ram.experts_source}; "
+           f"{'GPU-placed experts stay in RAM too' if ram.gpu_experts_in_ram else 'GPU-placed ones are not loaded'}) "
+           "plus its "
            f"buffers ({ram.other_bytes / GiB:.1f} GiB for chunked_prefill_size {plan.chunked_prefill_size})")
+    smaller = "RAWINT4 or GPTQ_INT4: the avx2 build has no AMXINT4" if ram.cpu_variant == "avx2" else "AMXINT4"
     if ram.need_bytes > host.memory_total_bytes:
         yield _planning_level(inp)("KT-E230", "KT-W230", f"{msg}, more than the {host.memory_total_bytes / GiB:.1f} GiB of RAM on "
                                    f"{host.source}; the server is killed for memory after the GPU weights have loaded",
-                                   "use a smaller method (AMXINT4), a smaller server.chunked_prefill_size, or a bigger "
-                                   "host")
+                                   f"use a smaller method ({smaller}), a smaller server.chunked_prefill_size, or a "
+                                   "bigger host")
         return
     if host.memory_available_bytes and ram.need_bytes > host.memory_available_bytes:
         yield warning("KT-W230", f"{msg}, more than the {host.memory_available_bytes / GiB:.1f} GiB available now on "

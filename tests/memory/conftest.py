@@ -5,9 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch import synthetic
-
-from memory.support import SHARDS
+from memory.support import build
 
 
 
@@ -18,7 +16,7 @@ def models(tmp_path_factory):
 
     def get(name: str) -> Path:
         if name not in built:
-            built[name] = synthetic.real_model(root / name, name, shards=SHARDS[name])
+            built[name] = build(root / name, name)
         return built[name]
     return get
 

@@ -1,13 +1,139 @@
-"""Recorded hosts and the checkpoint layouts the memory tests use."""
+"""Recorded hosts and the checkpoint layouts the memory tests use, and the published checkpoints kt_launch/synthetic.py
+does not carry (DeepSeek-V3.2, Kimi-K2.5, Qwen3-235B-A22B, MiniMax-M2.1): config.json as published and the full
+tensor list, built from synthetic's layer writers (sparse: data as holes)."""
 
 import json
 from pathlib import Path
 
+from kt_launch import synthetic
 from kt_launch.cli import main
 
 HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
-SHARDS = {"DeepSeek-V2-Lite": 4, "DeepSeek-V3": 163, "Qwen3-30B-A3B": 16}
+SHARDS = {"DeepSeek-V2-Lite": 4, "DeepSeek-V3": 163, "Qwen3-30B-A3B": 16, "Kimi-K2-Thinking": 64,
+          "DeepSeek-V3.2": 163, "Kimi-K2.5": 64, "Qwen3-235B-A22B": 118, "MiniMax-M2.1": 130}
 GiB = 1 << 30
+
+_V3 = synthetic.REAL_MODELS["DeepSeek-V3"]
+_K2 = synthetic.REAL_MODELS["Kimi-K2-Thinking"]
+EXTRA_MODELS: dict[str, dict] = {
+    # DeepSeek-V3.2-Exp: V3's shape plus the NSA indexer (index_topk, index_head_dim, index_n_heads)
+    "DeepSeek-V3.2": {**_V3, "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
+                      "index_head_dim": 128, "index_n_heads": 64, "index_topk": 2048},
+    # Kimi-K2.5: Kimi-K2's text model (INT4 routed experts) under text_config, a MoonViT tower and a projector
+    "Kimi-K2.5": {"architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25",
+                  "text_config": {k: v for k, v in _K2.items() if k != "architectures"},
+                  "vision_config": {"vt_hidden_size": 1152, "vt_num_hidden_layers": 27, "vt_intermediate_size": 4304,
+                                    "merge_kernel_size": [2, 2], "patch_size": 14, "text_hidden_size": 7168}},
+    "Qwen3-235B-A22B": {
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 4096,
+        "intermediate_size": 12288, "moe_intermediate_size": 1536, "num_hidden_layers": 94, "num_experts": 128,
+        "num_experts_per_tok": 8, "decoder_sparse_step": 1, "mlp_only_layers": [], "num_attention_heads": 64,
+        "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 40960,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "norm_topk_prob": True},
+    "MiniMax-M2.1": {
+        "architectures": ["MiniMaxM2ForCausalLM"], "model_type": "minimax_m2", "hidden_size": 3072,
+        "intermediate_size": 1536, "num_hidden_layers": 62, "num_local_experts": 256, "num_experts_per_tok": 8,
+        "num_attention_heads": 48, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 200064,
+        "max_position_embeddings": 196608, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "quantization_config": {"quant_method": "fp8", "fmt": "float8_e4m3fn", "activation_scheme": "dynamic",
+                                "weight_block_size": [128, 128]}},
+}
+
+
+def _v32_tensors() -> dict:
+    t = synthetic.real_tensors("DeepSeek-V3")
+    c = EXTRA_MODELS["DeepSeek-V3.2"]
+    for layer in range(c["num_hidden_layers"] + c["num_nextn_predict_layers"]):
+        p = f"model.layers.{layer}.self_attn.indexer"
+        synthetic._linear(t, f"{p}.wq_b", c["index_n_heads"] * c["index_head_dim"], c["q_lora_rank"], "FP8")
+        synthetic._linear(t, f"{p}.wk", c["index_head_dim"], c["hidden_size"], "FP8")
+        t[f"{p}.k_norm.weight"] = ("BF16", (c["index_head_dim"],))
+        t[f"{p}.k_norm.bias"] = ("BF16", (c["index_head_dim"],))
+        t[f"{p}.weights_proj.weight"] = ("BF16", (c["index_n_heads"], c["hidden_size"]))
+    return t
+
+
+def _k25_tensors() -> dict:
+    t = {"language_model." + k: v for k, v in synthetic.real_tensors("Kimi-K2-Thinking").items()}
+    v = EXTRA_MODELS["Kimi-K2.5"]["vision_config"]
+    h, inter, merged = v["vt_hidden_size"], v["vt_intermediate_size"], 4 * v["vt_hidden_size"]
+    t["vision_tower.patch_embed.proj.weight"] = ("BF16", (h, 3, 14, 14))
+    t["vision_tower.patch_embed.pos_emb.weight"] = ("BF16", (64, 64, h))
+    for b in range(v["vt_num_hidden_layers"]):
+        p = f"vision_tower.encoder.blocks.{b}"
+        for name, shape in ((f"{p}.wqkv.weight", (3 * h, h)), (f"{p}.wqkv.bias", (3 * h,)), (f"{p}.wo.weight", (h, h)),
+                            (f"{p}.wo.bias", (h,)), (f"{p}.mlp.fc0.weight", (inter, h)), (f"{p}.mlp.fc0.bias", (inter,)),
+                            (f"{p}.mlp.fc1.weight", (h, inter)), (f"{p}.mlp.fc1.bias", (h,)),
+                            (f"{p}.norm0.weight", (h,)), (f"{p}.norm0.bias", (h,)), (f"{p}.norm1.weight", (h,)),
+                            (f"{p}.norm1.bias", (h,))):
+            t[name] = ("BF16", shape)
+    t["vision_tower.encoder.final_layernorm.weight"] = ("BF16", (h,))
+    t["mm_projector.pre_norm.weight"] = ("BF16", (h,))
+    t["mm_projector.pre_norm.bias"] = ("BF16", (h,))
+    t["mm_projector.proj.0.weight"] = ("BF16", (merged, merged))
+    t["mm_projector.proj.0.bias"] = ("BF16", (merged,))
+    t["mm_projector.proj.2.weight"] = ("BF16", (v["text_hidden_size"], merged))
+    t["mm_projector.proj.2.bias"] = ("BF16", (v["text_hidden_size"],))
+    return t
+
+
+def _qwen3_235b_tensors() -> dict:
+    c = EXTRA_MODELS["Qwen3-235B-A22B"]
+    h, vocab = c["hidden_size"], c["vocab_size"]
+    t = {"model.embed_tokens.weight": ("BF16", (vocab, h)), "model.norm.weight": ("BF16", (h,))}
+    for layer in range(c["num_hidden_layers"]):
+        synthetic._qwen3_moe_layer(t, c, layer)
+    t["lm_head.weight"] = ("BF16", (vocab, h))
+    return t
+
+
+def _minimax_tensors() -> dict:
+    c = EXTRA_MODELS["MiniMax-M2.1"]
+    h, vocab, hd = c["hidden_size"], c["vocab_size"], c["head_dim"]
+    q, kv, e, mi = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd, c["num_local_experts"], c["intermediate_size"]
+    t = {"model.embed_tokens.weight": ("BF16", (vocab, h)), "model.norm.weight": ("BF16", (h,)),
+         "lm_head.weight": ("BF16", (vocab, h))}
+    for layer in range(c["num_hidden_layers"]):
+        p = f"model.layers.{layer}"
+        t[f"{p}.input_layernorm.weight"] = ("BF16", (h,))
+        t[f"{p}.post_attention_layernorm.weight"] = ("BF16", (h,))
+        for proj, o, i in (("q_proj", q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)):
+            synthetic._linear(t, f"{p}.self_attn.{proj}", o, i, "FP8")
+        t[f"{p}.self_attn.q_norm.weight"] = ("BF16", (q,))
+        t[f"{p}.self_attn.k_norm.weight"] = ("BF16", (kv,))
+        t[f"{p}.block_sparse_moe.gate.weight"] = ("BF16", (e, h))
+        t[f"{p}.block_sparse_moe.e_score_correction_bias"] = ("F32", (e,))
+        for x in range(e):
+            for w, o, i in (("w1", mi, h), ("w3", mi, h), ("w2", h, mi)):
+                synthetic._linear(t, f"{p}.block_sparse_moe.experts.{x}.{w}", o, i, "FP8")
+    return t
+
+
+_BUILDERS = {"DeepSeek-V3.2": _v32_tensors, "Kimi-K2.5": _k25_tensors, "Qwen3-235B-A22B": _qwen3_235b_tensors,
+             "MiniMax-M2.1": _minimax_tensors}
+
+
+def tensors(name: str) -> dict:
+    return _BUILDERS[name]() if name in _BUILDERS else synthetic.real_tensors(name)
+
+
+def build(root: Path, name: str) -> Path:
+    """A published checkpoint's HF dir: config.json and every tensor (sparse), like synthetic.real_model."""
+    if name in synthetic.REAL_MODELS:
+        return synthetic.real_model(root, name, shards=SHARDS[name])
+    root.mkdir(parents=True, exist_ok=True)
+    synthetic.write_json(root / "config.json", EXTRA_MODELS[name])
+    flat, shards = list(tensors(name).items()), SHARDS[name]
+    weight_map, total = {}, 0
+    for k in range(shards):
+        group = dict(flat[k * len(flat) // shards:(k + 1) * len(flat) // shards])
+        fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        synthetic.write_safetensors(root / fname, group, sparse=True)
+        weight_map.update({t: fname for t in group})
+        total += sum(synthetic._nbytes(d, s) for d, s in group.values())
+    synthetic.write_json(root / "model.safetensors.index.json", {"metadata": {"total_size": total},
+                                                                  "weight_map": weight_map})
+    return root
 
 
 def host(name: str) -> str:
@@ -15,8 +141,9 @@ def host(name: str) -> str:
 
 
 def dry_json(capsys, profile, host_name: str, *sets: str) -> tuple[int, dict]:
-    """The real CLI: `kt-launch --dry-run --json` against a recorded host."""
-    argv = ["--profile", str(profile), "--host-facts", host(host_name), "--dry-run", "--json"]
+    """The real CLI: `kt-launch --dry-run --json` against a recorded host (or a host-facts file path)."""
+    argv = ["--profile", str(profile), "--host-facts", host_name if "/" in host_name else host(host_name),
+            "--dry-run", "--json"]
     for s in sets:
         argv += ["--set", s]
     rc = main(argv)
