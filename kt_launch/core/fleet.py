@@ -57,6 +57,7 @@ class Replica:
     share: int = 1  # replicas sharing its nodes (each holds its own copy of the CPU experts)
     overrides: tuple[Override, ...] = ()
     local: bool = False  # on the router's machine (this one), listening on loopback; a field, never a name
+    cpus: tuple[int, ...] = ()  # the CPUs it runs on: its share of its nodes' usable CPUs (the CPU affinity)
 
     @property
     def url(self) -> str:

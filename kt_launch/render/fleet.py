@@ -60,6 +60,17 @@ def fleet_errors(fp: FleetPlan, commands: list[Command]) -> list[Finding]:
     return [replace(f, message=scrub(f.message, secrets), fix=scrub(f.fix, secrets)) for f in out]
 
 
+def cpu_list(cpus) -> str:
+    """0-31,64-95: the kernel's cpulist form (as in /proc/<pid>/status Cpus_allowed_list)."""
+    out: list[str] = []
+    for c in sorted(cpus):
+        if out and out[-1][1] == c - 1:
+            out[-1][1] = c
+        else:
+            out.append([c, c])
+    return ",".join(f"{a}-{b}" if a != b else f"{a}" for a, b in out)
+
+
 def fleet_verdict(fp: FleetPlan, commands: list[Command]) -> str:
     """The verdict over the fleet's own findings and every instance's."""
     return verdict(fp.findings + [f for i, c in zip(fp.instances, commands) for f in instance_findings(i, c)])
@@ -87,6 +98,7 @@ def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
     for inst, cmd in zip(fp.instances, commands):
         doc["instances"].append({
             "name": inst.replica.name, "host": inst.replica.host, "url": inst.replica.url,
+            "cpus": list(inst.replica.cpus),
             "argv": redact_argv(cmd.argv), "env": redact_env(cmd.env),
             "resolved": _resolved_json(inst.plan, secrets),
             "findings": _findings_json(instance_findings(inst, cmd), secrets),
@@ -125,7 +137,7 @@ def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDT
     common = [f for f in (all_findings[0] if all_findings else []) if all(f in fs for fs in all_findings)]
     for inst, cmd, fs in zip(fp.instances, commands, all_findings):
         r = inst.replica
-        parts.append(f"instance {r.name}  on {r.host}  {r.url}")
+        parts.append(f"instance {r.name}  on {r.host}  {r.url}" + (f"  cpus {cpu_list(r.cpus)}" if r.cpus else ""))
         parts.append("  command: " + shlex.join(redact_argv(cmd.argv)))
         if cmd.env:
             parts.append("  environment: " + " ".join(f"{k}={shlex.quote(v)}" for k, v in

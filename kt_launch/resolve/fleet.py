@@ -98,6 +98,35 @@ def _gpus_by_node(h: HostInput, nodes: list[NumaNode], out: list[Finding]) -> di
     return by_node
 
 
+def _runs(cpus: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for c in sorted(set(cpus)):
+        if out and c == out[-1][-1] + 1:
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out
+
+
+def _part(run: list[int], j: int, k: int) -> list[int]:
+    size, extra = divmod(len(run), k)
+    start = j * size + min(j, extra)
+    return run[start:start + size + (1 if j < extra else 0)]
+
+
+def node_cpus(facts: HostFacts, nodes: tuple[int, ...]) -> list[int]:
+    """The usable CPUs of these NUMA nodes."""
+    usable = set(facts.cpu.usable_cpus)
+    return [c for n in facts.numa if n.id in nodes for c in n.cpus if not usable or c in usable]
+
+
+def split_cpus(cpus: list[int], j: int, k: int) -> list[int]:
+    """Part j of k of a node's CPUs, the same share of every contiguous run: Linux numbers SMT siblings as a second
+    run (node 0 = 0-31 and 64-95), so replica j gets whole physical cores with their siblings, never another
+    replica's sibling threads."""
+    return [c for run in _runs(cpus) for c in _part(run, j, k)]
+
+
 def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding]) -> list[Replica]:
     """The replicas of one host (no overrides yet), or [] with error findings that name the node."""
     nodes = list(h.facts.cpu_numa_nodes)
@@ -152,7 +181,7 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
             port = base_port + 1 + len(replicas)
             replicas.append(Replica(name, h.name, h.listen, h.connect, port, ids,
                                     tuple(g.index for g in gpus[j * per:(j + 1) * per]), cores // split, split,
-                                    local=h.local))
+                                    local=h.local, cpus=tuple(split_cpus(node_cpus(h.facts, ids), j, split))))
     if split > 1 and replicas:
         out.append(warning("KT-W705", f"{h.name}: {split} replicas share each NUMA node: each loads its own copy of "
                            "the CPU experts into that node's RAM, and kt-kernel pins each one's threads to the whole "

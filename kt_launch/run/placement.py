@@ -1,10 +1,9 @@
 """Where each local fleet replica runs: its NUMA node's usable CPUs (CPU affinity, set in the child before
 exec) and its node's memory (`numactl --membind`, when numactl is installed).
 
-Replicas that share a node (fleet.replicas above the node count) get disjoint CPU ranges. A node's CPU list
-is split per contiguous run: Linux numbers SMT siblings as a second run (node 0 = 0-31 and 64-95), so
-replica j gets part j of every run, i.e. whole physical cores with their siblings, never another replica's
-sibling threads. The recorded CPUs are intersected with what kt-launch may use here (a --host-facts file
+Which CPUs each replica gets is the plan's (Replica.cpus, resolve/fleet.py: disjoint ranges for replicas that
+share a node, whole cores with their SMT siblings). They are intersected with what kt-launch may use here
+(a --host-facts file
 may describe another machine); what cannot be placed is a warning, never a failed start.
 """
 
@@ -28,46 +27,17 @@ class Placement:
         return ["numactl", f"--membind={','.join(map(str, self.membind))}", "--", *argv] if self.membind else argv
 
 
-def _runs(cpus: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for c in sorted(set(cpus)):
-        if out and c == out[-1][-1] + 1:
-            out[-1].append(c)
-        else:
-            out.append([c])
-    return out
-
-
-def _part(run: list[int], j: int, k: int) -> list[int]:
-    size, extra = divmod(len(run), k)
-    start = j * size + min(j, extra)
-    return run[start:start + size + (1 if j < extra else 0)]
-
-
-def node_cpus(facts: HostFacts, nodes: tuple[int, ...]) -> list[int]:
-    usable = set(facts.cpu.usable_cpus)
-    return [c for n in facts.numa if n.id in nodes for c in n.cpus if not usable or c in usable]
-
-
-def split_cpus(cpus: list[int], j: int, k: int) -> list[int]:
-    """Part j of k of a node's CPUs: the same share of every contiguous run (see the module docstring)."""
-    return [c for run in _runs(cpus) for c in _part(run, j, k)]
-
-
 def plan_placements(replicas: list[Replica], facts: HostFacts, allowed: set[int], numactl: bool,
                     present_nodes: set[int] | None) -> tuple[list[Placement], list[str]]:
     """A placement per replica, and notes for the whole fleet. Pure: the caller passes what kt-launch may run
     on (`allowed`), whether numactl is installed, and the NUMA nodes this machine has (None = unknown)."""
-    seen: dict[tuple[int, ...], int] = {}
     out: list[Placement] = []
     common = [] if numactl or not replicas else [
         "numactl is not installed: the replicas' memory is not bound to their NUMA nodes, only their CPUs are "
         "(install numactl to bind it)"]
     for r in replicas:
-        j = seen.get(r.nodes, 0)
-        seen[r.nodes] = j + 1
         notes: list[str] = []
-        mine = split_cpus(node_cpus(facts, r.nodes), j, max(1, r.share))
+        mine = list(r.cpus)  # the plan's share of its nodes' CPUs (resolve/fleet.py)
         cpus = frozenset(mine) & allowed
         if not cpus:
             notes.append(f"{r.name}: CPUs {mine or 'none'} of NUMA node(s) {list(r.nodes)} are not usable by "

@@ -271,3 +271,16 @@ def test_ports_are_checked_with_host_facts_when_the_plan_runs_here(tmp_path):
         assert not any(f.code == "KT-E708" for f in plan_fleet(req).plan.findings)
     finally:
         s.close()
+
+
+def test_the_plan_shows_each_replicas_cpus(tmp_path):
+    """The placement --supervise pins is in the plan: a node's usable CPUs, split per SMT run when replicas share
+    a node (disjoint, whole cores with their siblings)."""
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000))
+    assert rc == 0 and [i["cpus"] for i in doc["instances"]] == [list(range(0, 64)), list(range(64, 128))]
+    rc, doc = plan(tmp_path, fleet_profile(sys.executable, 30000, {"replicas": 4}))
+    cpus = [set(i["cpus"]) for i in doc["instances"]]
+    assert cpus[0] | cpus[1] == set(range(64)) and not cpus[0] & cpus[1] and len(cpus[0]) == 32
+    p = write_profile(tmp_path, fleet_profile(sys.executable, 30000))
+    text = kt_launch("--profile", str(p), "--host-facts", str(tmp_path / "host.json"), "--no-check", "--dry-run")
+    assert "cpus 0-63" in text.stdout and "cpus 64-127" in text.stdout
