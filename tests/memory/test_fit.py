@@ -88,6 +88,12 @@ def test_ram_rule_uses_the_plan(models, profile, capsys):
     ram = doc["memory"]["ram"]
     assert ram["need_bytes"] == ram["experts_bytes"] + ram["other_bytes"] > 512 * GiB
     assert "KT-E230" in codes(doc) and rc == 3
+    # `fit` reads the same plan: the same RAM error, and exit 3 with it (issue 16: it used to exit 0)
+    rc = main(["fit", "--profile", str(profile(models("DeepSeek-V3"), kt={"method": "FP8"})), "--host-facts",
+               host("l20_1x"), "--json"])
+    fit = json.loads(capsys.readouterr().out)
+    assert rc == 3 and not fit["ok"] and "KT-E230" in [f["code"] for f in fit["findings"] if f["level"] == "error"]
+    assert fit["ram"]["need_bytes"] == ram["need_bytes"]
 
 
 def test_no_gpu_facts_and_moe_lora_stay_zero(models, profile, capsys, tmp_path):
