@@ -21,12 +21,11 @@ from kt_launch.resolve.pipeline import resolve
 
 EXIT_OK, EXIT_PLAN = 0, 3
 
-# The plan's findings that are about what fits: the model shape, the CPU experts' RAM, the GPU budget.
-FIT_CODES = frozenset({
-    "KT-E108", "KT-E230", "KT-W230", "KT-W608",
-    "KT-E601", "KT-I602", "KT-E603", "KT-W604", "KT-I605", "KT-W606", "KT-W607", "KT-I609",
-    "KT-E610", "KT-W611", "KT-W612", "KT-E613",
-})
+# The plan's findings that hold whatever TP size and count the rows pick: the model shape, the CPU experts' RAM
+# (the same at every TP size), and the profile's own reserve. The GPU budget of the profile's current TP size and
+# count (KT-E601, E603, W604, W606, E610) is what the rows answer, so it does not decide fit's exit; the rows' own
+# findings (an impossible KV target, TP sizes left out) come with them.
+FIT_CODES = frozenset({"KT-E108", "KT-E230", "KT-W230", "KT-W608", "KT-I605", "KT-I609", "KT-W611", "KT-W612"})
 
 
 def fit_findings(host_gpus: int, rows, plan_findings: list[Finding]) -> list[Finding]:

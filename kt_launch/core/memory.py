@@ -97,12 +97,14 @@ class RamMemory:
     nodes: tuple[NodeMemory, ...] = ()
     cpu_variant: str = ""  # kt-kernel's CPU variant the host facts imply ("" = CPU flags unknown)
     gpu_experts_in_ram: bool = True  # False on the avx2 build, which skips GPU-placed experts at load
+    estimated: bool = False  # the experts' bytes come from the shape and method, not from file headers
 
     def to_json(self) -> dict[str, Any]:
         return {"total_bytes": self.total_bytes, "experts_bytes": self.experts_bytes, "other_bytes": self.other_bytes,
                 "need_bytes": self.need_bytes, "experts_source": self.experts_source,
                 "available_bytes": self.available_bytes, "nodes": [n.to_json() for n in self.nodes],
-                "cpu_variant": self.cpu_variant, "gpu_experts_in_ram": self.gpu_experts_in_ram}
+                "cpu_variant": self.cpu_variant, "gpu_experts_in_ram": self.gpu_experts_in_ram,
+                "estimated": self.estimated}
 
 
 @dataclass(frozen=True)
@@ -111,13 +113,14 @@ class Fit:
 
     max_gpu_experts: int
     kv_tokens: int  # the KV target the fit kept room for
-    limited_by: str  # "gpu N", "experts per layer", or why no fit was made
+    limited_by: str  # "gpu N", "experts per layer", or why no fit was made (for people)
     per_layer_bytes: int = 0  # bytes one more expert per layer costs on the tightest GPU
+    gpu: int | None = None  # index of the GPU that limits the count; None when no GPU does
 
     def to_json(self) -> dict[str, Any]:
         fits = self.max_gpu_experts >= 0  # -1 internally: the KV target does not fit even without GPU experts
         return {"max_gpu_experts": self.max_gpu_experts if fits else None, "fits": fits, "kv_tokens": self.kv_tokens,
-                "limited_by": self.limited_by, "per_layer_bytes": self.per_layer_bytes}
+                "limited_by": self.limited_by, "per_layer_bytes": self.per_layer_bytes, "gpu": self.gpu}
 
 
 @dataclass(frozen=True)

@@ -198,8 +198,7 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
     if f.max_gpu_experts < 0:
         return Resolved(0, "derived", f"no room for GPU experts on {f.limited_by} (see KT-E601/KT-E613/KT-W606)")
     rooms = dict((g.index, r) for g, r in mem.room_for_experts(setup, f.kv_tokens))
-    g = next(x for x in setup.gpus if f"gpu {x.index}" == f.limited_by) if f.limited_by.startswith("gpu") \
-        else setup.gpus[0]
+    g = next((x for x in setup.gpus if x.index == f.gpu), setup.gpus[0])
     bpt = mem.kv_bytes_per_token(m, setup.tp, setup.kv_elem)
     layers = m.kt_moe_layers or len(m.moe_layers)
     why = (f"the memory fit: {f.max_gpu_experts} of {m.num_experts} experts per layer; GPU {g.index} ({g.name}, "

@@ -389,16 +389,17 @@ def fit(s: Setup, kv_tokens: int | None = None) -> Fit:
     if s.weights is None:
         return Fit(0, kv, "no checkpoint headers")
     cost = per_count_bytes(s)
-    best, by = None, ""
+    best, gpu = None, None
     for g, room in room_for_experts(s, kv):
         n = -1 if room < 0 else (s.model.num_experts if cost == 0 else room // cost)
         if best is None or n < best:
-            best, by = n, f"gpu {g.index}"
+            best, gpu = n, g.index
+    by = f"gpu {gpu}"
     if s.moe_lora:
-        return Fit(0, kv, MOE_LORA_FIT, cost) if best >= 0 else Fit(-1, kv, by, cost)
+        return Fit(0, kv, MOE_LORA_FIT, cost) if best >= 0 else Fit(-1, kv, by, cost, gpu)
     if best >= s.model.num_experts:
         return Fit(s.model.num_experts, kv, "experts per layer", cost)
-    return Fit(best, kv, by, cost)
+    return Fit(best, kv, by, cost, gpu)
 
 
 def fitted_kv_tokens(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> int:
@@ -450,6 +451,7 @@ def gpu_experts_in_ram(variant: str) -> bool:
 def ram_plan(s: Setup, chunk: int, gpu_total: int = 0) -> RamMemory | None:
     m = s.model
     all_experts = m.num_experts * len(m.moe_layers)
+    estimated = False
     if s.cpu_experts is not None:
         experts, src = s.cpu_experts
     else:
@@ -458,6 +460,7 @@ def ram_plan(s: Setup, chunk: int, gpu_total: int = 0) -> RamMemory | None:
             return None
         experts = est[0] * all_experts
         src = est[1]
+        estimated = True
     in_ram = gpu_experts_in_ram(s.cpu_variant)
     if not in_ram and gpu_total and all_experts:
         experts = experts * max(0, all_experts - gpu_total) // all_experts
@@ -466,7 +469,8 @@ def ram_plan(s: Setup, chunk: int, gpu_total: int = 0) -> RamMemory | None:
     other = per_pool * s.pools
     nodes = tuple(NodeMemory(node, s.node_memory.get(node, 0), math.ceil(experts / s.pools) + per_pool)
                   for node in s.numa_nodes[:s.pools])
-    return RamMemory(s.ram_total, experts, other, experts + other, src, s.ram_available, nodes, s.cpu_variant, in_ram)
+    return RamMemory(s.ram_total, experts, other, experts + other, src, s.ram_available, nodes, s.cpu_variant, in_ram,
+                     estimated)
 
 
 def tp_sizes(n_gpus: int) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.memory import memory_plan
+from kt_launch.resolve.preflight_weights import check_memory
 from kt_launch.core.plan import LaunchPlan, Resolved
 from kt_launch.resolve.rules import ALL as CHECKS  # rule tables over the resolved values (flavour, preflight)
 from kt_launch.resolve.values import is_user_set, user_value
@@ -80,11 +81,12 @@ def resolve(inp: ResolveInput) -> LaunchPlan:
         if stray:  # a step may only fill what it declares: the graph, the schema and the docs rely on it
             raise StepGraphError(f"step {step.name} filled {sorted(stray)} without declaring them")
     resolve_passthrough(inp, values, findings)
+    memory = memory_plan(inp, values)  # once; the RAM check reads it
     for check in CHECKS:
         findings.extend(check(inp, values))
-    plan = LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough),
-                      accepted_flags=accepted, memory=memory_plan(inp, values))
-    return plan
+    findings.extend(check_memory(inp, memory))
+    return LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough),
+                      accepted_flags=accepted, memory=memory)
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

@@ -14,7 +14,7 @@ from kt_launch.resolve.isa import choose_variant
 from kt_launch.resolve.verdicts import variant_override
 from kt_launch.resolve.methods import NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method
 from kt_launch.resolve.expert_sources import bf16_sft_source, consumed_weights
-from kt_launch.resolve.memory import memory_plan
+from kt_launch.core.memory import MemoryPlan
 from kt_launch.resolve.preflight import Values, _short, artifacts, node_findings, safetensors_findings
 
 GiB = 1 << 30
@@ -223,13 +223,13 @@ def _planning_level(inp: ResolveInput):
 
 # -- memory, GPUs, port -----------------------------------------------------------------------------
 
-def check_memory(inp: ResolveInput, values: Values) -> Iterator[Finding]:
-    """Host RAM against the memory plan's figure: every routed expert in the CPU method's format (GPU-placed ones
-    too, kvcache-ai/ktransformers#2084) plus kt-kernel's per-pool buffers; per NUMA node where pools split them."""
+def check_memory(inp: ResolveInput, plan: MemoryPlan | None) -> Iterator[Finding]:
+    """Host RAM against the memory plan's figure (the plan's own, computed once per resolve): every routed expert in
+    the CPU method's format (GPU-placed ones too, kvcache-ai/ktransformers#2084) plus kt-kernel's per-pool
+    buffers; per NUMA node where pools split them."""
     host = inp.host
-    plan = memory_plan(inp, values) if inp.model is not None and host.memory_total_bytes else None
-    ram = plan.ram if plan is not None else None
-    if ram is None or (ram.experts_source.startswith("estimated") and artifacts(inp) is None):
+    ram = plan.ram if plan is not None and inp.model is not None and host.memory_total_bytes else None
+    if ram is None or (ram.estimated and artifacts(inp) is None):
         return  # --no-check: nothing was read, the estimate stays in the plan only
     msg = (f"kt-kernel needs {ram.need_bytes / GiB:.1f} GiB of RAM: every routed expert in its CPU format "
            f"({ram.experts_bytes / GiB:.1f} GiB, {ram.experts_source}; "
