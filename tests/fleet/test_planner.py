@@ -49,7 +49,7 @@ def test_dual_socket_gives_two_pinned_replicas_with_node_local_gpus(tmp_path):
     assert list(doc) == ["schema_version", "verdict", "ok", "instances", "router", "findings"]
     assert [i["name"] for i in doc["instances"]] == ["numa0", "numa1"]
     for node, inst in enumerate(doc["instances"]):
-        assert list(inst) == ["name", "host", "url", "argv", "env", "resolved", "findings"]
+        assert list(inst) == ["name", "host", "url", "cpus", "argv", "env", "resolved", "findings"]
         a = inst["argv"]
         assert inst["host"] == "this machine"
         assert flag(a, "--kt-threadpool-count") == "1" and flag(a, "--kt-numa-nodes") == str(node)
