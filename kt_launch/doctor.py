@@ -153,7 +153,7 @@ CAPABILITIES = (("--kt-numa-nodes", "NUMA binding"), ("--kt-gpu-experts-ratio", 
 
 
 def sglang_capabilities(facts) -> list[Finding]:
-    """Verdicts on an inspected SGLang (`kt_launch.facts.sglang.SglangFacts`): flavour, versions, capabilities."""
+    """Verdicts on an inspected SGLang (`kt_launch.core.sglang.SglangFacts`): flavour, versions, capabilities."""
     if facts.error_kind == "interpreter_missing":
         return [error("KT-E513", f"--python {facts.python} cannot be run: {facts.error}",
                       "give the path of an existing interpreter (e.g. /opt/sglang/bin/python)")]

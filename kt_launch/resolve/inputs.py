@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from kt_launch.core.profile import UserConfig
 from kt_launch.core.provenance import Provenance
+from kt_launch.core.sglang import SglangFacts
 from kt_launch.core.adapters import AdapterConfig
 from kt_launch.core.artifacts import ArtifactFacts
 from kt_launch.core.host import HostFacts
@@ -25,7 +25,7 @@ class ResolveInput:
     model_problem: str | None = None  # why model facts are missing (names the file)
     adapters: dict[str, AdapterConfig] = field(default_factory=dict)  # dir -> adapter_config.json facts
     artifacts: ArtifactFacts | None = None  # None under --no-check
-    sglang: Any = None  # kt_launch.facts.sglang.SglangFacts, None when not detected
+    sglang: SglangFacts | None = None  # None when not inspected
     tuned: TunedThreads | None = None
     passthrough: tuple[str, ...] = ()
     checks: bool = True  # False under --no-check: no file-system facts were gathered

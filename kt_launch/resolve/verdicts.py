@@ -7,6 +7,7 @@ the same ones, so a fact is never reported under two codes.
 from __future__ import annotations
 
 from kt_launch.core.findings import Finding, error, warning
+from kt_launch.core.sglang import SglangFacts
 from kt_launch.resolve.isa import OVERRIDE_ENV, VARIANTS, VariantChoice
 
 
@@ -24,13 +25,13 @@ def variant_override(ch: VariantChoice, where: str, host: str) -> Finding | None
     return None
 
 
-def no_kt_flags(facts) -> Finding:
-    """An inspected SGLang (facts.sglang.SglangFacts) without any --kt-* flag."""
+def no_kt_flags(facts: SglangFacts) -> Finding:
+    """An inspected SGLang without any --kt-* flag."""
     return error("KT-E307", f"the SGLang in {facts.python} ({facts.describe()}) has no kt-kernel flags",
                  "install sglang-kt (pip install sglang-kt) or point runtime.python at an interpreter that has it")
 
 
-def wrapper_call_incompatible(facts) -> Finding | None:
+def wrapper_call_incompatible(facts: SglangFacts) -> Finding | None:
     """The installed SGLang calls KTMoEWrapper without arguments the installed kt-kernel requires."""
     if not facts.ok or facts.kt_wrapper_call_compatible is not False:
         return None
