@@ -35,7 +35,8 @@ def http_url(host: str, port: int, local: bool = True) -> str:
 
 @dataclass(frozen=True)
 class Override:
-    """A value the fleet sets for one replica before its single-instance resolve (source "derived")."""
+    """A value the fleet sets for one replica before its single-instance resolve (source "derived"); None clears a
+    host-wide user value that the replica's own steps derive again from its host view."""
 
     key: str
     value: Any

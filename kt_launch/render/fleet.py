@@ -114,12 +114,14 @@ def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
 
 
 def differing_keys(fp: FleetPlan) -> list[str]:
-    """Resolved keys whose value is not the same in every instance (the per-replica values)."""
+    """The per-replica values: what the fleet sets, what each replica derives from its own host view, and
+    anything else that differs between instances."""
     keys: list[str] = []
     for inst in fp.instances:
         keys += [k for k in inst.plan.values if k not in keys]
     overridden = {o.key for i in fp.instances for o in i.replica.overrides}  # what the fleet sets per replica
-    return [k for k in keys if k in overridden
+    from_view = {k for i in fp.instances for k, r in i.plan.values.items() if r.source == "host"}  # its host view
+    return [k for k in keys if k in overridden or k in from_view
             or len({json.dumps(i.plan.get(k), sort_keys=True, default=str) for i in fp.instances}) > 1]
 
 

@@ -24,7 +24,6 @@ from kt_launch.core.options import BY_KEY, Flag
 from kt_launch.core.provenance import Origin, Provenance
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.pipeline import resolve
-from kt_launch.resolve.threads import core_reserve
 
 
 # Keys the fleet sets for every replica; a user value for them means "for the whole host" and is replaced.
@@ -195,14 +194,10 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
 def replica_overrides(inp: ResolveInput, r: Replica) -> tuple[Override, ...]:
     kt, server = inp.config.kt, inp.config.server
     where = f"{r.host}, {_node_label(r.nodes)}" + (f" (1 of {r.share} replicas there)" if r.share > 1 else "")
-    pools = len(r.nodes)
-    ov = [Override("kt.threadpool_count", pools, f"fleet: one thread pool per NUMA node of {r.name}"),
-          Override("kt.numa_nodes", list(r.nodes), f"fleet: {r.name} is pinned to {_node_label(r.nodes)}")]
-    if kt.cpuinfer is None:
-        reserve = core_reserve(r.cores)
-        ov.append(Override("kt.cpuinfer", max(pools, r.cores - reserve),
-                           f"fleet: {r.cores} usable physical cores of {where} - {reserve} reserved for SGLang's "
-                           "scheduler and the GPU driver"))
+    # Pools, their nodes and kt.cpuinfer come from the same threads step as for one instance, run on the host as the
+    # replica sees it (host_view: its nodes' CPUs and cores); the fleet only clears a host-wide user value for them.
+    ov = [Override(key, None, f"fleet: each replica's own, from its NUMA node(s) {_node_label(r.nodes)}")
+          for key in ("kt.threadpool_count", "kt.numa_nodes")]
     if server.tp_size is None and r.gpus:
         ov.append(Override("server.tp_size", len(r.gpus), f"fleet: the {len(r.gpus)} GPU(s) attached to {where}"))
     ov.append(Override("runtime.cuda_visible_devices", ",".join(map(str, r.gpus)),
@@ -245,7 +240,8 @@ def replica_input(inp: ResolveInput, facts: HostFacts, r: Replica) -> ResolveInp
         sections.setdefault(section, {})[name] = o.value
         for k in [k for k in origins if k == o.key or k.startswith(o.key + ".")]:
             del origins[k]
-        origins[o.key] = Origin("derived", o.reason)
+        if o.value is not None:  # None clears a host-wide value: the replica's steps derive their own
+            origins[o.key] = Origin("derived", o.reason)
     update: dict[str, Any] = {s: getattr(cfg, s).model_copy(update=v) for s, v in sections.items()}
     update["fleet"] = None
     return dataclasses.replace(inp, config=cfg.model_copy(update=update), provenance=Provenance(origins),

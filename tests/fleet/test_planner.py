@@ -59,8 +59,9 @@ def test_dual_socket_gives_two_pinned_replicas_with_node_local_gpus(tmp_path):
         assert inst["env"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
         assert flag(a, "--port") == str(30001 + node) and flag(a, "--host") == "127.0.0.1"
         assert inst["url"] == f"http://127.0.0.1:{30001 + node}"
-        assert inst["resolved"]["kt.numa_nodes"] == {"value": [node], "source": "derived",
-                                                     "reason": f"fleet: numa{node} is pinned to NUMA node {node}"}
+        # the threads step of one instance, on the host as the replica sees it: no second copy of the rule
+        assert inst["resolved"]["kt.numa_nodes"]["value"] == [node] and inst["resolved"]["kt.numa_nodes"]["source"] == "host"
+        assert f"NUMA node {node}" in inst["resolved"]["kt.threadpool_count"]["reason"]
     r = doc["router"]["argv"]
     assert r[1:3] == ["-m", "sglang_router.launch_router"]
     assert flag(r, "--port") == "30000" and flag(r, "--policy") == "round_robin"
