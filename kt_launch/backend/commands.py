@@ -120,3 +120,46 @@ def _thread_list(text: str, most: int) -> list[int]:
         raise ConfigError(f"--threads {shown!r}: give thread counts from 1 to {max(most, 1)} (this host's logical "
                           "CPUs), like 8,10,12,14")
     return vals
+
+
+def cmd_convert(args, passthrough) -> int:
+    """Plan, refuse what is unsafe before writing, convert in the target interpreter, then re-check the plan."""
+    from kt_launch.app import Request, plan_request
+    from kt_launch.backend import convert as cv
+
+    sets = list(args.sets) + ([f"kt.weight_path={os.path.abspath(args.out)}"] if args.out else [])
+    out = plan_request(Request(profile=args.profile, sets=tuple(sets), checks=True, passthrough=tuple(passthrough)))
+    dest = out.plan.get("kt.weight_path")
+    if not dest:
+        raise ConfigError(f"{args.profile}: give --out DIR or set kt.weight_path: where the converted weights go")
+    refusals = [f for f in out.findings if f.level == "error" and f.code.startswith("KT-E1")]
+    if out.model is None:
+        refusals.append(error("KT-E410", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
+                              "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))
+    cp = None if refusals else cv.plan_conversion(out.plan.get, out.model, os.path.abspath(str(dest)))
+    refusals = refusals or cv.refusals(cp)
+    if refusals:
+        sys.stderr.write(findings_text(refusals))
+        return EXIT_PLAN
+    python = _python(args, out)
+    print(cv.start_line(cp, python), file=sys.stderr, flush=True)
+    try:
+        r = cv.run_conversion(cp, python, env=server_env(out),
+                              progress=lambda rec: print(cv.progress_line(rec), file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print(f"kt-launch: interrupted; finished layers are recorded in {cp.out}/{cv.MANIFEST} and the same command "
+              "resumes", file=sys.stderr)
+        return 130
+    bad = cv.failure(cp, r)
+    after = plan_request(Request(profile=args.profile, sets=tuple(sets + [f"kt.weight_path={cp.out}"]), checks=True,
+                                 passthrough=tuple(passthrough))) if bad is None else None
+    findings = [bad] if bad else [f for f in after.findings if f.level == "error" and f.code in cv.WEIGHT_CHECKS]
+    if args.json:
+        print(json.dumps({"schema_version": SCHEMA_VERSION, **cv.summary_json(cp, r.answer or {}),
+                          "findings": [f.to_json() for f in findings]}, indent=2))
+    else:
+        if bad is None:
+            print(cv.summary_text(cp, r.answer or {}, out.plan.get))
+        if findings:
+            sys.stdout.write(findings_text(findings))
+    return EXIT_PLAN if findings else EXIT_OK
