@@ -113,16 +113,42 @@ def write_manifest(out, manifest):
 # -- source tensors ---------------------------------------------------------------------------------
 
 def tensor_index(model_path):
-    """{tensor name: shard file} from the safetensors headers (the index json may be stale or absent)."""
-    from safetensors import safe_open
-
-    where = {}
+    """({tensor name: shard file}, {tensor name: (start, end) byte range in its file}) of the routed experts,
+    from the safetensors headers (the index json may be stale or absent)."""
+    where, spans = {}, {}
     for f in sorted(glob.glob(os.path.join(model_path, "*.safetensors"))):
-        with safe_open(f, framework="pt") as h:
-            for k in h.keys():
-                if ".mlp.experts." in k:
-                    where[k] = f
-    return where
+        with open(f, "rb") as h:
+            n = int.from_bytes(h.read(8), "little")
+            header = json.loads(h.read(n))
+        for k, v in header.items():
+            if ".mlp.experts." in k and isinstance(v, dict):
+                where[k] = f
+                a, b = v["data_offsets"]
+                spans[k] = (8 + n + a, 8 + n + b)
+    return where, spans
+
+
+def prefetch(where, spans, layer):
+    """Ask the kernel to read the next layer's expert bytes ahead (page cache, no Python memory), so the
+    disk works while kt-kernel quantizes this layer. A hint: ignored where unsupported."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    mark = f"layers.{layer}.mlp.experts."
+    ranges = {}
+    for k, f in where.items():
+        if mark in k:
+            a, b = spans[k]
+            lo, hi = ranges.get(f, (a, b))
+            ranges[f] = (min(lo, a), max(hi, b))
+    for f, (a, b) in ranges.items():
+        try:
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, a, b - a, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
 
 
 def _prefix(where, layer):
@@ -197,12 +223,14 @@ def wrapper(torch, spec, layer, weight_path, cpu_save):
         raise ConvertError(kind, msg)
 
 
-def convert_layer(torch, spec, layer, where, handles, manifest):
+def convert_layer(torch, spec, layer, where, handles, manifest, after_read=None):
     out, method = spec["out"], spec["method"]
     tmp = os.path.join(out, TMP_DIR)
     t0 = time.perf_counter()
     gate, up, down, nbytes = read_layer(torch, where, layer, spec, handles)
     t_read = time.perf_counter() - t0
+    if after_read is not None:
+        after_read()  # the disk reads the next layer while kt-kernel quantizes this one
     staged = os.path.join(tmp, f"_layer_{layer}")
     shutil.rmtree(staged, ignore_errors=True)
     w = wrapper(torch, spec, layer, tmp, cpu_save=True)
@@ -269,19 +297,20 @@ def run(spec, result):
     manifest = load_manifest(out, spec)
     shutil.rmtree(os.path.join(out, TMP_DIR), ignore_errors=True)  # an interrupted run's half layer
     os.makedirs(os.path.join(out, TMP_DIR))
-    where = tensor_index(spec["model_path"])
+    where, spans = tensor_index(spec["model_path"])
     handles = {}
     layers = [int(x) for x in spec["layers"]]
     done = []
     for i, layer in enumerate(layers):
         t0 = time.perf_counter()
+        ahead = (lambda nxt=layers[i + 1]: prefetch(where, spans, nxt)) if i + 1 < len(layers) else None
         if layer_matches(out, layer, (manifest["layers"].get(str(layer)) or {}).get("files")):
             files = manifest["layers"][str(layer)]["files"]
             row = {"layer": layer, "skipped": True, "bytes_in": 0,
                    "bytes_out": sum(f["size"] for f in files.values()), "seconds": round(time.perf_counter() - t0, 4)}
         else:
             manifest["layers"].pop(str(layer), None)
-            row = convert_layer(torch, spec, layer, where, handles, manifest)
+            row = convert_layer(torch, spec, layer, where, handles, manifest, ahead)
         done.append(row)
         sys.stderr.write(PROGRESS + json.dumps({"index": i + 1, "total": len(layers), **row}) + "\n")
         sys.stderr.flush()

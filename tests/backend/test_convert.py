@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import struct
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def test_conversion_is_read_back_by_kt_kernel_and_passes_check(backend_python, k
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     doc = json.loads(r.stdout)
     assert doc["schema_version"] == 1 and doc["outputs"] == {"kt.weight_path": str(out)}
+    section = (REPO / "docs" / "JSON.md").read_text().split("## `kt-launch convert --json`")[1].split("\n## ")[0]
+    assert set(doc) == set(re.findall(r"^\| `(\w+)` \|", section, re.M))  # docs/JSON.md documents every field
     assert doc["layers"] == 2 and doc["skipped"] == 0 and doc["findings"] == []
     assert doc["bytes_in"] == 2 * 8 * 3 * 256 * 256 * (1 if dtype.startswith("F8") else 2) + (
         2 * 8 * 3 * 2 * 2 * 4 if dtype.startswith("F8") else 0)  # + the 2x2 f32 block scales per tensor
