@@ -263,8 +263,14 @@ def verify_layer(torch, spec, layer, where, handles):
     qlen = min(16, int(spec["chunked_prefill_size"]))
     x = torch.randn((qlen, spec["hidden_size"]), generator=gen).to(torch.bfloat16)
     ids, wts = pw._routing(torch, qlen, spec, gen)
-    os.environ["KT_FORCE_SYNC_SUBMIT"] = "1"  # no CUDA stream: kt-kernel's synchronous path
-    out = w.forward(x, ids, wts, 0).detach().to("cpu", copy=True)
+    if torch.cuda.is_available():  # as SGLang calls it: GPU tensors on a CUDA stream (the probe does the same)
+        stream = torch.cuda.current_stream().cuda_stream
+        out = w.forward(x.cuda(), ids.cuda(), wts.cuda(), stream)
+        torch.cuda.synchronize()
+    else:
+        os.environ["KT_FORCE_SYNC_SUBMIT"] = "1"  # no CUDA stream: kt-kernel's synchronous path
+        out = w.forward(x, ids, wts, 0)
+    out = out.detach().to("cpu", copy=True)
     del w
     ref = pw._reference(torch, x, ids, wts, gate, up, down)
     err = pw._rel_err(torch, out, ref)
