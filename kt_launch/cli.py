@@ -140,6 +140,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     _profile_args(v, host_facts=False, no_check=False)
     v.add_argument("--out", metavar="DIR", help="where the converted weights go (default: kt.weight_path); never "
                    "inside model.path")
+    v.add_argument("--lora-out", metavar="DIR", help="where a raw fused expert LoRA (moe_lora.path, sglang-kt) is "
+                   "converted to (default: <moe_lora.path>-sglang)")
     v.add_argument("--python", metavar="PY", help="interpreter with torch and kt-kernel (default: runtime.python)")
     v.add_argument("--json", action="store_true", help="machine-readable summary of the outputs")
     subs["convert"] = v

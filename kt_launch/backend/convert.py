@@ -254,6 +254,7 @@ def failure(cp: ConvertPlan, r: _worker.WorkerResult) -> Finding | None:
 # -- what the user sees -------------------------------------------------------------------------------
 
 WEIGHT_CHECKS = ("KT-E220", "KT-E221", "KT-E222", "KT-E223")  # `kt-launch check`'s weight rules for kt.weight_path
+OUTPUT_CHECKS = WEIGHT_CHECKS + tuple(f"KT-E21{n}" for n in range(10))  # ... and its moe_lora.path adapter rules
 
 
 def start_line(cp: ConvertPlan, python: str) -> str:
@@ -270,28 +271,96 @@ def progress_line(rec: Mapping[str, Any]) -> str:
             f"quantized in {float(rec.get('quant_s') or 0):.2f} s, {float(rec.get('seconds') or 0):.2f} s in all")
 
 
-def summary_json(cp: ConvertPlan, a: Mapping[str, Any]) -> dict[str, Any]:
+def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | None" = None,
+                 lora: Mapping[str, Any] | None = None) -> dict[str, Any]:
     rows = a.get("layers") or []
-    return {"outputs": {"kt.weight_path": cp.out}, "method": cp.method, "threadpool_count": cp.threadpool_count,
+    outputs = ({"kt.weight_path": cp.out} if cp else {}) | ({"moe_lora.path": lp.out} if lp else {})
+    return {"outputs": outputs, "method": cp.method if cp else None,
+            "threadpool_count": cp.threadpool_count if cp else None,
             "layers": len(rows), "skipped": sum(1 for r in rows if r.get("skipped")),
-            "bytes_in": a.get("bytes_in", 0), "bytes_out": a.get("bytes_out", 0), "seconds": a.get("seconds"),
+            "bytes_in": a.get("bytes_in", 0), "bytes_out": a.get("bytes_out", 0) + int((lora or {}).get("bytes_out") or 0),
+            "seconds": round(float(a.get("seconds") or 0) + float((lora or {}).get("seconds") or 0), 4),
             "read_s": a.get("read_s"), "quant_s": a.get("quant_s"), "verify": a.get("verify") or [],
+            "lora": dict(lora) if lora else None,
             "cpu_variant": a.get("cpu_variant"), "kt_kernel_version": a.get("kt_kernel_version")}
 
 
-def summary_text(cp: ConvertPlan, a: Mapping[str, Any], get: Callable[[str], Any]) -> str:
-    s = summary_json(cp, a)
-    secs = float(s["seconds"] or 0)
-    rate = f", {_gb(s['bytes_in'] / secs)}/s read" if secs and s["bytes_in"] else ""
-    lines = [f"converted {s['layers'] - s['skipped']} of {s['layers']} MoE layers to {cp.method} in {cp.out} "
-             f"({s['skipped']} already done); read {_gb(s['bytes_in'])}, wrote {_gb(s['bytes_out'])} in {secs:.1f} s"
-             f"{rate} (kt-kernel {s['kt_kernel_version']}, variant {s['cpu_variant']})"]
-    for v in s["verify"]:
-        lines.append(f"layer {v['layer']} read back with kt-kernel's load_weights: relative error {v['rel_err']:.3g} "
-                     f"against the source (tolerance {v['tolerance']})")
-    sets = [f"kt.weight_path={cp.out}", f"kt.threadpool_count={cp.threadpool_count}"]
-    if not get("moe_lora.sft_method"):
-        sets.insert(1, f"kt.method={cp.method}")
+def summary_text(cp: ConvertPlan | None, a: Mapping[str, Any], get: Callable[[str], Any], lp: "LoraPlan | None" = None,
+                 lora: Mapping[str, Any] | None = None) -> str:
+    s = summary_json(cp, a, lp, lora)
+    lines, sets = [], []
+    if cp is not None:
+        secs = float(a.get("seconds") or 0)
+        rate = f", {_gb(s['bytes_in'] / secs)}/s read" if secs and s["bytes_in"] else ""
+        lines.append(f"converted {s['layers'] - s['skipped']} of {s['layers']} MoE layers to {cp.method} in {cp.out} "
+                     f"({s['skipped']} already done); read {_gb(s['bytes_in'])}, wrote {_gb(int(a.get('bytes_out') or 0))}"
+                     f" in {secs:.1f} s{rate} (kt-kernel {s['kt_kernel_version']}, variant {s['cpu_variant']})")
+        for v in s["verify"]:
+            lines.append(f"layer {v['layer']} read back with kt-kernel's load_weights: relative error "
+                         f"{v['rel_err']:.3g} against the source (tolerance {v['tolerance']})")
+        sets += [f"kt.weight_path={cp.out}", f"kt.threadpool_count={cp.threadpool_count}"]
+        if not get("moe_lora.sft_method"):
+            sets.insert(1, f"kt.method={cp.method}")
+    if lp is not None:
+        lines.append(f"expert LoRA {lp.source} -> {lp.out}: " + (
+            f"{lora.get('tensor_count')} tensors, rank {lora.get('rank')}, lora_alpha {lora.get('lora_alpha')} "
+            "(kt-kernel's convert_kt_to_sglang_adapter)" if lora else "already converted"))
+        sets.append(f"moe_lora.path={lp.out}")
     lines.append("use it with:")
     lines += [f"  --set {shlex.quote(x)}" for x in sets]
     return "\n".join(lines)
+
+
+# -- expert LoRA (sglang-kt): kt-kernel's sft/convert_kt_to_sglang_adapter.py ---------------------------
+
+FUSED = "fused_expert_lora.safetensors"
+ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors"}
+
+
+@dataclass(frozen=True)
+class LoraPlan:
+    """A raw fused expert LoRA (kt SFT output) to turn into an SGLang adapter dir beside it."""
+
+    source: str
+    out: str
+    base_model: str
+
+    def spec(self) -> dict[str, Any]:
+        return {"task": "lora", "input": self.source, "out": self.out, "base_model": self.base_model}
+
+
+def lora_source(get: Callable[[str], Any]) -> str | None:
+    """moe_lora.path when sglang-kt would read it and it holds only the raw fused training output."""
+    path = get("moe_lora.path")
+    if not path or get("runtime.flavor") != "sglang-kt" or not os.path.isdir(path):
+        return None
+    names = set(os.listdir(path))
+    return str(path) if FUSED in names and "adapter_model.safetensors" not in names else None
+
+
+def lora_plan(get: Callable[[str], Any], lora_out: str | None) -> LoraPlan | None:
+    src = lora_source(get)
+    if src is None:
+        return None
+    out = os.path.abspath(lora_out) if lora_out else os.path.abspath(src).rstrip(os.sep) + "-sglang"
+    return LoraPlan(os.path.abspath(src), out, str(get("model.path")))
+
+
+def lora_done(lp: LoraPlan) -> bool:
+    """A finished earlier run: the adapter dir holds exactly what the converter writes."""
+    return os.path.isdir(lp.out) and set(os.listdir(lp.out)) == ADAPTER_FILES
+
+
+def lora_refusals(lp: LoraPlan) -> list[Finding]:
+    for root, what in ((lp.source, "moe_lora.path"), (lp.base_model, "model.path")):
+        if _inside(lp.out, root):
+            return [error("KT-E420", f"LoRA output {lp.out} is inside (or is) {what} {root}; it would be read as part "
+                          "of it (seed bug 5)", f"write beside it: --lora-out {lp.source.rstrip(os.sep)}-sglang")]
+    if os.path.lexists(lp.out) and not lora_done(lp) and (not os.path.isdir(lp.out) or os.listdir(lp.out)):
+        return [error("KT-E422", f"LoRA output {lp.out} exists and holds files this conversion did not write",
+                      "choose an empty or new --lora-out dir (nothing was written)")]
+    return []
+
+
+def run_lora(lp: LoraPlan, python: str, env: Mapping[str, str] | None = None) -> _worker.WorkerResult:
+    return _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(lp.spec()), env=env, timeout_s=1800.0)

@@ -348,6 +348,31 @@ def run(spec, result):
     result["seconds"] = round(time.perf_counter() - t_start, 4)
 
 
+def run_lora(spec, result):
+    """A raw fused expert LoRA -> an SGLang adapter dir, with kt-kernel's own converter; written under a temporary
+    name beside the output and renamed when complete."""
+    try:
+        from kt_kernel.sft.convert_kt_to_sglang_adapter import convert_kt_to_sglang_adapter
+    except ImportError as e:
+        raise ConvertError("kt_kernel_missing", f"kt_kernel's LoRA converter is not importable in {sys.executable}: {e}")
+    t0 = time.perf_counter()
+    out = spec["out"].rstrip(os.sep)
+    tmp = out + ".kt-convert-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        summary = convert_kt_to_sglang_adapter(spec["input"], tmp, base_model_name_or_path=spec["base_model"])
+    except (ValueError, FileNotFoundError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConvertError("weights", f"{spec['input']}: {e}")
+    if os.path.isdir(out) and not os.listdir(out):
+        os.rmdir(out)
+    os.rename(tmp, out)
+    result["lora"] = {"output_dir": out, "tensor_count": summary.get("tensor_count"), "rank": summary.get("rank"),
+                      "lora_alpha": summary.get("lora_alpha"), "target_modules": summary.get("target_modules"),
+                      "bytes_out": sum(os.path.getsize(os.path.join(out, n)) for n in os.listdir(out)),
+                      "seconds": round(time.perf_counter() - t0, 4)}
+
+
 def main():
     out_fd = os.dup(1)
     os.dup2(2, 1)
@@ -358,7 +383,7 @@ def main():
         spec = json.loads(sys.stdin.read() or "{}")
         if not isinstance(spec, dict):
             raise ConvertError("invalid_config", "spec must be a JSON object")
-        run(spec, result)
+        run_lora(spec, result) if spec.get("task") == "lora" else run(spec, result)
         result["ok"] = True
     except ConvertError as e:
         result["error_kind"], result["error"] = e.kind, e.message

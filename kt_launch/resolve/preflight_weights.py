@@ -6,7 +6,6 @@ Layouts per method: shared/reference/kt-kernel-0.7.2.md §3.3 and §4; CPU varia
 
 from __future__ import annotations
 
-import shlex
 from typing import Iterator
 
 from kt_launch.core.findings import Finding, error, warning
@@ -14,15 +13,10 @@ from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.isa import choose_variant
 from kt_launch.resolve.verdicts import variant_override
 from kt_launch.resolve.methods import KT_METHOD_FOR_SFT, NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method
-from kt_launch.resolve.preflight import Values, _short, artifacts, node_findings, safetensors_findings
+from kt_launch.resolve.preflight import (Values, _short, artifacts, convert_command, node_findings,
+                                         safetensors_findings)
 
 GiB = 1 << 30
-
-
-def convert_command(inp: ResolveInput, out: str | None = None) -> str:
-    """`kt-launch convert` for this profile: the fix when converted expert weights are missing or wrong."""
-    prof = shlex.quote(inp.profile_path) if inp.profile_path else "<profile>"
-    return f"kt-launch convert --profile {prof}" + (f" --out {shlex.quote(out)}" if out else "")
 
 
 def _beside_model(inp: ResolveInput, method: str) -> str:

@@ -179,6 +179,44 @@ def test_a_variant_without_the_method_is_refused_before_writing(backend_python, 
     assert "avx2" in r.stdout
 
 
+def fused_lora(root: Path, r: int = 8) -> Path:
+    """kt SFT's raw output: fused_expert_lora.safetensors ([E, r, in] / [E, out, r] per layer) + adapter_config.json."""
+    t = {}
+    for layer in SHAPE.moe_layers:
+        for proj, (inp, out) in (("gate", (SHAPE.hidden, SHAPE.moe_inter)), ("up", (SHAPE.hidden, SHAPE.moe_inter)),
+                                 ("down", (SHAPE.moe_inter, SHAPE.hidden))):
+            t[f"layers.{layer}.experts.{proj}_lora_a"] = ("BF16", (SHAPE.experts, r, inp))
+            t[f"layers.{layer}.experts.{proj}_lora_b"] = ("BF16", (SHAPE.experts, out, r))
+    synthetic.write_safetensors(root / cv.FUSED, t)
+    synthetic.write_json(root / "adapter_config.json", {"peft_type": "LORA", "r": r, "lora_alpha": 16,
+                                                        "target_modules": ["gate_proj", "up_proj", "down_proj"]})
+    return root
+
+
+def test_a_raw_fused_expert_lora_is_converted_beside_it_and_the_plan_accepts_it(backend_python, tmp_path):
+    src = model(tmp_path / "model")
+    lora = fused_lora(tmp_path / "lora")
+    prof = tmp_path / "moe-lora.yaml"
+    prof.write_text(f"model: {{path: {src}}}\nmoe_lora: {{path: {lora}, sft_method: AMXBF16_SFT}}\nkt: {{cpuinfer: 2}}\n"
+                    f"runtime: {{flavor: sglang-kt, python: {backend_python}}}\n")
+    before = [f for f in json.loads(kt("check", "--profile", prof, "--json").stdout)["findings"] if f["code"] == "KT-E210"]
+    assert before and f"kt-launch convert --profile {prof}" in before[0]["fix"], before
+    r = kt("convert", "--profile", prof, "--json")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    out = tmp_path / "lora-sglang"  # the default: a sibling, never inside the checkpoint
+    assert doc["outputs"] == {"moe_lora.path": str(out)} and doc["findings"] == []
+    assert doc["lora"]["tensor_count"] == 2 * 8 * 3 * 2 and doc["lora"]["rank"] == 8
+    assert sorted(p.name for p in out.iterdir()) == sorted(cv.ADAPTER_FILES)
+    assert sorted(p.name for p in lora.iterdir()) == ["adapter_config.json", cv.FUSED]  # the source is untouched
+    after = json.loads(kt("check", "--profile", prof, "--set", f"moe_lora.path={out}", "--json").stdout)
+    assert not [f for f in after["findings"] if f["level"] == "error" and f["code"] in cv.OUTPUT_CHECKS], after
+    r = kt("convert", "--profile", prof)  # done already: nothing rewritten
+    assert r.returncode == 0 and "already converted" in r.stdout and r.stdout.rstrip().endswith(f"moe_lora.path={out}")
+    r = kt("convert", "--profile", prof, "--lora-out", lora / "converted", "--python", tmp_path / "no-python")
+    assert r.returncode == 3 and "KT-E420" in r.stderr and not (lora / "converted").exists()
+
+
 # -- refusals before any worker starts (no kt-kernel needed) -----------------------------------------
 
 @pytest.fixture(scope="module")
