@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 from kt_launch.core.errors import ConfigError
 from kt_launch.core.output import SCHEMA_VERSION
@@ -150,8 +151,9 @@ def cmd_convert(args, passthrough) -> int:
     try:
         if experts:
             print(cv.start_line(cp, python), file=sys.stderr, flush=True)
-            r = cv.run_conversion(cp, python, env=server_env(out),
-                                  progress=lambda rec: print(cv.progress_line(rec), file=sys.stderr, flush=True))
+            t0 = time.monotonic()
+            r = cv.run_conversion(cp, python, env=server_env(out), progress=lambda rec: print(
+                cv.progress_line(rec, time.monotonic() - t0), file=sys.stderr, flush=True))
             answers["experts"], bad = r.answer or {}, cv.failure(cp, r)
         if lp is not None and bad is None and not cv.lora_done(lp):
             print(f"converting the expert LoRA {lp.source} into {lp.out} with kt-kernel's converter ...",

@@ -263,12 +263,17 @@ def start_line(cp: ConvertPlan, python: str) -> str:
             f"{_gb(cp.ram_bytes)} of RAM (one layer at a time), {_gb(cp.layer_bytes_out * len(cp.layers))} on disk")
 
 
-def progress_line(rec: Mapping[str, Any]) -> str:
-    head = f"[{rec.get('index')}/{rec.get('total')}] layer {rec.get('layer')}: "
+def progress_line(rec: Mapping[str, Any], elapsed: float | None = None) -> str:
+    """One layer's line: what was read and how long it took, and the time left at this pace (elapsed: seconds
+    since the worker started)."""
+    i, n = int(rec.get("index") or 0), int(rec.get("total") or 0)
+    head = f"[{i}/{n}] layer {rec.get('layer')}: "
+    eta = f", about {elapsed / i * (n - i):.0f} s left" if elapsed is not None and 0 < i < n else ""
     if rec.get("skipped"):
-        return head + "already converted (files match the manifest), skipped"
+        return head + "already converted (files match the manifest), skipped" + eta
     return (head + f"read {_gb(int(rec.get('bytes_in') or 0))} in {float(rec.get('read_s') or 0):.2f} s, "
-            f"quantized in {float(rec.get('quant_s') or 0):.2f} s, {float(rec.get('seconds') or 0):.2f} s in all")
+            f"quantized in {float(rec.get('quant_s') or 0):.2f} s, {float(rec.get('seconds') or 0):.2f} s in all"
+            + eta)
 
 
 def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | None" = None,

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import re
 import struct
 import subprocess
@@ -64,8 +65,8 @@ def fill_experts(root: Path, seed: int = 0) -> None:
         shard.write_bytes(bytes(raw))
 
 
-def model(root: Path, dtype: str = "BF16") -> Path:
-    synthetic.hf_model(root, SHAPE, expert_dtype=dtype)
+def model(root: Path, dtype: str = "BF16", shape: synthetic.Shape = SHAPE) -> Path:
+    synthetic.hf_model(root, shape, expert_dtype=dtype)
     fill_experts(root)
     return root
 
@@ -167,6 +168,35 @@ def test_rerun_rewrites_nothing_and_redoes_a_damaged_layer(backend_python, kt_ke
     assert redone == {k: v[2] for k, v in first.items() if k.startswith("_layer_2/")}  # deterministic quantizer
     assert after[str(victim.relative_to(out))][0:2] != first[str(victim.relative_to(out))][0:2]
     assert not (out / cv.TMP_DIR).exists()
+
+
+def test_ctrl_c_leaves_no_half_layer_counted_and_the_rerun_resumes(backend_python, kt_kernel, tmp_path):
+    if not kt_kernel.implements("AMXINT8"):
+        pytest.skip(f"the {kt_kernel.variant} variant has no AMXINT8 (its refusal is tested above)")
+    src = model(tmp_path / "model", shape=synthetic.Shape(layers=5, experts=8, hidden=256, moe_inter=256))
+    out = tmp_path / "kt"
+    prof = profile(tmp_path, src, out, "AMXINT8", 1, backend_python)
+    p = subprocess.Popen([sys.executable, "-m", "kt_launch", "convert", "--profile", str(prof)], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    for line in p.stderr:  # interrupt right after the first finished layer
+        err.append(line)
+        if line.startswith("[1/4]"):
+            p.send_signal(signal.SIGINT)
+            break
+    rest, _ = p.communicate(timeout=120)[1], None
+    assert p.returncode in (0, 130), "".join(err) + rest
+    if p.returncode == 130:
+        assert "the same command resumes" in rest
+    manifest = json.loads((out / cv.MANIFEST).read_text())
+    for layer, rec in manifest["layers"].items():  # what is counted as done is complete, byte for byte
+        d = out / f"_layer_{layer}"
+        assert {str(f.relative_to(d)): (f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest())
+                for f in d.rglob("*") if f.is_file()} == {k: (v["size"], v["sha256"]) for k, v in rec["files"].items()}
+    r = kt("convert", "--profile", prof, "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["layers"] == 4 and doc["skipped"] == len(manifest["layers"]) >= 1, r.stderr[-2000:]
+    assert weight_errors(prof) == []
 
 
 def test_a_variant_without_the_method_is_refused_before_writing(backend_python, tmp_path):
@@ -285,6 +315,9 @@ def test_refusal_rules():
     f = cv.disk_refusal(cp, 10**9, 10**6)
     assert f is not None and f.code == "KT-E423" and cv.disk_refusal(cp, 10, 10) is None
     assert cv.parse_progress(cv.PROGRESS + '{"layer": 3}') == {"layer": 3} and cv.parse_progress("noise") is None
+    line = cv.progress_line({"index": 1, "total": 4, "layer": 1, "bytes_in": 2 * 10**9, "read_s": 1.5,
+                             "quant_s": 0.25, "seconds": 2.0}, 2.5)
+    assert line == "[1/4] layer 1: read 2.00 GB in 1.50 s, quantized in 0.25 s, 2.00 s in all, about 8 s left"
 
 
 def test_worker_client_hands_over_stderr_lines_as_they_come(tmp_path):
