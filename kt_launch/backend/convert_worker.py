@@ -233,20 +233,56 @@ def wrapper(torch, spec, layer, weight_path, cpu_save):
         raise ConvertError(kind, msg)
 
 
-def convert_layer(torch, spec, layer, where, handles, manifest, after_read=None):
+class Reader:
+    """Reads the next layer to convert on one background thread while kt-kernel quantizes the current one, so the
+    disk and the quantizer overlap; at most two bf16 layers are in memory. The layer after that is hinted to
+    the kernel (posix_fadvise), which reads it into the page cache."""
+
+    def __init__(self, torch, where, spans, spec, order):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.torch, self.where, self.spans, self.spec, self.order = torch, where, spans, spec, list(order)
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.futures = {}
+
+    def _read(self, layer):
+        t0 = time.perf_counter()
+        got = read_layer(self.torch, self.where, layer, self.spec, {})
+        return got, time.perf_counter() - t0
+
+    def _start(self, layer):
+        if layer not in self.futures:
+            self.futures[layer] = self.pool.submit(self._read, layer)
+
+    def take(self, layer):
+        """(gate, up, down, bytes, seconds the read took, seconds waited for it); starts reading the next one."""
+        self._start(layer)
+        t0 = time.perf_counter()
+        got, read_s = self.futures.pop(layer).result()
+        wait_s = time.perf_counter() - t0
+        i = self.order.index(layer)
+        if i + 1 < len(self.order):
+            self._start(self.order[i + 1])
+        if i + 2 < len(self.order):
+            prefetch(self.where, self.spans, self.order[i + 2])
+        return (*got, read_s, wait_s)
+
+    def close(self):
+        self.pool.shutdown(wait=False)
+
+
+def convert_layer(torch, spec, layer, reader, manifest):
     out, method = spec["out"], spec["method"]
     tmp = os.path.join(out, TMP_DIR)
     t0 = time.perf_counter()
-    gate, up, down, nbytes = read_layer(torch, where, layer, spec, handles)
-    t_read = time.perf_counter() - t0
-    if after_read is not None:
-        after_read()  # the disk reads the next layer while kt-kernel quantizes this one
+    gate, up, down, nbytes, t_read, t_wait = reader.take(layer)
+    t_q0 = time.perf_counter()
     staged = os.path.join(tmp, f"_layer_{layer}")
     shutil.rmtree(staged, ignore_errors=True)
     w = wrapper(torch, spec, layer, tmp, cpu_save=True)
     w.load_weights_from_tensors(gate, up, down, torch.arange(spec["num_experts"], dtype=torch.int64))
     del w, gate, up, down
-    t_quant = time.perf_counter() - t0 - t_read
+    t_quant = time.perf_counter() - t_q0
     if not os.path.isdir(staged):
         raise ConvertError("error", f"kt-kernel wrote no {staged} for {method} layer {layer}")
     files = layer_files(staged)
@@ -260,7 +296,7 @@ def convert_layer(torch, spec, layer, where, handles, manifest, after_read=None)
     manifest["layers"][str(layer)] = {"files": files}
     write_manifest(out, manifest)
     return {"layer": layer, "skipped": False, "bytes_in": nbytes, "bytes_out": sum(f["size"] for f in files.values()),
-            "read_s": round(t_read, 4), "quant_s": round(t_quant, 4),
+            "read_s": round(t_read, 4), "wait_s": round(t_wait, 4), "quant_s": round(t_quant, 4),
             "seconds": round(time.perf_counter() - t0, 4)}
 
 
@@ -316,26 +352,33 @@ def run(spec, result):
     where, spans = tensor_index(spec["model_path"])
     handles = {}
     layers = [int(x) for x in spec["layers"]]
-    done = []
-    for i, layer in enumerate(layers):
+    done, checked = [], {}
+    for layer in layers:  # which layers are finished: their files match the manifest (hashed, not trusted)
         t0 = time.perf_counter()
-        ahead = (lambda nxt=layers[i + 1]: prefetch(where, spans, nxt)) if i + 1 < len(layers) else None
-        if layer_matches(out, layer, (manifest["layers"].get(str(layer)) or {}).get("files")):
-            files = manifest["layers"][str(layer)]["files"]
-            row = {"layer": layer, "skipped": True, "bytes_in": 0,
-                   "bytes_out": sum(f["size"] for f in files.values()), "seconds": round(time.perf_counter() - t0, 4)}
-        else:
-            manifest["layers"].pop(str(layer), None)
-            row = convert_layer(torch, spec, layer, where, handles, manifest, ahead)
-        done.append(row)
-        sys.stderr.write(PROGRESS + json.dumps({"index": i + 1, "total": len(layers), **row}) + "\n")
-        sys.stderr.flush()
+        ok = layer_matches(out, layer, (manifest["layers"].get(str(layer)) or {}).get("files"))
+        checked[layer] = (ok, time.perf_counter() - t0)
+    reader = Reader(torch, where, spans, spec, [layer for layer in layers if not checked[layer][0]])
+    try:
+        for i, layer in enumerate(layers):
+            if checked[layer][0]:
+                files = manifest["layers"][str(layer)]["files"]
+                row = {"layer": layer, "skipped": True, "bytes_in": 0,
+                       "bytes_out": sum(f["size"] for f in files.values()), "seconds": round(checked[layer][1], 4)}
+            else:
+                manifest["layers"].pop(str(layer), None)
+                row = convert_layer(torch, spec, layer, reader, manifest)
+            done.append(row)
+            sys.stderr.write(PROGRESS + json.dumps({"index": i + 1, "total": len(layers), **row}) + "\n")
+            sys.stderr.flush()
+    finally:
+        reader.close()
     shutil.rmtree(os.path.join(out, TMP_DIR), ignore_errors=True)
     result["layers"] = done
     result["bytes_in"] = sum(r["bytes_in"] for r in done)
     result["bytes_out"] = sum(r["bytes_out"] for r in done)
     result["read_s"] = round(sum(r.get("read_s", 0.0) for r in done), 4)
     result["quant_s"] = round(sum(r.get("quant_s", 0.0) for r in done), 4)
+    result["wait_s"] = round(sum(r.get("wait_s", 0.0) for r in done), 4)
     result["convert_s"] = round(time.perf_counter() - t_start, 4)
     if spec.get("verify", True) and layers:
         checks = sorted({layers[0], layers[-1]})
