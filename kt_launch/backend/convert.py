@@ -285,7 +285,8 @@ def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | N
             "layers": len(rows), "skipped": sum(1 for r in rows if r.get("skipped")),
             "bytes_in": a.get("bytes_in", 0), "bytes_out": a.get("bytes_out", 0) + int((lora or {}).get("bytes_out") or 0),
             "seconds": round(float(a.get("seconds") or 0) + float((lora or {}).get("seconds") or 0), 4),
-            "read_s": a.get("read_s"), "quant_s": a.get("quant_s"), "verify": a.get("verify") or [],
+            "read_s": a.get("read_s"), "wait_s": a.get("wait_s"), "quant_s": a.get("quant_s"),
+            "verify": a.get("verify") or [],
             "lora": dict(lora) if lora else None,
             "cpu_variant": a.get("cpu_variant"), "kt_kernel_version": a.get("kt_kernel_version")}
 
