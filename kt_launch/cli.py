@@ -138,6 +138,18 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
             b.add_argument("--threads", metavar="N,N,...", help="thread counts to try (default: the host's range)")
             b.add_argument("--no-store", action="store_true", help="do not write the tuning cache")
         subs[name] = b
+    v = _Parser(prog="kt-launch convert", description="Convert model.path's routed experts to kt.method's CPU format "
+                "with kt-kernel's own quantizer.", epilog="BF16 or FP8 (128x128 block) experts in; AMXINT8/AMXINT4 "
+                "_layer_*/_numa_* dirs out, one MoE layer at a time, resumable, checked by reading layers back with "
+                "kt-kernel. Runs in runtime.python (or --python).")
+    _profile_args(v, host_facts=False, no_check=False)
+    v.add_argument("--out", metavar="DIR", help="where the converted weights go (default: kt.weight_path); never "
+                   "inside model.path")
+    v.add_argument("--lora-out", metavar="DIR", help="where a raw fused expert LoRA (moe_lora.path, sglang-kt) is "
+                   "converted to (default: <moe_lora.path>-sglang)")
+    v.add_argument("--python", metavar="PY", help="interpreter with torch and kt-kernel (default: runtime.python)")
+    v.add_argument("--json", action="store_true", help="machine-readable summary of the outputs")
+    subs["convert"] = v
     f = _Parser(prog="kt-launch fit", description="How many GPU experts fit, per TP size and KV target, and the RAM "
                 "kt-kernel needs.", epilog="KV targets: 8k, 32k and 128k tokens; each row has a ready --set line.")
     _profile_args(f, no_check=False)
@@ -353,6 +365,12 @@ def cmd_probe(args, passthrough) -> int:
 
 def cmd_tune(args, passthrough) -> int:
     from kt_launch.backend.commands import cmd_tune as run
+
+    return run(args, passthrough)
+
+
+def cmd_convert(args, passthrough) -> int:
+    from kt_launch.backend.commands import cmd_convert as run
 
     return run(args, passthrough)
 

@@ -250,8 +250,8 @@ def _weights_line(found: list[Converted], wants: str | None, undecided: bool) ->
         return Line("kt.weight_path", None, "converted weights beside the model: " + ", ".join(
             f"{c.path} ({c.method or 'AMX, bits unclear'})" for c in found) + "; pick one with --method M")
     if wants is not None:
-        return Line("kt.weight_path", None, f"no {wants} weights beside the model: convert them (kt-kernel's "
-                    "convert_cpu_weights.py) and set the dir here")
+        return Line("kt.weight_path", None, f"no {wants} weights beside the model: `kt-launch convert --profile THIS_FILE "
+                    "--out DIR` writes them; set the dir here")
     return None
 
 

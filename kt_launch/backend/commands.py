@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 from kt_launch.core.errors import ConfigError
 from kt_launch.core.output import SCHEMA_VERSION
@@ -121,3 +122,70 @@ def _thread_list(text: str, most: int) -> list[int]:
         raise ConfigError(f"--threads {shown!r}: give thread counts from 1 to {max(most, 1)} (this host's logical "
                           "CPUs), like 8,10,12,14")
     return vals
+
+
+def cmd_convert(args, passthrough) -> int:
+    """Plan, refuse what is unsafe before writing, convert in the target interpreter, then re-check the plan."""
+    from kt_launch.app import Request, plan_request
+    from kt_launch.backend import convert as cv
+
+    sets = list(args.sets) + ([f"kt.weight_path={os.path.abspath(args.out)}"] if args.out else [])
+    out = plan_request(Request(profile=args.profile, sets=tuple(sets), checks=True, passthrough=tuple(passthrough)))
+    get = out.plan.get
+    lp = cv.lora_plan(get, args.lora_out)
+    experts = cv.target_method(get) in cv.METHODS
+    if experts and not get("kt.weight_path"):
+        raise ConfigError(f"{args.profile}: give --out DIR or set kt.weight_path: where the converted weights go")
+    refusals = [f for f in out.findings if f.level == "error" and f.code.startswith("KT-E1")]
+    if out.model is None:
+        refusals.append(error("KT-E410", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
+                              "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))
+    cp = None if refusals else cv.plan_conversion(get, out.model, os.path.abspath(str(get("kt.weight_path") or ".")))
+    if cp is not None and not experts and lp is None:
+        refusals.append(cv.method_refusal(cp))
+    refusals = refusals or ((cv.refusals(cp) if experts else []) + (cv.lora_refusals(lp) if lp else []))
+    if refusals:
+        sys.stderr.write(findings_text(refusals))
+        return EXIT_PLAN
+    python = _python(args, out)
+    answers, bad = {}, None
+    try:
+        if experts:
+            print(cv.start_line(cp, python), file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            r = cv.run_conversion(cp, python, env=server_env(out), progress=lambda rec: print(
+                cv.progress_line(rec, time.monotonic() - t0), file=sys.stderr, flush=True))
+            answers["experts"], bad = r.answer or {}, cv.failure(cp, r)
+        if lp is not None and bad is None and not cv.lora_done(lp):
+            print(f"converting the expert LoRA {lp.source} into {lp.out} with kt-kernel's converter ...",
+                  file=sys.stderr, flush=True)
+            r = cv.run_lora(lp, python, env=server_env(out))
+            answers["lora"], bad = (r.answer or {}).get("lora") or {}, cv.failure(cp, r)
+    except KeyboardInterrupt:
+        print(f"kt-launch: interrupted; finished layers are recorded in {cp.out}/{cv.MANIFEST} and the same command "
+              "resumes", file=sys.stderr)
+        return 130
+    return _convert_report(args, passthrough, sets, cp if experts else None, lp, answers, bad, out)
+
+
+def _convert_report(args, passthrough, sets, cp, lp, answers, bad, out) -> int:
+    """Re-plan with the outputs (the weight and adapter checks must pass), then print the summary or the failure."""
+    from kt_launch.app import Request, plan_request
+    from kt_launch.backend import convert as cv
+
+    use = ([f"kt.weight_path={cp.out}"] if cp else []) + ([f"moe_lora.path={lp.out}"] if lp else [])
+    findings = [bad] if bad else []
+    if bad is None:
+        after = plan_request(Request(profile=args.profile, sets=tuple(sets + use), checks=True,
+                                     passthrough=tuple(passthrough)))
+        findings = [f for f in after.findings if f.level == "error" and f.code in cv.OUTPUT_CHECKS]
+    if args.json:
+        doc = cv.summary_json(cp, answers.get("experts") or {}, lp, answers.get("lora"))
+        print(json.dumps({"schema_version": SCHEMA_VERSION, **doc, "findings": [f.to_json() for f in findings]},
+                         indent=2))
+    else:
+        if bad is None:
+            print(cv.summary_text(cp, answers.get("experts") or {}, out.plan.get, lp, answers.get("lora")))
+        if findings:
+            sys.stdout.write(findings_text(findings))
+    return EXIT_PLAN if findings else EXIT_OK

@@ -116,6 +116,13 @@ CODES: dict[str, str] = {
     "KT-I402": "MoE-LoRA probe: CPU tensors, CUDA graphs stay off",
     "KT-I403": "probe accuracy not checked",
     "KT-I404": "no accelerator in the probe interpreter",
+    # KT-x42x: kt-launch convert
+    "KT-E420": "convert: the output is inside (or is) model.path",
+    "KT-E421": "convert: kt.method is not a format kt-launch convert writes (AMXINT8, AMXINT4)",
+    "KT-E422": "convert: the output dir holds files that are not this conversion's",
+    "KT-E423": "convert: too little free disk for the estimated output",
+    "KT-E424": "convert: the conversion failed",
+    "KT-E425": "convert: a converted layer read back with kt-kernel differs from the source",
     # KT-x5xx: doctor and operating
     "KT-E501": "the CPU has no AVX2",
     "KT-W501": "CPU flags unknown",

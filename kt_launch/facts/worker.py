@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 # error kinds
 NOT_FOUND = "not_found"  # no such interpreter (or not executable)
@@ -93,11 +93,13 @@ def _last_json_object(out: bytes) -> dict[str, Any] | None:
 def run_worker(python: str, script: str | os.PathLike[str] | None = None, args: Sequence[str] = (), *,
                module: str | None = None, stdin: str | bytes | None = None, env: Mapping[str, str] | None = None,
                timeout_s: float = 120.0, max_stdout_bytes: int = MAX_STDOUT_BYTES,
-               stderr_tail_chars: int = STDERR_TAIL_CHARS) -> WorkerResult:
+               stderr_tail_chars: int = STDERR_TAIL_CHARS,
+               stderr_line: Callable[[str], None] | None = None) -> WorkerResult:
     """Run `script` (a file) or `module` under `python` with `args`; never raises for what the worker does.
 
     env None inherits this process's environment. The answer is the last stdout line holding a JSON
     object (workers route library noise to stderr, but a stray print before the answer is tolerated).
+    stderr_line, when given, sees each stderr line as it arrives (a worker's progress records).
     """
     if (script is None) == (module is None):
         raise ValueError("run_worker needs exactly one of script or module")
@@ -142,8 +144,18 @@ def run_worker(python: str, script: str | os.PathLike[str] | None = None, args: 
 
     def read_err() -> None:
         keep = max(4 * stderr_tail_chars, _CHUNK)
+        partial = bytearray()
         while chunk := proc.stderr.read1(_CHUNK):
             err_tail.extend(chunk)
+            if stderr_line is not None:
+                partial.extend(chunk)
+                *lines, rest = partial.split(b"\n")
+                partial[:] = rest[-_CHUNK:]
+                for ln in lines:
+                    try:
+                        stderr_line(ln.decode("utf-8", errors="replace"))
+                    except Exception:  # noqa: BLE001  (a display callback must not stop the reader)
+                        pass
             if len(err_tail) > 2 * keep:
                 del err_tail[:-keep]
 

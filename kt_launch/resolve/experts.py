@@ -12,6 +12,7 @@ from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, NEE
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve import memory as mem
 from kt_launch.resolve.memory_fit import plan_checks
+from kt_launch.resolve.preflight import convert_command
 from kt_launch.resolve.values import user_value
 
 
@@ -97,7 +98,9 @@ def resolve_weights(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
         need = "converted AMX weights" if method in NEEDS_CONVERTED else "its weight files"
         out.append(error("KT-E114", f"kt.weight_path is not set; kt.method={method} needs {need}, and without "
                          "--kt-weight-path SGLang does not enable kt-kernel at all (all experts load on the GPU)",
-                         "set kt.weight_path (e.g. the output of kt-kernel's convert_cpu_weights.py)"))
+                         "set kt.weight_path to a dir of converted weights; "
+                         f"`{convert_command(inp, '<dir>')}` writes one with kt-kernel's own quantizer"
+                         if method in NEEDS_CONVERTED else "set kt.weight_path (for this method: model.path)"))
 
 
 @step(fills=("kt.num_gpu_experts", "kt.gpu_experts_ratio", "server.max_total_tokens"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shlex
 from typing import Iterable, Iterator
 
 from kt_launch.core.fileid import DATA_BEYOND_FILE, HEADER_BEYOND_FILE, FileId
@@ -79,6 +80,12 @@ def safetensors_findings(field: str, fid: FileId, who: str = "SGLang") -> list[F
 
 # -- MoE-LoRA file format per flavour --------------------------------------------------------------
 
+def convert_command(inp: ResolveInput, out: str | None = None) -> str:
+    """`kt-launch convert` for this profile: the fix when converted weights or the converted expert LoRA are missing."""
+    prof = shlex.quote(inp.profile_path) if inp.profile_path else "<profile>"
+    return f"kt-launch convert --profile {prof}" + (f" --out {shlex.quote(out)}" if out else "")
+
+
 def check_moe_lora_format(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     a = artifacts(inp)
     if a is None or inp.config.moe_lora is None or a.moe_lora is None:
@@ -88,7 +95,7 @@ def check_moe_lora_format(inp: ResolveInput, values: Values) -> Iterator[Finding
     if flavor == "kt-moe-lora":
         yield from _fork_pt(fid, a)
     elif flavor == "sglang-kt":
-        yield from _expert_adapter_format(fid, a.moe_lora_dir)
+        yield from _expert_adapter_format(fid, a.moe_lora_dir, convert_command(inp))
 
 
 def _fork_pt(fid: FileId, a) -> Iterator[Finding]:
@@ -118,7 +125,7 @@ def _stem(p: str) -> str:
     return os.path.splitext(p)[0]
 
 
-def _expert_adapter_format(fid: FileId, d) -> Iterator[Finding]:
+def _expert_adapter_format(fid: FileId, d, convert: str = "kt-launch convert") -> Iterator[Finding]:
     field = "moe_lora.path"
     if fid.kind not in ("directory", "missing", "unreadable", "symlink-loop", "special"):
         seed = " (the kt-moe-lora fork's .pt format)" if fid.is_torch else ""
@@ -139,7 +146,8 @@ def _expert_adapter_format(fid: FileId, d) -> Iterator[Finding]:
     if main is None:
         if d.fused:
             yield error("KT-E210", f"{field}: {d.path} holds a raw fused_expert_lora.safetensors (training output) and "
-                        "no adapter_model.safetensors", f"convert it: convert_kt_to_sglang_adapter.py {d.path} <out_dir>")
+                        "no adapter_model.safetensors", f"convert it: {convert} (writes {d.path.rstrip('/')}-sglang with "
+                        "kt-kernel's converter), then set moe_lora.path to that dir")
         else:
             yield error("KT-E210", f"{field}: {d.path} has no adapter_model.safetensors",
                         "point moe_lora.path at the converted expert adapter dir")

@@ -15,9 +15,14 @@ from kt_launch.resolve.verdicts import variant_override
 from kt_launch.resolve.methods import NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method
 from kt_launch.resolve.expert_sources import bf16_sft_source, consumed_weights
 from kt_launch.core.memory import MemoryPlan
-from kt_launch.resolve.preflight import Values, _short, artifacts, node_findings, safetensors_findings
+from kt_launch.resolve.preflight import (Values, _short, artifacts, convert_command, node_findings,
+                                         safetensors_findings)
 
 GiB = 1 << 30
+
+
+def _beside_model(inp: ResolveInput, method: str) -> str:
+    return inp.config.model.path.rstrip("/") + f"-{method}"
 
 
 # -- HF model dir --------------------------------------------------------------------------------
@@ -105,7 +110,9 @@ def check_weight_dir(inp: ResolveInput, values: Values) -> Iterator[Finding]:
             return
         layout, exp, what = ("hf" if a.model.experts.present else None), a.model.experts, "model.path"
     else:
-        node = [] if w.node.kind == "gguf" else node_findings("kt.weight_path", w.node, "dir")
+        fix = f"convert into it: {convert_command(inp)}" if method in NEEDS_CONVERTED else ""
+        node = [] if w.node.kind == "gguf" else node_findings("kt.weight_path", w.node, "dir",
+                                                              fix if w.node.kind == "missing" else "")
         if node:
             yield from node
             return
@@ -121,12 +128,16 @@ def check_weight_dir(inp: ResolveInput, values: Values) -> Iterator[Finding]:
         if layout is None:
             yield error("KT-E220", f"{what}: {path} holds no expert weights kt-kernel can read for kt.method={method} "
                         "(no blk.*.numa.* keys, no _layer_*/_numa_* dirs, no HF expert tensors, no .gguf)",
-                        "point kt.weight_path at the weights for this method (AMX methods: the output of "
-                        "convert_cpu_weights.py)")
+                        (f"convert the checkpoint: {convert_command(inp, _beside_model(inp, method))}, then set "
+                         "kt.weight_path to that dir" if what == "model.path" else
+                         f"convert the checkpoint into it: {convert_command(inp)}") if want == "amx" else
+                        "point kt.weight_path at the weights for this method")
         else:
             yield error("KT-E220", f"{what}: {path} holds {kinds[layout]} weights, which kt.method={method} cannot "
                         f"read; the dir looks like {looks}", f"set kt.method={looks.split(' ')[0]}, or point "
-                        f"kt.weight_path at {kinds[want]} weights")
+                        f"kt.weight_path at {kinds[want]} weights" + (
+                            f" (convert them: {convert_command(inp, _beside_model(inp, method))}, then set "
+                            "kt.weight_path to that dir)" if want == "amx" else ""))
         return
     if layout == "amx":
         yield from _amx_checks(inp, values, w, method, path)
@@ -151,7 +162,7 @@ def _amx_checks(inp: ResolveInput, values: Values, w, method: str, path: str) ->
     if bits is not None and bits != method:
         yield error("KT-E220", f"kt.weight_path: {path} holds {bits[3:]} AMX weights but kt.method={method}; the dir "
                     f"looks like {bits}", f"set kt.method={bits} (or moe_lora.sft_method={bits}_SFT), or convert "
-                    f"the weights for {method}")
+                    f"the weights for {method}: {convert_command(inp, _beside_model(inp, method))}")
     sft = values.get("moe_lora.sft_method")
     if sft is not None and sft.value == "AMXINT8_SFT" and values["runtime.flavor"].value == "sglang-kt" \
             and w.amx_form == "safetensors":
@@ -163,8 +174,8 @@ def _amx_checks(inp: ResolveInput, values: Values, w, method: str, path: str) ->
     if counts and counts != [pools]:
         yield error("KT-E221", f"kt.weight_path: {path} is split into {' / '.join(map(str, counts))} NUMA partition(s) "
                     f"but kt.threadpool_count is {pools}; kt-kernel needs one partition per thread pool",
-                    f"set kt.threadpool_count={counts[0]}, or convert the weights again with --threadpool-count {pools}"
-                    if len(counts) == 1 else f"convert the weights again with --threadpool-count {pools}")
+                    (f"set kt.threadpool_count={counts[0]}, or " if len(counts) == 1 else "") + "convert the weights "
+                    f"again for {pools} pool(s) into a new dir: {convert_command(inp, path.rstrip('/') + f'-{pools}numa')}")
     if sft is not None and sft.value == "AMXINT4_SFT" and w.amx_form == "safetensors" and m is not None \
             and m.moe_intermediate_size % max(1, pools):
         yield error("KT-E221", f"kt.weight_path: AMXINT4_SFT splits moe_intermediate_size={m.moe_intermediate_size} "
@@ -176,7 +187,7 @@ def _amx_checks(inp: ResolveInput, values: Values, w, method: str, path: str) ->
         if missing:
             yield error("KT-E222", f"kt.weight_path: {path} has no experts for MoE layer(s) {_short(missing)} of "
                         f"{len(m.moe_layers)}; kt-kernel fails with \"No experts found for key blk.L\" after the GPU "
-                        "load", "convert the weights again (the conversion did not finish?)")
+                        "load", f"finish the conversion: {convert_command(inp)} (it resumes)")
         elif partial:
             yield error("KT-E222", f"kt.weight_path: {path} has fewer than {m.num_experts} experts in layer(s) "
                         f"{_short(partial)}", "convert the weights again")

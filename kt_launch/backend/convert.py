@@ -1,0 +1,372 @@
+"""Launcher side of `kt-launch convert`: what to convert, where, whether it is safe, and the worker run.
+
+The plan says the method (kt.method, or the SFT method's base in MoE-LoRA mode), the NUMA partition layout
+(kt.threadpool_count), the MoE layers and their shape; this module turns that into one spec for
+`convert_worker.py`, which runs in runtime.python and does the conversion with kt-kernel's own quantizer.
+The launcher never imports torch or kt_kernel.
+
+Refusals come before anything is written (exit 3): an output inside or equal to model.path (seed bug 5), an
+output dir holding files that are not this conversion's, too little free disk for the estimate. A method the
+loaded kt-kernel variant lacks is refused by the worker before it creates any file (KT-E402).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from kt_launch.core.findings import Finding, error
+from kt_launch.facts import worker as _worker
+from kt_launch.resolve.methods import KT_METHOD_FOR_SFT, effective_method
+
+WORKER_PATH = Path(__file__).with_name("convert_worker.py").resolve()
+MANIFEST = "kt-convert-manifest.json"  # the worker's names (convert_worker.py MANIFEST, TMP_DIR)
+TMP_DIR = ".kt-convert-tmp"
+PROGRESS = "KT-CONVERT-PROGRESS "
+METHODS = {"AMXINT8": 8, "AMXINT4": 4}  # what kt-kernel 0.7.2's online quantizer writes, and its bits
+CHUNK = 64  # kt-kernel's buffers are sized by this; conversion runs no prefill, verification 16 tokens
+_LAYER_DIR = re.compile(r"_layer_\d+\Z")
+_OURS = {MANIFEST, MANIFEST + ".tmp", TMP_DIR}
+
+
+@dataclass(frozen=True)
+class ConvertPlan:
+    """One conversion: the source checkpoint, the output dir, kt-kernel's construction values, the layers."""
+
+    model_path: str
+    out: str
+    method: str
+    threadpool_count: int
+    cpuinfer: int
+    numa_nodes: tuple[int, ...] | None
+    layers: tuple[int, ...]
+    num_experts: int
+    top_k: int
+    hidden_size: int
+    moe_intermediate_size: int
+    source_bytes_per_param: int = 2  # BF16; 1 for FP8 checkpoints
+
+    @property
+    def layer_bytes_out(self) -> int:
+        """kt-kernel's files for one layer: int weights plus one f32 scale per output row and partition
+        (measured: 8 experts, H=I=256, 2 pools, INT8 -> 1,605,632 B)."""
+        e, h, i, p = self.num_experts, self.hidden_size, self.moe_intermediate_size, self.threadpool_count
+        return e * (3 * h * i * METHODS[self.method] // 8 + 4 * (2 * i + h * p))
+
+    @property
+    def layer_bytes_in(self) -> int:
+        return self.num_experts * 3 * self.hidden_size * self.moe_intermediate_size * self.source_bytes_per_param
+
+    @property
+    def ram_bytes(self) -> int:
+        """About one BF16 layer, its quantized copy in kt-kernel, and the read-back check's reference."""
+        bf16 = self.num_experts * 3 * self.hidden_size * self.moe_intermediate_size * 2
+        return 2 * bf16 + self.layer_bytes_out
+
+    def identity(self) -> dict[str, Any]:
+        """What the manifest must match for a rerun to reuse finished layers."""
+        return {"kind": "kt-launch-convert", "method": self.method, "threadpool_count": self.threadpool_count,
+                "num_experts": self.num_experts, "hidden_size": self.hidden_size,
+                "moe_intermediate_size": self.moe_intermediate_size}
+
+    def spec(self, verify: bool = True) -> dict[str, Any]:
+        return {"model_path": self.model_path, "out": self.out, "method": self.method,
+                "threadpool_count": self.threadpool_count, "cpuinfer": self.cpuinfer,
+                "numa_nodes": list(self.numa_nodes) if self.numa_nodes else None, "layers": list(self.layers),
+                "num_experts": self.num_experts, "top_k": self.top_k, "hidden_size": self.hidden_size,
+                "moe_intermediate_size": self.moe_intermediate_size, "chunked_prefill_size": CHUNK,
+                "identity": self.identity(), "verify": verify}
+
+
+def target_method(get: Callable[[str], Any]) -> str:
+    """The format to write: kt.method, or in MoE-LoRA mode the base format the SFT method reads."""
+    m = effective_method(get)
+    return KT_METHOD_FOR_SFT.get(m, m)
+
+
+def plan_conversion(get: Callable[[str], Any], model: Any, out: str) -> ConvertPlan:
+    """From the resolved plan (`get(key)`) and `ModelFacts`."""
+    return ConvertPlan(
+        model_path=str(get("model.path")), out=out, method=target_method(get),
+        threadpool_count=int(get("kt.threadpool_count") or 1), cpuinfer=int(get("kt.cpuinfer") or 1),
+        numa_nodes=tuple(get("kt.numa_nodes")) if get("kt.numa_nodes") else None,
+        layers=tuple(model.moe_layers), num_experts=model.num_experts, top_k=model.top_k,
+        hidden_size=model.hidden_size, moe_intermediate_size=model.moe_intermediate_size,
+        source_bytes_per_param=1 if getattr(model, "quant_method", "") == "fp8" else 2)
+
+
+# -- refusals (pure: the caller gathers the facts) -------------------------------------------------
+
+def _inside(path: str, root: str) -> bool:
+    p, r = os.path.realpath(path), os.path.realpath(root)
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+
+
+def method_refusal(cp: ConvertPlan) -> Finding | None:
+    if cp.method in METHODS:
+        return None
+    return error("KT-E421", f"kt.method={cp.method}: kt-launch convert writes kt-kernel's AMXINT8 or AMXINT4 format; "
+                 f"{cp.method} reads its weights as they are", "set kt.method=AMXINT8 or AMXINT4 to convert, or "
+                 "use the checkpoint directly")
+
+
+def location_refusal(cp: ConvertPlan) -> Finding | None:
+    if _inside(cp.out, cp.model_path):
+        return error("KT-E420", f"output {cp.out} is inside (or is) model.path {cp.model_path}; SGLang and kt-kernel "
+                     "would read the converted files as part of the checkpoint (seed bug 5)",
+                     f"write beside it, e.g. --out {cp.model_path.rstrip(os.sep)}-{cp.method}")
+    return None
+
+
+def foreign_entries(names: list[str], has_manifest: bool) -> list[str]:
+    """Entries of the output dir that this conversion did not write (`_layer_N` counts only beside a manifest)."""
+    return sorted(n for n in names if n not in _OURS and not (has_manifest and _LAYER_DIR.match(n)))
+
+
+def foreign_refusal(cp: ConvertPlan, names: list[str], manifest: Mapping[str, Any] | None) -> Finding | None:
+    foreign = foreign_entries(names, manifest is not None)
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (" ..." if len(foreign) > 4 else "")
+        return error("KT-E422", f"output {cp.out} holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} this "
+                     f"conversion did not write ({shown})", "choose an empty or new --out dir (nothing was written)")
+    if manifest is not None:
+        want = cp.identity()
+        diff = [k for k in want if manifest.get(k) != want[k]]
+        if diff:
+            got = ", ".join(f"{k}={manifest.get(k)}" for k in diff)
+            return error("KT-E422", f"output {cp.out} holds another conversion ({got}; this one: "
+                         f"{', '.join(f'{k}={want[k]}' for k in diff)})", "choose another --out dir, or remove that "
+                         "conversion first")
+    return None
+
+
+def remaining_bytes(cp: ConvertPlan, manifest: Mapping[str, Any] | None) -> int:
+    done = set((manifest or {}).get("layers", {}) or {})
+    return sum(cp.layer_bytes_out for layer in cp.layers if str(layer) not in done)
+
+
+def disk_refusal(cp: ConvertPlan, need: int, free: int) -> Finding | None:
+    if need > free:
+        return error("KT-E423", f"output {cp.out}: {_gb(need)} needed for {cp.method} "
+                     f"({len(cp.layers)} MoE layers), {_gb(free)} free there", "free disk space or choose --out on "
+                     "a larger filesystem")
+    return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.2f} MB"
+
+
+# -- facts of the output dir (I/O) ------------------------------------------------------------------
+
+def read_output_dir(out: str) -> tuple[list[str], dict[str, Any] | None, str | None]:
+    """(entry names, manifest or None, problem): what is already at the output path."""
+    if not os.path.lexists(out):
+        return [], None, None
+    if not os.path.isdir(out):
+        return [os.path.basename(out)], None, f"{out} exists and is not a directory"
+    names = os.listdir(out)
+    manifest = None
+    if MANIFEST in names:
+        try:
+            manifest = json.loads(Path(out, MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return names, None, f"{out}/{MANIFEST} is unreadable"
+        if not isinstance(manifest, dict) or manifest.get("kind") != "kt-launch-convert":
+            return names, None, f"{out}/{MANIFEST} is not a kt-launch convert manifest"
+    return names, manifest, None
+
+
+def free_bytes(out: str) -> int:
+    """Free space (for an unprivileged writer) on the filesystem the output goes to."""
+    p = os.path.abspath(out)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    st = os.statvfs(p)
+    return st.f_bavail * st.f_frsize
+
+
+def refusals(cp: ConvertPlan) -> list[Finding]:
+    """Every reason not to start, checked before anything is written."""
+    for f in (method_refusal(cp), location_refusal(cp)):
+        if f is not None:
+            return [f]
+    names, manifest, problem = read_output_dir(cp.out)
+    if problem:
+        return [error("KT-E422", f"output {problem}", "choose an empty or new --out dir (nothing was written)")]
+    f = foreign_refusal(cp, names, manifest) or disk_refusal(cp, remaining_bytes(cp, manifest), free_bytes(cp.out))
+    return [f] if f else []
+
+
+# -- the worker run -----------------------------------------------------------------------------------
+
+def parse_progress(line: str) -> dict[str, Any] | None:
+    """One per-layer progress record from the worker's stderr, or None for any other line."""
+    if not line.startswith(PROGRESS):
+        return None
+    try:
+        d = json.loads(line[len(PROGRESS):])
+    except ValueError:
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def timeout_for(cp: ConvertPlan) -> float:
+    """Generous: a slow disk at 20 MB/s plus kt-kernel's import and the read-back check."""
+    return 600.0 + len(cp.layers) * cp.layer_bytes_in / 20e6
+
+
+def run_conversion(cp: ConvertPlan, python: str, env: Mapping[str, str] | None = None,
+                   progress: Callable[[dict[str, Any]], None] | None = None,
+                   timeout_s: float | None = None) -> _worker.WorkerResult:
+    def on_line(line: str) -> None:
+        rec = parse_progress(line)
+        if rec is not None and progress is not None:
+            progress(rec)
+
+    return _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(cp.spec()), env=env,
+                              timeout_s=timeout_s or timeout_for(cp), stderr_line=on_line)
+
+
+def failure(cp: ConvertPlan, r: _worker.WorkerResult) -> Finding | None:
+    """The finding for a run that did not convert and verify, or None."""
+    a = r.answer or {}
+    if r.ok and a.get("ok"):
+        return None
+    kind, msg = a.get("error_kind"), a.get("error") or r.message
+    if kind == "method_unavailable":
+        return error("KT-E402", f"{cp.method}: the kt-kernel variant '{a.get('cpu_variant')}' that loaded does not "
+                     f"implement it ({msg}); nothing was written", "convert on a CPU with AVX-512 or AMX (the files "
+                     "are the same on both), or use BF16 weights")
+    if kind == "tolerance":
+        return error("KT-E425", f"the conversion was written but its read-back check failed: {msg}",
+                     "report it with the kt-kernel version; do not serve these weights")
+    where = f" (stderr: {r.stderr_tail[-400:]})" if r.stderr_tail and not a else ""
+    return error("KT-E424", f"the conversion failed in {a.get('python') or 'the worker'}: {msg}{where}; finished "
+                 "layers stay recorded and a rerun resumes", "fix the cause above and run the same command again")
+
+
+# -- what the user sees -------------------------------------------------------------------------------
+
+WEIGHT_CHECKS = ("KT-E220", "KT-E221", "KT-E222", "KT-E223")  # `kt-launch check`'s weight rules for kt.weight_path
+OUTPUT_CHECKS = WEIGHT_CHECKS + tuple(f"KT-E21{n}" for n in range(10))  # ... and its moe_lora.path adapter rules
+
+
+def start_line(cp: ConvertPlan, python: str) -> str:
+    return (f"converting {len(cp.layers)} MoE layers of {cp.model_path} to {cp.method} "
+            f"({cp.threadpool_count} NUMA partition(s)) in {cp.out}, with kt-kernel in {python}; about "
+            f"{_gb(cp.ram_bytes)} of RAM (one layer at a time), {_gb(cp.layer_bytes_out * len(cp.layers))} on disk")
+
+
+def progress_line(rec: Mapping[str, Any], elapsed: float | None = None) -> str:
+    """One layer's line: what was read and how long it took, and the time left at this pace (elapsed: seconds
+    since the worker started)."""
+    i, n = int(rec.get("index") or 0), int(rec.get("total") or 0)
+    head = f"[{i}/{n}] layer {rec.get('layer')}: "
+    eta = f", about {elapsed / i * (n - i):.0f} s left" if elapsed is not None and 0 < i < n else ""
+    if rec.get("skipped"):
+        return head + "already converted (files match the manifest), skipped" + eta
+    return (head + f"read {_gb(int(rec.get('bytes_in') or 0))} in {float(rec.get('read_s') or 0):.2f} s, "
+            f"quantized in {float(rec.get('quant_s') or 0):.2f} s, {float(rec.get('seconds') or 0):.2f} s in all"
+            + eta)
+
+
+def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | None" = None,
+                 lora: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    rows = a.get("layers") or []
+    outputs = ({"kt.weight_path": cp.out} if cp else {}) | ({"moe_lora.path": lp.out} if lp else {})
+    return {"outputs": outputs, "method": cp.method if cp else None,
+            "threadpool_count": cp.threadpool_count if cp else None,
+            "layers": len(rows), "skipped": sum(1 for r in rows if r.get("skipped")),
+            "bytes_in": a.get("bytes_in", 0), "bytes_out": a.get("bytes_out", 0) + int((lora or {}).get("bytes_out") or 0),
+            "seconds": round(float(a.get("seconds") or 0) + float((lora or {}).get("seconds") or 0), 4),
+            "read_s": a.get("read_s"), "wait_s": a.get("wait_s"), "quant_s": a.get("quant_s"),
+            "verify": a.get("verify") or [],
+            "lora": dict(lora) if lora else None,
+            "cpu_variant": a.get("cpu_variant"), "kt_kernel_version": a.get("kt_kernel_version")}
+
+
+def summary_text(cp: ConvertPlan | None, a: Mapping[str, Any], get: Callable[[str], Any], lp: "LoraPlan | None" = None,
+                 lora: Mapping[str, Any] | None = None) -> str:
+    s = summary_json(cp, a, lp, lora)
+    lines, sets = [], []
+    if cp is not None:
+        secs = float(a.get("seconds") or 0)
+        rate = f", {_gb(s['bytes_in'] / secs)}/s read" if secs and s["bytes_in"] else ""
+        lines.append(f"converted {s['layers'] - s['skipped']} of {s['layers']} MoE layers to {cp.method} in {cp.out} "
+                     f"({s['skipped']} already done); read {_gb(s['bytes_in'])}, wrote {_gb(int(a.get('bytes_out') or 0))}"
+                     f" in {secs:.1f} s{rate} (kt-kernel {s['kt_kernel_version']}, variant {s['cpu_variant']})")
+        for v in s["verify"]:
+            lines.append(f"layer {v['layer']} read back with kt-kernel's load_weights: relative error "
+                         f"{v['rel_err']:.3g} against the source (tolerance {v['tolerance']})")
+        sets += [f"kt.weight_path={cp.out}", f"kt.threadpool_count={cp.threadpool_count}"]
+        if not get("moe_lora.sft_method"):
+            sets.insert(1, f"kt.method={cp.method}")
+    if lp is not None:
+        lines.append(f"expert LoRA {lp.source} -> {lp.out}: " + (
+            f"{lora.get('tensor_count')} tensors, rank {lora.get('rank')}, lora_alpha {lora.get('lora_alpha')} "
+            "(kt-kernel's convert_kt_to_sglang_adapter)" if lora else "already converted"))
+        sets.append(f"moe_lora.path={lp.out}")
+    lines.append("use it with:")
+    lines += [f"  --set {shlex.quote(x)}" for x in sets]
+    return "\n".join(lines)
+
+
+# -- expert LoRA (sglang-kt): kt-kernel's sft/convert_kt_to_sglang_adapter.py ---------------------------
+
+FUSED = "fused_expert_lora.safetensors"
+ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors"}
+
+
+@dataclass(frozen=True)
+class LoraPlan:
+    """A raw fused expert LoRA (kt SFT output) to turn into an SGLang adapter dir beside it."""
+
+    source: str
+    out: str
+    base_model: str
+
+    def spec(self) -> dict[str, Any]:
+        return {"task": "lora", "input": self.source, "out": self.out, "base_model": self.base_model}
+
+
+def lora_source(get: Callable[[str], Any]) -> str | None:
+    """moe_lora.path when sglang-kt would read it and it holds only the raw fused training output."""
+    path = get("moe_lora.path")
+    if not path or get("runtime.flavor") != "sglang-kt" or not os.path.isdir(path):
+        return None
+    names = set(os.listdir(path))
+    return str(path) if FUSED in names and "adapter_model.safetensors" not in names else None
+
+
+def lora_plan(get: Callable[[str], Any], lora_out: str | None) -> LoraPlan | None:
+    src = lora_source(get)
+    if src is None:
+        return None
+    out = os.path.abspath(lora_out) if lora_out else os.path.abspath(src).rstrip(os.sep) + "-sglang"
+    return LoraPlan(os.path.abspath(src), out, str(get("model.path")))
+
+
+def lora_done(lp: LoraPlan) -> bool:
+    """A finished earlier run: the adapter dir holds exactly what the converter writes."""
+    return os.path.isdir(lp.out) and set(os.listdir(lp.out)) == ADAPTER_FILES
+
+
+def lora_refusals(lp: LoraPlan) -> list[Finding]:
+    for root, what in ((lp.source, "moe_lora.path"), (lp.base_model, "model.path")):
+        if _inside(lp.out, root):
+            return [error("KT-E420", f"LoRA output {lp.out} is inside (or is) {what} {root}; it would be read as part "
+                          "of it (seed bug 5)", f"write beside it: --lora-out {lp.source.rstrip(os.sep)}-sglang")]
+    if os.path.lexists(lp.out) and not lora_done(lp) and (not os.path.isdir(lp.out) or os.listdir(lp.out)):
+        return [error("KT-E422", f"LoRA output {lp.out} exists and holds files this conversion did not write",
+                      "choose an empty or new --lora-out dir (nothing was written)")]
+    return []
+
+
+def run_lora(lp: LoraPlan, python: str, env: Mapping[str, str] | None = None) -> _worker.WorkerResult:
+    return _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(lp.spec()), env=env, timeout_s=1800.0)
