@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import errno
 import os
 import sys
@@ -29,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _did_you_mean(p: argparse.ArgumentParser, word: str) -> str:
     """The closest option of `p` for an option-like word, the closest command for a bare one (difflib)."""
+    import difflib  # only on a miss: start-up stays lean
     if word.startswith("-"):
         names = [s for a in p._actions for s in a.option_strings]  # argparse keeps its actions here; no API
         close = difflib.get_close_matches(word.split("=", 1)[0], names, n=2, cutoff=0.6)
@@ -50,8 +50,8 @@ def _profile_args(p: argparse.ArgumentParser, host_facts: bool = True, no_check:
         p.add_argument("--no-check", action="store_true", help="skip file-system checks (paths need not exist here)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    commands = "\n".join(f"  {name:<9} {sub.description}" for name, sub in _subparsers().items())
+def build_parser(subs: dict[str, argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {name:<9} {sub.description}" for name, sub in (subs or _subparsers()).items())
     p = _Parser(prog="kt-launch", usage="kt-launch [COMMAND] [options] [-- SGLANG-FLAGS...]",
                 description="Resolve, check and launch SGLang with kt-kernel CPU experts. Without a command: plan "
                 "the profile and exec SGLang (or --dry-run, --supervise).",
@@ -328,14 +328,14 @@ def _main(argv: list[str]) -> int:
     own, passthrough = _split_passthrough(argv)
     subs = _subparsers()
     if not own and not passthrough:  # `kt-launch` alone: what it can do, not one missing option
-        sys.stderr.write(build_parser().format_help())
+        sys.stderr.write(build_parser(subs).format_help())
         return EXIT_INVALID
     if own and own[0] in subs:
         args = subs[own[0]].parse_args(own[1:])
         return getattr(sys.modules[__name__], f"cmd_{own[0]}")(args, passthrough)
     if own and not own[0].startswith("-"):
-        raise ConfigError(f"unknown command {own[0][:60]!r}{_did_you_mean(build_parser(), own[0])}")
-    args = build_parser().parse_args(own)
+        raise ConfigError(f"unknown command {own[0][:60]!r}{_did_you_mean(build_parser(subs), own[0])}")
+    args = build_parser(subs).parse_args(own)
     if args.json and not args.dry_run:
         raise ConfigError("--json needs --dry-run (or use `kt-launch check --json`)")
     return cmd_launch(args, passthrough)

@@ -4,7 +4,6 @@ demo.yaml` and `--profile configs/demo.yaml` all work, from any directory, insta
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Mapping
@@ -73,6 +72,7 @@ def find_profile(ref: str, environ: Mapping[str, str] | None = None, cwd: Path |
 
 def _miss(ref: str, dirs: list[tuple[str, Path]], environ: Mapping[str, str], cwd: Path) -> str:
     """What was tried and the closest names, so a typo costs one look."""
+    import difflib  # only on a miss: start-up stays lean
     shown = ref[:200]
     if "/" in ref:
         return f"--profile {shown}: no such file"
