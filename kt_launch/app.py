@@ -82,17 +82,28 @@ def host_facts_for(path: str | None, cuda_visible_devices: str | None = None) ->
         raise ConfigError(str(e)) from None
 
 
-def load_request(req: Request, environ: Mapping[str, str] | None = None,
-                 warnings: list[str] | None = None) -> tuple[UserConfig, Provenance, Path]:
+@dataclass(frozen=True)
+class Loaded:
+    """The profile of a request, read once (its --set items, env and files) and handed to whichever plan it needs."""
+
+    config: UserConfig
+    provenance: Provenance
+    path: Path
+    warnings: tuple[str, ...] = ()  # ignored input (an unknown KT_LAUNCH_* variable)
+
+
+def load_request(req: Request, environ: Mapping[str, str] | None = None) -> Loaded:
     environ = os.environ if environ is None else environ
     path = find_profile(req.profile, environ)
-    cfg, prov = load_config(path, environ, list(req.sets), warnings)
-    return cfg, prov, path
-
-
-def gather_inputs(req: Request, environ: Mapping[str, str] | None = None) -> tuple[UserConfig, ResolveInput]:
     warnings: list[str] = []
-    cfg, prov, path = load_request(req, environ, warnings)
+    cfg, prov = load_config(path, environ, list(req.sets), warnings)
+    return Loaded(cfg, prov, path, tuple(warnings))
+
+
+def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
+                  loaded: Loaded | None = None) -> tuple[UserConfig, ResolveInput]:
+    loaded = loaded or load_request(req, environ)
+    cfg, prov, path, warnings = loaded.config, loaded.provenance, loaded.path, loaded.warnings
     host = host_facts_for(req.host_facts, cfg.runtime.cuda_visible_devices)
     model = problem = None
     adapters = {}
@@ -151,8 +162,8 @@ def _tuned(cfg: UserConfig, host: HostFacts, model: ModelFacts | None):
     return found.tuned
 
 
-def plan_request(req: Request, environ: Mapping[str, str] | None = None) -> Outcome:
-    cfg, inp = gather_inputs(req, environ)
+def plan_request(req: Request, environ: Mapping[str, str] | None = None, loaded: Loaded | None = None) -> Outcome:
+    cfg, inp = gather_inputs(req, environ, loaded)
     plan = resolve(inp)
     if inp.host.notes:
         plan.findings += [info("KT-I102", f"host facts: {n}") for n in inp.host.notes]
@@ -178,12 +189,7 @@ class FleetOutcome:
         return fleet_ok(self.plan, self.commands)
 
 
-def has_fleet(req: Request, environ: Mapping[str, str] | None = None) -> bool:
-    cfg, _, _ = load_request(req, environ)
-    return cfg.fleet is not None
-
-
-def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetOutcome:
+def plan_fleet(req: Request, environ: Mapping[str, str] | None = None, loaded: Loaded | None = None) -> FleetOutcome:
     """Gather the facts of every host of the fleet (this machine's GPUs with their NUMA nodes, the recorded
     facts of fleet.hosts, this machine's ports, the router's interpreter), then plan (pure) and render."""
     from kt_launch.core.fleet import LOCAL
@@ -192,7 +198,7 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None) -> FleetO
     from kt_launch.resolve.fleet import HostInput, busy_port_findings, listeners, resolve_fleet
 
     environ = os.environ if environ is None else environ
-    cfg, inp = gather_inputs(req, environ)
+    cfg, inp = gather_inputs(req, environ, loaded)
     fleet = cfg.fleet
     if fleet is None:
         raise ConfigError("--fleet-host needs a `fleet` section in the profile")

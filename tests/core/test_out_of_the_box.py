@@ -165,3 +165,26 @@ def test_internal_errors_are_one_line_and_a_crash_file(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     (crash,) = tmp_path.glob("crash-*.txt")
     assert str(crash) in r.stderr and "RuntimeError: boom" in crash.read_text()
+
+
+def test_the_profile_is_read_once_per_command(capsys, host_file, monkeypatch):
+    """One read of the profile (and of its --set items and env) per command, fleets included (issue 18: 20 000
+    --set items were parsed twice, and by argparse's quadratic option matching)."""
+    import kt_launch.app as app
+
+    calls = []
+    real = app.load_config
+    monkeypatch.setattr(app, "load_config", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sets = [x for i in range(2000) for x in ("--set", f"kt.cpuinfer={i % 7 + 1}")] + ["--set=kt.cpuinfer=5"]
+    rc, out, _ = run(capsys, "--profile", "deepseek-v2-lite", "--dry-run", "--json", "--no-check", "--host-facts",
+                     str(host_file), *sets)
+    assert rc == 0 and len(calls) == 1
+    assert json.loads(out)["resolved"]["kt.cpuinfer"]["value"] == 5  # the last --set wins, either spelling
+    calls.clear()
+    rc, out, _ = run(capsys, "check", "--profile", "deepseek-v2-lite", "--no-check", "--host-facts", str(host_file),
+                     "--set", "kt.cpuinfer=3")
+    assert rc == 0 and len(calls) == 1 and "--kt-cpuinfer 3" in out
+    rc, _, err = run(capsys, "--profile", "deepseek-v2-lite", "--dry-run", "--set")
+    assert rc == 2 and "--set needs KEY=VALUE" in err
+    rc, _, err = run(capsys, "profiles", "--set", "kt.cpuinfer=3")
+    assert rc == 2 and "takes no --set" in err
