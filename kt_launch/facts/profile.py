@@ -12,6 +12,7 @@ scalars differently from `--set`); the `__` delimiter is `env_nested_delimiter`'
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -300,7 +301,6 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
 
 def _nearest_key(loc: str) -> str:
     """`did you mean kt.cpuinfer?` for `kt.cpuinfr`: the closest registry keys, else where the list is."""
-    import difflib  # only on a miss: start-up stays lean
     close = difflib.get_close_matches(loc, list(BY_KEY), n=3, cutoff=0.6)
     if close:
         return "did you mean " + " or ".join(close) + "?"
