@@ -1,7 +1,7 @@
 """`kt-launch doctor`'s verdicts: a pure function of HostFacts and LocalFacts (and an inspected SGLang),
 so every rule is testable with literals. Verdicts a plan gives too come from resolve/verdicts.py.
 
-Codes: KT-E5xx errors, KT-W5xx warnings, KT-I5xx information.
+Doctor's own codes are KT-x50x/x51x (core/codes.py); the shared verdicts keep theirs (KT-x241, KT-E307, KT-E317).
 """
 
 from __future__ import annotations
