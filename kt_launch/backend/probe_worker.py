@@ -5,7 +5,8 @@ JSON object to the original stdout. Everything else (kt-kernel's and the C++ ext
 goes to stderr, because fd 1 is redirected to fd 2 before anything is imported.
 
 Standalone on purpose: imports only the standard library at module level, then torch and kt_kernel
-inside ``main``. It must not import ``kt_launch`` (the target interpreter may not have it).
+in the first stage of ``run`` (``_import_stage``). It must not import ``kt_launch`` (the target interpreter
+may not have it).
 
 What it does, for one point (method, cpuinfer, threadpool_count, numa_nodes, chunk size, shape):
   1. import kt_kernel and report the CPU variant that loaded;
@@ -17,6 +18,8 @@ What it does, for one point (method, cpuinfer, threadpool_count, numa_nodes, chu
   4. time forwards at qlen 1 (decode) and qlen = prefill_qlen (default: chunked_prefill_size);
   5. compare with a float32 torch reference MoE (explicit top-k routing, SiLU-gated MLP, LoRA delta
      scaled by alpha/rank in SFT mode) and report the relative error.
+``run`` calls one small function per stage (import, parse spec, weights, LoRA, build the wrapper, load,
+forward path, decode, prefill, reference, verdict); each names itself in result["stage"] for the error.
 
 Spec keys (see kt_launch.backend.probe.ProbeSpec): method, cpuinfer, threadpool_count, numa_nodes,
 chunked_prefill_size, hidden_size, moe_intermediate_size, num_experts, top_k, lora_rank, lora_alpha,
