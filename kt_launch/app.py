@@ -192,10 +192,10 @@ class FleetOutcome:
 def plan_fleet(req: Request, environ: Mapping[str, str] | None = None, loaded: Loaded | None = None) -> FleetOutcome:
     """Gather the facts of every host of the fleet (this machine's GPUs with their NUMA nodes, the recorded
     facts of fleet.hosts, this machine's ports, the router's interpreter), then plan (pure) and render."""
-    from kt_launch.core.fleet import LOCAL
+    from kt_launch.facts.router import router_importable
     from kt_launch.render.fleet import fleet_secrets, instance_command
     from kt_launch.render.redact import redact_launcher_argv
-    from kt_launch.resolve.fleet import HostInput, busy_port_findings, listeners, resolve_fleet
+    from kt_launch.resolve.fleet import busy_port_findings, listeners, resolve_fleet, router_missing
 
     environ = os.environ if environ is None else environ
     cfg, inp = gather_inputs(req, environ, loaded)
@@ -207,6 +207,28 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None, loaded: L
     visible = cfg.runtime.cuda_visible_devices
     if visible is None and req.host_facts is None:
         visible = environ.get("CUDA_VISIBLE_DEVICES")
+    hosts, commands = _fleet_hosts(req, inp, local, visible)
+    python = fleet.router.python or cfg.runtime.python or sys.executable
+    plan = resolve_fleet(inp, hosts, router_python=python, host_commands=commands,
+                         with_router=req.fleet_host is None)
+    if req.host_facts is None or req.runs_here:  # this machine's ports say nothing of a host planned from afar
+        mine = listeners(plan.instances, plan.router, every=req.fleet_host is not None)
+        plan.findings += busy_port_findings(mine, _port_status(mine))
+    missing = [router_missing(python)] if plan.router is not None and not router_importable(python) else []
+    plan.findings += missing
+    out = [instance_command(i) for i in plan.instances]
+    secrets = fleet_secrets(plan, out)  # every output path prints the host commands: mask them once, here
+    plan.hosts = [replace(h, argv=redact_launcher_argv(h.argv, secrets)) for h in plan.hosts]
+    return FleetOutcome(cfg, plan, out, router_available=not missing, local_host=local)
+
+
+def _fleet_hosts(req: Request, inp: ResolveInput, local: HostFacts, visible: str | None):
+    """The hosts to plan (HostInput each) and the command each other host runs: with --fleet-host only that
+    entry, on this machine's live facts; else this machine, then every fleet.hosts entry from its recorded facts."""
+    from kt_launch.core.fleet import LOCAL
+    from kt_launch.resolve.fleet import HostInput
+
+    fleet = inp.config.fleet
     hosts: list[HostInput] = []
     commands: dict[str, tuple[str, ...]] = {}
     if req.fleet_host is not None:  # this machine is that host: its part only, with its live facts
@@ -228,18 +250,7 @@ def plan_fleet(req: Request, environ: Mapping[str, str] | None = None, loaded: L
             hosts.append(HostInput(entry.name, replace(facts, source=entry.name), entry.replicas, entry.address,
                                    entry.address))
             commands[entry.name] = _host_command(req, entry.name)
-    python = fleet.router.python or cfg.runtime.python or sys.executable
-    plan = resolve_fleet(inp, hosts, router_python=python, host_commands=commands,
-                         with_router=req.fleet_host is None)
-    if req.host_facts is None or req.runs_here:  # this machine's ports say nothing of a host planned from afar
-        mine = listeners(plan.instances, plan.router, every=req.fleet_host is not None)
-        plan.findings += busy_port_findings(mine, _port_status(mine))
-    missing = _router_installed(python) if plan.router is not None else []
-    plan.findings += missing
-    out = [instance_command(i) for i in plan.instances]
-    secrets = fleet_secrets(plan, out)  # every output path prints the host commands: mask them once, here
-    plan.hosts = [replace(h, argv=redact_launcher_argv(h.argv, secrets)) for h in plan.hosts]
-    return FleetOutcome(cfg, plan, out, router_available=not missing, local_host=local)
+    return hosts, commands
 
 
 def _hosts_base(inp: ResolveInput) -> Path:
@@ -282,25 +293,3 @@ def _port_status(items: list[tuple[str, str, int]]) -> dict[tuple[str, int], str
         if 1 <= port <= 65535:
             out[(host, port)] = probe_port(host, port).status
     return out
-
-
-def _router_installed(python: str) -> list[Finding]:
-    """Whether `python` can import sglang_router (find_spec only: nothing heavy is imported)."""
-    from kt_launch.core.findings import warning
-
-    if python == sys.executable:
-        found = importlib.util.find_spec("sglang_router") is not None
-    else:
-        import subprocess
-
-        try:
-            found = subprocess.run([python, "-c", "import importlib.util as u, sys; "
-                                    "sys.exit(u.find_spec('sglang_router') is None)"], capture_output=True,
-                                   timeout=10).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            found = False
-    if found:
-        return []
-    return [warning("KT-W710", f"fleet.router.python {python} has no sglang-router; --supervise cannot start the "
-                    "router", "pip install 'kt-launch[router]' (sglang-router==0.3.2) there, or set "
-                    "fleet.router.python to an interpreter that has it")]

@@ -5,7 +5,8 @@ JSON object to the original stdout. Everything else (kt-kernel's and the C++ ext
 goes to stderr, because fd 1 is redirected to fd 2 before anything is imported.
 
 Standalone on purpose: imports only the standard library at module level, then torch and kt_kernel
-inside ``main``. It must not import ``kt_launch`` (the target interpreter may not have it).
+in the first stage of ``run`` (``_import_stage``). It must not import ``kt_launch`` (the target interpreter
+may not have it).
 
 What it does, for one point (method, cpuinfer, threadpool_count, numa_nodes, chunk size, shape):
   1. import kt_kernel and report the CPU variant that loaded;
@@ -17,6 +18,8 @@ What it does, for one point (method, cpuinfer, threadpool_count, numa_nodes, chu
   4. time forwards at qlen 1 (decode) and qlen = prefill_qlen (default: chunked_prefill_size);
   5. compare with a float32 torch reference MoE (explicit top-k routing, SiLU-gated MLP, LoRA delta
      scaled by alpha/rank in SFT mode) and report the relative error.
+``run`` calls one small function per stage (import, parse spec, weights, LoRA, build the wrapper, load,
+forward path, decode, prefill, reference, verdict); each names itself in result["stage"] for the error.
 
 Spec keys (see kt_launch.backend.probe.ProbeSpec): method, cpuinfer, threadpool_count, numa_nodes,
 chunked_prefill_size, hidden_size, moe_intermediate_size, num_experts, top_k, lora_rank, lora_alpha,
@@ -240,14 +243,40 @@ def _classify_exception(e, method, variant):
     return "error", msg
 
 
-def run(spec, result):
-    t_start = time.perf_counter()
-    method = spec["method"]
-    sft = is_sft(method)
-    result["method"] = method
-    result["mode"] = "sft" if sft else "inference"
-    result["stage"] = "import"
+class _Probe:
+    """What the stages share: the spec, the result being filled, torch, and what each stage built."""
 
+    def __init__(self, spec, result, torch, variant, has_cuda):
+        self.spec, self.result, self.torch = spec, result, torch
+        self.method = spec["method"]
+        self.sft = is_sft(self.method)
+        self.variant = variant
+        self.has_cuda = has_cuda
+        self.gate = self.up = self.down = None
+        self.lora = None
+        self.scaling = 0.0
+        self.wrapper = None
+        self.KTMoEWrapper = None
+        # set by _parse_spec: shape, layer, chunk and prefill sizes, generator, tmp dir, weight source
+        self.E = self.K = self.H = self.I = self.layer = self.chunk = self.prefill_qlen = None
+        self.gen = self.tmp = self.weight_path = self.weight_source = self.family = None
+        self.t_construct = None  # set by _build_wrapper; t_load_s counts construct + load
+        self.sft_path = self.dev = None  # set by _pick_forward_path
+
+    def fail(self, e, weights=False):
+        """A ProbeError for an exception kt-kernel raised (``weights``: a bad config means bad weights)."""
+        kind, msg = _classify_exception(e, self.method, self.variant)
+        if weights and kind == "invalid_config":
+            kind = "weights"
+        return ProbeError(kind, msg)
+
+
+def _import_stage(spec, result):
+    """Import torch and kt_kernel, report what loaded, and start the shared probe state."""
+    t_start = time.perf_counter()
+    result["method"] = spec["method"]
+    result["mode"] = "sft" if is_sft(spec["method"]) else "inference"
+    result["stage"] = "import"
     try:
         import torch
     except Exception as e:  # noqa: BLE001
@@ -278,210 +307,258 @@ def run(spec, result):
         has_cuda = False
     result["accelerator"] = "cuda" if has_cuda else "none"
     result["pin_shim"] = _install_pin_shim(torch, result)
+    p = _Probe(spec, result, torch, variant, has_cuda)
+    from kt_kernel import KTMoEWrapper
 
+    p.KTMoEWrapper = KTMoEWrapper
+    return p
+
+
+def _parse_spec(p):
+    """Read the shape, thread and chunk settings off the spec; make the seeded generator and tmp dir."""
+    spec, torch = p.spec, p.torch
     torch_threads = spec.get("torch_threads")
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
+    p.E, p.K = spec["num_experts"], spec["top_k"]
+    p.H, p.I = spec["hidden_size"], spec["moe_intermediate_size"]
+    p.layer = int(spec.get("layer_idx", 0))
+    p.chunk = int(spec["chunked_prefill_size"])
+    p.prefill_qlen = int(spec.get("prefill_qlen") or p.chunk)
+    p.gen = torch.Generator().manual_seed(int(spec.get("seed", 1234)))
+    p.tmp = tempfile.mkdtemp(prefix="kt-probe-")
+    p.result["tmpdir"] = p.tmp
+    p.weight_path = spec.get("weight_path")
+    p.weight_source = spec.get("weight_source") or "auto"
+    p.family = method_family(p.method)
 
-    from kt_kernel import KTMoEWrapper
 
-    E, K = spec["num_experts"], spec["top_k"]
-    H, I = spec["hidden_size"], spec["moe_intermediate_size"]
-    layer = int(spec.get("layer_idx", 0))
-    chunk = int(spec["chunked_prefill_size"])
-    prefill_qlen = int(spec.get("prefill_qlen") or chunk)
-    gen = torch.Generator().manual_seed(int(spec.get("seed", 1234)))
-    tmp = tempfile.mkdtemp(prefix="kt-probe-")
-    result["tmpdir"] = tmp
-    weight_path = spec.get("weight_path")
-    weight_source = spec.get("weight_source") or "auto"
-    family = method_family(method)
-
-    # ---- weights -----------------------------------------------------------------------
-    result["stage"] = "weights"
-    gate = up = down = None
-    if weight_path:
-        weight_source = "path"
+def _weight_stage(p):
+    """Pick the weight source and prepare the bf16 experts (read from weight_path, or synthetic on disk)."""
+    p.result["stage"] = "weights"
+    method, torch = p.method, p.torch
+    if p.weight_path:
+        p.weight_source = "path"
         if "BF16" in method:
-            got = _read_hf_layer(torch, weight_path, layer, E)
+            got = _read_hf_layer(torch, p.weight_path, p.layer, p.E)
             if got is not None:
-                gate, up, down = got
+                p.gate, p.up, p.down = got
     else:
-        gate, up, down = _synthetic_weights(torch, spec, gen)
-        if weight_source == "auto":
+        p.gate, p.up, p.down = _synthetic_weights(torch, p.spec, p.gen)
+        if p.weight_source == "auto":
             if method == "BF16" or method.startswith("AMXBF16"):
-                weight_source = "hf_dir"
+                p.weight_source = "hf_dir"
             elif method in ("AMXINT8_SFT", "INT8_SFT"):
-                weight_source = "kt_files"  # INT8 SFT reads pre-quantized .kt files only
+                p.weight_source = "kt_files"  # INT8 SFT reads pre-quantized .kt files only
             else:
-                weight_source = "tensors"
-        if method == "BF16" and weight_source != "hf_dir":
-            weight_source = "hf_dir"  # NativeMoEWrapper has no online path
-        if weight_source == "hf_dir":
-            weight_path = os.path.join(tmp, "hf")
-            _write_hf_dir(torch, weight_path, layer, gate, up, down)
+                p.weight_source = "tensors"
+        if method == "BF16" and p.weight_source != "hf_dir":
+            p.weight_source = "hf_dir"  # NativeMoEWrapper has no online path
+        if p.weight_source == "hf_dir":
+            p.weight_path = os.path.join(p.tmp, "hf")
+            _write_hf_dir(torch, p.weight_path, p.layer, p.gate, p.up, p.down)
         else:
-            weight_path = os.path.join(tmp, "kt")  # online quantization may write here
-            os.makedirs(weight_path, exist_ok=True)
-    result["weight_source"] = weight_source
+            p.weight_path = os.path.join(p.tmp, "kt")  # online quantization may write here
+            os.makedirs(p.weight_path, exist_ok=True)
+    p.result["weight_source"] = p.weight_source
 
-    lora = None
-    scaling = 0.0
-    if sft and not method.endswith("_SkipLoRA"):
+
+def _lora_stage(p):
+    """In SFT mode (not _SkipLoRA) draw synthetic LoRA adapters and settle rank, alpha and scaling."""
+    spec, result = p.spec, p.result
+    if p.sft and not p.method.endswith("_SkipLoRA"):
         r = spec.get("lora_rank") or 16
         alpha = spec.get("lora_alpha")
         alpha = float(alpha) if alpha is not None else 2.0 * r
         spec["lora_rank"], spec["lora_alpha"] = r, alpha
-        lora = _synthetic_lora(torch, spec, gen)
-        scaling = alpha / r
-        result["lora_rank"], result["lora_alpha"], result["lora_scaling"] = r, alpha, scaling
+        p.lora = _synthetic_lora(p.torch, spec, p.gen)
+        p.scaling = alpha / r
+        result["lora_rank"], result["lora_alpha"], result["lora_scaling"] = r, alpha, p.scaling
 
-    # ---- construct as sglang does --------------------------------------------------------
-    result["stage"] = "construct"
-    t0 = time.perf_counter()
+
+def _build_wrapper(p):
+    """Construct ``KTMoEWrapper`` as SGLang's kt_ep_wrapper does (all experts on the CPU)."""
+    p.result["stage"] = "construct"
+    spec, torch = p.spec, p.torch
+    p.t_construct = time.perf_counter()
     kwargs = dict(
-        layer_idx=layer,
-        num_experts=E,
-        num_experts_per_tok=K,
-        hidden_size=H,
-        moe_intermediate_size=I,
-        gpu_experts_mask=torch.zeros(E, dtype=torch.bool),  # all experts on CPU
+        layer_idx=p.layer,
+        num_experts=p.E,
+        num_experts_per_tok=p.K,
+        hidden_size=p.H,
+        moe_intermediate_size=p.I,
+        gpu_experts_mask=torch.zeros(p.E, dtype=torch.bool),  # all experts on CPU
         cpuinfer_threads=int(spec["cpuinfer"]),
         threadpool_count=int(spec["threadpool_count"]),
-        weight_path=weight_path,
-        chunked_prefill_size=chunk,
-        method=method,
+        weight_path=p.weight_path,
+        chunked_prefill_size=p.chunk,
+        method=p.method,
         numa_nodes=spec.get("numa_nodes"),
     )
-    if sft:
+    if p.sft:
         kwargs.pop("gpu_experts_mask")
         kwargs.pop("numa_nodes")  # SFT ignores numa_nodes (sft/base.py _get_cpu_infer)
         kwargs.update(gpu_experts_mask=None, mode="sft", num_gpu_experts=0,
                       lora_rank=int(spec.get("lora_rank") or 16),
                       lora_alpha=float(spec.get("lora_alpha") or 32.0))
     try:
-        wrapper = KTMoEWrapper(**kwargs)
+        p.wrapper = p.KTMoEWrapper(**kwargs)
     except Exception as e:  # noqa: BLE001
-        kind, msg = _classify_exception(e, method, variant)
-        raise ProbeError(kind, msg)
+        raise p.fail(e)
 
-    # ---- load -------------------------------------------------------------------------------
-    result["stage"] = "load"
-    p2l = torch.arange(E, dtype=torch.int64)
+
+def _write_kt_files(p, p2l):
+    """Write INT8 .kt files with kt-kernel's own quantizer (AMXInt8_MOE, save=True), for INT8 SFT."""
+    # It writes <path>/_layer_L/_numa_N/INT8_*.kt, which the SFT wrapper then loads directly.
+    # Same CPUInfer singleton, same thread layout.
+    from kt_kernel.utils.amx import AMXMoEWrapper
+
+    torch, spec = p.torch, p.spec
+    q = AMXMoEWrapper(layer_idx=p.layer, num_experts=p.E, num_experts_per_tok=p.K, hidden_size=p.H,
+                      moe_intermediate_size=p.I, gpu_experts_mask=torch.zeros(p.E, dtype=torch.bool),
+                      cpuinfer_threads=int(spec["cpuinfer"]), threadpool_count=int(spec["threadpool_count"]),
+                      weight_path=p.weight_path, chunked_prefill_size=p.chunk, method="AMXINT8")
+    q.load_weights_from_tensors(p.gate, p.up, p.down, p2l)
+    del q
+
+
+def _load_weights(p):
+    """Load the experts (and LoRA) into the wrapper from the chosen source; time construct + load."""
+    p.result["stage"] = "load"
+    torch, wrapper = p.torch, p.wrapper
+    p2l = torch.arange(p.E, dtype=torch.int64)
     try:
-        if weight_source == "kt_files":
-            # Write the .kt files the way kt-kernel's own online INT8 quantization does
-            # (AMXInt8_MOE with save=True writes <path>/_layer_L/_numa_N/INT8_*.kt), then let the
-            # SFT wrapper load them directly. Same CPUInfer singleton, same thread layout.
-            from kt_kernel.utils.amx import AMXMoEWrapper
-            q = AMXMoEWrapper(layer_idx=layer, num_experts=E, num_experts_per_tok=K, hidden_size=H,
-                              moe_intermediate_size=I, gpu_experts_mask=torch.zeros(E, dtype=torch.bool),
-                              cpuinfer_threads=int(spec["cpuinfer"]), threadpool_count=int(spec["threadpool_count"]),
-                              weight_path=weight_path, chunked_prefill_size=chunk, method="AMXINT8")
-            q.load_weights_from_tensors(gate, up, down, p2l)
-            del q
-        if lora is not None:
-            grads = {f"grad_{k}": torch.zeros_like(v) for k, v in lora.items()}
-            wrapper.init_lora_weights(**lora, **grads)
-        if weight_source == "tensors":
-            wrapper.load_weights_from_tensors(gate, up, down, p2l)
+        if p.weight_source == "kt_files":
+            _write_kt_files(p, p2l)
+        if p.lora is not None:
+            grads = {f"grad_{k}": torch.zeros_like(v) for k, v in p.lora.items()}
+            wrapper.init_lora_weights(**p.lora, **grads)
+        if p.weight_source == "tensors":
+            wrapper.load_weights_from_tensors(p.gate, p.up, p.down, p2l)
         else:
             wrapper.load_weights(p2l)
     except Exception as e:  # noqa: BLE001
-        kind, msg = _classify_exception(e, method, variant)
-        raise ProbeError(kind if kind != "invalid_config" else "weights", msg)
-    result["t_load_s"] = round(time.perf_counter() - t0, 3)
+        raise p.fail(e, weights=True)
+    p.result["t_load_s"] = round(time.perf_counter() - p.t_construct, 3)
 
-    # ---- forwards --------------------------------------------------------------------------
-    result["stage"] = "forward"
+
+def _pick_forward_path(p):
+    """Choose the SFT forward path and the device inputs go to."""
     # SFT wrappers have two forward paths: forward()/submit_forward()+sync_forward() (training API,
     # output on the CPU) and submit_forward_inference()+sync_forward_inference() (serving API: CUDA
     # stream, pinned staging, persistent GPU output buffer). spec["sft_path"] picks one.
-    sft_path = spec.get("sft_path") or "auto"
+    p.result["stage"] = "forward"
+    sft_path = p.spec.get("sft_path") or "auto"
     if sft_path == "auto":
-        sft_path = "serving" if has_cuda else "forward"
-    if sft and sft_path == "serving" and not has_cuda:
-        result["notes"].append("sft_path=serving needs CUDA; measured the forward() path instead")
+        sft_path = "serving" if p.has_cuda else "forward"
+    if p.sft and sft_path == "serving" and not p.has_cuda:
+        p.result["notes"].append("sft_path=serving needs CUDA; measured the forward() path instead")
         sft_path = "forward"
-    if sft:
-        result["sft_path"] = sft_path
-    dev = torch.device("cuda") if (has_cuda and (not sft or sft_path == "serving")) else torch.device("cpu")
+    if p.sft:
+        p.result["sft_path"] = sft_path
+    p.sft_path = sft_path
+    use_cuda = p.has_cuda and (not p.sft or sft_path == "serving")
+    p.dev = p.torch.device("cuda") if use_cuda else p.torch.device("cpu")
 
-    def forward(x, ids, w):
-        if sft and sft_path == "serving":
-            stream = torch.cuda.current_stream().cuda_stream
-            wrapper.submit_forward_inference(x, ids.to(dev), w.to(dev), stream)
-            out = wrapper.sync_forward_inference(stream)
-            torch.cuda.synchronize()
-            return out
-        if sft:
-            wrapper.submit_forward(x, ids, w, save_for_backward=False)
-            return wrapper.sync_forward()  # output_device=None: a CPU tensor
-        if dev.type == "cuda":
-            stream = torch.cuda.current_stream().cuda_stream
-            out = wrapper.forward(x, ids.to(dev), w.to(dev), stream)
-            torch.cuda.synchronize()
-            return out
-        os.environ["KT_FORCE_SYNC_SUBMIT"] = "1"  # no stream: use kt-kernel's synchronous path
-        return wrapper.forward(x, ids, w, 0)
 
-    def bench(qlen, warmup, repeats):
-        x = torch.randn((qlen, H), generator=gen).to(torch.bfloat16)
-        ids, w = _routing(torch, qlen, spec, gen)
-        xd = x.to(dev)
+def _forward(p, x, ids, w):
+    """One forward of the wrapper through the path _pick_forward_path chose."""
+    torch, wrapper, dev = p.torch, p.wrapper, p.dev
+    if p.sft and p.sft_path == "serving":
+        stream = torch.cuda.current_stream().cuda_stream
+        wrapper.submit_forward_inference(x, ids.to(dev), w.to(dev), stream)
+        out = wrapper.sync_forward_inference(stream)
+        torch.cuda.synchronize()
+        return out
+    if p.sft:
+        wrapper.submit_forward(x, ids, w, save_for_backward=False)
+        return wrapper.sync_forward()  # output_device=None: a CPU tensor
+    if dev.type == "cuda":
+        stream = torch.cuda.current_stream().cuda_stream
+        out = wrapper.forward(x, ids.to(dev), w.to(dev), stream)
+        torch.cuda.synchronize()
+        return out
+    os.environ["KT_FORCE_SYNC_SUBMIT"] = "1"  # no stream: use kt-kernel's synchronous path
+    return wrapper.forward(x, ids, w, 0)
+
+
+def _bench(p, qlen, warmup, repeats):
+    """Time ``repeats`` forwards at ``qlen`` after ``warmup``; keep the inputs and a CPU copy of the output."""
+    torch = p.torch
+    try:
+        x = torch.randn((qlen, p.H), generator=p.gen).to(torch.bfloat16)
+        ids, w = _routing(torch, qlen, p.spec, p.gen)
+        xd = x.to(p.dev)
         out = None
         for _ in range(warmup):
-            out = forward(xd, ids, w)
+            out = _forward(p, xd, ids, w)
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            out = forward(xd, ids, w)
+            out = _forward(p, xd, ids, w)
             times.append(time.perf_counter() - t)
         entry = {"qlen": qlen, "times_s": [round(v, 7) for v in times], "median_s": _median(times)}
         entry["tokens_per_s"] = qlen / entry["median_s"] if entry["median_s"] else None
         entry["output_device"] = str(out.device) if out is not None else None
         # keep a CPU copy: the wrapper reuses its output buffers
         return entry, (x, ids, w, out.detach().to("cpu", copy=True) if out is not None else None)
-
-    check = bool(spec.get("check", True))
-    runs = []
-    try:
-        dec, keep = bench(1, int(spec.get("warmup", 3)), int(spec.get("decode_repeats", spec.get("repeats", 20))))
-        result["decode"] = dec
-        runs.append((dec, keep))
-        if prefill_qlen > 0:
-            pre, keep = bench(prefill_qlen, int(spec.get("prefill_warmup", 1)), int(spec.get("prefill_repeats", 3)))
-            result["prefill"] = pre
-            runs.append((pre, keep))
     except Exception as e:  # noqa: BLE001
-        kind, msg = _classify_exception(e, method, variant)
-        raise ProbeError(kind, msg)
+        raise p.fail(e)
 
-    if sft:
-        # Where the plain SFT forward() (training API) puts its output, whichever path was timed.
-        try:
-            x1 = torch.randn((1, H), generator=gen).to(torch.bfloat16)
-            i1, w1 = _routing(torch, 1, spec, gen)
-            result["sft_forward_output_device"] = str(wrapper.forward(x1, i1, w1, save_for_backward=False).device)
-        except Exception as e:  # noqa: BLE001
-            result["notes"].append(f"SFT forward() check failed: {type(e).__name__}: {e}")
 
-    # Reference after all timing, with torch's own pool widened (it is idle during the timing).
-    if check and gate is not None:
-        result["stage"] = "reference"
-        try:
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-        except Exception:  # noqa: BLE001
-            pass
-        for entry, (x, ids, w, out) in runs:
-            # "reference_lora_scaling" is a test hook: a wrong scaling must make the check fail.
-            ref_scaling = float(spec.get("reference_lora_scaling", scaling))
-            ref = _reference(torch, x, ids, w, gate, up, down, lora, ref_scaling)
-            entry["rel_err"] = _rel_err(torch, out, ref)
+def _decode_run(p):
+    """Time decode (qlen 1)."""
+    spec = p.spec
+    dec, keep = _bench(p, 1, int(spec.get("warmup", 3)), int(spec.get("decode_repeats", spec.get("repeats", 20))))
+    p.result["decode"] = dec
+    return dec, keep
 
-    # ---- verdict ----------------------------------------------------------------------------
+
+def _prefill_run(p):
+    """Time prefill at prefill_qlen (default: chunked_prefill_size); None when prefill_qlen is 0."""
+    if p.prefill_qlen <= 0:
+        return None
+    spec = p.spec
+    pre, keep = _bench(p, p.prefill_qlen, int(spec.get("prefill_warmup", 1)), int(spec.get("prefill_repeats", 3)))
+    p.result["prefill"] = pre
+    return pre, keep
+
+
+def _sft_forward_device(p):
+    """In SFT mode, record where the plain forward() (training API) puts its output, whichever path was timed."""
+    if not p.sft:
+        return
+    torch = p.torch
+    try:
+        x1 = torch.randn((1, p.H), generator=p.gen).to(torch.bfloat16)
+        i1, w1 = _routing(torch, 1, p.spec, p.gen)
+        p.result["sft_forward_output_device"] = str(p.wrapper.forward(x1, i1, w1, save_for_backward=False).device)
+    except Exception as e:  # noqa: BLE001
+        p.result["notes"].append(f"SFT forward() check failed: {type(e).__name__}: {e}")
+
+
+def _compare_with_reference(p, runs):
+    """Set each timed run's rel_err against the float32 torch reference (when checked and bf16 weights exist)."""
+    if not (bool(p.spec.get("check", True)) and p.gate is not None):
+        return
+    # After all timing, with torch's own pool widened (it is idle during the timing).
+    p.result["stage"] = "reference"
+    try:
+        p.torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    except Exception:  # noqa: BLE001
+        pass
+    for entry, (x, ids, w, out) in runs:
+        # "reference_lora_scaling" is a test hook: a wrong scaling must make the check fail.
+        ref_scaling = float(p.spec.get("reference_lora_scaling", p.scaling))
+        ref = _reference(p.torch, x, ids, w, p.gate, p.up, p.down, p.lora, ref_scaling)
+        entry["rel_err"] = _rel_err(p.torch, out, ref)
+
+
+def _verdict(p):
+    """Fill passed/rel_err/tolerance from the runs' errors; a gross mismatch is a ProbeError."""
+    result, method = p.result, p.method
     result["stage"] = "check"
-    tol = float(spec.get("tolerance") or TOLERANCE[family])
+    tol = float(p.spec.get("tolerance") or TOLERANCE[p.family])
     result["tolerance"] = tol
     errs = [e["rel_err"] for e in (result.get("decode"), result.get("prefill")) if e and "rel_err" in e]
     result["output_device"] = result["decode"]["output_device"]
@@ -494,13 +571,31 @@ def run(spec, result):
         result["passed"] = worst <= tol
         if not result["passed"]:
             result["error_kind"] = "tolerance"
-            result["error"] = f"{method}: relative error {worst:.3g} exceeds the {family} tolerance {tol}"
+            result["error"] = f"{method}: relative error {worst:.3g} exceeds the {p.family} tolerance {tol}"
     else:
         result["rel_err"] = None
         result["passed"] = True
-        if check:
+        if bool(p.spec.get("check", True)):
             result["notes"].append("no bf16 reference for these weights: accuracy not checked")
     result["stage"] = "done"
+
+
+def run(spec, result):
+    """Probe one point, stage by stage, filling ``result``; a failing stage raises ProbeError."""
+    p = _import_stage(spec, result)
+    _parse_spec(p)
+    _weight_stage(p)
+    _lora_stage(p)
+    _build_wrapper(p)
+    _load_weights(p)
+    _pick_forward_path(p)
+    runs = [_decode_run(p)]
+    prefill = _prefill_run(p)
+    if prefill is not None:
+        runs.append(prefill)
+    _sft_forward_device(p)
+    _compare_with_reference(p, runs)
+    _verdict(p)
 
 
 def main():

@@ -174,7 +174,7 @@ CODES: dict[str, str] = {
     "KT-I614": "kt-launch fit leaves out TP sizes the checkpoint cannot run at (FP8 block divisibility)",
     "KT-E620": "kt-launch fit: no GPU known to size",
     "KT-E621": "kt-launch fit: the model's size is unknown (no config.json / safetensors headers)",
-    # KT-x7xx: fleet (resolve/fleet.py, app.plan_fleet)
+    # KT-x7xx: fleet (resolve/fleet.py)
     "KT-E701": "fleet.replicas does not divide over the host's NUMA nodes",
     "KT-E702": "a NUMA node's usable physical cores do not divide over the replicas that share it",
     "KT-E703": "a NUMA node's GPUs do not divide over the replicas that share it",

@@ -1,7 +1,6 @@
 """Findings: what a rule says about a plan. Stable codes, a message naming the field or file, a fix line.
 
-Code ranges: KT-x1xx core plan, KT-x2xx artifacts/preflight, KT-x3xx SGLang flavour,
-KT-x4xx kt-kernel backend, KT-x5xx operating (doctor, supervise); x = E error, W warning, I info.
+Every code, and what each hundred is for, is declared once in core/codes.py.
 """
 
 from __future__ import annotations

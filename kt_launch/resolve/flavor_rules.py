@@ -1,4 +1,4 @@
-"""Rules that depend on the SGLang flavour (shared/reference/sglang-flavours.md §2.4, §3, §5).
+"""Rules that depend on the SGLang flavour: what one flavour takes and another refuses, ignores or checks late.
 
 sglang-kt's expert-LoRA mode validates much of this only in `check_server_args` or at model
 construction; these rules say it before launch. Codes KT-E31x / KT-W31x.

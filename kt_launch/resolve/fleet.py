@@ -339,3 +339,10 @@ def _port_findings(listeners: list[tuple[str, str, int]]) -> list[Finding]:
                              "move fleet.router.port away from server.port + 1 .. + replicas"))
         seen.setdefault(port, name)
     return out
+
+
+def router_missing(python: str) -> Finding:
+    """KT-W710: the router's interpreter has no sglang-router (facts/router.router_importable said so)."""
+    return warning("KT-W710", f"fleet.router.python {python} has no sglang-router; --supervise cannot start the "
+                   "router", "pip install 'kt-launch[router]' (sglang-router==0.3.2) there, or set "
+                   "fleet.router.python to an interpreter that has it")

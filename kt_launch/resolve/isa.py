@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from kt_launch.core.local import OVERRIDE_ENV  # noqa: F401  (declared in core: facts/ reads it too)
+
 VARIANT_FLAGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("amx", ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512bw", "avx512_vnni", "avx512_vbmi", "avx512_bf16")),
     ("avx512_bf16", ("avx512f", "avx512bw", "avx512_vnni", "avx512_vbmi", "avx512_bf16")),
@@ -19,7 +21,6 @@ VARIANT_FLAGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("avx2", ("avx2",)),
 )
 VARIANTS = tuple(v for v, _ in VARIANT_FLAGS)
-OVERRIDE_ENV = "KT_KERNEL_CPU_VARIANT"
 
 
 @dataclass(frozen=True)

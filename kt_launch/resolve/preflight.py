@@ -1,11 +1,13 @@
 """Preflight rules: the artifacts a launch will read, checked before exec. Pure: facts in, findings out.
 
-Every late failure of the seed log and of sglang-flavours.md §2.4/§4/§5 that a file can cause is said
+Every late failure a file can cause in SGLang or kt-kernel (the seed's bugs among them) is said
 here, from headers and magic bytes gathered by `kt_launch.facts.artifacts`. File rules are skipped
 under --no-check (no artifacts); CPU, memory and GPU rules run always (`preflight_weights`).
 
-Codes (KT-x2xx): 201-209 a file as such, 210-219 MoE-LoRA and LoRA dirs, 220-228 weights and model
-dir, 230-232 memory, GPUs, port, 240-241 CPU instruction set. `RULES` is the table rules.ALL reads.
+Codes (KT-x2xx, declared in core/codes.py): 200 an artifact not inspected, 201-209 a file as such and
+210-219 MoE-LoRA and LoRA dirs (here); 220-228 weights and model dir, 230-232 memory, GPUs, port and 240
+the CPU variant (preflight_weights.py); 241 the variant override (verdicts.py); 250-252 a launch on this
+machine (launch.py). rules.PREFLIGHT lists the check_* functions of this module and preflight_weights.
 """
 
 from __future__ import annotations

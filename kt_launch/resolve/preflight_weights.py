@@ -1,7 +1,8 @@
 """Preflight rules for expert weights (model dir, kt.weight_path, SFT base weights) and for the host the
-server will run on (CPU variant, memory, GPUs, port). Pure. Registered through `preflight.RULES`.
+server will run on (CPU variant, memory, GPUs, port). Pure. Listed in `rules.PREFLIGHT`.
 
-Layouts per method: shared/reference/kt-kernel-0.7.2.md §3.3 and §4; CPU variants §5.
+Layouts per method: kt-kernel 0.7.2's loaders (kt_kernel/utils/amx.py AMXMoEWrapper and NativeMoEWrapper
+`load_weights`, kt_kernel/sft/amx.py for the SFT methods); CPU variants: resolve/isa.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from kt_launch.cli import main
-from kt_launch.doctor import LocalFacts, doctor_findings
+from kt_launch.core.local import LocalFacts
+from kt_launch.resolve.doctor_verdicts import doctor_findings
 from kt_launch.facts.host import HostFacts, load_host_facts, host_from_json
 from kt_launch.resolve.isa import choose_variant, detect_variant
 from operate.support import HOST, write_host
