@@ -25,7 +25,7 @@ EXIT_OK, EXIT_PLAN = 0, 3
 FIT_CODES = frozenset({
     "KT-E108", "KT-E230", "KT-W230", "KT-W608",
     "KT-E601", "KT-I602", "KT-E603", "KT-W604", "KT-I605", "KT-W606", "KT-W607", "KT-I609",
-    "KT-E610", "KT-W611", "KT-W612", "KT-E613",
+    "KT-E610", "KT-W611", "KT-W612", "KT-E613", "KT-W615", "KT-W616",
 })
 
 
