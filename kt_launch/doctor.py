@@ -240,6 +240,7 @@ def run_doctor(args) -> int:
         if getattr(args, "python", None):  # judge the interpreter given, not the one running kt-launch
             local = replace(local, python=args.python, sglang_origin=None, kt_kernel_origin=None)
     findings = doctor_findings(host, local)
+    record = _model_record(args.model) if getattr(args, "model", None) else None
     if getattr(args, "python", None):
         from kt_launch.facts.sglang import read_sglang_facts
 
@@ -247,6 +248,8 @@ def run_doctor(args) -> int:
     code = 3 if any(f.level == "error" for f in findings) else 0
     if args.json:
         doc = {"schema_version": SCHEMA_VERSION, **host.to_json()}
+        if record is not None:
+            doc["model_facts"] = record
         doc["findings"] = [f.to_json() for f in findings]
         print(json.dumps(doc, indent=2))
         return code
@@ -258,6 +261,11 @@ def run_doctor(args) -> int:
     print(f"memory: {host.memory_total_bytes / GiB:.1f} GiB total, {host.memory_available_bytes / GiB:.1f} GiB "
           "available")
     print(f"gpus:   {', '.join(f'{g.index}: {g.name}' for g in host.gpus) or 'none'}")
+    if record is not None:
+        w = record["weights"]
+        size = f"{sum(w['expert_by_layer'].values()) / GiB:.1f} GiB of routed experts" if w else "no safetensors headers"
+        print(f"model:  {record['path']}: {record['config'].get('model_type', '?')}, {size} "
+              "(record it for --model-facts with --json)")
     if local is None:
         print("(recorded host: the interpreter, SGLang and sysctl checks are skipped)")
     print()
@@ -266,3 +274,15 @@ def run_doctor(args) -> int:
     warnings = sum(f.level == "warning" for f in findings)
     print(f"\nverdict: {'FAIL' if errors else 'OK'}: {errors} error(s), {warnings} warning(s)")
     return code
+
+
+def _model_record(path: str) -> dict:
+    """`doctor --model DIR`: the model facts --model-facts reads (facts/model_record.py); a bad dir is exit 2."""
+    from kt_launch.core.errors import ConfigError
+    from kt_launch.facts.model import ModelConfigError
+    from kt_launch.facts.model_record import record_model
+
+    try:
+        return record_model(path)
+    except ModelConfigError as e:
+        raise ConfigError(f"--model: {e}") from None

@@ -46,7 +46,9 @@ def fit_findings(host_gpus: int, rows, plan_findings: list[Finding]) -> list[Fin
 
 
 def run_fit(args, width: int = DEFAULT_WIDTH) -> int:
-    _, inp = gather_inputs(Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts))
+    mf = getattr(args, "model_facts", None)  # recorded elsewhere: nothing of model.path is read here
+    _, inp = gather_inputs(Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts,
+                                   model_facts=mf, checks=mf is None))
     plan = resolve(inp)
     rows = fit_rows(inp, plan.values)
     ram = plan.memory.ram.to_json() if plan.memory is not None and plan.memory.ram is not None else None
