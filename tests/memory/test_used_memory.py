@@ -36,6 +36,9 @@ def test_used_memory_shrinks_kv_by_exactly_that_much_of_the_pool(models, profile
     assert abs(lost - 0.9 * 8 * GiB) <= g0["kv_bytes_per_token"] + 2
     assert g1["reserve_bytes"] - g0["reserve_bytes"] == pytest.approx(0.9 * 8 * GiB, abs=2)
     assert "KT-W615" in codes(busy) and "KT-W615" not in codes(base)
+    main(["--profile", str(p), "--host-facts", _with_used(tmp_path, "l20_1x", 8 * GiB), "--dry-run",
+          "--set", "kt.num_gpu_experts=4"])
+    assert "gpu 0: 8.0 GiB held by other processes" in capsys.readouterr().out
     w = next(f for f in busy["findings"] if f["code"] == "KT-W615")
     assert "GPU 0" in w["message"] and "8.0 GiB" in w["message"]
     # the derived count shrinks too: fewer GPU experts fit next to 8 GiB of someone else's memory
