@@ -1,9 +1,9 @@
 """The memory plan's findings and `kt-launch fit`'s rows, built on resolve/memory.py's arithmetic. Pure.
 
 `plan_checks` is what resolve/experts.py `_memory_checks` adds to a plan: FP8 block TP divisibility (KT-E610), the
-lazily built layerwise-prefill layer (KT-W611), a thin activation reserve (KT-W612) a KV target that does not
-fit even without GPU experts (KT-E613) and GPU memory other processes hold (KT-W615). `fit_rows` returns `FitRows`: the rows plus typed `findings` (KT-I614,
-KT-E613) for the fit command to carry.
+lazily built layerwise-prefill layer (KT-W611), a thin activation reserve (KT-W612), a KV target that does not
+fit even without GPU experts (KT-E613) and GPU memory other processes hold (KT-W615). `fit_rows` returns
+`FitRows`: the rows plus typed `findings` (KT-I614, KT-E613) for the fit command to carry.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def _used_checks(s: Setup) -> list[Finding]:
     if not busy:
         return []
     listed = ", ".join(f"GPU {g.index} ({g.name}) {_gib(used_of(g))} of {_gib(g.memory_bytes)}" for g in busy)
-    return [warning("KT-W615", f"other processes use {listed} (nvidia-smi memory.used in the host facts): SGLang sizes its static pool and KV cache against the memory free at start-up, so the "
-                    "plan subtracts it; if they free it or take more, the fit changes",
+    return [warning("KT-W615", f"other processes use {listed} (nvidia-smi memory.used in the host facts): SGLang "
+                    "sizes its static pool and KV cache against the memory free at start-up, so the plan subtracts it; "
+                    "if they free it or take more, the fit changes",
                     "stop the other processes on these GPUs (nvidia-smi lists them) and re-plan, or plan with what "
                     "they leave, as here")]
 
