@@ -34,6 +34,7 @@ class Request:
     sets: tuple[str, ...] = ()
     host_facts: str | None = None
     checks: bool = True
+    model_facts: str | None = None  # a `doctor --model DIR --json` record: the model shape and checkpoint bytes
     passthrough: tuple[str, ...] = ()
     fleet_host: str | None = None  # plan only this fleet.hosts entry's part, on this machine (no router)
     launch: bool = False  # the server is to be started (exec or --supervise), not only planned
@@ -123,6 +124,8 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
         from kt_launch.facts.weights import weight_bytes
 
         weights = weight_bytes(artifacts.model, model)
+    if req.model_facts is not None:  # replaces config.json and the headers for the plan; file checks still run
+        model, weights, problem = *_recorded_model(req.model_facts), None
     inp = ResolveInput(
         config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
         adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg, req.checks or req.launch_here),
@@ -130,6 +133,15 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
         input_warnings=tuple(warnings), weights=weights, launch_here=req.launch_here,
     )
     return cfg, inp
+
+
+def _recorded_model(path: str) -> tuple[ModelFacts, object]:
+    from kt_launch.facts.model_record import load_model_facts
+
+    try:
+        return load_model_facts(path)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _sglang_facts(cfg: UserConfig, checks: bool):

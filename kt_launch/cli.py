@@ -46,6 +46,8 @@ def _profile_args(p: argparse.ArgumentParser, host_facts: bool = True, no_check:
                    help="override one value, e.g. --set kt.cpuinfer=48 (highest precedence; repeatable)")
     if host_facts:
         p.add_argument("--host-facts", metavar="FILE", help="plan for a recorded host (`kt-launch doctor --json`)")
+        p.add_argument("--model-facts", metavar="FILE", help="plan from a recorded model (`kt-launch doctor --model "
+                       "DIR --json`) instead of model.path's config.json and headers, e.g. with --no-check elsewhere")
     if no_check:
         p.add_argument("--no-check", action="store_true", help="skip file-system checks (paths need not exist here)")
 
@@ -176,6 +178,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
                 "GPUs, SGLang).")
     d.add_argument("--json", action="store_true", help="host facts in the --host-facts format, plus `findings`")
     d.add_argument("--host-facts", metavar="FILE", help="judge a recorded host instead of this machine")
+    d.add_argument("--model", metavar="DIR", help="also record a model dir's facts (config.json, checkpoint bytes by "
+                   "role from the safetensors headers) for --model-facts: `doctor --model DIR --json > model.json`")
     d.add_argument("--python", metavar="PY", help="judge the SGLang in this interpreter instead of kt-launch's own: "
                    "flavour, versions, capabilities (from its real parser; cached)")
     subs["doctor"] = d
@@ -404,7 +408,7 @@ def _request(args, passthrough, launch: bool = False):
     from kt_launch.app import Request
 
     return Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts,
-                   checks=not args.no_check, passthrough=tuple(passthrough),
+                   checks=not args.no_check, passthrough=tuple(passthrough), model_facts=args.model_facts,
                    fleet_host=getattr(args, "fleet_host", None), launch=launch)
 
 

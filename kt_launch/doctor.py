@@ -31,9 +31,22 @@ def run_doctor(args) -> int:
         if getattr(args, "python", None):  # judge the interpreter given, not the one running kt-launch
             local = replace(local, python=args.python, sglang_origin=None, kt_kernel_origin=None)
     findings = doctor_findings(host, local)
+    record = _model_record(args.model) if getattr(args, "model", None) else None
     if getattr(args, "python", None):
         from kt_launch.facts.sglang import read_sglang_facts
 
         findings += sglang_capabilities(read_sglang_facts(args.python))
-    sys.stdout.write(doctor_json(host, findings) if args.json else doctor_text(host, findings, local is None))
+    sys.stdout.write(doctor_json(host, findings, record) if args.json
+                     else doctor_text(host, findings, local is None, record))
     return 3 if any(f.level == "error" for f in findings) else 0
+
+
+def _model_record(path: str) -> dict:
+    """`doctor --model DIR`: the model facts --model-facts reads (facts/model_record.py); a bad dir is exit 2."""
+    from kt_launch.facts.model import ModelConfigError
+    from kt_launch.facts.model_record import record_model
+
+    try:
+        return record_model(path)
+    except ModelConfigError as e:
+        raise ConfigError(f"--model: {e}") from None

@@ -25,7 +25,8 @@ EXIT_OK, EXIT_PLAN = 0, 3
 # (the same at every TP size), and the profile's own reserve. The GPU budget of the profile's current TP size and
 # count (KT-E601, E603, W604, W606, E610) is what the rows answer, so it does not decide fit's exit; the rows' own
 # findings (an impossible KV target, TP sizes left out) come with them.
-FIT_CODES = frozenset({"KT-E108", "KT-E230", "KT-W230", "KT-W608", "KT-I605", "KT-I609", "KT-W611", "KT-W612"})
+FIT_CODES = frozenset({"KT-E108", "KT-E230", "KT-W230", "KT-W608", "KT-I605", "KT-I609", "KT-W611", "KT-W612",
+                       "KT-W615", "KT-W616"})
 
 
 def fit_findings(host_gpus: int, rows, plan_findings: list[Finding]) -> list[Finding]:
@@ -45,7 +46,9 @@ def fit_findings(host_gpus: int, rows, plan_findings: list[Finding]) -> list[Fin
 
 
 def run_fit(args, width: int = DEFAULT_WIDTH) -> int:
-    _, inp = gather_inputs(Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts))
+    mf = getattr(args, "model_facts", None)  # recorded elsewhere: nothing of model.path is read here
+    _, inp = gather_inputs(Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts,
+                                   model_facts=mf, checks=mf is None))
     plan = resolve(inp)
     rows = fit_rows(inp, plan.values)
     ram = plan.memory.ram.to_json() if plan.memory is not None and plan.memory.ram is not None else None

@@ -172,6 +172,8 @@ CODES: dict[str, str] = {
     "KT-W612": "server.mem_fraction_static leaves less than SGLang's own activation estimate at this chunk size",
     "KT-E613": "the KV target does not fit on a GPU even without GPU experts (fit.kv_tokens, or no TP size fits)",
     "KT-I614": "kt-launch fit leaves out TP sizes the checkpoint cannot run at (FP8 block divisibility)",
+    "KT-W615": "other processes hold memory on a GPU of the TP group: SGLang sizes against what is free",
+    "KT-W616": "a --host-facts plan with GPUs and no checkpoint headers (--model-facts): kt.num_gpu_experts falls back to 0",
     "KT-E620": "kt-launch fit: no GPU known to size",
     "KT-E621": "kt-launch fit: the model's size is unknown (no config.json / safetensors headers)",
     # KT-x7xx: fleet (resolve/fleet.py)

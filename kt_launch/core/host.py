@@ -31,6 +31,7 @@ class GpuFacts:
     memory_bytes: int = 0
     uuid: str = ""
     numa_node: int | None = None  # from sysfs via the PCI bus id; None = unknown (or no NUMA affinity)
+    used_bytes: int = 0  # nvidia-smi memory.used when gathered (other processes' memory); 0 = none or unknown
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class HostFacts:
             "memory": {"total_bytes": self.memory_total_bytes, "available_bytes": self.memory_available_bytes},
             "gpus": [
                 {"index": g.index, "name": g.name, "memory_bytes": g.memory_bytes, **({"uuid": g.uuid} if g.uuid else {}),
-                 "numa_node": g.numa_node}
+                 "numa_node": g.numa_node, "used_bytes": g.used_bytes}
                 for g in self.gpus
             ],
         }

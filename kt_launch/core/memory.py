@@ -58,12 +58,13 @@ class GpuMemory:
     gpu_experts_bytes: int
     kv_bytes_per_token: int
     kv_tokens: int
-    reserve_bytes: int  # total * (1 - mem_fraction_static): activations, CUDA graphs, NCCL
+    reserve_bytes: int  # total - mem_fraction_static x free: activations, CUDA graphs, NCCL, other processes' memory
     free_bytes: int
     nonexpert_bytes: int = 0
     kt_buffers_bytes: int = 0  # sglang-kt's staging buffer (rank 0) and the layerwise-prefill layer
     mla_copies_bytes: int = 0  # MLA's BF16 w_kc/w_vc beside kv_b_proj (in nonexpert_bytes and weights_bytes)
     margin_bytes: int = 0  # fit.gpu_margin_mib (in reserve_bytes)
+    used_bytes: int = 0  # held by other processes when the host facts were taken (in reserve_bytes)
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "name": self.name, "total_bytes": self.total_bytes,
@@ -71,7 +72,8 @@ class GpuMemory:
                 "kv_bytes_per_token": self.kv_bytes_per_token, "kv_tokens": self.kv_tokens,
                 "reserve_bytes": self.reserve_bytes, "free_bytes": self.free_bytes,
                 "nonexpert_bytes": self.nonexpert_bytes, "kt_buffers_bytes": self.kt_buffers_bytes,
-                "mla_copies_bytes": self.mla_copies_bytes, "margin_bytes": self.margin_bytes}
+                "mla_copies_bytes": self.mla_copies_bytes, "margin_bytes": self.margin_bytes,
+                "used_bytes": self.used_bytes}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def host_from_json(data: Any, source: str = "file") -> HostFacts:
         usable_physical_cores=f.cpu.usable_physical_cores,
     )
     numa = tuple(NumaNode(n.id, tuple(n.cpus), n.memory_bytes) for n in f.numa)
-    gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid, g.numa_node) for g in f.gpus)
+    gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid, g.numa_node, g.used_bytes) for g in f.gpus)
     return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source, local=False)
 
 
@@ -255,10 +256,53 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
             notes.append(f"nvidia-smi: {bad}; that GPU is left out")
         elif entry is not None:
             write_json(entry, {"boot_id": boot, "smi": smi, "query": GPU_QUERY, "out": out})
-    return filter_visible(all_gpus, env.get("CUDA_VISIBLE_DEVICES"), notes)
+    return filter_visible(_with_used(smi, all_gpus, notes), env.get("CUDA_VISIBLE_DEVICES"), notes)
 
 
 GPU_QUERY = "index,name,memory.total,uuid,pci.bus_id"
+USED_QUERY = "index,memory.used"  # not cached: other processes' memory changes while the host is up
+
+
+def _with_used(smi: str, gpus: list[GpuFacts], notes: list[str]) -> list[GpuFacts]:
+    """The GPUs with nvidia-smi's memory.used, read live (SGLang sizes against the memory free when it starts,
+    sglang/srt/model_executor/model_runner.py:402, 907-932). A failed query is a note and 0 used."""
+    if not gpus:
+        return gpus
+    try:
+        out = subprocess.run([smi, f"--query-gpu={USED_QUERY}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError) as e:
+        notes.append(f"nvidia-smi memory.used failed ({e.__class__.__name__}): GPU memory in use not counted")
+        return gpus
+    used, bad = parse_used(out, {g.index: g.memory_bytes for g in gpus})
+    if bad:
+        notes.append(f"nvidia-smi memory.used: {bad}; that GPU's memory in use is not counted")
+    return [replace(g, used_bytes=used.get(g.index, 0)) for g in gpus]
+
+
+def parse_used(out: str, sizes: dict[int, int]) -> tuple[dict[int, int], str | None]:
+    """`index, memory.used` lines (MiB) -> {index: bytes}, and the first line that is not one (NaN, [N/A], a
+    negative, more than the GPU's size, an unknown index): that GPU is left at 0."""
+    used: dict[int, int] = {}
+    bad = None
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        why = None
+        try:
+            index, mib = int(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            why = "is not an index and a size"
+        else:
+            n = int(mib) * 1024 * 1024 if math.isfinite(mib) else -1
+            if index not in sizes or index in used:
+                why = f"names GPU index {index} of no GPU, or twice"
+            elif not 0 <= n <= sizes[index]:
+                why = f"has memory used {parts[1][:20]}"
+            else:
+                used[index] = n
+        if why and bad is None:
+            bad = f"line {line[:60]!r} {why}"
+    return used, bad
 
 
 def parse_gpu_csv(out: str, root: Path = Path("/")) -> list[GpuFacts]:
@@ -334,4 +378,4 @@ def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) 
             notes.append(f"CUDA_VISIBLE_DEVICES entry {item!r} matches no GPU; CUDA ignores it and all after it")
             break
         picked.append(match)
-    return tuple(GpuFacts(i, g.name, g.memory_bytes, g.uuid, g.numa_node) for i, g in enumerate(picked))
+    return tuple(replace(g, index=i) for i, g in enumerate(picked))

@@ -50,6 +50,7 @@ class GpuFile(_Strict):
     memory_bytes: int = Field(ge=1, le=MAX_BYTES)  # required: a GPU of 0 bytes (or of unknown size) sizes nothing
     uuid: str = ""
     numa_node: int | None = Field(default=None, ge=0, lt=MAX_CPUS)  # absent in files recorded before it existed
+    used_bytes: Bytes = 0  # memory.used by other processes when recorded; absent in older files (= 0)
 
 
 class HostFactsFile(_Strict):
@@ -111,6 +112,8 @@ def consistency_problem(f: HostFactsFile) -> str | None:
         return f"gpus: index {dup[0]} appears twice"
     ids = {n.id for n in f.numa}
     for i, g in enumerate(f.gpus):
+        if g.used_bytes > g.memory_bytes:
+            return f"gpus[{i}].used_bytes ({g.used_bytes}) is more than gpus[{i}].memory_bytes ({g.memory_bytes})"
         if g.numa_node is not None and g.numa_node not in ids:
             return f"gpus[{i}].numa_node: node {g.numa_node} is not among the numa nodes ({sorted(ids)})"
     return None

@@ -41,6 +41,7 @@ MODEL_CONFIG = Kind("config.json", 4 << 20, 32)
 ADAPTER_CONFIG = Kind("adapter_config.json", 1 << 20, 32)
 INDEX = Kind("safetensors index", 64 << 20, 8)
 HOST_FACTS = Kind("host facts", 4 << 20, 16)
+MODEL_FACTS = Kind("model facts", 8 << 20, 40)  # config.json (up to 4 MiB) inside `doctor --model DIR --json`
 CACHE = Kind("cache file", 64 << 20, 32, follow=False)
 SAFETENSORS_HEADER_CAP = 100 * 1024 * 1024  # safetensors itself refuses larger headers
 SAFETENSORS_HEADER = Kind("safetensors header", SAFETENSORS_HEADER_CAP, 8)  # {name: {dtype, shape, data_offsets}}

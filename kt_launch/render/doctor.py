@@ -12,14 +12,17 @@ from kt_launch.render.text import findings_text
 from kt_launch.resolve.doctor_verdicts import GiB
 
 
-def doctor_json(host: HostFacts, findings: list[Finding]) -> str:
-    """The host facts (the `--host-facts` format) with the verdicts under `findings`."""
+def doctor_json(host: HostFacts, findings: list[Finding], record: dict | None = None) -> str:
+    """The host facts (the `--host-facts` format) with the verdicts under `findings` (and `model_facts` with
+    --model: the --model-facts format)."""
     doc = {"schema_version": SCHEMA_VERSION, **host.to_json()}
+    if record is not None:
+        doc["model_facts"] = record
     doc["findings"] = [f.to_json() for f in findings]
     return json.dumps(doc, indent=2) + "\n"
 
 
-def doctor_text(host: HostFacts, findings: list[Finding], recorded: bool) -> str:
+def doctor_text(host: HostFacts, findings: list[Finding], recorded: bool, record: dict | None = None) -> str:
     """A host summary, the verdicts and a one-line OK/FAIL; `recorded`: judged from a --host-facts file."""
     c = host.cpu
     lines = [
@@ -31,6 +34,11 @@ def doctor_text(host: HostFacts, findings: list[Finding], recorded: bool) -> str
         "available",
         f"gpus:   {', '.join(f'{g.index}: {g.name}' for g in host.gpus) or 'none'}",
     ]
+    if record is not None:
+        w = record["weights"]
+        size = f"{sum(w['expert_by_layer'].values()) / GiB:.1f} GiB of routed experts" if w else "no safetensors headers"
+        lines.append(f"model:  {record['path']}: {record['config'].get('model_type', '?')}, {size} "
+                     "(record it for --model-facts with --json)")
     if recorded:
         lines.append("(recorded host: the interpreter, SGLang and sysctl checks are skipped)")
     errors = sum(f.level == "error" for f in findings)

@@ -26,6 +26,9 @@ def memory_text(m: MemoryPlan | None) -> str:
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         for r in rows:
             lines.append("  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    for g in m.gpus:
+        if g.used_bytes:
+            lines.append(f"  gpu {g.index}: {_g(g.used_bytes)} GiB held by other processes (in reserve; nvidia-smi memory.used)")
     if m.fit is not None:
         lines.append("  " + fit_line(m))
     r = m.ram

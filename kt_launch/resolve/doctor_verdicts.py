@@ -145,7 +145,8 @@ def _gpus(host: HostFacts) -> list[Finding]:
     if not host.gpus:
         return [warning("KT-W509", "no GPU visible: SGLang needs a CUDA GPU for attention and the GPU experts",
                         "check nvidia-smi and CUDA_VISIBLE_DEVICES")]
-    listed = ", ".join(f"{g.index}: {g.name} ({g.memory_bytes / GiB:.0f} GiB)" for g in host.gpus)
+    listed = ", ".join(f"{g.index}: {g.name} ({g.memory_bytes / GiB:.0f} GiB"
+                       + (f", {g.used_bytes / GiB:.1f} GiB in use" if g.used_bytes else "") + ")" for g in host.gpus)
     return [info("KT-I506", f"GPUs: {listed}")]
 
 

@@ -178,11 +178,24 @@ def _gib(n: float) -> str:
     return f"{n / mem.GiB:.1f} GiB"
 
 
+def _no_fit_finding(inp: ResolveInput, setup, why: str) -> Finding:
+    """KT-W616 when a recorded host has GPUs but the model's facts are missing (the README's "plan on a laptop":
+    --host-facts with --no-check reads no config.json or headers), so its GPUs would sit idle; else KT-I605."""
+    h = inp.host
+    if not h.local and h.gpus and inp.model_problem is None and (setup is None or (setup.gpus and setup.weights is None)):
+        return warning("KT-W616", f"kt.num_gpu_experts is unset and {why}: the {len(h.gpus)} GPU(s) of {h.source} "
+                       "get no routed experts (0), which the memory fit would place there",
+                       "record the model where it is, `kt-launch doctor --model DIR --json > model.json`, and plan "
+                       "with --model-facts model.json; or set kt.num_gpu_experts")
+    return info("KT-I605", f"kt.num_gpu_experts is unset and {why}: every routed expert stays on the CPU (0)",
+                "set kt.num_gpu_experts, or give the facts the memory fit needs")
+
+
 def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
     """The fit as a resolved value, or 0 with an info finding saying why no fit was made."""
     why = None
     if setup is None:
-        why = "the model shape is unknown"
+        why = "the model shape is unknown" + (" (--no-check reads no config.json)" if not inp.checks else "")
     elif not setup.gpus and setup.gpus_unsized:
         why = f"the memory size of {setup.gpus_unsized} GPU(s) of {inp.host.source} is unknown (memory_bytes 0)"
     elif not setup.gpus:
@@ -191,8 +204,7 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
         why = "the model.path safetensors headers were not read" + (" (--no-check)" if not inp.checks else "")
     if why is not None:
         _unused_target(inp, out, why)
-        out.append(info("KT-I605", f"kt.num_gpu_experts is unset and {why}: every routed expert stays on the CPU (0)",
-                        "set kt.num_gpu_experts, or give the facts the memory fit needs"))
+        out.append(_no_fit_finding(inp, setup, why))
         return Resolved(0, "default", f"no memory fit: {why}")
     if inp.config.server.max_total_tokens:
         _unused_target(inp, out, "", margin_too=False)

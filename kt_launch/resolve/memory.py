@@ -1,7 +1,8 @@
 """The memory plan: what each GPU of the TP group and the host RAM hold, and how many GPU experts fit. Pure.
 
 Every formula follows the sglang-kt 0.7.2 wheel (paths under site-packages/sglang/srt/) or kt-kernel 0.7.2:
-- SGLang's static pool is `mem_fraction_static` of the memory free after CUDA/NCCL start-up; the KV pool gets what
+- SGLang's static pool is `mem_fraction_static` of the memory free after CUDA/NCCL start-up (other processes'
+  memory, host facts `used_bytes`, is not free: `used_of`); the KV pool gets what
   the weights leave of it (model_runner_kv_cache_mixin.py:253-286 `profile_max_num_token`: rest = available -
   total_gpu_memory * (1 - mem_fraction_static)), capped by --max-total-tokens (ibid. :620-628).
 - Unset, `mem_fraction_static` comes from `_handle_gpu_memory_settings` (server_args.py:1263-1415), reproduced in
@@ -346,7 +347,7 @@ def _gpu_fixed(s: Setup, g: GpuFacts, rank: int) -> tuple[float, int, int, int, 
     and KV. The reserve includes fit.gpu_margin_mib."""
     total = g.memory_bytes
     mf, chunk, _ = mem_fraction_of(s)
-    usable = max(0, total - CUDA_CONTEXT_BYTES)
+    usable = max(0, total - used_of(g) - CUDA_CONTEXT_BYTES)
     reserve = total - int(usable * mf) + s.gpu_margin
     m, w = s.model, s.weights
     nonexp = nonexpert_share(w, m, s.tp) + mla_copy_bytes(m, s.tp) if w is not None else 0
@@ -354,6 +355,16 @@ def _gpu_fixed(s: Setup, g: GpuFacts, rank: int) -> tuple[float, int, int, int, 
     if s.layerwise and w is not None:
         buf += layerwise_bytes(s)
     return mf, reserve, nonexp, buf, chunk
+
+
+def used_of(g: GpuFacts) -> int:
+    """Memory other processes hold on this GPU (nvidia-smi memory.used in the host facts). SGLang's
+    `total_gpu_memory` is torch.cuda.mem_get_info's *free* memory after start-up, the minimum over the TP group
+    (model_runner.py:402, 907-932; utils/common.py:508-609, all_reduce MIN), and both the static pool
+    (mem_fraction_static x that) and the KV rest (model_runner_kv_cache_mixin.py:253-286) are taken from it; only
+    the default mem_fraction_static reads the card's total (nvidia-smi memory.total, utils/common.py:1724-1755)."""
+    used = getattr(g, "used_bytes", 0)
+    return used if isinstance(used, int) and 0 < used <= g.memory_bytes else 0
 
 
 def layerwise_bytes(s: Setup) -> int:
@@ -426,7 +437,7 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
         kv = max(0, room) // bpt if bpt else 0
         kv = min(kv, s.max_total_tokens) if s.max_total_tokens else kv  # SGLang: min(profiled, requested)
         gpus.append(GpuMemory(g.index, g.name, g.memory_bytes, nonexp + buf, exp_rank, bpt, kv, reserve,
-                              room - kv * bpt, nonexp, buf, copies, s.gpu_margin))
+                              room - kv * bpt, nonexp, buf, copies, s.gpu_margin, used_of(g)))
     notes = []
     if s.gpus_unsized:
         notes.append(f"GPU side not sized: {s.gpus_unsized} GPU(s) of the TP group have no memory size in the host "

@@ -1,9 +1,9 @@
 """The memory plan's findings and `kt-launch fit`'s rows, built on resolve/memory.py's arithmetic. Pure.
 
 `plan_checks` is what resolve/experts.py `_memory_checks` adds to a plan: FP8 block TP divisibility (KT-E610), the
-lazily built layerwise-prefill layer (KT-W611), a thin activation reserve (KT-W612) and a KV target that does not
-fit even without GPU experts (KT-E613). `fit_rows` returns `FitRows`: the rows plus typed `findings` (KT-I614,
-KT-E613) for the fit command to carry.
+lazily built layerwise-prefill layer (KT-W611), a thin activation reserve (KT-W612), a KV target that does not
+fit even without GPU experts (KT-E613) and GPU memory other processes hold (KT-W615). `fit_rows` returns
+`FitRows`: the rows plus typed `findings` (KT-I614, KT-E613) for the fit command to carry.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.memory import (FIT_TARGETS, GiB, MIN_KV_TOKENS, MiB, Setup, fit, fitted_kv_tokens,
                                       fp8_block_problem, layerwise_bytes, mem_fraction_of, plan, setup_from,
-                                      sglang_gpu_defaults, sglang_reserved_mib, tp_sizes)
+                                      sglang_gpu_defaults, sglang_reserved_mib, tp_sizes, used_of)
 
 
 def _gib(n: float) -> str:
@@ -41,6 +41,7 @@ def plan_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
                            "kt.num_gpu_experts unset so the plan derives both"))
     if not s.gpus or s.weights is None:
         return out
+    out += _used_checks(s)
     out += _reserve_checks(s, values)
     f = fit(s)
     floor = fit(s, min(MIN_KV_TOKENS, s.kv_target))
@@ -50,6 +51,24 @@ def plan_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
                          f"without GPU experts: at most {left} fit (TP {s.tp})",
                          f"set {s.kv_target_key} to at most {left}, or raise server.tp_size (now {s.tp})"))
     return out
+
+
+USED_WARN_BYTES = GiB  # memory.used below this is the driver's and a desktop's own; above it, another process
+
+
+def _used_checks(s: Setup) -> list[Finding]:
+    """KT-W615: other processes hold memory on a GPU of the TP group. SGLang measures the free memory at start-up
+    (the minimum over the TP group: model_runner.py:402, 907-932, utils/common.py:508-609) and sizes its static
+    pool and KV from it, so the plan subtracts memory.used; the figures hold only while that memory stays taken."""
+    busy = [g for g in s.gpus if used_of(g) >= USED_WARN_BYTES]
+    if not busy:
+        return []
+    listed = ", ".join(f"GPU {g.index} ({g.name}) {_gib(used_of(g))} of {_gib(g.memory_bytes)}" for g in busy)
+    return [warning("KT-W615", f"other processes use {listed} (nvidia-smi memory.used in the host facts): SGLang "
+                    "sizes its static pool and KV cache against the memory free at start-up, so the plan subtracts it; "
+                    "if they free it or take more, the fit changes",
+                    "stop the other processes on these GPUs (nvidia-smi lists them) and re-plan, or plan with what "
+                    "they leave, as here")]
 
 
 def _reserve_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
@@ -65,8 +84,8 @@ def _reserve_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
     n = values.get("kt.num_gpu_experts")
     r = values.get("kt.gpu_experts_ratio")
     p = plan(s, n.value if n is not None and n.value else 0, r.value if r is not None else None)
-    g = min(p.gpus, key=lambda x: x.total_bytes * (1 - mf) + max(0, x.free_bytes))
-    left_mib = (g.total_bytes * (1 - mf) + max(0, g.free_bytes)) / MiB
+    g = min(p.gpus, key=lambda x: (x.total_bytes - x.used_bytes) * (1 - mf) + max(0, x.free_bytes))
+    left_mib = ((g.total_bytes - g.used_bytes) * (1 - mf) + max(0, g.free_bytes)) / MiB
     default_chunk = sglang_gpu_defaults(min(x.memory_bytes for x in s.gpus) / MiB, s.tp)[0]
     at = min(chunk, default_chunk) if chunk > 0 else default_chunk
     want_mib = sglang_reserved_mib(s.tp, at, graph_bs)

@@ -62,7 +62,9 @@ def test_nvidia_smi_output_cached_per_boot(tmp_path):
     bindir.mkdir()
     count = tmp_path / "count"
     smi = bindir / "nvidia-smi"
-    smi.write_text(f"#!/bin/sh\necho x >> {count}\necho '0, NVIDIA H200, 143771, GPU-abc'\necho '1, NVIDIA H200, 143771, GPU-def'\n")
+    used = tmp_path / "used"
+    smi.write_text(f"#!/bin/sh\ncase \"$1\" in *memory.used*) echo x >> {used}; echo '0, 0'; echo '1, 512'; exit;; esac\n"
+                   f"echo x >> {count}\necho '0, NVIDIA H200, 143771, GPU-abc'\necho '1, NVIDIA H200, 143771, GPU-def'\n")
     smi.chmod(0o755)
     root = tmp_path / "root"
     (root / "proc/sys/kernel/random").mkdir(parents=True)
@@ -70,8 +72,10 @@ def test_nvidia_smi_output_cached_per_boot(tmp_path):
     env = {"PATH": str(bindir), "KT_LAUNCH_CACHE_DIR": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": "GPU-def"}
     for _ in range(2):
         h = gather_host(env=env, root=str(root))
-        assert [(g.index, g.uuid, g.memory_bytes) for g in h.gpus] == [(0, "GPU-def", 143771 << 20)]
+        assert [(g.index, g.uuid, g.memory_bytes, g.used_bytes) for g in h.gpus] == [(0, "GPU-def", 143771 << 20,
+                                                                                     512 << 20)]
     assert count.read_text().count("x") == 1
+    assert used.read_text().count("x") == 2  # memory.used changes while the host is up: read every time
     (root / "proc/sys/kernel/random/boot_id").write_text("boot-2\n")
     gather_host(env=env, root=str(root))
     assert count.read_text().count("x") == 2
