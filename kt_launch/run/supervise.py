@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from kt_launch.run.execute import exec_failure
 from kt_launch.render.argv import Command
 from kt_launch.render.redact import is_secret_name, redact_argv, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
@@ -384,9 +385,11 @@ class _Single:
         try:
             proc = self.loop.spawn(self.cmd.argv, {**os.environ, **self.cmd.env}, _child_setup(libc), out.feed,
                                    err.feed)
-        except (OSError, ValueError, subprocess.SubprocessError) as e:
-            what = getattr(e, "strerror", None) or e
-            console.say(f"kt-launch: error: cannot start {self.cmd.argv[0]}: {what} (runtime.python)\n")
+        except OSError as e:
+            console.say(f"kt-launch: error: {exec_failure(self.cmd, e)}\n")
+            return None
+        except (ValueError, subprocess.SubprocessError) as e:
+            console.say(f"kt-launch: error: cannot start {self.cmd.argv[0]}: {e} (runtime.python)\n")
             return None
         self.state.pgid = proc.pid  # start_new_session: the child leads its own group
         self.start = time.monotonic()

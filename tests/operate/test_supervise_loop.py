@@ -257,3 +257,18 @@ def test_no_restart_by_default_and_max_restarts_needs_restart(tmp_path, capsys, 
     assert main(["--profile", str(prof), "--no-check", "--host-facts", str(write_host(tmp_path)), "--supervise",
                  "--restart", "on-failure", "--max-restarts", "-1"]) == 2
     assert "--max-restarts" in capsys.readouterr().err
+
+
+def test_a_command_too_large_for_the_kernel_blames_its_size_not_runtime_python():
+    """A real E2BIG (one argument over the kernel's 128 KiB limit) names the command's size and what to shorten
+    (issue 18: it blamed runtime.python); a missing interpreter still names runtime.python."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from kt_launch.render.argv import Command; from kt_launch.run.execute import exec_command\n"
+            "sys.exit(exec_command(Command([sys.argv[1], '-c', 'pass', 'x' * 200000], {}), []))")
+    r = subprocess.run([sys.executable, "-c", code, sys.executable], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "too large" in r.stderr and "server.extra_args" in r.stderr, r.stderr
+    assert "runtime.python" not in r.stderr
+    r = subprocess.run([sys.executable, "-c", code, "/nonexistent/python"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "runtime.python" in r.stderr, r.stderr
