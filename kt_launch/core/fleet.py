@@ -16,7 +16,7 @@ from kt_launch.core.plan import LaunchPlan
 
 LOCAL = "this machine"  # how messages name the router's own host; identity is the `local` field, never this name
 ROUTER_MODULE = "sglang_router.launch_router"
-# A listener of this machine bound to a wildcard is reached through loopback (as run/health.py's connect_host does).
+# A listener of this machine bound to a wildcard is reached through loopback (the supervisor's polls use it too).
 _WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1", "[::]": "::1"}
 
 

@@ -15,18 +15,15 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1", "[::]": "::1"}
+from kt_launch.core.fleet import http_url
+
 _MAX_HEAD = 64 * 1024  # a status line and headers longer than this are no answer
 
 
-def connect_host(host: str) -> str:
-    """Where a client on this machine reaches a server bound to `host` (wildcards -> loopback)."""
-    h = _WILDCARD.get(host.strip(), host.strip())
-    return f"[{h}]" if ":" in h and not h.startswith("[") else h
-
-
 def base_url(host: str, port: int | str) -> str:
-    return f"http://{connect_host(host)}:{port}"
+    """Where a client on this machine reaches a server bound to `host`: wildcards on loopback, IPv6 in brackets
+    (with its zone as %25), the same rule as the fleet's URLs."""
+    return http_url(host, int(port), local=True)
 
 
 class HealthProbe:

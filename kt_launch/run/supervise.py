@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from kt_launch.core.options import BY_KEY
 from kt_launch.run.execute import exec_failure
 from kt_launch.render.argv import Command
 from kt_launch.render.redact import is_secret_name, redact_argv, scrub_findings, secret_values
@@ -246,7 +247,8 @@ class Endpoint:
 
         entries = lora_entries(config)
         adapter = (entries[0][0] or entries[0][1]) if entries else None
-        return cls(host=plan.get("server.host") or "127.0.0.1", port=int(plan.get("server.port") or 30000),
+        host, port = (plan.get(k, BY_KEY[k].default) for k in ("server.host", "server.port"))  # registry defaults
+        return cls(host=host, port=int(port),
                    model=plan.get("model.served_name") or plan.get("model.path") or "default",
                    api_key=plan.get("server.api_key"), lora_adapter=adapter)
 

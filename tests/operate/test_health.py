@@ -5,13 +5,14 @@ import shlex
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from kt_launch.run.health import base_url, connect_host, curl_example, poll_health
+from kt_launch.run.health import base_url, curl_example, poll_health
 
 
 def test_wildcards_are_polled_on_loopback():
-    assert connect_host("0.0.0.0") == "127.0.0.1"
-    assert connect_host("::") == "[::1]"
-    assert connect_host("fe80::1") == "[fe80::1]"
+    assert base_url("0.0.0.0", 1) == "http://127.0.0.1:1"
+    assert base_url("::", 1) == "http://[::1]:1"
+    assert base_url("fe80::1", 1) == "http://[fe80::1]:1"
+    assert base_url("fe80::1%eth0", 1) == "http://[fe80::1%25eth0]:1"
     assert base_url("localhost", 30000) == "http://localhost:30000"
 
 
