@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kt_launch.core.profile import UserConfig
 from kt_launch.core.provenance import Provenance
-from kt_launch.core.sglang import SglangFacts
 from kt_launch.core.adapters import AdapterConfig
-from kt_launch.core.artifacts import ArtifactFacts
 from kt_launch.core.host import HostFacts
 from kt_launch.core.memory import WeightBytes
 from kt_launch.core.tuning import TunedThreads
 from kt_launch.core.model import ModelFacts
+
+if TYPE_CHECKING:  # types only: importing them costs start-up time on every dry-run
+    from kt_launch.core.sglang import SglangFacts
+    from kt_launch.core.artifacts import ArtifactFacts
 
 
 @dataclass(frozen=True)

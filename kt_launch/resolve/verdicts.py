@@ -6,9 +6,13 @@ the same ones, so a fact is never reported under two codes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kt_launch.core.findings import Finding, error, warning
-from kt_launch.core.sglang import SglangFacts
 from kt_launch.resolve.isa import OVERRIDE_ENV, VARIANTS, VariantChoice
+
+if TYPE_CHECKING:  # types only: importing them costs start-up time on every dry-run
+    from kt_launch.core.sglang import SglangFacts
 
 
 def variant_override(ch: VariantChoice, where: str, host: str) -> Finding | None:
