@@ -192,7 +192,7 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
 # -- per-replica values and resolve -----------------------------------------------------------------
 
 def replica_overrides(inp: ResolveInput, r: Replica) -> tuple[Override, ...]:
-    kt, server = inp.config.kt, inp.config.server
+    server = inp.config.server
     where = f"{r.host}, {_node_label(r.nodes)}" + (f" (1 of {r.share} replicas there)" if r.share > 1 else "")
     # Pools, their nodes and kt.cpuinfer come from the same threads step as for one instance, run on the host as the
     # replica sees it (host_view: its nodes' CPUs and cores); the fleet only clears a host-wide user value for them.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch.core.options import DERIVED, OPTIONS, Flag, Option, on_all
+from kt_launch.core.options import DERIVED, Flag, Option, on_all
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.pipeline import STEPS, resolve_flavor
 from kt_launch.resolve.steps import ROOTS, Step, StepGraphError, ordered
@@ -46,7 +46,6 @@ class _Recording(dict):
 def test_every_step_reads_only_what_it_declares(tmp_path, profile, flavour):
     """Run the steps in the computed order on real profiles: each reads only its own fills, its declared reads
     and the roots, and so can run wherever the graph puts it."""
-    from kt_launch.core.profile import UserConfig  # noqa: F401  (the profile model is built)
     from kt_launch.facts.host import host_from_json
     from kt_launch.facts.profile import load_config
     from kt_launch.resolve.inputs import ResolveInput

@@ -18,7 +18,7 @@ from operate.support import Launch, pid_gone
 from operate.test_supervise_loop import cpu_seconds
 
 from fleet.support import HERE, dual_socket, fleet_profile, write_json, write_profile
-from fleet.test_supervise_router import descendants, ports
+from fleet.test_supervise_router import descendants, kill_tree, ports
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux processes and /proc")
 
@@ -56,15 +56,7 @@ def fleet(tmp_path):
 
     yield start
     for launch in started:
-        for pid in [launch.proc.pid, *descendants(launch.proc.pid)]:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            launch.proc.wait(timeout=5)
-        except Exception:  # noqa: BLE001
-            pass
+        kill_tree(launch)
 
 
 def replica_pid(tmp_path: Path, port: int) -> int | None:

@@ -97,16 +97,20 @@ def fleet(tmp_path, router_venv):
 
     yield start
     for launch, _ in started:  # clean-up if a test failed half-way: every process that kt-launch started
-        pids = descendants(launch.proc.pid)
-        for pid in [launch.proc.pid, *pids]:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        kill_tree(launch)
+
+
+def kill_tree(launch) -> None:
+    """SIGKILL a kt-launch under test and every process group it started, then reap it."""
+    for pid in [launch.proc.pid, *descendants(launch.proc.pid)]:
         try:
-            launch.proc.wait(timeout=5)
-        except Exception:  # noqa: BLE001
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
+    try:
+        launch.proc.wait(timeout=5)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def test_router_reaches_every_replica_survives_a_death_and_sigint_leaves_nothing(fleet, tmp_path):

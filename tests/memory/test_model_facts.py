@@ -49,7 +49,7 @@ def test_a_recorded_model_plans_elsewhere_exactly_as_at_home(models, profile, ca
     # fit takes it too, reading nothing of model.path
     rc = main(["fit", "--profile", str(away), "--host-facts", host("l20_1x"), "--model-facts", facts, "--json"])
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert rows and any(r["max_gpu_experts"] is not None for r in rows)
+    assert rc in (0, 3) and rows and any(r["max_gpu_experts"] is not None for r in rows)
 
 
 def test_without_model_facts_a_host_with_gpus_warns(models, profile, capsys, tmp_path):

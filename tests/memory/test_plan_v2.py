@@ -15,7 +15,7 @@ from kt_launch.resolve.memory import (default_mem_fraction, kv_bytes_per_token, 
                                       nonexpert_share, sglang_gpu_defaults)
 from kt_launch.resolve.pipeline import resolve
 
-from memory.support import EXTRA_MODELS, codes, dry_json, host, tensors
+from memory.support import codes, dry_json, host, tensors
 
 V3_COPIES = 128 * (128 + 128) * 512 * 2 * 61  # heads x (qk_nope + v) x kv_lora_rank x BF16 x layers
 

@@ -13,7 +13,7 @@ the published tensor list and the settings the source gives, nothing else (unset
 
 import json
 
-from memory.support import GiB, codes, dry_json, host
+from memory.support import codes, dry_json, host
 from memory.test_published import doc_host
 
 ERRORS = {"KT-E601", "KT-E603", "KT-E613", "KT-E230", "KT-E610"}
