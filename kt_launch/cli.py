@@ -274,10 +274,13 @@ def _crashed(e: BaseException) -> int:
 
     from kt_launch.core.secrets import is_secret_name
 
-    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-    for name, value in os.environ.items():
-        if len(value) >= 4 and is_secret_name(name):
-            text = text.replace(value, "***")
+    def masked(text: str) -> str:
+        for name, value in os.environ.items():
+            if len(value) >= 4 and is_secret_name(name):
+                text = text.replace(value, "***")
+        return text
+
+    text = masked("".join(traceback.format_exception(type(e), e, e.__traceback__)))
     where = "(could not be saved)"
     try:
         from kt_launch.facts.cache import cache_dir, write_output
@@ -292,7 +295,7 @@ def _crashed(e: BaseException) -> int:
             where = str(path)
     except Exception:  # the report of a crash must not crash
         pass
-    _say(f"kt-launch: internal error: {type(e).__name__}: {str(e)[:200]}; this is a bug of kt-launch. "
+    _say(f"kt-launch: internal error: {type(e).__name__}: {masked(str(e))[:200]}; this is a bug of kt-launch. "
          f"The traceback is in {where}; please attach it to a report")
     return EXIT_OUTPUT
 

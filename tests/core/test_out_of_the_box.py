@@ -157,14 +157,15 @@ def test_probe_and_tune_arguments_have_bounds(capsys, argv):
 def test_internal_errors_are_one_line_and_a_crash_file(tmp_path):
     """A bug (here: a command function that raises) is one line on stderr, exit 1, the traceback in a file."""
     code = ("import sys, kt_launch.cli as c\n"
-            "def boom(args, passthrough): raise RuntimeError('boom')\n"
+            "def boom(args, passthrough): raise RuntimeError('boom hf_secretvalue')\n"
             "c.cmd_profiles = boom\n"
             "sys.exit(c.main(['profiles']))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={"KT_LAUNCH_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_TOKEN": "hf_secretvalue"})
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     (crash,) = tmp_path.glob("crash-*.txt")
-    assert str(crash) in r.stderr and "RuntimeError: boom" in crash.read_text()
+    assert str(crash) in r.stderr and "RuntimeError: boom ***" in crash.read_text()
+    assert "hf_secretvalue" not in r.stderr + crash.read_text()  # a secret of the environment is masked
 
 
 def test_the_profile_is_read_once_per_command(capsys, host_file, monkeypatch):
