@@ -703,7 +703,8 @@ for mode in ("full", "closed", "epipe"):
 def _launch(tmp: Path, run: Run) -> tuple[int, str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **run.env}
     env.pop("KT_LAUNCH_PROFILE_DIR", None)
-    env.setdefault("KT_LAUNCH_CACHE_DIR", str(tmp / "default-cache"))
+    if "KT_LAUNCH_CACHE_DIR" not in run.env:  # each case its own cache, not the worker's (tests/conftest.py)
+        env["KT_LAUNCH_CACHE_DIR"] = str(tmp / "default-cache")
     env.setdefault("COLUMNS", "9999")  # words and secrets are looked for in unwrapped lines
     argv = [sys.executable, "-c", run.python] if run.python is not None else [sys.executable, "-m", "kt_launch",
                                                                              *run.args]
