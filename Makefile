@@ -30,7 +30,7 @@ test: $(STAMP)
 	@if [ "$$KT_LAUNCH_NO_VENV_SETUP" != 1 ]; then mkdir -p .cache; \
 	  for s in $(SETUPS); do (bash $$s >.cache/setup-$$(basename $$s .sh).log 2>&1 &); done; fi
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -n $(JOBS)
+	$(PY) -m pytest -n $(JOBS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis
