@@ -744,7 +744,7 @@ def _launch(tmp: Path, run: Run) -> tuple[int, str, str]:
 
 
 def _in_process(run: Run) -> bool:
-    """Whether the case's subject is its input (then cli.main runs it here, ~50x cheaper than a process start)
+    """Whether the case's subject is its input (then cli.main runs it here, without a process start of its own)
     rather than the process: its stdout descriptor, an RLIMIT, PYTHONIOENCODING or a snippet of its own."""
     return run.python is None and run.stdout == "pipe" and run.fsize is None and "PYTHONIOENCODING" not in run.env
 
