@@ -19,9 +19,18 @@ demo: $(STAMP)
 	$(PY) -m kt_launch.synthetic demo/ --quiet
 	$(VENV)/bin/kt-launch --profile configs/demo.yaml --dry-run
 
+# Test workers: one per logical CPU (pytest-xdist; `auto` would count physical cores). JOBS=0: one process.
+JOBS ?= logical
+SETUPS := tests/contract/setup_venvs.sh tests/backend/setup_env.sh tests/fleet/setup_router_venv.sh
+
+# The three test venvs start building in the background (logs in .cache/setup-*.log) while the
+# import contract and the first tests run; a fixture that needs one runs its script again, which
+# waits on the script's lock and then finds it built (or reports the build's error).
 test: $(STAMP)
+	@if [ "$$KT_LAUNCH_NO_VENV_SETUP" != 1 ]; then mkdir -p .cache; \
+	  for s in $(SETUPS); do (bash $$s >.cache/setup-$$(basename $$s .sh).log 2>&1 &); done; fi
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(JOBS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

@@ -1,10 +1,27 @@
 """Suite-wide settings. In CI (CI=true) Hypothesis runs derandomized: the same few thousand examples
-every run, so a landing is never decided by a lucky draw; locally every run explores new inputs."""
+every run, so a landing is never decided by a lucky draw; locally every run explores new inputs.
+
+The suite runs under pytest-xdist (`make test`: one worker per CPU). Each worker gets its own
+kt-launch cache folder, so no two workers share a tuning or SGLang-facts cache; tests that exercise
+the cache look-up order (XDG_CACHE_HOME, HOME) set or clear KT_LAUNCH_CACHE_DIR themselves."""
 
 import os
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _worker_cache_dir(tmp_path_factory):
+    """A kt-launch cache of this worker's own (tmp_path_factory's base is per worker under xdist)."""
+    old = os.environ.get("KT_LAUNCH_CACHE_DIR")
+    os.environ["KT_LAUNCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("kt-launch-cache"))
+    yield
+    if old is None:
+        os.environ.pop("KT_LAUNCH_CACHE_DIR", None)
+    else:
+        os.environ["KT_LAUNCH_CACHE_DIR"] = old

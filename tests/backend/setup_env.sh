@@ -20,6 +20,14 @@ TORCH_INDEX="${KT_BACKEND_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 WANT="v1 kt-kernel==0.7.2 gguf==0.19.0 ${TORCH_SPEC}"
 STAMP="$VENV/.kt-backend-ready"
 
+# One builder per venv at a time: `make test` starts this in the background and each pytest worker's
+# fixture runs it too; the others wait here, then find the stamp fresh. The lock lives in /tmp, not
+# beside a venv that may be shared (KT_BACKEND_VENV).
+exec 9>"${TMPDIR:-/tmp}/kt-launch-setup-$(printf %s "$VENV" | sha256sum | cut -c1-16).lock"
+if command -v flock >/dev/null 2>&1; then
+  flock 9
+fi
+
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   echo "backend test env ready: $VENV"
   exit 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from pathlib import Path
@@ -47,16 +48,23 @@ def real_venvs() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def facts_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("sglang-facts-cache")
+    """One facts cache for this run, shared by the pytest-xdist workers (their base temps are siblings), so
+    each real parser is read once per run, not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "sglang-facts-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")
 def real_facts(real_venvs, facts_cache) -> dict[str, SglangFacts]:
     out = {}
-    for flavour, python in real_venvs.items():
-        facts = read_sglang_facts(python, cache_dir=facts_cache, timeout_s=600)
-        assert facts.ok, facts.error
-        out[flavour] = facts
+    with open(facts_cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker reads the parsers; the others find its cache
+        for flavour, python in real_venvs.items():
+            facts = read_sglang_facts(python, cache_dir=facts_cache, timeout_s=600)
+            assert facts.ok, facts.error
+            out[flavour] = facts
     return out
 
 

@@ -13,6 +13,7 @@ with ``KT_LAUNCH_UPDATE_PARSER_DUMPS=1 .venv/bin/pytest tests/contract/test_real
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -58,18 +59,25 @@ SGLANG_KT_ONLY_KT_FLAGS = {
 
 
 @pytest.fixture(scope="session")
-def worker_json(real_venvs) -> dict[str, dict]:
-    """The worker's raw answer per flavour (run directly, as the launcher does)."""
+def worker_json(real_venvs, facts_cache) -> dict[str, dict]:
+    """The worker's raw answer per flavour (run directly, as the launcher does). Run once per test run: the
+    first pytest-xdist worker to need it keeps its stdout beside the shared facts cache for the others."""
     out = {}
-    for flavour, python in real_venvs.items():
-        proc = subprocess.run(
-            [python, str(WORKER), "facts"], capture_output=True, text=True, timeout=600, check=False
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        # stdout is exactly one JSON object even though sglang-kt prints warnings on import.
-        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-        assert len(lines) == 1, proc.stdout[:2000]
-        out[flavour] = json.loads(lines[0])
+    with open(facts_cache / ".worker-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for flavour, python in real_venvs.items():
+            kept = facts_cache / f"worker-stdout-{flavour}.txt"
+            if not kept.exists():
+                proc = subprocess.run(
+                    [python, str(WORKER), "facts"], capture_output=True, text=True, timeout=600, check=False
+                )
+                assert proc.returncode == 0, proc.stderr[-3000:]
+                kept.write_text(proc.stdout)
+            stdout = kept.read_text()
+            # stdout is exactly one JSON object even though sglang-kt prints warnings on import.
+            lines = [ln for ln in stdout.splitlines() if ln.strip()]
+            assert len(lines) == 1, stdout[:2000]
+            out[flavour] = json.loads(lines[0])
     return out
 
 

@@ -20,6 +20,13 @@ lock="$here/requirements-router.txt"
 
 pyver="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
 key="python=$pyver lock=$(sha256sum "$lock" | cut -c1-16)"
+# One builder per venv at a time: `make test` starts this in the background and each pytest worker's
+# fixture runs it too; the others wait here, then find the stamp fresh. The lock lives in /tmp, not
+# beside a venv that may be shared (KT_LAUNCH_ROUTER_VENV).
+exec 9>"${TMPDIR:-/tmp}/kt-launch-setup-$(printf %s "$venv" | sha256sum | cut -c1-16).lock"
+if command -v flock >/dev/null 2>&1; then
+    flock 9
+fi
 if [[ -f "$venv/.kt-launch-stamp" ]] && [[ "$(cat "$venv/.kt-launch-stamp")" == "$key" ]]; then
     exit 0
 fi

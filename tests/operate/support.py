@@ -156,3 +156,22 @@ def pid_gone(pid: int, timeout: float = 5.0) -> bool:
         if time.monotonic() > end:
             return False
         time.sleep(0.05)
+
+
+class Hang(BaseException):
+    """A call that did not return in time (a BaseException: cli.main's catch-all must not turn it into exit 1)."""
+
+
+def no_hang(fn, seconds: int = 10):
+    """Run fn in-process; a blocking open or read (a FIFO, /dev/zero) raises Hang instead of hanging the suite
+    (SIGALRM: the main thread only, as pytest and pytest-xdist's workers run tests)."""
+    def alarm(signum, frame):
+        raise Hang(f"no answer within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        return fn()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -58,7 +58,7 @@ TRICKY = ["9" * 5000, "-" + "9" * 4400, ".nan", ".inf", "-.inf", "0x1F", "0o17",
 @pytest.fixture
 def env_clean(monkeypatch):
     for k in list(os.environ):
-        if k.startswith("KT_LAUNCH_"):
+        if k.startswith("KT_LAUNCH_") and k != "KT_LAUNCH_CACHE_DIR":  # the worker's own cache stays
             monkeypatch.delenv(k)
 
 

@@ -1,5 +1,7 @@
-"""Hostile and broken input, as a careless or malicious user gives it: a table of cases, each run as the real
-`kt-launch` in a subprocess with a 10 s limit (a hang fails). Every case asserts: no traceback; the exit code
+"""Hostile and broken input, as a careless or malicious user gives it: a table of cases, each run through the real
+CLI with a 10 s limit (a hang fails): in-process (`cli.main`) where the input is the subject, as the real
+`kt-launch` in a subprocess where the process is (its stdout descriptor, a file-size limit, the interpreter's
+stdio encoding, a snippet run by the interpreter). Every case asserts: no traceback; the exit code
 (2 invalid input, 3 plan errors, 1 output failure, 0 where fine); the file or field named in the message; no
 secret in stdout, stderr or the JSON plan; no partial or temporary file left, and protected files unchanged.
 
@@ -24,9 +26,10 @@ import pytest
 import yaml
 
 from kt_launch import synthetic
+from kt_launch.cli import main
 from kt_launch.core.options import OPTIONS
 from kt_launch.facts.host import GPU_QUERY
-from operate.support import HOST, REPO
+from operate.support import HOST, REPO, Hang, no_hang
 
 LIMIT_S = 10
 SECRET = "sk-HOSTILE-" + "Zq9" * 40  # long enough to be cut short by someone's [:80]
@@ -703,7 +706,8 @@ for mode in ("full", "closed", "epipe"):
 def _launch(tmp: Path, run: Run) -> tuple[int, str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **run.env}
     env.pop("KT_LAUNCH_PROFILE_DIR", None)
-    env.setdefault("KT_LAUNCH_CACHE_DIR", str(tmp / "default-cache"))
+    if "KT_LAUNCH_CACHE_DIR" not in run.env:  # each case its own cache, not the worker's (tests/conftest.py)
+        env["KT_LAUNCH_CACHE_DIR"] = str(tmp / "default-cache")
     env.setdefault("COLUMNS", "9999")  # words and secrets are looked for in unwrapped lines
     argv = [sys.executable, "-c", run.python] if run.python is not None else [sys.executable, "-m", "kt_launch",
                                                                              *run.args]
@@ -739,19 +743,43 @@ def _launch(tmp: Path, run: Run) -> tuple[int, str, str]:
     return p.returncode, out, p.stderr.decode(errors="replace")
 
 
+def _in_process(run: Run) -> bool:
+    """Whether the case's subject is its input (then cli.main runs it here, without a process start of its own)
+    rather than the process: its stdout descriptor, an RLIMIT, PYTHONIOENCODING or a snippet of its own."""
+    return run.python is None and run.stdout == "pipe" and run.fsize is None and "PYTHONIOENCODING" not in run.env
+
+
+def _call(tmp: Path, run: Run, monkeypatch, capsys) -> tuple[int, str, str]:
+    """`_launch` in this process: the same environment (set through monkeypatch) and working directory."""
+    monkeypatch.delenv("KT_LAUNCH_PROFILE_DIR", raising=False)
+    if "KT_LAUNCH_CACHE_DIR" not in run.env:
+        monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(tmp / "default-cache"))
+    if "COLUMNS" not in run.env and "COLUMNS" not in os.environ:
+        monkeypatch.setenv("COLUMNS", "9999")
+    for k, v in run.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp)
+    capsys.readouterr()
+    try:
+        rc = no_hang(lambda: main(list(run.args)), LIMIT_S)
+    finally:
+        out, err = capsys.readouterr()
+    return rc, out, err
+
+
 def _leftovers(tmp: Path) -> list[str]:
     return [str(p) for p in tmp.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-")
             or p.name in ("~", "rel")]  # a cache written relative to the working directory
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_hostile_input(tmp_path, name):
+def test_hostile_input(tmp_path, name, monkeypatch, capsys):
     c = CASES[name]
     run = c.build(tmp_path)
     before = {p: p.read_bytes() for p in run.protect}
     try:
-        rc, out, err = _launch(tmp_path, run)
-    except subprocess.TimeoutExpired:
+        rc, out, err = _call(tmp_path, run, monkeypatch, capsys) if _in_process(run) else _launch(tmp_path, run)
+    except (subprocess.TimeoutExpired, Hang):
         pytest.fail(f"{name}: no answer within {LIMIT_S} s (a hang)")
     both = out + err
     assert "Traceback" not in both, both[-3000:]
