@@ -47,7 +47,8 @@ SAFETENSORS_HEADER_CAP = 100 * 1024 * 1024  # safetensors itself refuses larger 
 SAFETENSORS_HEADER = Kind("safetensors header", SAFETENSORS_HEADER_CAP, 8)  # {name: {dtype, shape, data_offsets}}
 RECORDED_FACTS = Kind("recorded SGLang facts", 64 << 20, 32)  # a saved worker answer (tests/data/parser_*.json)
 
-MAX_YAML_NODES = 100_000  # after expanding aliases: a "billion laughs" alias bomb is refused, not expanded
+MAX_YAML_NODES = 10_000  # after expanding aliases: a "billion laughs" alias bomb is refused, not expanded (a profile
+# is a few hundred values, a 256-host fleet a few thousand; more only costs every later step time)
 
 
 def read_bytes(path: str | os.PathLike, kind: Kind) -> bytes:
