@@ -25,3 +25,10 @@ def _worker_cache_dir(tmp_path_factory):
         os.environ.pop("KT_LAUNCH_CACHE_DIR", None)
     else:
         os.environ["KT_LAUNCH_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True)
+def _unwrapped_text(monkeypatch):
+    """kt-launch wraps prose to $COLUMNS: tests read substrings, so they get lines that do not wrap, whatever the
+    length of their tmp paths (a test of the wrapping itself sets COLUMNS again; the README test clears it)."""
+    monkeypatch.setenv("COLUMNS", "9999")
