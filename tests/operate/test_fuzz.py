@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kt_launch.cli import main
 from kt_launch.core.profile import UserConfig
-from operate.support import write_host
+from operate.support import no_hang, write_host
 
 SCALE = float(os.environ.get("KT_FUZZ_SCALE", "1"))
 
@@ -372,26 +372,6 @@ def _place(path, what, data: bytes = b"{}") -> None:
         path.write_bytes(data)
 
 
-class _Hang(Exception):
-    pass
-
-
-def _no_hang(fn, seconds: int = 10):
-    """Run fn in-process; a blocking open or read (a FIFO, /dev/zero) raises instead of hanging the suite."""
-    import signal
-
-    def alarm(signum, frame):
-        raise _Hang(f"no answer within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds)
-    try:
-        return fn()
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 @pytest.fixture(scope="module")
 def demo_tree(tmp_path_factory):
     from kt_launch import synthetic
@@ -429,7 +409,7 @@ def test_hostile_files_wherever_kt_launch_reads_json(tmp_path_factory, demo_tree
     old = os.environ.get("KT_LAUNCH_CACHE_DIR")
     os.environ["KT_LAUNCH_CACHE_DIR"] = str(cache)
     try:
-        rc = _no_hang(lambda: main(["check", "--profile", str(prof), "--host-facts", str(host)]))
+        rc = no_hang(lambda: main(["check", "--profile", str(prof), "--host-facts", str(host)]))
     finally:
         if old is None:
             os.environ.pop("KT_LAUNCH_CACHE_DIR", None)
