@@ -21,7 +21,8 @@ from kt_launch.facts.model import ModelConfigError, ModelFacts, read_model_facts
 from kt_launch.render.argv import Command, render_command
 from kt_launch.core.findings import Finding, info
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.core.profile import adapter_config_dirs
+from kt_launch.core.profile import adapter_config_dirs, setting
+from kt_launch.resolve.methods import effective_method
 from kt_launch.resolve.pipeline import resolve
 from kt_launch.core.plan import LaunchPlan
 
@@ -167,7 +168,7 @@ def _tuned(cfg: UserConfig, host: HostFacts, model: ModelFacts | None):
         return None
     from kt_launch.facts.tuning import lookup_tuned
 
-    method = cfg.moe_lora.sft_method if cfg.moe_lora is not None else (cfg.kt.method or "AMXINT4")
+    method = effective_method(lambda key: setting(cfg, key))  # the plan's rule, on the profile's values
     found = lookup_tuned(host, model.shape_key, method)
     if found.problem:
         sys.stderr.write(f"kt-launch: warning: {found.problem}\n")

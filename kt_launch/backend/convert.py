@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from kt_launch.core.findings import Finding, error
 from kt_launch.facts import worker as _worker
-from kt_launch.resolve.methods import KT_METHOD_FOR_SFT, effective_method
+from kt_launch.resolve.methods import cpu_format
 
 WORKER_PATH = Path(__file__).with_name("convert_worker.py").resolve()
 MANIFEST = "kt-convert-manifest.json"  # the worker's names (convert_worker.py MANIFEST, TMP_DIR)
@@ -85,8 +85,7 @@ class ConvertPlan:
 
 def target_method(get: Callable[[str], Any]) -> str:
     """The format to write: kt.method, or in MoE-LoRA mode the base format the SFT method reads."""
-    m = effective_method(get)
-    return KT_METHOD_FOR_SFT.get(m, m)
+    return cpu_format(get)
 
 
 def plan_conversion(get: Callable[[str], Any], model: Any, out: str) -> ConvertPlan:

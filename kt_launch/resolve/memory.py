@@ -47,7 +47,7 @@ from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.expert_sources import read_expert_bytes
 from kt_launch.resolve.isa import choose_variant
-from kt_launch.resolve.methods import KT_METHOD_FOR_SFT
+from kt_launch.resolve.methods import cpu_format
 
 MiB, GiB = 1 << 20, 1 << 30
 # Memory SGLang cannot use before it measures: CUDA context, cuBLAS workspace, NCCL. `total_gpu_memory` is what is
@@ -279,12 +279,7 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
     numa_r = values.get("kt.numa_nodes")
     numa = tuple(numa_r.value) if numa_r is not None and numa_r.value else \
         tuple(n.id for n in inp.host.cpu_numa_nodes)[:pools]
-    if cfg.moe_lora is not None:
-        sft = values.get("moe_lora.sft_method")
-        method = KT_METHOD_FOR_SFT.get(sft.value if sft is not None else "", "AMXBF16")
-    else:
-        r = values.get("kt.method")
-        method = (r.value if r is not None else None) or "AMXINT4"
+    method = cpu_format(lambda k: values[k].value if k in values else None)
     group = tuple(inp.host.gpus[:tp])
     sized = tuple(g for g in group if isinstance(g.memory_bytes, int) and g.memory_bytes > 0)
     flags = inp.host.cpu.flags

@@ -26,3 +26,10 @@ def effective_method(get) -> str:
     """The method kt-kernel runs, from resolved values (`get(key)` -> value): moe_lora.sft_method in MoE-LoRA mode
     (the plan holds it only then), else kt.method, else SGLang's default AMXINT4. The one place this rule lives."""
     return get("moe_lora.sft_method") or get("kt.method") or "AMXINT4"
+
+
+def cpu_format(get) -> str:
+    """The format kt-kernel keeps the CPU experts in: the effective method, or in MoE-LoRA mode the inference
+    method behind the SFT method (AMXBF16_SFT keeps BF16 experts). What the RAM plan counts and convert writes."""
+    m = effective_method(get)
+    return KT_METHOD_FOR_SFT.get(m, m)
