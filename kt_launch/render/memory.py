@@ -67,7 +67,7 @@ def fit_text(rows: list[dict], ram: dict | None, source: str) -> str:
     if any(r["limited_by"] == MOE_LORA_FIT for r in rows):
         out.append(f"gpu experts/layer 0: {MOE_LORA_FIT}")
     widths = [max(len(t[i]) for t in table) for i in range(len(head))]
-    for t in table:
+    for t in table if rows else ():  # no header over no rows
         out.append("  " + "  ".join(c.ljust(w) for c, w in zip(t, widths)).rstrip())
     if ram is not None:
         out.append("")
