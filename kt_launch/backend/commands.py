@@ -143,7 +143,8 @@ def cmd_convert(args, passthrough) -> int:
     cp = None if refusals else cv.plan_conversion(get, out.model, os.path.abspath(str(get("kt.weight_path") or ".")))
     if cp is not None and not experts and lp is None:
         refusals.append(cv.method_refusal(cp))
-    refusals = refusals or ((cv.refusals(cp) if experts else []) + (cv.lora_refusals(lp) if lp else []))
+    prepared = cv.prepare(cp) if experts and not refusals else None
+    refusals = refusals or ((prepared.findings if prepared else []) + (cv.lora_refusals(lp) if lp else []))
     if refusals:
         sys.stderr.write(findings_text(refusals))
         return EXIT_PLAN
@@ -153,7 +154,7 @@ def cmd_convert(args, passthrough) -> int:
         if experts:
             print(cv.start_line(cp, python), file=sys.stderr, flush=True)
             t0 = time.monotonic()
-            r = cv.run_conversion(cp, python, env=server_env(out), progress=lambda rec: print(
+            r = cv.run_conversion(cp, python, env=server_env(out), prepared=prepared, progress=lambda rec: print(
                 cv.progress_line(rec, time.monotonic() - t0), file=sys.stderr, flush=True))
             answers["experts"], bad = r.answer or {}, cv.failure(cp, r)
         if lp is not None and bad is None and not cv.lora_done(lp):
