@@ -241,3 +241,17 @@ print(json.dumps(out))
     got = json.loads(r.stdout.strip().splitlines()[-1])
     for layer in LAYERS:
         assert got[str(layer)] == [expert_bytes_sha256(b, layer), SHAPE.experts * 3 * SHAPE.hidden * SHAPE.moe_inter * 2]
+
+
+@pytest.mark.parametrize("command", ["convert", "probe", "tune"])
+def test_a_refusal_under_json_prints_the_document(tmp_path, command):
+    """A refused probe, tune or convert with --json printed nothing on stdout; now the verdict, ok and findings."""
+    prof = profile(tmp_path, tmp_path / "no-model", tmp_path / "out")
+    r = kt(command, "--profile", prof, "--python", tmp_path / "no-such-python", "--json", timeout=120)
+    assert r.returncode == 3, r.stderr[-1500:]
+    doc = json.loads(r.stdout)
+    assert doc["schema_version"] == 1 and doc["ok"] is False and doc["verdict"].startswith("BLOCKED")
+    assert "KT-E410" in {f["code"] for f in doc["findings"] if f["level"] == "error"}
+    assert "KT-E410" in r.stderr and not (tmp_path / "out").exists()
+    section = (REPO / "docs" / "JSON.md").read_text().split("## When probe, tune or convert is refused")[1]
+    assert all(f"`{k}`" in section.split("\n## ")[0] for k in doc)  # the refusal document is documented
