@@ -168,7 +168,7 @@ SOURCE_KEYS = ("shards", "header_sha256")  # what decides; the worker adds data_
 def layer_reusable(recorded: Any, current: Mapping[str, Any]) -> bool:
     """Whether a finished layer of the manifest may be kept (the worker then still checks its files byte for byte):
     only when it was converted from the same source as far as the headers tell, without reading the tensors again:
-    the same shards holding its routed experts (name, size, mtime, inode) and the same header entries of those tensors
+    the same shards holding its routed experts (name, size, mtime, ctime, inode) and the same header entries of those tensors
     (name, dtype, shape, offsets). A layer recorded without a source (an older manifest) or from another
     checkpoint of the same shape is redone, never skipped."""
     if not isinstance(recorded, Mapping) or not isinstance(recorded.get("source"), Mapping):
@@ -251,9 +251,10 @@ def _shard_header(path: str) -> dict[str, Any]:
 def source_identity(model_path: str, layers: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     """Per MoE layer, what its conversion is made from, from the safetensors headers only (the worker hashes the
     tensor bytes as it reads them, `data_sha256`, so nothing is read twice): the shards that hold the layer's
-    routed-expert tensors (file name, size, mtime_ns, inode: another checkpoint's shards written in the same clock
-    tick still differ, a moved one does not) and a sha256 of those tensors' header entries. Raises ReadError naming
-    the shard."""
+    routed-expert tensors (file name, size, mtime_ns; inode: another checkpoint's shards written in the same clock
+    tick still differ; ctime_ns, which no one can set back: a shard rewritten in place and its mtime restored still
+    differs; a model dir renamed keeps all of them) and a sha256 of those tensors' header entries. Raises ReadError
+    naming the shard."""
     want = set(layers)
     entries: dict[int, list] = {}
     shards: dict[int, dict[str, Any]] = {}
@@ -267,7 +268,8 @@ def source_identity(model_path: str, layers: tuple[int, ...]) -> dict[str, dict[
                 continue
             layer = int(m.group(1))
             entries.setdefault(layer, []).append([key, name, ent.get("dtype"), ent.get("shape"), ent.get("data_offsets")])
-            shards.setdefault(layer, {})[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+            shards.setdefault(layer, {})[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                                                    "inode": st.st_ino}
     return {str(layer): {"shards": shards.get(layer, {}),
                          "header_sha256": hashlib.sha256(json.dumps(sorted(entries.get(layer, [])), sort_keys=True)
                                                          .encode()).hexdigest()} for layer in sorted(want)}

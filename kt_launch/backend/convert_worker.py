@@ -44,6 +44,7 @@ PROGRESS = "KT-CONVERT-PROGRESS "
 PROJS = ("gate_proj", "up_proj", "down_proj")
 MANIFEST_MAX = 64 << 20  # as the launcher's bounded reader (kt_launch/backend/convert.py MANIFEST_KIND)
 MANIFEST_DEPTH = 8
+HEADER_MAX = 100 * 1024 * 1024  # safetensors' own cap (kt_launch/facts/reader.py SAFETENSORS_HEADER_CAP)
 BLOCK = 128
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -188,6 +189,8 @@ def tensor_index(model_path):
     for f in sorted(glob.glob(os.path.join(model_path, "*.safetensors"))):
         with open(f, "rb") as h:
             n = int.from_bytes(h.read(8), "little")
+            if n > HEADER_MAX:  # the launcher checked the headers before; a shard swapped since is not read whole
+                raise ConvertError("weights", f"{f}: a safetensors header of {n} bytes (more than {HEADER_MAX})")
             header = json.loads(h.read(n))
         for k, v in header.items():
             if ".mlp.experts." in k and isinstance(v, dict):

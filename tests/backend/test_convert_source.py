@@ -77,6 +77,15 @@ def test_a_layer_from_another_source_is_redone(tmp_path):
     os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     touched = cv.source_identity(str(moved), LAYERS)
     assert cv.layers_to_redo(cp_a, done_a, touched) != ()
+    # B's bytes written into A's shard in place, its size and mtime put back: the ctime still tells
+    shard_b = sorted(b.glob("*.safetensors"))[0]
+    with open(shard, "r+b") as f:
+        f.write(shard_b.read_bytes())
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    forged = cv.source_identity(str(moved), LAYERS)
+    assert all(forged[k]["shards"][shard.name]["mtime_ns"] == src_a[k]["shards"][shard.name]["mtime_ns"]
+               for k in forged if shard.name in forged[k]["shards"])
+    assert cv.layers_to_redo(cp_a, done_a, forged) != ()
 
 
 def test_prepare_marks_another_models_layers_for_redo(tmp_path):
