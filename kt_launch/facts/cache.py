@@ -13,6 +13,7 @@ over it; on any failure the temp file is removed and the old file is untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -182,7 +183,7 @@ def write_output(path: str | os.PathLike, data: str | bytes) -> None:
         write_atomic(path, data)
         return
     if not (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
-        raise OSError(22, "not a regular file, FIFO or character device (a socket or block device); give a file "
+        raise OSError(errno.EINVAL, "not a regular file, FIFO or character device (a socket or block device); give a file "
                           "path", os.fspath(path))
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -190,13 +191,12 @@ def write_output(path: str | os.PathLike, data: str | bytes) -> None:
         fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
                      | getattr(os, "O_NOCTTY", 0))
     except OSError as e:
-        if e.errno == 6:  # ENXIO: a FIFO with no reader
-            raise OSError(6, "a FIFO that no process reads (it would wait forever); give a file path, or start the "
+        if e.errno == errno.ENXIO:  # a FIFO with no reader
+            raise OSError(errno.ENXIO, "a FIFO that no process reads (it would wait forever); give a file path, or start the "
                              "reader first", os.fspath(path)) from None
         raise
     try:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            os.set_blocking(fd, True)  # a reader is there: write at its pace
+        os.set_blocking(fd, True)  # opened: a reader is there, write at its pace (a terminal too)
         _write_all(fd, data)
     finally:
         os.close(fd)
