@@ -168,7 +168,8 @@ SOURCE_KEYS = ("shards", "header_sha256")  # what decides; the worker adds data_
 def layer_reusable(recorded: Any, current: Mapping[str, Any]) -> bool:
     """Whether a finished layer of the manifest may be kept (the worker then still checks its files byte for byte):
     only when it was converted from the same source as far as the headers tell, without reading the tensors again:
-    the same shards holding its routed experts (name, size, mtime, ctime, inode) and the same header entries of those tensors
+    the same shards holding its routed experts (name, size, mtime, ctime, inode) and the same header entries of those
+    tensors
     (name, dtype, shape, offsets). A layer recorded without a source (an older manifest) or from another
     checkpoint of the same shape is redone, never skipped."""
     if not isinstance(recorded, Mapping) or not isinstance(recorded.get("source"), Mapping):
@@ -267,9 +268,10 @@ def source_identity(model_path: str, layers: tuple[int, ...]) -> dict[str, dict[
             if m is None or int(m.group(1)) not in want or not isinstance(ent, dict):
                 continue
             layer = int(m.group(1))
-            entries.setdefault(layer, []).append([key, name, ent.get("dtype"), ent.get("shape"), ent.get("data_offsets")])
-            shards.setdefault(layer, {})[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-                                                    "inode": st.st_ino}
+            entries.setdefault(layer, []).append([key, name, ent.get("dtype"), ent.get("shape"),
+                                                  ent.get("data_offsets")])
+            shards.setdefault(layer, {})[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                                  "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
     return {str(layer): {"shards": shards.get(layer, {}),
                          "header_sha256": hashlib.sha256(json.dumps(sorted(entries.get(layer, [])), sort_keys=True)
                                                          .encode()).hexdigest()} for layer in sorted(want)}

@@ -183,8 +183,8 @@ def write_output(path: str | os.PathLike, data: str | bytes) -> None:
         write_atomic(path, data)
         return
     if not (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
-        raise OSError(errno.EINVAL, "not a regular file, FIFO or character device (a socket or block device); give a file "
-                          "path", os.fspath(path))
+        raise OSError(errno.EINVAL, "not a regular file, FIFO or character device (a socket or block device); "
+                                    "give a file path", os.fspath(path))
     if isinstance(data, str):
         data = data.encode("utf-8")
     try:
@@ -192,8 +192,8 @@ def write_output(path: str | os.PathLike, data: str | bytes) -> None:
                      | getattr(os, "O_NOCTTY", 0))
     except OSError as e:
         if e.errno == errno.ENXIO:  # a FIFO with no reader
-            raise OSError(errno.ENXIO, "a FIFO that no process reads (it would wait forever); give a file path, or start the "
-                             "reader first", os.fspath(path)) from None
+            raise OSError(errno.ENXIO, "a FIFO that no process reads (it would wait forever); give a file path, or "
+                                       "start the reader first", os.fspath(path)) from None
         raise
     try:
         os.set_blocking(fd, True)  # opened: a reader is there, write at its pace (a terminal too)

@@ -101,8 +101,8 @@ def _known_version(data: Any, p: Path, flag: str) -> None:
         v = doc["schema_version"]
         if type(v) is not int or v != SCHEMA_VERSION:
             shown = repr(v)[:40]
-            raise ValueError(f"{flag} {p}: {where} is {shown}; this kt-launch reads version {SCHEMA_VERSION} (record it "
-                             "again with this kt-launch: `kt-launch doctor --model DIR --json`)")
+            raise ValueError(f"{flag} {p}: {where} is {shown}; this kt-launch reads version {SCHEMA_VERSION} "
+                             "(record it again with this kt-launch: `kt-launch doctor --model DIR --json`)")
 
 
 def load_model_facts(path: str | os.PathLike, flag: str = "--model-facts") -> tuple[ModelFacts, WeightBytes | None]:
