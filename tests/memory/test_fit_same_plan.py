@@ -84,8 +84,7 @@ def test_fit_reads_the_fleet(capsys, tmp_path):
     from kt_launch.facts.model import read_model_facts
     from kt_launch.resolve.memory import kt_pool_buffer_bytes
 
-    sys.path.insert(0, str(HOSTS.parents[1] / "fleet"))
-    from support import dual_socket, fleet_profile, write_json, write_profile  # tests/fleet/support.py
+    from fleet.support import dual_socket, fleet_profile, write_json, write_profile
 
     model = synthetic.hf_model(tmp_path / "model", sparse=True)
     need = 3 * 8 * 3 * 32 * 64 * 2 + kt_pool_buffer_bytes(read_model_facts(str(model)), 8192, 1)
