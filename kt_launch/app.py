@@ -60,6 +60,7 @@ class Outcome:
     command: Command
     model: ModelFacts | None = None
     model_problem: str | None = None
+    inputs: ResolveInput | None = None  # what the plan was resolved from (`fit` sizes its rows from the same)
 
     @property
     def findings(self) -> list[Finding]:
@@ -180,7 +181,7 @@ def plan_request(req: Request, environ: Mapping[str, str] | None = None, loaded:
     plan = resolve(inp)
     if inp.host.notes:
         plan.findings += [info("KT-I102", f"host facts: {n}") for n in inp.host.notes]
-    return Outcome(cfg, inp.host, plan, render_command(plan), inp.model, inp.model_problem)
+    return Outcome(cfg, inp.host, plan, render_command(plan), inp.model, inp.model_problem, inp)
 
 
 # ---------------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ def run_init(args) -> int:
         raise ConfigError(f"-o {out}: the file exists; kt-launch init does not overwrite it (add --force to replace "
                           "it)")
     model_dir = _utf8("MODEL_DIR", args.model_dir)
+    if out is not None:
+        _not_over_the_model(out, [model_dir, *args.lora])
     model = _model(model_dir)
     loras = [_lora(_utf8("--lora", p)) for p in args.lora]
     fixed = _choose(model_dir, model, loras, _method(args.method))
@@ -325,6 +327,20 @@ def schema_ref(out: str | None) -> str:
             shared = os.path.commonpath([str(cand), base])
             return os.path.relpath(cand, base) if shared != os.path.dirname(shared) else str(cand)
     return "profile.schema.json"
+
+
+def _not_over_the_model(out: str, dirs: list[str]) -> None:
+    """-o never replaces a file of the model or an adapter it reads (`-o MODEL_DIR/config.json --force` replaced the
+    checkpoint's own config): an existing output whose real path (links followed) is inside MODEL_DIR or a --lora
+    dir is refused, --force or not."""
+    if not os.path.lexists(out):
+        return
+    real = os.path.realpath(out)
+    for d in dirs:
+        root = os.path.realpath(d)
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            raise ConfigError(f"-o {out}: is a file of {d} ({real}); kt-launch init never writes over the model's or "
+                              "an adapter's files, --force or not: write the profile beside them, e.g. -o my.yaml")
 
 
 def _write(out: str, text: str) -> None:

@@ -9,11 +9,25 @@ import sys
 import time
 
 from kt_launch.core.errors import ConfigError
-from kt_launch.core.output import SCHEMA_VERSION
+from kt_launch.core.output import SCHEMA_VERSION, verdict
 from kt_launch.render.text import findings_text
 from kt_launch.core.findings import error, has_errors
 
 EXIT_OK, EXIT_PLAN = 0, 3
+
+
+def _head(findings) -> dict:
+    """What every JSON document of probe, tune and convert opens with (docs/JSON.md): verdict and ok over findings."""
+    return {"schema_version": SCHEMA_VERSION, "verdict": verdict(findings), "ok": not has_errors(findings)}
+
+
+def _refused(args, findings) -> int:
+    """A refusal before any worker ran: the findings on stderr, and under --json the document on stdout too (verdict,
+    ok, findings), so a script that reads stdout always gets one (issue 23: it used to get nothing)."""
+    sys.stderr.write(findings_text(findings))
+    if getattr(args, "json", False):
+        print(json.dumps({**_head(findings), "findings": [f.to_json() for f in findings]}, indent=2))
+    return EXIT_PLAN
 
 
 def _plan_and_spec(args, passthrough, **spec_kw):
@@ -28,7 +42,7 @@ def _plan_and_spec(args, passthrough, **spec_kw):
         refusals.append(error("KT-E410", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
                               "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))
     if refusals:
-        sys.stderr.write(findings_text(refusals))
+        _refused(args, refusals)
         return None, None
     if args.prefill_qlen:
         spec_kw["prefill_qlen"] = args.prefill_qlen
@@ -63,7 +77,7 @@ def cmd_probe(args, passthrough) -> int:
     result = run_probe(spec, _python(args, out), timeout_s=args.timeout, env=server_env(out))
     findings = probe_findings(result)
     if args.json:
-        print(json.dumps({"schema_version": SCHEMA_VERSION, "spec": spec.to_json(), "result": result.to_json(),
+        print(json.dumps({**_head(findings), "spec": spec.to_json(), "result": result.to_json(),
                           "findings": [f.to_json() for f in findings]}, indent=2))
     else:
         print(probe_summary(result))
@@ -93,8 +107,8 @@ def cmd_tune(args, passthrough) -> int:
         error("KT-E411", "tune: no point of the sweep ran, so nothing was measured or stored",
               "see each point's failure above; `kt-launch probe` shows the first one in full")]
     if args.json:
-        print(json.dumps({"schema_version": SCHEMA_VERSION, **outcome.to_json(),
-                          "findings": [f.to_json() for f in findings]}, indent=2))
+        print(json.dumps({**_head(findings), **outcome.to_json(), "findings": [f.to_json() for f in findings]},
+                         indent=2))
     elif outcome.choice is None:
         sys.stdout.write(findings_text(findings))
     else:
@@ -143,17 +157,17 @@ def cmd_convert(args, passthrough) -> int:
     cp = None if refusals else cv.plan_conversion(get, out.model, os.path.abspath(str(get("kt.weight_path") or ".")))
     if cp is not None and not experts and lp is None:
         refusals.append(cv.method_refusal(cp))
-    refusals = refusals or ((cv.refusals(cp) if experts else []) + (cv.lora_refusals(lp) if lp else []))
+    prepared = cv.prepare(cp) if experts and not refusals else None
+    refusals = refusals or ((prepared.findings if prepared else []) + (cv.lora_refusals(lp) if lp else []))
     if refusals:
-        sys.stderr.write(findings_text(refusals))
-        return EXIT_PLAN
+        return _refused(args, refusals)
     python = _python(args, out)
     answers, bad = {}, None
     try:
         if experts:
             print(cv.start_line(cp, python), file=sys.stderr, flush=True)
             t0 = time.monotonic()
-            r = cv.run_conversion(cp, python, env=server_env(out), progress=lambda rec: print(
+            r = cv.run_conversion(cp, python, env=server_env(out), prepared=prepared, progress=lambda rec: print(
                 cv.progress_line(rec, time.monotonic() - t0), file=sys.stderr, flush=True))
             answers["experts"], bad = r.answer or {}, cv.failure(cp, r)
         if lp is not None and bad is None and not cv.lora_done(lp):
@@ -181,8 +195,7 @@ def _convert_report(args, passthrough, sets, cp, lp, answers, bad, out) -> int:
         findings = [f for f in after.findings if f.level == "error" and f.code in cv.OUTPUT_CHECKS]
     if args.json:
         doc = cv.summary_json(cp, answers.get("experts") or {}, lp, answers.get("lora"))
-        print(json.dumps({"schema_version": SCHEMA_VERSION, **doc, "findings": [f.to_json() for f in findings]},
-                         indent=2))
+        print(json.dumps({**_head(findings), **doc, "findings": [f.to_json() for f in findings]}, indent=2))
     else:
         if bad is None:
             print(cv.summary_text(cp, answers.get("experts") or {}, out.plan.get, lp, answers.get("lora")))

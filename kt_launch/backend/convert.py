@@ -12,16 +12,20 @@ loaded kt-kernel variant lacks is refused by the worker before it creates any fi
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import re
 import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from kt_launch.core.findings import Finding, error
 from kt_launch.facts import worker as _worker
+from kt_launch.facts.reader import SAFETENSORS_HEADER, Kind, ReadError, parse_json, read_json
 from kt_launch.resolve.methods import cpu_format
 
 WORKER_PATH = Path(__file__).with_name("convert_worker.py").resolve()
@@ -32,6 +36,10 @@ METHODS = {"AMXINT8": 8, "AMXINT4": 4}  # what kt-kernel 0.7.2's online quantize
 CHUNK = 64  # kt-kernel's buffers are sized by this; conversion runs no prefill, verification 16 tokens
 _LAYER_DIR = re.compile(r"_layer_\d+\Z")
 _OURS = {MANIFEST, MANIFEST + ".tmp", TMP_DIR}
+# The manifest is ours, but --out is the user's: read through the bounded reader (a FIFO, /dev/zero or deep nesting
+# there is refused by name, never read). {layers: {L: {files: {rel: {size, sha256}}, source: {shards: {..}}}}}: depth 6.
+MANIFEST_KIND = Kind("convert manifest", 64 << 20, 8)
+_EXPERT = re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.experts\.")  # the routed-expert tensors the worker reads
 
 
 @dataclass(frozen=True)
@@ -74,13 +82,16 @@ class ConvertPlan:
                 "num_experts": self.num_experts, "hidden_size": self.hidden_size,
                 "moe_intermediate_size": self.moe_intermediate_size}
 
-    def spec(self, verify: bool = True) -> dict[str, Any]:
+    def spec(self, verify: bool = True, sources: Mapping[str, Any] | None = None,
+             redo: tuple[int, ...] = ()) -> dict[str, Any]:
+        """The worker's input. `sources`: each layer's source identity, recorded with the layer; `redo`: layers whose
+        manifest entry was made from other source bytes, converted again without looking at their files."""
         return {"model_path": self.model_path, "out": self.out, "method": self.method,
                 "threadpool_count": self.threadpool_count, "cpuinfer": self.cpuinfer,
                 "numa_nodes": list(self.numa_nodes) if self.numa_nodes else None, "layers": list(self.layers),
                 "num_experts": self.num_experts, "top_k": self.top_k, "hidden_size": self.hidden_size,
                 "moe_intermediate_size": self.moe_intermediate_size, "chunked_prefill_size": CHUNK,
-                "identity": self.identity(), "verify": verify}
+                "identity": self.identity(), "verify": verify, "sources": dict(sources or {}), "redo": list(redo)}
 
 
 def target_method(get: Callable[[str], Any]) -> str:
@@ -144,9 +155,34 @@ def foreign_refusal(cp: ConvertPlan, names: list[str], manifest: Mapping[str, An
     return None
 
 
-def remaining_bytes(cp: ConvertPlan, manifest: Mapping[str, Any] | None) -> int:
+def remaining_bytes(cp: ConvertPlan, manifest: Mapping[str, Any] | None, redo: tuple[int, ...] = ()) -> int:
     done = set((manifest or {}).get("layers", {}) or {})
-    return sum(cp.layer_bytes_out for layer in cp.layers if str(layer) not in done)
+    return sum(cp.layer_bytes_out for layer in cp.layers if str(layer) not in done or layer in redo)
+
+
+# -- the source of each layer (issue 23 item 3: never serve model A's experts for model B) -------------------
+
+SOURCE_KEYS = ("shards", "header_sha256")  # what decides; the worker adds data_sha256 (the bytes it read) as a record
+
+
+def layer_reusable(recorded: Any, current: Mapping[str, Any]) -> bool:
+    """Whether a finished layer of the manifest may be kept (the worker then still checks its files byte for byte):
+    only when it was converted from the same source as far as the headers tell, without reading the tensors again:
+    the same shards holding its routed experts (name, size, mtime, ctime, inode) and the same header entries of those
+    tensors
+    (name, dtype, shape, offsets). A layer recorded without a source (an older manifest) or from another
+    checkpoint of the same shape is redone, never skipped."""
+    if not isinstance(recorded, Mapping) or not isinstance(recorded.get("source"), Mapping):
+        return False
+    return all(k in current and recorded["source"].get(k) == current[k] for k in SOURCE_KEYS)
+
+
+def layers_to_redo(cp: ConvertPlan, manifest: Mapping[str, Any] | None,
+                   sources: Mapping[str, Mapping[str, Any]]) -> tuple[int, ...]:
+    """Layers the manifest records as done that were converted from another source: the worker converts them again."""
+    done = (manifest or {}).get("layers") or {}
+    return tuple(layer for layer in cp.layers
+                 if str(layer) in done and not layer_reusable(done[str(layer)], sources.get(str(layer), {})))
 
 
 def disk_refusal(cp: ConvertPlan, need: int, free: int) -> Finding | None:
@@ -173,12 +209,72 @@ def read_output_dir(out: str) -> tuple[list[str], dict[str, Any] | None, str | N
     manifest = None
     if MANIFEST in names:
         try:
-            manifest = json.loads(Path(out, MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return names, None, f"{out}/{MANIFEST} is unreadable"
-        if not isinstance(manifest, dict) or manifest.get("kind") != "kt-launch-convert":
+            manifest = read_json(os.path.join(out, MANIFEST), MANIFEST_KIND)
+        except ReadError as e:
+            return names, None, f"{e}"
+        if not _manifest_shape_ok(manifest):
             return names, None, f"{out}/{MANIFEST} is not a kt-launch convert manifest"
     return names, manifest, None
+
+
+def _manifest_shape_ok(m: Any) -> bool:
+    """The fields the launcher and the worker read: kind, and layers as {layer: {files: {...}, ...}}."""
+    if not isinstance(m, dict) or m.get("kind") != "kt-launch-convert":
+        return False
+    layers = m.get("layers", {})
+    return isinstance(layers, dict) and all(isinstance(v, dict) and isinstance(v.get("files", {}), dict)
+                                            for v in layers.values())
+
+
+def _shard_header(path: str) -> dict[str, Any]:
+    """A shard's safetensors header: regular files only (a FIFO is refused, never opened for reading), at most the
+    size safetensors itself accepts, through the bounded JSON parser."""
+    what = SAFETENSORS_HEADER.what
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ReadError(f"{what} {path}: not a regular file (a FIFO, socket or device)")
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 <= n <= SAFETENSORS_HEADER.max_bytes:
+                raise ReadError(f"{what} {path}: cut off, or a header size over {SAFETENSORS_HEADER.max_bytes} bytes")
+            raw = f.read(n)
+    except OSError as e:
+        raise ReadError(f"{what} {path}: cannot read ({e.strerror or e})") from None
+    if len(raw) < n:
+        raise ReadError(f"{what} {path}: cut off (the header says {n} bytes)")
+    doc = parse_json(path, raw, SAFETENSORS_HEADER)
+    if not isinstance(doc, dict):
+        raise ReadError(f"{what} {path}: not a JSON object")
+    return doc
+
+
+def source_identity(model_path: str, layers: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """Per MoE layer, what its conversion is made from, from the safetensors headers only (the worker hashes the
+    tensor bytes as it reads them, `data_sha256`, so nothing is read twice): the shards that hold the layer's
+    routed-expert tensors (file name, size, mtime_ns; inode: another checkpoint's shards written in the same clock
+    tick still differ; ctime_ns, which no one can set back: a shard rewritten in place and its mtime restored still
+    differs; a model dir renamed keeps all of them) and a sha256 of those tensors' header entries. Raises ReadError
+    naming the shard."""
+    want = set(layers)
+    entries: dict[int, list] = {}
+    shards: dict[int, dict[str, Any]] = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(model_path), "*.safetensors"))):  # what the worker reads
+        header = _shard_header(path)
+        st = os.stat(path)
+        name = os.path.basename(path)
+        for key, ent in header.items():
+            m = _EXPERT.search(key)
+            if m is None or int(m.group(1)) not in want or not isinstance(ent, dict):
+                continue
+            layer = int(m.group(1))
+            entries.setdefault(layer, []).append([key, name, ent.get("dtype"), ent.get("shape"),
+                                                  ent.get("data_offsets")])
+            shards.setdefault(layer, {})[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                                  "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+    return {str(layer): {"shards": shards.get(layer, {}),
+                         "header_sha256": hashlib.sha256(json.dumps(sorted(entries.get(layer, [])), sort_keys=True)
+                                                         .encode()).hexdigest()} for layer in sorted(want)}
 
 
 def free_bytes(out: str) -> int:
@@ -190,16 +286,41 @@ def free_bytes(out: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def refusals(cp: ConvertPlan) -> list[Finding]:
-    """Every reason not to start, checked before anything is written."""
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` found: the reasons not to start, else each layer's source and the layers to convert again."""
+
+    findings: list[Finding]
+    sources: dict[str, dict[str, Any]]
+    redo: tuple[int, ...] = ()
+
+
+def prepare(cp: ConvertPlan) -> Prepared:
+    """Every reason not to start, checked before anything is written; and what the worker needs to tell a finished
+    layer of this source from one of another (`layers_to_redo`)."""
     for f in (method_refusal(cp), location_refusal(cp)):
         if f is not None:
-            return [f]
+            return Prepared([f], {})
     names, manifest, problem = read_output_dir(cp.out)
     if problem:
-        return [error("KT-E422", f"output {problem}", "choose an empty or new --out dir (nothing was written)")]
-    f = foreign_refusal(cp, names, manifest) or disk_refusal(cp, remaining_bytes(cp, manifest), free_bytes(cp.out))
-    return [f] if f else []
+        return Prepared([error("KT-E422", f"output {problem}", "choose an empty or new --out dir (nothing was "
+                                                                "written)")], {})
+    f = foreign_refusal(cp, names, manifest)
+    if f is not None:
+        return Prepared([f], {})
+    try:
+        sources = source_identity(cp.model_path, cp.layers)
+    except ReadError as e:
+        return Prepared([error("KT-E440", f"convert: {e}", "fix or replace that shard of model.path (`kt-launch check` "
+                               "names what is wrong with it); nothing was written")], {})
+    redo = layers_to_redo(cp, manifest, sources)
+    f = disk_refusal(cp, remaining_bytes(cp, manifest, redo), free_bytes(cp.out))
+    return Prepared([f] if f else [], sources, redo)
+
+
+def refusals(cp: ConvertPlan) -> list[Finding]:
+    """Every reason not to start, checked before anything is written."""
+    return prepare(cp).findings
 
 
 # -- the worker run -----------------------------------------------------------------------------------
@@ -222,13 +343,15 @@ def timeout_for(cp: ConvertPlan) -> float:
 
 def run_conversion(cp: ConvertPlan, python: str, env: Mapping[str, str] | None = None,
                    progress: Callable[[dict[str, Any]], None] | None = None,
-                   timeout_s: float | None = None) -> _worker.WorkerResult:
+                   timeout_s: float | None = None, prepared: Prepared | None = None) -> _worker.WorkerResult:
     def on_line(line: str) -> None:
         rec = parse_progress(line)
         if rec is not None and progress is not None:
             progress(rec)
 
-    return _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(cp.spec()), env=env,
+    prepared = prepared or prepare(cp)
+    spec = cp.spec(sources=prepared.sources, redo=prepared.redo)
+    return _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(spec), env=env,
                               timeout_s=timeout_s or timeout_for(cp), stderr_line=on_line)
 
 
@@ -270,6 +393,8 @@ def progress_line(rec: Mapping[str, Any], elapsed: float | None = None) -> str:
     eta = f", about {elapsed / i * (n - i):.0f} s left" if elapsed is not None and 0 < i < n else ""
     if rec.get("skipped"):
         return head + "already converted (files match the manifest), skipped" + eta
+    if rec.get("other_source"):
+        head += "its earlier conversion was made from other source files, converted again: "
     return (head + f"read {_gb(int(rec.get('bytes_in') or 0))} in {float(rec.get('read_s') or 0):.2f} s, "
             f"quantized in {float(rec.get('quant_s') or 0):.2f} s, {float(rec.get('seconds') or 0):.2f} s in all"
             + eta)

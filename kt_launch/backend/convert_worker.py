@@ -13,6 +13,10 @@ Why it is built like this:
   - kt-kernel writes into ``<out>/.kt-convert-tmp``; a finished layer dir is renamed into ``<out>`` and only
     then recorded in the manifest (size + sha256 per file), so an interrupted run never counts a half layer.
   - A rerun skips a layer whose files match the manifest (nothing is rewritten) and redoes one that does not.
+    Each layer's manifest entry records its source (the launcher's `sources`: the shards' names, sizes and mtimes
+    and a hash of its expert tensors' header entries; plus `data_sha256`, the sha256 of the bytes read here); the
+    launcher lists in `redo` the finished layers of another source, which are converted again, never skipped.
+  - The manifest is read bounded (a regular file, at most MANIFEST_MAX bytes, nesting checked): --out is the user's.
   - FP8 E4M3 experts with 128x128 ``weight_scale_inv`` blocks are dequantized per block to BF16 first.
   - Verified: the first and last layer are read back with kt-kernel's ``load_weights`` and compared with a
     float32 torch MoE of the (dequantized) source, with the probe's tolerances.
@@ -28,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 import traceback
@@ -37,6 +42,9 @@ MANIFEST = "kt-convert-manifest.json"
 TMP_DIR = ".kt-convert-tmp"
 PROGRESS = "KT-CONVERT-PROGRESS "
 PROJS = ("gate_proj", "up_proj", "down_proj")
+MANIFEST_MAX = 64 << 20  # as the launcher's bounded reader (kt_launch/backend/convert.py MANIFEST_KIND)
+MANIFEST_DEPTH = 8
+HEADER_MAX = 100 * 1024 * 1024  # safetensors' own cap (kt_launch/facts/reader.py SAFETENSORS_HEADER_CAP)
 BLOCK = 128
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -87,23 +95,75 @@ def layer_files(layer_dir):
 def layer_matches(out, layer, recorded):
     """The layer dir holds exactly the recorded files with the recorded sizes and hashes."""
     d = os.path.join(out, f"_layer_{layer}")
-    if not recorded or not os.path.isdir(d):
+    if not isinstance(recorded, dict) or not recorded or not os.path.isdir(d):
         return False
     present = _walk(d)
     if set(present) != set(recorded):
         return False
-    if any(os.path.getsize(p) != recorded[rel]["size"] for rel, p in present.items()):
+    try:
+        if any(os.path.getsize(p) != recorded[rel]["size"] for rel, p in present.items()):
+            return False
+        return _hashes(list(present.values())) == [recorded[rel]["sha256"] for rel in present]
+    except (KeyError, TypeError):  # a damaged entry: the layer is redone
         return False
-    return _hashes(list(present.values())) == [recorded[rel]["sha256"] for rel in present]
+
+
+def _depth(node):
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(n, dict):
+            stack.extend((v, d + 1) for v in n.values())
+        elif isinstance(n, list):
+            stack.extend((v, d + 1) for v in n)
+    return deepest
+
+
+def read_manifest(path):
+    """The manifest, or None when there is none. Bounded like the launcher's reader: a regular file only (opened
+    without blocking, so a FIFO never hangs), at most MANIFEST_MAX bytes (/dev/zero is refused, not read), nesting at
+    most MANIFEST_DEPTH, a JSON object whose `layers` is an object of objects."""
+    def bad(why):
+        return ConvertError("foreign_output", f"{path}: {why}; choose another --out, or remove that file")
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise bad(f"cannot read ({e.strerror or e})")
+    if not stat.S_ISREG(st.st_mode):
+        raise bad("not a regular file (a FIFO, socket, device or directory)")
+    if st.st_size > MANIFEST_MAX:
+        raise bad(f"{st.st_size} bytes, more than a convert manifest may have ({MANIFEST_MAX})")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise bad("not a regular file")
+            data = f.read(MANIFEST_MAX + 1)
+    except OSError as e:
+        raise bad(f"cannot read ({e.strerror or e})")
+    if len(data) > MANIFEST_MAX:
+        raise bad(f"more than the {MANIFEST_MAX} bytes a convert manifest may have")
+    try:
+        m = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise bad(f"nested deeper than {MANIFEST_DEPTH} levels")
+    except ValueError as e:
+        raise bad(f"not valid JSON ({str(e)[:120]})")
+    if _depth(m) > MANIFEST_DEPTH:
+        raise bad(f"nested deeper than {MANIFEST_DEPTH} levels")
+    layers = m.get("layers", {}) if isinstance(m, dict) else None
+    if not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values()):
+        raise bad("not a kt-launch convert manifest")
+    return m
 
 
 def load_manifest(out, spec):
     path = os.path.join(out, MANIFEST)
-    try:
-        with open(path, encoding="utf-8") as f:
-            m = json.load(f)
-    except FileNotFoundError:
-        m = None
+    m = read_manifest(path)
     if m is not None and any(m.get(k) != spec["identity"][k] for k in spec["identity"]):
         raise ConvertError("foreign_output", f"{path} records another conversion ({m.get('method')}, "
                                              f"{m.get('threadpool_count')} pool(s)): choose another --out")
@@ -129,6 +189,8 @@ def tensor_index(model_path):
     for f in sorted(glob.glob(os.path.join(model_path, "*.safetensors"))):
         with open(f, "rb") as h:
             n = int.from_bytes(h.read(8), "little")
+            if n > HEADER_MAX:  # the launcher checked the headers before; a shard swapped since is not read whole
+                raise ConvertError("weights", f"{f}: a safetensors header of {n} bytes (more than {HEADER_MAX})")
             header = json.loads(h.read(n))
         for k, v in header.items():
             if ".mlp.experts." in k and isinstance(v, dict):
@@ -177,8 +239,9 @@ def dequant_fp8(torch, q, scale_inv):
     return (q.float() * s).to(torch.bfloat16)
 
 
-def read_layer(torch, where, layer, spec, handles):
-    """(gate [E,I,H], up [E,I,H], down [E,H,I]) in bf16, and the bytes read from disk."""
+def read_layer(torch, where, layer, spec, handles, digest=None):
+    """(gate [E,I,H], up [E,I,H], down [E,H,I]) in bf16, and the bytes read from disk; `digest` (a hashlib object)
+    is fed every tensor's bytes as read, in a fixed order (the layer's source record, data_sha256)."""
     from safetensors import safe_open
 
     E, H, I = spec["num_experts"], spec["hidden_size"], spec["moe_intermediate_size"]
@@ -197,6 +260,9 @@ def read_layer(torch, where, layer, spec, handles):
             handles[f] = safe_open(f, framework="pt")
         t = handles[f].get_tensor(name)
         nbytes += t.numel() * t.element_size()
+        if digest is not None:
+            digest.update(name.encode() + b"\0")
+            digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
         return t
 
     for e in range(E):
@@ -247,15 +313,17 @@ class Reader:
 
     def _read(self, layer):
         t0 = time.perf_counter()
-        got = read_layer(self.torch, self.where, layer, self.spec, {})
-        return got, time.perf_counter() - t0
+        digest = hashlib.sha256()
+        got = read_layer(self.torch, self.where, layer, self.spec, {}, digest)
+        return (*got, digest.hexdigest()), time.perf_counter() - t0
 
     def _start(self, layer):
         if layer not in self.futures:
             self.futures[layer] = self.pool.submit(self._read, layer)
 
     def take(self, layer):
-        """(gate, up, down, bytes, seconds the read took, seconds waited for it); starts reading the next one."""
+        """(gate, up, down, bytes, sha256 of the bytes, seconds the read took, seconds waited for it); starts reading
+        the next one."""
         self._start(layer)
         t0 = time.perf_counter()
         got, read_s = self.futures.pop(layer).result()
@@ -275,7 +343,7 @@ def convert_layer(torch, spec, layer, reader, manifest):
     out, method = spec["out"], spec["method"]
     tmp = os.path.join(out, TMP_DIR)
     t0 = time.perf_counter()
-    gate, up, down, nbytes, t_read, t_wait = reader.take(layer)
+    gate, up, down, nbytes, data_sha256, t_read, t_wait = reader.take(layer)
     t_q0 = time.perf_counter()
     staged = os.path.join(tmp, f"_layer_{layer}")
     shutil.rmtree(staged, ignore_errors=True)
@@ -293,7 +361,8 @@ def convert_layer(torch, spec, layer, reader, manifest):
         os.rename(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
     os.rename(staged, final)
-    manifest["layers"][str(layer)] = {"files": files}
+    source = dict((spec.get("sources") or {}).get(str(layer)) or {}, data_sha256=data_sha256, bytes_read=nbytes)
+    manifest["layers"][str(layer)] = {"files": files, "source": source}
     write_manifest(out, manifest)
     return {"layer": layer, "skipped": False, "bytes_in": nbytes, "bytes_out": sum(f["size"] for f in files.values()),
             "read_s": round(t_read, 4), "wait_s": round(t_wait, 4), "quant_s": round(t_quant, 4),
@@ -353,9 +422,10 @@ def run(spec, result):
     handles = {}
     layers = [int(x) for x in spec["layers"]]
     done, checked = [], {}
+    redo = {int(x) for x in spec.get("redo") or ()}  # finished from another source: converted again, never skipped
     for layer in layers:  # which layers are finished: their files match the manifest (hashed, not trusted)
         t0 = time.perf_counter()
-        ok = layer_matches(out, layer, (manifest["layers"].get(str(layer)) or {}).get("files"))
+        ok = layer not in redo and layer_matches(out, layer, (manifest["layers"].get(str(layer)) or {}).get("files"))
         checked[layer] = (ok, time.perf_counter() - t0)
     reader = Reader(torch, where, spans, spec, [layer for layer in layers if not checked[layer][0]])
     try:
@@ -367,6 +437,7 @@ def run(spec, result):
             else:
                 manifest["layers"].pop(str(layer), None)
                 row = convert_layer(torch, spec, layer, reader, manifest)
+                row["other_source"] = layer in redo
             done.append(row)
             sys.stderr.write(PROGRESS + json.dumps({"index": i + 1, "total": len(layers), **row}) + "\n")
             sys.stderr.flush()

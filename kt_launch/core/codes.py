@@ -123,6 +123,7 @@ CODES: dict[str, str] = {
     "KT-E423": "convert: too little free disk for the estimated output",
     "KT-E424": "convert: the conversion failed",
     "KT-E425": "convert: a converted layer read back with kt-kernel differs from the source",
+    "KT-E440": "convert: a safetensors shard of model.path cannot be read (its header)",
     # KT-x5xx: doctor and operating
     "KT-E501": "the CPU has no AVX2",
     "KT-W501": "CPU flags unknown",

@@ -69,6 +69,7 @@ class Replica:
 class Instance:
     replica: Replica
     plan: LaunchPlan
+    inputs: Any = None  # the replica's ResolveInput (its host view): `fit` sizes its rows from the same
 
 
 @dataclass(frozen=True)

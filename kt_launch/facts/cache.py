@@ -13,6 +13,7 @@ over it; on any failure the temp file is removed and the old file is untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -167,8 +168,11 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, make_dirs: bool 
 
 
 def write_output(path: str | os.PathLike, data: str | bytes) -> None:
-    """A file the user named (`schema -o FILE`): a regular file (or a new one) is replaced atomically; a
-    device or FIFO that is already there (/dev/stdout, a pipe) is written in place. Raises OSError."""
+    """A file the user named (`schema -o FILE`, `init -o FILE`): a regular file (or a new one) is replaced
+    atomically; a character device that is already there (/dev/stdout on a terminal, /dev/null) is written in place,
+    and so is a FIFO or pipe that a process reads now (`-o /dev/stdout | less`, `-o >(cat)`). A FIFO nobody reads is
+    refused at once (it is opened without blocking: issue 23 item 14, it used to hang), and so are a socket and a
+    block device. Raises OSError whose strerror says why."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -178,10 +182,21 @@ def write_output(path: str | os.PathLike, data: str | bytes) -> None:
     if st is None or stat.S_ISREG(st.st_mode):
         write_atomic(path, data)
         return
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        raise OSError(errno.EINVAL, "not a regular file, FIFO or character device (a socket or block device); "
+                                    "give a file path", os.fspath(path))
     if isinstance(data, str):
         data = data.encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # a FIFO with no reader
+            raise OSError(errno.ENXIO, "a FIFO that no process reads (it would wait forever); give a file path, or "
+                                       "start the reader first", os.fspath(path)) from None
+        raise
+    try:
+        os.set_blocking(fd, True)  # opened: a reader is there, write at its pace (a terminal too)
         _write_all(fd, data)
     finally:
         os.close(fd)

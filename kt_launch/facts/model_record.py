@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kt_launch.core.memory import WeightBytes
 from kt_launch.core.model import ModelFacts
+from kt_launch.core.output import SCHEMA_VERSION
 from kt_launch.facts.host_schema import MAX_BYTES
 
 KEY = "model_facts"  # the doctor --json key; a --model-facts file may be that whole document or the object alone
@@ -89,6 +90,21 @@ def model_from_record(data: Any, source: str) -> tuple[ModelFacts, WeightBytes |
     return model, weights
 
 
+def _known_version(data: Any, p: Path, flag: str) -> None:
+    """`schema_version`, where the record has one (the doctor document; its `model_facts` object alone has none), must
+    be a version this kt-launch writes: a record of a newer one may mean other things by the same fields, so it is
+    refused rather than read as this one (issue 23)."""
+    for where, doc in (("schema_version", data), (f"{KEY}.schema_version", data.get(KEY) if isinstance(data, dict)
+                                                   else None)):
+        if not isinstance(doc, dict) or "schema_version" not in doc:
+            continue
+        v = doc["schema_version"]
+        if type(v) is not int or v != SCHEMA_VERSION:
+            shown = repr(v)[:40]
+            raise ValueError(f"{flag} {p}: {where} is {shown}; this kt-launch reads version {SCHEMA_VERSION} "
+                             "(record it again with this kt-launch: `kt-launch doctor --model DIR --json`)")
+
+
 def load_model_facts(path: str | os.PathLike, flag: str = "--model-facts") -> tuple[ModelFacts, WeightBytes | None]:
     """Read a `--model-facts` file through the bounded reader. Raises ValueError naming the file and field."""
     from kt_launch.facts.host import _short_validation
@@ -104,6 +120,7 @@ def load_model_facts(path: str | os.PathLike, flag: str = "--model-facts") -> tu
         msg = str(e)
         raise ValueError(f"{flag} {msg[len(MODEL_FACTS.what) + 1:] if msg.startswith(MODEL_FACTS.what) else msg}") \
             from None
+    _known_version(data, p, flag)
     if isinstance(data, dict) and KEY not in data and "config" not in data:
         raise ValueError(f"{flag} {p}: no `{KEY}` in it; record it with `kt-launch doctor --model DIR --json` "
                          "(a host-facts file recorded without --model has none)")

@@ -286,7 +286,7 @@ def resolve_fleet(inp: ResolveInput, hosts: list[HostInput], *, router_python: s
             local = h.local or not with_router  # --fleet-host: every host given is this machine
             rinp = dataclasses.replace(rinp, launch_here=inp.launch_here and local,
                                        gpu_required=not fleet.allow_cpu_only)
-            inst = Instance(r, resolve(rinp))
+            inst = Instance(r, resolve(rinp), rinp)
             inst.plan.findings[:0] = _pin_findings(inst)
             instances.append(inst)
         if not h.local:

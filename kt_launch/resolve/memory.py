@@ -45,7 +45,8 @@ from kt_launch.core.host import GpuFacts
 from kt_launch.core.memory import MOE_LORA_FIT, Fit, GpuMemory, MemoryPlan, NodeMemory, RamMemory, WeightBytes
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.resolve.expert_sources import read_expert_bytes
+from kt_launch.resolve.expert_sources import consumed_weights, read_expert_bytes
+from kt_launch.resolve.preflight import artifacts
 from kt_launch.resolve.isa import choose_variant
 from kt_launch.resolve.methods import cpu_format
 
@@ -308,11 +309,23 @@ def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved], method: s
     except (KeyError, AttributeError):
         return None
     if got is None:
-        return None
+        return _recorded_expert_bytes(inp, values)
     n, src = got
     if src == "model.path" and inp.weights is not None:
         return inp.weights.expert_bytes, "model.path headers"
     return n, f"{src} headers"
+
+
+def _recorded_expert_bytes(inp: ResolveInput, values: dict[str, Resolved]) -> tuple[int, str] | None:
+    """--model-facts without the checks (fit, --no-check): nothing of model.path is read here, but the record holds
+    its routed experts' bytes from the headers, which are what kt-kernel loads when it reads model.path. The RAM
+    check then judges the same figure as a plan that read the dir (issue 23 item 5)."""
+    if artifacts(inp) is not None or inp.weights is None:
+        return None
+    got = consumed_weights(inp, values)
+    if got is None or got[1] != inp.config.model.path:
+        return None
+    return inp.weights.expert_bytes, "model.path headers (--model-facts)"
 
 
 def memory_plan(inp: ResolveInput, values: dict[str, Resolved]) -> MemoryPlan | None:

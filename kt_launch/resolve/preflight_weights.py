@@ -241,8 +241,8 @@ def check_memory(inp: ResolveInput, plan: MemoryPlan | None) -> Iterator[Finding
     buffers; per NUMA node where pools split them."""
     host = inp.host
     ram = plan.ram if plan is not None and inp.model is not None and host.memory_total_bytes else None
-    if ram is None or (ram.estimated and artifacts(inp) is None):
-        return  # --no-check: nothing was read, the estimate stays in the plan only
+    if ram is None:
+        return  # no model shape (--no-check without --model-facts) or no RAM size: nothing to judge
     msg = (f"kt-kernel needs {ram.need_bytes / GiB:.1f} GiB of RAM: every routed expert in its CPU format "
            f"({ram.experts_bytes / GiB:.1f} GiB, {ram.experts_source}; "
            f"{'GPU-placed experts stay in RAM too' if ram.gpu_experts_in_ram else 'GPU-placed ones are not loaded'}) "

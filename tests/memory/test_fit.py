@@ -115,9 +115,9 @@ def test_fit_command(models, profile, capsys):
     p = profile(models("DeepSeek-V3"), kt={"method": "FP8"})
     rc = main(["fit", "--profile", str(p), "--host-facts", host("rtx4090_8x"), "--json"])
     doc = json.loads(capsys.readouterr().out)
-    # the profile's own TP 1 cannot hold V3's non-expert weights on a 24 GB card, but that is what the rows answer
-    # (TP 2 and up fit): the budget of the current TP size does not decide fit's exit, the rows do
-    assert rc == 0 and "KT-E601" not in codes(doc)
+    # the profile's own TP 1 cannot hold V3's non-expert weights on a 24 GB card: fit is BLOCKED as --dry-run is
+    # (issue 23 item 4: the same plan's findings decide), and its rows say what fits (TP 2 and up)
+    assert rc == 3 and "KT-E601" in codes(doc)
     assert sorted({r["tp_size"] for r in doc["rows"]}) == [1, 2, 4, 8]
     assert {r["kv_tokens"] for r in doc["rows"]} == {8192, 32768, 131072}
     by = {(r["tp_size"], r["kv_tokens"]): r for r in doc["rows"]}

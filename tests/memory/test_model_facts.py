@@ -119,3 +119,23 @@ def test_doctor_model_of_a_dir_without_config_is_exit_2(capsys, tmp_path):
     rc = main(["doctor", "--host-facts", host("l20_1x"), "--model", str(tmp_path), "--json"])
     cap = capsys.readouterr()
     assert rc == 2 and "config.json" in cap.err and cap.out == ""
+
+
+@pytest.mark.parametrize("version", [99, 0, True, "1", 1.0])
+def test_a_record_of_another_schema_version_is_refused(models, profile, capsys, tmp_path, version):
+    """A record of a newer kt-launch was read as version 1 (issue 23): refused, exit 2, naming the file and field."""
+    facts = record(capsys, models("Qwen3-30B-A3B"), tmp_path)
+    doc = json.loads(open(facts).read())
+    assert doc["schema_version"] == 1
+    p = profile(models("Qwen3-30B-A3B"), kt={"method": "BF16"})
+    for where in ("top", "model_facts"):
+        d = json.loads(json.dumps(doc))
+        (d if where == "top" else d["model_facts"])["schema_version"] = version
+        bad = tmp_path / f"v-{where}.json"
+        bad.write_text(json.dumps(d))
+        for argv in (["--dry-run", "--no-check"], ["fit"]):
+            cmd = argv[:1] if argv[0] == "fit" else []
+            rest = argv[1:] if argv[0] == "fit" else argv
+            rc = main([*cmd, "--profile", str(p), "--host-facts", host("l20_1x"), *rest, "--model-facts", str(bad)])
+            err = capsys.readouterr().err
+            assert rc == 2 and str(bad) in err and "schema_version" in err and "Traceback" not in err, err
