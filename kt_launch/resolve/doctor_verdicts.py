@@ -9,22 +9,33 @@ from __future__ import annotations
 from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.core.host import HostFacts
 from kt_launch.core.local import LocalFacts
+from kt_launch.core.install import InstallFacts
+from kt_launch.resolve.install import install_findings
 from kt_launch.resolve.isa import OVERRIDE_ENV, choose_variant
+from kt_launch.resolve.launch import launch_refusals
 from kt_launch.resolve.verdicts import no_kt_flags, variant_override, wrapper_call_incompatible
 
 GiB = 1 << 30
 MIN_TOTAL_MEMORY = 32 * GiB  # the same floor `kt doctor` uses
 
 
-def doctor_findings(host: HostFacts, local: LocalFacts | None) -> list[Finding]:
-    """Verdicts. `local` is None when judging a recorded host (`--host-facts`): only HostFacts are judged."""
+def doctor_findings(host: HostFacts, local: LocalFacts | None, launch: bool = False, sglang=None,
+                    install: InstallFacts | None = None) -> list[Finding]:
+    """Verdicts. `local` is None when judging a recorded host (`--host-facts`): only HostFacts are judged.
+
+    `launch`: judge a launch on this machine with local.python too, by the rule a launch uses
+    (resolve/launch.launch_refusals: the same KT-E251/KT-E252) and the install gate (`sglang`: its inspected SGLang,
+    `install`: the gate's facts), so doctor never says OK where `kt-launch --profile P` would refuse to start."""
     out: list[Finding] = []
     out += _cpu_variant(host, local)
+    refusals = launch_refusals(local.python or "python", sglang, host) if launch and local is not None else []
+    out += refusals
+    out += install_findings(install) if launch else []
     if local is not None:
-        out += _sglang(local)
+        out += [f for f in _sglang(local) if not (refusals and f.code == "KT-W504")]  # KT-E251 says it
         out += _numa_balancing(local)
     out += _memory(host)
-    out += _gpus(host)
+    out += [f for f in _gpus(host) if not (refusals and f.code == "KT-W509")]  # KT-E252 says it
     out += _cores(host)
     out += [info("KT-I510", f"host facts: {n}") for n in host.notes]
     order = {"error": 0, "warning": 1, "info": 2}
