@@ -113,6 +113,11 @@ def test_check_refuses_the_contract_install_and_a_second_check_starts_no_interpr
     assert _findings(capsys.readouterr().out).keys() == found.keys()
     assert warm == []  # an unchanged install: every answer came from the cache
 
+    # a launch is refused by the same verdicts (before exec), from the same cache
+    assert main(["--profile", str(prof)]) == 3
+    err = capsys.readouterr().err
+    assert "KT-E260" in err and "KT-E262" in err and "nothing was launched" in err and warm == []
+
     # --dry-run reads the same cached answer, and only warns
     assert main(["--dry-run", "--json", "--profile", str(prof)]) == 0
     planned = _findings(capsys.readouterr().out)
