@@ -50,7 +50,7 @@ class Request:
     def install_blocks(self) -> bool:
         """The install gate's errors block a launch and `check` of this machine; --dry-run and --host-facts plans
         only warn (resolve/install.py)."""
-        return self.gate == "run" and (self.launch or self.host_facts is None)
+        return self.gate == "run" and self.host_facts is None
 
     @property
     def runs_here(self) -> bool:
@@ -173,9 +173,9 @@ def _install_facts(cfg: UserConfig, req: Request, sglang):
     """The install gate on runtime.python (facts/install.py): for `check` and a launch, the cached answer or one
     worker run; for --dry-run only a cached answer (a cold one costs 3-30 s: the plan says it was not checked).
 
-    Skipped where there is nothing to judge: no check wanted, an interpreter that cannot run (KT-E250 says so), or
+    Skipped where there is nothing to judge: no check wanted (--no-check, unless the server starts here), an interpreter that cannot run (KT-E250 says so), or
     kt-launch's own interpreter without sglang and kt_kernel (no process needed to know)."""
-    if req.gate == "off" or not (req.checks or req.launch):
+    if req.gate == "off" or not (req.checks or req.launch_here):
         return None
     if sglang is not None and sglang.error_kind == "interpreter_missing":
         return None

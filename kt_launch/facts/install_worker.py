@@ -302,8 +302,20 @@ def gate():
     }
 
 
+def _die_with_parent():
+    """The launcher starts this worker in a session of its own (so a timeout kills the whole group); if the
+    launcher itself is killed, the worker and its import children must not outlive it (Linux: PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except Exception:  # noqa: BLE001  (not Linux: the deadlines still end it)
+        pass
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
     if argv and argv[0] == "import":
         return import_child(argv[1:])
     real_stdout = os.dup(1)
