@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import re
 import shlex
+from typing import TYPE_CHECKING
 
 from kt_launch.core.findings import Finding, error, info, warning
-from kt_launch.core.install import InstallFacts, Unmet
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
+
+if TYPE_CHECKING:  # types only: a --dry-run without install facts never imports them
+    from kt_launch.core.install import InstallFacts, Unmet
 
 # Normalized names of the distributions whose unmet requirement stops the server.
 DECISIVE = frozenset({"sglang-kt", "sglang", "kt-kernel", "torch", "transformers-kt", "transformers",

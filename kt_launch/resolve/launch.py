@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Iterable
 
 from kt_launch.core.findings import Finding, error
 from kt_launch.core.host import HostFacts
-from kt_launch.core.install import KT_KERNEL, SGLANG_KT, SGLANG_UPSTREAM, pin
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
 
@@ -26,6 +25,8 @@ _NO_SGLANG = ("not_installed", "import_failed")
 
 def sglang_install_line(python: str, flavor: str = "sglang-kt") -> str:
     """The exact command that installs the SGLang of `flavor` into `python` (real package names and versions)."""
+    from kt_launch.core.install import KT_KERNEL, SGLANG_KT, SGLANG_UPSTREAM, pin  # only when a fix line is written
+
     pkgs = [pin(SGLANG_KT)] if flavor != "sglang" else [pin(SGLANG_UPSTREAM), pin(KT_KERNEL)]
     return f"{shlex.quote(python)} -m pip install {' '.join(pkgs)}"
 
