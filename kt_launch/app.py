@@ -182,13 +182,14 @@ def _install_facts(cfg: UserConfig, req: Request, sglang):
     python = cfg.runtime.python or sys.executable
     if python == sys.executable and all(importlib.util.find_spec(m) is None for m in ("sglang", "kt_kernel")):
         return None
-    from kt_launch.facts.install import cached_install_facts, read_install_facts
+    from kt_launch.facts.install import cached_install_facts, read_install_facts, server_env
 
+    env = server_env(os.environ, cfg.runtime.env)
     if req.gate == "run":
-        return read_install_facts(python)
+        return read_install_facts(python, env=env)
     from kt_launch.core.install import InstallFacts
 
-    return cached_install_facts(python) or InstallFacts.not_judged(
+    return cached_install_facts(python, env=env) or InstallFacts.not_judged(
         python, "--dry-run reads only a cached answer, and there is none for this install yet")
 
 

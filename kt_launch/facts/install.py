@@ -39,6 +39,17 @@ _META_SUFFIXES = (".dist-info", ".egg-info", ".egg-link", ".pth")
 TIMEOUT_S = 300.0
 
 
+def server_env(environ: Mapping[str, str], runtime_env: Mapping[str, Any] | None) -> dict[str, str]:
+    """The environment the gate's imports run with: this one plus runtime.env's entries that change what the server
+    imports (KT_KERNEL_CPU_VARIANT picks kt-kernel's extension; PYTHONPATH and kin pick the packages), as the server
+    gets them. An entry no process could take is left out (KT-E132 reports it)."""
+    env = dict(environ)
+    for k, v in (runtime_env or {}).items():
+        if k in _ENV_KEYS and isinstance(v, str) and "\0" not in v:
+            env[k] = v
+    return env
+
+
 def _resolve_python(python: str) -> str | None:
     from kt_launch.facts.sglang import _resolve_python as resolve  # one rule for "which file is this interpreter"
 

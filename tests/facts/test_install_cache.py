@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from kt_launch.facts.install import WORKER, _entry_path, cached_install_facts, read_install_facts
+from kt_launch.facts.install import WORKER, _entry_path, cached_install_facts, read_install_facts, server_env
 
 
 def _spy(monkeypatch) -> list:
@@ -51,3 +51,10 @@ def test_an_unusable_cache_entry_is_a_miss_never_a_crash(tmp_path, capsys):
 def test_a_missing_interpreter_is_not_judged_with_the_reason(tmp_path):
     facts = read_install_facts("/nonexistent/python", cache_dir=tmp_path)
     assert not facts.judged and facts.failed and "/nonexistent/python" in facts.why_not
+
+
+def test_the_gate_imports_with_the_servers_variant_and_caches_per_variant(tmp_path):
+    env = server_env({"PATH": "/bin"}, {"KT_KERNEL_CPU_VARIANT": "avx2", "OMP_NUM_THREADS": "4", "PYTHONPATH": "a\0b"})
+    assert env == {"PATH": "/bin", "KT_KERNEL_CPU_VARIANT": "avx2"}  # what picks the extension; never a NUL
+    py = os.path.abspath(sys.executable)
+    assert _entry_path(tmp_path, py, env) != _entry_path(tmp_path, py, {**env, "KT_KERNEL_CPU_VARIANT": "amx"})
