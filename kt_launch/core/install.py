@@ -21,6 +21,13 @@ def pin(dist: tuple[str, str]) -> str:
     return f"{dist[0]}=={dist[1]}"
 
 
+def pip_line(python: str, *dists: tuple[str, str]) -> str:
+    """`PY -m pip install name==version ...`: the fix line for an interpreter that lacks part of the stack."""
+    import shlex
+
+    return f"{shlex.quote(python)} -m pip install {' '.join(pin(d) for d in dists)}"
+
+
 @dataclass(frozen=True)
 class Unmet:
     """One declared requirement of an installed distribution that the install does not meet."""

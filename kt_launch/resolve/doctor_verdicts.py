@@ -9,10 +9,10 @@ from __future__ import annotations
 from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.core.host import HostFacts
 from kt_launch.core.local import LocalFacts
-from kt_launch.core.install import InstallFacts
+from kt_launch.core.install import KT_KERNEL, InstallFacts, pip_line
 from kt_launch.resolve.install import install_findings
 from kt_launch.resolve.isa import OVERRIDE_ENV, choose_variant
-from kt_launch.resolve.launch import launch_refusals
+from kt_launch.resolve.launch import launch_refusals, sglang_install_line
 from kt_launch.resolve.verdicts import no_kt_flags, variant_override, wrapper_call_incompatible
 
 GiB = 1 << 30
@@ -87,14 +87,15 @@ def _sglang(local: LocalFacts) -> list[Finding]:
     else:
         out.append(warning("KT-W504", f"no SGLang importable in {py}",
                            "set runtime.python in the profile to an interpreter that has sglang-kt, or "
-                           "`pip install sglang-kt`"))
+                           f"{sglang_install_line(local.python or 'python3')}"))
     if local.kt_kernel_origin is None:
         pass
     elif local.kt_kernel_origin:
         out.append(info("KT-I503", f"kt_kernel importable in {py}: {local.kt_kernel_origin}"))
     else:
         out.append(warning("KT-W505", f"no kt_kernel importable in {py}",
-                           "use an interpreter that has kt-kernel (runtime.python), or `pip install kt-kernel`"))
+                           "use an interpreter that has kt-kernel (runtime.python), or "
+                           f"{pip_line(local.python or 'python3', KT_KERNEL)}"))
     return out
 
 

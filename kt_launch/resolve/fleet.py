@@ -20,7 +20,7 @@ from typing import Any
 from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.core.fleet import FleetPlan, HostPart, Instance, Override, Replica, RouterSpec
 from kt_launch.core.host import GpuFacts, HostFacts, NumaNode
-from kt_launch.core.install import SGLANG_ROUTER, pin
+from kt_launch.core.install import SGLANG_ROUTER, pip_line
 from kt_launch.core.options import BY_KEY, Flag
 from kt_launch.core.provenance import Origin, Provenance
 from kt_launch.resolve.inputs import ResolveInput
@@ -351,6 +351,4 @@ def router_missing(python: str) -> Finding:
 def router_install_line(python: str) -> str:
     """The exact command that installs the router kt-launch renders for into `python` (kt-launch's own extras are
     not on the package index, and that interpreter usually lacks kt-launch)."""
-    import shlex
-
-    return f"{shlex.quote(python)} -m pip install {pin(SGLANG_ROUTER)}"
+    return pip_line(python, SGLANG_ROUTER)

@@ -8,7 +8,6 @@ never says OK where a launch would be refused.
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING, Iterable
 
 from kt_launch.core.findings import Finding, error
@@ -25,10 +24,9 @@ _NO_SGLANG = ("not_installed", "import_failed")
 
 def sglang_install_line(python: str, flavor: str = "sglang-kt") -> str:
     """The exact command that installs the SGLang of `flavor` into `python` (real package names and versions)."""
-    from kt_launch.core.install import KT_KERNEL, SGLANG_KT, SGLANG_UPSTREAM, pin  # only when a fix line is written
+    from kt_launch.core.install import KT_KERNEL, SGLANG_KT, SGLANG_UPSTREAM, pip_line  # only for a fix line
 
-    pkgs = [pin(SGLANG_KT)] if flavor != "sglang" else [pin(SGLANG_UPSTREAM), pin(KT_KERNEL)]
-    return f"{shlex.quote(python)} -m pip install {' '.join(pkgs)}"
+    return pip_line(python, SGLANG_KT) if flavor != "sglang" else pip_line(python, SGLANG_UPSTREAM, KT_KERNEL)
 
 
 def launch_refusals(python: str, sglang: SglangFacts | None, host: HostFacts, gpu_required: bool = True,

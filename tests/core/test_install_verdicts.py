@@ -14,6 +14,7 @@ from kt_launch.resolve.doctor_verdicts import doctor_findings
 from kt_launch.resolve.fleet import router_missing
 from kt_launch.resolve.install import install_findings
 from kt_launch.resolve.launch import launch_refusals
+from kt_launch.resolve.verdicts import no_kt_flags
 
 REPO = Path(__file__).resolve().parents[2]
 PY = "/opt/sgl/bin/python"
@@ -111,3 +112,14 @@ def _host(gpus: int) -> HostFacts:
                      numa=(NumaNode(0, tuple(range(16)), 64 << 30),), memory_total_bytes=64 << 30,
                      memory_available_bytes=60 << 30,
                      gpus=tuple(GpuFacts(i, "L20", 48 << 30) for i in range(gpus)), source="this machine")
+
+
+def test_no_fix_line_advises_kt_launch_extras_for_another_interpreter():
+    """Issue 23: kt-launch is not on the package index; every fix line names the real package and version."""
+    advising = [str(p.relative_to(REPO)) for p in (REPO / "kt_launch").rglob("*.py") if "kt-launch[" in p.read_text()]
+    assert advising == []
+    e307 = no_kt_flags(SglangFacts.failed(PY, "x", "y"))
+    assert e307.fix.startswith(f"{PY} -m pip install sglang-kt==0.7.2")
+    local = LocalFacts(python=PY, sglang_origin="", kt_kernel_origin="", numa_balancing="0")
+    fixes = {f.code: f.fix for f in doctor_findings(_host(gpus=1), local)}
+    assert fixes["KT-W505"].endswith(f"{PY} -m pip install kt-kernel==0.7.2") and "sglang-kt==0.7.2" in fixes["KT-W504"]
