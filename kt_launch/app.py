@@ -39,11 +39,18 @@ class Request:
     passthrough: tuple[str, ...] = ()
     fleet_host: str | None = None  # plan only this fleet.hosts entry's part, on this machine (no router)
     launch: bool = False  # the server is to be started (exec or --supervise), not only planned
+    gate: str = "off"  # the install gate on runtime.python: "run" (check, a launch), "cached" (--dry-run), "off"
 
     @property
     def launch_here(self) -> bool:
         """Starting the server on this machine: what only warns a planner is then an error (resolve/launch.py)."""
         return self.launch and self.host_facts is None
+
+    @property
+    def install_blocks(self) -> bool:
+        """The install gate's errors block a launch and `check` of this machine; --dry-run and --host-facts plans
+        only warn (resolve/install.py)."""
+        return self.gate == "run" and self.host_facts is None
 
     @property
     def runs_here(self) -> bool:
@@ -128,9 +135,11 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
         weights = weight_bytes(artifacts.model, model)
     if req.model_facts is not None:  # replaces config.json and the headers for the plan; file checks still run
         model, weights, problem = *_recorded_model(req.model_facts), None
+    sglang = _sglang_facts(cfg, req.checks or req.launch_here)
     inp = ResolveInput(
         config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
-        adapters=adapters, artifacts=artifacts, sglang=_sglang_facts(cfg, req.checks or req.launch_here),
+        adapters=adapters, artifacts=artifacts, sglang=sglang,
+        install=_install_facts(cfg, req, sglang), install_blocks=req.install_blocks,
         tuned=_tuned(cfg, host, model), passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),
         input_warnings=tuple(warnings), weights=weights, launch_here=req.launch_here,
     )
@@ -159,6 +168,30 @@ def _sglang_facts(cfg: UserConfig, checks: bool):
     if python == sys.executable and importlib.util.find_spec("sglang") is None:  # no subprocess needed to say no
         return SglangFacts.failed(python, "not_installed", f"sglang is not installed in {python}")
     return read_sglang_facts(python)
+
+
+def _install_facts(cfg: UserConfig, req: Request, sglang):
+    """The install gate on runtime.python (facts/install.py): for `check` and a launch, the cached answer or one
+    worker run; for --dry-run only a cached answer (a cold one costs 3-30 s: the plan says it was not checked).
+
+    Skipped where there is nothing to judge: no check wanted (--no-check, unless the server starts here), an interpreter that cannot run (KT-E250 says so), or
+    kt-launch's own interpreter without sglang and kt_kernel (no process needed to know)."""
+    if req.gate == "off" or not (req.checks or req.launch_here):
+        return None
+    if sglang is not None and sglang.error_kind == "interpreter_missing":
+        return None
+    python = cfg.runtime.python or sys.executable
+    if python == sys.executable and all(importlib.util.find_spec(m) is None for m in ("sglang", "kt_kernel")):
+        return None
+    from kt_launch.facts.install import cached_install_facts, read_install_facts, server_env
+
+    env = server_env(os.environ, cfg.runtime.env)
+    if req.gate == "run":
+        return read_install_facts(python, env=env)
+    from kt_launch.core.install import InstallFacts
+
+    return cached_install_facts(python, env=env) or InstallFacts.not_judged(
+        python, "--dry-run reads only a cached answer, and there is none for this install yet")
 
 
 def _tuned(cfg: UserConfig, host: HostFacts, model: ModelFacts | None):

@@ -407,12 +407,12 @@ def cmd_convert(args, passthrough) -> int:
     return run(args, passthrough)
 
 
-def _request(args, passthrough, launch: bool = False):
+def _request(args, passthrough, launch: bool = False, gate: str = "off"):
     from kt_launch.app import Request
 
     return Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts,
                    checks=not args.no_check, passthrough=tuple(passthrough), model_facts=args.model_facts,
-                   fleet_host=getattr(args, "fleet_host", None), launch=launch)
+                   fleet_host=getattr(args, "fleet_host", None), launch=launch, gate=gate)
 
 
 def cmd_launch(args, passthrough) -> int:
@@ -426,7 +426,7 @@ def cmd_launch(args, passthrough) -> int:
                            or getattr(args, "max_restarts", None) is not None):
         raise ConfigError("--grace-period, --ready-timeout and --restart need --supervise (exec hands the process "
                           "over)")
-    req = _request(args, passthrough, launch=not args.dry_run)
+    req = _request(args, passthrough, launch=not args.dry_run, gate="cached" if args.dry_run else "run")
     loaded = _load(req)
     if req.fleet_host is not None or loaded.config.fleet is not None:
         return cmd_fleet(args, req, loaded)
@@ -505,7 +505,7 @@ def cmd_check(args, passthrough) -> int:
     """Every check of the plan --dry-run would print, fleets included: the same verdict and exit code."""
     from kt_launch.app import plan_request
 
-    req = _request(args, passthrough)
+    req = _request(args, passthrough, gate="run")
     loaded = _load(req)
     if loaded.config.fleet is not None:
         from kt_launch.app import plan_fleet

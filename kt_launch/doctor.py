@@ -30,15 +30,41 @@ def run_doctor(args) -> int:
         local = gather_doctor_facts()
         if getattr(args, "python", None):  # judge the interpreter given, not the one running kt-launch
             local = replace(local, python=args.python, sglang_origin=None, kt_kernel_origin=None)
-    findings = doctor_findings(host, local)
+    sglang = install = None
+    if local is not None:  # this machine: judge a launch with this interpreter (or --python) as a launch would
+        sglang, install = _launch_facts(local, getattr(args, "python", None))
+    ruled = None if sglang is not None and sglang.error_kind == "interpreter_missing" else sglang  # KT-E513 says it
+    findings = doctor_findings(host, local, launch=local is not None, sglang=ruled, install=install)
     record = _model_record(args.model) if getattr(args, "model", None) else None
     if getattr(args, "python", None):
-        from kt_launch.facts.sglang import read_sglang_facts
-
-        findings += sglang_capabilities(read_sglang_facts(args.python))
+        findings += sglang_capabilities(sglang)
     sys.stdout.write(doctor_json(host, findings, record) if args.json
                      else doctor_text(host, findings, local is None, record))
     return 3 if any(f.level == "error" for f in findings) else 0
+
+
+def _launch_facts(local, python: str | None):
+    """The SGLang and install facts a launch with `python` (default: this interpreter) would be judged on, gathered
+    as app.py gathers them for a plan (facts/sglang.py, facts/install.py; both cached)."""
+    import sys
+
+    from kt_launch.core.sglang import SglangFacts
+    from kt_launch.facts.install import read_install_facts
+    from kt_launch.facts.sglang import read_sglang_facts
+
+    if python is None:
+        python = sys.executable
+        if local.sglang_origin == "":  # no process needed to say no
+            sglang = SglangFacts.failed(python, "not_installed", f"sglang is not installed in {python}")
+        else:
+            sglang = read_sglang_facts(python)
+        if local.sglang_origin == "" and local.kt_kernel_origin == "":
+            return sglang, None
+        return sglang, read_install_facts(python)
+    sglang = read_sglang_facts(python)
+    if sglang.error_kind == "interpreter_missing":  # KT-E513 says it (sglang_capabilities)
+        return sglang, None
+    return sglang, read_install_facts(python)
 
 
 def _model_record(path: str) -> dict:

@@ -78,6 +78,16 @@ CODES: dict[str, str] = {
     "KT-E250": "a launch here: runtime.python cannot be run",
     "KT-E251": "a launch here: no SGLang importable in runtime.python",
     "KT-E252": "a launch here: no GPU visible on this machine",
+    # KT-x26x: the install gate on runtime.python (resolve/install.py); W260/W262 are the plan-only twins
+    "KT-E260": "the install: a requirement of a package the server needs at start is unmet",
+    "KT-W260": "the install (a plan that only warns): a requirement of a package the server needs at start is unmet",
+    "KT-I260": "the install: an unmet pin known to be harmless (kt-kernel's torch pin)",
+    "KT-W261": "the install: other declared requirements of those packages are unmet",
+    "KT-E262": "the install: a module the server imports at start fails to import",
+    "KT-W262": "the install (a plan that only warns): a module the server imports at start fails to import",
+    "KT-W264": "the install could not be checked (the gate's worker gave no answer)",
+    "KT-I265": "the install was not checked (--dry-run with no cached answer)",
+    "KT-W266": "the install's requirements could not be read (no packaging or pip there)",
     # KT-x3xx: the SGLang flavour
     "KT-E301": "a resolved value the chosen flavour cannot express (names the key and the flavour that can)",
     "KT-E303": "a pass-through argument repeats a generated flag",

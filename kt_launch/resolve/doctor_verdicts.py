@@ -9,22 +9,33 @@ from __future__ import annotations
 from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.core.host import HostFacts
 from kt_launch.core.local import LocalFacts
+from kt_launch.core.install import KT_KERNEL, InstallFacts, pip_line
+from kt_launch.resolve.install import install_findings
 from kt_launch.resolve.isa import OVERRIDE_ENV, choose_variant
+from kt_launch.resolve.launch import launch_refusals, sglang_install_line
 from kt_launch.resolve.verdicts import no_kt_flags, variant_override, wrapper_call_incompatible
 
 GiB = 1 << 30
 MIN_TOTAL_MEMORY = 32 * GiB  # the same floor `kt doctor` uses
 
 
-def doctor_findings(host: HostFacts, local: LocalFacts | None) -> list[Finding]:
-    """Verdicts. `local` is None when judging a recorded host (`--host-facts`): only HostFacts are judged."""
+def doctor_findings(host: HostFacts, local: LocalFacts | None, launch: bool = False, sglang=None,
+                    install: InstallFacts | None = None) -> list[Finding]:
+    """Verdicts. `local` is None when judging a recorded host (`--host-facts`): only HostFacts are judged.
+
+    `launch`: judge a launch on this machine with local.python too, by the rule a launch uses
+    (resolve/launch.launch_refusals: the same KT-E251/KT-E252) and the install gate (`sglang`: its inspected SGLang,
+    `install`: the gate's facts), so doctor never says OK where `kt-launch --profile P` would refuse to start."""
     out: list[Finding] = []
     out += _cpu_variant(host, local)
+    refusals = launch_refusals(local.python or "python", sglang, host) if launch and local is not None else []
+    out += refusals
+    out += install_findings(install) if launch else []
     if local is not None:
-        out += _sglang(local)
+        out += [f for f in _sglang(local) if not (refusals and f.code == "KT-W504")]  # KT-E251 says it
         out += _numa_balancing(local)
     out += _memory(host)
-    out += _gpus(host)
+    out += [f for f in _gpus(host) if not (refusals and f.code == "KT-W509")]  # KT-E252 says it
     out += _cores(host)
     out += [info("KT-I510", f"host facts: {n}") for n in host.notes]
     order = {"error": 0, "warning": 1, "info": 2}
@@ -76,14 +87,15 @@ def _sglang(local: LocalFacts) -> list[Finding]:
     else:
         out.append(warning("KT-W504", f"no SGLang importable in {py}",
                            "set runtime.python in the profile to an interpreter that has sglang-kt, or "
-                           "`pip install sglang-kt`"))
+                           f"{sglang_install_line(local.python or 'python3')}"))
     if local.kt_kernel_origin is None:
         pass
     elif local.kt_kernel_origin:
         out.append(info("KT-I503", f"kt_kernel importable in {py}: {local.kt_kernel_origin}"))
     else:
         out.append(warning("KT-W505", f"no kt_kernel importable in {py}",
-                           "use an interpreter that has kt-kernel (runtime.python), or `pip install kt-kernel`"))
+                           "use an interpreter that has kt-kernel (runtime.python), or "
+                           f"{pip_line(local.python or 'python3', KT_KERNEL)}"))
     return out
 
 

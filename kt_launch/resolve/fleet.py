@@ -20,6 +20,7 @@ from typing import Any
 from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.core.fleet import FleetPlan, HostPart, Instance, Override, Replica, RouterSpec
 from kt_launch.core.host import GpuFacts, HostFacts, NumaNode
+from kt_launch.core.install import SGLANG_ROUTER, pip_line
 from kt_launch.core.options import BY_KEY, Flag
 from kt_launch.core.provenance import Origin, Provenance
 from kt_launch.resolve.inputs import ResolveInput
@@ -344,5 +345,10 @@ def _port_findings(listeners: list[tuple[str, str, int]]) -> list[Finding]:
 def router_missing(python: str) -> Finding:
     """KT-W710: the router's interpreter has no sglang-router (facts/router.router_importable said so)."""
     return warning("KT-W710", f"fleet.router.python {python} has no sglang-router; --supervise cannot start the "
-                   "router", "pip install 'kt-launch[router]' (sglang-router==0.3.2) there, or set "
-                   "fleet.router.python to an interpreter that has it")
+                   "router", f"{router_install_line(python)}, or set fleet.router.python to an interpreter that has it")
+
+
+def router_install_line(python: str) -> str:
+    """The exact command that installs the router kt-launch renders for into `python` (kt-launch's own extras are
+    not on the package index, and that interpreter usually lacks kt-launch)."""
+    return pip_line(python, SGLANG_ROUTER)

@@ -32,7 +32,7 @@ def variant_override(ch: VariantChoice, where: str, host: str) -> Finding | None
 def no_kt_flags(facts: SglangFacts) -> Finding:
     """An inspected SGLang without any --kt-* flag."""
     return error("KT-E307", f"the SGLang in {facts.python} ({facts.describe()}) has no kt-kernel flags",
-                 "install sglang-kt (pip install sglang-kt) or point runtime.python at an interpreter that has it")
+                 f"{_sglang_kt_line(facts.python)}, or point runtime.python at an interpreter that has it")
 
 
 def wrapper_call_incompatible(facts: SglangFacts) -> Finding | None:
@@ -42,4 +42,11 @@ def wrapper_call_incompatible(facts: SglangFacts) -> Finding | None:
     missing = ", ".join(facts.kt_wrapper_call_missing) or "its required arguments"
     return error("KT-E317", f"{facts.describe()} calls KTMoEWrapper without {missing}, which the installed kt-kernel "
                  f"{facts.kt_kernel_version or ''} requires: the server fails while building the model",
-                 "install sglang-kt (the KTransformers fork) instead of upstream sglang")
+                 f"install sglang-kt (the KTransformers fork) instead of upstream sglang: "
+                 f"{_sglang_kt_line(facts.python)}")
+
+
+def _sglang_kt_line(python: str) -> str:
+    from kt_launch.core.install import SGLANG_KT, pip_line  # only when a fix line is written
+
+    return pip_line(python, SGLANG_KT)

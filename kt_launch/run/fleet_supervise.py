@@ -39,6 +39,7 @@ from kt_launch.render.argv import Command
 from kt_launch.render.fleet import instance_findings, router_command, router_url
 from kt_launch.render.redact import is_secret_name, redact_argv, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
+from kt_launch.resolve.fleet import router_install_line
 from kt_launch.run.health import curl_example
 from kt_launch.run.loop import Console, Loop, PhaseTracker, Tee
 from kt_launch.run.placement import Placement, placements
@@ -366,8 +367,8 @@ def _refusals(out, children: list[_Child]) -> list[str]:
     why = []
     if out.plan.router is not None and not getattr(out, "router_available", True):
         why.append(f"fleet.router.python {out.plan.router.python} has no sglang-router, so the router cannot start "
-                   "(KT-W710); install it there (pip install 'kt-launch[router]') or point fleet.router.python at "
-                   "an interpreter that has it")
+                   f"(KT-W710); install it there ({router_install_line(out.plan.router.python)}) or point "
+                   "fleet.router.python at an interpreter that has it")
     for c in children:
         if c.listen is not None:
             busy = port_problem(*c.listen)

@@ -135,6 +135,19 @@ def test_a_real_launch_here_without_sglang_is_refused_before_exec(tmp_path):
     assert dry.returncode == 0 and "KT-E251" not in dry.stdout  # planning only warns
 
 
+def test_doctor_does_not_say_ok_where_a_launch_is_refused(tmp_path):
+    """Issue 22 item 4: doctor judges a launch here by the launch's own rule, so it gives the same error codes."""
+    prof = _demo_profile(tmp_path)
+    launch = subprocess.run([sys.executable, "-m", "kt_launch", "--profile", str(prof), "--no-check"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    refused = {c for c in ("KT-E251", "KT-E252") if c in launch.stderr}
+    doctor = subprocess.run([sys.executable, "-m", "kt_launch", "doctor", "--json"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    errors = {f["code"] for f in json.loads(doctor.stdout)["findings"] if f["level"] == "error"}
+    assert launch.returncode == 3 and refused, launch.stderr  # kt-launch's own venv has no SGLang
+    assert doctor.returncode == 3 and refused <= errors
+
+
 def test_a_missing_runtime_python_is_refused_before_exec(tmp_path):
     prof = _demo_profile(tmp_path)
     r = subprocess.run([sys.executable, "-m", "kt_launch", "--profile", str(prof), "--set",

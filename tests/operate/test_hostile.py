@@ -314,6 +314,27 @@ for kind in ("fifo", "dir", "deep", "dup", "inf", "nan"):
                 "print('interpreter gone' if not f.ok else 'ok?')\n")
             return Run([], python=code)
 
+        @case(f"install-cache:{kind}", (0,), ("cache file", "ignored", "install not judged"))
+        def _(tmp, kind=kind):
+            fake = tmp / "py"
+            fake.write_text("#!/bin/sh\nexit 1\n")
+            fake.chmod(0o755)
+            cache = tmp / "ig"
+            cache.mkdir()
+            code = (
+                "import os\n"
+                "from pathlib import Path\n"
+                "from kt_launch.facts import install\n"
+                f"root, py = Path({str(cache)!r}), {str(fake)!r}\n"
+                "entry = install._entry_path(root, install._resolve_python(py), os.environ)\n"
+                f"kind = {kind!r}\n"
+                "if kind == 'fifo': os.mkfifo(entry)\n"
+                "else: entry.write_text({'deep': '[' * 100000, 'dup': '{\"a\":1,\"a\":1}', 'inf': '{\"a\":1e400}',"
+                " 'nan': '{\"a\":NaN}'}[kind])\n"
+                "f = install.read_install_facts(py, cache_dir=root)\n"
+                "print('install not judged' if not f.judged and f.failed else 'judged?')\n")
+            return Run([], python=code)
+
 
 LONG_PATH = "/" + "/".join(["x" * 250] * 20)  # 5 kB, components of 250 bytes: ENAMETOOLONG for open()
 for name, env in {"HOME": {"HOME": LONG_PATH, "KT_LAUNCH_CACHE_DIR": "", "XDG_CACHE_HOME": ""},
@@ -800,7 +821,7 @@ def test_hostile_input(tmp_path, name, monkeypatch, capsys):
 def test_the_corpus_covers_every_class():
     prefixes = {n.split(":")[0] for n in CASES}
     for need in ("host-facts", "doctor-host-facts", "config.json", "adapter_config.json", "index.json", "profile",
-                 "extends", "tuning.json", "sglang-cache", "gpus.json", "host", "doctor-host", "secret", "schema -o on a full disk keeps the old file",
+                 "extends", "tuning.json", "sglang-cache", "install-cache", "gpus.json", "host", "doctor-host", "secret", "schema -o on a full disk keeps the old file",
                  "stdout"):
         assert need in prefixes or need in CASES, need
     assert len(CASES) >= 100
