@@ -123,13 +123,13 @@ def _judged(plan: LaunchPlan, words: list[Word]) -> list[Finding]:
             out.append(_unknown(plan, u, names))
             continue
         if a.action in _EXITS:
-            out.append(error("KT-E322", f"{_what(w, u.written)}: SGLang prints {u.option} and exits; the server "
-                             "would never start", "remove it (`python -m sglang.launch_server --help` shows the "
+            out.append(error("KT-E322", f"{_what(w, u.written)}: SGLang prints its {a.dest} text and exits; the "
+                             "server would never start", "remove it (`python -m sglang.launch_server --help` shows the "
                              "help)", _fields(w, u.written, option=u.option)))
             continue
         if a.dest in made:
             key = by_flag.get(made[a.dest] or "")
-            same = "" if u.option == made[a.dest] else f" ({u.option} is {made[a.dest]})"
+            same = "" if u.written == made[a.dest] else f" ({u.written} is {made[a.dest]} to SGLang's parser)"
             out.append(error("KT-E303", f"{_what(w, u.written)} repeats a flag kt-launch generates{same}; SGLang "
                              "would take whichever comes last", f"use --set {key}=VALUE instead" if key else
                              "remove it from the pass-through arguments",
@@ -179,7 +179,7 @@ def _unknown(plan: LaunchPlan, u: Use, names: list[str]) -> Finding:
         hint = f"did you mean {' or '.join(near)}?" if near else ("check the spelling with "
                                                                   "`python -m sglang.launch_server --help`")
     return error("KT-E306", f"{_what(w, u.written)} is not a flag of the installed SGLang ({facts.distribution} "
-                 f"{facts.version}); it would stop at startup", f"{hint} Or remove it.",
+                 f"{facts.version}); it would stop at startup", f"{hint}; or remove it",
                  _fields(w, u.written, suggestion=", ".join(near) or None))
 
 

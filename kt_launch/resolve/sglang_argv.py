@@ -167,8 +167,11 @@ def parse(words: Sequence[Word], table: Mapping[str, OptionInfo], allow_abbrev: 
         use = Use(words[i], written, action, option if action else None, explicit=explicit, matches=matches)
         uses.append(use)
         i += 1
-        if action is None:
-            continue  # unknown or ambiguous: argparse sets it aside; the words after it are strays
+        if action is None:  # unknown or ambiguous: argparse sets it and the value words after it aside
+            while i < len(words) and kinds[i] is None:
+                use.values.append(words[i])  # most likely its value: judged with it, not as strays of their own
+                i += 1
+            continue
         if explicit is not None:
             if action.nargs == 0 or (isinstance(action.nargs, int) and action.nargs > 1):
                 use.problem = (f"ignored explicit argument {explicit[:80]!r}" if action.nargs == 0 else
