@@ -187,8 +187,11 @@ def parse(words: Sequence[Word], table: Mapping[str, OptionInfo], allow_abbrev: 
             use.values = list(words[i:i + n])
             i += n
         if use.problem is None:
-            for v in use.values:
-                use.problem = _value_problem(action, v.text)
+            checked = [v.text for v in use.values]
+            if "--" in checked:  # argparse's _get_values drops the first `--` (only `--flag=--` gets one here)
+                checked.remove("--")
+            for v in checked:
+                use.problem = _value_problem(action, v)
                 if use.problem:
                     break
     return Parsed(uses, strays)
