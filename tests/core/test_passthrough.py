@@ -267,3 +267,23 @@ def test_findings_carry_fields_in_json(capsys, tmp_path, host_file):
     doc = json.loads(capsys.readouterr().out)
     assert rc == 3 and any(f["code"] == "KT-E303" and f["fields"]["key"] == "port" and f["fields"]["file"] == cfg
                            for f in doc["findings"])
+
+
+KT_LORA = """
+model: {path: /models/DeepSeek-V2-Lite-Chat}
+kt: {weight_path: /models/DeepSeek-V2-Lite-Chat-CPU-weight-INT8}
+moe_lora: {path: /lora/moe_lora.pt, rank: 8, alpha: 16.0, sft_method: AMXBF16_SFT}
+runtime: {flavor: sglang-kt}
+"""
+
+
+@pytest.mark.parametrize("text,code", [("pp-size: 2\n", "KT-E315"), ("max-running-requests: 1\n", "KT-E312"),
+                                       ("speculative-algorithm: EAGLE\n", "KT-E316")])
+def test_flavour_rules_read_the_config_file_too(tmp_path, text, code):
+    """sglang-kt expert-LoRA rules that read pass-through values see the --config file's keys as well."""
+    prof = tmp_path / "lora.yaml"
+    prof.write_text(KT_LORA)
+    path = _cfg(tmp_path, text)
+    plan = plan_for(prof, sglang=KT, passthrough=("--config", path), sglang_config=read_sglang_config(["--config", path]))
+    assert code in {f.code for f in plan.findings}
+    assert code not in {f.code for f in plan_for(prof, sglang=KT).findings}
