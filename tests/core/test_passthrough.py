@@ -206,8 +206,15 @@ def test_config_unsupported_action_and_a_reader_that_does_not_import(profile, tm
     found, _ = judged(profile, ["--config", _cfg(tmp_path, "lora-paths: [a]\n")])
     assert "KT-E325" in {f.code for f in found}
     # the recorded sglang 0.5.23 venv has no PyYAML: its --config reader cannot import, so any --config stops it
+    assert UP.config_merger is not None and "yaml" in UP.config_merger.error
     found, _ = judged(profile, ["--config", _cfg(tmp_path, "log-level: info\n", "u.yaml")], sglang=UP)
-    assert "KT-E325" in {f.code for f in found} if UP.config_merger and UP.config_merger.error else True
+    assert "KT-E325" in {f.code for f in found}
+
+
+def _link(tmp_path, target):
+    p = tmp_path / "z.yaml"
+    p.symlink_to(target)
+    return str(p)
 
 
 def _fifo(tmp_path):
@@ -226,6 +233,7 @@ def _fifo(tmp_path):
     (lambda t: _cfg(t, "a: '" + "x" * (2 << 20) + "'\n"), "more than"),
     (lambda t: _cfg(t, "1: x\n"), "key 1"),
     (lambda t: str(t), "directory"),
+    (lambda t: _link(t, "/dev/zero"), "not a regular file"),
 ])
 def test_bad_config_file_is_a_clear_error(profile, tmp_path, make, words):
     path = make(tmp_path)
@@ -240,11 +248,12 @@ def test_bad_config_file_is_a_clear_error(profile, tmp_path, make, words):
 
 @pytest.mark.parametrize("args", [
     ["--config=CFG"], ["--conf", "CFG"], ["--config", "CFG", "--config", "CFG"], ["--config"],
-    ["--config", "sgl.txt"],
+    ["--config", "sgl.txt"], ["--config", "NESTED"],
 ])
 def test_config_forms_sglang_stops_on_or_never_reads(profile, tmp_path, args):
     path = _cfg(tmp_path, "log-level: info\n")
-    args = [a.replace("CFG", path) for a in args]
+    nested = _cfg(tmp_path, f"config: {path}\n", "nested.yaml")
+    args = [a.replace("CFG", path).replace("NESTED", nested) for a in args]
     found, _ = judged(profile, args)
     assert "KT-E323" in {f.code for f in found}, found
 
