@@ -18,7 +18,7 @@ from kt_launch.core.nearest import closest
 from kt_launch.core.options import OPTIONS
 from kt_launch.core.plan import LaunchPlan
 from kt_launch.core.sglang_config import WORD, config_path, suffix_ok
-from kt_launch.resolve.sglang_argv import GENERATED, Use, Word, config_words, parse
+from kt_launch.resolve.sglang_argv import NEGATIVE, GENERATED, Use, Word, config_words, parse
 
 EXTRA, AFTER, CONFIG = "server.extra_args", "after --", "config"
 _EXITS = ("_HelpAction", "_VersionAction")  # argparse actions that print and exit: the server never starts
@@ -116,7 +116,7 @@ def _judged(plan: LaunchPlan, words: list[Word]) -> list[Finding]:
     seen: dict[str, Use] = {}
     for u in parsed.uses:
         w = u.word
-        if w.origin == GENERATED:
+        if w.origin == GENERATED or (w.text == WORD and w.origin != CONFIG):  # left in place: _merge_config said why
             continue
         a = u.action
         if a is None:
@@ -191,8 +191,10 @@ def _unjudged(plan: LaunchPlan, words: list[Word]) -> list[Finding]:
     out: list[Finding] = []
     unchecked: list[Word] = []
     for w in words:
-        if w.origin == GENERATED or not w.text.startswith("-") or len(w.text) < 2:
+        if w.origin == GENERATED or not w.text.startswith("-") or len(w.text) < 2 or NEGATIVE.match(w.text):
             continue
+        if w.origin == CONFIG and w.text != f"--{w.key}":
+            continue  # a value of a config key
         flag = w.text.split("=", 1)[0]
         if flag in made:
             key = by_flag.get(flag)

@@ -22,7 +22,7 @@ from kt_launch.core.sglang import OptionInfo
 from kt_launch.core.sglang_config import ConfigMerger
 
 GENERATED = "generated"  # a word kt-launch renders from the plan
-_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse's _negative_number_matcher
+NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse's _negative_number_matcher
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def _classify(arg: str, table: Mapping[str, OptionInfo], abbrev: bool, negatives
     if len(found) == 1:
         a, s, explicit = found[0]
         return a, s, explicit, ()
-    if _NEGATIVE.match(arg) and not negatives:
+    if NEGATIVE.match(arg) and not negatives:
         return None
     if " " in arg:
         return None
@@ -141,7 +141,7 @@ def _value_problem(action: OptionInfo, text: str) -> str | None:
 
 def parse(words: Sequence[Word], table: Mapping[str, OptionInfo], allow_abbrev: bool = True) -> Parsed:
     """Every flag of `words` as SGLang's parser takes it (argparse 3.11), and the words no flag takes."""
-    negatives = any(_NEGATIVE.match(s) for s in table)
+    negatives = any(NEGATIVE.match(s) for s in table)
     kinds: list[Any] = []
     ended = False
     for w in words:
