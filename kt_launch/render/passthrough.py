@@ -131,8 +131,7 @@ def _judged(plan: LaunchPlan, words: list[Word]) -> list[Finding]:
             key = by_flag.get(made[a.dest] or "")
             same = "" if u.written == made[a.dest] else f" ({u.written} is {made[a.dest]} to SGLang's parser)"
             out.append(error("KT-E303", f"{_what(w, u.written)} repeats a flag kt-launch generates{same}; SGLang "
-                             "would take whichever comes last", f"use --set {key}=VALUE instead" if key else
-                             "remove it from the pass-through arguments",
+                             "would take whichever comes last", _fix_generated(w, key),
                              _fields(w, u.written, option=made[a.dest], key_to_set=key)))
             continue
         if u.option == WORD:  # the exact `--config FILE` left the line in _merge_config: this form is never read
@@ -162,6 +161,11 @@ def _judged(plan: LaunchPlan, words: list[Word]) -> list[Finding]:
                          "stops ('unrecognized arguments')", "give it to the flag it belongs to, or remove it",
                          _fields(s)))
     return out
+
+
+def _fix_generated(w: Word, key: str | None) -> str:
+    where = f"remove {w.key!r} from {w.file}" if w.origin == CONFIG else "remove it from the pass-through arguments"
+    return f"use --set {key}=VALUE instead ({where})" if key else where
 
 
 def _unknown(plan: LaunchPlan, u: Use, names: list[str]) -> Finding:
@@ -199,8 +203,7 @@ def _unjudged(plan: LaunchPlan, words: list[Word]) -> list[Finding]:
         if flag in made:
             key = by_flag.get(flag)
             out.append(error("KT-E303", f"{_what(w, flag)} repeats a flag kt-launch generates; SGLang would take "
-                             "whichever comes last", f"use --set {key}=VALUE instead" if key else
-                             "remove it from the pass-through arguments", _fields(w, flag, option=flag, key_to_set=key)))
+                             "whichever comes last", _fix_generated(w, key), _fields(w, flag, option=flag, key_to_set=key)))
         else:
             unchecked.append(w)
     if unchecked:
