@@ -61,8 +61,8 @@ def _merge_config(plan: LaunchPlan, words: list[Word], out: list[Finding]) -> li
     """SGLang's merge: the exact word `--config` and its file leave the command line, the file's keys go in front.
     Its mistakes (two, no file, not YAML, unreadable) are findings."""
     at = [i for i, w in enumerate(words) if w.text == WORD]
-    if not at:
-        return words
+    if not at or (plan.parser is not None and WORD not in plan.parser.options):
+        return words  # an SGLang without --config: the word is an unknown flag like any other (KT-E306)
     first = words[at[0]]
     if len(at) > 1:
         out.append(error("KT-E323", f"{WORD} is given {len(at)} times; SGLang takes one config file and stops "
@@ -116,8 +116,8 @@ def _judged(plan: LaunchPlan, words: list[Word]) -> list[Finding]:
     seen: dict[str, Use] = {}
     for u in parsed.uses:
         w = u.word
-        if w.origin == GENERATED or (w.text == WORD and w.origin != CONFIG):  # left in place: _merge_config said why
-            continue
+        if w.origin == GENERATED or (w.text == WORD and w.origin != CONFIG and u.action is not None):
+            continue  # a `--config` left in place: _merge_config said why
         a = u.action
         if a is None:
             out.append(_unknown(plan, u, names))

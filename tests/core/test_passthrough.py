@@ -296,3 +296,12 @@ def test_flavour_rules_read_the_config_file_too(tmp_path, text, code):
     plan = plan_for(prof, sglang=KT, passthrough=("--config", path), sglang_config=read_sglang_config(["--config", path]))
     assert code in {f.code for f in plan.findings}
     assert code not in {f.code for f in plan_for(prof, sglang=KT).findings}
+
+
+def test_an_sglang_without_config_calls_it_an_unknown_flag(profile, tmp_path):
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    bare = replace(KT, options=MappingProxyType({s: o for s, o in KT.options.items() if o.dest != "config"}))
+    found, _ = judged(profile, ["--config", _cfg(tmp_path, "port: 1\n")], sglang=bare)
+    assert [(f.code, f.field("flag")) for f in found] == [("KT-E306", "--config")]
