@@ -142,8 +142,20 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
         install=_install_facts(cfg, req, sglang), install_blocks=req.install_blocks,
         tuned=_tuned(cfg, host, model), passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),
         input_warnings=tuple(warnings), weights=weights, launch_here=req.launch_here,
+        sglang_config=_sglang_config(cfg, req),
     )
     return cfg, inp
+
+
+def _sglang_config(cfg: UserConfig, req: Request):
+    """SGLang's own `--config FILE` among the arguments kt-launch passes on, read (not under --no-check unless
+    the server starts here), so render can judge its keys like flags."""
+    args = [*(str(a) for a in cfg.server.extra_args or ()), *req.passthrough]
+    if "--config" not in args:
+        return None
+    from kt_launch.facts.sglang_config import read_sglang_config
+
+    return read_sglang_config(args, req.checks or req.launch_here)
 
 
 def _recorded_model(path: str) -> tuple[ModelFacts, object]:

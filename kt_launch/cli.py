@@ -28,12 +28,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _did_you_mean(p: argparse.ArgumentParser, word: str) -> str:
     """The closest option of `p` for an option-like word, the closest command for a bare one (difflib)."""
-    import difflib  # only on a miss: start-up stays lean
+    from kt_launch.core.nearest import closest
     if word.startswith("-"):
         names = [s for a in p._actions for s in a.option_strings]  # argparse keeps its actions here; no API
-        close = difflib.get_close_matches(word.split("=", 1)[0], names, n=2, cutoff=0.6)
+        close = closest(word.split("=", 1)[0], names)
         return f"; did you mean {' or '.join(close)}?" if close else f" (`{p.prog} --help` lists the options)"
-    close = difflib.get_close_matches(word, list(_subparsers()), n=2, cutoff=0.6)
+    close = closest(word, _subparsers())
     if close:
         return f"; did you mean `kt-launch {close[0]}`? (a command comes first: kt-launch {close[0]} ...)"
     return " (`kt-launch --help` lists the commands)"

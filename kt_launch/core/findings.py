@@ -5,8 +5,8 @@ Every code, and what each hundred is for, is declared once in core/codes.py.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, Mapping
 
 Level = Literal["error", "warning", "info"]
 
@@ -17,21 +17,34 @@ class Finding:
     code: str
     message: str
     fix: str = ""
+    # What the finding is about, as data (``("flag", "--port"), ("file", "sgl.yaml")``): a reader decides by these,
+    # never by parsing the message. Pairs, so a Finding stays hashable; JSON shows them as an object.
+    fields: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = {"level": self.level, "code": self.code, "message": self.message, "fix": self.fix}
+        if self.fields:
+            d["fields"] = dict(self.fields)
+        return d
+
+    def field(self, name: str) -> str | None:
+        return dict(self.fields).get(name)
 
 
-def error(code: str, message: str, fix: str = "") -> Finding:
-    return Finding("error", code, message, fix)
+def _fields(fields: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple((k, str(v)) for k, v in (fields or {}).items() if v is not None)
 
 
-def warning(code: str, message: str, fix: str = "") -> Finding:
-    return Finding("warning", code, message, fix)
+def error(code: str, message: str, fix: str = "", fields: Mapping[str, str] | None = None) -> Finding:
+    return Finding("error", code, message, fix, _fields(fields))
 
 
-def info(code: str, message: str, fix: str = "") -> Finding:
-    return Finding("info", code, message, fix)
+def warning(code: str, message: str, fix: str = "", fields: Mapping[str, str] | None = None) -> Finding:
+    return Finding("warning", code, message, fix, _fields(fields))
+
+
+def info(code: str, message: str, fix: str = "", fields: Mapping[str, str] | None = None) -> Finding:
+    return Finding("info", code, message, fix, _fields(fields))
 
 
 def has_errors(findings) -> bool:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kt_launch.core.findings import Finding, has_errors
 from kt_launch.core.memory import MemoryPlan
+
+if TYPE_CHECKING:
+    from kt_launch.core.sglang import SglangFacts
+    from kt_launch.core.sglang_config import SglangConfigFile
 
 Source = Literal["default", "profile", "env", "cli", "host", "derived", "tuned"]
 
@@ -38,6 +42,10 @@ class LaunchPlan:
     # Flags the installed SGLang's real parser accepts (None: not inspected; the static catalogue applies).
     accepted_flags: frozenset[str] | None = None
     memory: MemoryPlan | None = None  # GPU and RAM budget of the resolved values (resolve/memory.py)
+    # The installed SGLang whose parser judges the pass-through flags (set with accepted_flags; None: not judged),
+    # and SGLang's own --config file among them as read (render/passthrough.py).
+    parser: SglangFacts | None = None
+    sglang_config: SglangConfigFile | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
         r = self.values.get(key)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from kt_launch.core.sglang_config import ConfigMerger
+
 @dataclass(frozen=True)
 class OptionInfo:
     """One argparse action of SGLang's parser, as the worker described it. Values are JSON:
@@ -92,6 +94,10 @@ class SglangFacts:
     python_version: str | None = None
     sglang_path: str | None = None
     warnings: tuple[str, ...] = ()
+    # SGLang's own --config reader (core/sglang_config.py); None: this SGLang has none, or it was not recorded.
+    config_merger: ConfigMerger | None = field(default=None, hash=False)
+    # Whether sglang.launch_server's parser takes abbreviated flags (argparse allow_abbrev); None: unknown.
+    allow_abbrev: bool | None = None
     from_cache: bool = field(default=False, compare=False)
     seconds: float | None = field(default=None, compare=False)  # the worker's own run time
 
@@ -159,6 +165,8 @@ class SglangFacts:
             python_version=data.get("python_version"),
             sglang_path=data.get("sglang_path"),
             warnings=tuple(data.get("warnings") or ()),
+            config_merger=ConfigMerger.from_json(data.get("config_merger")),
+            allow_abbrev=data.get("allow_abbrev") if isinstance(data.get("allow_abbrev"), bool) else None,
             from_cache=from_cache,
             seconds=data.get("seconds"),
         )

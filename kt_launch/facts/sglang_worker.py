@@ -414,6 +414,62 @@ def describe_action(action):
     }
 
 
+CONFIG_MERGER_MODULES = ("sglang.srt.utils.server_args_config_parser", "sglang.srt.server_args_config_parser")
+
+
+def config_merger_facts(parser):
+    """How SGLang's own ``--config FILE`` turns YAML keys into flags, asked of its ConfigArgumentMerger built on
+    this parser: the keys it treats as switches and the keys it refuses (unsupported argparse actions). None when
+    this SGLang has no merger; ``{"error": ...}`` when it could not be built."""
+    import importlib
+
+    for name in CONFIG_MERGER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            if getattr(exc, "name", None) in (name, name.rsplit(".", 1)[0]):
+                continue  # not this SGLang's layout
+            return {"module": name, "error": "%s: %s" % (type(exc).__name__, exc)}  # a dependency is missing
+        except BaseException as exc:  # noqa: BLE001
+            return {"module": name, "error": "%s: %s" % (type(exc).__name__, exc)}
+        try:
+            with _StdoutToStderr():
+                merger = module.ConfigArgumentMerger(parser)
+            return {
+                "module": name,
+                "store_true_keys": sorted(str(k) for k in merger.store_true_actions),
+                "unsupported_keys": {str(k): type(a).__name__ for k, a in merger.unsupported_actions.items()},
+            }
+        except BaseException as exc:  # noqa: BLE001
+            return {"module": name, "error": "%s: %s" % (type(exc).__name__, exc)}
+    return None
+
+
+def launch_allow_abbrev():
+    """Whether the parser of ``sglang.launch_server`` (``prepare_server_args``) takes abbreviated flags: the
+    ``allow_abbrev=`` of its ``argparse.ArgumentParser(...)`` call (argparse's default, True, when not given);
+    None when that function cannot be read."""
+    import inspect
+    import textwrap
+
+    try:
+        from sglang.srt import server_args as module
+
+        tree = ast.parse(textwrap.dedent(inspect.getsource(module.prepare_server_args)))
+    except BaseException:  # noqa: BLE001
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+            if name == "ArgumentParser":
+                for kw in node.keywords:
+                    if kw.arg == "allow_abbrev":
+                        return kw.value.value if isinstance(kw.value, ast.Constant) else None
+                return True
+    return None
+
+
 def site_dirs():
     dirs = []
     try:
@@ -496,6 +552,8 @@ def facts_mode():
         emit(result)
         return
     result["options"] = [describe_action(a) for a in parser._actions]
+    result["config_merger"] = config_merger_facts(parser)
+    result["allow_abbrev"] = launch_allow_abbrev()
     result["warnings"] = warnings
     result["ok"] = True
     result["seconds"] = round(time.monotonic() - t0, 3)

@@ -13,6 +13,7 @@ from typing import Any
 from kt_launch.core.findings import Finding, error, info
 from kt_launch.core.options import BY_KEY, OPTIONS, Carried, EnvVar, Flag, Refuse, flavors_with
 from kt_launch.core.plan import LaunchPlan, Resolved
+from kt_launch.render.passthrough import judge_passthrough
 
 USER_SOURCES = ("profile", "env", "cli")
 
@@ -103,34 +104,6 @@ def render_command(plan: LaunchPlan) -> Command:
         if r is not None:
             _render_one(plan, o.key, r, argv, env, findings)
     extra = [str(a) for a in plan.get("server.extra_args") or []]
-    findings += _duplicates(argv, extra + plan.passthrough)
-    if plan.accepted_flags is not None:
-        findings += _unknown(extra + plan.passthrough, plan.accepted_flags, plan.flavor)
+    findings += judge_passthrough(plan, argv[3:], extra)
     argv += extra + plan.passthrough
     return Command(argv, env, findings)
-
-
-def _unknown(extra: list[str], accepted: frozenset[str], flavor: str) -> list[Finding]:
-    out = []
-    for a in extra:
-        flag = a.split("=", 1)[0]
-        if flag.startswith("--") and flag not in accepted:
-            out.append(error("KT-E306", f"pass-through argument {flag[:80]} is not accepted by the installed SGLang "
-                             f"({flavor}); it would stop at startup", "check the spelling with "
-                             "`python -m sglang.launch_server --help`, or remove it"))
-    return out
-
-
-def _duplicates(generated: list[str], extra: list[str]) -> list[Finding]:
-    made = {a.split("=", 1)[0] for a in generated if a.startswith("--")}
-    by_flag = {n: o.key for o in OPTIONS if o.settable for spec in o.render.values() for n in getattr(spec, "names", ())}
-    out = []
-    for a in extra:
-        flag = a.split("=", 1)[0]
-        if flag in made:
-            key = by_flag.get(flag)
-            fix = f"use --set {key}=VALUE instead" if key else "remove it from the pass-through arguments"
-            out.append(error("KT-E303", f"pass-through argument {flag} repeats a flag kt-launch generates; SGLang would "
-                             "take whichever comes last", fix))
-    return out
-

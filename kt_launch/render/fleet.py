@@ -88,7 +88,7 @@ def fleet_secrets(fp: FleetPlan, commands: list[Command]) -> set[str]:
 
 
 def _findings_json(findings: list[Finding], secrets: set[str]) -> list[dict]:
-    return [{**f.to_json(), "message": scrub(f.message, secrets), "fix": scrub(f.fix, secrets)} for f in findings]
+    return [f.to_json() for f in scrub_findings(findings, secrets)]
 
 
 def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:

@@ -118,10 +118,11 @@ def longest_secret(secrets: set[str]) -> int:
 
 
 def scrub_findings(findings, secrets: set[str]) -> list:
-    """Findings with secret values masked in their message and fix."""
+    """Findings with secret values masked in their message, fix and fields."""
     from dataclasses import replace
 
-    return [replace(f, message=scrub(f.message, secrets), fix=scrub(f.fix, secrets)) for f in findings]
+    return [replace(f, message=scrub(f.message, secrets), fix=scrub(f.fix, secrets),
+                    fields=tuple((k, scrub(v, secrets)) for k, v in f.fields)) for f in findings]
 
 
 def safe_findings(cmd, findings) -> list:

@@ -43,8 +43,7 @@ def plan_json(plan: LaunchPlan, cmd: Command, findings: list[Finding]) -> str:
         "env": redact_env(cmd.env),
         "flavor": plan.flavor,
         "resolved": _resolved_json(plan, secrets),
-        "findings": [{**f.to_json(), "message": scrub(f.message, secrets), "fix": scrub(f.fix, secrets)}
-                     for f in findings],
+        "findings": [f.to_json() for f in scrub_findings(findings, secrets)],
     }
     if plan.memory is not None:
         doc["memory"] = plan.memory.to_json()

@@ -12,6 +12,7 @@ from kt_launch.resolve.steps import step
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.core.profile import lora_entries
+from kt_launch.resolve.sglang_argv import config_words
 from kt_launch.resolve.verdicts import wrapper_call_incompatible
 from kt_launch.core.plan import Resolved
 
@@ -28,7 +29,13 @@ def passthrough_value(args: Iterable[str], *flags: str) -> str | None:
 
 
 def _extra(inp: ResolveInput) -> list[str]:
-    return [*inp.config.server.extra_args, *inp.passthrough]
+    """SGLang's arguments beyond the plan, in the order SGLang reads them: its --config file's keys first (as its
+    ConfigArgumentMerger puts them), then server.extra_args and the words after `--`."""
+    cfg = inp.sglang_config
+    merger = inp.sglang.config_merger if inp.sglang is not None else None
+    from_file = ([w.text for w in config_words(cfg.entries, merger, cfg.path)]
+                 if cfg is not None and cfg.read and not cfg.problem else [])
+    return [*from_file, *inp.config.server.extra_args, *inp.passthrough]
 
 
 def _expert_lora_mode(inp: ResolveInput, values: dict[str, Resolved]) -> bool:

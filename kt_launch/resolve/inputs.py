@@ -12,6 +12,8 @@ from kt_launch.core.host import HostFacts
 from kt_launch.core.memory import WeightBytes
 from kt_launch.core.tuning import TunedThreads
 from kt_launch.core.model import ModelFacts
+from kt_launch.core.sglang_config import SglangConfigFile  # plain values, no imports of its own beyond typing
+
 
 if TYPE_CHECKING:  # types only: importing them costs start-up time on every dry-run
     from kt_launch.core.sglang import SglangFacts
@@ -32,6 +34,7 @@ class ResolveInput:
     sglang: SglangFacts | None = None  # None when not inspected
     tuned: TunedThreads | None = None
     passthrough: tuple[str, ...] = ()
+    sglang_config: SglangConfigFile | None = None  # SGLang's own --config FILE after `--` or in server.extra_args
     checks: bool = True  # False under --no-check: no file-system facts were gathered
     profile_path: str | None = None
     input_warnings: tuple[str, ...] = ()  # ignored input (an unknown KT_LAUNCH_* variable), each a warning

@@ -86,7 +86,8 @@ def resolve(inp: ResolveInput) -> LaunchPlan:
         findings.extend(check(inp, values))
     findings.extend(check_memory(inp, memory))
     return LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough),
-                      accepted_flags=accepted, memory=memory)
+                      accepted_flags=accepted, memory=memory, parser=inp.sglang if accepted is not None else None,
+                      sglang_config=inp.sglang_config)
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
