@@ -221,7 +221,7 @@ class FleetSupervisor:
             status, c.probe = c.probe.status, None
             if status == 200:
                 c.ready = True
-                c.tracker.active = False  # from here on its log is only passed on
+                c.tracker.stop()  # from here on its log is only passed on
                 return True
             c.next_poll = now + self.opts.poll_interval
         if c.probe is None and now >= c.next_poll:

@@ -318,7 +318,7 @@ class _Single:
 
     # -- output -----------------------------------------------------------------------------
     def waiting_line(self) -> str:
-        return f"kt-launch: waiting for {self.health}: {time.monotonic() - self.start:5.0f}s, phase: {self.tracker.phase}"
+        return f"kt-launch: waiting for {self.health}: {time.monotonic() - self.start:5.0f}s, phase: {self.tracker.glance()}"
 
     def _phase_changed(self, label: str) -> None:
         if self.ready or self.state.kill_at is not None:
@@ -454,7 +454,7 @@ class _Single:
 
     def _ready(self) -> None:
         self.ready = True
-        self.tracker.active = False  # from here on the log is only passed on
+        self.tracker.stop()  # from here on the log is only passed on
         self.console.clear_status()
         _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter, self.ep.api_key is not None,
                         time.monotonic() - self.start)
