@@ -13,7 +13,8 @@ It records its argv, environment and pid under $FAKE_DIR, prints SGLang-like log
   trickle        /health sends its status line, then one header byte every 0.2 s for ever (never a whole answer)
   orphans        serve; then $FAKE_ORPHANS short-lived orphans (double fork) come back to kt-launch to be reaped
   flood          serve; once ready, $FAKE_FLOOD_MB MB of log lines on stdout; the seconds it took in flood_s
-  crash          the lines of the file $FAKE_LINES on stderr, then exit $FAKE_EXIT (or die by signal $FAKE_SIGNAL)
+  crash          the lines of the file $FAKE_LINES on stderr, then exit $FAKE_EXIT (or die by signal $FAKE_SIGNAL);
+                 a restart prints $FAKE_LINES_AGAIN instead when set
   preflood       before /health answers at all: $FAKE_LONG_LINES lines of $FAKE_LONG_KB kB of `None, ` each, then
                  $FAKE_FLOOD_MB MB of start-up lines (each matching phase patterns) on stderr; the seconds it took
                  in preflood_s (its writes block on a full pipe, so that is kt-launch's throughput); then serve
@@ -104,7 +105,10 @@ if MODE == "exit0":
     print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
     sys.exit(0)
 if MODE == "crash":
-    with open(os.environ["FAKE_LINES"]) as fh:
+    with open(os.path.join(D, "starts")) as fh:
+        again = len(fh.read().split()) > 1
+    with open(os.environ["FAKE_LINES_AGAIN"] if again and os.environ.get("FAKE_LINES_AGAIN") else
+              os.environ["FAKE_LINES"]) as fh:
         sys.stderr.write(fh.read())
     sys.stderr.flush()
     if os.environ.get("FAKE_SIGNAL"):
