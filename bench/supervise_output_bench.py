@@ -25,6 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
 from operate.support import Launch, free_port, make_fake, plain_profile, write_host, write_profile  # noqa: E402
 
@@ -89,6 +90,32 @@ def ctrl_c_latency(long_kb: float) -> float:
             launch.kill_all()
 
 
+LINES = {  # 20 MB of each through the supervisor's Tee and PhaseTracker, in this process
+    "plain (no needle)": b"[2026-01-01 00:00:01 TP0] Decode batch. #running-req: 1, #token: 123, token usage: 0.00\n",
+    "every line matches phases": b"[2026-01-01 00:00:01 TP0] Loading safetensors checkpoint shards: 42% Load weight "
+                                 b"KT cuda graph Error: not really\n",
+    "every line holds needles, none matches": b"[2026-01-01 00:00:01 TP0] decode batch, error rate 0.0, xception, "
+                                              b"cuda out of mem, numa, none\n",
+}
+
+
+def in_process(mb: float = 20.0) -> None:
+    """CPU seconds of the output path alone (Tee + PhaseTracker, output discarded) for kinds of lines."""
+    import collections
+
+    from kt_launch.run.loop import PhaseTracker, Tee
+
+    for name, line in LINES.items():
+        block = line * ((1 << 20) // len(line))
+        tracker = PhaseTracker()
+        tee = Tee(set(), lambda d: None, collections.deque(maxlen=40), tracker)
+        t0 = time.process_time()
+        for _ in range(int(mb)):
+            tee.feed(block)
+        tracker.flush()
+        print(f"in-process, {mb:g} MB, {name}: {time.process_time() - t0:.2f} s CPU")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--long-kb", type=float, default=1000.0, help="kB of `None, ` per long line (default 1000)")
@@ -97,6 +124,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), Python {platform.python_version()}")
+    in_process()
     for i in range(a.repeat):
         try:
             r = throughput(a.long_kb, a.long_lines, a.flood_mb)

@@ -215,7 +215,7 @@ class PhaseTracker:
             lines = self._matching(data, low, start)
             if start == 0 or (len(lines) >= keep and any(phase is not None for _, phase in lines)):
                 break
-            region *= 4
+            region *= 16
         if start and self._phase != ERROR_PHASE and not any(phase == ERROR_PHASE for _, phase in lines):
             line = first_line(PHASES[0][0], data[:start], skip=b"server_args=")
             if line is not None:
@@ -231,10 +231,10 @@ class PhaseTracker:
         out = []
         n_phases = len(PHASES)
         for line, which in candidate_lines(data, low, _INDEX, start):
-            lw = line.lower()
-            hits = [i for i in sorted(which) if _MATCHERS[i].search(line, lw)]
-            if hits and line.strip():
-                out.append((line, PHASES[hits[0]][1] if hits[0] < n_phases else None))
+            # the needles were found in the line (candidate_lines): only the regex is left, on the window
+            first = next((i for i in sorted(which) if _MATCHERS[i].pattern.search(line)), None)
+            if first is not None and line.strip():
+                out.append((line, PHASES[first][1] if first < n_phases else None))
         return out
 
     def _phase_seen(self, text: str, label: str) -> None:
