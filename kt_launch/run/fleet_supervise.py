@@ -10,7 +10,9 @@
   and signals are kept whatever a replica's /health does.
 - A replica that dies while serving is named and the rest keep serving (the router stops sending to it);
   with --restart on-failure it starts again (its group emptied first, backoff 1, 2, 4 ... s, at most
-  --max-restarts in 10 min) and rejoins the router, whose worker list names its URL; with --fail-fast
+  --max-restarts in 10 min) and rejoins the router, whose worker list names its URL; the rules are one
+  instance's (supervise.py): a clean exit 0 after ready is no failure, a crash the configuration caused is not
+  restarted, and a port another process took meanwhile is checked before the restart; with --fail-fast
   everything stops. A replica that dies before the fleet is ready, or the router dying,
   stops everything: there is no fleet to serve. The tail of the dead one's log is shown, then what a known
   crash signature in it means (run/crashes.py).
