@@ -195,3 +195,45 @@ def test_a_signal_during_the_real_kt_kernel_probe_leaves_no_process(tmp_path, de
         "the worker ended before the signal: nothing would be tested"
     os.kill(run.proc.pid, sig)
     assert_stopped_and_gone(run, sig, workers)
+
+
+def test_the_stop_handlers_are_kt_launchs_only_while_it_runs(capsys):
+    """cli.main called in a process (tests, an embedding tool) leaves its SIGTERM/SIGHUP handlers as they were."""
+    from kt_launch.cli import main
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    assert main(["schema"]) == 0
+    capsys.readouterr()
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_sigterm_inside_a_worker_run_stops_it_and_raises_stopped(tmp_path):
+    """In-process: Stopped (a BaseException) comes out of run_worker, whose group is gone by then."""
+    from kt_launch.core.errors import Stopped
+    from kt_launch.facts.worker import run_worker
+
+    py = sleeper(tmp_path)
+    import threading
+
+    def term_when_started():
+        end = time.monotonic() + 30
+        while not worker_pids(tmp_path) and time.monotonic() < end:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    class Unhandled(Exception):
+        pass
+
+    def guard(signum, frame):  # what the test process does if run_worker installed nothing (never die here)
+        raise Unhandled("SIGTERM reached the test's own handler")
+
+    old = signal.signal(signal.SIGTERM, guard)
+    try:
+        threading.Thread(target=term_when_started, daemon=True).start()
+        with pytest.raises(Stopped) as e:
+            run_worker(str(py), tmp_path / "unused.py", timeout_s=60)
+        assert signal.getsignal(signal.SIGTERM) is guard  # restored after the run
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert e.value.exit_code == 143
+    assert state_after_kill(worker_pids(tmp_path)[0]) in ("gone", "Z", "X")
