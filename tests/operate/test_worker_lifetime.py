@@ -237,3 +237,19 @@ def test_sigterm_inside_a_worker_run_stops_it_and_raises_stopped(tmp_path):
         signal.signal(signal.SIGTERM, old)
     assert e.value.exit_code == 143
     assert state_after_kill(worker_pids(tmp_path)[0]) in ("gone", "Z", "X")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_hanging_nvidia_smi_dies_with_kt_launch(tmp_path, sig):
+    """The other children kt-launch starts (nvidia-smi, the router check) die with it too: a hanging nvidia-smi
+    (10 s timeout) does not outlive a SIGKILLed kt-launch."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f'#!/bin/sh\necho $$ >> "{tmp_path}/worker.pids"\nexec sleep 300\n')
+    smi.chmod(0o755)
+    run = Run(tmp_path, ["doctor"], env={"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"})
+    run.wait_for(lambda: worker_pids(tmp_path), what="nvidia-smi to start")
+    workers = worker_pids(tmp_path)
+    os.kill(run.proc.pid, sig)
+    assert_stopped_and_gone(run, sig, workers)
