@@ -247,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     from kt_launch.facts.console import safe_output
 
     safe_output()  # a non-UTF-8 byte in a path is printed as \udcff, never a UnicodeEncodeError
+    from kt_launch.core.errors import Stopped
+    from kt_launch.facts.worker import stop_on_signals
+
     try:
-        rc = _main(argv)
+        with stop_on_signals():  # SIGTERM/SIGHUP: the children are stopped on the way out, then 128 + N
+            rc = _main(argv)
         sys.stdout.flush()  # a full disk shows up here for output that fit the buffer
         return rc
     except ConfigError as e:
@@ -257,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("kt-launch: interrupted")
         return 130
+    except Stopped as e:
+        _say(f"kt-launch: stopped by {e.name}")
+        return e.exit_code
     except OSError as e:
         if not (isinstance(e, BrokenPipeError) or e.errno in _OUTPUT_ERRNOS):
             return _crashed(e)

@@ -7,8 +7,9 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
-from kt_launch.core.errors import ConfigError
+from kt_launch.core.errors import ConfigError, Stopped
 from kt_launch.core.output import SCHEMA_VERSION, verdict
 from kt_launch.render.text import findings_text
 from kt_launch.core.findings import error, has_errors
@@ -163,23 +164,77 @@ def cmd_convert(args, passthrough) -> int:
         return _refused(args, refusals)
     python = _python(args, out)
     answers, bad = {}, None
+    lock = OutputLock()
     try:
+        held = lock.take(([cp.out] if experts else []) + ([lp.out] if lp is not None else []))
+        if held is not None:
+            return _refused(args, [held])
         if experts:
             print(cv.start_line(cp, python), file=sys.stderr, flush=True)
             t0 = time.monotonic()
             r = cv.run_conversion(cp, python, env=server_env(out), prepared=prepared, progress=lambda rec: print(
-                cv.progress_line(rec, time.monotonic() - t0), file=sys.stderr, flush=True))
+                cv.progress_line(rec, time.monotonic() - t0), file=sys.stderr, flush=True), pass_fds=lock.fds)
             answers["experts"], bad = r.answer or {}, cv.failure(cp, r)
         if lp is not None and bad is None and not cv.lora_done(lp):
             print(f"converting the expert LoRA {lp.source} into {lp.out} with kt-kernel's converter ...",
                   file=sys.stderr, flush=True)
-            r = cv.run_lora(lp, python, env=server_env(out))
+            r = cv.run_lora(lp, python, env=server_env(out), pass_fds=lock.fds)
             answers["lora"], bad = (r.answer or {}).get("lora") or {}, cv.failure(cp, r)
-    except KeyboardInterrupt:
-        print(f"kt-launch: interrupted; finished layers are recorded in {cp.out}/{cv.MANIFEST} and the same command "
+    except (KeyboardInterrupt, Stopped) as e:  # the worker's group is gone by now (facts/worker.py)
+        why = f"stopped by {e.name}" if isinstance(e, Stopped) else "interrupted"
+        print(f"kt-launch: {why}; finished layers are recorded in {cp.out}/{cv.MANIFEST} and the same command "
               "resumes", file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, Stopped) else 130
+    finally:
+        lock.release()
     return _convert_report(args, passthrough, sets, cp if experts else None, lp, answers, bad, out)
+
+
+class OutputLock:
+    """An exclusive flock on each output dir of a convert, for the whole run (issue 23): a second convert into it
+    is refused (KT-E551) while a first one, or its worker, writes there. The worker inherits the descriptor
+    (pass_fds), so the lock lasts as long as either process. A dir made here only to be locked is removed again
+    if the run leaves it empty (a refused conversion writes nothing)."""
+
+    def __init__(self) -> None:
+        self.fds: tuple[int, ...] = ()
+        self._made: list[str] = []
+
+    def take(self, dirs: list[str]) -> Any:
+        import fcntl
+
+        for d in dirs:
+            try:
+                if not os.path.isdir(d):
+                    os.makedirs(d)
+                    self._made.append(d)
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue  # not a dir we can open: the worker says why it cannot write there
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return error("KT-E551", f"{d} is being written by another kt-launch convert (its worker holds the "
+                             "directory's lock)", "wait for that run to finish, or stop it; then run the same "
+                             "command again (it resumes from the finished layers)")
+            except OSError as e:  # a file system without flock: go on, and say that nothing guards the dir
+                print(f"kt-launch: warning: cannot lock {d} ({e.strerror or e}): a second convert into it at the "
+                      "same time would not be refused", file=sys.stderr)
+                os.close(fd)
+                continue
+            self.fds += (fd,)
+        return None
+
+    def release(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = ()
+        for d in self._made:
+            try:
+                os.rmdir(d)  # only when still empty
+            except OSError:
+                pass
 
 
 def _convert_report(args, passthrough, sets, cp, lp, answers, bad, out) -> int:

@@ -343,16 +343,15 @@ def timeout_for(cp: ConvertPlan) -> float:
 
 def run_conversion(cp: ConvertPlan, python: str, env: Mapping[str, str] | None = None,
                    progress: Callable[[dict[str, Any]], None] | None = None,
-                   timeout_s: float | None = None, prepared: Prepared | None = None) -> _worker.WorkerResult:
+                   timeout_s: float | None = None, prepared: Prepared | None = None,
+                   pass_fds: tuple[int, ...] = ()) -> _worker.WorkerResult:
     def on_line(line: str) -> None:
         rec = parse_progress(line)
         if rec is not None and progress is not None:
             progress(rec)
 
-    prepared = prepared or prepare(cp)
-    spec = cp.spec(sources=prepared.sources, redo=prepared.redo)
-    return _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(spec), env=env,
-                              timeout_s=timeout_s or timeout_for(cp), stderr_line=on_line)
+                   timeout_s: float | None = None, prepared: Prepared | None = None,
+                   pass_fds: tuple[int, ...] = ()) -> _worker.WorkerResult:
 
 
 def failure(cp: ConvertPlan, r: _worker.WorkerResult) -> Finding | None:
@@ -492,5 +491,7 @@ def lora_refusals(lp: LoraPlan) -> list[Finding]:
     return []
 
 
-def run_lora(lp: LoraPlan, python: str, env: Mapping[str, str] | None = None) -> _worker.WorkerResult:
-    return _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(lp.spec()), env=env, timeout_s=1800.0)
+def run_lora(lp: LoraPlan, python: str, env: Mapping[str, str] | None = None,
+             pass_fds: tuple[int, ...] = ()) -> _worker.WorkerResult:
+    return _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(lp.spec()), env=env, timeout_s=1800.0,
+                              pass_fds=pass_fds)

@@ -179,6 +179,7 @@ CODES: dict[str, str] = {
     "KT-E548": "Illegal instruction: the kt-kernel build does not fit this CPU",
     "KT-E549": "binding to a NUMA node failed",
     "KT-E550": "the server's port was taken after the check (Address already in use)",
+    "KT-E551": "convert: another convert (or its worker) holds the output dir's lock",
     # KT-x6xx: the memory plan (resolve/memory.py)
     "KT-E601": "a GPU cannot hold the non-expert weights' share, kt buffers, minimum KV and SGLang's reserve",
     "KT-I602": "every routed expert fits on the GPUs: kt-kernel adds nothing there",

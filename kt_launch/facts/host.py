@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from kt_launch.core.host import CpuFacts, GpuFacts, HostFacts, NumaNode
+from kt_launch.facts.worker import die_with_parent
 
 
 def host_from_json(data: Any, source: str = "file") -> HostFacts:
@@ -246,7 +247,7 @@ def _gpus(env: dict[str, str], notes: list[str], root: Path = Path("/")) -> tupl
         try:
             out = subprocess.run(
                 [smi, f"--query-gpu={GPU_QUERY}", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=10, check=True,
+                capture_output=True, text=True, timeout=10, check=True, preexec_fn=die_with_parent(),
             ).stdout
         except (OSError, subprocess.SubprocessError, UnicodeDecodeError) as e:
             notes.append(f"nvidia-smi failed ({e.__class__.__name__}): no GPUs seen")
@@ -270,7 +271,8 @@ def _with_used(smi: str, gpus: list[GpuFacts], notes: list[str]) -> list[GpuFact
         return gpus
     try:
         out = subprocess.run([smi, f"--query-gpu={USED_QUERY}", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+                             capture_output=True, text=True, timeout=10, check=True,
+                             preexec_fn=die_with_parent()).stdout
     except (OSError, subprocess.SubprocessError, UnicodeDecodeError) as e:
         notes.append(f"nvidia-smi memory.used failed ({e.__class__.__name__}): GPU memory in use not counted")
         return gpus

@@ -6,6 +6,8 @@ import importlib.util
 import subprocess
 import sys
 
+from kt_launch.facts.worker import die_with_parent
+
 
 def router_importable(python: str) -> bool:
     """True when `python` finds sglang_router; this interpreter is asked in-process, another one by a subprocess."""
@@ -14,6 +16,6 @@ def router_importable(python: str) -> bool:
     try:
         return subprocess.run([python, "-c", "import importlib.util as u, sys; "
                                "sys.exit(u.find_spec('sglang_router') is None)"], capture_output=True,
-                              timeout=10).returncode == 0
+                              timeout=10, preexec_fn=die_with_parent()).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False

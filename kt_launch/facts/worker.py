@@ -9,20 +9,31 @@ Why each guard: the worker runs C++ extensions and thread pools that can hang or
 they may fork helpers, so a timeout kills the whole process group; stdout is bounded (a runaway
 print loop must not eat the launcher's memory) and only the tail of stderr is kept (that is where
 the last error is). Every outcome, including "no such interpreter", is a `WorkerResult`, never an
-exception.
+exception, except kt-launch's own stop (KeyboardInterrupt, core.errors.Stopped), which passes through
+after the worker's group is killed.
+
+A worker dies with kt-launch (issue 23): this is the one place workers start, and each gets
+PR_SET_PDEATHSIG = SIGKILL in the child before exec (Linux; SIGKILL on kt-launch, an OOM kill, a crash), and
+while it runs SIGTERM/SIGHUP to kt-launch raise Stopped here, so the `finally` below kills its group before
+kt-launch exits with 128 + the signal (cli.py). `pass_fds`: descriptors the worker keeps, such as a lock on its
+output (convert), which then stays held for as long as either process lives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from kt_launch.core.errors import Stopped
 
 # error kinds
 NOT_FOUND = "not_found"  # no such interpreter (or not executable)
@@ -63,6 +74,64 @@ def _kill_group(proc: subprocess.Popen) -> None:
             pass
 
 
+_PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when kt-launch dies (Linux), or None where there is none.
+
+    It runs between fork and exec: only system calls through a function looked up before the fork (no import,
+    no lock). If kt-launch died before the prctl took effect, the child exits at once (its parent changed).
+    The death signal follows the *thread* that forked: workers are started from the main thread only."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return setup
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
+    """SIGTERM/SIGHUP raise Stopped in the main thread while the block runs (elsewhere: nothing changes), so
+    whoever owns a child stops it on the way out; the previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_stopped(signum, frame):
+        raise Stopped(signum, signal.Signals(signum).name)
+
+    previous = {}
+    for sig in signals:
+        try:
+            old = signal.getsignal(sig)
+            if old is signal.SIG_IGN:  # nohup: an ignored SIGHUP stays ignored
+                continue
+            previous[sig] = signal.signal(sig, raise_stopped)
+        except (OSError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            try:
+                signal.signal(sig, old)
+            except (OSError, ValueError, TypeError):
+                pass
+
+
 def _signal_name(rc: int | None) -> str | None:
     """The signal a return code stands for: negative from Popen, or a shell's 128+n (SIGILL, SIGABRT, SIGSEGV)."""
     if rc is None:
@@ -94,7 +163,7 @@ def run_worker(python: str, script: str | os.PathLike[str] | None = None, args: 
                module: str | None = None, stdin: str | bytes | None = None, env: Mapping[str, str] | None = None,
                timeout_s: float = 120.0, max_stdout_bytes: int = MAX_STDOUT_BYTES,
                stderr_tail_chars: int = STDERR_TAIL_CHARS,
-               stderr_line: Callable[[str], None] | None = None) -> WorkerResult:
+               stderr_line: Callable[[str], None] | None = None, pass_fds: Sequence[int] = ()) -> WorkerResult:
     """Run `script` (a file) or `module` under `python` with `args`; never raises for what the worker does.
 
     env None inherits this process's environment. The answer is the last stdout line holding a JSON
@@ -105,17 +174,33 @@ def run_worker(python: str, script: str | os.PathLike[str] | None = None, args: 
         raise ValueError("run_worker needs exactly one of script or module")
     argv = [python, *(["-m", module] if module else [str(Path(script))]), *map(str, args)]
     data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+    with stop_on_signals():
+        return _run(argv, python, data, env, timeout_s, max_stdout_bytes, stderr_tail_chars, stderr_line,
+                    tuple(pass_fds))
+
+
+def _run(argv, python, data, env, timeout_s, max_stdout_bytes, stderr_tail_chars, stderr_line,
+         pass_fds) -> WorkerResult:
     t0 = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=dict(env) if env is not None else None, start_new_session=True)
+                                env=dict(env) if env is not None else None, start_new_session=True,
+                                preexec_fn=die_with_parent(), pass_fds=pass_fds)
     except (FileNotFoundError, NotADirectoryError):
         return WorkerResult(None, NOT_FOUND, f"interpreter {python} not found")
     except PermissionError:
         return WorkerResult(None, NOT_FOUND, f"interpreter {python} is not executable")
     except OSError as e:  # ENOEXEC (not a program), E2BIG, ...
         return WorkerResult(None, NOT_FOUND, f"cannot run {python}: {e}")
+    try:
+        return _supervise(proc, data, t0, timeout_s, max_stdout_bytes, stderr_tail_chars, stderr_line)
+    finally:
+        if proc.poll() is None:  # kt-launch is stopping (Stopped, KeyboardInterrupt) or a bug: no worker left
+            _kill_group(proc)
+            proc.wait()
 
+
+def _supervise(proc, data, t0, timeout_s, max_stdout_bytes, stderr_tail_chars, stderr_line) -> WorkerResult:
     out = bytearray()
     err_tail = bytearray()
     oversize = threading.Event()

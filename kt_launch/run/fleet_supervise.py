@@ -10,7 +10,9 @@
   and signals are kept whatever a replica's /health does.
 - A replica that dies while serving is named and the rest keep serving (the router stops sending to it);
   with --restart on-failure it starts again (its group emptied first, backoff 1, 2, 4 ... s, at most
-  --max-restarts in 10 min) and rejoins the router, whose worker list names its URL; with --fail-fast
+  --max-restarts in 10 min) and rejoins the router, whose worker list names its URL; the rules are one
+  instance's (supervise.py): a clean exit 0 after ready is no failure, a crash the configuration caused is not
+  restarted, and a port another process took meanwhile is checked before the restart; with --fail-fast
   everything stops. A replica that dies before the fleet is ready, or the router dying,
   stops everything: there is no fleet to serve. The tail of the dead one's log is shown, then what a known
   crash signature in it means (run/crashes.py).
@@ -45,8 +47,8 @@ from kt_launch.run.loop import Console, Loop, PhaseTracker, Tee
 from kt_launch.run.placement import Placement, placements
 from kt_launch.run.supervise import (EXIT_CANNOT_START, EXIT_FAILED, EXIT_PORT_BUSY, EXIT_READY_TIMEOUT, FORWARDED,
                                      PROBE_TIMEOUT, Restarts, SuperviseOptions, _become_subreaper, _child_setup,
-                                     _group_alive, _killpg, _libc, _signame, crash_findings, death_text, port_problem,
-                                     restart_options)
+                                     _group_alive, _killpg, _libc, _signame, crash_report, death_text,
+                                     deterministic_text, is_failure, port_problem, restart_options)
 
 
 @dataclass
@@ -69,9 +71,11 @@ class _Child:
     restart_at: float | None = None  # when it starts again (it died and may restart)
 
     def reset(self) -> None:
-        """Before a restart: not ready, phases from the beginning (the tail stays: it goes on)."""
+        """Before a restart: not ready, phases and the log tail from the beginning (a run's crash findings are
+        its own)."""
         self.ready = self.reported = False
         self.tracker, self.probe = PhaseTracker(), None
+        self.tail = collections.deque(maxlen=self.tail.maxlen)
 
     @property
     def pgid(self) -> int | None:
@@ -222,7 +226,7 @@ class FleetSupervisor:
             status, c.probe = c.probe.status, None
             if status == 200:
                 c.ready = True
-                c.tracker.active = False  # from here on its log is only passed on
+                c.tracker.stop()  # from here on its log is only passed on
                 return True
             c.next_poll = now + self.opts.poll_interval
         if c.probe is None and now >= c.next_poll:
@@ -255,7 +259,7 @@ class FleetSupervisor:
                 continue
             else:
                 alive = [r.name for r in self.replicas if r.running() or r.restart_at is not None]
-                self.console.say(f"kt-launch: error: replica {c.name} ({c.url}) {how}; "
+                self.console.say(f"kt-launch: {'error: ' if is_failure(rc, c.ready) else ''}replica {c.name} ({c.url}) {how}; "
                                  + (f"{len(alive)} of {len(self.replicas)} replicas still serving through the "
                                     f"router ({', '.join(alive)})\n" if alive else "no replica is left\n"))
                 self._tail(c)
@@ -265,13 +269,19 @@ class FleetSupervisor:
                     self._stop("every replica died", code)
 
     def _restart_later(self, c: _Child, how: str, phase: str) -> bool:
-        """Schedule a restart of the dead replica c if --restart allows one; say so either way."""
-        if c.restarts is None or self.fail_fast or not self.opts.restart:
+        """Schedule a restart of the dead replica c if --restart allows one (supervise.is_failure, the rule one
+        instance follows too; not a crash its signature calls deterministic); say so either way."""
+        if c.restarts is None or self.fail_fast or not self.opts.restart or not is_failure(c.proc.returncode,
+                                                                                            c.ready):
+            return False
+        diag = self._crash(c)[1]
+        if diag.deterministic:
+            self.console.say(deterministic_text(f"replica {c.name}", diag))
             return False
         now = time.monotonic()
         delay = c.restarts.delay(now)
         if delay is None:
-            self.console.say(f"kt-launch: error: replica {c.name}: {c.restarts.gave_up()}\n")
+            self.console.say(f"kt-launch: error: {c.restarts.gave_up(f'replica {c.name}')}\n")
             return False
         n = c.restarts.record(now)
         others = "; the router keeps serving from the others" if phase == "serving" else ""
@@ -287,6 +297,12 @@ class FleetSupervisor:
         for c in self.replicas:
             if c.restart_at is not None and now >= c.restart_at and self.state.stop_at is None:
                 c.restart_at = None
+                busy = port_problem(*c.listen) if c.listen is not None else None
+                if busy:  # another process took it while the replica was down: /health would be its
+                    self.console.say(f"kt-launch: error: {c.name}: {busy}; not restarting it\n")
+                    if not any(r.running() or r.restart_at is not None for r in self.replicas):
+                        self._stop("every replica died", EXIT_PORT_BUSY)
+                    continue
                 c.reset()
                 if not self._start(c):
                     self._stop(f"{c.name} could not be restarted", EXIT_CANNOT_START)
@@ -297,9 +313,13 @@ class FleetSupervisor:
             self.console.say(f"kt-launch: the last {len(lines)} lines of {c.name}:\n"
                              + "".join(f"  | {line}\n" for line in lines))
         if c is not self.router:
-            text = crash_findings([*c.tracker.kept, *c.tail], c.values, c.proc.returncode, self.console.secrets)
+            text = self._crash(c)[0]
             if text:
                 self.console.say(text)
+
+    def _crash(self, c: _Child):
+        return crash_report([*c.tracker.kept, *c.tail], c.values, c.proc.returncode, self.console.secrets,
+                            c.cmd.argv)
 
     def _announce(self, url: str | None, elapsed: float) -> None:
         if url is None:  # one host's part of a fleet: its router runs elsewhere

@@ -24,25 +24,29 @@ import time
 from typing import IO, Callable
 
 from kt_launch.render.redact import longest_secret, scrub, scrub_bytes
-from kt_launch.run.crashes import ANY_SIGNATURE
+from kt_launch.run.crashes import KEEP
 from kt_launch.run.health import HealthProbe
+from kt_launch.run.matching import Rx, candidate_lines, first_line, lowered, needle_index, rx
 
 ERROR_PHASE = "error in the log"
-# Phases of an SGLang start-up, recognised from its log lines (the last match wins).
-PHASES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"Traceback \(most recent call last\)|^\s*[\w.]*(Error|Exception)\b:"), ERROR_PHASE),
-    (re.compile(r"Init torch distributed", re.I), "init torch distributed"),
-    (re.compile(r"Load weight", re.I), "load weight"),
-    (re.compile(r"Loading safetensors|checkpoint shards", re.I), "load weight (safetensors)"),
-    (re.compile(r"\bKT\b|kt_kernel|kt-kernel|KTMoE|CPUInfer|\bAMX"), "KT (kt-kernel experts)"),
-    (re.compile(r"LoRA|lora_path|adapter", re.I), "LoRA adapters"),
-    (re.compile(r"Memory pool|KV Cache is allocated|max_total_num_tokens", re.I), "KV cache"),
-    (re.compile(r"Capture cuda graph|Capturing batches|cuda graph", re.I), "capture cuda graph"),
-    (re.compile(r"Uvicorn running|Application startup complete|server is fired up", re.I), "server up"),
+# Phases of an SGLang start-up, recognised from its log lines (the first match in this order wins; the last line
+# that matched one sets the phase). Each is a run/matching.py Rx: linear on any line.
+PHASES: tuple[tuple[Rx, str], ...] = (
+    (rx(r"Traceback \(most recent call last\)|^\s*+(?>[\w.]*?(?:Error|Exception)\b):"), ERROR_PHASE),
+    (rx(r"Init torch distributed", re.I), "init torch distributed"),
+    (rx(r"Load weight", re.I), "load weight"),
+    (rx(r"Loading safetensors|checkpoint shards", re.I), "load weight (safetensors)"),
+    (rx(r"\bKT\b|kt_kernel|kt-kernel|KTMoE|CPUInfer|\bAMX"), "KT (kt-kernel experts)"),
+    (rx(r"LoRA|lora_path|adapter", re.I), "LoRA adapters"),
+    (rx(r"Memory pool|KV Cache is allocated|max_total_num_tokens", re.I), "KV cache"),
+    (rx(r"Capture cuda graph|Capturing batches|cuda graph", re.I), "capture cuda graph"),
+    (rx(r"Uvicorn running|Application startup complete|server is fired up", re.I), "server up"),
 )
-_ANY = re.compile("|".join([f"(?i:{p.pattern})" if p.flags & re.I else f"(?:{p.pattern})" for p, _ in PHASES]
-                           + [ANY_SIGNATURE]), re.M)
+_MATCHERS: tuple[Rx, ...] = tuple(p for p, _ in PHASES) + KEEP  # every pattern a line is kept for
+_INDEX = needle_index(_MATCHERS)
 _LONG_LINE = 65536
+_BATCH = 1 << 20  # PhaseTracker: analyse output this much (or _STALE s) at a time
+_STALE = 0.1
 _HIGH, _LOW = 32 << 20, 8 << 20  # writer backlog: stop reading the children above, resume below
 _F_SETPIPE_SZ = 1031
 
@@ -153,40 +157,93 @@ class Console:
 
 class PhaseTracker:
     """The last start-up phase seen in a child's log, and the lines worth matching against known crashes
-    (run/crashes.py). Runs until `active` is cleared at ready: after that the log is only passed on."""
+    (run/crashes.py). Runs until stop() at ready: after that the log is only passed on.
+
+    Why batches: output is analysed up to 1 MB (or 0.1 s) at a time, and only the part that decides something
+    is read line by line: the last `keep` matching lines (older ones would leave the deque anyway) and the last
+    phase line; an error line before them (the error phase sticks) is found by one linear pass. Output without
+    any needle costs a few C-level `find`s. So the cost is linear in the output whatever its lines hold."""
 
     def __init__(self, on_change: Callable[[str], None] | None = None, keep: int = 400):
-        self.phase = "starting"
+        self._phase = "starting"
         self.active = True
-        self.kept: collections.deque[str] = collections.deque(maxlen=keep)
+        self._kept: collections.deque[str] = collections.deque(maxlen=keep)
         self.on_change = on_change
+        self._pending = bytearray()
+        self._since = 0.0
 
-    def scan(self, text: str) -> None:
-        text = text.replace("\r", "\n")
-        pos = 0
-        while self.active:
-            m = _ANY.search(text, pos)
-            if m is None:
-                return
-            start = text.rfind("\n", 0, m.start()) + 1
-            end = text.find("\n", m.end())
-            end = len(text) if end < 0 else end
-            for line in text[start:end].split("\n"):
-                if line.strip():
-                    self.kept.append(line.strip())
-                    self._line(line)
-            pos = end + 1
+    @property
+    def phase(self) -> str:
+        self.flush()
+        return self._phase
 
-    def _line(self, text: str) -> None:
-        if "server_args=" in text or self.phase == ERROR_PHASE:  # SGLang's argument dump; errors stick
+    def glance(self) -> str:
+        """The phase, up to _STALE seconds behind the output (cheap enough for a status line each turn)."""
+        if self._pending and time.monotonic() - self._since >= _STALE:
+            self.flush()
+        return self._phase
+
+    @property
+    def kept(self) -> collections.deque[str]:
+        self.flush()
+        return self._kept
+
+    def stop(self) -> None:
+        """Ready: what came before is analysed, what comes after is only passed on."""
+        self.flush()
+        self.active = False
+
+    def scan(self, data: bytes) -> None:
+        """The next complete lines of output (bytes, \\n or \\r ended)."""
+        if not self.active or not data:
             return
-        for pattern, label in PHASES:
-            if pattern.search(text):
-                if label != self.phase:
-                    self.phase = label
-                    if self.on_change is not None:
-                        self.on_change(label)
-                return
+        if not self._pending:
+            self._since = time.monotonic()
+        self._pending += data
+        if len(self._pending) >= _BATCH or time.monotonic() - self._since >= _STALE:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data, low = lowered(bytes(self._pending))
+        self._pending.clear()
+        keep = self._kept.maxlen or 0
+        region = 1 << 16
+        while True:  # from the end: enough matching lines to fill `kept`, with a phase line among them
+            start = low.rfind(b"\n", 0, max(0, len(low) - region)) + 1
+            lines = self._matching(data, low, start)
+            if start == 0 or (len(lines) >= keep and any(phase is not None for _, phase in lines)):
+                break
+            region *= 16
+        if start and self._phase != ERROR_PHASE and not any(phase == ERROR_PHASE for _, phase in lines):
+            line = first_line(PHASES[0][0], data[:start], skip=b"server_args=")
+            if line is not None:
+                self._phase_seen(line, ERROR_PHASE)
+        for line, phase in lines:
+            self._kept.append(line.strip())
+            if phase is not None:
+                self._phase_seen(line, phase)
+
+    @staticmethod
+    def _matching(data: bytes, low: bytes, start: int) -> list[tuple[str, str | None]]:
+        """The lines from `start` that some pattern matches: (line, the phase it names or None)."""
+        out = []
+        n_phases = len(PHASES)
+        for line, which in candidate_lines(data, low, _INDEX, start):
+            # the needles were found in the line (candidate_lines): only the regex is left, on the window
+            first = next((i for i in sorted(which) if _MATCHERS[i].pattern.search(line)), None)
+            if first is not None and line.strip():
+                out.append((line, PHASES[first][1] if first < n_phases else None))
+        return out
+
+    def _phase_seen(self, text: str, label: str) -> None:
+        if "server_args=" in text or self._phase == ERROR_PHASE:  # SGLang's argument dump; errors stick
+            return
+        if label != self._phase:
+            self._phase = label
+            if self.on_change is not None:
+                self.on_change(label)
 
 
 _LINE_END = re.compile(rb"(\r\n|\r|\n)(?=.)", re.S)
@@ -230,7 +287,7 @@ class Tee:
         else:
             self.emit(clean)
         if self.tracker is not None and self.tracker.active:
-            self.tracker.scan(clean.decode("utf-8", "replace"))
+            self.tracker.scan(clean)
         self._keep_tail(clean)
 
     def _keep_tail(self, clean: bytes) -> None:

@@ -10,8 +10,12 @@
   N (130 Ctrl+C, 143 SIGTERM, 129 SIGHUP); 124 when it was not ready within --ready-timeout; 1 when it
   exited with 0 before it was ready (a failure is never exit 0); 2 when it cannot be started; 3 when its
   port is taken.
-- --restart on-failure: a server that dies on its own (not stopped by kt-launch, not a clean exit after ready)
-  is started again after its group is emptied, after 1, 2, 4 ... s, at most --max-restarts times in 10 min.
+- --restart on-failure: a server that fails on its own (not stopped by kt-launch; any death but a clean exit 0
+  after ready: `is_failure`, the one rule for a fleet's replicas too) is started again after its group is
+  emptied, after 1, 2, 4 ... s, at most --max-restarts times in 10 min; not when its crash signature says the
+  configuration caused it (run/crashes.py `deterministic`: the same argv would die the same way), and not when
+  another process took its port meanwhile (the same port check as before the first start). Each run has its
+  own log tail and crash findings.
 - The group is emptied before kt-launch exits. kt-launch is a child subreaper (PR_SET_CHILD_SUBREAPER), so a
   descendant that left the group (setsid) comes back to it when its parent exits, and is stopped too.
 - The server gets SIGKILL from the kernel if kt-launch itself dies (PR_SET_PDEATHSIG): SIGKILL on kt-launch
@@ -44,7 +48,7 @@ from kt_launch.run.execute import exec_failure
 from kt_launch.render.argv import Command
 from kt_launch.render.redact import is_secret_name, redact_argv, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
-from kt_launch.run.crashes import explain
+from kt_launch.run.crashes import Diagnosis, Launched, diagnose
 from kt_launch.run.health import base_url, curl_example
 from kt_launch.run.loop import ERROR_PHASE, PHASES, Console, Loop, PhaseTracker, Tee, reap, write_bytes
 
@@ -93,9 +97,23 @@ class Restarts:
         self.times.append(now)
         return len(self.times)
 
-    def gave_up(self) -> str:
-        return (f"it died {len(self.times) + 1} times within {self.opts.restart_window / 60:g} min "
+    def gave_up(self, what: str) -> str:
+        """`what` died N times: the line that ends the restarts ("SGLang died 3 times within 10 min ...")."""
+        n = len(self.times) + 1
+        return (f"{what} died {n} time{'s' if n != 1 else ''} within {self.opts.restart_window / 60:g} min "
                 f"(--max-restarts {self.opts.max_restarts}): not restarting it again")
+
+
+def is_failure(rc: int, ready: bool) -> bool:
+    """--restart on-failure's one rule, for one instance and a fleet's replicas alike: every death is a failure
+    but a clean exit (0) after the server was ready (an exit 0 before ready is a failure too: exit code 1)."""
+    return not (rc == 0 and ready)
+
+
+def deterministic_text(what: str, diagnosis: Diagnosis) -> str:
+    """Why a crash is not restarted: its signature says the configuration caused it."""
+    return (f"kt-launch: not restarting {what} (--restart on-failure): {diagnosis.because} says the configuration "
+            "caused this crash, so the same command would fail the same way; apply its fix and start again\n")
 
 
 def host_facts_warning(path: str) -> str:
@@ -219,12 +237,18 @@ def death_text(rc: int) -> str:
     return f"was killed by {_signame(-rc)}" if rc < 0 else f"exited with code {rc}"
 
 
-def crash_findings(lines, values: Mapping[str, Any] | None, rc: int | None, secrets: set[str]) -> str:
-    """What a known crash signature in `lines` means, as findings text ('' when none matched)."""
-    found = explain(lines, values, -rc if rc is not None and rc < 0 else None)
-    if not found:
-        return ""
-    return "kt-launch: what that means:\n" + findings_text(scrub_findings(found, secrets))
+def crash_report(lines, values: Mapping[str, Any] | None, rc: int | None, secrets: set[str],
+                 argv=()) -> tuple[str, Diagnosis]:
+    """What a known crash signature in `lines` means: findings text ('' when none matched) and the diagnosis.
+    `values` and `argv`: the plan that was launched (advice never says to set a flag kt-launch passed)."""
+    diag = diagnose(lines, Launched(values or {}, tuple(argv)), -rc if rc is not None and rc < 0 else None)
+    if not diag.findings:
+        return "", diag
+    return "kt-launch: what that means:\n" + findings_text(scrub_findings(diag.findings, secrets)), diag
+
+
+def crash_findings(lines, values: Mapping[str, Any] | None, rc: int | None, secrets: set[str], argv=()) -> str:
+    return crash_report(lines, values, rc, secrets, argv)[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -318,7 +342,7 @@ class _Single:
 
     # -- output -----------------------------------------------------------------------------
     def waiting_line(self) -> str:
-        return f"kt-launch: waiting for {self.health}: {time.monotonic() - self.start:5.0f}s, phase: {self.tracker.phase}"
+        return f"kt-launch: waiting for {self.health}: {time.monotonic() - self.start:5.0f}s, phase: {self.tracker.glance()}"
 
     def _phase_changed(self, label: str) -> None:
         if self.ready or self.state.kill_at is not None:
@@ -349,6 +373,7 @@ class _Single:
         restarts = Restarts(self.opts)
         console.say(f"kt-launch: starting (supervised, grace period {st.grace:g}s): "
                     f"{shlex.join(redact_argv(self.cmd.argv))}\n")
+        after = ""  # said after the report (why a failure is not restarted)
         while True:
             proc = self._spawn(libc)
             if proc is None:
@@ -359,12 +384,15 @@ class _Single:
             self._stop_strays()
             self.loop.pause(time.monotonic() + 2.0, lambda: not self.loop.reading)  # what is left in the pipes
             rc = proc.returncode
-            if st.signals or self.timed_out or (rc == 0 and self.ready):
+            if st.signals or self.timed_out or not is_failure(rc, self.ready) or not self.opts.restart:
+                break
+            diag = self._diagnose(rc)[1]
+            if diag.deterministic:
+                after = deterministic_text("SGLang", diag)
                 break
             delay = restarts.delay(time.monotonic())
             if delay is None:
-                if self.opts.restart:
-                    console.say(f"kt-launch: error: SGLang {restarts.gave_up()}\n")
+                console.say(f"kt-launch: error: {restarts.gave_up('SGLang')}\n")
                 break
             self._explain(rc, "before it was ready" if not self.ready else "while serving")
             n = restarts.record(time.monotonic())
@@ -375,9 +403,15 @@ class _Single:
                 console.say(f"kt-launch: stopped by {_signame(st.signals[0])} before the restart "
                             f"(exit code {128 + st.signals[0]})\n")
                 return 128 + st.signals[0]
+            busy = port_problem(self.ep.host, self.ep.port)  # someone may have taken it while SGLang was down
+            if busy:
+                console.say(f"kt-launch: error: {busy}; not restarting SGLang\n")
+                return EXIT_PORT_BUSY
             self._reset()
         code = self._exit_code(rc)
         self._report(rc, code)
+        if after:
+            console.say(after)
         return code
 
     def _spawn(self, libc):
@@ -398,9 +432,11 @@ class _Single:
         return proc
 
     def _reset(self) -> None:
-        """A fresh start: not ready, phases from the beginning, no stop pending."""
+        """A fresh start: not ready, phases and the log tail from the beginning (a run's crash findings are its
+        own), no stop pending."""
         self.ready = self.timed_out = False
         self.tracker = PhaseTracker(self._phase_changed)
+        self.tail = collections.deque(maxlen=self.opts.tail_lines)
         st = self.state
         st.kill_at, st.killed, st.hurried, st.stopping, st.announced = None, False, False, None, False
         self.last_status, self.last_line, self.phase_changed = -1e9, "", False
@@ -408,9 +444,12 @@ class _Single:
     def _explain(self, rc: int, when: str) -> None:
         self.console.say(f"kt-launch: error: SGLang {death_text(rc)} {when}; last phase: {self.tracker.phase}\n")
         self._show_tail()
-        text = crash_findings([*self.tracker.kept, *self.tail], self.values, rc, self.console.secrets)
+        text = self._diagnose(rc)[0]
         if text:
             self.console.say(text)
+
+    def _diagnose(self, rc: int) -> tuple[str, Diagnosis]:
+        return crash_report([*self.tracker.kept, *self.tail], self.values, rc, self.console.secrets, self.cmd.argv)
 
     def _watch(self, proc) -> None:
         st, opts = self.state, self.opts
@@ -454,7 +493,7 @@ class _Single:
 
     def _ready(self) -> None:
         self.ready = True
-        self.tracker.active = False  # from here on the log is only passed on
+        self.tracker.stop()  # from here on the log is only passed on
         self.console.clear_status()
         _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter, self.ep.api_key is not None,
                         time.monotonic() - self.start)
@@ -567,7 +606,7 @@ class _Single:
         else:
             console.say(f"kt-launch: SGLang {how} (exit code {code})\n")
             return
-        text = crash_findings([*self.tracker.kept, *self.tail], self.values, rc, console.secrets)
+        text = self._diagnose(rc)[0]
         if text:
             console.say(text)
 

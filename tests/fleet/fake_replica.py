@@ -7,6 +7,7 @@ $FAKE_DIR/<port>/ (argv.json, env.json, pid, hits = chat requests served, got_si
 Signals: SIGINT/SIGTERM -> record, clean up for $FAKE_CLEANUP s (default 0.3), exit 0. Loopback only.
 $FAKE_TRICKLE=1: /health sends its status line, then one byte every 0.2 s for ever (never a whole answer).
 $FAKE_EXIT_AFTER=S: exit 0 after S seconds (before or after ready, as $FAKE_READY_AFTER says).
+$FAKE_CRASH_LINES=FILE: after "Load weight begin", the lines of FILE on stderr, then exit 1 (a crash at load).
 """
 import json
 import os
@@ -124,6 +125,11 @@ srv = ThreadingHTTPServer(("127.0.0.1", PORT), H)
 threading.Thread(target=srv.serve_forever, daemon=True).start()
 print("server_args=ServerArgs(" + ", ".join(sys.argv[1:]) + ")", flush=True)
 print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
+if os.environ.get("FAKE_CRASH_LINES"):
+    with open(os.environ["FAKE_CRASH_LINES"]) as fh:
+        sys.stderr.write(fh.read())
+    sys.stderr.flush()
+    os._exit(1)
 print("INFO:     Uvicorn running on http://127.0.0.1:%d" % PORT, file=sys.stderr, flush=True)
 rec("loading", "1")
 EXIT_AFTER = os.environ.get("FAKE_EXIT_AFTER")

@@ -233,3 +233,62 @@ def test_restart_no_on_the_command_line_beats_fleet_restart(fleet, tmp_path):
     assert "restarting" not in launch.err
     launch.signal(signal.SIGINT)
     assert launch.finish(timeout=30) == 130
+
+
+def test_a_replica_that_exits_0_while_serving_is_not_restarted(fleet, tmp_path):
+    """One rule with a single instance (supervise.is_failure): a clean exit after ready is no failure, so
+    --restart on-failure does not restart it."""
+    launch, _, base = fleet("--ready-timeout", "60", "--restart", "on-failure",
+                            env={"FAKE_READY_AFTER": "0.2", "FAKE_EXIT_AFTER": "3"})
+    rc = launch.finish(timeout=40)
+    err = launch.err
+    assert "the fleet is ready" in err, err
+    assert "restarting it in" not in err and "ready again" not in err, err
+    assert "replica numa0 (http://127.0.0.1:%d) exited with code 0" % (base + 1) in err
+    assert rc == 1 and "every replica died" in err
+
+
+def test_a_replica_restart_checks_its_port_again(fleet, tmp_path):
+    """Another server takes a dead replica's port during the backoff: it is not restarted (its /health would be
+    the other server's); the other replica keeps serving."""
+    launch, _, base = fleet("--ready-timeout", "60", "--grace-period", "5", "--restart", "on-failure",
+                            env={"FAKE_READY_AFTER": "0.2"})
+    launch.wait_for(lambda: "the fleet is ready" in launch.err, 60, "the fleet to be ready")
+    first = replica_pid(tmp_path, base + 1)
+    t0 = time.monotonic()
+    os.kill(first, signal.SIGKILL)
+    with socket.socket() as other:  # taken at once: kt-launch waits 1 s before the restart
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        while True:
+            try:
+                other.bind(("127.0.0.1", base + 1))
+                break
+            except OSError:
+                if time.monotonic() - t0 > 0.9:
+                    import subprocess
+                    ss = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+                    raise AssertionError(f"port {base + 1} still taken {time.monotonic() - t0:.2f}s after the "
+                                         f"kill:\n{ss}\n{launch.err[-3000:]}")
+                time.sleep(0.01)
+        other.listen(1)
+        assert pid_gone(first)
+        launch.wait_for(lambda: "not restarting it" in launch.err, 30, "the refused restart")
+        assert f"numa0: 127.0.0.1:{base + 1} is already in use" in launch.err
+        assert "numa0 is ready again" not in launch.err
+        assert launch.proc.poll() is None  # numa1 keeps serving
+        launch.signal(signal.SIGINT)
+        assert launch.finish(timeout=30) == 130
+
+
+def test_a_replica_crash_the_configuration_caused_is_not_restarted(fleet, tmp_path):
+    """A CUDA OOM at weight load: the same argv would die the same way, so --restart on-failure does not restart
+    the replica (the signature's `deterministic` field), as for one instance."""
+    lines = tmp_path / "oom.txt"
+    lines.write_text("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.\n")
+    launch, _, _ = fleet("--ready-timeout", "60", "--restart", "on-failure",
+                         env={"FAKE_READY_AFTER": "30", "FAKE_CRASH_LINES": str(lines)})
+    rc = launch.finish(timeout=40)
+    err = launch.err
+    assert rc == 1, err
+    assert "not restarting replica numa" in err and "KT-E544 says the configuration caused this crash" in err, err
+    assert "restarting it in" not in err

@@ -13,7 +13,11 @@ It records its argv, environment and pid under $FAKE_DIR, prints SGLang-like log
   trickle        /health sends its status line, then one header byte every 0.2 s for ever (never a whole answer)
   orphans        serve; then $FAKE_ORPHANS short-lived orphans (double fork) come back to kt-launch to be reaped
   flood          serve; once ready, $FAKE_FLOOD_MB MB of log lines on stdout; the seconds it took in flood_s
-  crash          the lines of the file $FAKE_LINES on stderr, then exit $FAKE_EXIT (or die by signal $FAKE_SIGNAL)
+  crash          the lines of the file $FAKE_LINES on stderr, then exit $FAKE_EXIT (or die by signal $FAKE_SIGNAL);
+                 a restart prints $FAKE_LINES_AGAIN instead when set
+  preflood       before /health answers at all: $FAKE_LONG_LINES lines of $FAKE_LONG_KB kB of `None, ` each, then
+                 $FAKE_FLOOD_MB MB of start-up lines (each matching phase patterns) on stderr; the seconds it took
+                 in preflood_s (its writes block on a full pipe, so that is kt-launch's throughput); then serve
 $FAKE_ECHO_ENV=NAME prints NAME=value of that variable (as servers that log their environment do).
 Signals: SIGINT/SIGTERM are recorded in got_signal; then with $FAKE_IGNORE=1 they are ignored, else a
 cleanup of $FAKE_CLEANUP s runs (longer than `kt run`'s 0.25 s) and writes `cleaned` before exit 0.
@@ -101,7 +105,10 @@ if MODE == "exit0":
     print("[2026-01-01 00:00:01] Load weight begin.", file=sys.stderr, flush=True)
     sys.exit(0)
 if MODE == "crash":
-    with open(os.environ["FAKE_LINES"]) as fh:
+    with open(os.path.join(D, "starts")) as fh:
+        again = len(fh.read().split()) > 1
+    with open(os.environ["FAKE_LINES_AGAIN"] if again and os.environ.get("FAKE_LINES_AGAIN") else
+              os.environ["FAKE_LINES"]) as fh:
         sys.stderr.write(fh.read())
     sys.stderr.flush()
     if os.environ.get("FAKE_SIGNAL"):
@@ -139,6 +146,22 @@ if MODE == "load":
         time.sleep(0.05)
 
 ready_after = float(os.environ.get("FAKE_READY_AFTER", "1.0"))
+if MODE == "preflood":
+    err = sys.stderr.buffer
+    t0 = time.monotonic()
+    long_line = b"None, " * int(float(os.environ.get("FAKE_LONG_KB", "1000")) * 1000 / 6) + b"\n"
+    for _ in range(int(os.environ.get("FAKE_LONG_LINES", "1"))):
+        err.write(long_line)
+    line = ("[2026-01-01 00:00:01 TP0] Loading safetensors checkpoint shards:  42% Completed | 25/59 Load weight "
+            "KT cuda graph Error: not really\n").encode()
+    block = line * (65536 // len(line))
+    total, n = int(float(os.environ.get("FAKE_FLOOD_MB", "20")) * 1e6), 0
+    while n < total:
+        err.write(block)
+        n += len(block)
+    err.flush()
+    rec("preflood_s", str(time.monotonic() - t0))
+    START = time.monotonic() - ready_after  # ready from now on
 
 
 class H(BaseHTTPRequestHandler):

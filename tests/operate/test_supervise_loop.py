@@ -272,3 +272,55 @@ def test_a_command_too_large_for_the_kernel_blames_its_size_not_runtime_python()
     assert "runtime.python" not in r.stderr
     r = subprocess.run([sys.executable, "-c", code, "/nonexistent/python"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "runtime.python" in r.stderr, r.stderr
+
+
+# -- restarts: one rule, each run its own findings, the port checked again (issue 23) -------------------------
+
+def test_a_deterministic_crash_is_not_restarted(tmp_path, launches):
+    """A CUDA OOM at weight load: the same argv dies the same way, so --restart on-failure does not run it again
+    (the signature's `deterministic` field, not its code); the message says why, after the finding."""
+    (tmp_path / "lines.txt").write_text(CRASHES["oom-weights"][0])
+    launch, _ = start(tmp_path, launches, "crash", extra=["--restart", "on-failure"],
+                      env={"FAKE_LINES": str(tmp_path / "lines.txt")})
+    assert launch.finish(timeout=60) == 1
+    err = launch.err
+    assert len(starts(tmp_path)) == 1, err
+    assert "restarting SGLang in" not in err
+    assert "not restarting SGLang (--restart on-failure): KT-E544 says the configuration caused this crash" in err
+    assert err.index("KT-E544") < err.index("not restarting SGLang")
+
+
+def test_a_crash_that_may_pass_is_restarted_and_each_run_has_its_own_findings(tmp_path, launches):
+    """The first run dies with a port collision (KT-E550: another server may go away), the restart with an unknown
+    error: the second report shows only its own tail, and no KT-E550."""
+    (tmp_path / "lines.txt").write_text(CRASHES["port"][0])
+    (tmp_path / "again.txt").write_text("Traceback (most recent call last):\nValueError: something else\n")
+    launch, _ = start(tmp_path, launches, "crash", extra=["--restart", "on-failure", "--max-restarts", "1"],
+                      env={"FAKE_LINES": str(tmp_path / "lines.txt"), "FAKE_LINES_AGAIN": str(tmp_path / "again.txt")})
+    assert launch.finish(timeout=60) == 1
+    err = launch.err
+    assert len(starts(tmp_path)) == 2, err
+    first, second = err.split("restarting SGLang in 1s", 1)
+    assert "KT-E550" in first and "Errno 98" in first
+    assert "KT-E550" not in second and "Errno 98" not in second, second
+    assert "ValueError: something else" in second
+    assert "SGLang died 2 times within 10 min (--max-restarts 1): not restarting it again" in second
+    assert "it died" not in err
+
+
+def test_a_restart_checks_the_port_again(tmp_path, launches):
+    """Another server takes the port while SGLang is down: the restart is refused (exit 3, as before the first
+    start), never 'ready after 0.0s' on the other server's /health."""
+    import socket
+
+    launch, port = start(tmp_path, launches, "die", extra=["--restart", "on-failure"])
+    launch.wait_for(lambda: "restarting SGLang in 1s" in launch.err, timeout=30, what="the first restart")
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", port))
+        other.listen(1)
+        rc = launch.finish(timeout=30)
+    assert rc == 3, launch.err
+    assert f"127.0.0.1:{port} is already in use" in launch.err and "not restarting SGLang" in launch.err
+    assert len(starts(tmp_path)) == 1
+    assert "is ready" not in launch.err
