@@ -350,8 +350,10 @@ def run_conversion(cp: ConvertPlan, python: str, env: Mapping[str, str] | None =
         if rec is not None and progress is not None:
             progress(rec)
 
-                   timeout_s: float | None = None, prepared: Prepared | None = None,
-                   pass_fds: tuple[int, ...] = ()) -> _worker.WorkerResult:
+    prepared = prepared or prepare(cp)
+    spec = cp.spec(sources=prepared.sources, redo=prepared.redo)
+    return _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(spec), env=env,
+                              timeout_s=timeout_s or timeout_for(cp), stderr_line=on_line, pass_fds=pass_fds)
 
 
 def failure(cp: ConvertPlan, r: _worker.WorkerResult) -> Finding | None:
