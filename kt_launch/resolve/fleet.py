@@ -97,16 +97,6 @@ def _gpus_by_node(h: HostInput, nodes: list[NumaNode], out: list[Finding]) -> di
     return by_node
 
 
-def _runs(cpus: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for c in sorted(set(cpus)):
-        if out and c == out[-1][-1] + 1:
-            out[-1].append(c)
-        else:
-            out.append([c])
-    return out
-
-
 def _part(run: list[int], j: int, k: int) -> list[int]:
     size, extra = divmod(len(run), k)
     start = j * size + min(j, extra)
@@ -119,11 +109,17 @@ def node_cpus(facts: HostFacts, nodes: tuple[int, ...]) -> list[int]:
     return [c for n in facts.numa if n.id in nodes for c in n.cpus if not usable or c in usable]
 
 
-def split_cpus(cpus: list[int], j: int, k: int) -> list[int]:
-    """Part j of k of a node's CPUs, the same share of every contiguous run: Linux numbers SMT siblings as a second
-    run (node 0 = 0-31 and 64-95), so replica j gets whole physical cores with their siblings, never another
-    replica's sibling threads."""
-    return [c for run in _runs(cpus) for c in _part(run, j, k)]
+def split_cpus(cpus: list[int], j: int, k: int, cores: int | None = None) -> list[int]:
+    """Part j of k of a node's own CPU list (sorted ids, whatever their spacing: 0-31,64-95 or 0,2,4,...).
+
+    Linux numbers every core's first thread before any core's second one, so a node's sorted list of `cores`
+    physical cores is slices of `cores` ids, one thread of every core each, in the same core order (0-31 then
+    their siblings 64-95; or 0,2,..,62 then 64,66,..,126 where ids alternate between sockets). Replica j gets
+    the same part of every slice: whole physical cores with their siblings, never another replica's sibling
+    threads. `cores` None or 0: one slice."""
+    ids = sorted(set(cpus))
+    size = min(cores, len(ids)) if cores else len(ids)
+    return [c for s in range(0, len(ids), max(1, size)) for c in _part(ids[s:s + size], j, k)]
 
 
 def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding]) -> list[Replica]:
@@ -180,7 +176,7 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
             port = base_port + 1 + len(replicas)
             replicas.append(Replica(name, h.name, h.listen, h.connect, port, ids,
                                     tuple(g.index for g in gpus[j * per:(j + 1) * per]), cores // split, split,
-                                    local=h.local, cpus=tuple(split_cpus(node_cpus(h.facts, ids), j, split))))
+                                    local=h.local, cpus=tuple(split_cpus(node_cpus(h.facts, ids), j, split, cores))))
     if split > 1 and replicas:
         out.append(warning("KT-W705", f"{h.name}: {split} replicas share each NUMA node: each loads its own copy of "
                            "the CPU experts into that node's RAM, and kt-kernel pins each one's threads to the whole "
