@@ -1,8 +1,8 @@
 """Where each local fleet replica runs: its NUMA node's usable CPUs (CPU affinity, set in the child before
 exec) and its node's memory (`numactl --membind`, when numactl is installed).
 
-Which CPUs each replica gets is the plan's (Replica.cpus, resolve/fleet.py: disjoint shares of the node's own CPU list for replicas that
-share a node, whole cores with their SMT siblings). They are intersected with what kt-launch may use here
+Which CPUs each replica gets is the plan's (Replica.cpus, resolve/fleet.py: disjoint shares of the node's own
+CPU list for replicas that share a node, whole cores with their SMT siblings). They are intersected with what kt-launch may use here
 (a --host-facts file
 may describe another machine); what cannot be placed is a warning, never a failed start.
 """
