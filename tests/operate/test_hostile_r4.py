@@ -1,0 +1,69 @@
+"""Red team 4 (issue 23), the input classes that still failed: each row is run through the real CLI (in-process,
+as tests/operate/test_hostile.py runs its corpus) and must give a clear answer naming the file or field, with the
+exit code of its class, never a traceback or a silent wrong value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kt_launch import synthetic
+from operate.test_hostile import Hang, Run, _call, _check, _dry, _host, _profile
+
+BAD_NUMBERS = {"400 digits": "9" * 400, "-400 digits": "-" + "9" * 400, "2**63": str(1 << 63), "1e400": "1e400",
+               "NaN": "NaN", "-Infinity": "-Infinity"}
+
+
+def run(tmp: Path, args: list[str], monkeypatch, capsys, env: dict | None = None) -> tuple[int, str]:
+    try:
+        rc, out, err = _call(tmp, Run(args, env=env or {}), monkeypatch, capsys)
+    except Hang:
+        pytest.fail("no answer (a hang)")
+    assert "Traceback" not in out + err and "internal error" not in out + err, (out + err)[-3000:]
+    return rc, out + err
+
+
+# -- item 9: numbers a user file holds -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["lora_alpha", "r"])
+@pytest.mark.parametrize("label", sorted(BAD_NUMBERS))
+@pytest.mark.parametrize("command", ["check", "dry-run", "init"])
+def test_a_number_out_of_range_in_adapter_config_names_the_file_and_field(tmp_path, monkeypatch, capsys, field,
+                                                                           label, command):
+    root = tmp_path / "t"
+    synthetic.demo(root)
+    cfg = root / "lora" / "adapter_config.json"
+    text = cfg.read_text()
+    doc = json.loads(text)
+    cfg.write_text(text.replace(f'"{field}": {json.dumps(doc[field])}', f'"{field}": {BAD_NUMBERS[label]}'))
+    assert BAD_NUMBERS[label] in cfg.read_text()
+    if command == "init":
+        args = ["init", str(root / "model"), "--lora", str(root / "lora"), "-o", str(tmp_path / "out.yaml"),
+                "--host-facts", str(_host(tmp_path))]
+    elif command == "check":
+        args = _check(tmp_path, synthetic.moe_lora_profile(root))
+    else:
+        args = ["--profile", str(_profile(tmp_path, synthetic.moe_lora_profile(root))), "--host-facts",
+                str(_host(tmp_path)), "--dry-run"]
+    rc, text = run(tmp_path, args, monkeypatch, capsys)
+    assert rc in (2, 3), text
+    assert "adapter_config.json" in text and field in text and ("out of range" in text or "NaN" in text), text
+
+
+@pytest.mark.parametrize("label", ["1e400", ".inf", "-.inf", ".nan", "400 digits", "2**63"])
+def test_a_number_out_of_range_in_a_profile_names_the_key_and_line(tmp_path, monkeypatch, capsys, label):
+    value = {"400 digits": "9" * 400, "2**63": str(1 << 63)}.get(label, label)
+    p = tmp_path / "p.yaml"
+    p.write_text(f"model:\n  path: /nonexistent/m\nserver:\n  mem_fraction_static: {value}\n")
+    rc, text = run(tmp_path, _dry(tmp_path, profile=p), monkeypatch, capsys)
+    assert rc == 2 and "server.mem_fraction_static" in text and "line 4" in text and str(p) in text, text
+
+
+def test_a_duplicate_yaml_key_names_its_line(tmp_path, monkeypatch, capsys):
+    p = tmp_path / "p.yaml"
+    p.write_text("model:\n  path: /nonexistent/m\nserver:\n  port: 30000\n  host: 127.0.0.1\n  port: 30001\n")
+    rc, text = run(tmp_path, _dry(tmp_path, profile=p), monkeypatch, capsys)
+    assert rc == 2 and "'port' appears twice" in text and "line 6" in text, text
