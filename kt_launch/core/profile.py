@@ -142,9 +142,22 @@ def _fleet_hosts(hosts: Any) -> Any:
     return hosts
 
 
-# Checks of one key beyond its type, run by the profile model (pydantic messages name the key).
-_CHECKS: dict[str, Any] = {"runtime.python": _not_empty, "runtime.cuda_visible_devices": _gpu_ids,
-                           "fleet.hosts": _fleet_hosts}
+def _distinct(v: Any) -> Any:
+    """kt.numa_nodes: each node once (`[0, 0]` would put two thread pools on node 0 and leave the others idle)."""
+    seen: set[Any] = set()
+    for x in v or ():
+        if x in seen:
+            raise ValueError(f"{list(v)} names node {x} twice; one thread pool per node, each node once")
+        seen.add(x)
+    return v
+
+
+# Checks of one key beyond its type, run by the profile model (pydantic messages name the key). Every text key
+# is checked for emptiness (`--set server.host=` would listen on every interface, `KT_LAUNCH_SERVER__API_KEY=`
+# render `--api-key ''`): "" is never a value, null (or leaving the key out) is the default.
+_CHECKS: dict[str, Any] = {"runtime.cuda_visible_devices": _gpu_ids, "fleet.hosts": _fleet_hosts,
+                           "kt.numa_nodes": _distinct}
+_CHECKS |= {o.key: _not_empty for o in OPTIONS if o.type is str and o.settable and o.key not in _CHECKS}
 
 
 def _section_model(name: str) -> type[Section]:

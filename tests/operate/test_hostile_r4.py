@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kt_launch import synthetic
+from kt_launch.core.options import OPTIONS
 from operate.test_hostile import Hang, Run, _call, _check, _dry, _host, _profile
 
 BAD_NUMBERS = {"400 digits": "9" * 400, "-400 digits": "-" + "9" * 400, "2**63": str(1 << 63), "1e400": "1e400",
@@ -67,3 +69,42 @@ def test_a_duplicate_yaml_key_names_its_line(tmp_path, monkeypatch, capsys):
     p.write_text("model:\n  path: /nonexistent/m\nserver:\n  port: 30000\n  host: 127.0.0.1\n  port: 30001\n")
     rc, text = run(tmp_path, _dry(tmp_path, profile=p), monkeypatch, capsys)
     assert rc == 2 and "'port' appears twice" in text and "line 6" in text, text
+
+
+# -- empty text, duplicate nodes, a message that names its key once ---------------------------------------------
+
+TEXT_KEYS = [o.key for o in OPTIONS if o.type is str and o.settable]
+
+
+@pytest.mark.parametrize("how", ["set", "env"])
+@pytest.mark.parametrize("key", TEXT_KEYS)
+def test_an_empty_text_value_is_refused_naming_the_key(tmp_path, monkeypatch, capsys, key, how):
+    """`--set server.host=` would listen on every interface, `KT_LAUNCH_SERVER__API_KEY=` render `--api-key ''`."""
+    for value in ("", "  "):
+        if how == "set":
+            args, env = _dry(tmp_path, "--set", f"{key}={value}"), {}
+        else:
+            args, env = _dry(tmp_path), {"KT_LAUNCH_" + key.upper().replace(".", "__"): value}
+        rc, text = run(tmp_path, args, monkeypatch, capsys, env)
+        assert rc == 2 and key in text and "is empty" in text, text
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(nodes=st.lists(st.integers(0, 7), min_size=1, max_size=6).filter(lambda xs: len(set(xs)) < len(xs)),
+       how=st.sampled_from(["set", "profile"]))
+def test_a_numa_node_named_twice_is_refused(tmp_path_factory, monkeypatch, capsys, nodes, how):
+    tmp = tmp_path_factory.mktemp("numa")
+    if how == "set":
+        args = _dry(tmp, "--set", f"kt.numa_nodes={json.dumps(nodes)}")
+    else:
+        doc = yaml.safe_load(_profile(tmp).read_text())
+        doc["kt"]["numa_nodes"] = nodes
+        args = _dry(tmp, profile=_profile(tmp, doc))
+    with monkeypatch.context() as m:
+        rc, text = run(tmp, args, m, capsys)
+    assert rc == 2 and "kt.numa_nodes" in text and "twice" in text, text
+
+
+def test_a_bad_set_value_names_the_key_once_and_the_value(tmp_path, monkeypatch, capsys):
+    rc, text = run(tmp_path, _dry(tmp_path, "--set", "kt.cpuinfer=abc"), monkeypatch, capsys)
+    assert rc == 2 and text.count("kt.cpuinfer") == 1 and "'abc'" in text, text
