@@ -11,7 +11,7 @@ import posixpath
 import re
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model, field_validator
 
 
 from kt_launch.core.options import BY_KEY, MAX_REPLICAS, OPTIONS, ROUTER_POLICIES, SECTIONS, Option
@@ -74,8 +74,30 @@ def _strict(tp: Any, limits: dict[str, Any]) -> Any:
     return Annotated[tp, Field(**own)] if own else tp
 
 
+# Token counts as vLLM users type them (its human-readable ints): a lower-case suffix is decimal (32k = 32000,
+# 1.5k = 1500), an upper-case one binary (32K = 32768, 1M = 1048576). Declared per key by Option.tokens.
+_TOKEN_TEXT = re.compile(r"([0-9]+(?:[.][0-9]+)?)([kKmMgG])")
+_SUFFIX = {"k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def token_count(v: Any) -> Any:
+    """`32K` -> 32768, `32k` -> 32000, `1.5k` -> 1500; anything else unchanged (the int check then names the key).
+    A fraction is taken only where it comes out whole (`1.5K` is 1536; `0.3K` is 307.2, refused)."""
+    if not isinstance(v, str):
+        return v
+    m = _TOKEN_TEXT.fullmatch(v.strip())
+    if m is None:
+        return v
+    number, suffix = m.groups()
+    whole, _, frac = number.partition(".")
+    scaled = (int(whole + frac) * _SUFFIX[suffix], 10 ** len(frac))
+    return scaled[0] // scaled[1] if scaled[0] % scaled[1] == 0 else v
+
+
 def _field(o: Option) -> tuple[Any, Any]:
     tp = _strict(o.type, dict(o.limits))
+    if o.tokens:
+        tp = Annotated[tp, BeforeValidator(token_count)]
     if o.nullable:
         tp = Optional[tp]
     if o.required:

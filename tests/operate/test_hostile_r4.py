@@ -108,3 +108,37 @@ def test_a_numa_node_named_twice_is_refused(tmp_path_factory, monkeypatch, capsy
 def test_a_bad_set_value_names_the_key_once_and_the_value(tmp_path, monkeypatch, capsys):
     rc, text = run(tmp_path, _dry(tmp_path, "--set", "kt.cpuinfer=abc"), monkeypatch, capsys)
     assert rc == 2 and text.count("kt.cpuinfer") == 1 and "'abc'" in text, text
+
+
+# -- token counts as vLLM users type them ------------------------------------------------------------------------
+
+TOKEN_KEYS = [o.key for o in OPTIONS if o.tokens]
+
+
+def test_token_count_keys_are_declared():
+    assert {"server.max_total_tokens", "server.chunked_prefill_size", "fit.kv_tokens"} <= set(TOKEN_KEYS)
+
+
+@pytest.mark.parametrize("key", TOKEN_KEYS)
+@pytest.mark.parametrize("text,value", [("32K", 32768), ("32k", 32000), ("1.5k", 1500), ("1M", 1 << 20),
+                                        ("2048", 2048)])
+def test_token_counts_take_k_and_m_suffixes_in_set_env_and_yaml(key, text, value):
+    from kt_launch.core.profile import SECTION_MODELS, parse_text
+
+    section, name = key.split(".", 1)
+    model = SECTION_MODELS[section]
+    assert getattr(model.model_validate({name: parse_text(key, text)}), name) == value
+    yaml_value = yaml.safe_load(f"v: {text}")["v"]  # 32K is a string in YAML, 2048 a number
+    assert getattr(model.model_validate({name: yaml_value}), name) == value
+
+
+@pytest.mark.parametrize("text", ["0.3K", "32Q", "K", "1e3k", "-1k", "32 K"])
+def test_a_token_count_that_is_not_a_whole_number_is_refused(tmp_path, monkeypatch, capsys, text):
+    rc, out = run(tmp_path, _dry(tmp_path, "--set", f"server.max_total_tokens={text}"), monkeypatch, capsys)
+    assert rc == 2 and "server.max_total_tokens" in out, out
+
+
+def test_32k_reaches_sglang_as_a_number(tmp_path, monkeypatch, capsys):
+    rc, out = run(tmp_path, _dry(tmp_path, "--json", "--set", "server.max_total_tokens=32K"), monkeypatch, capsys)
+    argv = json.loads(out)["argv"]
+    assert rc == 0 and argv[argv.index("--max-total-tokens") + 1] == "32768", out
