@@ -31,6 +31,7 @@ CODES: dict[str, str] = {
     "KT-W103": "a KT_LAUNCH_* environment variable that sets nothing",
     "KT-W111": "kt.weight_path given but the SFT method reads model.path",
     "KT-W121": "CUDA graphs disabled in MoE-LoRA mode",
+    "KT-W150": "a kt-kernel thread pool runs on a NUMA node without memory of its own",
     "KT-I101": "model shape unknown under --no-check",
     "KT-I102": "a note from gathering the host facts",
     # KT-x2xx: files (preflight)
@@ -191,4 +192,5 @@ CODES: dict[str, str] = {
     "KT-W712": "a profile value that the fleet sets per replica is ignored",
     "KT-I713": "one NUMA node: a per-numa fleet here is a single replica behind the router",
     "KT-I714": "runtime.cuda_visible_devices limits the GPUs the fleet shares out",
+    "KT-E720": "a replica's NUMA node(s) have no memory of their own",
 }

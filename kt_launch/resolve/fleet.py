@@ -154,6 +154,12 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
             out.append(error("KT-E702", f"{where}: {cores} usable physical cores do not divide into {split} replicas",
                              f"use a number of replicas that divides {cores} per node, or per-numa"))
             continue
+        if all(n.memoryless for n in group):
+            out.append(error("KT-E720", f"{where} has no memory of its own (its host facts say 0 bytes): a replica "
+                             "there would hold its copy of the CPU experts in other nodes' RAM, which their replicas "
+                             "fill, and cannot be bound to it with numactl",
+                             "set fleet.replicas so that each replica spans a node with memory (e.g. replicas: 1)"))
+            continue
         if len(gpus) % split:
             out.append(error("KT-E703", f"{where}: its {len(gpus)} GPU(s) ({[g.index for g in gpus]}) do not divide "
                              f"into {split} replicas", "use per-numa, or a number of replicas per node that divides "
@@ -212,8 +218,9 @@ def host_view(facts: HostFacts, r: Replica) -> HostFacts:
     nodes = [n for n in facts.numa if n.id in node_ids]
     usable = set(facts.cpu.usable_cpus)
     cpus = tuple(c for n in nodes for c in n.cpus if not usable or c in usable)
-    node_mem = sum(n.memory_bytes for n in nodes)
-    if not node_mem and facts.memory_total_bytes:  # node sizes unknown: an even split of the host
+    if all(n.memory_bytes is not None for n in nodes):  # known (a node without memory adds 0; layout refuses
+        node_mem = sum(n.memory_bytes or 0 for n in nodes)  # a replica whose nodes all have none, KT-E720)
+    else:  # some node's size unknown: an even split of the host over its nodes with CPUs
         node_mem = facts.memory_total_bytes * len(nodes) // max(1, len(facts.cpu_numa_nodes))
     mem = node_mem // r.share
     avail = facts.memory_available_bytes * mem // facts.memory_total_bytes if facts.memory_total_bytes else 0

@@ -249,7 +249,7 @@ class Setup:
     cpu_experts: tuple[int, str] | None  # (bytes, source) from headers
     ram_total: int
     ram_available: int
-    node_memory: dict[int, int]
+    node_memory: dict[int, int | None]  # None = unknown, 0 = no memory (core/host.NumaNode)
     moe_lora: bool = False
     gpu_margin: int = 0  # fit.gpu_margin_mib in bytes, kept free on every GPU
     cpu_variant: str = ""  # kt-kernel's CPU variant on this host ("" = CPU flags unknown)
@@ -473,7 +473,7 @@ def ram_plan(s: Setup, chunk: int, gpu_total: int = 0) -> RamMemory | None:
         src += f"; GPU-placed experts skipped ({s.cpu_variant} build)"
     per_pool = kt_pool_buffer_bytes(m, max(chunk, 1), s.pools)
     other = per_pool * s.pools
-    nodes = tuple(NodeMemory(node, s.node_memory.get(node, 0), math.ceil(experts / s.pools) + per_pool)
+    nodes = tuple(NodeMemory(node, s.node_memory.get(node), math.ceil(experts / s.pools) + per_pool)
                   for node in s.numa_nodes[:s.pools])
     return RamMemory(s.ram_total, experts, other, experts + other, src, s.ram_available, nodes, s.cpu_variant, in_ram,
                      estimated)

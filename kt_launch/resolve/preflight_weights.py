@@ -259,7 +259,12 @@ def check_memory(inp: ResolveInput, plan: MemoryPlan | None) -> Iterator[Finding
         yield warning("KT-W230", f"{msg}, more than the {host.memory_available_bytes / GiB:.1f} GiB available now on "
                       f"{host.source}", "free memory (other servers, page cache pinned by tmpfs) before launching")
     for node in ram.nodes:
-        if node.total_bytes and node.need_bytes > node.total_bytes:
+        if node.total_bytes == 0:
+            yield warning("KT-W150", f"NUMA node {node.node} has no memory of its own ({host.source}): its thread "
+                          f"pool's 1/{len(ram.nodes)} of the experts plus buffers, {node.need_bytes / GiB:.1f} GiB, "
+                          "is allocated on other nodes and read across the interconnect (slower)",
+                          "put kt.numa_nodes on nodes with memory, or use fewer kt.threadpool_count")
+        elif node.total_bytes and node.need_bytes > node.total_bytes:
             yield warning("KT-W608", f"NUMA node {node.node} holds 1/{len(ram.nodes)} of the experts plus one pool's "
                           f"buffers, {node.need_bytes / GiB:.1f} GiB, more than its {node.total_bytes / GiB:.1f} GiB; "
                           "the rest spills to the other node (slower) or fails", "spread kt.numa_nodes over nodes "
