@@ -32,6 +32,7 @@ CODES: dict[str, str] = {
     "KT-W111": "kt.weight_path given but the SFT method reads model.path",
     "KT-W121": "CUDA graphs disabled in MoE-LoRA mode",
     "KT-W150": "a kt-kernel thread pool runs on a NUMA node without memory of its own",
+    "KT-E150": "a GPU smaller than SGLang's own reserve (no room for weights or KV cache)",
     "KT-I101": "model shape unknown under --no-check",
     "KT-I102": "a note from gathering the host facts",
     # KT-x2xx: files (preflight)

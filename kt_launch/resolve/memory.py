@@ -334,7 +334,9 @@ def mem_fraction_of(s: Setup) -> tuple[float, int, int]:
         return s.mem_fraction, chunk, graph_bs
     if smallest is None:
         return 0.88, chunk, graph_bs  # server_args.py:1410-1414 without a GPU size
-    return default_mem_fraction(smallest, s.tp, chunk, graph_bs) * vlm_mem_factor(s.model), chunk, graph_bs
+    # A GPU smaller than SGLang's own reserve gets no static pool (0), never a negative share; KT-E150 says why
+    mf = max(0.0, default_mem_fraction(smallest, s.tp, chunk, graph_bs))
+    return mf * vlm_mem_factor(s.model), chunk, graph_bs
 
 
 def _gpu_fixed(s: Setup, g: GpuFacts, rank: int) -> tuple[float, int, int, int, int]:

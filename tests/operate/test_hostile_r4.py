@@ -142,3 +142,29 @@ def test_32k_reaches_sglang_as_a_number(tmp_path, monkeypatch, capsys):
     rc, out = run(tmp_path, _dry(tmp_path, "--json", "--set", "server.max_total_tokens=32K"), monkeypatch, capsys)
     argv = json.loads(out)["argv"]
     assert rc == 0 and argv[argv.index("--max-total-tokens") + 1] == "32768", out
+
+
+# -- item 15: a GPU too small to size ------------------------------------------------------------------------------
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(size=st.one_of(st.sampled_from([1, 1024, 1 << 20, 512 << 20, 1 << 30, 3 << 30]),
+                      st.integers(1, 8 << 30)))
+def test_a_gpu_too_small_is_a_finding_never_a_negative_fraction(tmp_path_factory, monkeypatch, capsys, size):
+    from operate.support import HOST
+
+    tmp = tmp_path_factory.mktemp("gpu")
+    root = tmp / "t"
+    synthetic.demo(root)
+    host = json.loads(json.dumps(HOST))
+    host["gpus"][0]["memory_bytes"] = size
+    host["gpus"][0].pop("used_bytes", None)
+    args = ["--profile", str(_profile(tmp, synthetic.amx_profile(root))), "--host-facts",
+            str(_host(tmp, host)), "--dry-run", "--json"]
+    with monkeypatch.context() as m:
+        rc, out = run(tmp, args, m, capsys)
+    doc = json.loads(out[out.index("{"):])
+    mf = doc["memory"]["mem_fraction_static"]
+    assert mf >= 0, mf
+    found = [f["code"] for f in doc["findings"]]
+    if mf == 0:
+        assert rc == 3 and "KT-E150" in found, found
