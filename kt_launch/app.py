@@ -136,6 +136,19 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
     return cfg, inp
 
 
+def _demo_not_built(cfg: UserConfig, inp: ResolveInput) -> list[Finding]:
+    """KT-I150: the bundled demo profile, run where its synthetic tree was not built (from the wheel, in another
+    directory): say how to build it, next to the missing-file errors."""
+    from kt_launch.facts.locate import is_bundled_demo
+
+    if not is_bundled_demo(Path(inp.profile_path)) or os.path.exists(cfg.model.path):
+        return []
+    return [info("KT-I150", f"--profile demo is the bundled demo: it reads a tiny synthetic model under "
+                 f"{os.path.dirname(cfg.model.path) or '.'}/ (relative to this directory), which is not built here",
+                 "build it with `python -m kt_launch.synthetic demo/` (`make demo` in a checkout), then run "
+                 "the command again from the same directory")]
+
+
 def _recorded_model(path: str) -> tuple[ModelFacts, object]:
     from kt_launch.facts.model_record import load_model_facts
 
@@ -180,6 +193,7 @@ def plan_request(req: Request, environ: Mapping[str, str] | None = None, loaded:
     plan = resolve(inp)
     if inp.host.notes:
         plan.findings += [info("KT-I102", f"host facts: {n}") for n in inp.host.notes]
+    plan.findings += _demo_not_built(cfg, inp)
     return Outcome(cfg, inp.host, plan, render_command(plan), inp.model, inp.model_problem)
 
 

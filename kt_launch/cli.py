@@ -544,12 +544,16 @@ def cmd_init(args, passthrough) -> int:
 
 
 def cmd_profiles(args, passthrough) -> int:
-    from kt_launch.facts.locate import list_profiles
+    from kt_launch.facts.console import escape_controls
+    from kt_launch.facts.locate import list_profiles, profile_dir_env
 
-    rows = list_profiles()
+    rows = [(escape_controls(n), w, escape_controls(str(p))) for n, w, p in list_profiles()]  # aligned as shown
     width = max((len(n) for n, _, _ in rows), default=4)
     for name, where, path in rows:
         sys.stdout.write(f"{name:<{width}}  {where:<24}  {path}\n")
+    _, skipped = profile_dir_env(os.environ)
+    if skipped:
+        _say(f"kt-launch: note: {skipped}")
     return EXIT_OK
 
 

@@ -35,6 +35,7 @@ CODES: dict[str, str] = {
     "KT-E150": "a GPU smaller than SGLang's own reserve (no room for weights or KV cache)",
     "KT-I101": "model shape unknown under --no-check",
     "KT-I102": "a note from gathering the host facts",
+    "KT-I150": "the bundled demo profile, where its synthetic model was not built",
     # KT-x2xx: files (preflight)
     "KT-W200": "an artifact could not be inspected (unexpected error); its checks were skipped",
     "KT-E201": "a configured path does not exist (or is a dangling symlink)",

@@ -5,6 +5,7 @@ exit code of its class, never a traceback or a silent wrong value."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,74 @@ def test_a_gpu_too_small_is_a_finding_never_a_negative_fraction(tmp_path_factory
     found = [f["code"] for f in doc["findings"]]
     if mf == 0:
         assert rc == 3 and "KT-E150" in found, found
+
+
+# -- item 15: control characters in every echoed value; KT_LAUNCH_PROFILE_DIR without a home ---------------------
+
+CONTROLS = ["\x1b[2J", "\x1b]0;owned\x07", "\x9b31m", "\r", "\x08", "\u2028", "\x7f"]
+RAW = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ctrl=st.sampled_from(CONTROLS), where=st.sampled_from(["profile", "served_name", "host-facts", "set-key",
+                                                             "profile-dir"]),
+       text=st.text(alphabet="abc-", max_size=5))
+def test_no_echoed_value_writes_a_control_character(tmp_path_factory, monkeypatch, capsys, ctrl, where, text):
+    tmp = tmp_path_factory.mktemp("ctrl")
+    value = f"{text}{ctrl}{text}x"
+    env: dict = {}
+    if where == "profile":
+        args = _dry(tmp, profile=Path(value))  # a NAME: no such profile, echoed in the miss message
+    elif where == "served_name":
+        args = _dry(tmp, "--set", f"model.served_name={value}")
+    elif where == "host-facts":
+        args = _dry(tmp, host=tmp / value)
+    elif where == "set-key":
+        args = _dry(tmp, "--set", f"{value}=1")
+    else:
+        args, env = _dry(tmp, profile=Path("nothere")), {"KT_LAUNCH_PROFILE_DIR": f"/{value}"}
+    with monkeypatch.context() as m:
+        rc, out = run(tmp, args, m, capsys, env)
+    assert not RAW.search(out), repr(out[-2000:])
+
+
+def test_kt_launch_profiles_escapes_a_file_name_and_lists_each_profile_once(tmp_path, monkeypatch, capsys):
+    from kt_launch.facts.locate import BUNDLED
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "\x1b[2Jevil.yaml").write_text("model: {path: m}\n")
+    (configs / "demo.yaml").write_bytes((BUNDLED / "demo.yaml").read_bytes())  # the same profile: listed once
+    (configs / "deepseek-v2-lite.yaml").write_text("model: {path: other}\n")  # another one: shadows the bundled
+    rc, out = run(tmp_path, ["profiles"], monkeypatch, capsys)
+    assert rc == 0 and not RAW.search(out) and "\\x1b[2Jevil" in out, out
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert names.count("demo") == 1 and names.count("deepseek-v2-lite") == 2, out
+    assert "(shadowed)" in out
+
+
+def test_in_the_checkout_each_profile_is_listed_once(monkeypatch, capsys):
+    from kt_launch.facts.locate import BUNDLED
+
+    rc, out = run(BUNDLED.parent, ["profiles"], monkeypatch, capsys)
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert rc == 0 and names and len(names) == len(set(names)), out
+
+
+@pytest.mark.parametrize("profile_dir", ["~nosuchuser-kt/p", "~nosuchuser-kt", "~\x1b[2J/p"])
+def test_a_profile_dir_without_a_home_is_a_miss_with_a_line(tmp_path, monkeypatch, capsys, profile_dir):
+    env = {"KT_LAUNCH_PROFILE_DIR": profile_dir}
+    rc, out = run(tmp_path, _dry(tmp_path, profile=Path("nothere")), monkeypatch, capsys, env)
+    assert rc == 2 and "$KT_LAUNCH_PROFILE_DIR" in out and "not searched" in out, out
+    rc, out = run(tmp_path, ["--profile", "demo", "--dry-run", "--no-check"], monkeypatch, capsys, env)
+    assert rc == 0, out  # found further on (bundled)
+    rc, out = run(tmp_path, ["profiles"], monkeypatch, capsys, env)
+    assert rc == 0 and "not searched" in out, out
+
+
+def test_the_bundled_demo_where_it_was_not_built_says_how_to_build_it(tmp_path, monkeypatch, capsys):
+    rc, out = run(tmp_path, ["--profile", "demo", "--dry-run"], monkeypatch, capsys)
+    assert rc == 3 and "KT-I150" in out and "python -m kt_launch.synthetic demo/" in out and "make demo" in out
+    synthetic.demo(tmp_path / "demo")
+    rc, out = run(tmp_path, ["--profile", "demo", "--dry-run"], monkeypatch, capsys)
+    assert "KT-I150" not in out, out
