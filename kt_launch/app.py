@@ -299,8 +299,10 @@ def _fleet_local_facts(req: Request, environ: Mapping[str, str]) -> HostFacts:
 
 
 def _host_command(req: Request, name: str) -> tuple[str, ...]:
-    """What to run on another host: the same profile and settings, that host's part, supervised."""
-    argv = ["kt-launch", "--profile", req.profile, "--fleet-host", name]
+    """What to run on another host: the same profile and settings, that host's part, supervised. Values go in the
+    `--opt=VALUE` form, so a host named `--set` or a profile path starting with `-` stays a value (a --set item is
+    taken whole by the command line whatever it holds)."""
+    argv = ["kt-launch", f"--profile={req.profile}", f"--fleet-host={name}"]
     for item in req.sets:  # secrets are masked by plan_fleet (render/redact.redact_launcher_argv)
         argv += ["--set", item]
     if not req.checks:

@@ -1,13 +1,19 @@
-"""Replicas that share a NUMA node split its CPUs by the node's own CPU list (issue 23 item 8): whatever the
-numbering (node 0 = 0-31,64-95, or ids alternating between sockets, node 0 = 0,2,4,...), each replica gets an
-equal, disjoint share of the node's CPUs, whole physical cores with their SMT siblings."""
+"""Fleet layouts and commands against hostile input (issue 23). Replicas that share a NUMA node split its CPUs by
+the node's own CPU list (item 8): whatever the numbering (node 0 = 0-31,64-95, or ids alternating between
+sockets, node 0 = 0,2,4,...), each replica gets an equal, disjoint share of the node's CPUs, whole physical cores
+with their SMT siblings. Another host's command keeps a host name that looks like a flag a value (item 15)."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+import json
+import sys
+
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kt_launch.core.host import CpuFacts, GpuFacts, HostFacts, NumaNode
 from kt_launch.resolve.fleet import HostInput, layout, split_cpus
+
+from fleet.support import dual_socket, fleet_profile, kt_launch, write_json, write_profile
 
 GiB = 1 << 30
 
@@ -60,3 +66,27 @@ def test_alternating_ids_are_split_not_given_whole_to_one_replica():
 def test_split_without_a_core_count_is_one_slice():
     assert split_cpus([0, 2, 4, 6], 0, 2) == [0, 2] and split_cpus([0, 2, 4, 6], 1, 2) == [4, 6]
     assert split_cpus([0, 1, 2], 0, 2, cores=3) == [0, 1] and split_cpus([0, 1, 2], 1, 2, cores=3) == [2]
+
+
+# -- the command for another host: values that look like flags stay values (issue 23 item 15) -------------------
+
+FLAG_LIKE = ["--set", "--supervise", "-x", "--profile", "--fleet-host=other", "-", "--no-check", "-h"]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.one_of(st.sampled_from(FLAG_LIKE), st.from_regex(r"-{1,2}[a-z][a-z-]{0,8}", fullmatch=True)))
+def test_a_host_named_like_a_flag_is_passed_as_a_value(tmp_path_factory, name):
+    from kt_launch.cli import _split_passthrough, _subparsers, _take_sets, build_parser
+
+    tmp = tmp_path_factory.mktemp("fleet")
+    write_json(tmp / "b.json", dual_socket())
+    fleet = {"replicas": 0, "hosts": [{"name": name, "address": "10.0.0.12", "host_facts": "b.json"}]}
+    p = write_profile(tmp, fleet_profile(sys.executable, 30000, fleet))
+    done = kt_launch("--profile", str(p), "--no-check", "--dry-run", "--json", "--set", "kt.cpuinfer=4")
+    assert done.returncode == 0, done.stderr
+    (h,) = json.loads(done.stdout)["hosts"]
+    own, passthrough = _split_passthrough(list(h["argv"][1:]))
+    own, sets = _take_sets(own)
+    args = build_parser(_subparsers()).parse_args(own)
+    assert (args.fleet_host, args.profile, args.supervise, args.no_check) == (name, str(p), True, True)
+    assert sets == ["kt.cpuinfer=4"] and passthrough == []
