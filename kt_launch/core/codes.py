@@ -195,4 +195,5 @@ CODES: dict[str, str] = {
     "KT-I713": "one NUMA node: a per-numa fleet here is a single replica behind the router",
     "KT-I714": "runtime.cuda_visible_devices limits the GPUs the fleet shares out",
     "KT-E720": "a replica's NUMA node(s) have no memory of their own",
+    "KT-W720": "a GPU is attached to a NUMA node that has no replica (no usable CPUs there)",
 }

@@ -77,17 +77,24 @@ def _node_label(nodes: tuple[int, ...]) -> str:
 def _gpus_by_node(h: HostInput, nodes: list[NumaNode], out: list[Finding]) -> dict[int, list[GpuFacts]]:
     gpus = visible_gpus(h.facts.gpus, h.visible)
     by_node: dict[int, list[GpuFacts]] = {n.id: [] for n in nodes}
-    unknown = []
+    unknown, elsewhere = [], []  # node not known; node known but without a replica (no usable CPUs there)
     for g in gpus:
         if len(nodes) == 1:
             by_node[nodes[0].id].append(g)
         elif g.numa_node in by_node:
             by_node[g.numa_node].append(g)
         else:
-            unknown.append(g)
-    for g in unknown:  # dealt out in index order to the nodes with the fewest GPUs
+            (unknown if g.numa_node is None else elsewhere).append(g)
+    for g in unknown + elsewhere:  # dealt out in index order to the nodes with the fewest GPUs
         target = min(by_node, key=lambda n: (len(by_node[n]), n))
         by_node[target].append(g)
+    if elsewhere:
+        attached = ", ".join(f"GPU {g.index} on node {g.numa_node}" for g in elsewhere)
+        out.append(warning("KT-W720", f"{h.name}: {attached}: no replica runs there (that node has no usable CPUs "
+                           f"here; replicas are on {_node_label(tuple(by_node))}); they were given to the nodes with "
+                           "the fewest GPUs, in index order, and reach them across the interconnect",
+                           "pick GPUs with runtime.cuda_visible_devices, or widen kt-launch's CPU affinity to "
+                           "that node"))
     if unknown:
         out.append(warning("KT-W706", f"{h.name}: the NUMA node of GPU(s) {[g.index for g in unknown]} is unknown "
                            f"(host facts recorded before kt-launch read it, or the platform reports none); they were "

@@ -90,3 +90,20 @@ def test_a_host_named_like_a_flag_is_passed_as_a_value(tmp_path_factory, name):
     args = build_parser(_subparsers()).parse_args(own)
     assert (args.fleet_host, args.profile, args.supervise, args.no_check) == (name, str(p), True, True)
     assert sets == ["kt.cpuinfer=4"] and passthrough == []
+
+
+def test_a_gpu_on_a_known_node_without_a_replica_is_not_called_unknown():
+    """KT-W706 is for a GPU whose node is not known; one on a known node that has no usable CPUs is KT-W720,
+    naming that node (issue 23 item 15)."""
+    total = 3 * 8
+    nodes = tuple(NumaNode(i, tuple(range(8 * i, 8 * i + 8)), 64 * GiB) for i in range(3))
+    gpus = (GpuFacts(0, "GPU", 80 * GiB, numa_node=0), GpuFacts(1, "GPU", 80 * GiB, numa_node=2),
+            GpuFacts(2, "GPU", 80 * GiB, numa_node=None), GpuFacts(3, "GPU", 80 * GiB, numa_node=1))
+    usable = tuple(range(16))  # node 2's CPUs are outside the affinity mask: no replica there
+    facts = HostFacts(CpuFacts("t", total, total, usable, frozenset()), nodes, 192 * GiB, 180 * GiB, gpus,
+                      local=False)
+    out: list = []
+    layout(HostInput("h", facts, "per-numa", "127.0.0.1", "127.0.0.1"), 30000, True, out)
+    by_code = {f.code: f.message for f in out}
+    assert "GPU 1 on node 2" in by_code["KT-W720"] and "unknown" not in by_code["KT-W720"]
+    assert "[2]" in by_code["KT-W706"] and "1" not in by_code["KT-W706"].split("GPU(s)")[1].split("]")[0]
