@@ -72,16 +72,26 @@ class Outcome:
 
 
 def host_facts_for(path: str | None, cuda_visible_devices: str | None = None) -> HostFacts:
-    """This machine's facts (GPUs as the server will see them), or a recorded host's."""
+    """This machine's facts, or a recorded host's, with the GPUs the server will see: runtime.cuda_visible_devices
+    picks from a recorded host's GPUs by CUDA's rules too (`-1` leaves none), never plans on GPUs it hides."""
     if path is None:
         env = dict(os.environ)
         if cuda_visible_devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
         return gather_host(env)
     try:
-        return load_host_facts(path)
+        host = load_host_facts(path)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if cuda_visible_devices is None:
+        return host
+    from dataclasses import replace
+
+    from kt_launch.facts.host import filter_visible
+
+    notes: list[str] = []
+    gpus = filter_visible(list(host.gpus), cuda_visible_devices, notes)
+    return replace(host, gpus=gpus, notes=host.notes + tuple(f"runtime.cuda_visible_devices: {n}" for n in notes))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ CODES: dict[str, str] = {
     "KT-W121": "CUDA graphs disabled in MoE-LoRA mode",
     "KT-W150": "a kt-kernel thread pool runs on a NUMA node without memory of its own",
     "KT-E150": "a GPU smaller than SGLang's own reserve (no room for weights or KV cache)",
+    "KT-E151": "runtime.cuda_visible_devices hides every GPU (a negative first entry, -1)",
     "KT-I101": "model shape unknown under --no-check",
     "KT-I102": "a note from gathering the host facts",
     "KT-I150": "the bundled demo profile, where its synthetic model was not built",

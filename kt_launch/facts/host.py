@@ -373,6 +373,8 @@ def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) 
         if item.lstrip("-").isdigit():
             idx = int(item)
             if idx < 0:
+                notes.append(f"CUDA_VISIBLE_DEVICES entry {item!r} is negative (no GPU); CUDA ignores it and all "
+                             "after it")
                 break  # CUDA stops at the first invalid entry
             match = next((g for g in gpus if g.index == idx), None)
         else:

@@ -240,3 +240,42 @@ def test_the_bundled_demo_where_it_was_not_built_says_how_to_build_it(tmp_path, 
     synthetic.demo(tmp_path / "demo")
     rc, out = run(tmp_path, ["--profile", "demo", "--dry-run"], monkeypatch, capsys)
     assert "KT-I150" not in out, out
+
+
+# -- item 15: runtime.cuda_visible_devices that hides GPUs ----------------------------------------------------------
+
+def _two_gpu_host() -> dict:
+    from operate.support import HOST
+
+    host = json.loads(json.dumps(HOST))
+    big = dict(host["gpus"][0], index=1, memory_bytes=host["gpus"][0]["memory_bytes"] * 2, uuid="GPU-big")
+    host["gpus"] = [dict(host["gpus"][0], uuid="GPU-small"), big]
+    return host
+
+
+@pytest.mark.parametrize("visible,rc_want,code,gpu", [
+    ("-1", 3, "KT-E151", None), ("-1,0", 3, "KT-E151", None), ("-5", 3, "KT-E151", None),
+    ("0,-1", 0, None, 0), ("1", 0, None, 1), ("1,0", 0, None, 1), ("GPU-big", 0, None, 1),
+    ("7", 0, "KT-W231", None), ("7,0", 0, "KT-W231", None)])
+def test_cuda_visible_devices_picks_the_planned_gpus_from_recorded_facts(tmp_path, monkeypatch, capsys, visible,
+                                                                        rc_want, code, gpu):
+    """The plan sizes the GPUs SGLang will see (CUDA's rules: indices or UUID prefixes, stopping at the first
+    entry that names none); `-1` hides every GPU, an error naming the key, never GPU experts on GPU 0."""
+    root = tmp_path / "t"
+    synthetic.demo(root)
+    args = ["--profile", str(_profile(tmp_path, synthetic.amx_profile(root))), "--host-facts",
+            str(_host(tmp_path, _two_gpu_host())), "--dry-run", "--json", "--set",
+            f"runtime.cuda_visible_devices={visible}"]
+    rc, out = run(tmp_path, args, monkeypatch, capsys)
+    doc = json.loads(out[out.index("{"):])
+    codes = [f["code"] for f in doc["findings"]]
+    assert rc == rc_want, codes
+    if code:
+        assert code in codes and "runtime.cuda_visible_devices" in json.dumps(doc["findings"]), doc["findings"]
+    gpus = doc["memory"]["gpus"] if doc.get("memory") else []
+    if gpu is None:
+        argv = doc["argv"]
+        assert argv[argv.index("--kt-num-gpu-experts") + 1] == "0" and not gpus
+    else:
+        sizes = {0: 80 << 30, 1: 160 << 30}
+        assert [g["total_bytes"] for g in gpus][:1] == [sizes[gpu]], gpus
