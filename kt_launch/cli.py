@@ -20,9 +20,21 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message} (`{self.prog} --help` lists the options)")
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
-        ns, extras = self.parse_known_args(args, namespace)
+        # Required options are checked after unknown ones: `--profle demo` is a typo of --profile (did you mean),
+        # not a missing --profile.
+        required = [a for a in self._actions if a.required and a.option_strings]
+        for a in required:
+            a.required = False
+        try:
+            ns, extras = self.parse_known_args(args, namespace)
+        finally:
+            for a in required:
+                a.required = True
         if extras:
             raise ConfigError(f"{self.prog}: unknown argument {extras[0]!r}{_did_you_mean(self, extras[0])}")
+        missing = [a.option_strings[0] for a in required if getattr(ns, a.dest, None) is None]
+        if missing:
+            self.error(f"the following arguments are required: {', '.join(missing)}")
         return ns
 
 

@@ -279,3 +279,24 @@ def test_cuda_visible_devices_picks_the_planned_gpus_from_recorded_facts(tmp_pat
     else:
         sizes = {0: 80 << 30, 1: 160 << 30}
         assert [g["total_bytes"] for g in gpus][:1] == [sizes[gpu]], gpus
+
+
+# -- newcomer: a mistyped option gets a did-you-mean, before any "required" complaint ---------------------------
+
+def _options() -> list[tuple[list[str], str]]:
+    from kt_launch.cli import _subparsers, build_parser
+
+    subs = _subparsers()
+    out = []
+    for prefix, parser in [([], build_parser(subs)), *(([name], p) for name, p in subs.items())]:
+        for a in parser._actions:
+            out += [(prefix, s) for s in a.option_strings if s.startswith("--") and len(s) >= 8 and s != "--help"]
+    return out
+
+
+@pytest.mark.parametrize("prefix,option", _options())
+def test_a_mistyped_option_gets_did_you_mean(tmp_path, monkeypatch, capsys, prefix, option):
+    typo = option[:4] + option[5:]  # one letter dropped: --profle, --dry-rn
+    rc, out = run(tmp_path, [*prefix, typo, "x"], monkeypatch, capsys)
+    assert rc == 2 and f"unknown argument {typo!r}" in out and "did you mean" in out and option in out, out
+    assert "required" not in out, out
