@@ -179,7 +179,20 @@ def _distinct(v: Any) -> Any:
 # render `--api-key ''`): "" is never a value, null (or leaving the key out) is the default.
 _CHECKS: dict[str, Any] = {"runtime.cuda_visible_devices": _gpu_ids, "fleet.hosts": _fleet_hosts,
                            "kt.numa_nodes": _distinct}
-_CHECKS |= {o.key: _not_empty for o in OPTIONS if o.type is str and o.settable and o.key not in _CHECKS}
+def _not_empty_text(o: Option) -> Any:
+    """_not_empty with the way back to the default this key has (null, leaving it out, or neither)."""
+    if o.nullable and not o.required:
+        return _not_empty
+    default = "leave the key out for the default" if not o.required else "it is required"
+
+    def check(v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError(f"is empty; give a value ({default})")
+        return v
+    return check
+
+
+_CHECKS |= {o.key: _not_empty_text(o) for o in OPTIONS if o.type is str and o.settable and o.key not in _CHECKS}
 
 
 def _section_model(name: str) -> type[Section]:
