@@ -141,7 +141,7 @@ def parse_json(path: str | os.PathLike, data: bytes, kind: Kind) -> Any:
         raise ReadError(f"{kind.what} {p}: not valid JSON ({str(e)[:160]})") from None
     if not _depth_ok(doc, kind.max_depth):
         raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels")
-    bad = _bad_number(doc)
+    bad = _bad_number(doc) if _MAYBE_OUT_OF_RANGE.search(text) else None  # the walk only where text could hold one
     if bad is not None:
         field, value = bad
         raise ReadError(f"{kind.what} {p}: {field or 'the document'}: {_number_text(value)}; {NUMBER_RULE}")
@@ -176,6 +176,9 @@ def _shallow_prefix(text: str, kind: Kind) -> bool:
 # naming the file and the field, instead of overflowing wherever it is first converted.
 MAX_INT = (1 << 63) - 1
 NUMBER_RULE = "numbers must be finite and within ±(2**63 - 1)"
+# Text that may spell such a number (19+ digits, an exponent of 3+ digits, NaN, Infinity): a file without any (every
+# safetensors header, nearly every config) is not walked again.
+_MAYBE_OUT_OF_RANGE = re.compile(r"[0-9]{19}|[eE][+]?[0-9]{3}|NaN|Infinity")
 
 
 def _constant(name: str) -> float:

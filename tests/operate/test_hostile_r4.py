@@ -300,3 +300,35 @@ def test_a_mistyped_option_gets_did_you_mean(tmp_path, monkeypatch, capsys, pref
     rc, out = run(tmp_path, [*prefix, typo, "x"], monkeypatch, capsys)
     assert rc == 2 and f"unknown argument {typo!r}" in out and "did you mean" in out and option in out, out
     assert "required" not in out, out
+
+
+# -- the reader: any out-of-range number anywhere in a file is refused naming its field --------------------------
+
+_KEYS = st.text(alphabet="abcxyz_", min_size=1, max_size=6)
+_LEAVES = st.one_of(st.integers(-(1 << 63) + 1, (1 << 63) - 1), st.floats(allow_nan=False, allow_infinity=False),
+                    st.text(max_size=8), st.booleans(), st.none())
+_DOCS = st.recursive(_LEAVES, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                     st.dictionaries(_KEYS, kids, max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc=st.dictionaries(_KEYS, _DOCS, min_size=1, max_size=4), bad=st.sampled_from(list(BAD_NUMBERS.values())),
+       data=st.data())
+def test_the_reader_refuses_an_out_of_range_number_anywhere_naming_its_field(doc, bad, data):
+    from kt_launch.facts.reader import ADAPTER_CONFIG, ReadError, parse_json
+
+    text = json.dumps(doc)
+    assert parse_json("f.json", text.encode(), ADAPTER_CONFIG) == json.loads(text)  # in range: read as json reads it
+    # put the bad number at a random place: a new key of some object in the document
+    objects = [("", doc)]
+    for path, node in objects:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                objects.append((f"{path}.{k}" if path else k, v))
+    path, target = data.draw(st.sampled_from(objects))
+    target["bad_one"] = 0
+    text = json.dumps(doc).replace('"bad_one": 0', f'"bad_one": {bad}')
+    with pytest.raises(ReadError) as e:
+        parse_json("f.json", text.encode(), ADAPTER_CONFIG)
+    field = f"{path}.bad_one" if path else "bad_one"
+    assert f"f.json: {field}:" in str(e.value), str(e.value)
