@@ -332,3 +332,20 @@ def test_the_reader_refuses_an_out_of_range_number_anywhere_naming_its_field(doc
         parse_json("f.json", text.encode(), ADAPTER_CONFIG)
     field = f"{path}.bad_one" if path else "bad_one"
     assert f"f.json: {field}:" in str(e.value), str(e.value)
+
+
+def test_supervised_runs_escape_control_characters_in_kt_launchs_own_lines():
+    """--supervise writes its own lines as bytes (beside the child's): they are escaped there too."""
+    import io
+    import time
+
+    from kt_launch.run.loop import Console
+
+    raw = io.BytesIO()
+    err = io.TextIOWrapper(raw, encoding="utf-8")
+    console = Console(set(), out=io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), err=err)
+    for ctrl in CONTROLS:
+        console.say(f"kt-launch: starting node{ctrl}b\n")
+    console.err.drain(time.monotonic() + 5)
+    text = raw.getvalue().decode()
+    assert text.count("kt-launch: starting") == len(CONTROLS) and not RAW.search(text), repr(text)
