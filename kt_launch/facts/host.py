@@ -371,7 +371,7 @@ def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) 
     for item in [x.strip() for x in visible.split(",") if x.strip()]:
         match = None
         if item.lstrip("-").isdigit():
-            idx = int(item)
+            idx = int(item) if len(item) <= 18 else 1 << 62  # past any GPU (and Python's digit limit)
             if idx < 0:
                 notes.append(f"CUDA_VISIBLE_DEVICES entry {item!r} is negative (no GPU); CUDA ignores it and all "
                              "after it")

@@ -53,7 +53,7 @@ def visible_gpus(gpus: tuple[GpuFacts, ...], spec: str | None) -> tuple[GpuFacts
     out: list[GpuFacts] = []
     for item in [x.strip() for x in spec.split(",") if x.strip()]:
         if item.lstrip("-").isdigit():
-            match = next((g for g in gpus if g.index == int(item)), None)
+            match = next((g for g in gpus if len(item) <= 18 and g.index == int(item)), None)
         else:
             match = next((g for g in gpus if g.uuid and g.uuid.startswith(item)), None)
         if match is None:

@@ -256,7 +256,8 @@ def _two_gpu_host() -> dict:
 @pytest.mark.parametrize("visible,rc_want,code,gpu", [
     ("-1", 3, "KT-E151", None), ("-1,0", 3, "KT-E151", None), ("-5", 3, "KT-E151", None),
     ("0,-1", 0, None, 0), ("1", 0, None, 1), ("1,0", 0, None, 1), ("GPU-big", 0, None, 1),
-    ("7", 0, "KT-W231", None), ("7,0", 0, "KT-W231", None)])
+    ("7", 0, "KT-W231", None), ("7,0", 0, "KT-W231", None), ("9" * 5000, 0, "KT-W231", None),
+    ("-" + "9" * 5000, 3, "KT-E151", None)])
 def test_cuda_visible_devices_picks_the_planned_gpus_from_recorded_facts(tmp_path, monkeypatch, capsys, visible,
                                                                         rc_want, code, gpu):
     """The plan sizes the GPUs SGLang will see (CUDA's rules: indices or UUID prefixes, stopping at the first
