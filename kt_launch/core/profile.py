@@ -76,7 +76,7 @@ def _strict(tp: Any, limits: dict[str, Any]) -> Any:
 
 # Token counts as vLLM users type them (its human-readable ints): a lower-case suffix is decimal (32k = 32000,
 # 1.5k = 1500), an upper-case one binary (32K = 32768, 1M = 1048576). Declared per key by Option.tokens.
-_TOKEN_TEXT = re.compile(r"([0-9]+(?:[.][0-9]+)?)([kKmMgG])")
+_TOKEN_TEXT = re.compile(r"([0-9]{1,12}(?:[.][0-9]{1,9})?)([kKmMgG])")  # longer is past any token count
 _SUFFIX = {"k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
