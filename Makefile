@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-quick install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: $(STAMP)
 	  for s in $(SETUPS); do (bash $$s >.cache/setup-$$(basename $$s .sh).log 2>&1 &); done; fi
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n $(JOBS) --dist worksteal
+
+# A first look in a few minutes: the import contract and the tests that need none of the three test venvs
+# (no kt-kernel, SGLang or router build, nothing written to .cache/); `make test` runs everything.
+QUICK := tests/core tests/preflight tests/memory
+test-quick: $(STAMP)
+	$(VENV)/bin/lint-imports
+	KT_LAUNCH_NO_VENV_SETUP=1 $(PY) -m pytest -n $(JOBS) --dist worksteal $(QUICK)
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

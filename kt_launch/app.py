@@ -80,16 +80,26 @@ class Outcome:
 
 
 def host_facts_for(path: str | None, cuda_visible_devices: str | None = None) -> HostFacts:
-    """This machine's facts (GPUs as the server will see them), or a recorded host's."""
+    """This machine's facts, or a recorded host's, with the GPUs the server will see: runtime.cuda_visible_devices
+    picks from a recorded host's GPUs by CUDA's rules too (`-1` leaves none), never plans on GPUs it hides."""
     if path is None:
         env = dict(os.environ)
         if cuda_visible_devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
         return gather_host(env)
     try:
-        return load_host_facts(path)
+        host = load_host_facts(path)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if cuda_visible_devices is None:
+        return host
+    from dataclasses import replace
+
+    from kt_launch.facts.host import filter_visible
+
+    notes: list[str] = []
+    gpus = filter_visible(list(host.gpus), cuda_visible_devices, notes)
+    return replace(host, gpus=gpus, notes=host.notes + tuple(f"runtime.cuda_visible_devices: {n}" for n in notes))
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,19 @@ def _sglang_config(cfg: UserConfig, req: Request):
     from kt_launch.facts.sglang_config import read_sglang_config
 
     return read_sglang_config(args, req.checks or req.launch_here)
+
+
+def _demo_not_built(cfg: UserConfig, inp: ResolveInput) -> list[Finding]:
+    """KT-I150: the bundled demo profile, run where its synthetic tree was not built (from the wheel, in another
+    directory): say how to build it, next to the missing-file errors."""
+    from kt_launch.facts.locate import is_bundled_demo
+
+    if not is_bundled_demo(Path(inp.profile_path)) or os.path.exists(cfg.model.path):
+        return []
+    return [info("KT-I150", f"--profile demo is the bundled demo: it reads a tiny synthetic model under "
+                 f"{os.path.dirname(cfg.model.path) or '.'}/ (relative to this directory), which is not built here",
+                 "build it with `python -m kt_launch.synthetic demo/` (`make demo` in a checkout), then run "
+                 "the command again from the same directory")]
 
 
 def _recorded_model(path: str) -> tuple[ModelFacts, object]:
@@ -226,6 +249,7 @@ def plan_request(req: Request, environ: Mapping[str, str] | None = None, loaded:
     plan = resolve(inp)
     if inp.host.notes:
         plan.findings += [info("KT-I102", f"host facts: {n}") for n in inp.host.notes]
+    plan.findings += _demo_not_built(cfg, inp)
     return Outcome(cfg, inp.host, plan, render_command(plan), inp.model, inp.model_problem, inp)
 
 
@@ -331,8 +355,10 @@ def _fleet_local_facts(req: Request, environ: Mapping[str, str]) -> HostFacts:
 
 
 def _host_command(req: Request, name: str) -> tuple[str, ...]:
-    """What to run on another host: the same profile and settings, that host's part, supervised."""
-    argv = ["kt-launch", "--profile", req.profile, "--fleet-host", name]
+    """What to run on another host: the same profile and settings, that host's part, supervised. Values go in the
+    `--opt=VALUE` form, so a host named `--set` or a profile path starting with `-` stays a value (a --set item is
+    taken whole by the command line whatever it holds)."""
+    argv = ["kt-launch", f"--profile={req.profile}", f"--fleet-host={name}"]
     for item in req.sets:  # secrets are masked by plan_fleet (render/redact.redact_launcher_argv)
         argv += ["--set", item]
     if not req.checks:

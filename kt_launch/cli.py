@@ -20,9 +20,21 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message} (`{self.prog} --help` lists the options)")
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
-        ns, extras = self.parse_known_args(args, namespace)
+        # Required options are checked after unknown ones: `--profle demo` is a typo of --profile (did you mean),
+        # not a missing --profile.
+        required = [a for a in self._actions if a.required and a.option_strings]
+        for a in required:
+            a.required = False
+        try:
+            ns, extras = self.parse_known_args(args, namespace)
+        finally:
+            for a in required:
+                a.required = True
         if extras:
             raise ConfigError(f"{self.prog}: unknown argument {extras[0]!r}{_did_you_mean(self, extras[0])}")
+        missing = [a.option_strings[0] for a in required if getattr(ns, a.dest, None) is None]
+        if missing:
+            self.error(f"the following arguments are required: {', '.join(missing)}")
         return ns
 
 
@@ -551,12 +563,16 @@ def cmd_init(args, passthrough) -> int:
 
 
 def cmd_profiles(args, passthrough) -> int:
-    from kt_launch.facts.locate import list_profiles
+    from kt_launch.facts.console import escape_controls
+    from kt_launch.facts.locate import list_profiles, profile_dir_env
 
-    rows = list_profiles()
+    rows = [(escape_controls(n), w, escape_controls(str(p))) for n, w, p in list_profiles()]  # aligned as shown
     width = max((len(n) for n, _, _ in rows), default=4)
     for name, where, path in rows:
         sys.stdout.write(f"{name:<{width}}  {where:<24}  {path}\n")
+    _, skipped = profile_dir_env(os.environ)
+    if skipped:
+        _say(f"kt-launch: note: {skipped}")
     return EXIT_OK
 
 

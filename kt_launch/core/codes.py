@@ -31,8 +31,12 @@ CODES: dict[str, str] = {
     "KT-W103": "a KT_LAUNCH_* environment variable that sets nothing",
     "KT-W111": "kt.weight_path given but the SFT method reads model.path",
     "KT-W121": "CUDA graphs disabled in MoE-LoRA mode",
+    "KT-W150": "a kt-kernel thread pool runs on a NUMA node without memory of its own",
+    "KT-E150": "a GPU smaller than SGLang's own reserve (no room for weights or KV cache)",
+    "KT-E151": "runtime.cuda_visible_devices hides every GPU (a negative first entry, -1)",
     "KT-I101": "model shape unknown under --no-check",
     "KT-I102": "a note from gathering the host facts",
+    "KT-I150": "the bundled demo profile, where its synthetic model was not built",
     # KT-x2xx: files (preflight)
     "KT-W200": "an artifact could not be inspected (unexpected error); its checks were skipped",
     "KT-E201": "a configured path does not exist (or is a dangling symlink)",
@@ -214,4 +218,6 @@ CODES: dict[str, str] = {
     "KT-W712": "a profile value that the fleet sets per replica is ignored",
     "KT-I713": "one NUMA node: a per-numa fleet here is a single replica behind the router",
     "KT-I714": "runtime.cuda_visible_devices limits the GPUs the fleet shares out",
+    "KT-E720": "a replica's NUMA node(s) have no memory of their own",
+    "KT-W720": "a GPU is attached to a NUMA node that has no replica (no usable CPUs there)",
 }

@@ -1,4 +1,8 @@
-"""Host facts as values: CPU, NUMA nodes, memory, GPUs. Gathered by facts/host.py, read by resolve."""
+"""Host facts as values: CPU, NUMA nodes, memory, GPUs. Gathered by facts/host.py, read by resolve.
+
+A size that was not learned is None, never 0: 0 is a fact ("this NUMA node has no memory"), and each reader
+decides what an unknown means where it reads it (no `numactl --membind` to a node without memory, no share of
+RAM invented for it)."""
 
 from __future__ import annotations
 
@@ -21,7 +25,12 @@ class CpuFacts:
 class NumaNode:
     id: int
     cpus: tuple[int, ...]
-    memory_bytes: int = 0
+    memory_bytes: int | None = None  # None = unknown; 0 = the node has no memory of its own (CPUs only)
+
+    @property
+    def memoryless(self) -> bool:
+        """Known to have no memory of its own: its CPUs allocate on other nodes, numactl cannot bind to it."""
+        return self.memory_bytes == 0
 
 
 @dataclass(frozen=True)

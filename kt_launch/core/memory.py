@@ -81,7 +81,7 @@ class NodeMemory:
     """One NUMA node that hosts a kt-kernel thread pool: its share of the experts and its buffers."""
 
     node: int
-    total_bytes: int  # 0 = unknown
+    total_bytes: int | None  # None = unknown; 0 = the node has no memory (its pool allocates on other nodes)
     need_bytes: int
 
     def to_json(self) -> dict[str, Any]:

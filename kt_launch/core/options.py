@@ -92,6 +92,7 @@ class Option:
     resolve: str = PASS
     settable: bool = True  # False: only the resolver sets it (plan-only keys that still render)
     secret: bool = False
+    tokens: bool = False  # a token count: text may say 32K, 32k, 1.5k, 1M as vLLM users type it (core/profile.py)
 
     @property
     def section(self) -> str:
@@ -188,7 +189,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("kt.gpu_prefill_token_threshold", int, "Prompt length above which sglang-kt runs the whole MoE layer on "
            "the GPU (layerwise prefill).",
            only("sglang-kt", Flag("--kt-gpu-prefill-token-threshold"), "only sglang-kt has layerwise GPU prefill"),
-           limits={"ge": 0, "le": MAX_TOKENS}),
+           limits={"ge": 0, "le": MAX_TOKENS}, tokens=True),
     Option("kt.enable_dynamic_expert_update", bool, "Re-pick GPU experts from runtime statistics.",
            only("sglang-kt", Flag("--kt-enable-dynamic-expert-update"), "only sglang-kt updates GPU experts at run time"),
            default=False, nullable=False),
@@ -222,14 +223,14 @@ OPTIONS: tuple[Option, ...] = (
             "sglang": Flag("--disable-decode-cuda-graph", "--disable-prefill-cuda-graph")},
            resolve=DERIVED),
     Option("server.chunked_prefill_size", int, "Tokens per prefill chunk; also sizes kt-kernel's buffers (> 0).",
-           on_all(Flag("--chunked-prefill-size")), limits={"le": MAX_TOKENS}),
+           on_all(Flag("--chunked-prefill-size")), limits={"le": MAX_TOKENS}, tokens=True),
     Option("server.max_running_requests", int, "Concurrent requests.", on_all(Flag("--max-running-requests")),
            limits={"ge": 1, "le": MAX_TOKENS}),
     Option("server.mem_fraction_static", float, "Share of GPU memory for weights and the KV pool.",
            on_all(Flag("--mem-fraction-static")), limits={"gt": 0, "le": 1}),
     Option("server.max_total_tokens", int, "KV-cache pool size in tokens; null = the KV tokens the memory plan "
            "leaves, passed when the fit chose kt.num_gpu_experts (else SGLang's pool takes what is left).",
-           on_all(Flag("--max-total-tokens")), limits={"ge": 1, "le": MAX_TOKENS}, resolve=DERIVED),
+           on_all(Flag("--max-total-tokens")), limits={"ge": 1, "le": MAX_TOKENS}, tokens=True, resolve=DERIVED),
     Option("server.api_key", str, "API key clients must send; *** in every output.", on_all(Flag("--api-key")),
            secret=True),
     Option("server.extra_args", list[str], "More SGLang flags, passed through verbatim (checked against the "
@@ -248,7 +249,8 @@ OPTIONS: tuple[Option, ...] = (
 
     Option("fit.kv_tokens", int, "KV-cache tokens the memory fit keeps room for on every GPU when "
            "server.max_total_tokens is unset (default 32768: one 32k-token request, or several shorter ones).",
-           on_all(Special("memory plan only")), default=32768, nullable=False, limits={"ge": 1, "le": MAX_TOKENS}),
+           on_all(Special("memory plan only")), default=32768, nullable=False, limits={"ge": 1, "le": MAX_TOKENS},
+           tokens=True),
     Option("fit.gpu_margin_mib", int, "MiB the memory fit keeps free on every GPU beyond SGLang's own reserve "
            "(like llama.cpp's --fit-target; default 0: SGLang's reserve already covers activations).",
            on_all(Special("memory plan only")), default=0, nullable=False, limits={"ge": 0, "le": MAX_GPU_MIB}),

@@ -11,7 +11,7 @@ import posixpath
 import re
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model, field_validator
 
 
 from kt_launch.core.options import BY_KEY, MAX_REPLICAS, OPTIONS, ROUTER_POLICIES, SECTIONS, Option
@@ -74,8 +74,30 @@ def _strict(tp: Any, limits: dict[str, Any]) -> Any:
     return Annotated[tp, Field(**own)] if own else tp
 
 
+# Token counts as vLLM users type them (its human-readable ints): a lower-case suffix is decimal (32k = 32000,
+# 1.5k = 1500), an upper-case one binary (32K = 32768, 1M = 1048576). Declared per key by Option.tokens.
+_TOKEN_TEXT = re.compile(r"([0-9]{1,12}(?:[.][0-9]{1,9})?)([kKmMgG])")  # longer is past any token count
+_SUFFIX = {"k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def token_count(v: Any) -> Any:
+    """`32K` -> 32768, `32k` -> 32000, `1.5k` -> 1500; anything else unchanged (the int check then names the key).
+    A fraction is taken only where it comes out whole (`1.5K` is 1536; `0.3K` is 307.2, refused)."""
+    if not isinstance(v, str):
+        return v
+    m = _TOKEN_TEXT.fullmatch(v.strip())
+    if m is None:
+        return v
+    number, suffix = m.groups()
+    whole, _, frac = number.partition(".")
+    scaled = (int(whole + frac) * _SUFFIX[suffix], 10 ** len(frac))
+    return scaled[0] // scaled[1] if scaled[0] % scaled[1] == 0 else v
+
+
 def _field(o: Option) -> tuple[Any, Any]:
     tp = _strict(o.type, dict(o.limits))
+    if o.tokens:
+        tp = Annotated[tp, BeforeValidator(token_count)]
     if o.nullable:
         tp = Optional[tp]
     if o.required:
@@ -142,9 +164,35 @@ def _fleet_hosts(hosts: Any) -> Any:
     return hosts
 
 
-# Checks of one key beyond its type, run by the profile model (pydantic messages name the key).
-_CHECKS: dict[str, Any] = {"runtime.python": _not_empty, "runtime.cuda_visible_devices": _gpu_ids,
-                           "fleet.hosts": _fleet_hosts}
+def _distinct(v: Any) -> Any:
+    """kt.numa_nodes: each node once (`[0, 0]` would put two thread pools on node 0 and leave the others idle)."""
+    seen: set[Any] = set()
+    for x in v or ():
+        if x in seen:
+            raise ValueError(f"{list(v)} names node {x} twice; one thread pool per node, each node once")
+        seen.add(x)
+    return v
+
+
+# Checks of one key beyond its type, run by the profile model (pydantic messages name the key). Every text key
+# is checked for emptiness (`--set server.host=` would listen on every interface, `KT_LAUNCH_SERVER__API_KEY=`
+# render `--api-key ''`): "" is never a value, null (or leaving the key out) is the default.
+_CHECKS: dict[str, Any] = {"runtime.cuda_visible_devices": _gpu_ids, "fleet.hosts": _fleet_hosts,
+                           "kt.numa_nodes": _distinct}
+def _not_empty_text(o: Option) -> Any:
+    """_not_empty with the way back to the default this key has (null, leaving it out, or neither)."""
+    if o.nullable and not o.required:
+        return _not_empty
+    default = "leave the key out for the default" if not o.required else "it is required"
+
+    def check(v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError(f"is empty; give a value ({default})")
+        return v
+    return check
+
+
+_CHECKS |= {o.key: _not_empty_text(o) for o in OPTIONS if o.type is str and o.settable and o.key not in _CHECKS}
 
 
 def _section_model(name: str) -> type[Section]:

@@ -34,7 +34,10 @@ def host_from_json(data: Any, source: str = "file") -> HostFacts:
         flags=frozenset(x.lower() for x in f.cpu.flags),
         usable_physical_cores=f.cpu.usable_physical_cores,
     )
-    numa = tuple(NumaNode(n.id, tuple(n.cpus), n.memory_bytes) for n in f.numa)
+    sizes = [n.memory_bytes for n in f.numa]
+    if sizes and all(x == 0 for x in sizes):  # no node has memory: recorded before unknown was null (it wrote 0)
+        sizes = [None] * len(sizes)
+    numa = tuple(NumaNode(n.id, tuple(n.cpus), size) for n, size in zip(f.numa, sizes))
     gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid, g.numa_node, g.used_bytes) for g in f.gpus)
     return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source, local=False)
 
@@ -95,7 +98,7 @@ def gather_host(env: dict[str, str] | None = None, root: str = "/") -> HostFacts
         usable_phys = max(1, quota)
     total, available = _memory(notes)
     # Unknown layout: say so, and record the assumption as one node (a --host-facts file never has numa: [])
-    numa = _numa_nodes(rootp, notes) or (NumaNode(0, usable, total),)
+    numa = _numa_nodes(rootp, notes) or (NumaNode(0, usable, total or None),)
     gpus = _gpus(env, notes, rootp)
     cpu = CpuFacts(model, physical, logical, usable, flags, usable_phys)
     return HostFacts(cpu, numa, total, available, gpus, tuple(notes))
@@ -198,7 +201,7 @@ def _numa_nodes(root: Path, notes: list[str]) -> tuple[NumaNode, ...]:
             cpus = parse_cpulist((d / "cpulist").read_text())
         except (OSError, ValueError):
             cpus = ()
-        mem = 0
+        mem = None  # unknown unless meminfo says (MemTotal: 0 kB = a node without memory)
         try:
             for line in (d / "meminfo").read_text().splitlines():
                 if "MemTotal:" in line:
@@ -370,8 +373,10 @@ def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) 
     for item in [x.strip() for x in visible.split(",") if x.strip()]:
         match = None
         if item.lstrip("-").isdigit():
-            idx = int(item)
+            idx = int(item) if len(item) <= 18 else 1 << 62  # past any GPU (and Python's digit limit)
             if idx < 0:
+                notes.append(f"CUDA_VISIBLE_DEVICES entry {item!r} is negative (no GPU); CUDA ignores it and all "
+                             "after it")
                 break  # CUDA stops at the first invalid entry
             match = next((g for g in gpus if g.index == idx), None)
         else:

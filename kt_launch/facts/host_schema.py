@@ -36,7 +36,7 @@ class CpuFile(_Strict):
 class NumaFile(_Strict):
     id: int = Field(ge=0, lt=MAX_CPUS)
     cpus: list[CpuId] = Field(default=[], max_length=MAX_CPUS)
-    memory_bytes: Bytes = 0
+    memory_bytes: Bytes | None = None  # null or absent = unknown; 0 = the node has no memory of its own
 
 
 class MemoryFile(_Strict):

@@ -23,16 +23,47 @@ def _home(environ: Mapping[str, str]) -> Path | None:
     return Path(home) if os.path.isabs(home) else None
 
 
+def profile_dir_env(environ: Mapping[str, str]) -> tuple[Path | None, str | None]:
+    """$KT_LAUNCH_PROFILE_DIR as a folder, or (None, why it names none): `~nosuchuser/p` has no home to expand
+    to, and is then a miss with that line, never a relative folder named `~nosuchuser`."""
+    text = environ.get("KT_LAUNCH_PROFILE_DIR", "")
+    if not text:
+        return None, None
+    try:
+        return Path(text).expanduser(), None
+    except (RuntimeError, KeyError, ValueError):  # no such user, or no HOME and no passwd entry
+        user = text.split("/", 1)[0]
+        return None, (f"$KT_LAUNCH_PROFILE_DIR {text[:200]!r} was not searched: {user[:100]!r} names no home "
+                      "directory here")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
 def profile_dirs(environ: Mapping[str, str], cwd: Path) -> list[tuple[str, Path]]:
-    """(label, dir) in lookup order."""
+    """(label, dir) in lookup order, each folder once (in a checkout ./configs is the bundled folder itself)."""
     dirs = [("./configs", cwd / "configs")]
-    if environ.get("KT_LAUNCH_PROFILE_DIR"):
-        dirs.append(("$KT_LAUNCH_PROFILE_DIR", Path(environ["KT_LAUNCH_PROFILE_DIR"]).expanduser()))
+    env_dir, _ = profile_dir_env(environ)
+    if env_dir is not None:
+        dirs.append(("$KT_LAUNCH_PROFILE_DIR", env_dir))
     home = _home(environ)
     if home is not None:
         dirs.append(("user", home / ".config" / "kt-launch" / "profiles"))
     dirs.append(("bundled", BUNDLED))
-    return dirs
+    out: list[tuple[str, Path]] = []
+    for label, d in dirs:
+        if not any(_same_file(d, seen) for _, seen in out):
+            out.append((label, d))
+    return out
+
+
+def is_bundled_demo(path: Path) -> bool:
+    """Whether a profile is the bundled `demo` one, which reads the synthetic tree `make demo` builds."""
+    return _same_file(path, BUNDLED / "demo.yaml")
 
 
 def _is_file(p: Path) -> bool:
@@ -80,15 +111,17 @@ def _miss(ref: str, dirs: list[tuple[str, Path]], environ: Mapping[str, str], cw
     stem = ref[:-5] if ref.endswith(".yaml") else ref[:-4] if ref.endswith(".yml") else ref
     close = difflib.get_close_matches(stem, names, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
+    _, skipped = profile_dir_env(environ)
     return (f"--profile {shown}: no such file, and no profile of that name in "
-            + ", ".join(str(d) for _, d in dirs) + hint + " (`kt-launch profiles` lists them)")
+            + ", ".join(str(d) for _, d in dirs) + hint + " (`kt-launch profiles` lists them)"
+            + (f"; {skipped}" if skipped else ""))
 
 
 def list_profiles(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[tuple[str, str, Path]]:
     """(name, where, path) of every profile that can be found by name; a name found earlier shadows later ones."""
     environ = os.environ if environ is None else environ
     cwd = cwd or Path.cwd()
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}
     out = []
     for label, d in profile_dirs(environ, cwd):
         try:
@@ -97,7 +130,16 @@ def list_profiles(environ: Mapping[str, str] | None = None, cwd: Path | None = N
             continue
         for f in entries:
             if f.suffix in SUFFIXES and _is_file(f):
-                shadowed = f.stem in seen
-                out.append((f.stem, label + (" (shadowed)" if shadowed else ""), f))
-                seen.add(f.stem)
+                first = seen.get(f.stem)
+                if first is not None and (_same_file(first, f) or _same_bytes(first, f)):
+                    continue  # the same profile again (a copy of the bundled one): listed once
+                out.append((f.stem, label + (" (shadowed)" if first is not None else ""), f))
+                seen.setdefault(f.stem, f)
     return out
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except (OSError, ValueError):
+        return False

@@ -292,7 +292,8 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
         else:
             text = str(err.get("msg"))
             text = text[len("Value error, "):] if text.startswith("Value error, ") else text
-            msg = f"{loc}: {text} (got {_shown_input(loc, err.get('input'))})"
+            named = where.lower().endswith(" " + loc.lower())  # `--set kt.cpuinfer` names the key already
+            msg = f"{'' if named else loc + ': '}{text} (got {_shown_input(loc, err.get('input'))})"
         lines.append(f"{escaped(where)}: {msg}")
     if len(e.errors()) > 8:
         lines.append(f"... and {len(e.errors()) - 8} more")

@@ -11,6 +11,7 @@ the file and says what is wrong; callers turn it into their own finding or an ex
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -131,8 +132,7 @@ def parse_json(path: str | os.PathLike, data: bytes, kind: Kind) -> Any:
     if len(_NESTING.findall(data[: 4 * kind.max_depth * 64])) > kind.max_depth and not _shallow_prefix(text, kind):
         raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels")
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
-                         parse_float=_finite_float)
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_constant)
     except _Duplicate as e:
         raise ReadError(f"{kind.what} {p}: key {str(e)[:80]!r} appears twice; keep one") from None
     except RecursionError:
@@ -141,6 +141,10 @@ def parse_json(path: str | os.PathLike, data: bytes, kind: Kind) -> Any:
         raise ReadError(f"{kind.what} {p}: not valid JSON ({str(e)[:160]})") from None
     if not _depth_ok(doc, kind.max_depth):
         raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels")
+    bad = _bad_number(doc) if _MAYBE_OUT_OF_RANGE.search(text) else None  # the walk only where text could hold one
+    if bad is not None:
+        field, value = bad
+        raise ReadError(f"{kind.what} {p}: {field or 'the document'}: {_number_text(value)}; {NUMBER_RULE}")
     return doc
 
 
@@ -167,16 +171,59 @@ def _shallow_prefix(text: str, kind: Kind) -> bool:
     return True
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+# Numbers every file may hold: finite, and integers within a signed 64-bit integer (what every consumer, C++
+# kt-kernel, torch, a port or a byte count, can hold). A 400-digit `lora_alpha` or `1e400` is refused here,
+# naming the file and the field, instead of overflowing wherever it is first converted.
+MAX_INT = (1 << 63) - 1
+NUMBER_RULE = "numbers must be finite and within ±(2**63 - 1)"
+# Text that may spell such a number (19+ digits, an exponent of 3+ digits, NaN, Infinity): a file without any (every
+# safetensors header, nearly every config) is not walked again.
+_MAYBE_OUT_OF_RANGE = re.compile(r"[0-9]{19}|[eE][+]?[0-9]{3}|NaN|Infinity")
 
 
-def _finite_float(text: str) -> float:
-    """`1e400` would read as infinity and size something by it: refused like NaN."""
-    v = float(text)
-    if v in (float("inf"), float("-inf")):
-        raise ValueError(f"{text[:40]} is out of range for a number")
-    return v
+def _constant(name: str) -> float:
+    """NaN, Infinity, -Infinity: read, then refused by _bad_number with the field that holds them."""
+    return float(name)
+
+
+def number_ok(v: Any) -> bool:
+    if isinstance(v, bool):
+        return True
+    if isinstance(v, int):
+        return -MAX_INT <= v <= MAX_INT
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return True
+
+
+def _bad_number(doc: Any) -> tuple[str, Any] | None:
+    """(the field, as `a.b[2]`, and its value) of the first number number_ok refuses, or None."""
+    stack: list[tuple[Any, tuple]] = [(doc, ())]
+    while stack:
+        n, path = stack.pop()
+        if isinstance(n, dict):
+            stack.extend((v, (path, k)) for k, v in reversed(list(n.items())))
+        elif isinstance(n, list):
+            stack.extend((v, (path, i)) for i, v in reversed(list(enumerate(n))))
+        elif not number_ok(n):
+            return _field(path), n
+    return None
+
+
+def _field(path: tuple) -> str:
+    parts = []
+    while path:
+        path, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{str(key)[:80]}")
+    return "".join(reversed(parts)).lstrip(".")
+
+
+def _number_text(v: Any) -> str:
+    if isinstance(v, float):
+        what = "NaN" if math.isnan(v) else "infinite"
+        return f"{v!r} is {what}, out of range for a number" if what != "NaN" else "NaN is not a number"
+    digits = len(str(abs(v)))
+    return f"an integer of {digits} digits ({str(v)[:12]}...) is out of range for a number"
 
 
 def read_json(path: str | os.PathLike, kind: Kind) -> Any:
@@ -206,9 +253,9 @@ def _core_schema(base: type) -> type:
         def _guard(self, root) -> None:
             sizes: dict[int, int] = {}
             active: set[int] = set()
-            stack = [(root, 1, False)]
+            stack = [(root, 1, False, "")]
             while stack:
-                n, depth, done = stack.pop()
+                n, depth, done, field = stack.pop()
                 key = id(n)
                 if done:
                     active.discard(key)
@@ -223,16 +270,19 @@ def _core_schema(base: type) -> type:
                     raise _YamlRefused("an alias refers to the node that contains it")
                 if depth > self.max_depth:
                     raise _YamlRefused(f"nested deeper than {self.max_depth} levels")
+                if isinstance(n, yaml.ScalarNode):
+                    _number_guard(n, field)
                 if isinstance(n, yaml.MappingNode):
                     seen = set()
                     for k, _ in n.value:
                         if isinstance(k, yaml.ScalarNode):
                             if k.value in seen:
-                                raise _YamlRefused(f"key {k.value[:80]!r} appears twice in one mapping; keep one")
+                                raise _YamlRefused(f"key {k.value[:80]!r} appears twice in one mapping (line "
+                                                   f"{k.start_mark.line + 1}); keep one")
                             seen.add(k.value)
                 active.add(key)
-                stack.append((n, depth, True))
-                stack.extend((c, depth + 1, False) for c in _children(n))
+                stack.append((n, depth, True, field))
+                stack.extend((c, depth + 1, False, f) for c, f in _children_fields(n, field))
 
     Loader.max_depth = 32
     for tag, regexp, first in (
@@ -243,6 +293,41 @@ def _core_schema(base: type) -> type:
     ):
         Loader.add_implicit_resolver(tag, regexp, list(first))
     return Loader
+
+
+def _children_fields(n, field: str) -> list:
+    """(child node, the field it is: `server.port`, `fleet.hosts[1]`, for messages)."""
+    if isinstance(n, yaml.SequenceNode):
+        return [(c, f"{field}[{i}]") for i, c in enumerate(n.value)]
+    if isinstance(n, yaml.MappingNode):
+        out = []
+        for k, v in n.value:
+            name = k.value[:80] if isinstance(k, yaml.ScalarNode) else "?"
+            out += [(k, field), (v, f"{field}.{name}" if field else name)]
+        return out
+    return []
+
+
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+
+def _number_guard(n, field: str) -> None:
+    """A YAML number number_ok refuses (`.inf`, `.nan`, `1e400`, 400 digits), by field and line."""
+    text = n.value.strip()
+    if n.tag == _INT_TAG:
+        digits = text.lstrip("+-")
+        ok = len(digits) <= 19 and number_ok(int(text)) if digits.isdigit() else True
+    elif n.tag == _FLOAT_TAG:
+        try:
+            ok = number_ok(float(text.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf")
+                                 .replace(".nan", "nan").replace(".NaN", "nan").replace(".NAN", "nan")))
+        except ValueError:
+            ok = True  # not a number PyYAML reads either; its constructor says so
+    else:
+        return
+    if not ok:
+        raise _YamlRefused(f"{field or 'the document'} (line {n.start_mark.line + 1}): {text[:24]}"
+                           f"{'...' if len(text) > 24 else ''} is out of range; {NUMBER_RULE}")
 
 
 def _children(n) -> list:

@@ -33,7 +33,7 @@ def _t(tp) -> str:
 
 
 def _type(o) -> str:
-    return _t(o.type) + (" \\| null" if o.nullable else "")
+    return _t(o.type) + (" (32K, 32k)" if o.tokens else "") + (" \\| null" if o.nullable else "")
 
 
 def _default(o) -> str:

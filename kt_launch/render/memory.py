@@ -37,7 +37,7 @@ def memory_text(m: MemoryPlan | None) -> str:
         lines.append(f"  RAM: need {_g(r.need_bytes)}{total}: routed experts {_g(r.experts_bytes)} ({r.experts_source}) "
                      f"+ kt-kernel buffers {_g(r.other_bytes)}")
         for n in r.nodes:
-            lines.append(f"    NUMA node {n.node}: {_g(n.need_bytes)}" + (f" of {_g(n.total_bytes)}" if n.total_bytes else ""))
+            lines.append(f"    NUMA node {n.node}: {_g(n.need_bytes)}" + (f" of {_g(n.total_bytes)}" if n.total_bytes is not None else ""))
     for note in m.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines) + "\n"

@@ -237,6 +237,16 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
     if setup is None or not setup.gpus or setup.weights is None:
         return
     m = setup.model
+    mf, chunk, graph_bs = mem.mem_fraction_of(setup)
+    if mf <= 0:  # only SGLang's default comes out so (a user's value is > 0): the GPU is below its reserve
+        g = min(setup.gpus, key=lambda x: x.memory_bytes)
+        reserve = mem.sglang_reserved_mib(setup.tp, chunk, graph_bs)
+        out.append(error("KT-E150", f"GPU {g.index} ({g.name}) of {inp.host.source} has {g.memory_bytes} bytes "
+                         f"({_gib(g.memory_bytes)}), less than SGLang's own reserve for activations, CUDA graphs and "
+                         f"NCCL ({reserve / 1024:.1f} GiB): it leaves no GPU memory for weights or KV cache",
+                         "plan against the real GPU's facts (`kt-launch doctor --json` on the server), or use a "
+                         "bigger GPU"))
+        return
     bpt = mem.kv_bytes_per_token(m, setup.tp, setup.kv_elem)
     floor_kv = min(mem.MIN_KV_TOKENS, setup.kv_target)
     for g, room in mem.room_for_experts(setup, floor_kv):

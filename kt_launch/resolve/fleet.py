@@ -54,7 +54,7 @@ def visible_gpus(gpus: tuple[GpuFacts, ...], spec: str | None) -> tuple[GpuFacts
     out: list[GpuFacts] = []
     for item in [x.strip() for x in spec.split(",") if x.strip()]:
         if item.lstrip("-").isdigit():
-            match = next((g for g in gpus if g.index == int(item)), None)
+            match = next((g for g in gpus if len(item) <= 18 and g.index == int(item)), None)
         else:
             match = next((g for g in gpus if g.uuid and g.uuid.startswith(item)), None)
         if match is None:
@@ -78,17 +78,24 @@ def _node_label(nodes: tuple[int, ...]) -> str:
 def _gpus_by_node(h: HostInput, nodes: list[NumaNode], out: list[Finding]) -> dict[int, list[GpuFacts]]:
     gpus = visible_gpus(h.facts.gpus, h.visible)
     by_node: dict[int, list[GpuFacts]] = {n.id: [] for n in nodes}
-    unknown = []
+    unknown, elsewhere = [], []  # node not known; node known but without a replica (no usable CPUs there)
     for g in gpus:
         if len(nodes) == 1:
             by_node[nodes[0].id].append(g)
         elif g.numa_node in by_node:
             by_node[g.numa_node].append(g)
         else:
-            unknown.append(g)
-    for g in unknown:  # dealt out in index order to the nodes with the fewest GPUs
+            (unknown if g.numa_node is None else elsewhere).append(g)
+    for g in unknown + elsewhere:  # dealt out in index order to the nodes with the fewest GPUs
         target = min(by_node, key=lambda n: (len(by_node[n]), n))
         by_node[target].append(g)
+    if elsewhere:
+        attached = ", ".join(f"GPU {g.index} on node {g.numa_node}" for g in elsewhere)
+        out.append(warning("KT-W720", f"{h.name}: {attached}: no replica runs there (that node has no usable CPUs "
+                           f"here; replicas are on {_node_label(tuple(by_node))}); they were given to the nodes with "
+                           "the fewest GPUs, in index order, and reach them across the interconnect",
+                           "pick GPUs with runtime.cuda_visible_devices, or widen kt-launch's CPU affinity to "
+                           "that node"))
     if unknown:
         out.append(warning("KT-W706", f"{h.name}: the NUMA node of GPU(s) {[g.index for g in unknown]} is unknown "
                            f"(host facts recorded before kt-launch read it, or the platform reports none); they were "
@@ -96,16 +103,6 @@ def _gpus_by_node(h: HostInput, nodes: list[NumaNode], out: list[Finding]) -> di
                            "re-record the host facts with `kt-launch doctor --json`, or pick GPUs with "
                            "runtime.cuda_visible_devices"))
     return by_node
-
-
-def _runs(cpus: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for c in sorted(set(cpus)):
-        if out and c == out[-1][-1] + 1:
-            out[-1].append(c)
-        else:
-            out.append([c])
-    return out
 
 
 def _part(run: list[int], j: int, k: int) -> list[int]:
@@ -120,11 +117,17 @@ def node_cpus(facts: HostFacts, nodes: tuple[int, ...]) -> list[int]:
     return [c for n in facts.numa if n.id in nodes for c in n.cpus if not usable or c in usable]
 
 
-def split_cpus(cpus: list[int], j: int, k: int) -> list[int]:
-    """Part j of k of a node's CPUs, the same share of every contiguous run: Linux numbers SMT siblings as a second
-    run (node 0 = 0-31 and 64-95), so replica j gets whole physical cores with their siblings, never another
-    replica's sibling threads."""
-    return [c for run in _runs(cpus) for c in _part(run, j, k)]
+def split_cpus(cpus: list[int], j: int, k: int, cores: int | None = None) -> list[int]:
+    """Part j of k of a node's own CPU list (sorted ids, whatever their spacing: 0-31,64-95 or 0,2,4,...).
+
+    Linux numbers every core's first thread before any core's second one, so a node's sorted list of `cores`
+    physical cores is slices of `cores` ids, one thread of every core each, in the same core order (0-31 then
+    their siblings 64-95; or 0,2,..,62 then 64,66,..,126 where ids alternate between sockets). Replica j gets
+    the same part of every slice: whole physical cores with their siblings, never another replica's sibling
+    threads. `cores` None or 0: one slice."""
+    ids = sorted(set(cpus))
+    size = min(cores, len(ids)) if cores else len(ids)
+    return [c for s in range(0, len(ids), max(1, size)) for c in _part(ids[s:s + size], j, k)]
 
 
 def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding]) -> list[Replica]:
@@ -159,6 +162,12 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
             out.append(error("KT-E702", f"{where}: {cores} usable physical cores do not divide into {split} replicas",
                              f"use a number of replicas that divides {cores} per node, or per-numa"))
             continue
+        if all(n.memoryless for n in group):
+            out.append(error("KT-E720", f"{where} has no memory of its own (its host facts say 0 bytes): a replica "
+                             "there would hold its copy of the CPU experts in other nodes' RAM, which their replicas "
+                             "fill, and cannot be bound to it with numactl",
+                             "set fleet.replicas so that each replica spans a node with memory (e.g. replicas: 1)"))
+            continue
         if len(gpus) % split:
             out.append(error("KT-E703", f"{where}: its {len(gpus)} GPU(s) ({[g.index for g in gpus]}) do not divide "
                              f"into {split} replicas", "use per-numa, or a number of replicas per node that divides "
@@ -181,7 +190,7 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
             port = base_port + 1 + len(replicas)
             replicas.append(Replica(name, h.name, h.listen, h.connect, port, ids,
                                     tuple(g.index for g in gpus[j * per:(j + 1) * per]), cores // split, split,
-                                    local=h.local, cpus=tuple(split_cpus(node_cpus(h.facts, ids), j, split))))
+                                    local=h.local, cpus=tuple(split_cpus(node_cpus(h.facts, ids), j, split, cores))))
     if split > 1 and replicas:
         out.append(warning("KT-W705", f"{h.name}: {split} replicas share each NUMA node: each loads its own copy of "
                            "the CPU experts into that node's RAM, and kt-kernel pins each one's threads to the whole "
@@ -217,8 +226,9 @@ def host_view(facts: HostFacts, r: Replica) -> HostFacts:
     nodes = [n for n in facts.numa if n.id in node_ids]
     usable = set(facts.cpu.usable_cpus)
     cpus = tuple(c for n in nodes for c in n.cpus if not usable or c in usable)
-    node_mem = sum(n.memory_bytes for n in nodes)
-    if not node_mem and facts.memory_total_bytes:  # node sizes unknown: an even split of the host
+    if all(n.memory_bytes is not None for n in nodes):  # known (a node without memory adds 0; layout refuses
+        node_mem = sum(n.memory_bytes or 0 for n in nodes)  # a replica whose nodes all have none, KT-E720)
+    else:  # some node's size unknown: an even split of the host over its nodes with CPUs
         node_mem = facts.memory_total_bytes * len(nodes) // max(1, len(facts.cpu_numa_nodes))
     mem = node_mem // r.share
     avail = facts.memory_available_bytes * mem // facts.memory_total_bytes if facts.memory_total_bytes else 0

@@ -250,7 +250,7 @@ class Setup:
     cpu_experts: tuple[int, str] | None  # (bytes, source) from headers
     ram_total: int
     ram_available: int
-    node_memory: dict[int, int]
+    node_memory: dict[int, int | None]  # None = unknown, 0 = no memory (core/host.NumaNode)
     moe_lora: bool = False
     gpu_margin: int = 0  # fit.gpu_margin_mib in bytes, kept free on every GPU
     cpu_variant: str = ""  # kt-kernel's CPU variant on this host ("" = CPU flags unknown)
@@ -347,7 +347,9 @@ def mem_fraction_of(s: Setup) -> tuple[float, int, int]:
         return s.mem_fraction, chunk, graph_bs
     if smallest is None:
         return 0.88, chunk, graph_bs  # server_args.py:1410-1414 without a GPU size
-    return default_mem_fraction(smallest, s.tp, chunk, graph_bs) * vlm_mem_factor(s.model), chunk, graph_bs
+    # A GPU smaller than SGLang's own reserve gets no static pool (0), never a negative share; KT-E150 says why
+    mf = max(0.0, default_mem_fraction(smallest, s.tp, chunk, graph_bs))
+    return mf * vlm_mem_factor(s.model), chunk, graph_bs
 
 
 def _gpu_fixed(s: Setup, g: GpuFacts, rank: int) -> tuple[float, int, int, int, int]:
@@ -486,7 +488,7 @@ def ram_plan(s: Setup, chunk: int, gpu_total: int = 0) -> RamMemory | None:
         src += f"; GPU-placed experts skipped ({s.cpu_variant} build)"
     per_pool = kt_pool_buffer_bytes(m, max(chunk, 1), s.pools)
     other = per_pool * s.pools
-    nodes = tuple(NodeMemory(node, s.node_memory.get(node, 0), math.ceil(experts / s.pools) + per_pool)
+    nodes = tuple(NodeMemory(node, s.node_memory.get(node), math.ceil(experts / s.pools) + per_pool)
                   for node in s.numa_nodes[:s.pools])
     return RamMemory(s.ram_total, experts, other, experts + other, src, s.ram_available, nodes, s.cpu_variant, in_ram,
                      estimated)

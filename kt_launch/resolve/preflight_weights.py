@@ -259,7 +259,12 @@ def check_memory(inp: ResolveInput, plan: MemoryPlan | None) -> Iterator[Finding
         yield warning("KT-W230", f"{msg}, more than the {host.memory_available_bytes / GiB:.1f} GiB available now on "
                       f"{host.source}", "free memory (other servers, page cache pinned by tmpfs) before launching")
     for node in ram.nodes:
-        if node.total_bytes and node.need_bytes > node.total_bytes:
+        if node.total_bytes == 0:
+            yield warning("KT-W150", f"NUMA node {node.node} has no memory of its own ({host.source}): its thread "
+                          f"pool's 1/{len(ram.nodes)} of the experts plus buffers, {node.need_bytes / GiB:.1f} GiB, "
+                          "is allocated on other nodes and read across the interconnect (slower)",
+                          "put kt.numa_nodes on nodes with memory, or use fewer kt.threadpool_count")
+        elif node.total_bytes and node.need_bytes > node.total_bytes:
             yield warning("KT-W608", f"NUMA node {node.node} holds 1/{len(ram.nodes)} of the experts plus one pool's "
                           f"buffers, {node.need_bytes / GiB:.1f} GiB, more than its {node.total_bytes / GiB:.1f} GiB; "
                           "the rest spills to the other node (slower) or fails", "spread kt.numa_nodes over nodes "
@@ -270,9 +275,17 @@ def check_gpus(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     tp = values.get("server.tp_size")
     tp = tp.value if tp is not None and tp.value else 1
     n = len(inp.host.gpus)
+    visible = inp.config.runtime.cuda_visible_devices
+    first = visible.split(",")[0].strip() if visible is not None else ""
+    if first.startswith("-") and first[1:].isdigit():  # CUDA stops at the first invalid entry: no GPU at all
+        yield error("KT-E151", f"runtime.cuda_visible_devices={visible} hides every GPU from SGLang (CUDA stops at "
+                    f"the first entry that names no GPU, {first}), which needs a CUDA GPU for attention, the KV cache "
+                    "and the GPU experts", "give the GPUs to use (0 or 0,1), or unset it for every GPU")
+        return
     if n == 0:
-        yield warning("KT-W231", f"no GPUs seen on {inp.host.source}; server.tp_size={tp} needs {tp} GPU(s) on the "
-                      "machine that runs the server", "plan against the server's facts: --host-facts FILE "
+        yield warning("KT-W231", f"no GPUs seen on {inp.host.source}"
+                      + (f" (runtime.cuda_visible_devices={visible} leaves none of its GPUs)" if visible else "")
+                      + f"; server.tp_size={tp} needs {tp} GPU(s) on the machine that runs the server", "plan against the server's facts: --host-facts FILE "
                       "(recorded there with `kt-launch doctor --json`)")
     elif n < tp:
         yield error("KT-E231", f"server.tp_size={tp} but only {n} GPU(s) are visible on {inp.host.source}"

@@ -23,6 +23,7 @@ import threading
 import time
 from typing import IO, Callable
 
+from kt_launch.facts.console import escape_controls
 from kt_launch.render.redact import longest_secret, scrub, scrub_bytes
 from kt_launch.run.crashes import KEEP
 from kt_launch.run.health import HealthProbe
@@ -123,8 +124,8 @@ class Console:
         except (AttributeError, ValueError):
             self.tty = False
 
-    def _text(self, text: str) -> bytes:
-        return scrub(text, self.secrets).encode(self._err_encoding, "backslashreplace")
+    def _text(self, text: str) -> bytes:  # kt-launch's own lines: control characters escaped (facts/console.py)
+        return escape_controls(scrub(text, self.secrets)).encode(self._err_encoding, "backslashreplace")
 
     def say(self, text: str) -> None:
         self._clear_status()

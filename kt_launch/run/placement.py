@@ -1,8 +1,8 @@
 """Where each local fleet replica runs: its NUMA node's usable CPUs (CPU affinity, set in the child before
 exec) and its node's memory (`numactl --membind`, when numactl is installed).
 
-Which CPUs each replica gets is the plan's (Replica.cpus, resolve/fleet.py: disjoint ranges for replicas that
-share a node, whole cores with their SMT siblings). They are intersected with what kt-launch may use here
+Which CPUs each replica gets is the plan's (Replica.cpus, resolve/fleet.py: disjoint shares of the node's own
+CPU list for replicas that share a node, whole cores with their SMT siblings). They are intersected with what kt-launch may use here
 (a --host-facts file
 may describe another machine); what cannot be placed is a warning, never a failed start.
 """
@@ -35,6 +35,7 @@ def plan_placements(replicas: list[Replica], facts: HostFacts, allowed: set[int]
     common = [] if numactl or not replicas else [
         "numactl is not installed: the replicas' memory is not bound to their NUMA nodes, only their CPUs are "
         "(install numactl to bind it)"]
+    memoryless = {n.id for n in facts.numa if n.memoryless}  # numactl --membind to one fails or starves
     for r in replicas:
         notes: list[str] = []
         mine = list(r.cpus)  # the plan's share of its nodes' CPUs (resolve/fleet.py)
@@ -52,7 +53,12 @@ def plan_placements(replicas: list[Replica], facts: HostFacts, allowed: set[int]
             notes.append(f"{r.name}: NUMA node(s) {sorted(set(r.nodes) - present_nodes)} do not exist on this "
                          "machine: its memory is not bound")
         else:
-            membind = r.nodes
+            membind = tuple(n for n in r.nodes if n not in memoryless)
+            if len(membind) < len(r.nodes):
+                without = sorted(set(r.nodes) - set(membind))
+                notes.append(f"{r.name}: NUMA node(s) {without} have no memory: "
+                             + (f"its memory is bound to node(s) {list(membind)}" if membind else
+                                "its memory is not bound"))
         out.append(Placement(cpus, membind, tuple(notes)))
     return out, common
 

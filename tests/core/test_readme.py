@@ -64,8 +64,10 @@ def test_two_commands_are_the_makefile_targets():
     (block,) = _block("Two commands", "sh")
     cmds = _commands(block)
     assert cmds == ["make demo", "make test"]
-    targets = re.findall(r"^(\w+):", (REPO / "Makefile").read_text(), re.M)
+    targets = re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.M)
     assert {"demo", "test"} <= set(targets)
+    named = set(re.findall(r"`make ([\w-]+)`", README))  # every `make X` the README offers is a target
+    assert "test-quick" in named and named <= set(targets), named - set(targets)
 
 
 def test_use_block_runs_as_written(tmp_path):

@@ -60,7 +60,7 @@ def test_bad_env_and_set_name_their_source(write_profile):
     p = write_profile(BASE)
     with pytest.raises(ConfigError, match="KT_LAUNCH_KT__BOGUS: unknown key 'kt.bogus'"):
         load_config(p, {"KT_LAUNCH_KT__BOGUS": "1"}, [])
-    with pytest.raises(ConfigError, match=r"--set kt.cpuinfer: kt.cpuinfer: Input should be a valid integer \(got .x.\)"):
+    with pytest.raises(ConfigError, match=r"--set kt.cpuinfer: Input should be a valid integer \(got .x.\)"):
         load_config(p, {}, ["kt.cpuinfer=x"])
 
 

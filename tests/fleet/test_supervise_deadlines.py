@@ -197,7 +197,7 @@ def test_split_follows_smt_runs():
     from kt_launch.resolve.fleet import split_cpus
 
     node = list(range(0, 4)) + list(range(8, 12))  # cores 0-3 and their siblings 8-11
-    assert split_cpus(node, 0, 2) == [0, 1, 8, 9] and split_cpus(node, 1, 2) == [2, 3, 10, 11]
+    assert split_cpus(node, 0, 2, 4) == [0, 1, 8, 9] and split_cpus(node, 1, 2, 4) == [2, 3, 10, 11]
     assert split_cpus([0, 1, 2], 0, 2) == [0, 1] and split_cpus([0, 1, 2], 1, 2) == [2]
 
 

@@ -239,7 +239,7 @@ for o in OPTIONS:
                         "--set", f"{key}={value}"])
 
 
-@case("profile:400-digit fleet.hosts[].replicas", (2,), ("fleet.hosts", "replicas", "less than or equal"))
+@case("profile:400-digit fleet.hosts[].replicas", (2,), ("fleet.hosts", "replicas", "out of range"))
 def _(tmp):
     _write(tmp / "b.json", HOST)
     doc = yaml.safe_load(_profile(tmp).read_text())

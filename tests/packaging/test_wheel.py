@@ -42,3 +42,5 @@ def test_installed_wheel_finds_bundled_profiles(tmp_path):
     r = _run([str(venv / "bin" / "kt-launch"), "profiles"], cwd=work, env=env)
     assert r.returncode == 0 and "deepseek-v2-lite-lora" in r.stdout and "bundled" in r.stdout
     assert str(REPO) not in r.stdout  # the installed copy, not this checkout
+    r = _run([str(venv / "bin" / "kt-launch"), "--profile", "demo", "--dry-run"], cwd=work, env=env)
+    assert r.returncode == 3 and "python -m kt_launch.synthetic demo/" in r.stdout, r.stdout + r.stderr  # KT-I150
