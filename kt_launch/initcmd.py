@@ -21,13 +21,14 @@ from kt_launch.app import Outcome, Request, plan_request
 from kt_launch.core.adapters import AdapterConfig
 from kt_launch.core.errors import ConfigError
 from kt_launch.core.model import ModelFacts
-from kt_launch.core.options import OPTIONS, PASS, SFT_METHODS, Refuse
+from kt_launch.core.options import OPTIONS, PASS, Refuse
 from kt_launch.facts.artifacts import adapter_dir_facts, file_cache, weight_dir_facts
 from kt_launch.facts.fileid import identify
 from kt_launch.facts.model import ModelConfigError, read_model_facts
 from kt_launch.facts.profile import ENV_PREFIX, OWN_ENV
 from kt_launch.render.profile_yaml import Line, profile_yaml, scalar
-from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, NEEDS_CONVERTED, SFT_BASE_WEIGHTS,
+from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, MOE_LORA_SFT_METHODS, NEEDS_CONVERTED,
+                                       SFT_BASE_WEIGHTS,
                                        SFT_FROM_KT_METHOD)
 from kt_launch.resolve.preflight_weights import layout_method
 
@@ -130,7 +131,7 @@ def _method(text: str | None) -> str | None:
     if text is None:
         return None
     m = text.strip().upper()
-    known = (*INFERENCE_METHODS, "AMXBF16", *SFT_METHODS)
+    known = (*INFERENCE_METHODS, "AMXBF16", *MOE_LORA_SFT_METHODS)
     if m not in known:
         raise ConfigError(f"--method {text}: not a kt-kernel 0.7.2 method; use one of {', '.join(known)}")
     return m
@@ -220,15 +221,15 @@ def _method_lines(fixed: dict[str, Line], method: str | None, why: str, moe: Lor
     """kt.method, or the MoE LoRA's keys and flavour; returns the method whose converted weights kt-kernel reads
     from kt.weight_path (None: it reads model.path, or no method is known)."""
     if moe is None:
-        if method in SFT_METHODS or method == "AMXBF16":
+        if method in MOE_LORA_SFT_METHODS or method == "AMXBF16":
             raise ConfigError(f"--method {method} is an SFT method: it needs a MoE-expert LoRA (--lora)")
         if method is not None:
             fixed["kt.method"] = Line("kt.method", method, why)
         return method if method in NEEDS_CONVERTED or method == "LLAMAFILE" else None
-    sft = method if method in SFT_METHODS else SFT_FROM_KT_METHOD.get(method or "AMXBF16")
+    sft = method if method in MOE_LORA_SFT_METHODS else SFT_FROM_KT_METHOD.get(method or "AMXBF16")
     if sft is None:
         raise ConfigError(f"--method {method} has no SFT variant for a MoE-expert LoRA; use one of "
-                          f"{', '.join(SFT_METHODS)}")
+                          f"{', '.join(MOE_LORA_SFT_METHODS)}")
     flavor = FLAVOR_OF[moe.role]
     fixed["moe_lora.path"] = Line("moe_lora.path", moe.path, f"{moe.role}; read by {flavor}")
     fixed["moe_lora.sft_method"] = Line("moe_lora.sft_method", sft, why if method else "the default: reads the BF16 "

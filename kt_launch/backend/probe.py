@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from kt_launch.facts import worker as _worker
 from kt_launch.core.findings import Finding, error, info, warning
-from kt_launch.resolve.methods import effective_method
+from kt_launch.resolve.methods import NEVER_AVAILABLE, effective_method, is_sft
 
 WORKER_PATH = Path(__file__).with_name("probe_worker.py").resolve()
 
@@ -42,15 +42,13 @@ NO_INTERPRETER = "no_interpreter"
 NO_RESULT = "no_result"
 ERROR = "error"
 
-SFT_METHODS = ("AMXBF16_SFT", "AMXINT8_SFT", "INT8_SFT", "AMXINT4_SFT", "AMXFP8_SFT", "MXFP4_SFT", "RAWINT4_SFT",
-               "AMXINT4_KGroup_SFT", "AMXBF16_SFT_SkipLoRA", "AMXINT8_SFT_SkipLoRA", "AMXINT4_SFT_SkipLoRA")
-
 DEFAULT_CHUNK = 8192  # SGLang's default chunked_prefill_size on large-memory GPUs
 VARIANT_ENV = "KT_KERNEL_CPU_VARIANT"
 
 
 def is_sft_method(method: str) -> bool:
-    return "_SFT" in method
+    """From the method table (core/methods.py), not from the name."""
+    return is_sft(method)
 
 
 @dataclass(frozen=True)
@@ -390,6 +388,6 @@ def probe_findings(r: ProbeResult) -> list[Finding]:
 def _method_fix(r: ProbeResult) -> str:
     if r.sft:
         return "use AMXBF16_SFT (available in the amx and avx512_bf16 variants) or run on an AMX CPU"
-    if r.method in ("MOE_INT4", "MOE_INT8", "SYCL_GPTQ_INT4"):
+    if r.method in NEVER_AVAILABLE:
         return "no CPU variant of kt-kernel 0.7.2 implements this method; use AMXINT8/AMXINT4 or BF16"
     return "on AVX2-only CPUs use BF16, FP8, GPTQ_INT4 or RAWINT4 weights; AMXINT4/AMXINT8 need AVX-512 or AMX"

@@ -17,13 +17,15 @@ class Finding:
     code: str
     message: str
     fix: str = ""
+    key: str | None = None  # the profile or config.json key the finding is about, where one is
+    method: str | None = None  # the kt-kernel method it is about, where one is
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("key", "method")}
 
 
-def error(code: str, message: str, fix: str = "") -> Finding:
-    return Finding("error", code, message, fix)
+def error(code: str, message: str, fix: str = "", key: str | None = None, method: str | None = None) -> Finding:
+    return Finding("error", code, message, fix, key, method)
 
 
 def warning(code: str, message: str, fix: str = "") -> Finding:
