@@ -78,6 +78,11 @@ def check_base_weights(inp: ResolveInput, values: Values) -> Iterator[Finding]:
 
 # -- kt.weight_path vs kt.method ---------------------------------------------------------------------
 
+def hf_method(exp) -> str:
+    """The kt-kernel method that reads these HF expert tensors as they are (by their suffixes and dtypes)."""
+    return _hf_method(exp)
+
+
 def _hf_method(exp) -> str:
     if "qweight" in exp.suffixes:
         return "GPTQ_INT4"
