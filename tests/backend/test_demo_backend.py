@@ -41,4 +41,4 @@ def test_demo_init_probe_convert(tmp_path, backend_python, kt_kernel):
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
         assert any((tmp_path / "conv").glob("_layer_*/_numa_*/*.kt"))
     else:
-        assert r.returncode == 3 and "KT-E421" in r.stdout and not (tmp_path / "conv").exists(), r.stdout
+        assert r.returncode == 3 and "KT-E421" in r.stdout + r.stderr and not (tmp_path / "conv").exists(), r.stderr
