@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "9999"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
+           "COLUMNS": "9999"}
     return subprocess.run([sys.executable, "-m", "kt_launch", *args], cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=600)
 
