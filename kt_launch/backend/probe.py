@@ -279,7 +279,9 @@ def run_probe(spec: ProbeSpec, python: str, timeout_s: float = 600.0,
     if not WORKER_PATH.is_file():
         return ProbeResult.failure(spec, ERROR, f"probe worker missing at {WORKER_PATH}", python=python)
     spec = replace(spec, cpu_variant_override=effective_variant_override(spec, env))
-    r = _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(spec.to_json()), env=worker_env(spec, env),
+    # "sft" from the method table: the worker cannot import kt_launch
+    stdin = json.dumps({**spec.to_json(), "sft": is_sft(spec.method)})
+    r = _worker.run_worker(python, WORKER_PATH, stdin=stdin, env=worker_env(spec, env),
                            timeout_s=timeout_s, stderr_tail_chars=2000)
     if r.answer is not None:
         return ProbeResult.from_worker(spec, r.answer, r.stderr_tail, r.seconds)
