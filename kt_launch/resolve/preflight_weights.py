@@ -288,7 +288,7 @@ def check_memory(inp: ResolveInput, plan: MemoryPlan | None) -> Iterator[Finding
            f"{'GPU-placed experts stay in RAM too' if ram.gpu_experts_in_ram else 'GPU-placed ones are not loaded'}) "
            "plus its "
            f"buffers ({ram.other_bytes / GiB:.1f} GiB for chunked_prefill_size {plan.chunked_prefill_size})")
-    smaller = ("AMXINT4" if implements(ram.cpu_variant, "AMXINT4") else
+    smaller = ("AMXINT4" if not ram.cpu_variant or implements(ram.cpu_variant, "AMXINT4") else
                f"RAWINT4 or GPTQ_INT4: the {ram.cpu_variant} build has no AMXINT4")
     if ram.need_bytes > host.memory_total_bytes:
         yield _planning_level(inp)("KT-E230", "KT-W230", f"{msg}, more than the {host.memory_total_bytes / GiB:.1f} GiB of RAM on "
