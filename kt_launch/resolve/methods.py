@@ -12,7 +12,7 @@ from kt_launch.core.methods import (CONVERTED, GGUF, HF, INFERENCE_METHODS, METH
 
 # Views of the table, for the places that ask one question of it.
 NEVER_AVAILABLE = tuple(m.name for m in METHODS.values() if not m.sft and not m.available)
-READS_HF_CHECKPOINT = tuple(m.name for m in METHODS.values() if not m.sft and m.reads == HF)
+READS_HF_CHECKPOINT = tuple(m.name for m in METHODS.values() if not m.sft and m.available and m.reads == HF)
 NEEDS_CONVERTED = tuple(m.name for m in METHODS.values() if not m.sft and m.available and m.reads == CONVERTED)
 SFT_FROM_KT_METHOD = {k: m.name for m in METHODS.values() for k in m.sft_for}
 KT_METHOD_FOR_SFT = {m.name: m.base for m in METHODS.values() if m.moe_lora}

@@ -216,7 +216,7 @@ def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
         make = _planning_level(inp)
         need = "the amx or avx512_bf16 variant (AVX512-BF16)" if is_sft(method) else \
             "an amx or avx512 variant (AVX512F + AVX512BW)"
-        yield make("KT-E240", "KT-W240", f"{'moe_lora.sft_method' if method.endswith('_SFT') else 'kt.method'}={method} needs "
+        yield make("KT-E240", "KT-W240", f"{'moe_lora.sft_method' if is_sft(method) else 'kt.method'}={method} needs "
                     f"{need}, but the CPU of {host.source} ({host.cpu.model}) gets kt-kernel's {ch.variant} variant, "
                     "which does not implement it", "use kt.method BF16 (avx2 has BF16, FP8, RAWINT4, GPTQ_INT4 "
                     "kernels) or run on a CPU with AVX512/AMX" if not is_sft(method) else
