@@ -21,15 +21,19 @@ from kt_launch.app import Outcome, Request, plan_request
 from kt_launch.core.adapters import AdapterConfig
 from kt_launch.core.errors import ConfigError
 from kt_launch.core.model import ModelFacts
-from kt_launch.core.options import OPTIONS, PASS, SFT_METHODS, Refuse
-from kt_launch.facts.artifacts import adapter_dir_facts, file_cache, weight_dir_facts
+from kt_launch.core.options import OPTIONS, PASS, Refuse
+from kt_launch.facts.artifacts import adapter_dir_facts, file_cache, model_dir_facts, weight_dir_facts
 from kt_launch.facts.fileid import identify
 from kt_launch.facts.model import ModelConfigError, read_model_facts
 from kt_launch.facts.profile import ENV_PREFIX, OWN_ENV
 from kt_launch.render.profile_yaml import Line, profile_yaml, scalar
-from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, NEEDS_CONVERTED, SFT_BASE_WEIGHTS,
+from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, MOE_LORA_SFT_METHODS, NEEDS_CONVERTED,
+                                       SFT_BASE_WEIGHTS,
                                        SFT_FROM_KT_METHOD)
-from kt_launch.resolve.preflight_weights import layout_method
+from kt_launch.resolve.memory import cpu_expert_bytes
+from kt_launch.resolve.preflight_weights import hf_method, layout_method
+from kt_launch.resolve.isa import choose_variant
+from kt_launch.resolve.methods import METHODS, implements, methods_for_shape
 
 EXIT_OK, EXIT_PLAN = 0, 3
 # What a --lora path is, by its content, and the profile key that takes it.
@@ -69,6 +73,15 @@ def run_init(args) -> int:
     loras = [_lora(_utf8("--lora", p)) for p in args.lora]
     fixed = _choose(model_dir, model, loras, _method(args.method))
     outcome = _plan(fixed, args.host_facts)
+    variant = _variant(outcome)
+    picked = fixed.get("kt.method")
+    if args.method is None and picked is not None and variant is not None and not implements(variant, picked.value):
+        # converted weights beside the model for a method this CPU's kt-kernel lacks: read the checkpoint instead
+        again = _choose(model_dir, model, loras, None, checkpoint_only=True,
+                        note=f"{picked.value} weights are beside the model, but kt-kernel's {variant} variant on "
+                             f"this CPU does not implement {picked.value}")
+        if again.get("kt.method") is not None:
+            fixed, outcome = again, _plan(again, args.host_facts)
     lines = _lines(fixed, outcome, "moe_lora.path" in fixed)
     text = profile_yaml(_header(model_dir, out, args.host_facts, outcome), lines)
     if out is None:
@@ -132,7 +145,7 @@ def _method(text: str | None) -> str | None:
     if text is None:
         return None
     m = text.strip().upper()
-    known = (*INFERENCE_METHODS, "AMXBF16", *SFT_METHODS)
+    known = (*INFERENCE_METHODS, "AMXBF16", *MOE_LORA_SFT_METHODS)
     if m not in known:
         raise ConfigError(f"--method {text}: not a kt-kernel 0.7.2 method; use one of {', '.join(known)}")
     return m
@@ -196,15 +209,26 @@ def _worth_a_look(path: str) -> bool:
 
 # -- the values init sets ------------------------------------------------------------------------
 
-def _choose(model_dir: str, model: ModelFacts, loras: list[LoraArg], method: str | None) -> dict[str, Line]:
+def _variant(outcome: Outcome) -> str | None:
+    """The kt-kernel CPU variant the planned host loads (None: its CPU flags are not known)."""
+    if not outcome.host.cpu.flags:
+        return None
+    return choose_variant(outcome.host.cpu.flags, outcome.config.runtime.env.get("KT_KERNEL_CPU_VARIANT")).variant
+
+
+def _choose(model_dir: str, model: ModelFacts, loras: list[LoraArg], method: str | None,
+            checkpoint_only: bool = False, note: str = "") -> dict[str, Line]:
     """The keys init writes (key -> line): values only the files can say, and nulls with a note of init's own.
     Everything else stays out of the draft for the resolver to derive."""
     moe = _moe(loras)
-    found = converted_beside(model_dir, model)
+    found = [] if checkpoint_only else converted_beside(model_dir, model)
     known = [c for c in found if c.method is not None]
     why = "from --method"
     if method is None and len(known) == 1 and (moe is None or known[0].method in SFT_FROM_KT_METHOD):
         method, why = known[0].method, f"the layout of {known[0].path}, the one converted weight dir beside the model"
+    elif method is None and not found and moe is None:
+        method, why = _from_checkpoint(model_dir, model)
+        why = f"{note}; {why}" if note and method else why
     fixed = {"model.path": Line("model.path", model_dir, "as given to kt-launch init")}
     wants = _method_lines(fixed, method, why, moe)
     weights = _weights_line(found, wants, undecided=method is None)
@@ -218,19 +242,51 @@ def _choose(model_dir: str, model: ModelFacts, loras: list[LoraArg], method: str
     return fixed
 
 
+def _from_checkpoint(model_dir: str, model: ModelFacts) -> tuple[str | None, str]:
+    """No converted weights beside the model: the method that reads the experts model.path holds as they are
+    (BF16, FP8, RAWINT4, GPTQ_INT4: the method table's HF readers, on every CPU variant), and what converting to
+    AMXINT8/AMXINT4 would buy, from the RAM plan's per-expert bytes (resolve/memory.cpu_expert_bytes)."""
+    exp = model_dir_facts(model_dir, file_cache()).experts
+    if not exp.count:
+        return None, ""
+    method = hf_method(exp)
+    if method not in METHODS or METHODS[method].reads != "hf":
+        return None, ""
+    n = model.num_experts * len(model.moe_layers)
+    h, i = model.hidden_size, model.moe_intermediate_size
+
+    def gib(m: str) -> float:
+        got = cpu_expert_bytes(m, h, i)
+        return got[0] * n / (1 << 30) if got else 0.0
+
+    def size(g: float) -> str:
+        return f"{g:.1f} GiB" if g >= 1 else f"{g * 1024:.1f} MiB"
+
+    now = gib(method)
+    why = (f"the experts in model.path are {method}: kt-kernel reads them from the checkpoint, nothing to convert "
+           f"({size(now)} of RAM for the CPU experts)")
+    buys = [f"{m} {size(gib(m))}, about {now / gib(m):.1f}x less RAM and memory traffic per decoded token"
+            for m in ("AMXINT8", "AMXINT4") if method in METHODS[m].convert_from and gib(m)
+            and m in methods_for_shape(None, h, i, 1, (m,))]
+    if buys:
+        why += ("; `kt-launch convert --profile THIS_FILE --out DIR` (on an AVX-512 or AMX CPU) would give "
+                + ", ".join(buys) + ": then set kt.method and kt.weight_path")
+    return method, why
+
+
 def _method_lines(fixed: dict[str, Line], method: str | None, why: str, moe: LoraArg | None) -> str | None:
     """kt.method, or the MoE LoRA's keys and flavour; returns the method whose converted weights kt-kernel reads
     from kt.weight_path (None: it reads model.path, or no method is known)."""
     if moe is None:
-        if method in SFT_METHODS or method == "AMXBF16":
+        if method in MOE_LORA_SFT_METHODS or method == "AMXBF16":
             raise ConfigError(f"--method {method} is an SFT method: it needs a MoE-expert LoRA (--lora)")
         if method is not None:
             fixed["kt.method"] = Line("kt.method", method, why)
         return method if method in NEEDS_CONVERTED or method == "LLAMAFILE" else None
-    sft = method if method in SFT_METHODS else SFT_FROM_KT_METHOD.get(method or "AMXBF16")
+    sft = method if method in MOE_LORA_SFT_METHODS else SFT_FROM_KT_METHOD.get(method or "AMXBF16")
     if sft is None:
         raise ConfigError(f"--method {method} has no SFT variant for a MoE-expert LoRA; use one of "
-                          f"{', '.join(SFT_METHODS)}")
+                          f"{', '.join(MOE_LORA_SFT_METHODS)}")
     flavor = FLAVOR_OF[moe.role]
     fixed["moe_lora.path"] = Line("moe_lora.path", moe.path, f"{moe.role}; read by {flavor}")
     fixed["moe_lora.sft_method"] = Line("moe_lora.sft_method", sft, why if method else "the default: reads the BF16 "

@@ -35,8 +35,8 @@ class Shape:
     first_dense: int = 1
     experts: int = 8
     top_k: int = 2
-    hidden: int = 64
-    moe_inter: int = 32
+    hidden: int = 128  # kt-kernel tiles: AMXINT4 needs hidden % 128 (core/methods.py)
+    moe_inter: int = 256  # AMXINT4 needs moe_intermediate % (128 x pools): up to 2 pools (core/methods.py)
     inter: int = 128
     vocab: int = 256
     model_type: str = "deepseek_v2"

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from kt_launch.facts import worker as _worker
 from kt_launch.core.findings import Finding, error, info, warning
-from kt_launch.resolve.methods import effective_method
+from kt_launch.resolve.methods import NEVER_AVAILABLE, effective_method, is_sft
 
 WORKER_PATH = Path(__file__).with_name("probe_worker.py").resolve()
 
@@ -42,15 +42,13 @@ NO_INTERPRETER = "no_interpreter"
 NO_RESULT = "no_result"
 ERROR = "error"
 
-SFT_METHODS = ("AMXBF16_SFT", "AMXINT8_SFT", "INT8_SFT", "AMXINT4_SFT", "AMXFP8_SFT", "MXFP4_SFT", "RAWINT4_SFT",
-               "AMXINT4_KGroup_SFT", "AMXBF16_SFT_SkipLoRA", "AMXINT8_SFT_SkipLoRA", "AMXINT4_SFT_SkipLoRA")
-
 DEFAULT_CHUNK = 8192  # SGLang's default chunked_prefill_size on large-memory GPUs
 VARIANT_ENV = "KT_KERNEL_CPU_VARIANT"
 
 
 def is_sft_method(method: str) -> bool:
-    return "_SFT" in method
+    """From the method table (core/methods.py), not from the name."""
+    return is_sft(method)
 
 
 @dataclass(frozen=True)
@@ -281,7 +279,9 @@ def run_probe(spec: ProbeSpec, python: str, timeout_s: float = 600.0,
     if not WORKER_PATH.is_file():
         return ProbeResult.failure(spec, ERROR, f"probe worker missing at {WORKER_PATH}", python=python)
     spec = replace(spec, cpu_variant_override=effective_variant_override(spec, env))
-    r = _worker.run_worker(python, WORKER_PATH, stdin=json.dumps(spec.to_json()), env=worker_env(spec, env),
+    # "sft" from the method table: the worker cannot import kt_launch
+    stdin = json.dumps({**spec.to_json(), "sft": is_sft(spec.method)})
+    r = _worker.run_worker(python, WORKER_PATH, stdin=stdin, env=worker_env(spec, env),
                            timeout_s=timeout_s, stderr_tail_chars=2000)
     if r.answer is not None:
         return ProbeResult.from_worker(spec, r.answer, r.stderr_tail, r.seconds)
@@ -390,6 +390,6 @@ def probe_findings(r: ProbeResult) -> list[Finding]:
 def _method_fix(r: ProbeResult) -> str:
     if r.sft:
         return "use AMXBF16_SFT (available in the amx and avx512_bf16 variants) or run on an AMX CPU"
-    if r.method in ("MOE_INT4", "MOE_INT8", "SYCL_GPTQ_INT4"):
+    if r.method in NEVER_AVAILABLE:
         return "no CPU variant of kt-kernel 0.7.2 implements this method; use AMXINT8/AMXINT4 or BF16"
     return "on AVX2-only CPUs use BF16, FP8, GPTQ_INT4 or RAWINT4 weights; AMXINT4/AMXINT8 need AVX-512 or AMX"

@@ -73,7 +73,11 @@ def method_family(method: str) -> str:
     return "OTHER"
 
 
-def is_sft(method: str) -> bool:
+def is_sft(method: str, spec=None) -> bool:
+    """The launcher's method table says it (spec["sft"], kt_launch/core/methods.py); a spec written by hand
+    without the field falls back to kt-kernel's naming (every SFT method has "_SFT" in its name)."""
+    if spec is not None and "sft" in spec:
+        return bool(spec["sft"])
     return "_SFT" in method
 
 
@@ -249,7 +253,7 @@ class _Probe:
     def __init__(self, spec, result, torch, variant, has_cuda):
         self.spec, self.result, self.torch = spec, result, torch
         self.method = spec["method"]
-        self.sft = is_sft(self.method)
+        self.sft = is_sft(self.method, spec)
         self.variant = variant
         self.has_cuda = has_cuda
         self.gate = self.up = self.down = None
@@ -275,7 +279,7 @@ def _import_stage(spec, result):
     """Import torch and kt_kernel, report what loaded, and start the shared probe state."""
     t_start = time.perf_counter()
     result["method"] = spec["method"]
-    result["mode"] = "sft" if is_sft(spec["method"]) else "inference"
+    result["mode"] = "sft" if is_sft(spec["method"], spec) else "inference"
     result["stage"] = "import"
     try:
         import torch

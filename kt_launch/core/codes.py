@@ -25,6 +25,7 @@ CODES: dict[str, str] = {
     "KT-W122": "moe_lora.rank/alpha not known under --no-check (read from adapter_config.json at launch)",
     "KT-E123": "CUDA graphs forced on in MoE-LoRA mode",
     "KT-E131": "server.chunked_prefill_size not positive",
+    "KT-E140": "a hidden/moe_intermediate size the method's kt-kernel kernels cannot tile (the kernel-shape gate)",
     "KT-E132": "runtime.env holds a name or value no process can take",
     "KT-W101": "kt.cpuinfer above the usable physical cores",
     "KT-W102": "kt.cpuinfer does not divide over the thread pools",

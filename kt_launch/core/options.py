@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Union
 
 FLAVORS = ("sglang-kt", "sglang", "kt-moe-lora")
-SFT_METHODS = ("AMXBF16_SFT", "AMXINT8_SFT", "AMXINT4_SFT")
+from kt_launch.core.methods import MOE_LORA_SFT_METHODS  # noqa: E402  (the method table)
 PLACEMENT_STRATEGIES = ("frequency", "front-loading", "random", "uniform")
 
 
@@ -205,7 +205,7 @@ OPTIONS: tuple[Option, ...] = (
            _moe_lora(Flag("--kt-moe-lora-alpha"), Carried("sglang-kt reads lora_alpha from the adapter dir's "
                                                          "adapter_config.json; kt-launch checks that they agree")),
            limits={"gt": 0, "le": MAX_ALPHA, "allow_inf_nan": False}, resolve=DERIVED),
-    Option("moe_lora.sft_method", Literal[SFT_METHODS], "kt-kernel SFT method of the expert LoRA.",
+    Option("moe_lora.sft_method", Literal[MOE_LORA_SFT_METHODS], "kt-kernel SFT method of the expert LoRA.",
            _moe_lora(Flag("--kt-moe-sft-method"), Carried("sglang-kt takes the SFT method from --kt-method")),
            default="AMXBF16_SFT", nullable=False, resolve=DERIVED),
 

@@ -48,7 +48,7 @@ from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.expert_sources import consumed_weights, read_expert_bytes
 from kt_launch.resolve.preflight import artifacts
 from kt_launch.resolve.isa import choose_variant
-from kt_launch.resolve.methods import cpu_format
+from kt_launch.resolve.methods import cpu_format, gpu_experts_in_ram, ram_from_headers
 
 MiB, GiB = 1 << 20, 1 << 30
 # Memory SGLang cannot use before it measures: CUDA context, cuBLAS workspace, NCCL. `total_gpu_memory` is what is
@@ -302,7 +302,7 @@ def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved], method: s
     experts (layers SGLang loads only) when kt-kernel reads the HF checkpoint. RAWINT4 reads the checkpoint, but
     its AMX / AVX-512 kernel keeps FP32 scales in RAM (`cpu_expert_bytes`), so there the headers do not give the
     RAM figure; the avx2 kernel (operators/avx2/rawint4-moe.hpp) keeps the checkpoint's BF16 scales."""
-    if method.upper() == "RAWINT4" and variant != "avx2":
+    if not ram_from_headers(variant, method.upper()):
         return None
     try:
         got = read_expert_bytes(inp, values)
@@ -463,12 +463,6 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
                       (" x the multimodal factor" if vlm_mem_factor(m) != 1.0 else ""), chunk, tuple(notes), w)
 
 
-def gpu_experts_in_ram(variant: str) -> bool:
-    """kt-kernel's AMX / AVX-512 builds load every expert, GPU-placed ones too (kvcache-ai/ktransformers#2084);
-    the AVX2 build skips the masked ones at load (kt-kernel operators/avx2/rawint4-moe.hpp). Unknown: counted."""
-    return variant != "avx2"
-
-
 def ram_plan(s: Setup, chunk: int, gpu_total: int = 0) -> RamMemory | None:
     m = s.model
     all_experts = m.num_experts * len(m.moe_layers)
@@ -482,7 +476,7 @@ def ram_plan(s: Setup, chunk: int, gpu_total: int = 0) -> RamMemory | None:
         experts = est[0] * all_experts
         src = est[1]
         estimated = True
-    in_ram = gpu_experts_in_ram(s.cpu_variant)
+    in_ram = gpu_experts_in_ram(s.cpu_variant, s.cpu_method)
     if not in_ram and gpu_total and all_experts:
         experts = experts * max(0, all_experts - gpu_total) // all_experts
         src += f"; GPU-placed experts skipped ({s.cpu_variant} build)"

@@ -13,7 +13,8 @@ from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.isa import choose_variant
 from kt_launch.resolve.verdicts import variant_override
-from kt_launch.resolve.methods import NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method
+from kt_launch.resolve.methods import (NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method, implements, is_sft,
+                                       methods_for_shape, row, shape_problems)
 from kt_launch.resolve.expert_sources import bf16_sft_source, consumed_weights
 from kt_launch.core.memory import MemoryPlan
 from kt_launch.resolve.preflight import (Values, _short, artifacts, convert_command, node_findings,
@@ -76,6 +77,11 @@ def check_base_weights(inp: ResolveInput, values: Values) -> Iterator[Finding]:
 
 
 # -- kt.weight_path vs kt.method ---------------------------------------------------------------------
+
+def hf_method(exp) -> str:
+    """The kt-kernel method that reads these HF expert tensors as they are (by their suffixes and dtypes)."""
+    return _hf_method(exp)
+
 
 def _hf_method(exp) -> str:
     if "qweight" in exp.suffixes:
@@ -196,14 +202,6 @@ def _amx_checks(inp: ResolveInput, values: Values, w, method: str, path: str) ->
 
 # -- CPU instruction set ---------------------------------------------------------------------------
 
-def _implements(variant: str, method: str) -> bool:
-    if method.endswith("_SFT"):
-        return variant in ("amx", "avx512_bf16")
-    if method in ("AMXINT4", "AMXINT8", "FP8_PERCHANNEL"):
-        return variant != "avx2"
-    return True
-
-
 def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     host = inp.host
     if not host.cpu.flags:
@@ -214,15 +212,57 @@ def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     verdict = variant_override(ch, "runtime.env", host.source)
     if verdict is not None:
         yield verdict
-    if not _implements(ch.variant, method):
+    if not implements(ch.variant, method):
         make = _planning_level(inp)
-        need = "the amx or avx512_bf16 variant (AVX512-BF16)" if method.endswith("_SFT") else \
+        need = "the amx or avx512_bf16 variant (AVX512-BF16)" if is_sft(method) else \
             "an amx or avx512 variant (AVX512F + AVX512BW)"
-        yield make("KT-E240", "KT-W240", f"{'moe_lora.sft_method' if method.endswith('_SFT') else 'kt.method'}={method} needs "
+        yield make("KT-E240", "KT-W240", f"{'moe_lora.sft_method' if is_sft(method) else 'kt.method'}={method} needs "
                     f"{need}, but the CPU of {host.source} ({host.cpu.model}) gets kt-kernel's {ch.variant} variant, "
                     "which does not implement it", "use kt.method BF16 (avx2 has BF16, FP8, RAWINT4, GPTQ_INT4 "
-                    "kernels) or run on a CPU with AVX512/AMX" if not method.endswith("_SFT") else
+                    "kernels) or run on a CPU with AVX512/AMX" if not is_sft(method) else
                     "run MoE-LoRA on a CPU with AVX512-BF16 or AMX (Sapphire Rapids or newer, Zen 4 or newer)")
+
+
+def shape_variant(inp: ResolveInput, method: str) -> str | None:
+    """The CPU variant whose kernels build `method` for the server: the host's (CPU flags and
+    KT_KERNEL_CPU_VARIANT), or where that variant lacks the method (KT-E240 says so) or the CPU is not known,
+    None (the rules common to every variant implementing it)."""
+    if not inp.host.cpu.flags:
+        return None
+    variant = choose_variant(inp.host.cpu.flags, inp.config.runtime.env.get("KT_KERNEL_CPU_VARIANT")).variant
+    return variant if implements(variant, method) else None
+
+
+def check_kernel_shape(inp: ResolveInput, values: Values) -> Iterator[Finding]:
+    """The kernel-shape gate: hidden_size / moe_intermediate_size that kt-kernel's kernels for the effective method
+    cannot tile with kt.threadpool_count pools (resolve/methods.py shape_problems, core/methods.py cites the C++).
+    kt-kernel says so only after the weights are read; here before anything is read or started."""
+    m = inp.model
+    if m is None or not m.hidden_size or not m.moe_intermediate_size:
+        return
+    method = effective_method(lambda k: values[k].value if k in values else None)
+    r = row(method)
+    if r is None:
+        return
+    pools = values["kt.threadpool_count"].value if "kt.threadpool_count" in values else 1
+    variant = shape_variant(inp, method)
+    problems = shape_problems(method, variant, m.hidden_size, m.moe_intermediate_size, pools or 1)
+    if not problems:
+        return
+    key = "moe_lora.sft_method" if r.sft else "kt.method"
+    base = r.base if r.sft else method
+    others = [x for x in methods_for_shape(variant, m.hidden_size, m.moe_intermediate_size, pools or 1) if x != base]
+    fewer = next((p for p in range((pools or 1) - 1, 0, -1)
+                  if not shape_problems(method, variant, m.hidden_size, m.moe_intermediate_size, p)), None)
+    fixes = []
+    if others and not r.sft:
+        fixes.append(f"use kt.method {' or '.join(others)}, which builds this shape")
+    if fewer is not None:
+        fixes.append(f"set kt.threadpool_count={fewer} (the intermediate is split over the pools)")
+    for p in problems:
+        yield error("KT-E140", f"{p.text()} ({key}={method}, model.path config.json); kt-kernel cannot tile it and "
+                    "fails after the weights are read", "; or ".join(fixes) or
+                    "no kt-kernel method this CPU runs builds this shape", fields={"key": p.key, "method": method})
 
 
 def _planning_level(inp: ResolveInput):
@@ -248,7 +288,8 @@ def check_memory(inp: ResolveInput, plan: MemoryPlan | None) -> Iterator[Finding
            f"{'GPU-placed experts stay in RAM too' if ram.gpu_experts_in_ram else 'GPU-placed ones are not loaded'}) "
            "plus its "
            f"buffers ({ram.other_bytes / GiB:.1f} GiB for chunked_prefill_size {plan.chunked_prefill_size})")
-    smaller = "RAWINT4 or GPTQ_INT4: the avx2 build has no AMXINT4" if ram.cpu_variant == "avx2" else "AMXINT4"
+    smaller = ("AMXINT4" if not ram.cpu_variant or implements(ram.cpu_variant, "AMXINT4") else
+               f"RAWINT4 or GPTQ_INT4: the {ram.cpu_variant} build has no AMXINT4")
     if ram.need_bytes > host.memory_total_bytes:
         yield _planning_level(inp)("KT-E230", "KT-W230", f"{msg}, more than the {host.memory_total_bytes / GiB:.1f} GiB of RAM on "
                                    f"{host.source}; the server is killed for memory after the GPU weights have loaded",

@@ -278,3 +278,42 @@ def test_any_path_reads_back_the_same(path, names):
 def test_numbers_read_back_as_numbers(alpha, rank):
     doc = yaml.safe_load(profile_yaml([], [Line("moe_lora.alpha", alpha), Line("moe_lora.rank", rank)]))
     assert doc == {"moe_lora": {"alpha": alpha, "rank": rank}}
+
+
+# -- issue 22 item 5: a plain HF dir (no converted weights beside it) gets a method that reads it -------------
+
+AVX2_GPU = {**XEON16, "cpu": {**XEON16["cpu"], "model": "AMD EPYC (AVX2)", "flags": ["avx2", "fma"]}}
+
+
+@pytest.mark.parametrize("dtype,method", [("BF16", "BF16"), ("F8_E4M3", "FP8")])
+def test_plain_hf_dir_gets_the_checkpoint_method_and_passes_check(capsys, tmp_path, dtype, method):
+    model = synthetic.hf_model(tmp_path / "plain" / "model", expert_dtype=dtype)
+    host = tmp_path / "host.json"
+    host.write_text(json.dumps(XEON16))
+    rc, out, err = init(capsys, tmp_path, model, "--host-facts", host)
+    assert rc == 0, err
+    doc = yaml.safe_load(out.read_text())
+    assert doc["kt"]["method"] == method and doc["kt"].get("weight_path") is None
+    text = out.read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("  method:"))
+    assert "nothing to convert" in line and "kt-launch convert" in line and "AMXINT8" in line and "AMXINT4" in line
+    assert "less RAM" in line
+    rc, doc, err = check_json(capsys, out, "--host-facts", host)
+    assert rc == 0, doc["findings"]
+
+
+def test_demo_on_an_avx2_cpu_reads_the_checkpoint(capsys, tmp_path, demo):
+    """The demo has AMXINT8 weights beside the model, but an AVX2 CPU's kt-kernel has no AMXINT8: BF16 instead."""
+    host = tmp_path / "host.json"
+    host.write_text(json.dumps(AVX2_GPU))
+    rc, out, err = init(capsys, tmp_path, demo / "model", "--host-facts", host)
+    assert rc == 0, err
+    text = out.read_text()
+    assert yaml.safe_load(text)["kt"]["method"] == "BF16"
+    assert "does not implement AMXINT8" in text
+    rc, doc, err = check_json(capsys, out, "--host-facts", host)
+    assert rc == 0, doc["findings"]
+    # on an AMX host the converted weights beside the model are used, as before
+    host.write_text(json.dumps(XEON16))
+    rc, out, err = init(capsys, tmp_path, demo / "model", "--host-facts", host, name="amx.yaml")
+    assert yaml.safe_load(out.read_text())["kt"]["method"] == "AMXINT8"

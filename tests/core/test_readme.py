@@ -28,6 +28,12 @@ EXPECTED = {
     "kt-launch --profile my.yaml": {3},  # a launch here without SGLang and a GPU: refused before exec
     "kt-launch --profile my.yaml --supervise": {3},
     "kt-launch probe --profile my.yaml": {3},  # no torch/kt-kernel in the test venv
+    # with the backend venv (tests/backend/setup_env.sh): 0; without one here: 3 (no interpreter). convert: 0 on an
+    # AVX-512/AMX CPU (init picks the demo's AMXINT8); on AVX2 init picks BF16, which has nothing to convert (3).
+    # tests/backend/test_demo_backend.py holds both to their exact outcome on this CPU.
+    'kt-launch probe --profile my.yaml --python "${KT_BACKEND_VENV:-.cache/backend-venv}/bin/python"': {0, 3},
+    'kt-launch convert --profile my.yaml --out demo-conv --python "${KT_BACKEND_VENV:-.cache/backend-venv}/bin/python"':
+        {0, 3},
     "kt-launch tune --profile my.yaml": {3},
     "kt-launch fit --profile my.yaml": {3},  # no GPU known: KT-E620
     "kt-launch doctor --json > server.json": {0, 3},  # this machine's verdicts

@@ -26,7 +26,7 @@ def test_demo_tree_and_profile(tmp_path):
     cfg = json.loads((tmp_path / "demo" / "lora" / "adapter_config.json").read_text())
     assert (cfg["r"], cfg["lora_alpha"]) == (8, 16.0)
     size = sum(f.stat().st_size for f in (tmp_path / "demo").rglob("*") if f.is_file())
-    assert size < 4 << 20  # a few MB at most
+    assert size < 10 << 20  # a few MB: kt-kernel tiles need hidden 128, moe_intermediate 256 (AMXINT4, 2 pools)
     (tmp_path / "host.json").write_text(json.dumps(AMX_HOST))
     r = run_cli("--profile", "configs/demo.yaml", "--dry-run", "--json", "--host-facts", "host.json", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -61,7 +61,7 @@ def test_large_header_scan_path(tmp_path):
     assert len(fid.header) > FULL_PARSE_LIMIT and fid.ok_safetensors
     md = model_dir_facts(str(root), _Cache())
     assert md.experts.layers == {1: 96, 2: 96} and md.experts.dtypes == {"BF16"}
-    assert md.experts.nbytes == 2 * 96 * 3 * 32 * 64 * 2
+    assert md.experts.nbytes == 2 * 96 * 3 * shape.moe_inter * shape.hidden * 2
     os.truncate(shard, shard.stat().st_size - 1)
     assert identify(shard).problem == fileid.DATA_BEYOND_FILE
 
@@ -87,7 +87,7 @@ def test_weight_dir_facts(tmp_path):
     synthetic.amx_weights(tmp_path / "w" / "sub", skip_layers=(2, 3))
     w = weight_dir_facts(str(d), _Cache())
     assert w.looks_like == "amx" and w.amx_layers == {1: 8, 2: 8, 3: 8} and w.amx_numa[2] == 2
-    assert w.amx_gate_bytes == 64 * 32 // 2
+    assert w.amx_gate_bytes == synthetic.TINY.hidden * synthetic.TINY.moe_inter // 2
     assert list(w.duplicates) == ["layer-001.safetensors"] and w.top_safetensors == 3
 
 

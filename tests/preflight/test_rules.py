@@ -109,9 +109,9 @@ def test_expert_adapter_rank_inconsistent(tmp_path, t):
 
 
 def test_expert_adapter_shape_from_another_model(tmp_path, t):
-    a = synthetic.expert_adapter(t / "expert", shape=synthetic.Shape(hidden=128))
+    a = synthetic.expert_adapter(t / "expert", shape=synthetic.Shape(hidden=2 * synthetic.TINY.hidden))
     rc, doc = errors(tmp_path, sglang_kt(t, a))
-    assert "hidden 64" in finding(doc, "KT-E219")["message"]
+    assert f"hidden {synthetic.TINY.hidden}" in finding(doc, "KT-E219")["message"]
 
 
 def test_fork_pt_named_otherwise_warns(tmp_path, t):
