@@ -41,11 +41,11 @@ def assert_unavailable(r, method, kt_kernel):
 
 
 def test_the_plan_check_table_agrees_with_the_loaded_kt_kernel(kt_kernel):
-    """The plan's KT-E240 rule (resolve) says the same as the real wheel for the variant that loaded."""
-    from kt_launch.resolve.preflight_weights import _implements
+    """The method table (the KT-E240 rule) says the same as the real wheel for the variant that loaded."""
+    from kt_launch.resolve.methods import implements
 
     for method in INFERENCE + SFT:
-        assert _implements(kt_kernel.variant, method) == kt_kernel.implements(method), (kt_kernel.variant, method)
+        assert implements(kt_kernel.variant, method) == kt_kernel.implements(method), (kt_kernel.variant, method)
 
 
 @pytest.mark.parametrize("method", INFERENCE)
