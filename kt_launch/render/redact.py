@@ -1,4 +1,6 @@
-"""Secrets: shown as *** in every output (dry-run text, JSON, logs), passed unchanged to the server."""
+"""The one redactor: secrets shown as *** in every output (dry-run text, JSON, logs, findings and their fields,
+the crash file, the supervisors' logs), passed unchanged to the server. Which names and values are secret is
+core/secrets.py's rule; this module applies it to argv, environments and free text."""
 
 from __future__ import annotations
 
@@ -7,14 +9,9 @@ import re
 import json
 
 from kt_launch.core.options import BY_KEY, OPTIONS
-from kt_launch.core.secrets import is_secret_name
+from kt_launch.core.secrets import MASK, env_secret_values, is_secret_name, worth_masking  # the rule: core/secrets.py
 
-MASK = "***"
 SECRET_FLAGS = ("--api-key", "--admin-api-key", "--hf-token", "--token")
-# Free-text scrubbing (log lines, reasons) skips values too short or too common to be a real secret:
-# replacing every "1" or "true" in a log would garble it and hide nothing.
-MIN_SCRUB_LEN = 4
-_NOT_SECRET_VALUES = {"true", "false", "none", "null", "yes", "no", "on", "off"}
 
 
 # Flags the registry renders are secret exactly when their key is declared so (--kt-max-deferred-experts-per-token
@@ -73,7 +70,7 @@ def secret_values(argv: list[str], env: dict[str, str]) -> set[str]:
     """The literal secret strings, so free text (reasons, log lines) can be scrubbed too."""
     vals = {a for a, r in zip(argv, redact_argv(argv)) if r == MASK}
     vals |= {a.split("=", 1)[1] for a, r in zip(argv, redact_argv(argv)) if r.endswith("=" + MASK)}
-    vals |= {v for k, v in env.items() if is_secret_name(k) and v}
+    vals |= env_secret_values(env)
     return {v for v in vals if v}
 
 
@@ -83,8 +80,7 @@ PREFIX_LEN = 12
 
 
 def _scrubbable(secrets: set[str]) -> list[str]:
-    return sorted((s for s in secrets if len(s) >= MIN_SCRUB_LEN and s.lower() not in _NOT_SECRET_VALUES),
-                  key=len, reverse=True)
+    return sorted((s for s in secrets if worth_masking(s)), key=len, reverse=True)
 
 
 def _scrub(data, secrets: list, mask, cut_copies: bool = True):
@@ -102,6 +98,7 @@ def _scrub(data, secrets: list, mask, cut_copies: bool = True):
 
 
 def scrub(text: str, secrets: set[str]) -> str:
+    """Free text with each secret value (and a cut-off copy of a long one) masked."""
     return _scrub(text, _scrubbable(secrets), MASK)
 
 
