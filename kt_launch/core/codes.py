@@ -214,3 +214,14 @@ CODES: dict[str, str] = {
     "KT-I713": "one NUMA node: a per-numa fleet here is a single replica behind the router",
     "KT-I714": "runtime.cuda_visible_devices limits the GPUs the fleet shares out",
 }
+
+# What an error stops besides the launch, declared per code (a Finding carries it as `blocks`; no reader takes it
+# from a code's number). "plan": the plan itself is wrong, so no command acts on it (convert, probe and tune refuse
+# as the launch does). "kernel": kt-kernel cannot run the method on this CPU (probe and tune refuse; convert, which
+# only writes files, may still run). Every other error is "launch": it stops the launch only.
+BLOCKS: dict[str, str] = {
+    **dict.fromkeys(("KT-E101", "KT-E102", "KT-E103", "KT-E104", "KT-E105", "KT-E106", "KT-E107", "KT-E108",
+                     "KT-E110", "KT-E111", "KT-E112", "KT-E113", "KT-E114", "KT-E121", "KT-E122", "KT-E123",
+                     "KT-E131", "KT-E132"), "plan"),
+    **dict.fromkeys(("KT-E240", "KT-E241"), "kernel"),
+}
