@@ -206,13 +206,15 @@ CODES: dict[str, str] = {
     "KT-W705": "replicas share a NUMA node: each holds its own copy of the CPU experts in that node's RAM",
     "KT-W706": "a GPU's NUMA node is unknown; it was given to a replica in index order",
     "KT-E707": "an instance port is outside 1-65535",
-    "KT-E708": "two listeners of this machine would use the same port, or a port is in use",
+    "KT-E708": "a port this machine would listen on is in use now (or below 1024 without privileges)",
     "KT-E709": "the flavour cannot pin a replica to a NUMA node other than 0 (no --kt-numa-nodes)",
     "KT-W710": "the router's interpreter has no sglang-router",
     "KT-E711": "the fleet has no instance",
     "KT-W712": "a profile value that the fleet sets per replica is ignored",
     "KT-I713": "one NUMA node: a per-numa fleet here is a single replica behind the router",
     "KT-I714": "runtime.cuda_visible_devices limits the GPUs the fleet shares out",
+    # numbered from x19x (issue 27 split it from KT-E708, which keeps the busy port): a fleet fact all the same
+    "KT-E190": "two listeners the fleet plan starts on this machine would use the same port",
 }
 
 # What an error stops besides the launch, declared per code (a Finding carries it as `blocks`; no reader takes it
