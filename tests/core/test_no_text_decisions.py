@@ -15,7 +15,8 @@ PATTERNS = {
     "pydantic's message text": re.compile(r"Value error, |Assertion failed, "),
     "an exception's message cut up": re.compile(r"str\((?:e|exc|err|error)\)\s*(?:\[(?!:\d+\])|\.split|\.rsplit|\.partition|"
                                                r"\.startswith|\.removeprefix|\.find|\.index)|\.args\[0\]\s*\[|"
-                                               r"\[len\([\w.]*\.what\)|_without_kind"),
+                                               r"\[len\([\w.]*\.what\)|_without_kind|"
+                                               r"(?:why|msg|message|problem|reason)\.startswith\(f?[\"'][^\"']*\.what"),
     "a finding's message read": re.compile(r"\b(?:f|finding)\.message\s*(?:\[|\.split|\.partition|\.startswith|"
                                            r"\.removeprefix|\.find)|[\"'] in (?:f|finding)\.message\b"),
 }
@@ -41,6 +42,7 @@ def test_the_patterns_catch_what_they_are_for():
         assert PATTERNS[what].search(line), what
     assert PATTERNS["an exception's message cut up"].search("msg[len(MODEL_FACTS.what) + 1:]")
     assert PATTERNS["an exception's message cut up"].search("rest = str(e)[12:]")
+    assert PATTERNS["an exception's message cut up"].search('why if why.startswith(f"{CACHE.what} {p}") else')
     assert not PATTERNS["an exception's message cut up"].search('f"not valid JSON ({str(e)[:160]})"')  # shortened
 
 
