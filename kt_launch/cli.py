@@ -272,7 +272,7 @@ def _crashed(e: BaseException) -> int:
     import time
     import traceback
 
-    from kt_launch.render.redact import env_secret_values, scrub
+    from kt_launch.core.secrets import env_secret_values, scrub  # the one redactor, without the registry
 
     secrets = env_secret_values(os.environ)
 
