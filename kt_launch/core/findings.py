@@ -68,5 +68,12 @@ def info(code: str, message: str, fix: str = "", fields: Mapping[str, str] | Non
     return Finding("info", code, message, fix, _fields(fields))
 
 
+def about(findings, **fields: str | None) -> list[Finding]:
+    """The findings with what they are about added as fields (``key=..., file=...``), where they do not say it yet."""
+    from dataclasses import replace
+
+    return [replace(f, fields=f.fields + tuple(p for p in _fields(fields) if f.field(p[0]) is None)) for f in findings]
+
+
 def has_errors(findings) -> bool:
     return any(f.level == "error" for f in findings)
