@@ -17,6 +17,8 @@ PATTERNS = {
                                                r"\.startswith|\.removeprefix|\.find|\.index)|\.args\[0\]\s*\[|"
                                                r"\[len\([\w.]*\.what\)|_without_kind|"
                                                r"(?:why|msg|message|problem|reason)\.startswith\(f?[\"'][^\"']*\.what"),
+    # ReadError(what, file, reason, line): one built from a sentence would have no fields to decide by
+    "a ReadError without fields": re.compile(r"""\b(?:ReadError|Missing)\(\s*f?["']"""),
     "a finding's message read": re.compile(r"\b(?:f|finding)\.message\s*(?:\[|\.split|\.partition|\.startswith|"
                                            r"\.removeprefix|\.find)|[\"'] in (?:f|finding)\.message\b"),
 }
@@ -37,6 +39,7 @@ def test_the_patterns_catch_what_they_are_for():
         "pydantic's message text": 'msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg',
         "an exception's message cut up": 'why = str(e).split(": ", 1)[-1]',
         "a finding's message read": 'if "not found" in f.message:',
+        "a ReadError without fields": 'raise ReadError(f"{kind.what} {p}: nested deeper than 8 levels")',
     }
     for what, line in samples.items():
         assert PATTERNS[what].search(line), what
