@@ -291,13 +291,12 @@ def _crashed(e: BaseException) -> int:
     import time
     import traceback
 
-    from kt_launch.core.secrets import is_secret_name
+    from kt_launch.core.secrets import env_secret_values, scrub  # the one redactor, without the registry
+
+    secrets = env_secret_values(os.environ)
 
     def masked(text: str) -> str:
-        for name, value in os.environ.items():
-            if len(value) >= 4 and is_secret_name(name):
-                text = text.replace(value, "***")
-        return text
+        return scrub(text, secrets)
 
     text = masked("".join(traceback.format_exception(type(e), e, e.__traceback__)))
     where = "(could not be saved)"

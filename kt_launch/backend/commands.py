@@ -38,7 +38,7 @@ def _plan_and_spec(args, passthrough, **spec_kw):
 
     out = plan_request(Request(profile=args.profile, sets=tuple(args.sets), checks=True,
                                passthrough=tuple(passthrough)))
-    refusals = [f for f in out.findings if f.level == "error" and f.code.startswith(("KT-E1", "KT-E24"))]
+    refusals = [f for f in out.findings if f.stops("probe")]  # probe and tune refuse alike
     if out.model is None:
         refusals.append(error("KT-E410", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
                               "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))
@@ -151,7 +151,7 @@ def cmd_convert(args, passthrough) -> int:
     experts = cv.target_method(get) in cv.METHODS
     if experts and not get("kt.weight_path"):
         raise ConfigError(f"{args.profile}: give --out DIR or set kt.weight_path: where the converted weights go")
-    refusals = [f for f in out.findings if f.level == "error" and f.code.startswith("KT-E1")]
+    refusals = [f for f in out.findings if f.stops("convert")]
     if out.model is None:
         refusals.append(error("KT-E410", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
                               "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))

@@ -232,20 +232,20 @@ def _shard_header(path: str) -> dict[str, Any]:
     what = SAFETENSORS_HEADER.what
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ReadError(f"{what} {path}: not a regular file (a FIFO, socket or device)")
+            raise ReadError(what, path, "not a regular file (a FIFO, socket or device)")
         with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
             head = f.read(8)
             n = int.from_bytes(head, "little") if len(head) == 8 else -1
             if not 0 <= n <= SAFETENSORS_HEADER.max_bytes:
-                raise ReadError(f"{what} {path}: cut off, or a header size over {SAFETENSORS_HEADER.max_bytes} bytes")
+                raise ReadError(what, path, f"cut off, or a header size over {SAFETENSORS_HEADER.max_bytes} bytes")
             raw = f.read(n)
     except OSError as e:
-        raise ReadError(f"{what} {path}: cannot read ({e.strerror or e})") from None
+        raise ReadError(what, path, f"cannot read ({e.strerror or e})") from None
     if len(raw) < n:
-        raise ReadError(f"{what} {path}: cut off (the header says {n} bytes)")
+        raise ReadError(what, path, f"cut off (the header says {n} bytes)")
     doc = parse_json(path, raw, SAFETENSORS_HEADER)
     if not isinstance(doc, dict):
-        raise ReadError(f"{what} {path}: not a JSON object")
+        raise ReadError(what, path, "not a JSON object")
     return doc
 
 

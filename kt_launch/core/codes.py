@@ -212,7 +212,7 @@ CODES: dict[str, str] = {
     "KT-W705": "replicas share a NUMA node: each holds its own copy of the CPU experts in that node's RAM",
     "KT-W706": "a GPU's NUMA node is unknown; it was given to a replica in index order",
     "KT-E707": "an instance port is outside 1-65535",
-    "KT-E708": "two listeners of this machine would use the same port, or a port is in use",
+    "KT-E708": "a port this machine would listen on is in use now (or below 1024 without privileges)",
     "KT-E709": "the flavour cannot pin a replica to a NUMA node other than 0 (no --kt-numa-nodes)",
     "KT-W710": "the router's interpreter has no sglang-router",
     "KT-E711": "the fleet has no instance",
@@ -221,4 +221,17 @@ CODES: dict[str, str] = {
     "KT-I714": "runtime.cuda_visible_devices limits the GPUs the fleet shares out",
     "KT-E720": "a replica's NUMA node(s) have no memory of their own",
     "KT-W720": "a GPU is attached to a NUMA node that has no replica (no usable CPUs there)",
+    # numbered from x19x (issue 27 split it from KT-E708, which keeps the busy port): a fleet fact all the same
+    "KT-E190": "two listeners the fleet plan starts on this machine would use the same port",
+}
+
+# What an error stops besides the launch, declared per code (a Finding carries it as `blocks`; no reader takes it
+# from a code's number). "plan": the plan itself is wrong, so no command acts on it (convert, probe and tune refuse
+# as the launch does). "kernel": kt-kernel cannot run the method on this CPU (probe and tune refuse; convert, which
+# only writes files, may still run). Every other error is "launch": it stops the launch only.
+BLOCKS: dict[str, str] = {
+    **dict.fromkeys(("KT-E101", "KT-E102", "KT-E103", "KT-E104", "KT-E105", "KT-E106", "KT-E107", "KT-E108",
+                     "KT-E110", "KT-E111", "KT-E112", "KT-E113", "KT-E114", "KT-E121", "KT-E122", "KT-E123",
+                     "KT-E131", "KT-E132", "KT-E140", "KT-E150", "KT-E151"), "plan"),
+    **dict.fromkeys(("KT-E240", "KT-E241"), "kernel"),
 }

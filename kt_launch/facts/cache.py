@@ -105,14 +105,14 @@ _WARNED: set[str] = set()
 
 
 def warn_unusable(path: str | os.PathLike, why: str) -> None:
-    """One warning per cache file and process: it is ignored now and replaced by the next write."""
+    """One warning per cache file and process: it is ignored now and replaced by the next write. `why` names
+    no file (a ReadError's reason)."""
     p = os.fspath(path)
     if p in _WARNED:
         return
     _WARNED.add(p)
-    why = why if why.startswith(f"{CACHE.what} {p}") else f"{CACHE.what} {p}: {why}"
     try:
-        sys.stderr.write(f"kt-launch: warning: {why}; ignored, and rebuilt on the next write\n")
+        sys.stderr.write(f"kt-launch: warning: {CACHE.what} {p}: {why}; ignored, and rebuilt on the next write\n")
     except (OSError, ValueError):
         pass
 
@@ -124,7 +124,7 @@ def read_json(path: Path) -> Any | None:
     except Missing:
         return None
     except ReadError as e:
-        warn_unusable(path, str(e))
+        warn_unusable(path, e.reason)
         return None
 
 

@@ -180,8 +180,7 @@ def _checked_json(path: str, raw: bytes, size: int, data_len: int, keep: bool) -
     try:
         hdr = parse_json(path, raw, HEADER)  # depth cap, duplicate names, NaN refused; never a RecursionError
     except ReadError as e:
-        why = str(e).split(": ", 1)[-1]
-        return FileId(path, "safetensors", size, HEADER_INVALID, f"header is not valid JSON ({why})")
+        return FileId(path, "safetensors", size, HEADER_INVALID, f"header is not valid JSON ({e.reason})")
     if not isinstance(hdr, dict):
         return FileId(path, "safetensors", size, HEADER_INVALID, "header is not a JSON object")
     rows = []

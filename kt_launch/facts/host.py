@@ -18,6 +18,7 @@ import psutil
 
 from kt_launch.core.host import CpuFacts, GpuFacts, HostFacts, NumaNode
 from kt_launch.facts.worker import die_with_parent
+from kt_launch.core.validation import error_text
 
 
 def host_from_json(data: Any, source: str = "file") -> HostFacts:
@@ -52,15 +53,11 @@ def load_host_facts(path: str | os.PathLike, flag: str = "--host-facts") -> Host
     except Missing:
         raise ValueError(f"{flag} {p}: no such file; record one with `kt-launch doctor --json > {p.name}`") from None
     except ReadError as e:
-        raise ValueError(f"{flag} {_without_kind(str(e), HOST_FACTS.what)}") from None
+        raise ValueError(f"{flag} {e.file}: {e.reason}") from None
     try:
         return host_from_json(data, source=str(p))
     except ValueError as e:  # pydantic ValidationError is a ValueError
         raise ValueError(f"{flag} {p}: {_short_validation(e)}") from None
-
-
-def _without_kind(message: str, what: str) -> str:
-    return message[len(what) + 1:] if message.startswith(what + " ") else message
 
 
 def _short_validation(e: Exception) -> str:
@@ -69,8 +66,7 @@ def _short_validation(e: Exception) -> str:
         parts = []
         for err in errors()[:5]:
             loc = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in err.get("loc", ())).lstrip(".")
-            msg = str(err.get("msg"))
-            msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+            msg = error_text(err)
             parts.append(f"{loc}: {msg}" if loc else msg)
         return "; ".join(parts)
     return str(e)

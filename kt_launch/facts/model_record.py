@@ -117,9 +117,7 @@ def load_model_facts(path: str | os.PathLike, flag: str = "--model-facts") -> tu
         raise ValueError(f"{flag} {p}: no such file; record one where the model is with "
                          f"`kt-launch doctor --model DIR --json > {p.name}`") from None
     except ReadError as e:
-        msg = str(e)
-        raise ValueError(f"{flag} {msg[len(MODEL_FACTS.what) + 1:] if msg.startswith(MODEL_FACTS.what) else msg}") \
-            from None
+        raise ValueError(f"{flag} {e.file}: {e.reason}") from None
     _known_version(data, p, flag)
     if isinstance(data, dict) and KEY not in data and "config" not in data:
         raise ValueError(f"{flag} {p}: no `{KEY}` in it; record it with `kt-launch doctor --model DIR --json` "

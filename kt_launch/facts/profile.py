@@ -26,7 +26,8 @@ from kt_launch.core.errors import ConfigError
 from kt_launch.core.options import BY_KEY, SECTIONS
 from kt_launch.core.profile import UserConfig, parse_text
 from kt_launch.core.provenance import Origin, Provenance
-from kt_launch.core.secrets import is_secret_name
+from kt_launch.core.secrets import MASK, is_secret_name
+from kt_launch.core.validation import error_text
 from kt_launch.facts.reader import PROFILE, ReadError, read_yaml
 
 ENV_PREFIX = "KT_LAUNCH_"
@@ -290,8 +291,7 @@ def _explain(e: ValidationError, prov: Provenance, profile: Path | None) -> str:
         elif kind == "missing":
             msg = f"{loc} is required"
         else:
-            text = str(err.get("msg"))
-            text = text[len("Value error, "):] if text.startswith("Value error, ") else text
+            text = error_text(err)
             named = where.lower().endswith(" " + loc.lower())  # `--set kt.cpuinfer` names the key already
             msg = f"{'' if named else loc + ': '}{text} (got {_shown_input(loc, err.get('input'))})"
         lines.append(f"{escaped(where)}: {msg}")
@@ -330,6 +330,6 @@ def _shown_input(loc: str, got: Any) -> str:
         return type(got).__name__
     option = BY_KEY.get(loc)
     if (option.secret if option is not None else is_secret_name(loc.rsplit(".", 1)[-1])):
-        return "***"
+        return MASK
     shown = repr(got)
     return shown if len(shown) <= 60 else shown[:57] + "..."

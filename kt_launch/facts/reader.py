@@ -4,8 +4,9 @@ Profiles, `extends:` parents, config.json, adapter configs, index files, host fa
 come through here, so each guarantee holds everywhere: regular files only (a FIFO, device or
 directory is refused by name before it is opened for reading, so nothing blocks), a size cap per
 kind, a nesting cap, duplicate keys refused, YAML 1.2-style scalars (`0x30`, `4_8`, `0o7` and
-`yes` stay strings) and no object construction. Every failure is a `ReadError` whose message names
-the file and says what is wrong; callers turn it into their own finding or an exit-2 message.
+`yes` stay strings) and no object construction. Every failure is a `ReadError` whose fields say which file,
+what kind of file, what is wrong and where (its message is built from them); callers turn it into their own
+finding or an exit-2 message from those fields, never by cutting up the message.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ import yaml
 
 
 class ReadError(ValueError):
-    """A file could not be read as the kind it should be; the message names the file."""
+    """A file could not be read as the kind it should be. Fields: `what` (how messages name the file's kind:
+    "profile", "config.json"), `file` (its path), `reason` (what is wrong, a phrase that names no file) and `line`
+    (1-based, where known). The message is `"{what} {file}: {reason}"`."""
+
+    def __init__(self, what: str, file: str | os.PathLike, reason: str, line: int | None = None):
+        self.what, self.file, self.reason, self.line = what, os.fspath(file), reason, line
+        super().__init__(f"{what} {self.file}: {reason}")
+
+    def __reduce__(self):  # pickles (a worker's answer, a process pool) with its fields
+        return (type(self), (self.what, self.file, self.reason, self.line))
 
 
 class Missing(ReadError):
@@ -58,33 +68,33 @@ def read_bytes(path: str | os.PathLike, kind: Kind) -> bytes:
     try:
         st = os.stat(p) if kind.follow else os.lstat(p)
     except (FileNotFoundError, NotADirectoryError):
-        raise Missing(f"{kind.what} {p}: no such file") from None
+        raise Missing(kind.what, p, "no such file") from None
     except OSError as e:
-        raise ReadError(f"{kind.what} {p}: cannot read ({e.strerror or e})") from None
+        raise ReadError(kind.what, p, f"cannot read ({e.strerror or e})") from None
     if stat.S_ISLNK(st.st_mode):
-        raise ReadError(f"{kind.what} {p}: is a symbolic link, which kt-launch does not follow here; remove it")
+        raise ReadError(kind.what, p, "is a symbolic link, which kt-launch does not follow here; remove it")
     if stat.S_ISDIR(st.st_mode):
-        raise ReadError(f"{kind.what} {p}: is a directory; give a file")
+        raise ReadError(kind.what, p, "is a directory; give a file")
     if not stat.S_ISREG(st.st_mode):
-        raise ReadError(f"{kind.what} {p}: not a regular file (a FIFO, socket or device); give a file")
+        raise ReadError(kind.what, p, "not a regular file (a FIFO, socket or device); give a file")
     if st.st_size > kind.max_bytes:
-        raise ReadError(f"{kind.what} {p}: {st.st_size} bytes, more than the {kind.max_bytes} a {kind.what} may have")
+        raise ReadError(kind.what, p, f"{st.st_size} bytes, more than the {kind.max_bytes} a {kind.what} may have")
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
                      | (0 if kind.follow else getattr(os, "O_NOFOLLOW", 0)))
     except OSError as e:
-        raise ReadError(f"{kind.what} {p}: cannot read ({e.strerror or e})") from None
+        raise ReadError(kind.what, p, f"cannot read ({e.strerror or e})") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped between stat and open
-            raise ReadError(f"{kind.what} {p}: not a regular file; give a file")
+            raise ReadError(kind.what, p, "not a regular file; give a file")
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(kind.max_bytes + 1)
     except OSError as e:
-        raise ReadError(f"{kind.what} {p}: cannot read ({e.strerror or e})") from None
+        raise ReadError(kind.what, p, f"cannot read ({e.strerror or e})") from None
     finally:
         os.close(fd)
     if len(data) > kind.max_bytes:
-        raise ReadError(f"{kind.what} {p}: more than the {kind.max_bytes} bytes a {kind.what} may have")
+        raise ReadError(kind.what, p, f"more than the {kind.max_bytes} bytes a {kind.what} may have")
     return data
 
 
@@ -92,7 +102,7 @@ def _text(path: str, data: bytes, kind: Kind) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ReadError(f"{kind.what} {path}: not UTF-8 (byte {e.start}); save it as UTF-8") from None
+        raise ReadError(kind.what, path, f"not UTF-8 (byte {e.start}); save it as UTF-8") from None
 
 
 def _depth_ok(node: Any, limit: int) -> bool:
@@ -130,21 +140,21 @@ def parse_json(path: str | os.PathLike, data: bytes, kind: Kind) -> Any:
     # Cheap pre-check: json's recursive parser would hit RecursionError long before our depth limit matters
     # on hostile input; count brackets only when there could be that many.
     if len(_NESTING.findall(data[: 4 * kind.max_depth * 64])) > kind.max_depth and not _shallow_prefix(text, kind):
-        raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels")
+        raise ReadError(kind.what, p, f"nested deeper than {kind.max_depth} levels")
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_constant)
     except _Duplicate as e:
-        raise ReadError(f"{kind.what} {p}: key {str(e)[:80]!r} appears twice; keep one") from None
+        raise ReadError(kind.what, p, f"key {str(e)[:80]!r} appears twice; keep one") from None
     except RecursionError:
-        raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels") from None
+        raise ReadError(kind.what, p, f"nested deeper than {kind.max_depth} levels") from None
     except ValueError as e:
-        raise ReadError(f"{kind.what} {p}: not valid JSON ({str(e)[:160]})") from None
+        raise ReadError(kind.what, p, f"not valid JSON ({str(e)[:160]})", getattr(e, "lineno", None)) from None
     if not _depth_ok(doc, kind.max_depth):
-        raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels")
+        raise ReadError(kind.what, p, f"nested deeper than {kind.max_depth} levels")
     bad = _bad_number(doc) if _MAYBE_OUT_OF_RANGE.search(text) else None  # the walk only where text could hold one
     if bad is not None:
         field, value = bad
-        raise ReadError(f"{kind.what} {p}: {field or 'the document'}: {_number_text(value)}; {NUMBER_RULE}")
+        raise ReadError(kind.what, p, f"{field or 'the document'}: {_number_text(value)}; {NUMBER_RULE}")
     return doc
 
 
@@ -354,19 +364,19 @@ def parse_yaml(path: str | os.PathLike, data: bytes, kind: Kind) -> Any:
         try:
             return yaml.load(text, Loader=loader)
         except _YamlRefused as e:
-            raise ReadError(f"{kind.what} {p}: refused: {e}") from None
+            raise ReadError(kind.what, p, f"refused: {e}") from None
         except RecursionError:
-            raise ReadError(f"{kind.what} {p}: nested deeper than {kind.max_depth} levels") from None
+            raise ReadError(kind.what, p, f"nested deeper than {kind.max_depth} levels") from None
         except yaml.YAMLError as e:
             last = e
         except (ValueError, KeyError, TypeError, IndexError, OverflowError) as e:
             # PyYAML's constructors raise these for odd explicit tags (`!!bool maybe`, `!!int x`) and huge integers
-            raise ReadError(f"{kind.what} {p}: invalid value ({e.__class__.__name__}: {str(e)[:160]}); check explicit "
+            raise ReadError(kind.what, p, f"invalid value ({e.__class__.__name__}: {str(e)[:160]}); check explicit "
                             "!!tags and very long numbers") from None
     mark = getattr(last, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     problem = getattr(last, "problem", None) or last.__class__.__name__
-    raise ReadError(f"{kind.what} {p}: invalid YAML{where}: {problem}")
+    raise ReadError(kind.what, p, f"invalid YAML{where}: {problem}", mark.line + 1 if mark else None)
 
 
 def read_yaml(path: str | os.PathLike, kind: Kind) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 from kt_launch.core.findings import Finding, error, info
 from kt_launch.core.options import BY_KEY, OPTIONS, Carried, EnvVar, Flag, Refuse, flavors_with
 from kt_launch.core.plan import LaunchPlan, Resolved
+from kt_launch.core.secrets import MASK
 from kt_launch.render.passthrough import judge_passthrough
 
 USER_SOURCES = ("profile", "env", "cli")
@@ -58,7 +59,7 @@ def _flag_items(key: str, names: tuple[str, ...], value: Any, out: list[Finding]
 
 def _shown(key: str, value: Any) -> str:
     o = BY_KEY.get(key)
-    return "***" if o is not None and o.secret else repr(value)[:80]
+    return MASK if o is not None and o.secret else repr(value)[:80]
 
 
 def _render_one(plan: LaunchPlan, key: str, r: Resolved, argv: list[str], env: dict[str, str],

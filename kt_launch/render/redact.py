@@ -1,4 +1,6 @@
-"""Secrets: shown as *** in every output (dry-run text, JSON, logs), passed unchanged to the server."""
+"""The one redactor: secrets shown as *** in every output (dry-run text, JSON, logs, findings and their fields,
+the crash file, the supervisors' logs), passed unchanged to the server. Which names and values are secret is
+core/secrets.py's rule; this module applies it to argv, environments and free text."""
 
 from __future__ import annotations
 
@@ -7,14 +9,12 @@ import re
 import json
 
 from kt_launch.core.options import BY_KEY, OPTIONS
-from kt_launch.core.secrets import is_secret_name
+# The rule and the free-text scrub are core/secrets.py's (the crash file uses them without the registry);
+# they are imported here too, so every output finds the one redactor in one place.
+from kt_launch.core.secrets import (MASK, PREFIX_LEN, env_secret_values, is_secret_name, longest_secret, scrub,
+                                    scrub_bytes)
 
-MASK = "***"
 SECRET_FLAGS = ("--api-key", "--admin-api-key", "--hf-token", "--token")
-# Free-text scrubbing (log lines, reasons) skips values too short or too common to be a real secret:
-# replacing every "1" or "true" in a log would garble it and hide nothing.
-MIN_SCRUB_LEN = 4
-_NOT_SECRET_VALUES = {"true", "false", "none", "null", "yes", "no", "on", "off"}
 
 
 # Flags the registry renders are secret exactly when their key is declared so (--kt-max-deferred-experts-per-token
@@ -73,48 +73,8 @@ def secret_values(argv: list[str], env: dict[str, str]) -> set[str]:
     """The literal secret strings, so free text (reasons, log lines) can be scrubbed too."""
     vals = {a for a, r in zip(argv, redact_argv(argv)) if r == MASK}
     vals |= {a.split("=", 1)[1] for a, r in zip(argv, redact_argv(argv)) if r.endswith("=" + MASK)}
-    vals |= {v for k, v in env.items() if is_secret_name(k) and v}
+    vals |= env_secret_values(env)
     return {v for v in vals if v}
-
-
-# A message may hold a secret cut short by someone's [:80]: a run of at least this many of a secret's first
-# characters is masked too, so a long key never shows its beginning.
-PREFIX_LEN = 12
-
-
-def _scrubbable(secrets: set[str]) -> list[str]:
-    return sorted((s for s in secrets if len(s) >= MIN_SCRUB_LEN and s.lower() not in _NOT_SECRET_VALUES),
-                  key=len, reverse=True)
-
-
-def _scrub(data, secrets: list, mask, cut_copies: bool = True):
-    for s in secrets:
-        data = data.replace(s, mask)
-        if cut_copies and len(s) > PREFIX_LEN:  # cut-off copies: mask the longest run of s's first characters at each hit
-            head, start = s[:PREFIX_LEN], 0
-            while (i := data.find(head, start)) >= 0:
-                n = PREFIX_LEN
-                while i + n < len(data) and n < len(s) and data[i + n:i + n + 1] == s[n:n + 1]:
-                    n += 1
-                data = data[:i] + mask + data[i + n:]
-                start = i + len(mask)
-    return data
-
-
-def scrub(text: str, secrets: set[str]) -> str:
-    return _scrub(text, _scrubbable(secrets), MASK)
-
-
-def scrub_bytes(data: bytes, secrets: set[str], cut_copies: bool = True) -> bytes:
-    """scrub() for raw output (a child's log), whatever its encoding. cut_copies=False masks only whole
-    secrets (for a piece of a stream, whose end may hold the start of a secret that the next piece ends)."""
-    return _scrub(data, [s.encode("utf-8", "surrogateescape") for s in _scrubbable(secrets)], MASK.encode(),
-                  cut_copies)
-
-
-def longest_secret(secrets: set[str]) -> int:
-    """Bytes of the longest secret scrub masks (0 when none)."""
-    return max((len(s.encode("utf-8", "surrogateescape")) for s in _scrubbable(secrets)), default=0)
 
 
 def scrub_findings(findings, secrets: set[str]) -> list:

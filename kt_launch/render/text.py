@@ -9,7 +9,7 @@ import textwrap
 
 from kt_launch.render.argv import Command
 from kt_launch.render.memory import memory_text
-from kt_launch.render.redact import redact_argv, redact_env, scrub, scrub_findings, secret_values
+from kt_launch.render.redact import MASK, redact_argv, redact_env, scrub, scrub_findings, secret_values
 from kt_launch.core.findings import Finding
 from kt_launch.core.options import OPTIONS
 from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
@@ -23,7 +23,7 @@ def _resolved_json(plan: LaunchPlan, secrets: set[str]) -> dict:
     for key, r in plan.values.items():
         d = r.to_json()
         if key in _SECRET_KEYS and d["value"] is not None:
-            d["value"] = "***"
+            d["value"] = MASK
         if key == "runtime.env" and isinstance(d["value"], dict):
             d["value"] = redact_env(d["value"])
         if key == "server.extra_args" and isinstance(d["value"], list):

@@ -346,7 +346,7 @@ def _port_findings(listeners: list[tuple[str, str, int]]) -> list[Finding]:
     seen: dict[int, str] = {}
     for name, _, port in listeners:
         if port in seen:
-            out.append(error("KT-E708", f"{name} and {seen[port]} would both listen on port {port} of this machine",
+            out.append(error("KT-E190", f"{name} and {seen[port]} would both listen on port {port} of this machine",
                              "move fleet.router.port away from server.port + 1 .. + replicas"))
         seen.setdefault(port, name)
     return out

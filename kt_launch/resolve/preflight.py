@@ -18,7 +18,7 @@ import shlex
 from typing import Iterable, Iterator
 
 from kt_launch.core.fileid import DATA_BEYOND_FILE, HEADER_BEYOND_FILE, FileId
-from kt_launch.core.findings import Finding, error, warning
+from kt_launch.core.findings import Finding, about, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.core.profile import lora_entries
 from kt_launch.core.plan import Resolved
@@ -35,7 +35,12 @@ def artifacts(inp: ResolveInput):
 # -- a file as such ------------------------------------------------------------------------------
 
 def node_findings(field: str, fid: FileId, want: str, fix: str = "") -> list[Finding]:
-    """Problems of the path itself: want is "file" or "dir". Empty list when it is the right kind of node."""
+    """Problems of the path itself: want is "file" or "dir". Empty list when it is the right kind of node.
+    Each finding names the key and the file as fields."""
+    return about(_node_findings(field, fid, want, fix), key=field, file=fid.path)
+
+
+def _node_findings(field: str, fid: FileId, want: str, fix: str) -> list[Finding]:
     p, k = fid.path, fid.kind
     if k == "missing":
         why = "" if fid.detail in ("", "does not exist") else f" ({fid.detail})"
@@ -60,7 +65,12 @@ def node_findings(field: str, fid: FileId, want: str, fix: str = "") -> list[Fin
 
 
 def safetensors_findings(field: str, fid: FileId, who: str = "SGLang") -> list[Finding]:
-    """A file that will be parsed as safetensors (by name or position) but is not a valid one."""
+    """A file that will be parsed as safetensors (by name or position) but is not a valid one; each finding names
+    the key and the file as fields."""
+    return about(_safetensors_findings(field, fid, who), key=field, file=fid.path)
+
+
+def _safetensors_findings(field: str, fid: FileId, who: str) -> list[Finding]:
     if fid.ok_safetensors:
         return []
     node = node_findings(field, fid, "file")

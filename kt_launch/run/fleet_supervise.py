@@ -39,7 +39,7 @@ from typing import Any
 from kt_launch.core.fleet import Replica
 from kt_launch.render.argv import Command
 from kt_launch.render.fleet import instance_findings, router_command, router_url
-from kt_launch.render.redact import is_secret_name, redact_argv, scrub_findings, secret_values
+from kt_launch.render.redact import env_secret_values, redact_argv, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
 from kt_launch.resolve.fleet import router_install_line
 from kt_launch.run.health import curl_example
@@ -421,7 +421,7 @@ def launch_fleet(out, args) -> int:
         rc = router_command(fp.router)
         secrets |= secret_values(rc.argv, rc.env)
         router = _Child("router", rc, router_url(fp.router), (fp.router.host, fp.router.port))
-    secrets |= {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
+    secrets |= env_secret_values(os.environ)
     console = Console(secrets)
     try:
         return _launch(out, args, fp, children, router, opts, console, lora_entries(out.config))

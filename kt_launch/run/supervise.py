@@ -46,7 +46,7 @@ from typing import IO, Any
 from kt_launch.core.options import BY_KEY
 from kt_launch.run.execute import exec_failure
 from kt_launch.render.argv import Command
-from kt_launch.render.redact import is_secret_name, redact_argv, scrub_findings, secret_values
+from kt_launch.render.redact import env_secret_values, redact_argv, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
 from kt_launch.run.crashes import Diagnosis, Launched, diagnose
 from kt_launch.run.health import base_url, curl_example
@@ -305,7 +305,7 @@ def supervise(cmd: Command, findings, endpoint: Endpoint, *, opts: SuperviseOpti
     opts = opts or SuperviseOptions()
     secrets = secret_values(cmd.argv, cmd.env)
     # the server inherits kt-launch's environment too: an exported HF_TOKEN must not show up in its teed log
-    secrets |= {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
+    secrets |= env_secret_values(os.environ)
     console = Console(secrets)
     try:
         shown = [f for f in findings if f.level != "info"]

@@ -285,3 +285,16 @@ def test_the_plan_shows_each_replicas_cpus(tmp_path):
     p = write_profile(tmp_path, fleet_profile(sys.executable, 30000))
     text = kt_launch("--profile", str(p), "--host-facts", str(tmp_path / "host.json"), "--no-check", "--dry-run")
     assert "cpus 0-63" in text.stdout and "cpus 64-127" in text.stdout
+
+
+def test_a_port_clash_in_the_plan_and_a_busy_port_have_a_code_each(tmp_path):
+    """Two listeners of the plan on one port is KT-E190 (the plan is wrong, whatever this machine runs); KT-E708
+    says only that a port is taken on this machine now (issue 27: KT-E708 had both meanings)."""
+    from kt_launch.app import Request, plan_fleet
+
+    p = write_profile(tmp_path, fleet_profile(sys.executable, 31000, {"router": {"port": 31001}}))
+    h = write_json(tmp_path / "host.json", dual_socket())
+    found = plan_fleet(Request(profile=str(p), host_facts=str(h), checks=False)).plan.findings
+    clash = [f for f in found if f.code == "KT-E190"]
+    assert clash and "would both listen on port 31001" in clash[0].message, found
+    assert not any(f.code == "KT-E708" for f in found)

@@ -182,3 +182,53 @@ def test_the_launcher_argv_of_another_host_is_masked_by_key_value_and_flag():
     assert not any(s in text for s in SECRETS), text
     assert "kt.max_deferred_experts_per_token=3" in out and "runtime.env.TOKENIZERS_PARALLELISM=false" in out
     assert out[-2:] == ("--tp", "2") and "--supervise" in out and "30000" in text
+
+
+SHORT = "pw5x7"  # a short secret: every output masks it alike (the supervisors' own rule once waited for 8 characters)
+
+
+def test_one_redactor_a_short_inherited_secret_is_masked_in_supervise_logs(setup, launches):
+    tmp, prof, host, _ = setup
+    launch = Launch(tmp, [*base_args(prof, host), "--supervise"],
+                    {"FAKE_MODE": "serve", "FAKE_READY_AFTER": "0.2", "FAKE_ECHO_ENV": "WANDB_API_KEY",
+                     "WANDB_API_KEY": SHORT})
+    launches.append(launch)
+    launch.wait_for(lambda: "is ready" in launch.err, timeout=30, what="ready")
+    launch.signal(signal.SIGTERM)
+    assert launch.finish() == 143
+    assert SHORT not in launch.out + launch.err and "WANDB_API_KEY=***" in launch.out
+    assert json.loads((tmp / "env.json").read_text())["WANDB_API_KEY"] == SHORT  # the server gets it unchanged
+
+
+def test_one_redactor_the_crash_file_masks_like_every_other_output(tmp_path):
+    """The crash file goes through the same scrub: a short secret and a cut-off copy of a long one are masked."""
+    import subprocess
+    import sys
+
+    long_token = "hf_" + "CRASHSECRET" * 4
+    code = ("import sys, kt_launch.cli as c\n"
+            f"def boom(args, passthrough): raise RuntimeError('boom ' + {long_token[:20]!r} + ' {SHORT}')\n"
+            "c.cmd_profiles = boom\n"
+            "sys.exit(c.main(['profiles']))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={"KT_LAUNCH_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_TOKEN": long_token,
+                            "DB_PASSWORD": SHORT})
+    assert r.returncode == 1, r.stderr
+    (crash,) = tmp_path.glob("crash-*.txt")
+    text = r.stderr + crash.read_text()
+    assert "RuntimeError: boom ***" in text and SHORT not in text and long_token[:PREFIX_LEN] not in text, text
+
+
+def test_one_threshold_lives_in_core_secrets():
+    """No output keeps its own length threshold or mask for secrets: they read core/secrets.py's."""
+    import pathlib
+    import re
+
+    import kt_launch
+
+    root = pathlib.Path(kt_launch.__file__).parent
+    own = re.compile(r"is_secret_name\([^)]*\)\s*and\s*len\(|len\([^)]*\)\s*>=\s*\d+\s*and\s*is_secret_name|"
+                     r"replace\([^)]*,\s*\"\*\*\*\"\)|MIN_SCRUB_LEN\s*=|MASK\s*=")
+    found = [f"{p.relative_to(root)}: {m.group(0)}" for p in root.rglob("*.py") if p.name != "secrets.py"
+             for m in own.finditer(p.read_text())]
+    assert not found, found

@@ -128,6 +128,14 @@ def test_lora_dir_missing(tmp_path, t):
     assert "lora.paths[0]" in finding(doc, "KT-E201")["message"]
 
 
+
+def test_file_findings_name_the_key_and_the_file_as_fields(tmp_path, t):
+    """A reader (a script, a UI) takes the key and the file from `fields`, never from the message (issue 27)."""
+    rc, doc = errors(tmp_path, synthetic.moe_lora_profile(t, lora={"paths": [str(t / "nope")]},
+                                                          moe_lora={"rank": 8, "alpha": 16.0}))
+    assert finding(doc, "KT-E201")["fields"] == {"key": "lora.paths[0]", "file": str(t / "nope")}
+
+
 def test_lora_dir_without_adapter_config(tmp_path, t):
     (t / "lora" / "adapter_config.json").unlink()
     rc, doc = errors(tmp_path, synthetic.moe_lora_profile(t, moe_lora={"rank": 8, "alpha": 16.0}))
