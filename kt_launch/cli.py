@@ -149,6 +149,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
                    "inside model.path")
     v.add_argument("--lora-out", metavar="DIR", help="where a raw fused expert LoRA (moe_lora.path, sglang-kt) is "
                    "converted to (default: <moe_lora.path>-sglang)")
+    v.add_argument("--method", choices=("AMXINT4", "AMXINT8"), help="the format to write (default: kt.method, or in "
+                   "MoE-LoRA mode the base format its SFT method reads)")
     v.add_argument("--python", metavar="PY", help="interpreter with torch and kt-kernel (default: runtime.python)")
     v.add_argument("--json", action="store_true", help="machine-readable summary of the outputs")
     subs["convert"] = v

@@ -487,6 +487,31 @@ def run_lora(spec, result):
                       "seconds": round(time.perf_counter() - t0, 4)}
 
 
+def preflight(result):
+    """Whether torch and kt_kernel are installed here, without importing them (fast, no side effect): what the
+    launcher checks before it reads or writes anything, so a missing install is refused, not a failed run. Also
+    the torch requirement kt-kernel's own metadata declares (the fix line names it)."""
+    import importlib.metadata as md
+    import importlib.util
+
+    def version(dist):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    result["torch"] = version("torch") if importlib.util.find_spec("torch") is not None else None
+    result["kt_kernel"] = version("kt-kernel") if importlib.util.find_spec("kt_kernel") is not None else None
+    result["safetensors"] = version("safetensors") if importlib.util.find_spec("safetensors") is not None else None
+    try:
+        reqs = md.requires("kt-kernel") or []
+    except md.PackageNotFoundError:
+        reqs = []
+    result["kt_kernel_requires_torch"] = next((r.split(";")[0].strip() for r in reqs
+                                               if r.replace(" ", "").lower().startswith("torch")
+                                               and "extra" not in r), None)
+
+
 def main():
     out_fd = os.dup(1)
     os.dup2(2, 1)
@@ -497,7 +522,8 @@ def main():
         spec = json.loads(sys.stdin.read() or "{}")
         if not isinstance(spec, dict):
             raise ConvertError("invalid_config", "spec must be a JSON object")
-        run_lora(spec, result) if spec.get("task") == "lora" else run(spec, result)
+        task = spec.get("task")
+        preflight(result) if task == "preflight" else run_lora(spec, result) if task == "lora" else run(spec, result)
         result["ok"] = True
     except ConvertError as e:
         result["error_kind"], result["error"] = e.kind, e.message
