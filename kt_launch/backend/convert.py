@@ -39,6 +39,9 @@ _OURS = {MANIFEST, MANIFEST + ".tmp", TMP_DIR}
 # The manifest is ours, but --out is the user's: read through the bounded reader (a FIFO, /dev/zero or deep nesting
 # there is refused by name, never read). {layers: {L: {files: {rel: {size, sha256}}, source: {shards: {..}}}}}: depth 6.
 MANIFEST_KIND = Kind("convert manifest", 64 << 20, 8)
+# Checkpoints whose experts the worker dequantizes to BF16 first (at most 1 byte a parameter with scales: FP8 128x128
+# blocks; compressed-tensors pack-quantized INT4, Kimi-K2's format, 0.5 B + group scales).
+QUANTIZED_SOURCES = ("fp8", "compressed-tensors")
 LAYERS_IN_FLIGHT = 3  # convert_worker.py IN_FLIGHT: the reader's bound on source layers held at once
 WORKER_BASE_RAM = 1 << 30  # the worker's interpreter with torch and kt-kernel imported (measured ~0.6 GB; rounded up)
 _EXPERT = re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.experts\.")  # the routed-expert tensors the worker reads
@@ -78,11 +81,14 @@ class ConvertPlan:
 
     @property
     def ram_bytes(self) -> int:
-        """The bound the worker keeps: at most LAYERS_IN_FLIGHT BF16 layers (one quantized, one ready, one being
-        read), kt-kernel's quantized copy of one layer, the dequantization scratch of one tensor (float32 values and
+        """The bound the worker keeps: at most LAYERS_IN_FLIGHT source layers (one quantized, one ready, one being
+        read), each its BF16 stack plus, for a quantized source (FP8, packed INT4), its raw bytes until hashed;
+        kt-kernel's quantized copy of one layer, the dequantization scratch of one tensor (float32 values and
         scales) and the interpreter with torch and kt-kernel loaded (WORKER_BASE_RAM)."""
         e, h, i = self.num_experts, self.hidden_size, self.moe_intermediate_size
-        return LAYERS_IN_FLIGHT * e * 3 * h * i * 2 + self.layer_bytes_out + 3 * h * i * 4 + WORKER_BASE_RAM
+        staged = self.layer_bytes_in if self.source_bytes_per_param != 2 else 0
+        return (LAYERS_IN_FLIGHT * (self.layer_bytes_in_bf16 + staged) + self.layer_bytes_out + 3 * h * i * 4
+                + WORKER_BASE_RAM)
 
     def identity(self) -> dict[str, Any]:
         """What the manifest must match for a rerun to reuse finished layers."""
@@ -115,7 +121,7 @@ def plan_conversion(get: Callable[[str], Any], model: Any, out: str, method: str
         numa_nodes=tuple(get("kt.numa_nodes")) if get("kt.numa_nodes") else None,
         layers=tuple(model.moe_layers), num_experts=model.num_experts, top_k=model.top_k,
         hidden_size=model.hidden_size, moe_intermediate_size=model.moe_intermediate_size,
-        source_bytes_per_param=1 if getattr(model, "quant_method", "") == "fp8" else 2)
+        source_bytes_per_param=1 if getattr(model, "quant_method", "") in QUANTIZED_SOURCES else 2)
 
 
 # -- refusals (pure: the caller gathers the facts) -------------------------------------------------
@@ -436,7 +442,8 @@ OUTPUT_CHECKS = WEIGHT_CHECKS + tuple(f"KT-E21{n}" for n in range(10))  # ... an
 def start_line(cp: ConvertPlan, python: str) -> str:
     return (f"converting {len(cp.layers)} MoE layers of {cp.model_path} to {cp.method} "
             f"({cp.threadpool_count} NUMA partition(s)) in {cp.out}, with kt-kernel in {python}; about "
-            f"{_gb(cp.ram_bytes)} of RAM at most ({LAYERS_IN_FLIGHT} layers in flight), {_gb(cp.layer_bytes_out * len(cp.layers))} on disk")
+            f"{_gb(cp.ram_bytes)} of RAM at most ({LAYERS_IN_FLIGHT} layers in flight), "
+            f"{_gb(cp.layer_bytes_out * len(cp.layers))} on disk")
 
 
 def progress_line(rec: Mapping[str, Any], elapsed: float | None = None) -> str:
@@ -501,6 +508,8 @@ def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | N
             "bytes_in": a.get("bytes_in", 0), "bytes_out": a.get("bytes_out", 0) + int((lora or {}).get("bytes_out") or 0),
             "seconds": round(float(a.get("seconds") or 0) + float((lora or {}).get("seconds") or 0), 4),
             "read_s": a.get("read_s"), "wait_s": a.get("wait_s"), "quant_s": a.get("quant_s"),
+            "hash_s": a.get("hash_s"), "finish_s": a.get("finish_s"), "stages": a.get("stages"),
+            "ram_bound": cp.ram_bytes if cp else None, "peak_rss": a.get("peak_rss"),
             "verify": a.get("verify") or [],
             "lora": dict(lora) if lora else None,
             "cpu_variant": a.get("cpu_variant"), "kt_kernel_version": a.get("kt_kernel_version")}
