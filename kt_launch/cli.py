@@ -141,7 +141,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
             b.add_argument("--no-store", action="store_true", help="do not write the tuning cache")
         subs[name] = b
     v = _Parser(prog="kt-launch convert", description="Convert model.path's routed experts to kt.method's CPU format "
-                "with kt-kernel's own quantizer.", epilog="BF16 or FP8 (128x128 block) experts in; AMXINT8/AMXINT4 "
+                "with kt-kernel's own quantizer.", epilog="BF16, FP8 (128x128 block) or compressed-tensors packed INT4 "
+                "(Kimi-K2) experts in; AMXINT8/AMXINT4 "
                 "_layer_*/_numa_* dirs out, one MoE layer at a time, resumable, checked by reading layers back with "
                 "kt-kernel. Runs in runtime.python (or --python).")
     _profile_args(v, host_facts=False, no_check=False)

@@ -334,14 +334,16 @@ def feed_digest(digest, pairs):
     return digest
 
 
-def read_layer(torch, table, layer, spec, digest=None, group=None):
+def read_layer(torch, table, layer, spec, digest=None, group=None, into=None):
     """(gate [E,I,H], up [E,I,H], down [E,H,I]) in bf16, and the source bytes read; `digest` (a hashlib object) is fed
     each tensor's name and bytes in a fixed order (expert, gate/up/down, weight then its scales): data_sha256; a list
-    instead gets the (name, bytes) pairs in that order, to hash elsewhere."""
+    instead gets the (name, bytes) pairs in that order, to hash elsewhere. `into`: the (gate, up, down) tensors of an
+    earlier layer to read into (the Reader's pool: memory already faulted in is reused, not allocated again)."""
     E, H, I = spec["num_experts"], spec["hidden_size"], spec["moe_intermediate_size"]
     p, fmt = _prefix(table, layer)
     shapes = {"gate_proj": (I, H), "up_proj": (I, H), "down_proj": (H, I)}
-    out = {proj: torch.empty((E, *shapes[proj]), dtype=torch.bfloat16) for proj in PROJS}
+    out = (dict(zip(PROJS, into)) if into is not None else
+           {proj: torch.empty((E, *shapes[proj]), dtype=torch.bfloat16) for proj in PROJS})
 
     def entry(name):
         if name not in table:
@@ -392,6 +394,7 @@ def read_layer(torch, table, layer, spec, digest=None, group=None):
     def tensor(name, dtype, shape):
         return slot[name].view(tdt[dtype]).reshape(shape)
 
+    g = (group or packed_group_size(spec["model_path"])) if fmt == "packed" else None
     rows = {}
     for name, _f, _a, _n, dtype, shape, where, e, proj, k in plan:
         rows.setdefault((e, proj), []).append((name, dtype, shape))
@@ -403,7 +406,6 @@ def read_layer(torch, table, layer, spec, digest=None, group=None):
             got = tensor(parts[2][0], hdt, hshape).tolist()
             if got != want:
                 raise ConvertError("weights", f"{parts[2][0]} is {got}, the config says {want}")
-            g = group or packed_group_size(spec["model_path"])
             if dtype not in ("I32", "U8") or tuple(shape) != (want[0], -(-want[1] * 4 // 32) * (4 if dtype == "U8" else 1)) \
                     or tuple(sshape) != (want[0], -(-want[1] // g)):
                 raise ConvertError("weights", f"{name} {dtype}{list(shape)} / {parts[1][0]} {list(sshape)}: not packed "
@@ -434,6 +436,8 @@ class Reader:
 
         self.torch, self.table, self.spec, self.order, self.group = torch, table, spec, list(order), group
         self.slots = threading.Semaphore(IN_FLIGHT)
+        self.pool = []  # (gate, up, down) stacks given back by `release`: at most IN_FLIGHT are ever allocated. Fresh
+        # memory costs a page fault per 4 KiB on first touch (0.35-0.43 GB/s on the 2-vCPU VM), more than the disk.
         self.ready = queue.Queue()
         self.stop = False
         self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-hash")
@@ -453,7 +457,8 @@ class Reader:
             try:
                 t0 = time.perf_counter()
                 pairs = []
-                gate, up, down, nbytes = read_layer(self.torch, self.table, layer, self.spec, pairs, self.group)
+                into = self.pool.pop() if self.pool else None
+                gate, up, down, nbytes = read_layer(self.torch, self.table, layer, self.spec, pairs, self.group, into)
                 read_s = time.perf_counter() - t0
                 self.ready.put((layer, (gate, up, down, nbytes, self.hasher.submit(self._hash, pairs), read_s), None))
                 del gate, up, down, pairs
@@ -473,7 +478,10 @@ class Reader:
             raise ConvertError("error", f"the reader handed layer {got_layer} for layer {layer}")
         return (*got, wait_s)
 
-    def release(self):
+    def release(self, stacks=None):
+        """A layer is done with (quantized and hashed); `stacks`, its (gate, up, down), are read into again."""
+        if stacks is not None:
+            self.pool.append(stacks)
         self.slots.release()
 
     def close(self):
@@ -511,20 +519,23 @@ def quantize_layer(torch, spec, layer, reader):
     shutil.rmtree(staged, ignore_errors=True)
     w = wrapper(torch, spec, layer, tmp, cpu_save=True)
     w.load_weights_from_tensors(gate, up, down, torch.arange(spec["num_experts"], dtype=torch.int64))
-    del w, gate, up, down
+    del w  # kt-kernel holds no reference to the stacks after this: they go back to the reader's pool
     t_quant = time.perf_counter() - t_q0
     return {"layer": layer, "skipped": False, "bytes_in": nbytes, "read_s": round(t_read, 4),
-            "wait_s": round(t_wait, 4), "quant_s": round(t_quant, 4), "t0": t0, "hashed": hashed}
+            "wait_s": round(t_wait, 4), "quant_s": round(t_quant, 4), "t0": t0, "hashed": hashed,
+            "stacks": (gate, up, down)}
 
 
 def finish_layer(spec, row, manifest, reader):
     """The quantized layer's files hashed, renamed into <out> and recorded (in layer order: one finisher thread)."""
     out, layer = spec["out"], row["layer"]
     t0 = time.perf_counter()
+    stacks = row.pop("stacks")
     try:
         data_sha256, hash_s = row.pop("hashed").result()
     finally:
-        reader.release()  # quantized and hashed: its source buffers are gone, the reader may read the next one
+        reader.release(stacks)  # quantized and hashed: the reader may read the next layer into these stacks
+        del stacks
     staged = os.path.join(out, TMP_DIR, f"_layer_{layer}")
     if not os.path.isdir(staged):
         raise ConvertError("error", f"kt-kernel wrote no {staged} for {spec['method']} layer {layer}")
@@ -571,7 +582,15 @@ def verify_layer(torch, spec, layer, table):
 
 
 def peak_rss():
-    """The process's peak resident set as the OS counts it (anonymous and file-backed pages), bytes."""
+    """The process's peak resident set as the OS counts it (anonymous and file-backed pages), bytes: VmHWM of this
+    process image (ru_maxrss would carry the parent's high-water mark across fork and exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
