@@ -406,8 +406,9 @@ def read_layer(torch, table, layer, spec, digest=None, group=None, into=None):
             got = tensor(parts[2][0], hdt, hshape).tolist()
             if got != want:
                 raise ConvertError("weights", f"{parts[2][0]} is {got}, the config says {want}")
-            if dtype not in ("I32", "U8") or tuple(shape) != (want[0], -(-want[1] * 4 // 32) * (4 if dtype == "U8" else 1)) \
-                    or tuple(sshape) != (want[0], -(-want[1] // g)):
+            words = -(-want[1] // 8)  # eight 4-bit values an int32 (four bytes as U8)
+            if (dtype not in ("I32", "U8") or tuple(shape) != (want[0], words * (4 if dtype == "U8" else 1))
+                    or tuple(sshape) != (want[0], -(-want[1] // g))):
                 raise ConvertError("weights", f"{name} {dtype}{list(shape)} / {parts[1][0]} {list(sshape)}: not packed "
                                               f"INT4 of {want} in groups of {g}")
             out[proj][e].copy_(dequant_int4_packed(torch, tensor(name, dtype, shape), tensor(parts[1][0], sdt, sshape),
