@@ -425,6 +425,10 @@ def failure(cp: ConvertPlan, r: _worker.WorkerResult) -> Finding | None:
     if kind == "kt_kernel_missing":  # found by the preflight, yet its import failed: nothing ran
         return error("KT-E450", f"convert: {msg}; nothing was converted", "fix that install (or point --python at "
                      "an interpreter where `import torch, kt_kernel` works) and run the same command again")
+    if kind == "weights" and a.get("started") is False:  # the source, checked before the output was touched
+        return error("KT-E452", f"convert: {msg}; nothing was written", "convert reads BF16, FP8 E4M3 with 128x128 "
+                     "block scales, or symmetric compressed-tensors pack-quantized INT4: fix model.path or convert "
+                     "it to one of those first")
     if kind == "tolerance":
         return error("KT-E425", f"the conversion was written but its read-back check failed: {msg}",
                      "report it with the kt-kernel version; do not serve these weights")

@@ -607,6 +607,14 @@ def run(spec, result):
     result["cpu_variant"] = getattr(kt_kernel, "__cpu_variant__", "unknown")
     result["kt_kernel_version"] = getattr(kt_kernel, "__version__", "unknown")
     result["torch_version"] = torch.__version__
+    # The source's format is checked before anything is written (the launcher says so: nothing was written).
+    table = tensor_table(spec["model_path"])
+    layers = [int(x) for x in spec["layers"]]
+    group = None
+    for layer in layers:
+        if _prefix(table, layer)[1] == "packed":
+            group = packed_group_size(spec["model_path"])
+            break
     try:
         import kt_kernel_ext.moe as moe_mod  # registered by kt_kernel/__init__.py
     except Exception:  # noqa: BLE001
@@ -619,12 +627,11 @@ def run(spec, result):
     result["pin_shim"] = pw._install_pin_shim(torch, scratch)
     result["rss_at_start"] = peak_rss()
     out = spec["out"]
+    result["started"] = True  # from here on the output dir may be written
     os.makedirs(out, exist_ok=True)
     manifest = load_manifest(out, spec)
     shutil.rmtree(os.path.join(out, TMP_DIR), ignore_errors=True)  # an interrupted run's half layer
     os.makedirs(os.path.join(out, TMP_DIR))
-    table = tensor_table(spec["model_path"])
-    layers = [int(x) for x in spec["layers"]]
     done, checked = [], {}
     redo = {int(x) for x in spec.get("redo") or ()}  # finished from another source: converted again, never skipped
     for layer in layers:  # which layers are finished: their files match the manifest (hashed, not trusted)
@@ -632,7 +639,6 @@ def run(spec, result):
         ok = layer not in redo and layer_matches(out, layer, (manifest["layers"].get(str(layer)) or {}).get("files"))
         checked[layer] = (ok, time.perf_counter() - t0)
     todo = [layer for layer in layers if not checked[layer][0]]
-    group = packed_group_size(spec["model_path"]) if todo and _prefix(table, todo[0])[1] == "packed" else None
     from concurrent.futures import ThreadPoolExecutor
 
     t_conv = time.perf_counter()
@@ -745,7 +751,7 @@ def main():
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     result = {"worker_version": WORKER_VERSION, "ok": False, "error_kind": None, "error": None,
-              "python": sys.executable}
+              "python": sys.executable, "started": False}
     try:
         spec = json.loads(sys.stdin.read() or "{}")
         if not isinstance(spec, dict):

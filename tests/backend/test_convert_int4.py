@@ -146,3 +146,22 @@ def test_a_kimi_int4_checkpoint_converts_and_reads_back(backend_python, kt_kerne
     assert weight_errors(prof2) == []
     cp = cv.ConvertPlan(str(src), str(out), method, 1, 2, None, (1, 2), 8, 2, 256, 256)
     assert doc["bytes_out"] == 2 * cp.layer_bytes_out
+
+
+def test_an_unreadable_int4_source_is_refused_before_writing(backend_python, tmp_path):
+    """Through the CLI, on any CPU: the worker checks the source's format before the variant's methods and before it
+    touches the output, so the answer is KT-E452 naming config.json, not "the conversion failed ... a rerun
+    resumes"."""
+    src = kimi_int4(tmp_path / "kimi", backend_python)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"]["config_groups"]["group_0"]["weights"]["symmetric"] = False
+    (src / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    r = kt("convert", "--profile", profile(tmp_path, src, out, "AMXINT4", 1, backend_python), "--json")
+    assert r.returncode == 3, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    codes = [f["code"] for f in doc["findings"]]
+    assert codes == ["KT-E452"], doc["findings"]
+    text = json.dumps(doc["findings"])
+    assert "asymmetric" in text and "config.json" in text and "rerun resumes" not in text
+    assert not out.exists()
