@@ -671,6 +671,7 @@ def run(spec, result):
     finally:
         reader.close()
         finisher.shutdown(wait=True)
+        reader.pool.clear()  # the stacks go before the read-back check reads its two layers
     wall = time.perf_counter() - t_conv
     shutil.rmtree(os.path.join(out, TMP_DIR), ignore_errors=True)
     result["layers"] = done
