@@ -153,7 +153,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
             b.add_argument("--no-store", action="store_true", help="do not write the tuning cache")
         subs[name] = b
     v = _Parser(prog="kt-launch convert", description="Convert model.path's routed experts to kt.method's CPU format "
-                "with kt-kernel's own quantizer.", epilog="BF16 or FP8 (128x128 block) experts in; AMXINT8/AMXINT4 "
+                "with kt-kernel's own quantizer.", epilog="BF16, FP8 (128x128 block) or compressed-tensors packed INT4 "
+                "(Kimi-K2) experts in; AMXINT8/AMXINT4 "
                 "_layer_*/_numa_* dirs out, one MoE layer at a time, resumable, checked by reading layers back with "
                 "kt-kernel. Runs in runtime.python (or --python).")
     _profile_args(v, host_facts=False, no_check=False)
@@ -161,6 +162,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
                    "inside model.path")
     v.add_argument("--lora-out", metavar="DIR", help="where a raw fused expert LoRA (moe_lora.path, sglang-kt) is "
                    "converted to (default: <moe_lora.path>-sglang)")
+    v.add_argument("--method", choices=("AMXINT4", "AMXINT8"), help="the format to write (default: kt.method, or in "
+                   "MoE-LoRA mode the base format its SFT method reads)")
     v.add_argument("--python", metavar="PY", help="interpreter with torch and kt-kernel (default: runtime.python)")
     v.add_argument("--json", action="store_true", help="machine-readable summary of the outputs")
     subs["convert"] = v

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from typing import Any
 
 from kt_launch.core.errors import ConfigError, Stopped
@@ -148,21 +147,24 @@ def cmd_convert(args, passthrough) -> int:
     out = plan_request(Request(profile=args.profile, sets=tuple(sets), checks=True, passthrough=tuple(passthrough)))
     get = out.plan.get
     lp = cv.lora_plan(get, args.lora_out)
-    experts = cv.target_method(get) in cv.METHODS
+    method = args.method or cv.target_method(get)  # --method: the format to write, else the plan's
+    experts = method in cv.METHODS
     if experts and not get("kt.weight_path"):
         raise ConfigError(f"{args.profile}: give --out DIR or set kt.weight_path: where the converted weights go")
     refusals = [f for f in out.findings if f.stops("convert")]
     if out.model is None:
         refusals.append(error("KT-E410", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
                               "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))
-    cp = None if refusals else cv.plan_conversion(get, out.model, os.path.abspath(str(get("kt.weight_path") or ".")))
+    cp = None if refusals else cv.plan_conversion(get, out.model, os.path.abspath(str(get("kt.weight_path") or ".")),
+                                                  method=args.method)
     if cp is not None and not experts and lp is None:
         refusals.append(cv.method_refusal(cp))
-    prepared = cv.prepare(cp) if experts and not refusals else None
+    python = _python(args, out)
+    avail = getattr(out.host, "memory_available_bytes", None) if out.host is not None else None
+    prepared = cv.prepare(cp, python, server_env(out), avail) if experts and not refusals else None
     refusals = refusals or ((prepared.findings if prepared else []) + (cv.lora_refusals(lp) if lp else []))
     if refusals:
         return _refused(args, refusals)
-    python = _python(args, out)
     answers, bad = {}, None
     lock = OutputLock()
     try:
@@ -171,9 +173,12 @@ def cmd_convert(args, passthrough) -> int:
             return _refused(args, [held])
         if experts:
             print(cv.start_line(cp, python), file=sys.stderr, flush=True)
-            t0 = time.monotonic()
-            r = cv.run_conversion(cp, python, env=server_env(out), prepared=prepared, progress=lambda rec: print(
-                cv.progress_line(rec, time.monotonic() - t0), file=sys.stderr, flush=True), pass_fds=lock.fds)
+            show = cv.Progress(sys.stderr, tty=sys.stderr.isatty() and not args.json)
+            try:
+                r = cv.run_conversion(cp, python, env=server_env(out), prepared=prepared, progress=show,
+                                      pass_fds=lock.fds)
+            finally:
+                show.close()
             answers["experts"], bad = r.answer or {}, cv.failure(cp, r)
         if lp is not None and bad is None and not cv.lora_done(lp):
             print(f"converting the expert LoRA {lp.source} into {lp.out} with kt-kernel's converter ...",
@@ -243,6 +248,8 @@ def _convert_report(args, passthrough, sets, cp, lp, answers, bad, out) -> int:
     from kt_launch.backend import convert as cv
 
     use = ([f"kt.weight_path={cp.out}"] if cp else []) + ([f"moe_lora.path={lp.out}"] if lp else [])
+    if cp is not None and getattr(args, "method", None) and not out.plan.get("moe_lora.sft_method"):
+        use.append(f"kt.method={cp.method}")  # --method: the files are checked as what they are
     findings = [bad] if bad else []
     if bad is None:
         after = plan_request(Request(profile=args.profile, sets=tuple(sets + use), checks=True,

@@ -39,6 +39,11 @@ _OURS = {MANIFEST, MANIFEST + ".tmp", TMP_DIR}
 # The manifest is ours, but --out is the user's: read through the bounded reader (a FIFO, /dev/zero or deep nesting
 # there is refused by name, never read). {layers: {L: {files: {rel: {size, sha256}}, source: {shards: {..}}}}}: depth 6.
 MANIFEST_KIND = Kind("convert manifest", 64 << 20, 8)
+# Checkpoints whose experts the worker dequantizes to BF16 first (at most 1 byte a parameter with scales: FP8 128x128
+# blocks; compressed-tensors pack-quantized INT4, Kimi-K2's format, 0.5 B + group scales).
+QUANTIZED_SOURCES = ("fp8", "compressed-tensors")
+LAYERS_IN_FLIGHT = 3  # convert_worker.py IN_FLIGHT: the reader's bound on source layers held at once
+WORKER_BASE_RAM = 1 << 30  # the worker's interpreter with torch and kt-kernel imported (measured ~0.6 GB; rounded up)
 _EXPERT = re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.experts\.")  # the routed-expert tensors the worker reads
 
 
@@ -67,14 +72,23 @@ class ConvertPlan:
         return e * (3 * h * i * METHODS[self.method] // 8 + 4 * (2 * i + h * p))
 
     @property
+    def layer_bytes_in_bf16(self) -> int:
+        return self.num_experts * 3 * self.hidden_size * self.moe_intermediate_size * 2
+
+    @property
     def layer_bytes_in(self) -> int:
         return self.num_experts * 3 * self.hidden_size * self.moe_intermediate_size * self.source_bytes_per_param
 
     @property
     def ram_bytes(self) -> int:
-        """About one BF16 layer, its quantized copy in kt-kernel, and the read-back check's reference."""
-        bf16 = self.num_experts * 3 * self.hidden_size * self.moe_intermediate_size * 2
-        return 2 * bf16 + self.layer_bytes_out
+        """The bound the worker keeps: at most LAYERS_IN_FLIGHT source layers (one quantized, one ready, one being
+        read), each its BF16 stack plus, for a quantized source (FP8, packed INT4), its raw bytes until hashed;
+        kt-kernel's quantized copy of one layer, the dequantization scratch of one tensor (float32 values and
+        scales) and the interpreter with torch and kt-kernel loaded (WORKER_BASE_RAM)."""
+        e, h, i = self.num_experts, self.hidden_size, self.moe_intermediate_size
+        staged = self.layer_bytes_in if self.source_bytes_per_param != 2 else 0
+        return (LAYERS_IN_FLIGHT * (self.layer_bytes_in_bf16 + staged) + self.layer_bytes_out + 3 * h * i * 4
+                + WORKER_BASE_RAM)
 
     def identity(self) -> dict[str, Any]:
         """What the manifest must match for a rerun to reuse finished layers."""
@@ -99,15 +113,15 @@ def target_method(get: Callable[[str], Any]) -> str:
     return cpu_format(get)
 
 
-def plan_conversion(get: Callable[[str], Any], model: Any, out: str) -> ConvertPlan:
-    """From the resolved plan (`get(key)`) and `ModelFacts`."""
+def plan_conversion(get: Callable[[str], Any], model: Any, out: str, method: str | None = None) -> ConvertPlan:
+    """From the resolved plan (`get(key)`) and `ModelFacts`; `method` (convert --method) overrides the plan's."""
     return ConvertPlan(
-        model_path=str(get("model.path")), out=out, method=target_method(get),
+        model_path=str(get("model.path")), out=out, method=method or target_method(get),
         threadpool_count=int(get("kt.threadpool_count") or 1), cpuinfer=int(get("kt.cpuinfer") or 1),
         numa_nodes=tuple(get("kt.numa_nodes")) if get("kt.numa_nodes") else None,
         layers=tuple(model.moe_layers), num_experts=model.num_experts, top_k=model.top_k,
         hidden_size=model.hidden_size, moe_intermediate_size=model.moe_intermediate_size,
-        source_bytes_per_param=1 if getattr(model, "quant_method", "") == "fp8" else 2)
+        source_bytes_per_param=1 if getattr(model, "quant_method", "") in QUANTIZED_SOURCES else 2)
 
 
 # -- refusals (pure: the caller gathers the facts) -------------------------------------------------
@@ -191,6 +205,44 @@ def disk_refusal(cp: ConvertPlan, need: int, free: int) -> Finding | None:
                      f"({len(cp.layers)} MoE layers), {_gb(free)} free there", "free disk space or choose --out on "
                      "a larger filesystem")
     return None
+
+
+def ram_refusal(cp: ConvertPlan, available: int | None) -> Finding | None:
+    """The worker's RAM bound (ram_bytes) against what the host has available now (MemAvailable); None: unknown."""
+    if available and cp.ram_bytes > available:
+        return error("KT-E451", f"convert: {_gb(cp.ram_bytes)} of RAM needed ({LAYERS_IN_FLIGHT} layers of "
+                     f"{_gb(cp.layer_bytes_in_bf16)} BF16 experts in flight, one quantized layer and the interpreter), "
+                     f"{_gb(available)} available on this host", "free memory, or convert on a host with more RAM "
+                     "(the files are the same on any CPU with AVX-512 or AMX); nothing was read or written")
+    return None
+
+
+def interpreter_refusal(python: str, env: Mapping[str, str] | None = None) -> Finding | None:
+    """Whether `python` (runtime.python or --python) can run the conversion at all: torch, kt-kernel and safetensors
+    installed there (found, not imported: fast). Checked before anything is read or written."""
+    from kt_launch.core.install import KT_KERNEL, pip_line
+
+    r = _worker.run_worker(python, WORKER_PATH, stdin=json.dumps({"task": "preflight"}), env=env, timeout_s=120.0)
+    a = r.answer or {}
+    if not r.ok or not a.get("ok"):
+        why = r.message or a.get("error") or "it gave no answer"
+        return error("KT-E450", f"convert: the interpreter {python} cannot run the conversion ({why})",
+                     "point --python (or runtime.python) at the interpreter that has torch and kt-kernel; nothing "
+                     "was read or written")
+    missing = [name for name, key in (("torch", "torch"), ("kt-kernel", "kt_kernel"), ("safetensors", "safetensors"))
+               if not a.get(key)]
+    if not missing:
+        return None
+    if not a.get("kt_kernel"):  # kt-kernel's own requirements bring torch and safetensors
+        fix = pip_line(python, KT_KERNEL)
+    else:  # kt-kernel is there but what it requires is not: its own pin for torch
+        torch_req = str(a.get("kt_kernel_requires_torch") or "torch")
+        fix = f"{shlex.quote(python)} -m pip install " + " ".join(
+            shlex.quote(torch_req if m == "torch" else m) for m in missing)
+    return error("KT-E450", f"convert: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed in "
+                 f"{python} (--python, else runtime.python), which runs kt-kernel's quantizer",
+                 f"install it there: {fix}; or point --python at an interpreter that has them; nothing was read or "
+                 "written")
 
 
 def _gb(n: int) -> str:
@@ -295,9 +347,11 @@ class Prepared:
     redo: tuple[int, ...] = ()
 
 
-def prepare(cp: ConvertPlan) -> Prepared:
-    """Every reason not to start, checked before anything is written; and what the worker needs to tell a finished
-    layer of this source from one of another (`layers_to_redo`)."""
+def prepare(cp: ConvertPlan, python: str | None = None, env: Mapping[str, str] | None = None,
+            available_ram: int | None = None) -> Prepared:
+    """Every reason not to start, checked before anything is read or written (the interpreter when `python` is given,
+    the RAM bound against `available_ram`); and what the worker needs to tell a finished layer of this source from
+    one of another (`layers_to_redo`)."""
     for f in (method_refusal(cp), location_refusal(cp)):
         if f is not None:
             return Prepared([f], {})
@@ -314,8 +368,11 @@ def prepare(cp: ConvertPlan) -> Prepared:
         return Prepared([error("KT-E440", f"convert: {e}", "fix or replace that shard of model.path (`kt-launch check` "
                                "names what is wrong with it); nothing was written")], {})
     redo = layers_to_redo(cp, manifest, sources)
-    f = disk_refusal(cp, remaining_bytes(cp, manifest, redo), free_bytes(cp.out))
-    return Prepared([f] if f else [], sources, redo)
+    short = [f for f in (ram_refusal(cp, available_ram),
+                         disk_refusal(cp, remaining_bytes(cp, manifest, redo), free_bytes(cp.out))) if f]
+    if not short and python:  # last: the one check that starts a process
+        short = [f for f in (interpreter_refusal(python, env),) if f]
+    return Prepared(short, sources, redo)
 
 
 def refusals(cp: ConvertPlan) -> list[Finding]:
@@ -366,6 +423,13 @@ def failure(cp: ConvertPlan, r: _worker.WorkerResult) -> Finding | None:
         return error("KT-E402", f"{cp.method}: the kt-kernel variant '{a.get('cpu_variant')}' that loaded does not "
                      f"implement it ({msg}); nothing was written", "convert on a CPU with AVX-512 or AMX (the files "
                      "are the same on both), or use BF16 weights")
+    if kind == "kt_kernel_missing":  # found by the preflight, yet its import failed: nothing ran
+        return error("KT-E450", f"convert: {msg}; nothing was converted", "fix that install (or point --python at "
+                     "an interpreter where `import torch, kt_kernel` works) and run the same command again")
+    if kind == "weights" and a.get("started") is False:  # the source, checked before the output was touched
+        return error("KT-E452", f"convert: {msg}; nothing was written", "convert reads BF16, FP8 E4M3 with 128x128 "
+                     "block scales, or symmetric compressed-tensors pack-quantized INT4: fix model.path or convert "
+                     "it to one of those first")
     if kind == "tolerance":
         return error("KT-E425", f"the conversion was written but its read-back check failed: {msg}",
                      "report it with the kt-kernel version; do not serve these weights")
@@ -383,7 +447,8 @@ OUTPUT_CHECKS = WEIGHT_CHECKS + tuple(f"KT-E21{n}" for n in range(10))  # ... an
 def start_line(cp: ConvertPlan, python: str) -> str:
     return (f"converting {len(cp.layers)} MoE layers of {cp.model_path} to {cp.method} "
             f"({cp.threadpool_count} NUMA partition(s)) in {cp.out}, with kt-kernel in {python}; about "
-            f"{_gb(cp.ram_bytes)} of RAM (one layer at a time), {_gb(cp.layer_bytes_out * len(cp.layers))} on disk")
+            f"{_gb(cp.ram_bytes)} of RAM at most ({LAYERS_IN_FLIGHT} layers in flight), "
+            f"{_gb(cp.layer_bytes_out * len(cp.layers))} on disk")
 
 
 def progress_line(rec: Mapping[str, Any], elapsed: float | None = None) -> str:
@@ -401,6 +466,43 @@ def progress_line(rec: Mapping[str, Any], elapsed: float | None = None) -> str:
             + eta)
 
 
+class Progress:
+    """The worker's per-layer records as the user sees them: on a terminal one bar rewritten in place (layers done,
+    GB/s of source read, time left); otherwise (a pipe, a log, --json) one line per layer."""
+
+    WIDTH = 24
+
+    def __init__(self, stream: Any, tty: bool, clock: Callable[[], float] | None = None):
+        import time
+
+        self.stream, self.tty, self.clock = stream, tty, clock or time.monotonic
+        self.t0 = self.clock()
+        self.bytes_in, self.drawn = 0, False
+
+    def __call__(self, rec: Mapping[str, Any]) -> None:
+        elapsed = self.clock() - self.t0
+        self.bytes_in += int(rec.get("bytes_in") or 0)
+        if not self.tty:
+            self.stream.write(progress_line(rec, elapsed) + "\n")
+        else:
+            self.stream.write("\r" + self.bar(rec, elapsed) + "\x1b[K")
+            self.drawn = True
+        self.stream.flush()
+
+    def bar(self, rec: Mapping[str, Any], elapsed: float) -> str:
+        i, n = int(rec.get("index") or 0), max(int(rec.get("total") or 0), 1)
+        fill = self.WIDTH * i // n
+        rate = f"{self.bytes_in / elapsed / 1e9:.2f} GB/s" if elapsed > 0 and self.bytes_in else "-- GB/s"
+        left = f"about {elapsed / i * (n - i):.0f} s left" if 0 < i < n else ("done" if i >= n else "")
+        return f"[{'#' * fill}{'.' * (self.WIDTH - fill)}] {i}/{n} layers, layer {rec.get('layer')}, {rate}, {left}"
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
 def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | None" = None,
                  lora: Mapping[str, Any] | None = None) -> dict[str, Any]:
     rows = a.get("layers") or []
@@ -411,6 +513,8 @@ def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | N
             "bytes_in": a.get("bytes_in", 0), "bytes_out": a.get("bytes_out", 0) + int((lora or {}).get("bytes_out") or 0),
             "seconds": round(float(a.get("seconds") or 0) + float((lora or {}).get("seconds") or 0), 4),
             "read_s": a.get("read_s"), "wait_s": a.get("wait_s"), "quant_s": a.get("quant_s"),
+            "hash_s": a.get("hash_s"), "finish_s": a.get("finish_s"), "stages": a.get("stages"),
+            "ram_bound": cp.ram_bytes if cp else None, "peak_rss": a.get("peak_rss"),
             "verify": a.get("verify") or [],
             "lora": dict(lora) if lora else None,
             "cpu_variant": a.get("cpu_variant"), "kt_kernel_version": a.get("kt_kernel_version")}

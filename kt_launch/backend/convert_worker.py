@@ -8,8 +8,10 @@ Why it is built like this:
   - kt-kernel's own quantizer does the work: ``KTMoEWrapper(..., cpu_save=True)`` +
     ``load_weights_from_tensors`` quantizes one MoE layer and writes ``<weight_path>/_layer_L/_numa_N/*.kt``
     (kt_kernel/utils/amx.py). Nothing here quantizes by hand.
-  - One layer at a time (the wrapper and the layer's tensors are dropped before the next), so RAM stays at
-    about one BF16 layer plus its output.
+  - Read at the disk's speed: each layer's expert bytes are read with large positioned reads (preadv) straight
+    into the stacked tensors kt-kernel takes (no mmap, no per-tensor copy), on a reader thread that reads layer
+    L+1 while kt-kernel quantizes L and a finisher thread hashes and records L-1; at most IN_FLIGHT (3) source
+    layers exist at once, which is the RAM bound the launcher prints. The answer has each stage's seconds.
   - kt-kernel writes into ``<out>/.kt-convert-tmp``; a finished layer dir is renamed into ``<out>`` and only
     then recorded in the manifest (size + sha256 per file), so an interrupted run never counts a half layer.
   - A rerun skips a layer whose files match the manifest (nothing is rewritten) and redoes one that does not.
@@ -17,7 +19,9 @@ Why it is built like this:
     and a hash of its expert tensors' header entries; plus `data_sha256`, the sha256 of the bytes read here); the
     launcher lists in `redo` the finished layers of another source, which are converted again, never skipped.
   - The manifest is read bounded (a regular file, at most MANIFEST_MAX bytes, nesting checked): --out is the user's.
-  - FP8 E4M3 experts with 128x128 ``weight_scale_inv`` blocks are dequantized per block to BF16 first.
+  - FP8 E4M3 experts with 128x128 ``weight_scale_inv`` blocks are dequantized per block to BF16 first;
+    compressed-tensors pack-quantized INT4 (Kimi-K2: ``weight_packed``, ``weight_scale``, ``weight_shape``, the group
+    size from config.json) per group.
   - Verified: the first and last layer are read back with kt-kernel's ``load_weights`` and compared with a
     float32 torch MoE of the (dequantized) source, with the probe's tolerances.
 
@@ -181,12 +185,25 @@ def write_manifest(out, manifest):
 
 
 # -- source tensors ---------------------------------------------------------------------------------
+#
+# Each layer is read with a few large positioned reads (os.preadv: many buffers per system call) straight into the
+# stacked [E, I, H] / [E, H, I] tensors kt-kernel takes: a BF16 expert's bytes land where the quantizer reads them,
+# with no per-tensor object, copy or mmap (an mmap'd shard counts in RSS as file-backed pages; measured on the AMX
+# host: peaks 4-7x the promise). Quantized sources (FP8 blocks, compressed-tensors packed INT4) and F16/F32 are read
+# the same way into one staging buffer of the layer's raw bytes, then dequantized tensor by tensor into the stack.
 
-def tensor_index(model_path):
-    """({tensor name: shard file}, {tensor name: (start, end) byte range in its file}) of the routed experts,
-    from the safetensors headers (the index json may be stale or absent)."""
-    where, spans = {}, {}
-    for f in sorted(glob.glob(os.path.join(model_path, "*.safetensors"))):
+DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1, "I32": 4, "U8": 1, "I8": 1, "I64": 8}
+IOV_MAX = 512  # buffers per preadv call (Linux allows 1024)
+READ_MAX = 256 << 20  # bytes per call: large reads, each a bounded request
+IN_FLIGHT = 3  # source layers held at once: one quantized, one ready, one being read (convert.py LAYERS_IN_FLIGHT)
+ALIGN = 64  # staging slots start aligned, so a slot can be viewed as int32/float32
+
+
+def tensor_table(model_path):
+    """{tensor name: (shard file, start, end, dtype, shape)} of the routed experts, absolute byte ranges from the
+    safetensors headers (the index json may be stale or absent)."""
+    table = {}
+    for f in sorted(glob.glob(os.path.join(glob.escape(model_path), "*.safetensors"))):
         with open(f, "rb") as h:
             n = int.from_bytes(h.read(8), "little")
             if n > HEADER_MAX:  # the launcher checked the headers before; a shard swapped since is not read whole
@@ -194,42 +211,47 @@ def tensor_index(model_path):
             header = json.loads(h.read(n))
         for k, v in header.items():
             if ".mlp.experts." in k and isinstance(v, dict):
-                where[k] = f
                 a, b = v["data_offsets"]
-                spans[k] = (8 + n + a, 8 + n + b)
-    return where, spans
+                table[k] = (f, 8 + n + a, 8 + n + b, v.get("dtype"), tuple(v.get("shape") or ()))
+    return table
 
 
-def prefetch(where, spans, layer):
-    """Ask the kernel to read the next layer's expert bytes ahead (page cache, no Python memory), so the
-    disk works while kt-kernel quantizes this layer. A hint: ignored where unsupported."""
-    if not hasattr(os, "posix_fadvise"):
-        return
-    mark = f"layers.{layer}.mlp.experts."
-    ranges = {}
-    for k, f in where.items():
-        if mark in k:
-            a, b = spans[k]
-            lo, hi = ranges.get(f, (a, b))
-            ranges[f] = (min(lo, a), max(hi, b))
-    for f, (a, b) in ranges.items():
-        try:
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, a, b - a, os.POSIX_FADV_WILLNEED)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
-
-
-def _prefix(where, layer):
+def _prefix(table, layer):
+    """(tensor name prefix of the layer's experts, 'dense' | 'packed')."""
     for p in (f"model.layers.{layer}.mlp.experts.", f"language_model.model.layers.{layer}.mlp.experts.",
               f"model.language_model.layers.{layer}.mlp.experts."):
-        if p + "0.gate_proj.weight" in where:
-            return p
+        if p + "0.gate_proj.weight" in table:
+            return p, "dense"
+        if p + "0.gate_proj.weight_packed" in table:
+            return p, "packed"
     raise ConvertError("weights", f"no routed-expert tensors for layer {layer} (model.layers.{layer}.mlp.experts.0."
-                                  "gate_proj.weight) in the model's safetensors")
+                                  "gate_proj.weight or .weight_packed) in the model's safetensors")
+
+
+def packed_group_size(model_path):
+    """The INT4 group size of a compressed-tensors pack-quantized checkpoint, from config.json's quantization_config
+    (Kimi-K2: num_bits 4, symmetric, strategy group, group_size 32). Asymmetric (zero points) is not read."""
+    path = os.path.join(model_path, "config.json")
+    try:
+        if os.path.getsize(path) > (16 << 20):
+            raise ConvertError("weights", f"{path}: larger than a config.json may be")
+        with open(path, "rb") as f:
+            cfg = json.loads(f.read())
+    except (OSError, ValueError) as e:
+        raise ConvertError("weights", f"{path}: cannot read it ({e})")
+    qc = cfg.get("quantization_config") or (cfg.get("text_config") or {}).get("quantization_config") or {}
+    why = None
+    if qc.get("quant_method") != "compressed-tensors" or qc.get("format") not in ("pack-quantized", None):
+        why = f"quant_method {qc.get('quant_method')!r}, format {qc.get('format')!r}"
+    for g in (qc.get("config_groups") or {}).values():
+        w = (g or {}).get("weights") or {}
+        if w.get("num_bits") == 4 and w.get("type", "int") == "int" and w.get("strategy") == "group":
+            if not w.get("symmetric", True):
+                why = "asymmetric INT4 (zero points)"
+            elif not why and isinstance(w.get("group_size"), int) and w["group_size"] > 0:
+                return w["group_size"]
+    raise ConvertError("weights", f"{path}: the experts are packed INT4 (weight_packed), but quantization_config is "
+                                  f"not symmetric compressed-tensors pack-quantized 4-bit groups ({why or 'no group'})")
 
 
 def dequant_fp8(torch, q, scale_inv):
@@ -239,46 +261,234 @@ def dequant_fp8(torch, q, scale_inv):
     return (q.float() * s).to(torch.bfloat16)
 
 
-def read_layer(torch, where, layer, spec, handles, digest=None):
-    """(gate [E,I,H], up [E,I,H], down [E,H,I]) in bf16, and the bytes read from disk; `digest` (a hashlib object)
-    is fed every tensor's bytes as read, in a fixed order (the layer's source record, data_sha256)."""
-    from safetensors import safe_open
+def dequant_int4_packed(torch, packed, scale, shape, group):
+    """compressed-tensors pack-quantized INT4 -> bf16. Eight 4-bit values per int32 along a row, the first value in
+    the lowest nibble, each stored as q + 8 (compressed_tensors pack_to_int32 / unpack_from_int32); symmetric:
+    w[r, c] = (nibble - 8) * scale[r, c // group]."""
+    rows, cols = shape
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
+    q = ((packed.view(torch.int32).unsqueeze(-1) >> shifts) & 0xF).reshape(rows, -1)[:, :cols]
+    s = scale.float().repeat_interleave(group, 1)[:, :cols]
+    return ((q - 8).float() * s).to(torch.bfloat16)
 
+
+def _preadv_all(fd, bufs, offset):
+    """Fill `bufs` (writable memoryviews, in file order) from `offset`: few large preadv calls, short reads resumed."""
+    pending = [b for b in bufs if len(b)]
+    while pending:
+        batch, size = [], 0
+        for b in pending[:IOV_MAX]:
+            batch.append(b)
+            size += len(b)
+            if size >= READ_MAX:
+                break
+        got = os.preadv(fd, batch, offset) if hasattr(os, "preadv") else os.readv(fd, batch) if os.lseek(
+            fd, offset, os.SEEK_SET) == offset else 0
+        if got <= 0:
+            raise ConvertError("weights", f"a shard ended before the bytes its header promises (at byte {offset})")
+        offset += got
+        while got:
+            if got >= len(pending[0]):
+                got -= len(pending.pop(0))
+            else:
+                pending[0] = pending[0][got:]
+                got = 0
+
+
+def _read_ranges(items):
+    """items: [(file, start, memoryview)]; every range read, file by file in offset order, touching ranges merged
+    into one request (one large sequential read where the shard lays a layer's experts side by side)."""
+    by_file = {}
+    for f, start, buf in items:
+        by_file.setdefault(f, []).append((start, buf))
+    for f, ranges in by_file.items():
+        ranges.sort(key=lambda r: r[0])
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            lo, hi = ranges[0][0], ranges[-1][0] + len(ranges[-1][1])
+            if hasattr(os, "posix_fadvise"):  # a hint: the kernel reads ahead of us, in large requests
+                for advice in (os.POSIX_FADV_SEQUENTIAL, os.POSIX_FADV_WILLNEED):
+                    try:
+                        os.posix_fadvise(fd, lo, hi - lo, advice)
+                    except OSError:
+                        pass
+            run, run_start, run_end = [], None, None
+            for start, buf in ranges:
+                if run and start != run_end:
+                    _preadv_all(fd, run, run_start)
+                    run = []
+                if not run:
+                    run_start = start
+                run.append(buf)
+                run_end = start + len(buf)
+            if run:
+                _preadv_all(fd, run, run_start)
+        finally:
+            os.close(fd)
+
+
+def feed_digest(digest, pairs):
+    for name, buf in pairs:
+        digest.update(name.encode() + b"\0")
+        digest.update(buf)  # hashlib releases the GIL on large buffers
+    return digest
+
+
+def read_layer(torch, table, layer, spec, digest=None, group=None, into=None):
+    """(gate [E,I,H], up [E,I,H], down [E,H,I]) in bf16, and the source bytes read; `digest` (a hashlib object) is fed
+    each tensor's name and bytes in a fixed order (expert, gate/up/down, weight then its scales): data_sha256; a list
+    instead gets the (name, bytes) pairs in that order, to hash elsewhere. `into`: the (gate, up, down) tensors of an
+    earlier layer to read into (the Reader's pool: memory already faulted in is reused, not allocated again)."""
     E, H, I = spec["num_experts"], spec["hidden_size"], spec["moe_intermediate_size"]
-    p = _prefix(where, layer)
+    p, fmt = _prefix(table, layer)
     shapes = {"gate_proj": (I, H), "up_proj": (I, H), "down_proj": (H, I)}
-    out = {proj: torch.empty((E, *shapes[proj]), dtype=torch.bfloat16) for proj in PROJS}
-    nbytes = 0
+    out = (dict(zip(PROJS, into)) if into is not None else
+           {proj: torch.empty((E, *shapes[proj]), dtype=torch.bfloat16) for proj in PROJS})
 
-    def get(name):
-        nonlocal nbytes
-        f = where.get(name)
-        if f is None:
+    def entry(name):
+        if name not in table:
             raise ConvertError("weights", f"tensor {name} is missing from the model's safetensors")
-        if f not in handles:
-            handles.clear()  # one shard open at a time
-            handles[f] = safe_open(f, framework="pt")
-        t = handles[f].get_tensor(name)
-        nbytes += t.numel() * t.element_size()
-        if digest is not None:
-            digest.update(name.encode() + b"\0")
-            digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
-        return t
+        f, a, b, dtype, shape = table[name]
+        if dtype not in DTYPE_BYTES:
+            raise ConvertError("weights", f"{name} is {dtype}: convert reads BF16, F16, F32, FP8 E4M3 (128x128 "
+                                          "blocks) or compressed-tensors packed INT4 experts")
+        return f, a, b, dtype, shape
 
+    plan, staged_bytes = [], 0  # plan: (name, file, start, nbytes, dtype, shape, "direct" | staging offset, e, proj)
     for e in range(E):
         for proj in PROJS:
-            name = f"{p}{e}.{proj}.weight"
-            t = get(name)
-            if tuple(t.shape) != shapes[proj]:
-                raise ConvertError("weights", f"{name} has shape {list(t.shape)}, the config says {list(shapes[proj])}")
-            if t.dtype == torch.float8_e4m3fn:
-                t = dequant_fp8(torch, t, get(f"{p}{e}.{proj}.weight_scale_inv"))
-            elif t.dtype != torch.bfloat16:
-                if t.dtype not in (torch.float16, torch.float32):
-                    raise ConvertError("weights", f"{name} is {t.dtype}: convert reads BF16 or FP8 E4M3 experts")
-                t = t.to(torch.bfloat16)
-            out[proj][e].copy_(t)
-    return out["gate_proj"], out["up_proj"], out["down_proj"], nbytes
+            names = ([f"{p}{e}.{proj}.weight_packed", f"{p}{e}.{proj}.weight_scale", f"{p}{e}.{proj}.weight_shape"]
+                     if fmt == "packed" else [f"{p}{e}.{proj}.weight"])
+            if fmt == "dense" and table.get(names[0], (0,) * 4)[3] == "F8_E4M3":
+                names.append(f"{p}{e}.{proj}.weight_scale_inv")
+            for k, name in enumerate(names):
+                f, a, b, dtype, shape = entry(name)
+                if k == 0 and fmt == "dense" and tuple(shape) != shapes[proj]:
+                    raise ConvertError("weights", f"{name} has shape {list(shape)}, the config says "
+                                                  f"{list(shapes[proj])}")
+                if fmt == "dense" and k == 0 and dtype == "BF16":
+                    where = "direct"
+                else:
+                    where = staged_bytes
+                    staged_bytes += -(-(b - a) // ALIGN) * ALIGN
+                plan.append((name, f, a, b - a, dtype, shape, where, e, proj, k))
+    staging = torch.empty(staged_bytes, dtype=torch.uint8) if staged_bytes else None
+    items, slot = [], {}
+    for name, f, a, n, dtype, shape, where, e, proj, _k in plan:
+        if where == "direct":
+            buf = memoryview(out[proj][e].view(torch.uint8).numpy()).cast("B")
+        else:
+            buf = memoryview(staging[where:where + n].numpy()).cast("B")
+            slot[name] = staging[where:where + n]
+        if len(buf) != n:
+            raise ConvertError("weights", f"{name}: {n} bytes in the shard, {len(buf)} expected from its shape")
+        items.append((f, a, buf))
+    _read_ranges(items)
+    if isinstance(digest, list):  # hashed later, on another thread (the Reader): the buffers are kept alive by it
+        digest.extend((name, buf) for (name, *_rest), (_f, _a, buf) in zip(plan, items))
+    elif digest is not None:
+        feed_digest(digest, [(name, buf) for (name, *_rest), (_f, _a, buf) in zip(plan, items)])
+    tdt = {"F16": torch.float16, "F32": torch.float32, "F8_E4M3": torch.float8_e4m3fn, "I32": torch.int32,
+           "U8": torch.uint8, "I8": torch.int8, "BF16": torch.bfloat16, "I64": torch.int64}
+
+    def tensor(name, dtype, shape):
+        return slot[name].view(tdt[dtype]).reshape(shape)
+
+    g = (group or packed_group_size(spec["model_path"])) if fmt == "packed" else None
+    rows = {}
+    for name, _f, _a, _n, dtype, shape, where, e, proj, k in plan:
+        rows.setdefault((e, proj), []).append((name, dtype, shape))
+    for (e, proj), parts in rows.items():
+        name, dtype, shape = parts[0]
+        if fmt == "packed":
+            (_, sdt, sshape), (_, hdt, hshape) = parts[1], parts[2]
+            want = list(shapes[proj])
+            got = tensor(parts[2][0], hdt, hshape).tolist()
+            if got != want:
+                raise ConvertError("weights", f"{parts[2][0]} is {got}, the config says {want}")
+            words = -(-want[1] // 8)  # eight 4-bit values an int32 (four bytes as U8)
+            if (dtype not in ("I32", "U8") or tuple(shape) != (want[0], words * (4 if dtype == "U8" else 1))
+                    or tuple(sshape) != (want[0], -(-want[1] // g))):
+                raise ConvertError("weights", f"{name} {dtype}{list(shape)} / {parts[1][0]} {list(sshape)}: not packed "
+                                              f"INT4 of {want} in groups of {g}")
+            out[proj][e].copy_(dequant_int4_packed(torch, tensor(name, dtype, shape), tensor(parts[1][0], sdt, sshape),
+                                                   want, g))
+        elif dtype == "F8_E4M3":
+            out[proj][e].copy_(dequant_fp8(torch, tensor(name, dtype, shape), tensor(parts[1][0], parts[1][1],
+                                                                                    parts[1][2])))
+        elif dtype != "BF16":
+            if dtype not in ("F16", "F32"):
+                raise ConvertError("weights", f"{name} is {dtype}: convert reads BF16 or FP8 E4M3 experts")
+            out[proj][e].copy_(tensor(name, dtype, shape).to(torch.bfloat16))
+    return out["gate_proj"], out["up_proj"], out["down_proj"], sum(r[3] for r in plan)
+
+
+class Reader:
+    """Reads the layers to convert, in order, on one background thread while kt-kernel quantizes, so the disk and the
+    quantizer overlap; a second thread hashes what was read (data_sha256) while the next layer is read. At most
+    IN_FLIGHT source layers exist at once: a slot is taken before a layer's buffers are allocated and given back
+    (`release`) once the quantizer is done with it and its bytes are hashed. That is the RAM bound the launcher
+    prints (convert.py ConvertPlan.ram_bytes)."""
+
+    def __init__(self, torch, table, spec, order, group=None):
+        import queue
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.torch, self.table, self.spec, self.order, self.group = torch, table, spec, list(order), group
+        self.slots = threading.Semaphore(IN_FLIGHT)
+        self.pool = []  # (gate, up, down) stacks given back by `release`: at most IN_FLIGHT are ever allocated. Fresh
+        # memory costs a page fault per 4 KiB on first touch (0.35-0.43 GB/s on the 2-vCPU VM), more than the disk.
+        self.ready = queue.Queue()
+        self.stop = False
+        self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-hash")
+        self.thread = threading.Thread(target=self._run, name="kt-convert-reader", daemon=True)
+        self.thread.start()
+
+    def _hash(self, pairs):
+        t0 = time.perf_counter()
+        hexd = feed_digest(hashlib.sha256(), pairs).hexdigest()
+        return hexd, time.perf_counter() - t0
+
+    def _run(self):
+        for layer in self.order:
+            self.slots.acquire()
+            if self.stop:
+                return
+            try:
+                t0 = time.perf_counter()
+                pairs = []
+                into = self.pool.pop() if self.pool else None
+                gate, up, down, nbytes = read_layer(self.torch, self.table, layer, self.spec, pairs, self.group, into)
+                read_s = time.perf_counter() - t0
+                self.ready.put((layer, (gate, up, down, nbytes, self.hasher.submit(self._hash, pairs), read_s), None))
+                del gate, up, down, pairs
+            except BaseException as e:  # noqa: BLE001  (handed to the consumer, raised there)
+                self.ready.put((layer, None, e))
+                return
+
+    def take(self, layer):
+        """(gate, up, down, bytes, future of (sha256 of the bytes, seconds hashing), seconds the read took, seconds
+        waited for it)."""
+        t0 = time.perf_counter()
+        got_layer, got, exc = self.ready.get()
+        wait_s = time.perf_counter() - t0
+        if exc is not None:
+            raise exc
+        if got_layer != layer:
+            raise ConvertError("error", f"the reader handed layer {got_layer} for layer {layer}")
+        return (*got, wait_s)
+
+    def release(self, stacks=None):
+        """A layer is done with (quantized and hashed); `stacks`, its (gate, up, down), are read into again."""
+        if stacks is not None:
+            self.pool.append(stacks)
+        self.slots.release()
+
+    def close(self):
+        self.stop = True
+        self.slots.release()
+        self.hasher.shutdown(wait=False)
 
 
 # -- kt-kernel ---------------------------------------------------------------------------------------
@@ -299,79 +509,58 @@ def wrapper(torch, spec, layer, weight_path, cpu_save):
         raise ConvertError(kind, msg)
 
 
-class Reader:
-    """Reads the next layer to convert on one background thread while kt-kernel quantizes the current one, so the
-    disk and the quantizer overlap; at most two bf16 layers are in memory. The layer after that is hinted to
-    the kernel (posix_fadvise), which reads it into the page cache."""
-
-    def __init__(self, torch, where, spans, spec, order):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.torch, self.where, self.spans, self.spec, self.order = torch, where, spans, spec, list(order)
-        self.pool = ThreadPoolExecutor(max_workers=1)
-        self.futures = {}
-
-    def _read(self, layer):
-        t0 = time.perf_counter()
-        digest = hashlib.sha256()
-        got = read_layer(self.torch, self.where, layer, self.spec, {}, digest)
-        return (*got, digest.hexdigest()), time.perf_counter() - t0
-
-    def _start(self, layer):
-        if layer not in self.futures:
-            self.futures[layer] = self.pool.submit(self._read, layer)
-
-    def take(self, layer):
-        """(gate, up, down, bytes, sha256 of the bytes, seconds the read took, seconds waited for it); starts reading
-        the next one."""
-        self._start(layer)
-        t0 = time.perf_counter()
-        got, read_s = self.futures.pop(layer).result()
-        wait_s = time.perf_counter() - t0
-        i = self.order.index(layer)
-        if i + 1 < len(self.order):
-            self._start(self.order[i + 1])
-        if i + 2 < len(self.order):
-            prefetch(self.where, self.spans, self.order[i + 2])
-        return (*got, read_s, wait_s)
-
-    def close(self):
-        self.pool.shutdown(wait=False)
-
-
-def convert_layer(torch, spec, layer, reader, manifest):
-    out, method = spec["out"], spec["method"]
-    tmp = os.path.join(out, TMP_DIR)
+def quantize_layer(torch, spec, layer, reader):
+    """Take the layer from the reader and have kt-kernel quantize it into <out>/.kt-convert-tmp/_layer_L; the
+    finishing (hash the files, rename, manifest) is `finish_layer`'s, on another thread."""
+    tmp = os.path.join(spec["out"], TMP_DIR)
     t0 = time.perf_counter()
-    gate, up, down, nbytes, data_sha256, t_read, t_wait = reader.take(layer)
+    gate, up, down, nbytes, hashed, t_read, t_wait = reader.take(layer)
     t_q0 = time.perf_counter()
     staged = os.path.join(tmp, f"_layer_{layer}")
     shutil.rmtree(staged, ignore_errors=True)
     w = wrapper(torch, spec, layer, tmp, cpu_save=True)
     w.load_weights_from_tensors(gate, up, down, torch.arange(spec["num_experts"], dtype=torch.int64))
-    del w, gate, up, down
+    del w  # kt-kernel holds no reference to the stacks after this: they go back to the reader's pool
     t_quant = time.perf_counter() - t_q0
+    return {"layer": layer, "skipped": False, "bytes_in": nbytes, "read_s": round(t_read, 4),
+            "wait_s": round(t_wait, 4), "quant_s": round(t_quant, 4), "t0": t0, "hashed": hashed,
+            "stacks": (gate, up, down)}
+
+
+def finish_layer(spec, row, manifest, reader):
+    """The quantized layer's files hashed, renamed into <out> and recorded (in layer order: one finisher thread)."""
+    out, layer = spec["out"], row["layer"]
+    t0 = time.perf_counter()
+    stacks = row.pop("stacks")
+    try:
+        data_sha256, hash_s = row.pop("hashed").result()
+    finally:
+        reader.release(stacks)  # quantized and hashed: the reader may read the next layer into these stacks
+        del stacks
+    staged = os.path.join(out, TMP_DIR, f"_layer_{layer}")
     if not os.path.isdir(staged):
-        raise ConvertError("error", f"kt-kernel wrote no {staged} for {method} layer {layer}")
+        raise ConvertError("error", f"kt-kernel wrote no {staged} for {spec['method']} layer {layer}")
     files = layer_files(staged)
     final = os.path.join(out, f"_layer_{layer}")
     if os.path.lexists(final):  # a stale or mismatching layer of this conversion: replaced whole
-        trash = os.path.join(tmp, f"_old_layer_{layer}")
+        trash = os.path.join(out, TMP_DIR, f"_old_layer_{layer}")
         shutil.rmtree(trash, ignore_errors=True)
         os.rename(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
     os.rename(staged, final)
-    source = dict((spec.get("sources") or {}).get(str(layer)) or {}, data_sha256=data_sha256, bytes_read=nbytes)
+    source = dict((spec.get("sources") or {}).get(str(layer)) or {}, data_sha256=data_sha256,
+                  bytes_read=row["bytes_in"])
     manifest["layers"][str(layer)] = {"files": files, "source": source}
     write_manifest(out, manifest)
-    return {"layer": layer, "skipped": False, "bytes_in": nbytes, "bytes_out": sum(f["size"] for f in files.values()),
-            "read_s": round(t_read, 4), "wait_s": round(t_wait, 4), "quant_s": round(t_quant, 4),
-            "seconds": round(time.perf_counter() - t0, 4)}
+    now = time.perf_counter()
+    row.update(bytes_out=sum(f["size"] for f in files.values()), hash_s=round(hash_s, 4),
+               finish_s=round(now - t0, 4), seconds=round(now - row.pop("t0"), 4))
+    return row
 
 
-def verify_layer(torch, spec, layer, where, handles):
+def verify_layer(torch, spec, layer, table):
     """Read the converted layer back with kt-kernel (load_weights) and compare one forward with torch."""
-    gate, up, down, _ = read_layer(torch, where, layer, spec, handles)
+    gate, up, down, _ = read_layer(torch, table, layer, spec)
     w = wrapper(torch, spec, layer, spec["out"], cpu_save=False)
     w.load_weights(torch.arange(spec["num_experts"], dtype=torch.int64))
     gen = torch.Generator().manual_seed(int(spec.get("seed", 1234)))
@@ -393,6 +582,21 @@ def verify_layer(torch, spec, layer, where, handles):
     return {"layer": layer, "rel_err": err, "tolerance": tol, "passed": err <= tol}
 
 
+def peak_rss():
+    """The process's peak resident set as the OS counts it (anonymous and file-backed pages), bytes: VmHWM of this
+    process image (ru_maxrss would carry the parent's high-water mark across fork and exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def run(spec, result):
     t_start = time.perf_counter()
     try:
@@ -403,6 +607,14 @@ def run(spec, result):
     result["cpu_variant"] = getattr(kt_kernel, "__cpu_variant__", "unknown")
     result["kt_kernel_version"] = getattr(kt_kernel, "__version__", "unknown")
     result["torch_version"] = torch.__version__
+    # The source's format is checked before anything is written (the launcher says so: nothing was written).
+    table = tensor_table(spec["model_path"])
+    layers = [int(x) for x in spec["layers"]]
+    group = None
+    for layer in layers:
+        if _prefix(table, layer)[1] == "packed":
+            group = packed_group_size(spec["model_path"])
+            break
     try:
         import kt_kernel_ext.moe as moe_mod  # registered by kt_kernel/__init__.py
     except Exception:  # noqa: BLE001
@@ -413,52 +625,75 @@ def run(spec, result):
                                                  f"'{result['cpu_variant']}' variant")
     scratch = {"notes": []}
     result["pin_shim"] = pw._install_pin_shim(torch, scratch)
+    result["rss_at_start"] = peak_rss()
     out = spec["out"]
+    result["started"] = True  # from here on the output dir may be written
     os.makedirs(out, exist_ok=True)
     manifest = load_manifest(out, spec)
     shutil.rmtree(os.path.join(out, TMP_DIR), ignore_errors=True)  # an interrupted run's half layer
     os.makedirs(os.path.join(out, TMP_DIR))
-    where, spans = tensor_index(spec["model_path"])
-    handles = {}
-    layers = [int(x) for x in spec["layers"]]
     done, checked = [], {}
     redo = {int(x) for x in spec.get("redo") or ()}  # finished from another source: converted again, never skipped
     for layer in layers:  # which layers are finished: their files match the manifest (hashed, not trusted)
         t0 = time.perf_counter()
         ok = layer not in redo and layer_matches(out, layer, (manifest["layers"].get(str(layer)) or {}).get("files"))
         checked[layer] = (ok, time.perf_counter() - t0)
-    reader = Reader(torch, where, spans, spec, [layer for layer in layers if not checked[layer][0]])
+    todo = [layer for layer in layers if not checked[layer][0]]
+    from concurrent.futures import ThreadPoolExecutor
+
+    t_conv = time.perf_counter()
+    reader = Reader(torch, table, spec, todo, group)
+    finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-finish")
+    pending = []  # (index, future of the finished row): layer L is finished while L+1 is quantized
+
+    def emit(i, row):
+        done.append(row)
+        sys.stderr.write(PROGRESS + json.dumps({"index": i + 1, "total": len(layers), **row}) + "\n")
+        sys.stderr.flush()
+
     try:
         for i, layer in enumerate(layers):
             if checked[layer][0]:
+                while pending:
+                    emit(pending[0][0], pending.pop(0)[1].result())
                 files = manifest["layers"][str(layer)]["files"]
-                row = {"layer": layer, "skipped": True, "bytes_in": 0,
-                       "bytes_out": sum(f["size"] for f in files.values()), "seconds": round(checked[layer][1], 4)}
-            else:
-                manifest["layers"].pop(str(layer), None)
-                row = convert_layer(torch, spec, layer, reader, manifest)
-                row["other_source"] = layer in redo
-            done.append(row)
-            sys.stderr.write(PROGRESS + json.dumps({"index": i + 1, "total": len(layers), **row}) + "\n")
-            sys.stderr.flush()
+                emit(i, {"layer": layer, "skipped": True, "bytes_in": 0,
+                         "bytes_out": sum(f["size"] for f in files.values()), "seconds": round(checked[layer][1], 4)})
+                continue
+            manifest["layers"].pop(str(layer), None)
+            row = quantize_layer(torch, spec, layer, reader)
+            row["other_source"] = layer in redo
+            while pending:  # L-1 was finished (hashed, renamed, recorded) while L was quantized
+                emit(pending[0][0], pending.pop(0)[1].result())
+            pending.append((i, finisher.submit(finish_layer, spec, row, manifest, reader)))
+        while pending:
+            emit(pending[0][0], pending.pop(0)[1].result())
     finally:
         reader.close()
+        finisher.shutdown(wait=True)
+        reader.pool.clear()  # the stacks go before the read-back check reads its two layers
+    wall = time.perf_counter() - t_conv
     shutil.rmtree(os.path.join(out, TMP_DIR), ignore_errors=True)
     result["layers"] = done
     result["bytes_in"] = sum(r["bytes_in"] for r in done)
     result["bytes_out"] = sum(r["bytes_out"] for r in done)
-    result["read_s"] = round(sum(r.get("read_s", 0.0) for r in done), 4)
-    result["quant_s"] = round(sum(r.get("quant_s", 0.0) for r in done), 4)
-    result["wait_s"] = round(sum(r.get("wait_s", 0.0) for r in done), 4)
+    stages = {k: round(sum(r.get(k, 0.0) for r in done), 4) for k in ("read_s", "hash_s", "quant_s", "finish_s",
+                                                                      "wait_s")}
+    result.update(stages)
+    busy = stages["read_s"] + stages["hash_s"] + stages["quant_s"] + stages["finish_s"]
+    result["stages"] = {**stages, "wall_s": round(wall, 4), "overlap_s": round(max(0.0, busy - wall), 4),
+                        "in_flight": IN_FLIGHT}
     result["convert_s"] = round(time.perf_counter() - t_start, 4)
+    result["peak_rss"] = peak_rss()
     if spec.get("verify", True) and layers:
         checks = sorted({layers[0], layers[-1]})
-        result["verify"] = [verify_layer(torch, spec, layer, where, handles) for layer in checks]
+        result["verify"] = [verify_layer(torch, spec, layer, table) for layer in checks]
         bad = [v for v in result["verify"] if not v["passed"]]
         if bad:
             raise ConvertError("tolerance", "; ".join(
                 f"layer {v['layer']}: kt-kernel's read-back differs from the source by {v['rel_err']:.3g} "
                 f"(tolerance {v['tolerance']})" for v in bad))
+    result["peak_rss_with_verify"] = peak_rss()
     result["seconds"] = round(time.perf_counter() - t_start, 4)
 
 
@@ -487,17 +722,43 @@ def run_lora(spec, result):
                       "seconds": round(time.perf_counter() - t0, 4)}
 
 
+def preflight(result):
+    """Whether torch and kt_kernel are installed here, without importing them (fast, no side effect): what the
+    launcher checks before it reads or writes anything, so a missing install is refused, not a failed run. Also
+    the torch requirement kt-kernel's own metadata declares (the fix line names it)."""
+    import importlib.metadata as md
+    import importlib.util
+
+    def version(dist):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    result["torch"] = version("torch") if importlib.util.find_spec("torch") is not None else None
+    result["kt_kernel"] = version("kt-kernel") if importlib.util.find_spec("kt_kernel") is not None else None
+    result["safetensors"] = version("safetensors") if importlib.util.find_spec("safetensors") is not None else None
+    try:
+        reqs = md.requires("kt-kernel") or []
+    except md.PackageNotFoundError:
+        reqs = []
+    result["kt_kernel_requires_torch"] = next((r.split(";")[0].strip() for r in reqs
+                                               if r.replace(" ", "").lower().startswith("torch")
+                                               and "extra" not in r), None)
+
+
 def main():
     out_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     result = {"worker_version": WORKER_VERSION, "ok": False, "error_kind": None, "error": None,
-              "python": sys.executable}
+              "python": sys.executable, "started": False}
     try:
         spec = json.loads(sys.stdin.read() or "{}")
         if not isinstance(spec, dict):
             raise ConvertError("invalid_config", "spec must be a JSON object")
-        run_lora(spec, result) if spec.get("task") == "lora" else run(spec, result)
+        task = spec.get("task")
+        preflight(result) if task == "preflight" else run_lora(spec, result) if task == "lora" else run(spec, result)
         result["ok"] = True
     except ConvertError as e:
         result["error_kind"], result["error"] = e.kind, e.message

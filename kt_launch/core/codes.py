@@ -150,6 +150,9 @@ CODES: dict[str, str] = {
     "KT-E424": "convert: the conversion failed",
     "KT-E425": "convert: a converted layer read back with kt-kernel differs from the source",
     "KT-E440": "convert: a safetensors shard of model.path cannot be read (its header)",
+    "KT-E450": "convert: the target interpreter lacks torch, kt-kernel or safetensors (or cannot run)",
+    "KT-E451": "convert: too little RAM for the worker's bound (layers in flight)",
+    "KT-E452": "convert: the checkpoint's experts are in a format convert does not read (found before writing)",
     # KT-x5xx: doctor and operating
     "KT-E501": "the CPU has no AVX2",
     "KT-W501": "CPU flags unknown",

@@ -237,12 +237,18 @@ def test_the_worker_hashes_the_bytes_it_reads(backend_python, tmp_path):
 import hashlib, json, sys, torch
 sys.path.insert(0, {str(REPO / "kt_launch" / "backend")!r})
 import convert_worker as cw
-where, spans = cw.tensor_index({str(b)!r})
+table = cw.tensor_table({str(b)!r})
 out = {{}}
 for layer in {list(LAYERS)!r}:
     h = hashlib.sha256()
-    gate, up, down, n = cw.read_layer(torch, where, layer, {spec!r}, {{}}, h)
+    gate, up, down, n = cw.read_layer(torch, table, layer, {spec!r}, h)
     out[layer] = [h.hexdigest(), n]
+reader = cw.Reader(torch, table, {spec!r}, {list(LAYERS)!r})  # the conversion's own path: hashed on another thread
+for layer in {list(LAYERS)!r}:
+    gate, up, down, n, hashed, read_s, wait_s = reader.take(layer)
+    assert [hashed.result()[0], n] == out[layer], layer
+    reader.release()
+reader.close()
 print(json.dumps(out))
 """
     r = subprocess.run([backend_python, "-c", code], capture_output=True, text=True, timeout=600)
