@@ -308,6 +308,6 @@ def resolve_model_shape(inp: ResolveInput, values: dict[str, Resolved], out: lis
             f"from {cfg.model.path}/config.json")
     elif inp.checks:
         out.append(error("KT-E108", inp.model_problem or f"{cfg.model.path}/config.json could not be read",
-                         "point model.path at the HuggingFace model directory (it holds config.json)"))
+                         inp.model_fix or "point model.path at the HuggingFace model directory (it holds config.json)"))
     else:
         out.append(info("KT-I101", "model shape unknown (--no-check): expert-count checks skipped"))
