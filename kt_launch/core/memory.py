@@ -49,7 +49,8 @@ class WeightBytes:
 
 @dataclass(frozen=True)
 class GpuMemory:
-    """One GPU of the TP group. free = total - reserve - weights - gpu_experts - kv_tokens * kv_bytes_per_token."""
+    """One GPU of the TP group. free = total - reserve - weights - gpu_experts - kv_tokens * kv_bytes_per_token
+    - state_bytes."""
 
     index: int
     name: str
@@ -65,6 +66,8 @@ class GpuMemory:
     mla_copies_bytes: int = 0  # MLA's BF16 w_kc/w_vc beside kv_b_proj (in nonexpert_bytes and weights_bytes)
     margin_bytes: int = 0  # fit.gpu_margin_mib (in reserve_bytes)
     used_bytes: int = 0  # held by other processes when the host facts were taken (in reserve_bytes)
+    state_bytes: int = 0  # hybrid linear attention: SGLang's per-request state pool (mamba pool), beside the KV
+    state_requests: int = 0  # requests that pool holds
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "name": self.name, "total_bytes": self.total_bytes,
@@ -73,7 +76,8 @@ class GpuMemory:
                 "reserve_bytes": self.reserve_bytes, "free_bytes": self.free_bytes,
                 "nonexpert_bytes": self.nonexpert_bytes, "kt_buffers_bytes": self.kt_buffers_bytes,
                 "mla_copies_bytes": self.mla_copies_bytes, "margin_bytes": self.margin_bytes,
-                "used_bytes": self.used_bytes}
+                "used_bytes": self.used_bytes, "state_bytes": self.state_bytes,
+                "state_requests": self.state_requests}
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ _PROJ_B = {k.encode(): v for k, v in PROJS.items()}
 _HF_EXPERT_STR = re.compile(
     r"^(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\."
     r"(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)$")
+_MTP_EXPERT = re.compile(rb'"mtp\.[^"]*?\.experts\.')
 _AMX_KEY = re.compile(rb'"blk\.(\d+)\.ffn_(?:gate|up|down)_exps\.(\d+)\.numa\.(\d+)\.weight"')
 _AMX_ANY = re.compile(rb'"blk\.\d+\.ffn_(?:gate|up|down)_exps\.')
 _KT_FILE = re.compile(r"_(up|gate|down)_(\d+)_(\d+)Byte_(quant|scale)_\.kt$")
@@ -150,6 +151,8 @@ def hf_experts(files) -> ExpertSet:
             continue
         rows = _HF_EXPERT_FAST.findall(fid.header)
         n = fid.header.count(b".experts.")
+        if b'"mtp.' in fid.header:  # Qwen3-Next / Qwen3.5's MTP block: not a routed expert SGLang loads (weights.py)
+            n -= len(_MTP_EXPERT.findall(fid.header))
         if len(rows) != n:
             rows = _HF_EXPERT.findall(fid.header)  # tolerate whitespace
         if len(rows) != n:  # unusual header layout: parse it fully

@@ -166,7 +166,31 @@ def attention_facts(cfg: dict[str, Any], layers: int, hidden: int) -> dict[str, 
     freq = freq if isinstance(freq, int) and not isinstance(freq, bool) and freq > 0 else 1
     out["kt_moe_layers"] = sum(1 for i in range(layers) if i >= first and i % freq == 0)
     out.update(memory_facts(cfg, num))
+    out.update(hybrid_facts(cfg, layers, num))
     return out
+
+
+def hybrid_facts(cfg: dict[str, Any], layers: int, num) -> dict[str, Any]:
+    """Hybrid linear attention as SGLang reads it (configs/qwen3_next.py:255-300, which Qwen3.5's text config inherits,
+    configs/qwen3_5.py:28,138): layer l is full attention when (l + 1) % full_attention_interval == 0, else a
+    Gated-DeltaNet layer whose state per request is sized by the linear_* keys (`mamba2_cache_params`) in
+    mamba_ssm_dtype (configs/mamba_utils.py `mamba2_state_dtype`: float32 by default). Without
+    full_attention_interval, a `layer_types` list names the full_attention layers. Nothing for other models."""
+    interval = num("full_attention_interval")
+    types = cfg.get("layer_types")
+    if interval:
+        full = sum(1 for i in range(layers) if (i + 1) % interval == 0)
+    elif isinstance(types, list) and "linear_attention" in types:
+        full = sum(1 for t in types[:layers] if t == "full_attention")
+    else:
+        return {}
+    if not (num("linear_num_value_heads") and num("linear_value_head_dim") and num("linear_key_head_dim")):
+        return {}
+    ssm = {"bfloat16": 2, "float16": 2}.get(str(cfg.get("mamba_ssm_dtype")), 4)
+    return {"kv_layers": full, "linear_layers": layers - full, "linear_key_heads": num("linear_num_key_heads"),
+            "linear_value_heads": num("linear_num_value_heads"), "linear_key_head_dim": num("linear_key_head_dim"),
+            "linear_value_head_dim": num("linear_value_head_dim"),
+            "linear_conv_kernel": num("linear_conv_kernel_dim", 4), "linear_ssm_bytes": ssm}
 
 
 def memory_facts(cfg: dict[str, Any], num) -> dict[str, Any]:

@@ -133,11 +133,16 @@ def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: lis
     if n is not None:
         values["kt.num_gpu_experts"] = user_value(prov, "kt.num_gpu_experts", n)
         _unused_target(inp, out, f"kt.num_gpu_experts={n} is set; the target only checks it")
+    elif ratio is not None and cfg.runtime.flavor == "sglang-kt":
+        # the ratio places the experts (kt_ep_wrapper.py:4589-4604); a derived count beside it would be passed unused
+        values["kt.num_gpu_experts"] = Resolved(None, "derived", f"not passed: kt.gpu_experts_ratio={ratio} places "
+                                                "the GPU experts (sglang-kt ignores --kt-num-gpu-experts beside it)")
+        _unused_target(inp, out, f"kt.gpu_experts_ratio={ratio} is set; the target only checks it")
     else:
         values["kt.num_gpu_experts"] = _fitted(inp, setup, out)
     if ratio is not None:
         values["kt.gpu_experts_ratio"] = user_value(prov, "kt.gpu_experts_ratio", ratio)
-    n = values["kt.num_gpu_experts"].value
+    n = values["kt.num_gpu_experts"].value or 0
     if model is not None and n > model.num_experts:
         out.append(error("KT-E103", f"kt.num_gpu_experts={n} is more than the {model.num_experts} experts per MoE "
                          f"layer of {cfg.model.path}", f"use a value between 0 and {model.num_experts}"))
@@ -241,13 +246,21 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
     floor_kv = min(mem.MIN_KV_TOKENS, setup.kv_target)
     for g, room in mem.room_for_experts(setup, floor_kv):
         if room < 0:
-            mf, reserve, nonexp, buf, _ = mem._gpu_fixed(setup, g, setup.gpus.index(g))
+            mf, reserve, nonexp, buf, chunk = mem._gpu_fixed(setup, g, setup.gpus.index(g))
+            kv = mem.kv_and_state_bytes(setup, floor_kv)
+            state = " and the linear-attention state" if kv > floor_kv * bpt else ""
+            mf = round(mf, 4)
+            if reserve - setup.gpu_margin > nonexp + buf + kv:  # SGLang's own reserve is the cause, not the weights
+                fix = (f"SGLang keeps {_gib(reserve)} of this GPU (mem_fraction_static {mf}"
+                       + (", its default for chunked_prefill_size " + str(chunk) if setup.mem_fraction is None else "")
+                       + "): set server.mem_fraction_static higher or lower server.chunked_prefill_size; more TP "
+                       "does not shrink it")
+            else:
+                fix = f"raise server.tp_size (now {setup.tp}) to split the weights over more GPUs, or use bigger GPUs"
             out.append(error("KT-E601", f"GPU {g.index} ({g.name}, {_gib(g.memory_bytes)}) cannot hold the model "
                              f"without experts: non-expert weights' TP share {_gib(nonexp)} + kt buffers {_gib(buf)} + "
-                             f"{floor_kv} KV tokens {_gib(floor_kv * bpt)} + SGLang's reserve {_gib(reserve)} "
-                             f"(mem_fraction_static {mf}) is {_gib(g.memory_bytes - room)}",
-                             f"raise server.tp_size (now {setup.tp}) to split the weights over more GPUs, or use "
-                             "bigger GPUs"))
+                             f"{floor_kv} KV tokens{state} {_gib(kv)} + SGLang's reserve {_gib(reserve)} "
+                             f"(mem_fraction_static {mf}) is {_gib(g.memory_bytes - room)}", fix))
             return
     at_target = mem.fit(setup)
     at_floor = mem.fit(setup, floor_kv)

@@ -10,7 +10,8 @@ from kt_launch.cli import main
 
 HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
 SHARDS = {"DeepSeek-V2-Lite": 4, "DeepSeek-V3": 163, "Qwen3-30B-A3B": 16, "Kimi-K2-Thinking": 64,
-          "DeepSeek-V3.2": 163, "Kimi-K2.5": 64, "Qwen3-235B-A22B": 118, "MiniMax-M2.1": 130}
+          "DeepSeek-V3.2": 163, "Kimi-K2.5": 64, "Qwen3-235B-A22B": 118, "MiniMax-M2.1": 130,
+          "Qwen3-Next-80B-A3B": 41, "Qwen3-Next-80B-A3B-FP8": 41}
 GiB = 1 << 30
 
 _V3 = synthetic.REAL_MODELS["DeepSeek-V3"]
@@ -109,7 +110,67 @@ def _minimax_tensors() -> dict:
     return t
 
 
-_BUILDERS = {"DeepSeek-V3.2": _v32_tensors, "Kimi-K2.5": _k25_tensors, "Qwen3-235B-A22B": _qwen3_235b_tensors,
+CONFIGS = Path(__file__).resolve().parents[1] / "data" / "model_configs"
+FP8_BLOCK = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
+_NEXT = json.loads((CONFIGS / "Qwen--Qwen3-Next-80B-A3B-Thinking.json").read_text())
+EXTRA_MODELS["Qwen3-Next-80B-A3B"] = _NEXT
+EXTRA_MODELS["Qwen3-Next-80B-A3B-FP8"] = {**_NEXT, "quantization_config": FP8_BLOCK}
+
+
+def _qwen3_next_layer(t: dict, c: dict, p: str, full: bool, fmt: str) -> None:
+    """One Qwen3-Next decoder layer as the published checkpoint names it (sglang-kt qwen3_next.py: Gated-DeltaNet
+    `linear_attn` 235-313 or gated full attention `self_attn` 601-619; the sparse MoE block with a gated shared
+    expert). FP8 checkpoints quantise the projections (128x128 blocks); norms, gates and the conv stay BF16."""
+    h, hd = c["hidden_size"], c["head_dim"]
+    t[f"{p}.input_layernorm.weight"] = ("BF16", (h,))
+    t[f"{p}.post_attention_layernorm.weight"] = ("BF16", (h,))
+    if full:
+        q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
+        for proj, o, i in (("q_proj", 2 * q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)):
+            synthetic._linear(t, f"{p}.self_attn.{proj}", o, i, fmt)
+        t[f"{p}.self_attn.q_norm.weight"] = ("BF16", (hd,))
+        t[f"{p}.self_attn.k_norm.weight"] = ("BF16", (hd,))
+    else:
+        kd = c["linear_num_key_heads"] * c["linear_key_head_dim"]
+        vd = c["linear_num_value_heads"] * c["linear_value_head_dim"]
+        synthetic._linear(t, f"{p}.linear_attn.in_proj_qkvz", 2 * kd + 2 * vd, h, fmt)
+        synthetic._linear(t, f"{p}.linear_attn.in_proj_ba", 2 * c["linear_num_value_heads"], h, fmt)
+        t[f"{p}.linear_attn.conv1d.weight"] = ("BF16", (2 * kd + vd, 1, c["linear_conv_kernel_dim"]))
+        t[f"{p}.linear_attn.dt_bias"] = ("BF16", (c["linear_num_value_heads"],))
+        t[f"{p}.linear_attn.A_log"] = ("F32", (c["linear_num_value_heads"],))
+        t[f"{p}.linear_attn.norm.weight"] = ("F32", (c["linear_value_head_dim"],))
+        synthetic._linear(t, f"{p}.linear_attn.out_proj", h, vd, fmt)
+    e, mi, sh = c["num_experts"], c["moe_intermediate_size"], c["shared_expert_intermediate_size"]
+    t[f"{p}.mlp.gate.weight"] = ("BF16", (e, h))
+    t[f"{p}.mlp.shared_expert_gate.weight"] = ("BF16", (1, h))
+    for proj, o, i in (("gate_proj", sh, h), ("up_proj", sh, h), ("down_proj", h, sh)):
+        synthetic._linear(t, f"{p}.mlp.shared_expert.{proj}", o, i, fmt)
+    for x in range(e):
+        for proj, o, i in (("gate_proj", mi, h), ("up_proj", mi, h), ("down_proj", h, mi)):
+            synthetic._linear(t, f"{p}.mlp.experts.{x}.{proj}", o, i, fmt)
+
+
+def _qwen3_next_tensors(name: str) -> dict:
+    """The published Qwen3-Next-80B-A3B tensor list: 48 layers (every 4th full attention), and the `mtp.*` block
+    (one full-attention MoE layer with its fc and norms) that SGLang skips without speculative decoding
+    (qwen3_next.py:1029-1041)."""
+    c = EXTRA_MODELS[name]
+    fmt = "FP8" if "quantization_config" in c else "BF16"
+    h, vocab = c["hidden_size"], c["vocab_size"]
+    t = {"model.embed_tokens.weight": ("BF16", (vocab, h)), "model.norm.weight": ("BF16", (h,))}
+    for layer in range(c["num_hidden_layers"]):
+        _qwen3_next_layer(t, c, f"model.layers.{layer}", (layer + 1) % c["full_attention_interval"] == 0, fmt)
+    t["lm_head.weight"] = ("BF16", (vocab, h))
+    t["mtp.fc.weight"] = ("BF16", (h, 2 * h))
+    for n in ("pre_fc_norm_embedding", "pre_fc_norm_hidden", "norm"):
+        t[f"mtp.{n}.weight"] = ("BF16", (h,))
+    _qwen3_next_layer(t, c, "mtp.layers.0", True, fmt)
+    return t
+
+
+_BUILDERS = {"Qwen3-Next-80B-A3B": lambda: _qwen3_next_tensors("Qwen3-Next-80B-A3B"),
+             "Qwen3-Next-80B-A3B-FP8": lambda: _qwen3_next_tensors("Qwen3-Next-80B-A3B-FP8"),
+             "DeepSeek-V3.2": _v32_tensors, "Kimi-K2.5": _k25_tensors, "Qwen3-235B-A22B": _qwen3_235b_tensors,
              "MiniMax-M2.1": _minimax_tensors}
 
 
