@@ -87,6 +87,8 @@ class Arch:
     inter: tuple[str, ...]
     layout: str
     cite: str
+    tensors: str = "model.layers.L.mlp.experts.E.{gate,up,down}_proj.<suffix>"  # routed-expert tensor names
+    formats: str = "BF16 weight; FP8 weight + F32 weight_scale_inv (128x128 blocks)"  # dtypes and scales
 
 
 ARCHS: tuple[Arch, ...] = (
@@ -94,27 +96,44 @@ ARCHS: tuple[Arch, ...] = (
           "KimiK25ForConditionalGeneration", "Glm4MoeForCausalLM", "GlmMoeDsaForCausalLM", "KimiVLForConditionalGeneration",
           "MiMoV2FlashForCausalLM"),
          ("n_routed_experts",), ("num_experts_per_tok",), ("moe_intermediate_size",), "first_k_dense",
-         "deepseek_v2.py:2924-2929 _is_layer_sparse (first_k_dense_replace, moe_layer_freq)"),
+         "deepseek_v2.py:2924-2929 _is_layer_sparse (first_k_dense_replace, moe_layer_freq); DeepSeek-V4's hash "
+         "layers hold routed experts too (kt_ep_wrapper.py:4546-4560, num_hash_layers)",
+         "model.layers.L.mlp.experts.E.{gate,up,down}_proj.*; DeepSeek-V4: layers.L.ffn.experts.E.{w1,w3,w2}.{weight,"
+         "scale} (deepseek_v4.py:1656-1677 renames ffn -> mlp, w1/w3/w2 -> gate/up/down, scale -> weight_scale_inv)",
+         "BF16; FP8 + F32 weight_scale_inv; compressed-tensors INT4 weight_packed (I32) + BF16 weight_scale (group "
+         "32); DeepSeek-V4 FP4 (I8, two e2m1 per byte) + F8_E8M0 scale per 32"),
     Arch(("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "Qwen3NextForCausalLM", "Qwen3_5MoeForConditionalGeneration",
           "Qwen3VLMoeForConditionalGeneration"),
          ("num_experts",), ("num_experts_per_tok",), ("moe_intermediate_size",), "sparse_step",
          "qwen3_moe.py:719 / qwen3_next.py:480: every layer is sparse (is_layer_sparse = True); the published "
-         "configs' decoder_sparse_step 1 and mlp_only_layers [] say the same (transformers' rule)"),
+         "configs' decoder_sparse_step 1 and mlp_only_layers [] say the same (transformers' rule)",
+         "model.layers.L.mlp.experts.E.{gate,up,down}_proj.*; Qwen3.5: model.language_model.layers.L.mlp.experts."
+         "{gate_up_proj [E, 2I, H], down_proj [E, H, I]} (qwen3_5.py:1298-1345 fused_expert_params_mapping); "
+         "Qwen3-Next / Qwen3.5 mtp.* not loaded without speculative decoding (qwen3_next.py:1041, qwen3_5.py:1333)",
+         "BF16; FP8 + F32 weight_scale_inv (128x128 blocks)"),
     Arch(("MixtralForCausalLM", "MiniMaxM2ForCausalLM", "GptOssForCausalLM"),
          ("num_local_experts",), ("num_experts_per_tok",), ("intermediate_size",), "all",
-         "mixtral.py MixtralMoE, minimax_m2.py, gpt_oss.py GptOssSparseMoeBlock: every layer (intermediate_size)"),
+         "mixtral.py MixtralMoE, minimax_m2.py, gpt_oss.py GptOssSparseMoeBlock: every layer (intermediate_size)",
+         "model.layers.L.block_sparse_moe.experts.E.{w1,w3,w2}.*; gpt-oss: model.layers.L.mlp.experts."
+         "{gate_up_proj,down_proj}_{blocks,scales,bias} (gpt_oss.py:721, 813-870)",
+         "BF16; FP8 + F32 weight_scale_inv; gpt-oss MXFP4: U8 blocks [E, rows, cols/32, 16] + U8 (e8m0) scales per 32 "
+         "+ BF16 bias"),
     Arch(("Llama4ForConditionalGeneration", "Llama4ForCausalLM"),
          ("num_local_experts",), ("num_experts_per_tok",), ("intermediate_size",), "interleave",
          "llama4.py:425-428 _is_moe_layer: (layer_id + 1) % interleave_moe_layer_step == 0; Llama4MoE uses "
-         "intermediate_size (intermediate_size_mlp is the dense layers')"),
+         "intermediate_size (intermediate_size_mlp is the dense layers')",
+         "language_model.model.layers.L.feed_forward.experts.{gate_up_proj [E, H, 2I], down_proj [E, I, H]} "
+         "(mllama4.py:755-816)", "BF16"),
     Arch(("Ernie4_5_MoeForCausalLM",),
          ("moe_num_experts",), ("moe_k",), ("moe_intermediate_size",), "start_end",
          "ernie4.py:89-98 (moe_num_experts, moe_k), :176-186 (moe_layer_start_index <= i <= moe_layer_end_index and "
-         "(i - start) % moe_layer_interval == 0)"),
+         "(i - start) % moe_layer_interval == 0)",
+         "model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight; model.mtp_* not loaded (ernie4.py:365-375)", "BF16"),
     Arch(("HunYuanMoEV1ForCausalLM",),
          ("num_experts",), ("moe_topk",), ("moe_intermediate_size",), "all",
          "hunyuan.py:135-149 (moe_topk, moe_intermediate_size: an int or one per layer), :60-67 and the decoder "
-         "layer's `if _is_moe(config)` (every layer is MoE)"),
+         "layer's `if _is_moe(config)` (every layer is MoE)",
+         "model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight (hunyuan.py:666-672)", "BF16"),
 )
 
 

@@ -21,7 +21,7 @@ from kt_launch.core.artifacts import ModelDirFacts
 from kt_launch.core.fileid import FileId
 from kt_launch.facts.model import ModelFacts
 
-_LAYER_ENTRY = re.compile(rb'(?<!mtp\.)layers\.(\d+)\.(?!mlp\.experts\.|block_sparse_moe\.experts\.)([^"]+)":\{"dtype":"(\w+)",'
+_LAYER_ENTRY = re.compile(rb'(?<!mtp\.)layers\.(\d+)\.(?!mlp\.experts\.|block_sparse_moe\.experts\.|ffn\.experts\.|feed_forward\.experts\.)([^"]+)":\{"dtype":"(\w+)",'
                           rb'"shape":\[[\d,]*\],"data_offsets":\[(\d+),(\d+)\]')
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _REPLICATED = re.compile(r"(?:norm\.(?:weight|bias)$|\.mlp\.gate\.weight$|\.gate\.e_score_correction_bias$|"
