@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 from kt_launch.resolve.steps import step
 from kt_launch.core.findings import Finding, error, info, warning
@@ -280,8 +279,7 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                              f"set kt.num_gpu_experts={max(at_target.max_gpu_experts, 0)} (keeps "
                              f"{at_target.kv_tokens} KV tokens), or unset it to get the fit"))
         elif per_layer > max(at_target.max_gpu_experts, 0):
-            left = min((room - math.ceil(total * mem.expert_avg_bytes(setup.weights, m) / setup.tp)) // bpt
-                       for _, room in mem.room_for_experts(setup, 0)) if bpt else 0
+            left = mem.fitted_kv_tokens(setup, n, r)  # beside the linear-attention state pool, if any
             out.append(warning("KT-W604", f"{what} leaves room for about {left} KV tokens, below the target "
                                f"{setup.kv_target} ({setup.kv_target_key}); at most {max(at_target.max_gpu_experts, 0)}"
                                " per layer keep it", f"set kt.num_gpu_experts={max(at_target.max_gpu_experts, 0)}, "
