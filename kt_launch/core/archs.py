@@ -93,7 +93,8 @@ class Arch:
 
 ARCHS: tuple[Arch, ...] = (
     Arch(("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "DeepseekV32ForCausalLM", "DeepseekV4ForCausalLM",
-          "KimiK25ForConditionalGeneration", "Glm4MoeForCausalLM", "GlmMoeDsaForCausalLM", "KimiVLForConditionalGeneration",
+          "KimiK25ForConditionalGeneration", "Glm4MoeForCausalLM", "GlmMoeDsaForCausalLM",
+          "KimiVLForConditionalGeneration",
           "MiMoV2FlashForCausalLM"),
          ("n_routed_experts",), ("num_experts_per_tok",), ("moe_intermediate_size",), "first_k_dense",
          "deepseek_v2.py:2924-2929 _is_layer_sparse (first_k_dense_replace, moe_layer_freq); DeepSeek-V4's hash "

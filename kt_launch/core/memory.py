@@ -16,10 +16,12 @@ MOE_LORA_FIT = "MoE-LoRA keeps every expert on the CPU"  # Fit.limited_by in MoE
 class WeightBytes:
     """Bytes of the model.path checkpoint by the role SGLang gives each tensor, summed from safetensors headers.
 
-    Routed-expert tensors (`…mlp.experts.E.*`, weights and their scales) are counted per MoE layer and dtype;
-    every other tensor is non-expert and split by how tensor parallelism stores it. Layers at or past
-    `num_hidden_layers` (DeepSeek-V3's MTP layer 61) are not loaded by SGLang without speculative decoding and
-    are only reported as `skipped_bytes`."""
+    Routed-expert tensors (`…mlp.experts.E.*`, weights and their scales, and the other layouts core/archs.py
+    lists: fused 3-D `experts.gate_up_proj`, gpt-oss `_blocks/_scales/_bias`, DeepSeek-V4 `ffn.experts.E.w1`) are
+    counted per MoE layer and dtype; every other tensor is non-expert and split by how tensor parallelism stores it.
+    Layers at or past `num_hidden_layers` (DeepSeek-V3's MTP layer 61) and the `mtp.*` / `model.mtp_*` blocks
+    (Qwen3-Next, Qwen3.5, ERNIE) are not loaded by SGLang without speculative decoding and are only reported as
+    `skipped_bytes`."""
 
     expert_by_layer: dict[int, int] = field(default_factory=dict)
     expert_by_dtype: dict[str, int] = field(default_factory=dict)

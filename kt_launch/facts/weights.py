@@ -21,7 +21,9 @@ from kt_launch.core.artifacts import ModelDirFacts
 from kt_launch.core.fileid import FileId
 from kt_launch.facts.model import ModelFacts
 
-_LAYER_ENTRY = re.compile(rb'(?<!mtp\.)layers\.(\d+)\.(?!mlp\.experts\.|block_sparse_moe\.experts\.|ffn\.experts\.|feed_forward\.experts\.)([^"]+)":\{"dtype":"(\w+)",'
+_LAYER_ENTRY = re.compile(rb'(?<!mtp\.)layers\.(\d+)\.'
+                          rb'(?!mlp\.experts\.|block_sparse_moe\.experts\.|ffn\.experts\.|feed_forward\.experts\.)'
+                          rb'([^"]+)":\{"dtype":"(\w+)",'
                           rb'"shape":\[[\d,]*\],"data_offsets":\[(\d+),(\d+)\]')
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _REPLICATED = re.compile(r"(?:norm\.(?:weight|bias)$|\.mlp\.gate\.weight$|\.gate\.e_score_correction_bias$|"
@@ -34,7 +36,8 @@ _KV_PROJ = re.compile(r"\.self_attn\.(?:k_proj|v_proj)\.")
 # Multi-token-prediction blocks SGLang does not load without speculative decoding: Qwen3-Next / Qwen3.5 `mtp.*`
 # (sglang-kt qwen3_next.py:1041 `if not is_mtp and "mtp" in name: continue`, qwen3_5.py:1333), ERNIE-4.5
 # `model.mtp_*` (ernie4.py:375). DeepSeek's next-n layer is a layer >= num_hidden_layers (skipped above).
-_MTP_ENTRY = re.compile(rb'"((?:mtp\.|model\.mtp_)[^"]*)":\{"dtype":"(\w+)","shape":\[[\d,]*\],"data_offsets":\[(\d+),(\d+)\]')
+_MTP_ENTRY = re.compile(rb'"((?:mtp\.|model\.mtp_)[^"]*)":\{"dtype":"(\w+)","shape":\[[\d,]*\],'
+                        rb'"data_offsets":\[(\d+),(\d+)\]')
 MTP_NAME = re.compile(r"^(?:mtp\.|model\.mtp_)")
 
 
