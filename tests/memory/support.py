@@ -226,8 +226,11 @@ EXTRA_MODELS["Qwen3.5-35B-A3B"] = json.loads((CONFIGS / "Qwen--Qwen3.5-35B-A3B.j
 EXTRA_MODELS["Qwen3.5-397B-A17B"] = json.loads((CONFIGS / "Qwen--Qwen3.5-397B-A17B.json").read_text())
 EXTRA_MODELS["gpt-oss-120b"] = json.loads((CONFIGS / "openai--gpt-oss-120b.json").read_text())
 EXTRA_MODELS["Llama-4-Scout"] = json.loads((CONFIGS / "meta-llama--Llama-4-Scout-17B-16E-Instruct.json").read_text())
+EXTRA_MODELS["Llama-4-Maverick"] = json.loads(
+    (CONFIGS / "meta-llama--Llama-4-Maverick-17B-128E-Instruct.json").read_text())
 EXTRA_MODELS["DeepSeek-V4-Flash"] = json.loads((CONFIGS / "deepseek-ai--DeepSeek-V4-Flash.json").read_text())
-SHARDS.update({"Qwen3.5-35B-A3B": 14, "Qwen3.5-397B-A17B": 94, "gpt-oss-120b": 15, "Llama-4-Scout": 50, "DeepSeek-V4-Flash": 46})
+SHARDS.update({"Qwen3.5-35B-A3B": 14, "Qwen3.5-397B-A17B": 94, "gpt-oss-120b": 15, "Llama-4-Scout": 50, "Llama-4-Maverick": 55,
+               "DeepSeek-V4-Flash": 46})
 
 
 def _qwen35_tensors(config: str = "Qwen--Qwen3.5-35B-A3B") -> dict:
@@ -282,12 +285,13 @@ def _gpt_oss_tensors() -> dict:
     return t
 
 
-def _llama4_scout_tensors() -> dict:
+def _llama4_tensors(config: str = "meta-llama--Llama-4-Scout-17B-16E-Instruct") -> dict:
     """Llama-4-Scout: every layer MoE (interleave_moe_layer_step 1), 16 routed experts fused per layer as
     feed_forward.experts.gate_up_proj [E, H, 2I] and down_proj [E, I, H] (mllama4.py:755-816), a shared expert and
     the router; BF16. The vision model is left out."""
-    c = _cfg("meta-llama--Llama-4-Scout-17B-16E-Instruct")
+    c = _cfg(config)
     h, vocab, e, mi, hd = c["hidden_size"], c["vocab_size"], c["num_local_experts"], c["intermediate_size"], c["head_dim"]
+    step = c["interleave_moe_layer_step"]
     q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
     pre = "language_model.model"
     t = {f"{pre}.embed_tokens.weight": ("BF16", (vocab, h)), f"{pre}.norm.weight": ("BF16", (h,)),
@@ -298,6 +302,11 @@ def _llama4_scout_tensors() -> dict:
         t[f"{p}.post_attention_layernorm.weight"] = ("BF16", (h,))
         for proj, o, n in (("q_proj", q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)):
             t[f"{p}.self_attn.{proj}.weight"] = ("BF16", (o, n))
+        if (i + 1) % step:  # Maverick's dense layers (llama4.py:425-428, 398-403): a plain MLP of intermediate_size_mlp
+            dm = c["intermediate_size_mlp"]
+            for proj, o, n in (("gate_proj", dm, h), ("up_proj", dm, h), ("down_proj", h, dm)):
+                t[f"{p}.feed_forward.{proj}.weight"] = ("BF16", (o, n))
+            continue
         t[f"{p}.feed_forward.router.weight"] = ("BF16", (e, h))
         for proj, o, n in (("gate_proj", mi, h), ("up_proj", mi, h), ("down_proj", h, mi)):
             t[f"{p}.feed_forward.shared_expert.{proj}.weight"] = ("BF16", (o, n))
@@ -342,4 +351,5 @@ def _v4_flash_tensors() -> dict:
 
 _BUILDERS.update({"Qwen3.5-35B-A3B": _qwen35_tensors,
                   "Qwen3.5-397B-A17B": lambda: _qwen35_tensors("Qwen--Qwen3.5-397B-A17B"), "gpt-oss-120b": _gpt_oss_tensors,
-                  "Llama-4-Scout": _llama4_scout_tensors, "DeepSeek-V4-Flash": _v4_flash_tensors})
+                  "Llama-4-Scout": _llama4_tensors,
+                  "Llama-4-Maverick": lambda: _llama4_tensors("meta-llama--Llama-4-Maverick-17B-128E-Instruct"), "DeepSeek-V4-Flash": _v4_flash_tensors})
