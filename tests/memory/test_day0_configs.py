@@ -124,3 +124,17 @@ def test_sglang_kt_model_list_matches_the_installed_wheel():
         s = p.read_text()
         if re.search(r"^EntryClass\s*=", s, re.M) and re.search(r"\bFusedMoE\b|get_moe_impl_class", s):
             assert p.name in listed, p.name
+
+
+@pytest.mark.parametrize("name,kv_layers,linear", [("Qwen--Qwen3-Next-80B-A3B-Thinking", 12, 36),
+                                                    ("Qwen--Qwen3.5-35B-A3B", 10, 30),
+                                                    ("Qwen--Qwen3.5-397B-A17B", 15, 45)])
+def test_hybrid_configs_keep_kv_in_full_attention_layers(name, kv_layers, linear):
+    """full_attention_interval 4 (configs/qwen3_next.py:255-282), and the real layer_types lists agree."""
+    from kt_launch.resolve.memory import kv_bytes_per_token
+    cfg = real(name)
+    m = shape_from_config(cfg)
+    assert (m.kv_layers, m.linear_layers) == (kv_layers, linear)
+    types = {**cfg, **cfg.get("text_config", {})}.get("layer_types")
+    assert types is None or types.count("full_attention") == kv_layers
+    assert kv_bytes_per_token(m, 4) == 512 * kv_layers * 2  # one of 2 KV heads per rank, K and V of 256
