@@ -125,14 +125,14 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
     loaded = loaded or load_request(req, environ)
     cfg, prov, path, warnings = loaded.config, loaded.provenance, loaded.path, loaded.warnings
     host = host_facts_for(req.host_facts, cfg.runtime.cuda_visible_devices)
-    model = problem = None
+    model = problem = fix = None
     adapters = {}
     artifacts = weights = None
     if req.checks:
         try:
             model = read_model_facts(cfg.model.path)
         except ModelConfigError as e:
-            problem = str(e)
+            problem, fix = str(e), e.fix
         for d in adapter_config_dirs(cfg):
             a = read_adapter_config(d)
             if a is not None:
@@ -148,6 +148,7 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
     sglang = _sglang_facts(cfg, req.checks or req.launch_here)
     inp = ResolveInput(
         config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
+        model_fix=fix if problem else None,
         adapters=adapters, artifacts=artifacts, sglang=sglang,
         install=_install_facts(cfg, req, sglang), install_blocks=req.install_blocks,
         tuned=_tuned(cfg, host, model), passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),

@@ -13,7 +13,9 @@ from kt_launch.core.fileid import FileId
 
 @dataclass(frozen=True)
 class ExpertSet:
-    """HF-named routed-expert tensors (`…layers.L.mlp.experts.E.{gate,up,down}_proj.*`) found in some shards."""
+    """HF-named routed-expert tensors (`…layers.L.mlp.experts.E.{gate,up,down}_proj.*`, and the layouts core/archs.py
+    lists: fused 3-D gate_up_proj/down_proj holding every expert of a layer, DeepSeek-V4's ffn.experts.E.w1/w3/w2)
+    found in some shards."""
 
     layers: dict[int, int] = field(default_factory=dict)  # layer -> experts that have gate, up and down weights
     dtypes: frozenset[str] = frozenset()  # dtypes of the projection weights

@@ -29,6 +29,7 @@ CODES: dict[str, str] = {
     "KT-E132": "runtime.env holds a name or value no process can take",
     "KT-W101": "kt.cpuinfer above the usable physical cores",
     "KT-W102": "kt.cpuinfer does not divide over the thread pools",
+    "KT-W170": "more kt-kernel thread pools than NUMA nodes with CPUs (the extra pools run unbound)",
     "KT-W103": "a KT_LAUNCH_* environment variable that sets nothing",
     "KT-W111": "kt.weight_path given but the SFT method reads model.path",
     "KT-W121": "CUDA graphs disabled in MoE-LoRA mode",

@@ -16,10 +16,12 @@ MOE_LORA_FIT = "MoE-LoRA keeps every expert on the CPU"  # Fit.limited_by in MoE
 class WeightBytes:
     """Bytes of the model.path checkpoint by the role SGLang gives each tensor, summed from safetensors headers.
 
-    Routed-expert tensors (`…mlp.experts.E.*`, weights and their scales) are counted per MoE layer and dtype;
-    every other tensor is non-expert and split by how tensor parallelism stores it. Layers at or past
-    `num_hidden_layers` (DeepSeek-V3's MTP layer 61) are not loaded by SGLang without speculative decoding and
-    are only reported as `skipped_bytes`."""
+    Routed-expert tensors (`…mlp.experts.E.*`, weights and their scales, and the other layouts core/archs.py
+    lists: fused 3-D `experts.gate_up_proj`, gpt-oss `_blocks/_scales/_bias`, DeepSeek-V4 `ffn.experts.E.w1`) are
+    counted per MoE layer and dtype; every other tensor is non-expert and split by how tensor parallelism stores it.
+    Layers at or past `num_hidden_layers` (DeepSeek-V3's MTP layer 61) and the `mtp.*` / `model.mtp_*` blocks
+    (Qwen3-Next, Qwen3.5, ERNIE) are not loaded by SGLang without speculative decoding and are only reported as
+    `skipped_bytes`."""
 
     expert_by_layer: dict[int, int] = field(default_factory=dict)
     expert_by_dtype: dict[str, int] = field(default_factory=dict)
@@ -49,7 +51,8 @@ class WeightBytes:
 
 @dataclass(frozen=True)
 class GpuMemory:
-    """One GPU of the TP group. free = total - reserve - weights - gpu_experts - kv_tokens * kv_bytes_per_token."""
+    """One GPU of the TP group. free = total - reserve - weights - gpu_experts - kv_tokens * kv_bytes_per_token
+    - state_bytes."""
 
     index: int
     name: str
@@ -65,6 +68,8 @@ class GpuMemory:
     mla_copies_bytes: int = 0  # MLA's BF16 w_kc/w_vc beside kv_b_proj (in nonexpert_bytes and weights_bytes)
     margin_bytes: int = 0  # fit.gpu_margin_mib (in reserve_bytes)
     used_bytes: int = 0  # held by other processes when the host facts were taken (in reserve_bytes)
+    state_bytes: int = 0  # hybrid linear attention: SGLang's per-request state pool (mamba pool), beside the KV
+    state_requests: int = 0  # requests that pool holds
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "name": self.name, "total_bytes": self.total_bytes,
@@ -73,7 +78,8 @@ class GpuMemory:
                 "reserve_bytes": self.reserve_bytes, "free_bytes": self.free_bytes,
                 "nonexpert_bytes": self.nonexpert_bytes, "kt_buffers_bytes": self.kt_buffers_bytes,
                 "mla_copies_bytes": self.mla_copies_bytes, "margin_bytes": self.margin_bytes,
-                "used_bytes": self.used_bytes}
+                "used_bytes": self.used_bytes, "state_bytes": self.state_bytes,
+                "state_requests": self.state_requests}
 
 
 @dataclass(frozen=True)

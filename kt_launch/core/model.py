@@ -36,6 +36,16 @@ class ModelFacts:
     vision_hidden: int = 0  # vision_config hidden_size (vt_hidden_size)
     weight_block: tuple[int, ...] = ()  # quantization_config.weight_block_size (FP8 block quantisation)
     architecture: str = ""  # architectures[0]
+    # Hybrid linear attention (Qwen3-Next, Qwen3.5): per-token KV only in the full-attention layers; the linear
+    # (Gated-DeltaNet) layers keep a fixed state per request instead (see resolve/memory.py `linear_state_bytes`).
+    kv_layers: int = 0  # layers that hold per-token KV (0 = every layer)
+    linear_layers: int = 0  # linear-attention layers (0 = none)
+    linear_key_heads: int = 0
+    linear_value_heads: int = 0
+    linear_key_head_dim: int = 0
+    linear_value_head_dim: int = 0
+    linear_conv_kernel: int = 0
+    linear_ssm_bytes: int = 4  # mamba_ssm_dtype: float32 unless config.json says bfloat16/float16
 
     @property
     def shape_key(self) -> str:

@@ -27,19 +27,28 @@ MAIN_SUFFIXES = ("weight", "qweight", "weight_packed")
 
 _WS = rb"\s*"
 _HF_EXPERT = re.compile(
-    rb'"(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.'
+    rb'"(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe|ffn)\.experts\.'
     rb'(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)"' + _WS + rb":" + _WS + rb"\{" + _WS + rb'"dtype"' + _WS
     + rb":" + _WS + rb'"(\w+)"' + _WS + rb"," + _WS + rb'"shape"' + _WS + rb":" + _WS + rb"\[[\d,\s]*\]" + _WS + rb","
     + _WS + rb'"data_offsets"' + _WS + rb":" + _WS + rb"\[" + _WS + rb"(\d+)" + _WS + rb"," + _WS + rb"(\d+)")
 _HF_EXPERT_FAST = re.compile(  # the compact layout every safetensors writer emits
-    rb'"(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.'
+    rb'"(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe|ffn)\.experts\.'
     rb'(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)":\{"dtype":"(\w+)","shape":\[[\d,]*\],"data_offsets":\[(\d+),'
     rb'(\d+)\]')
 _MAIN_B = {s.encode() for s in MAIN_SUFFIXES}
 _PROJ_B = {k.encode(): v for k, v in PROJS.items()}
 _HF_EXPERT_STR = re.compile(
-    r"^(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\."
+    r"^(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|block_sparse_moe|ffn)\.experts\."
     r"(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.(\w+)$")
+_MTP_EXPERT = re.compile(rb'"mtp\.[^"]*?\.experts\.')
+# Routed experts stored as one 3-D tensor per projection (every expert of a layer): Qwen3.5-MoE
+# `...mlp.experts.gate_up_proj` [E, 2I, H] / `down_proj` (sglang-kt qwen3_5.py:1298-1345), gpt-oss MXFP4
+# `...mlp.experts.gate_up_proj_blocks/_scales/_bias` (gpt_oss.py:721, 813-870), Llama-4
+# `...feed_forward.experts.gate_up_proj` [E, H, 2I] / `down_proj` (mllama4.py:755-816). Core/archs.py has the table.
+_FUSED_EXPERT = re.compile(
+    rb'"(?:model\.|language_model\.model\.|model\.language_model\.)?layers\.(\d+)\.(?:mlp|feed_forward)\.experts\.'
+    rb'(gate_up_proj|down_proj)(\w*)":\{"dtype":"(\w+)","shape":\[(\d+)[\d,]*\],"data_offsets":\[(\d+),(\d+)\]')
+_FUSED_MAIN = {b"", b"_blocks", b".weight"}
 _AMX_KEY = re.compile(rb'"blk\.(\d+)\.ffn_(?:gate|up|down)_exps\.(\d+)\.numa\.(\d+)\.weight"')
 _AMX_ANY = re.compile(rb'"blk\.\d+\.ffn_(?:gate|up|down)_exps\.')
 _KT_FILE = re.compile(r"_(up|gate|down)_(\d+)_(\d+)Byte_(quant|scale)_\.kt$")
@@ -145,11 +154,26 @@ def hf_experts(files) -> ExpertSet:
     suffixes: set = set()
     nbytes = count = 0
     dtype_bytes: dict[tuple, int] = {}
+    fused_main: dict[tuple, set] = {}  # (layer, experts in the tensor) -> projections seen
     for fid in files:
         if not isinstance(fid, FileId) or not fid.ok_safetensors or b".experts." not in fid.header:
             continue
         rows = _HF_EXPERT_FAST.findall(fid.header)
         n = fid.header.count(b".experts.")
+        if b'"mtp.' in fid.header:  # Qwen3-Next / Qwen3.5's MTP block: not a routed expert SGLang loads (weights.py)
+            n -= len(_MTP_EXPERT.findall(fid.header))
+        if b"experts.gate_up_proj" in fid.header or b"experts.down_proj" in fid.header:
+            fused = _FUSED_EXPERT.findall(fid.header)
+            n -= len(fused)
+            count += len(fused)
+            for layer, proj, suffix, dtype, e, start, end in fused:
+                nbytes += int(end) - int(start)
+                key = (layer, dtype)
+                dtype_bytes[key] = dtype_bytes.get(key, 0) + int(end) - int(start)
+                suffixes.add(suffix.lstrip(b"_.") or b"weight")
+                if suffix in _FUSED_MAIN:
+                    dtypes.add(dtype)
+                    fused_main.setdefault((layer, int(e)), set()).add(proj)
         if len(rows) != n:
             rows = _HF_EXPERT.findall(fid.header)  # tolerate whitespace
         if len(rows) != n:  # unusual header layout: parse it fully
@@ -174,6 +198,9 @@ def hf_experts(files) -> ExpertSet:
     for (layer, _), n in per_le.items():
         li = int(layer)
         layers[li] = layers.get(li, 0) + (n == 3)
+    for (layer, e), projs in fused_main.items():  # one gate_up and one down tensor hold all E experts of the layer
+        if projs == {b"gate_up_proj", b"down_proj"}:
+            layers[int(layer)] = layers.get(int(layer), 0) + e
     layer_bytes: dict[int, int] = {}
     for (layer, _), n in dtype_bytes.items():
         layer_bytes[int(layer)] = layer_bytes.get(int(layer), 0) + n

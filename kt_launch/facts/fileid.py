@@ -75,6 +75,10 @@ def identify(path: str | os.PathLike, keep_tensors: bool = True) -> FileId:
 def _by_content(path: str, f, head: bytes, size: int, keep: bool) -> FileId:
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return _zip(path, size)
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        # safetensors before the pickle test: a header length like 0x...0280 starts with the bytes of pickle
+        # protocol 2 (80 02); a pickle's first 8 bytes read as a length far beyond the file
+        return _safetensors(path, f, head, size, keep)
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
         return FileId(path, "pickle", size, detail=f"pickle protocol {head[1]}")
     if head[:4] == b"GGUF":

@@ -1,7 +1,9 @@
 """Model facts from the HF `config.json`: MoE shape (experts, top-k, which layers are MoE).
 
 Understands DeepSeek-V2/V3 and Kimi-K2 (`n_routed_experts`, `first_k_dense_replace`, `moe_layer_freq`),
-Qwen3-MoE (`num_experts`, `decoder_sparse_step`, `mlp_only_layers`) and Mixtral (`num_local_experts`).
+Qwen3-MoE (`num_experts`, `decoder_sparse_step`, `mlp_only_layers`), Mixtral (`num_local_experts`), ERNIE-4.5
+(`moe_num_experts`, `moe_k`, `moe_layer_start_index/end_index/interval`), Hunyuan (per-layer `moe_topk`,
+`moe_intermediate_size`) and Llama-4 (`interleave_moe_layer_step`); core/archs.py holds the table per architecture.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kt_launch.core.archs import arch_of, sglang_kt_model_file
 from kt_launch.core.model import ModelFacts
 
 
@@ -18,7 +21,41 @@ MAX_DIM = 1 << 20
 
 
 class ModelConfigError(ValueError):
-    """config.json is missing, unreadable or lacks the MoE keys; the message names the file and key."""
+    """config.json is missing, unreadable or lacks the MoE keys; the message names the file and key. `fix` is what
+    to do when it is not "point model.path at a model dir" (an architecture kt-launch does not know)."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+# Keys in order of preference: the first one set wins (core/archs.py says which architecture uses which).
+EXPERT_KEYS = ("n_routed_experts", "num_experts", "num_local_experts", "moe_num_experts")
+TOP_K_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_k", "moe_topk")
+
+
+def _moe_like_keys(cfg: dict[str, Any]) -> list[str]:
+    return sorted(k for k in cfg if isinstance(k, str) and ("expert" in k.lower() or "moe" in k.lower()))[:8]
+
+
+def _unknown(cfg: dict[str, Any], where: str, missing: tuple[str, ...]) -> ModelConfigError:
+    """The error for a config.json without the keys kt-launch reads: names the architecture, whether kt-launch knows
+    it, the MoE-looking keys it does have, and whether sglang-kt 0.7.2 serves it with kt-kernel (its model list)."""
+    archs = cfg.get("architectures")
+    arch = str(archs[0])[:100] if isinstance(archs, list) and archs else f"model_type {cfg.get('model_type')!r}"[:100]
+    served = sglang_kt_model_file(arch)
+    sglang = (f"sglang-kt 0.7.2 builds it with FusedMoE, which kt-kernel serves ({served})" if served else
+              "sglang-kt 0.7.2 has no MoE model of this architecture, so kt-kernel cannot serve it")
+    keys = _moe_like_keys(cfg)
+    has = f"its config has {', '.join(keys)}" if keys else "its config has no expert or MoE key (a dense model?)"
+    if arch_of(arch) is None:
+        return ModelConfigError(f"{where}: {arch}: unknown to kt-launch; {has}, and none of {', '.join(missing)}; "
+                                f"{sglang}",
+                                "kt-launch cannot size this architecture; tell the kt-launch project the "
+                                "architecture and its config.json keys" if served else
+                                "serve a MoE architecture that sglang-kt builds with kt-kernel")
+    return ModelConfigError(f"{where}: {arch} reads its routed experts from {', '.join(missing)}, and none is set; "
+                            f"{has}", "check that config.json is the model's own, intact")
 
 
 def shape_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelFacts:
@@ -33,7 +70,7 @@ def shape_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelF
             v = cfg.get(k)
             if v is not None:
                 return v
-        raise ModelConfigError(f"{where}: none of {', '.join(keys)} is set; is this a MoE model?")
+        raise _unknown(cfg, where, keys)
 
     def as_int(v: Any, key: str) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
@@ -42,18 +79,22 @@ def shape_from_config(cfg: dict[str, Any], where: str = "config.json") -> ModelF
             raise ModelConfigError(f"{where}: {key}={v} is outside 1..{MAX_DIM}; is this config.json intact?"[:300])
         return v
 
+    def key_of(keys: tuple[str, ...]) -> str:
+        return next((k for k in keys if cfg.get(k) is not None), keys[0])
+
     model_type = str(cfg.get("model_type", "unknown"))
     hidden = as_int(need("hidden_size"), "hidden_size")
     layers = as_int(need("num_hidden_layers"), "num_hidden_layers")
-    experts = as_int(need("n_routed_experts", "num_experts", "num_local_experts"), "n_routed_experts")
-    top_k = as_int(need("num_experts_per_tok", "num_experts_per_token"), "num_experts_per_tok")
+    experts = as_int(need(*EXPERT_KEYS), key_of(EXPERT_KEYS))
+    moe_layers = _moe_layers(cfg, layers, where)
+    top_k = as_int(_per_layer(need(*TOP_K_KEYS), key_of(TOP_K_KEYS), moe_layers, where), key_of(TOP_K_KEYS))
     naming = "deepseek"
     if "num_local_experts" in cfg and "n_routed_experts" not in cfg and "num_experts" not in cfg:
         naming = "mixtral"
         inter = as_int(need("intermediate_size"), "intermediate_size")
     else:
-        inter = as_int(need("moe_intermediate_size", "intermediate_size"), "moe_intermediate_size")
-    moe_layers = _moe_layers(cfg, layers, where)
+        key = key_of(("moe_intermediate_size", "intermediate_size"))
+        inter = as_int(_per_layer(need("moe_intermediate_size", "intermediate_size"), key, moe_layers, where), key)
     _check_whole(cfg, where, layers, experts, top_k, moe_layers)
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
     return ModelFacts(model_type, hidden, inter, experts, top_k, layers, moe_layers, dtype, naming,
@@ -125,7 +166,31 @@ def attention_facts(cfg: dict[str, Any], layers: int, hidden: int) -> dict[str, 
     freq = freq if isinstance(freq, int) and not isinstance(freq, bool) and freq > 0 else 1
     out["kt_moe_layers"] = sum(1 for i in range(layers) if i >= first and i % freq == 0)
     out.update(memory_facts(cfg, num))
+    out.update(hybrid_facts(cfg, layers, num))
     return out
+
+
+def hybrid_facts(cfg: dict[str, Any], layers: int, num) -> dict[str, Any]:
+    """Hybrid linear attention as SGLang reads it (configs/qwen3_next.py:255-300, which Qwen3.5's text config inherits,
+    configs/qwen3_5.py:28,138): layer l is full attention when (l + 1) % full_attention_interval == 0, else a
+    Gated-DeltaNet layer whose state per request is sized by the linear_* keys (`mamba2_cache_params`) in
+    mamba_ssm_dtype (configs/mamba_utils.py `mamba2_state_dtype`: float32 by default). Without
+    full_attention_interval, a `layer_types` list names the full_attention layers. Nothing for other models."""
+    interval = num("full_attention_interval")
+    types = cfg.get("layer_types")
+    if interval:
+        full = sum(1 for i in range(layers) if (i + 1) % interval == 0)
+    elif isinstance(types, list) and "linear_attention" in types:
+        full = sum(1 for t in types[:layers] if t == "full_attention")
+    else:
+        return {}
+    if not (num("linear_num_value_heads") and num("linear_value_head_dim") and num("linear_key_head_dim")):
+        return {}
+    ssm = {"bfloat16": 2, "float16": 2}.get(str(cfg.get("mamba_ssm_dtype")), 4)
+    return {"kv_layers": full, "linear_layers": layers - full, "linear_key_heads": num("linear_num_key_heads"),
+            "linear_value_heads": num("linear_num_value_heads"), "linear_key_head_dim": num("linear_key_head_dim"),
+            "linear_value_head_dim": num("linear_value_head_dim"),
+            "linear_conv_kernel": num("linear_conv_kernel_dim", 4), "linear_ssm_bytes": ssm}
 
 
 def memory_facts(cfg: dict[str, Any], num) -> dict[str, Any]:
@@ -153,6 +218,23 @@ def memory_facts(cfg: dict[str, Any], num) -> dict[str, Any]:
     return out
 
 
+def _per_layer(v: Any, key: str, moe_layers: tuple[int, ...], where: str) -> Any:
+    """A per-layer list (Hunyuan's moe_topk, moe_intermediate_size; hunyuan.py:135-149 reads entry layer_id) as the
+    one value its MoE layers share. kt-kernel builds every MoE layer with one shape, so differing values are an
+    error naming the key; anything not a list is returned as is (as_int judges it)."""
+    if not isinstance(v, list):
+        return v
+    if not moe_layers or len(v) <= max(moe_layers):
+        raise ModelConfigError(f"{where}: {key} has {len(v)} entries, one per layer is needed (MoE layers up to "
+                               f"{max(moe_layers, default=0)})")
+    got = {v[i] for i in moe_layers if isinstance(v[i], int) and not isinstance(v[i], bool)}
+    if len(got) != 1 or any(isinstance(v[i], bool) or not isinstance(v[i], int) for i in moe_layers):
+        shown = repr(sorted(got))[:60]
+        raise ModelConfigError(f"{where}: {key} differs between MoE layers ({shown}): kt-kernel serves one expert "
+                               "shape for every layer")
+    return got.pop()
+
+
 def _moe_layers(cfg: dict[str, Any], layers: int, where: str = "config.json") -> tuple[int, ...]:
     """Which layers are MoE. A layout key of the wrong type is an error naming it, never a TypeError."""
     def count(key: str, default: int) -> int:
@@ -171,6 +253,18 @@ def _moe_layers(cfg: dict[str, Any], layers: int, where: str = "config.json") ->
             return tuple(i for i in range(layers) if i < len(freq) and freq[i])
         freq = count("moe_layer_freq", 1) or 1
         return tuple(i for i in range(layers) if i >= first and i % freq == 0)
+    if "moe_layer_start_index" in cfg or "moe_layer_end_index" in cfg or "moe_layer_interval" in cfg:
+        # ERNIE-4.5 (sglang-kt ernie4.py:176-186): start <= i <= end and (i - start) % interval == 0; end < 0 = last
+        start = count("moe_layer_start_index", 0)
+        end_v = cfg.get("moe_layer_end_index")
+        end = layers - 1 if end_v is None or (isinstance(end_v, int) and not isinstance(end_v, bool) and end_v < 0) \
+            else count("moe_layer_end_index", layers - 1)
+        step = count("moe_layer_interval", 1) or 1
+        return tuple(i for i in range(layers) if start <= i <= end and (i - start) % step == 0)
+    if "interleave_moe_layer_step" in cfg:
+        # Llama-4 (sglang-kt llama4.py:425-428): (i + 1) % interleave_moe_layer_step == 0; 0 = every layer
+        step = count("interleave_moe_layer_step", 1)
+        return tuple(i for i in range(layers) if step == 0 or (i + 1) % step == 0)
     if "decoder_sparse_step" in cfg or "mlp_only_layers" in cfg:
         step = count("decoder_sparse_step", 1) or 1
         dense = cfg.get("mlp_only_layers") or []

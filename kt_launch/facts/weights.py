@@ -21,7 +21,9 @@ from kt_launch.core.artifacts import ModelDirFacts
 from kt_launch.core.fileid import FileId
 from kt_launch.facts.model import ModelFacts
 
-_LAYER_ENTRY = re.compile(rb'layers\.(\d+)\.(?!mlp\.experts\.|block_sparse_moe\.experts\.)([^"]+)":\{"dtype":"(\w+)",'
+_LAYER_ENTRY = re.compile(rb'(?<!mtp\.)layers\.(\d+)\.'
+                          rb'(?!mlp\.experts\.|block_sparse_moe\.experts\.|ffn\.experts\.|feed_forward\.experts\.)'
+                          rb'([^"]+)":\{"dtype":"(\w+)",'
                           rb'"shape":\[[\d,]*\],"data_offsets":\[(\d+),(\d+)\]')
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _REPLICATED = re.compile(r"(?:norm\.(?:weight|bias)$|\.mlp\.gate\.weight$|\.gate\.e_score_correction_bias$|"
@@ -31,6 +33,12 @@ _REPLICATED = re.compile(r"(?:norm\.(?:weight|bias)$|\.mlp\.gate\.weight$|\.gate
 _TOWER_ENTRY = re.compile(rb'"((?:vision_tower|mm_projector)\.[^"]+)":\{"dtype":"(\w+)",'
                           rb'"shape":\[[\d,]*\],"data_offsets":\[(\d+),(\d+)\]')
 _KV_PROJ = re.compile(r"\.self_attn\.(?:k_proj|v_proj)\.")
+# Multi-token-prediction blocks SGLang does not load without speculative decoding: Qwen3-Next / Qwen3.5 `mtp.*`
+# (sglang-kt qwen3_next.py:1041 `if not is_mtp and "mtp" in name: continue`, qwen3_5.py:1333), ERNIE-4.5
+# `model.mtp_*` (ernie4.py:375). DeepSeek's next-n layer is a layer >= num_hidden_layers (skipped above).
+_MTP_ENTRY = re.compile(rb'"((?:mtp\.|model\.mtp_)[^"]*)":\{"dtype":"(\w+)","shape":\[[\d,]*\],'
+                        rb'"data_offsets":\[(\d+),(\d+)\]')
+MTP_NAME = re.compile(r"^(?:mtp\.|model\.mtp_)")
 
 
 def weight_bytes(md: ModelDirFacts | None, model: ModelFacts | None) -> WeightBytes | None:
@@ -52,7 +60,7 @@ def weight_bytes(md: ModelDirFacts | None, model: ModelFacts | None) -> WeightBy
     for name, dtype, n in _nonexpert_entries(shards, md.experts.nbytes):
         count += 1
         m = _LAYER.search(name)
-        if m and int(m[1]) >= model.num_layers:
+        if (m and int(m[1]) >= model.num_layers) or MTP_NAME.match(name):
             skipped += n
             continue
         by_dtype[dtype] = by_dtype.get(dtype, 0) + n
@@ -87,6 +95,11 @@ def _nonexpert_entries(shards: list[FileId], experts_bytes: int):
                 n = int(m[5]) - int(m[4])
                 found += n
                 yield "layers." + m[1].decode() + "." + m[2].decode("utf-8", "replace"), m[3].decode(), n
+            if b'"mtp.' in hdr or b'"model.mtp_' in hdr:
+                for m in _MTP_ENTRY.finditer(hdr):
+                    n = int(m[4]) - int(m[3])
+                    found += n
+                    yield m[1].decode("utf-8", "replace"), m[2].decode(), n
             if b'vision_tower.' in hdr or b'mm_projector.' in hdr:
                 for m in _TOWER_ENTRY.finditer(hdr):
                     n = int(m[4]) - int(m[3])

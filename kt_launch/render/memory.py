@@ -15,7 +15,7 @@ def memory_text(m: MemoryPlan | None) -> str:
     """The dry-run's memory section (GiB). Empty when no plan was made."""
     if m is None:
         return ""
-    fraction = (f", mem_fraction_static {m.mem_fraction_static} from {m.mem_fraction_source}" if m.gpus else "")
+    fraction = (f", mem_fraction_static {round(m.mem_fraction_static, 4)} from {m.mem_fraction_source}" if m.gpus else "")
     lines = [f"memory (GiB; TP {m.tp_size}, {m.num_gpu_experts} GPU experts per MoE layer = {m.gpu_experts_total} "
              f"in all{fraction}, chunked_prefill_size {m.chunked_prefill_size}):"]
     if m.gpus:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 from kt_launch.resolve.steps import step
 from kt_launch.core.findings import Finding, error, info, warning
@@ -133,11 +132,16 @@ def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: lis
     if n is not None:
         values["kt.num_gpu_experts"] = user_value(prov, "kt.num_gpu_experts", n)
         _unused_target(inp, out, f"kt.num_gpu_experts={n} is set; the target only checks it")
+    elif ratio is not None and cfg.runtime.flavor == "sglang-kt":
+        # the ratio places the experts (kt_ep_wrapper.py:4589-4604); a derived count beside it would be passed unused
+        values["kt.num_gpu_experts"] = Resolved(None, "derived", f"not passed: kt.gpu_experts_ratio={ratio} places "
+                                                "the GPU experts (sglang-kt ignores --kt-num-gpu-experts beside it)")
+        _unused_target(inp, out, f"kt.gpu_experts_ratio={ratio} is set; the target only checks it")
     else:
         values["kt.num_gpu_experts"] = _fitted(inp, setup, out)
     if ratio is not None:
         values["kt.gpu_experts_ratio"] = user_value(prov, "kt.gpu_experts_ratio", ratio)
-    n = values["kt.num_gpu_experts"].value
+    n = values["kt.num_gpu_experts"].value or 0
     if model is not None and n > model.num_experts:
         out.append(error("KT-E103", f"kt.num_gpu_experts={n} is more than the {model.num_experts} experts per MoE "
                          f"layer of {cfg.model.path}", f"use a value between 0 and {model.num_experts}"))
@@ -251,13 +255,21 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
     floor_kv = min(mem.MIN_KV_TOKENS, setup.kv_target)
     for g, room in mem.room_for_experts(setup, floor_kv):
         if room < 0:
-            mf, reserve, nonexp, buf, _ = mem._gpu_fixed(setup, g, setup.gpus.index(g))
+            mf, reserve, nonexp, buf, chunk = mem._gpu_fixed(setup, g, setup.gpus.index(g))
+            kv = mem.kv_and_state_bytes(setup, floor_kv)
+            state = " and the linear-attention state" if kv > floor_kv * bpt else ""
+            mf = round(mf, 4)
+            if reserve - setup.gpu_margin > nonexp + buf + kv:  # SGLang's own reserve is the cause, not the weights
+                fix = (f"SGLang keeps {_gib(reserve)} of this GPU (mem_fraction_static {mf}"
+                       + (", its default for chunked_prefill_size " + str(chunk) if setup.mem_fraction is None else "")
+                       + "): set server.mem_fraction_static higher or lower server.chunked_prefill_size; more TP "
+                       "does not shrink it")
+            else:
+                fix = f"raise server.tp_size (now {setup.tp}) to split the weights over more GPUs, or use bigger GPUs"
             out.append(error("KT-E601", f"GPU {g.index} ({g.name}, {_gib(g.memory_bytes)}) cannot hold the model "
                              f"without experts: non-expert weights' TP share {_gib(nonexp)} + kt buffers {_gib(buf)} + "
-                             f"{floor_kv} KV tokens {_gib(floor_kv * bpt)} + SGLang's reserve {_gib(reserve)} "
-                             f"(mem_fraction_static {mf}) is {_gib(g.memory_bytes - room)}",
-                             f"raise server.tp_size (now {setup.tp}) to split the weights over more GPUs, or use "
-                             "bigger GPUs"))
+                             f"{floor_kv} KV tokens{state} {_gib(kv)} + SGLang's reserve {_gib(reserve)} "
+                             f"(mem_fraction_static {mf}) is {_gib(g.memory_bytes - room)}", fix))
             return
     at_target = mem.fit(setup)
     at_floor = mem.fit(setup, floor_kv)
@@ -277,8 +289,7 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                              f"set kt.num_gpu_experts={max(at_target.max_gpu_experts, 0)} (keeps "
                              f"{at_target.kv_tokens} KV tokens), or unset it to get the fit"))
         elif per_layer > max(at_target.max_gpu_experts, 0):
-            left = min((room - math.ceil(total * mem.expert_avg_bytes(setup.weights, m) / setup.tp)) // bpt
-                       for _, room in mem.room_for_experts(setup, 0)) if bpt else 0
+            left = mem.fitted_kv_tokens(setup, n, r)  # beside the linear-attention state pool, if any
             out.append(warning("KT-W604", f"{what} leaves room for about {left} KV tokens, below the target "
                                f"{setup.kv_target} ({setup.kv_target_key}); at most {max(at_target.max_gpu_experts, 0)}"
                                " per layer keep it", f"set kt.num_gpu_experts={max(at_target.max_gpu_experts, 0)}, "
@@ -318,6 +329,6 @@ def resolve_model_shape(inp: ResolveInput, values: dict[str, Resolved], out: lis
             f"from {cfg.model.path}/config.json")
     elif inp.checks:
         out.append(error("KT-E108", inp.model_problem or f"{cfg.model.path}/config.json could not be read",
-                         "point model.path at the HuggingFace model directory (it holds config.json)"))
+                         inp.model_fix or "point model.path at the HuggingFace model directory (it holds config.json)"))
     else:
         out.append(info("KT-I101", "model shape unknown (--no-check): expert-count checks skipped"))

@@ -29,6 +29,7 @@ class ResolveInput:
     current_python: str
     model: ModelFacts | None = None
     model_problem: str | None = None  # why model facts are missing (names the file)
+    model_fix: str | None = None  # what to do about model_problem, when not "point model.path at a model dir"
     adapters: dict[str, AdapterConfig] = field(default_factory=dict)  # dir -> adapter_config.json facts
     artifacts: ArtifactFacts | None = None  # None under --no-check
     sglang: SglangFacts | None = None  # None when not inspected

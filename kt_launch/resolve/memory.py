@@ -135,8 +135,66 @@ def kv_bytes_per_token(model, tp: int, elem: int = 2) -> int:
             return latent * model.num_layers + indexer
         return (model.kv_lora_rank + model.qk_rope_head_dim) * model.num_layers * elem + indexer
     if model.attention == "gqa" and model.num_kv_heads:
-        return max(1, model.num_kv_heads // tp) * (model.head_dim + model.v_head_dim) * model.num_layers * elem
+        layers = getattr(model, "kv_layers", 0) or model.num_layers  # hybrid: the full-attention layers only
+        return max(1, model.num_kv_heads // tp) * (model.head_dim + model.v_head_dim) * layers * elem
     return 0
+
+
+MAMBA_FULL_MEMORY_RATIO = 0.9  # sglang server_args.py:850 `mamba_full_memory_ratio`
+
+
+def linear_state_bytes(model, tp: int) -> int:
+    """Bytes of one request's linear-attention (Gated-DeltaNet) state on one TP rank, as SGLang sizes it:
+    configs/qwen3_next.py:284-300 `mamba2_cache_params` -> configs/mamba_utils.py `Mamba2StateShape.create`
+    (conv_dim = value heads x value dim + 2 x key heads x key dim, key heads padded up to a multiple of TP; conv state
+    conv_dim / tp x (kernel - 1) in bf16; temporal state value heads / tp x value dim x key dim in mamba_ssm_dtype)
+    and `mamba_cache_per_req` (their sum x the linear layers). Qwen3-Next at TP 1: 36 x 2.05 MiB = 73.7 MiB."""
+    if not getattr(model, "linear_layers", 0):
+        return 0
+    groups = model.linear_key_heads
+    if groups % tp:
+        groups += tp - groups  # extra_groups_for_head_shards
+    conv_dim = model.linear_value_heads * model.linear_value_head_dim + 2 * groups * model.linear_key_head_dim
+    conv = conv_dim // tp * (model.linear_conv_kernel - 1) * 2
+    temporal = (model.linear_value_heads // tp) * model.linear_value_head_dim * model.linear_key_head_dim
+    return (conv + temporal * model.linear_ssm_bytes) * model.linear_layers
+
+
+def _extra_arg(args, flag: str) -> str | None:
+    args = [str(a) for a in args]
+    for i, a in enumerate(args):
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def state_pool(s: "Setup", rest: int) -> tuple[int, int]:
+    """(bytes, requests) of the linear-attention state pool on one GPU out of `rest`, the bytes the KV pool would get
+    otherwise (model_runner_kv_cache_mixin.py:253-346 `handle_max_mamba_cache`): --max-mamba-cache-size requests; else
+    --max-running-requests with --disable-radix-cache; else rest x ratio / (1 + ratio), ratio =
+    --mamba-full-memory-ratio (0.9). (0, 0) for a model without linear attention."""
+    per = linear_state_bytes(s.model, s.tp)
+    if not per:
+        return 0, 0
+    if s.mamba_requests is not None:
+        n = s.mamba_requests
+    else:
+        n = int(max(0, rest) * s.mamba_ratio / (1 + s.mamba_ratio)) // per
+    return n * per, n
+
+
+def kv_and_state_bytes(s: "Setup", kv_tokens: int) -> int:
+    """GPU bytes that leave `kv_tokens` of KV beside SGLang's linear-attention state pool (which takes its share of
+    the same rest): kv x (1 + ratio) with the ratio rule, kv + the fixed pool otherwise."""
+    kv = kv_tokens * kv_bytes_per_token(s.model, s.tp, s.kv_elem)
+    per = linear_state_bytes(s.model, s.tp)
+    if not per:
+        return kv
+    if s.mamba_requests is not None:
+        return kv + s.mamba_requests * per
+    return math.ceil(kv * (1 + s.mamba_ratio))
 
 
 def nonexpert_share(w: WeightBytes, model, tp: int) -> int:
@@ -185,6 +243,15 @@ def gpu_experts_total(model, per_layer: int, ratio: float | None) -> int:
     if ratio is not None:
         return int(layers * model.num_experts * ratio)
     return per_layer * layers
+
+
+def loaded_share(model) -> float:
+    """The share of sglang-kt's GPU experts that a MoE layer loads. sglang-kt counts MoE layers by
+    first_k_dense_replace and moe_layer_freq only (kt_ep_wrapper.py:4546-4574), so a model whose MoE layers follow
+    another rule (Llama-4's interleave_moe_layer_step 2: 48 counted, 24 real; ERNIE's moe_layer_start_index 1: 28
+    and 27) spreads its GPU experts over layers that have no FusedMoE too, and only the real ones hold weights."""
+    counted = model.kt_moe_layers or len(model.moe_layers)
+    return min(1.0, len(model.moe_layers) / counted) if counted else 1.0
 
 
 def cpu_expert_bytes(method: str, hidden: int, inter: int) -> tuple[int, str] | None:
@@ -255,6 +322,9 @@ class Setup:
     gpu_margin: int = 0  # fit.gpu_margin_mib in bytes, kept free on every GPU
     cpu_variant: str = ""  # kt-kernel's CPU variant on this host ("" = CPU flags unknown)
     gpus_unsized: int = 0  # GPUs of the TP group whose memory size is unknown (0 in the host facts)
+    mamba_ratio: float = MAMBA_FULL_MEMORY_RATIO  # --mamba-full-memory-ratio (hybrid linear-attention models)
+    mamba_requests: int | None = None  # the state pool's requests when fixed (--max-mamba-cache-size, or
+    #                                    --max-running-requests with --disable-radix-cache); None = by the ratio
 
 
 def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = None,
@@ -285,6 +355,18 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
     sized = tuple(g for g in group if isinstance(g.memory_bytes, int) and g.memory_bytes > 0)
     flags = inp.host.cpu.flags
     variant = choose_variant(flags, cfg.runtime.env.get("KT_KERNEL_CPU_VARIANT")).variant if flags else ""
+    extra = cfg.server.extra_args
+    mamba_ratio, mamba_requests = MAMBA_FULL_MEMORY_RATIO, None
+    try:
+        got = _extra_arg(extra, "--mamba-full-memory-ratio")
+        mamba_ratio = float(got) if got is not None and float(got) > 0 else mamba_ratio
+        got = _extra_arg(extra, "--max-mamba-cache-size")
+        if got is not None:
+            mamba_requests = max(0, int(got))
+        elif "--disable-radix-cache" in [str(a) for a in extra] and cfg.server.max_running_requests:
+            mamba_requests = cfg.server.max_running_requests
+    except ValueError:
+        pass  # SGLang's own parser refuses the value; the plan keeps SGLang's default
     return Setup(
         model=m, weights=inp.weights, gpus=sized if len(sized) == len(group) else (), tp=tp,
         mem_fraction=cfg.server.mem_fraction_static, chunk_user=cfg.server.chunked_prefill_size,
@@ -293,7 +375,8 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
         pools=pools, numa_nodes=numa, cpu_method=method, cpu_experts=_cpu_expert_source(inp, values, method, variant),
         ram_total=inp.host.memory_total_bytes, ram_available=inp.host.memory_available_bytes,
         node_memory={n.id: n.memory_bytes for n in inp.host.numa}, moe_lora=cfg.moe_lora is not None,
-        gpu_margin=int(cfg.fit.gpu_margin_mib * MiB), cpu_variant=variant, gpus_unsized=len(group) - len(sized))
+        gpu_margin=int(cfg.fit.gpu_margin_mib * MiB), cpu_variant=variant, gpus_unsized=len(group) - len(sized),
+        mamba_ratio=mamba_ratio, mamba_requests=mamba_requests)
 
 
 def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved], method: str,
@@ -387,16 +470,16 @@ def per_count_bytes(s: Setup) -> int:
     if s.weights is None:
         return 0
     layers = s.model.kt_moe_layers or len(s.model.moe_layers)
-    return math.ceil(expert_avg_bytes(s.weights, s.model) * layers / s.tp)
+    return math.ceil(expert_avg_bytes(s.weights, s.model) * layers * loaded_share(s.model) / s.tp)
 
 
 def room_for_experts(s: Setup, kv_tokens: int) -> list[tuple[GpuFacts, int]]:
     """Per GPU: bytes left for GPU experts once reserve, non-expert weights, kt buffers and `kv_tokens` are placed."""
-    bpt = kv_bytes_per_token(s.model, s.tp, s.kv_elem)
+    need = kv_and_state_bytes(s, kv_tokens)
     out = []
     for rank, g in enumerate(s.gpus):
         _, reserve, nonexp, buf, _ = _gpu_fixed(s, g, rank)
-        out.append((g, g.memory_bytes - reserve - nonexp - buf - kv_tokens * bpt))
+        out.append((g, g.memory_bytes - reserve - nonexp - buf - need))
     return out
 
 
@@ -428,15 +511,17 @@ def fitted_kv_tokens(s: Setup, num_gpu_experts: int, ratio: float | None = None)
     bpt = kv_bytes_per_token(s.model, s.tp, s.kv_elem)
     if not s.gpus or s.weights is None or not bpt:
         return 0
-    exp = math.ceil(gpu_experts_total(s.model, num_gpu_experts, ratio) * expert_avg_bytes(s.weights, s.model) / s.tp)
-    return max(0, min(room - exp for _, room in room_for_experts(s, 0)) // bpt)
+    exp = math.ceil(gpu_experts_total(s.model, num_gpu_experts, ratio) * loaded_share(s.model)
+                    * expert_avg_bytes(s.weights, s.model) / s.tp)
+    rest = min(room - exp for _, room in room_for_experts(s, 0))
+    return max(0, rest - state_pool(s, rest)[0]) // bpt
 
 
 def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPlan:
     m, w = s.model, s.weights
     total_experts = gpu_experts_total(m, num_gpu_experts, ratio)
     avg = expert_avg_bytes(w, m) if w is not None else 0.0
-    exp_rank = math.ceil(total_experts * avg / s.tp)
+    exp_rank = math.ceil(total_experts * loaded_share(m) * avg / s.tp)
     bpt = kv_bytes_per_token(m, s.tp, s.kv_elem)
     gpus: list[GpuMemory] = []
     mf, chunk, _ = mem_fraction_of(s)
@@ -444,10 +529,11 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
     for rank, g in enumerate(s.gpus if w is not None else ()):
         mf, reserve, nonexp, buf, chunk = _gpu_fixed(s, g, rank)
         room = g.memory_bytes - reserve - nonexp - buf - exp_rank
-        kv = max(0, room) // bpt if bpt else 0
+        state, reqs = state_pool(s, room)  # SGLang sizes the linear-attention state first, from the same rest
+        kv = max(0, room - state) // bpt if bpt else 0
         kv = min(kv, s.max_total_tokens) if s.max_total_tokens else kv  # SGLang: min(profiled, requested)
         gpus.append(GpuMemory(g.index, g.name, g.memory_bytes, nonexp + buf, exp_rank, bpt, kv, reserve,
-                              room - kv * bpt, nonexp, buf, copies, s.gpu_margin, used_of(g)))
+                              room - kv * bpt - state, nonexp, buf, copies, s.gpu_margin, used_of(g), state, reqs))
     notes = []
     if s.gpus_unsized:
         notes.append(f"GPU side not sized: {s.gpus_unsized} GPU(s) of the TP group have no memory size in the host "
@@ -456,6 +542,13 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
         notes.append("GPU side not sized: the model.path safetensors headers were not read")
     elif not s.gpus:
         notes.append("GPU side not sized: no GPU facts (plan with --host-facts FILE)")
+    per = linear_state_bytes(m, s.tp)
+    if per and gpus:
+        how = ("--max-mamba-cache-size / --max-running-requests" if s.mamba_requests is not None else
+               f"mamba_full_memory_ratio {s.mamba_ratio:g}: state / KV = {s.mamba_ratio:g}")
+        notes.append(f"linear-attention state pool: {per / MiB:.1f} MiB per request ({m.linear_layers} Gated-DeltaNet "
+                     f"layers), {gpus[0].state_requests} requests = {gpus[0].state_bytes / GiB:.1f} GiB per GPU "
+                     f"({how}); per-token KV only in the {m.kv_layers} full-attention layers")
     return MemoryPlan(tuple(gpus), ram_plan(s, chunk, total_experts), fit(s) if w is not None and s.gpus else None,
                       s.tp, num_gpu_experts, total_experts, mf,
                       "server.mem_fraction_static" if s.mem_fraction is not None else

@@ -61,6 +61,14 @@ def resolve_threads(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
         values["kt.numa_nodes"] = Resolved(node_ids, "host", "NUMA nodes with usable CPUs, one per thread pool")
     else:
         values["kt.numa_nodes"] = Resolved(None, "default", "kt-kernel maps pool i to NUMA node i")
+        unbound = [i for i in range(pools) if i not in node_ids]
+        if node_ids and unbound:
+            out.append(warning("KT-W170", f"kt.threadpool_count={pools} but {host.source} has {len(node_ids)} NUMA "
+                               f"node(s) with CPUs ({node_ids}); kt-kernel binds pool i to node i, so pool(s) "
+                               f"{unbound} find no node (\"NUMA node N not found.\") and run unbound, their share of the "
+                               "experts not local to their threads",
+                               f"set kt.threadpool_count={len(node_ids)} (one pool per NUMA node), or kt.numa_nodes "
+                               "with a node for each pool"))
 
     cores = host.usable_physical_cores
     if kt.cpuinfer is not None:

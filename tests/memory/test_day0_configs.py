@@ -1,0 +1,140 @@
+"""Day-0 models (issue 24): real config.json files (tests/data/model_configs, SOURCES.md) read with the right MoE shape,
+and an architecture kt-launch does not know named as such, with what sglang-kt 0.7.2's model list says of it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kt_launch.core.archs import ARCHS, SGLANG_KT_MOE_MODELS, sglang_kt_model_file
+from kt_launch.facts.model import ModelConfigError, shape_from_config
+from memory.support import codes, dry_json
+
+CONFIGS = Path(__file__).resolve().parents[1] / "data" / "model_configs"
+
+
+def real(name: str) -> dict:
+    return json.loads((CONFIGS / f"{name}.json").read_text())
+
+
+# (config, experts, top-k, expert width, MoE layers) counted by hand from each config and its sglang-kt model file
+SHAPES = [
+    # ernie4.py:176-186: 1 <= i <= 27, interval 1 -> layers 1..27 (layer 0 dense)
+    ("baidu--ERNIE-4.5-21B-A3B-PT", 64, 6, 1536, list(range(1, 28))),
+    # hunyuan.py: every layer MoE; moe_topk / moe_intermediate_size one entry per layer
+    ("tencent--Hunyuan-A13B-Instruct", 64, 8, 3072, list(range(32))),
+    # llama4.py:425-428: (i + 1) % 2 == 0 -> the 24 odd layers, not 48
+    ("meta-llama--Llama-4-Maverick-17B-128E-Instruct", 128, 1, 8192, list(range(1, 48, 2))),
+    ("meta-llama--Llama-4-Scout-17B-16E-Instruct", 16, 1, 8192, list(range(48))),
+    ("Qwen--Qwen3-Next-80B-A3B-Thinking", 512, 10, 512, list(range(48))),
+    ("Qwen--Qwen3.5-35B-A3B", 256, 8, 512, list(range(40))),
+    ("Qwen--Qwen3.5-397B-A17B", 512, 10, 1024, list(range(60))),
+    ("deepseek-ai--DeepSeek-V4-Flash", 256, 6, 2048, list(range(43))),  # hash layers 0-2 have routed experts too
+    ("openai--gpt-oss-120b", 128, 4, 2880, list(range(36))),
+]
+
+
+@pytest.mark.parametrize("name,experts,top_k,inter,layers", SHAPES, ids=[s[0] for s in SHAPES])
+def test_real_config_moe_shape(name, experts, top_k, inter, layers):
+    m = shape_from_config(real(name))
+    assert (m.num_experts, m.top_k, m.moe_intermediate_size, list(m.moe_layers)) == (experts, top_k, inter, layers)
+
+
+def test_maverick_cpu_experts_are_24_layers_not_48():
+    """1,440 GiB of CPU experts became 720: the plan's estimate counts experts x MoE layers."""
+    m = shape_from_config(real("meta-llama--Llama-4-Maverick-17B-128E-Instruct"))
+    bf16 = 2 * 3 * m.hidden_size * m.moe_intermediate_size * m.num_experts * len(m.moe_layers)
+    assert round(bf16 / (1 << 30)) == 720
+
+
+def test_hunyuan_per_layer_lists_must_agree_on_moe_layers():
+    cfg = real("tencent--Hunyuan-A13B-Instruct")
+    cfg["moe_topk"] = [8] * 31 + [4]
+    with pytest.raises(ModelConfigError, match="moe_topk differs between MoE layers"):
+        shape_from_config(cfg)
+    cfg["moe_topk"] = [8] * 10
+    with pytest.raises(ModelConfigError, match="moe_topk has 10 entries"):
+        shape_from_config(cfg)
+
+
+def test_no_real_moe_config_asks_is_this_a_moe_model():
+    for p in CONFIGS.glob("*.json"):
+        try:
+            shape_from_config(json.loads(p.read_text()), p.name)
+        except ModelConfigError as e:  # pragma: no cover - the assertion names the file
+            pytest.fail(f"{p.name}: {e}")
+
+
+def test_unknown_architecture_is_named_with_its_keys_and_sglang_kt_verdict():
+    cfg = {"architectures": ["Step3p5ForCausalLM"], "model_type": "step3p5", "hidden_size": 4096,
+           "num_hidden_layers": 45, "moe_num_routed": 288, "moe_top_k": 8, "share_expert_dim": 1280}
+    with pytest.raises(ModelConfigError) as e:
+        shape_from_config(cfg, "x/config.json")
+    msg = str(e.value)
+    assert "Step3p5ForCausalLM: unknown to kt-launch; its config has moe_num_routed, moe_top_k, share_expert_dim" in msg
+    assert "sglang/srt/models/step3p5.py:1037" in msg and "is this a MoE model" not in msg
+    assert "model.path" not in e.value.fix  # the fix does not send the user to another directory
+    cfg["architectures"] = ["MysteryMoeForCausalLM"]
+    with pytest.raises(ModelConfigError, match="sglang-kt 0.7.2 has no MoE model of this architecture"):
+        shape_from_config(cfg)
+    dense = {"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_hidden_layers": 32}
+    with pytest.raises(ModelConfigError, match="LlamaForCausalLM: unknown to kt-launch; its config has no expert"):
+        shape_from_config(dense)
+
+
+def test_unknown_architecture_through_the_cli(tmp_path, profile, capsys):
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"architectures": ["Step3p5ForCausalLM"], "hidden_size": 4096,
+                                               "num_hidden_layers": 45, "moe_num_routed": 288}))
+    rc, doc = dry_json(capsys, profile(d), "rtx4090_8x")
+    f = next(f for f in doc["findings"] if f["code"] == "KT-E108")
+    assert rc == 3 and "unknown to kt-launch" in f["message"] and "point model.path" not in f["fix"]
+    assert "KT-E108" in codes(doc)
+
+
+def test_every_known_architecture_has_one_row():
+    names = [n for a in ARCHS for n in a.names]
+    assert len(names) == len(set(names))
+    assert sglang_kt_model_file("Ernie4_5_MoeForCausalLM") == "sglang/srt/models/ernie4.py:427"
+
+
+def _sglang_kt_models_dir():
+    import glob
+    import os
+    root = os.environ.get("KT_LAUNCH_VENVS", "")
+    hits = glob.glob(os.path.join(root, "sglang-kt", "lib", "python3*", "site-packages", "sglang", "srt", "models"))
+    return Path(hits[0]) if hits else None
+
+
+def test_sglang_kt_model_list_matches_the_installed_wheel():
+    """The recorded list is the wheel's: each file's EntryClass line names those architectures, and every model
+    file that builds FusedMoE is listed."""
+    import re
+    d = _sglang_kt_models_dir()
+    if d is None:
+        pytest.skip("the sglang-kt 0.7.2 venv (KT_LAUNCH_VENVS/sglang-kt) is not built here")
+    listed = {f for f, _, _ in SGLANG_KT_MOE_MODELS}
+    for f, line, names in SGLANG_KT_MOE_MODELS:
+        text = (d / f).read_text().splitlines()
+        assert text[line - 1].startswith("EntryClass"), (f, line)
+        tail = "\n".join(text[line - 1:line + 6])
+        assert all(n in tail for n in names), (f, names)
+    for p in d.glob("*.py"):
+        s = p.read_text()
+        if re.search(r"^EntryClass\s*=", s, re.M) and re.search(r"\bFusedMoE\b|get_moe_impl_class", s):
+            assert p.name in listed, p.name
+
+
+@pytest.mark.parametrize("name,kv_layers,linear", [("Qwen--Qwen3-Next-80B-A3B-Thinking", 12, 36),
+                                                    ("Qwen--Qwen3.5-35B-A3B", 10, 30),
+                                                    ("Qwen--Qwen3.5-397B-A17B", 15, 45)])
+def test_hybrid_configs_keep_kv_in_full_attention_layers(name, kv_layers, linear):
+    """full_attention_interval 4 (configs/qwen3_next.py:255-282), and the real layer_types lists agree."""
+    from kt_launch.resolve.memory import kv_bytes_per_token
+    cfg = real(name)
+    m = shape_from_config(cfg)
+    assert (m.kv_layers, m.linear_layers) == (kv_layers, linear)
+    types = {**cfg, **cfg.get("text_config", {})}.get("layer_types")
+    assert types is None or types.count("full_attention") == kv_layers
+    assert kv_bytes_per_token(m, 4) == 512 * kv_layers * 2  # one of 2 KV heads per rank, K and V of 256
