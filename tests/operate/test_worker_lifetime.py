@@ -34,9 +34,13 @@ def demo(tmp_path_factory) -> Path:
 
 
 def sleeper(tmp: Path) -> Path:
-    """An 'interpreter' that records its pid (one line per start) and sleeps: a worker that never answers."""
+    """An 'interpreter' that records its pid (one line per start) and sleeps: a worker that never answers. Convert's
+    interpreter check (the worker's "preflight" task, which runs before the conversion's worker) is answered as an
+    install with torch and kt-kernel would answer it, so the conversion itself starts and is the one stopped."""
     py = tmp / "sleeper-python"
-    py.write_text(f'#!/bin/sh\necho $$ >> "{tmp}/worker.pids"\nexec sleep 300\n')
+    ok = '{"ok": true, "torch": "2.9.1", "kt_kernel": "0.7.2", "safetensors": "0.7.0"}'
+    py.write_text(f'#!/bin/sh\ncase "$(timeout 2 head -c 65536)" in *\'"task": "preflight"\'*) echo \'{ok}\'; exit 0;; esac\n'
+                  f'echo $$ >> "{tmp}/worker.pids"\nexec sleep 300\n')
     py.chmod(0o755)
     return py
 
