@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import json
 import os
 import stat
@@ -115,6 +117,25 @@ def warn_unusable(path: str | os.PathLike, why: str) -> None:
         sys.stderr.write(f"kt-launch: warning: {CACHE.what} {p}: {why}; ignored, and rebuilt on the next write\n")
     except (OSError, ValueError):
         pass
+
+
+def file_stamp(path: str | None) -> list[int] | None:
+    """[mtime_ns, size, inode] of a file, None where there is none: what a cache entry records so that a changed
+    install (a reinstalled interpreter, a new worker script) makes it stale."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+@functools.lru_cache(maxsize=None)
+def source_sha(path: Path) -> str:
+    """A short hash of a worker script's bytes (read once per process): a cache entry written by another version of
+    the worker is stale."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def read_json(path: Path) -> Any | None:

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from kt_launch.core.install import InstallFacts
 from kt_launch.facts import worker as _worker
 from kt_launch.facts.cache import cache_dir as _cache_dir
-from kt_launch.facts.cache import read_json, write_json
+from kt_launch.facts.cache import file_stamp, read_json, source_sha, write_json
 
 WORKER = Path(__file__).with_name("install_worker.py")
 CACHE_SCHEMA = 1
@@ -56,14 +56,7 @@ def _resolve_python(python: str) -> str | None:
     return resolve(python)
 
 
-def _stat(path: str | None) -> list[int] | None:
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_mtime_ns, st.st_size, st.st_ino]
+_stat = file_stamp
 
 
 def _folder_stamp(folder: str) -> dict[str, Any] | None:
@@ -78,16 +71,6 @@ def _folder_stamp(folder: str) -> dict[str, Any] | None:
             s = _stat(os.path.join(folder, n))
             out[n] = None if s is None else [s[0], s[2]]
     return out
-
-
-_sha_memo: str | None = None
-
-
-def _worker_sha() -> str:
-    global _sha_memo
-    if _sha_memo is None:
-        _sha_memo = hashlib.sha256(WORKER.read_bytes()).hexdigest()[:16]
-    return _sha_memo
 
 
 def _folders(data: Mapping[str, Any]) -> list[str]:
@@ -105,7 +88,7 @@ def _take_stamps(python_abs: str, data: Mapping[str, Any]) -> dict[str, Any]:
         "python": _stat(real),
         "pyvenv_cfg": _stat(os.path.join(os.path.dirname(os.path.dirname(python_abs)), "pyvenv.cfg")),
         "folders": {f: _folder_stamp(f) for f in _folders(data)},
-        "worker": _worker_sha(),
+        "worker": source_sha(WORKER),
     }
 
 

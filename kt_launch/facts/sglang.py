@@ -45,7 +45,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from kt_launch.core.sglang import OptionInfo, SglangFacts, worker_error_message  # noqa: F401  (OptionInfo: re-exported)
 from kt_launch.facts import worker as _worker
 from kt_launch.facts.cache import cache_dir as _cache_dir
-from kt_launch.facts.cache import read_json, warn_unusable, write_json
+from kt_launch.facts.cache import file_stamp, read_json, source_sha, warn_unusable, write_json
 from kt_launch.facts.reader import RECORDED_FACTS, ReadError
 from kt_launch.facts.reader import read_json as read_bounded
 
@@ -114,21 +114,14 @@ _worker_sha_memo: str | None = None
 def _worker_sha() -> str:
     global _worker_sha_memo
     if _worker_sha_memo is None:
-        _worker_sha_memo = hashlib.sha256(WORKER.read_bytes()).hexdigest()[:16]
+        _worker_sha_memo = source_sha(WORKER)
     return _worker_sha_memo
 
 
 # -- stamps ---------------------------------------------------------------------------------
 
 
-def _stat(path: str | None) -> list[Any] | None:
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_mtime_ns, st.st_size, st.st_ino]
+_stat = file_stamp
 
 
 def _dir_stat(path: str | None) -> list[Any] | None:
