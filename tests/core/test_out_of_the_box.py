@@ -169,9 +169,9 @@ def test_probe_and_tune_arguments_have_bounds(capsys, argv):
 
 def test_internal_errors_are_one_line_and_a_crash_file(tmp_path):
     """A bug (here: a command function that raises) is one line on stderr, exit 1, the traceback in a file."""
-    code = ("import sys, kt_launch.cli as c\n"
+    code = ("import sys, kt_launch.cli as c, kt_launch.commands.profiles as p\n"
             "def boom(args, passthrough): raise RuntimeError('boom hf_secretvalue')\n"
-            "c.cmd_profiles = boom\n"
+            "p.run = boom\n"
             "sys.exit(c.main(['profiles']))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={"KT_LAUNCH_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_TOKEN": "hf_secretvalue"})

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kt_launch.cli import main
-from kt_launch.fitcmd import MEMORY_CODES
+from kt_launch.commands.fit import MEMORY_CODES
 
 from memory.support import GiB, HOSTS, codes, dry_json, host
 
