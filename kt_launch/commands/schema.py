@@ -16,8 +16,9 @@ def run(args, passthrough) -> int:
         return _regenerate_readme(args.readme)
     if getattr(args, "steps", False):
         from kt_launch.render.docs import steps_table
+        from kt_launch.resolve.pipeline import STEPS
 
-        sys.stdout.write(steps_table() + "\n")
+        sys.stdout.write(steps_table(STEPS) + "\n")
         return EXIT_OK
     text = profile_schema_text()
     if getattr(args, "output", None):
@@ -37,9 +38,10 @@ def _regenerate_readme(path: str) -> int:
     from kt_launch.facts.cache import write_output
     from kt_launch.facts.reader import Kind, ReadError, read_bytes
     from kt_launch.render.docs import with_table
+    from kt_launch.resolve.pipeline import STEPS
 
     try:
-        text = with_table(read_bytes(path, Kind("README", 4 << 20)).decode("utf-8", "replace"))
+        text = with_table(read_bytes(path, Kind("README", 4 << 20)).decode("utf-8", "replace"), STEPS)
         if text is None:
             raise ConfigError(f"--readme {path}: no generated-block markers (profile-keys, steps) in the file")
         write_output(path, text)
