@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m kt_launch.synthetic demo/ --quiet
+	$(PY) devtools/synthetic.py demo/ --quiet
 	$(VENV)/bin/kt-launch --profile configs/demo.yaml --dry-run
 
 # Test workers: one per logical CPU (pytest-xdist; `auto` would count physical cores). JOBS=0: one process.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.cli import _subparsers, build_parser, main
 from kt_launch.facts.locate import BUNDLED, find_profile
 

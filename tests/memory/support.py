@@ -1,11 +1,11 @@
-"""Recorded hosts and the checkpoint layouts the memory tests use, and the published checkpoints kt_launch/synthetic.py
+"""Recorded hosts and the checkpoint layouts the memory tests use, and the published checkpoints devtools/synthetic.py
 does not carry (DeepSeek-V3.2, Kimi-K2.5, Qwen3-235B-A22B, MiniMax-M2.1): config.json as published and the full
 tensor list, built from synthetic's layer writers (sparse: data as holes)."""
 
 import json
 from pathlib import Path
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.cli import main
 
 HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"

@@ -1,4 +1,5 @@
-"""Tiny real checkpoints for tests and `make demo`, written by hand: no torch, no safetensors package.
+"""Tiny real checkpoints for tests and `make demo`, written by hand: no torch, no safetensors package. A dev module
+of the checkout (devtools/), not of the wheel: kt-launch ships no test fixtures.
 
 - safetensors: 8-byte little-endian header length + JSON header (space-padded to 8) + raw bytes;
   `sparse=True` leaves the data as a hole (truncate), for benchmarks of huge shapes.
@@ -6,8 +7,8 @@
   holds plain dicts and tuples only: identified as torch by content, not loadable as tensors.
 - PEFT adapter dirs (`adapter_config.json` + `adapter_model.safetensors`).
 
-`python -m kt_launch.synthetic DIR [--quiet]` builds the demo tree that `configs/demo.yaml` points at:
-DIR/model (DeepSeek-V2-shaped HF dir), DIR/kt-amxint8, DIR/moe_lora.pt, DIR/lora.
+`python devtools/synthetic.py DIR [--quiet]` (what `make demo` runs) builds the demo tree that `configs/demo.yaml`
+points at: DIR/model (DeepSeek-V2-shaped HF dir), DIR/kt-amxint8, DIR/moe_lora.pt, DIR/lora.
 `BROKEN` maps the name of every broken variant to a builder that returns a profile dict.
 """
 
@@ -535,25 +536,25 @@ MARKER = ".kt-launch-synthetic"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kt_launch.synthetic",
+    ap = argparse.ArgumentParser(prog="devtools/synthetic.py",
                                  description="Build the tiny synthetic demo tree that configs/demo.yaml uses.")
     ap.add_argument("dir", help="where to build (e.g. demo/)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     root = Path(args.dir)
     if root.exists() and not root.is_dir():
-        print(f"python -m kt_launch.synthetic: {root} exists and is not a directory", file=sys.stderr)
+        print(f"devtools/synthetic.py: {root} exists and is not a directory", file=sys.stderr)
         return 2
     names = ("model", "kt-amxint8", "moe_lora.pt", "lora")
     present = [p for p in names if (root / p).exists() or (root / p).is_symlink()]
     if present and not (root / MARKER).exists():  # never delete what we did not build
-        print(f"python -m kt_launch.synthetic: {root} already holds {', '.join(present)}, not built by this tool; "
+        print(f"devtools/synthetic.py: {root} already holds {', '.join(present)}, not built by this tool; "
               "pick an empty or new directory", file=sys.stderr)
         return 2
     for p in present:  # rebuild cleanly
         _replace(root / p, lambda _: None)
     made = demo(root)
-    (root / MARKER).write_text("built by python -m kt_launch.synthetic; safe to delete with its siblings\n")
+    (root / MARKER).write_text("built by devtools/synthetic.py (make demo); safe to delete with its siblings\n")
     if not args.quiet:
         out = io.StringIO()
         for name, p in made.items():
