@@ -34,7 +34,7 @@ test: $(STAMP)
 
 # A first look in a few minutes: the import contract and the tests that need none of the three test venvs
 # (no kt-kernel, SGLang or router build, nothing written to .cache/); `make test` runs everything.
-QUICK := tests/core tests/preflight tests/memory
+QUICK := tests/core tests/resolve tests/render tests/preflight tests/memory
 test-quick: $(STAMP)
 	$(VENV)/bin/lint-imports
 	KT_LAUNCH_NO_VENV_SETUP=1 $(PY) -m pytest -n $(JOBS) --dist worksteal $(QUICK)

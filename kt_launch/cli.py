@@ -46,7 +46,7 @@ def _did_you_mean(p: argparse.ArgumentParser, word: str) -> str:
         names = [s for a in p._actions for s in a.option_strings]  # argparse keeps its actions here; no API
         close = closest(word.split("=", 1)[0], names)
         return f"; did you mean {' or '.join(close)}?" if close else f" (`{p.prog} --help` lists the options)"
-    close = closest(word, _subparsers())
+    close = closest(word, subparsers())
     if close:
         return f"; did you mean `kt-launch {close[0]}`? (a command comes first: kt-launch {close[0]} ...)"
     return " (`kt-launch --help` lists the commands)"
@@ -66,7 +66,7 @@ def _profile_args(p: argparse.ArgumentParser, host_facts: bool = True, no_check:
 
 
 def build_parser(subs: dict[str, argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
-    commands = "\n".join(f"  {name:<9} {sub.description}" for name, sub in (subs or _subparsers()).items())
+    commands = "\n".join(f"  {name:<9} {sub.description}" for name, sub in (subs or subparsers()).items())
     p = _Parser(prog="kt-launch", usage="kt-launch [COMMAND] [options] [-- SGLANG-FLAGS...]",
                 description="Resolve, check and launch SGLang with kt-kernel CPU experts. Without a command: plan "
                 "the profile and exec SGLang (or --dry-run, --supervise).",
@@ -126,7 +126,7 @@ def _count(lo: int, hi: int):
     return parse
 
 
-def _subparsers() -> dict[str, argparse.ArgumentParser]:
+def subparsers() -> dict[str, argparse.ArgumentParser]:
     """Every command with a one-line description (what `kt-launch --help` lists)."""
     subs = {}
     c = _Parser(prog="kt-launch check", description="Resolve a profile and run every check; launch nothing.")
@@ -211,7 +211,7 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return subs
 
 
-def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
     if "--" in argv:
         i = argv.index("--")
         return argv[:i], argv[i + 1:]
@@ -346,7 +346,7 @@ def _discard_stdout() -> None:
         pass
 
 
-def _take_sets(own: list[str]) -> tuple[list[str], list[str]]:
+def take_sets(own: list[str]) -> tuple[list[str], list[str]]:
     """`--set KEY=VALUE` / `--set=KEY=VALUE` items taken out before argparse, whose option matching is quadratic in
     the number of options given (20 000 --set items took minutes); the rest is parsed as usual."""
     rest, sets, i = [], [], 0
@@ -367,9 +367,9 @@ def _take_sets(own: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _main(argv: list[str]) -> int:
-    own, passthrough = _split_passthrough(argv)
-    own, sets = _take_sets(own)
-    subs = _subparsers()
+    own, passthrough = split_passthrough(argv)
+    own, sets = take_sets(own)
+    subs = subparsers()
     if not own and not passthrough and not sets:  # `kt-launch` alone: what it can do, not one missing option
         sys.stderr.write(build_parser(subs).format_help())
         return EXIT_INVALID

@@ -183,9 +183,9 @@ def test_every_command_has_a_parser_and_a_row_in_the_dispatch_table():
     """cli.py parses, kt_launch/commands/ runs: each parser's command has one module in the table, with a run()."""
     import importlib
 
-    from kt_launch.cli import _subparsers
+    from kt_launch.cli import subparsers
     from kt_launch.commands import COMMANDS, LAUNCH
 
-    assert set(_subparsers()) == set(COMMANDS)
+    assert set(subparsers()) == set(COMMANDS)
     for module in [*COMMANDS.values(), LAUNCH]:
         assert callable(importlib.import_module(module).run), module

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtools import synthetic
-from kt_launch.cli import _subparsers, build_parser, main
+from kt_launch.cli import build_parser, subparsers, main
 from kt_launch.facts.locate import BUNDLED, find_profile
 
 from core.support import XEON16
@@ -62,7 +62,7 @@ def test_odd_names_are_a_clear_miss_not_a_traceback(tmp_path):
 
 def test_help_lists_every_command_and_every_option_has_help(capsys):
     text = build_parser().format_help()
-    subs = _subparsers()
+    subs = subparsers()
     assert {"check", "probe", "tune", "doctor", "fit", "profiles", "schema", "init"} <= set(subs)
     for name, sub in subs.items():
         assert f"  {name} " in text and sub.description and "\n" not in sub.description

@@ -285,9 +285,9 @@ def test_cuda_visible_devices_picks_the_planned_gpus_from_recorded_facts(tmp_pat
 # -- newcomer: a mistyped option gets a did-you-mean, before any "required" complaint ---------------------------
 
 def _options() -> list[tuple[list[str], str]]:
-    from kt_launch.cli import _subparsers, build_parser
+    from kt_launch.cli import build_parser, subparsers
 
-    subs = _subparsers()
+    subs = subparsers()
     out = []
     for prefix, parser in [([], build_parser(subs)), *(([name], p) for name, p in subs.items())]:
         for a in parser._actions:
