@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m kt_launch.synthetic demo/ --quiet
+	$(PY) devtools/synthetic.py demo/ --quiet
 	$(VENV)/bin/kt-launch --profile configs/demo.yaml --dry-run
 
 # Test workers: one per logical CPU (pytest-xdist; `auto` would count physical cores). JOBS=0: one process.
@@ -34,7 +34,7 @@ test: $(STAMP)
 
 # A first look in a few minutes: the import contract and the tests that need none of the three test venvs
 # (no kt-kernel, SGLang or router build, nothing written to .cache/); `make test` runs everything.
-QUICK := tests/core tests/preflight tests/memory
+QUICK := tests/core tests/resolve tests/render tests/preflight tests/memory
 test-quick: $(STAMP)
 	$(VENV)/bin/lint-imports
 	KT_LAUNCH_NO_VENV_SETUP=1 $(PY) -m pytest -n $(JOBS) --dist worksteal $(QUICK)

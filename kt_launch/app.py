@@ -178,8 +178,9 @@ def _demo_not_built(cfg: UserConfig, inp: ResolveInput) -> list[Finding]:
         return []
     return [info("KT-I150", f"--profile demo is the bundled demo: it reads a tiny synthetic model under "
                  f"{os.path.dirname(cfg.model.path) or '.'}/ (relative to this directory), which is not built here",
-                 "build it with `python -m kt_launch.synthetic demo/` (`make demo` in a checkout), then run "
-                 "the command again from the same directory")]
+                 "build it from a kt-launch source checkout: `make demo` there, or `python CHECKOUT/devtools/synthetic.py "
+                 "demo/` here (the installed package holds no test fixtures, so it cannot build it); then run the "
+                 "command again from the directory holding demo/")]
 
 
 def _recorded_model(path: str) -> tuple[ModelFacts, object]:

@@ -1,4 +1,5 @@
-"""Command line: parse argv, run the pipeline, map outcomes to exit codes (0 ok, 2 invalid input, 3 plan errors)."""
+"""Command line: parse argv, dispatch to the command's module (kt_launch/commands/, by its table), and map outcomes
+to exit codes (0 ok, 2 invalid input, 3 plan errors, 1 output that could not be written or a crash)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import os
 import sys
 
 from kt_launch import __version__
+from kt_launch.commands import COMMANDS, LAUNCH, command
+from kt_launch.commands.common import EXIT_INVALID, say as _say
 from kt_launch.core.errors import ConfigError
-
-EXIT_OK, EXIT_INVALID, EXIT_PLAN = 0, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +46,7 @@ def _did_you_mean(p: argparse.ArgumentParser, word: str) -> str:
         names = [s for a in p._actions for s in a.option_strings]  # argparse keeps its actions here; no API
         close = closest(word.split("=", 1)[0], names)
         return f"; did you mean {' or '.join(close)}?" if close else f" (`{p.prog} --help` lists the options)"
-    close = closest(word, _subparsers())
+    close = closest(word, subparsers())
     if close:
         return f"; did you mean `kt-launch {close[0]}`? (a command comes first: kt-launch {close[0]} ...)"
     return " (`kt-launch --help` lists the commands)"
@@ -65,7 +66,7 @@ def _profile_args(p: argparse.ArgumentParser, host_facts: bool = True, no_check:
 
 
 def build_parser(subs: dict[str, argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
-    commands = "\n".join(f"  {name:<9} {sub.description}" for name, sub in (subs or _subparsers()).items())
+    commands = "\n".join(f"  {name:<9} {sub.description}" for name, sub in (subs or subparsers()).items())
     p = _Parser(prog="kt-launch", usage="kt-launch [COMMAND] [options] [-- SGLANG-FLAGS...]",
                 description="Resolve, check and launch SGLang with kt-kernel CPU experts. Without a command: plan "
                 "the profile and exec SGLang (or --dry-run, --supervise).",
@@ -125,7 +126,7 @@ def _count(lo: int, hi: int):
     return parse
 
 
-def _subparsers() -> dict[str, argparse.ArgumentParser]:
+def subparsers() -> dict[str, argparse.ArgumentParser]:
     """Every command with a one-line description (what `kt-launch --help` lists)."""
     subs = {}
     c = _Parser(prog="kt-launch check", description="Resolve a profile and run every check; launch nothing.")
@@ -210,7 +211,7 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return subs
 
 
-def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
     if "--" in argv:
         i = argv.index("--")
         return argv[:i], argv[i + 1:]
@@ -332,13 +333,6 @@ class _Sink:
         return False
 
 
-def _say(line: str) -> None:
-    try:
-        print(line, file=sys.stderr, flush=True)
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
 def _discard_stdout() -> None:
     """Drop what is still buffered for a stdout that cannot be written, so no later flush fails again."""
     try:
@@ -352,7 +346,7 @@ def _discard_stdout() -> None:
         pass
 
 
-def _take_sets(own: list[str]) -> tuple[list[str], list[str]]:
+def take_sets(own: list[str]) -> tuple[list[str], list[str]]:
     """`--set KEY=VALUE` / `--set=KEY=VALUE` items taken out before argparse, whose option matching is quadratic in
     the number of options given (20 000 --set items took minutes); the rest is parsed as usual."""
     rest, sets, i = [], [], 0
@@ -373,9 +367,9 @@ def _take_sets(own: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _main(argv: list[str]) -> int:
-    own, passthrough = _split_passthrough(argv)
-    own, sets = _take_sets(own)
-    subs = _subparsers()
+    own, passthrough = split_passthrough(argv)
+    own, sets = take_sets(own)
+    subs = subparsers()
     if not own and not passthrough and not sets:  # `kt-launch` alone: what it can do, not one missing option
         sys.stderr.write(build_parser(subs).format_help())
         return EXIT_INVALID
@@ -384,236 +378,11 @@ def _main(argv: list[str]) -> int:
         if sets and not hasattr(args, "sets"):
             raise ConfigError(f"kt-launch {own[0]} takes no --set")
         args.sets = sets
-        return getattr(sys.modules[__name__], f"cmd_{own[0]}")(args, passthrough)
+        return command(COMMANDS[own[0]])(args, passthrough)
     if own and not own[0].startswith("-"):
         raise ConfigError(f"unknown command {own[0][:60]!r}{_did_you_mean(build_parser(subs), own[0])}")
     args = build_parser(subs).parse_args(own)
     args.sets = sets
     if args.json and not args.dry_run:
         raise ConfigError("--json needs --dry-run (or use `kt-launch check --json`)")
-    return cmd_launch(args, passthrough)
-
-
-def text_width(environ=None) -> int:
-    """Columns for wrapped text: $COLUMNS, else the terminal's, else DEFAULT_WIDTH (a pipe or a file)."""
-    from kt_launch.core.output import DEFAULT_WIDTH
-
-    environ = os.environ if environ is None else environ
-    cols = environ.get("COLUMNS", "")
-    if cols.isdigit() and 0 < int(cols) < 10_000:
-        return max(int(cols), 40)
-    try:
-        if sys.stdout.isatty():
-            return max(os.get_terminal_size(sys.stdout.fileno()).columns, 40)
-    except (OSError, ValueError, AttributeError):
-        pass
-    return DEFAULT_WIDTH
-
-
-def cmd_probe(args, passthrough) -> int:
-    from kt_launch.backend.commands import cmd_probe as run
-
-    return run(args, passthrough)
-
-
-def cmd_tune(args, passthrough) -> int:
-    from kt_launch.backend.commands import cmd_tune as run
-
-    return run(args, passthrough)
-
-
-def cmd_convert(args, passthrough) -> int:
-    from kt_launch.backend.commands import cmd_convert as run
-
-    return run(args, passthrough)
-
-
-def _request(args, passthrough, launch: bool = False, gate: str = "off"):
-    from kt_launch.app import Request
-
-    return Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts,
-                   checks=not args.no_check, passthrough=tuple(passthrough), model_facts=args.model_facts,
-                   fleet_host=getattr(args, "fleet_host", None), launch=launch, gate=gate)
-
-
-def cmd_launch(args, passthrough) -> int:
-    from kt_launch.app import plan_request
-    from kt_launch.render.text import findings_text, plan_json, plan_text
-
-    supervised = getattr(args, "supervise", False)
-    if not supervised and (getattr(args, "grace_period", None) is not None
-                           or getattr(args, "ready_timeout", None) is not None
-                           or getattr(args, "restart", None) is not None
-                           or getattr(args, "max_restarts", None) is not None):
-        raise ConfigError("--grace-period, --ready-timeout and --restart need --supervise (exec hands the process "
-                          "over)")
-    req = _request(args, passthrough, launch=not args.dry_run, gate="cached" if args.dry_run else "run")
-    loaded = _load(req)
-    if req.fleet_host is not None or loaded.config.fleet is not None:
-        return cmd_fleet(args, req, loaded)
-    if getattr(args, "fail_fast", False):
-        raise ConfigError("--fail-fast needs a profile with a `fleet` section (and --supervise)")
-    out = plan_request(req, loaded=loaded)
-    if args.dry_run:
-        sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n" if args.json
-                         else plan_text(out.plan, out.command, out.findings, text_width()))
-        return EXIT_OK if out.ok else EXIT_PLAN
-    from kt_launch.render.redact import safe_findings
-
-    if not out.ok:
-        sys.stderr.write(findings_text(safe_findings(out.command, out.findings)))
-        sys.stderr.write("kt-launch: the plan has errors; nothing was launched (see --dry-run)\n")
-        return EXIT_PLAN
-    if args.host_facts:
-        from kt_launch.run.supervise import host_facts_warning
-
-        sys.stderr.write(host_facts_warning(args.host_facts))
-    if supervised:
-        import gc
-
-        from kt_launch.run.supervise import launch_supervised
-
-        gc.enable()  # a supervisor may run for days
-
-        return launch_supervised(out, args)
-    from kt_launch.run.execute import exec_command
-
-    return exec_command(out.command, safe_findings(out.command, out.findings))
-
-
-def _load(req):
-    """The profile, read once per command (its --set items and env too) for whichever plan it takes."""
-    from kt_launch.app import load_request
-
-    return load_request(req)
-
-
-def cmd_fleet(args, req, loaded=None) -> int:
-    """The `fleet` branch of a launch: dry-run text/JSON, or run the local instances and the router supervised.
-    A fleet is several processes, so it needs --supervise (there is no single process to exec)."""
-    from kt_launch.app import plan_fleet
-    from kt_launch.render.fleet import fleet_json, fleet_text
-
-    if getattr(args, "fail_fast", False) and not args.supervise:
-        raise ConfigError("--fail-fast needs --supervise")
-    out = plan_fleet(req, loaded=loaded)
-    if args.dry_run:
-        sys.stdout.write(fleet_json(out.plan, out.commands) + "\n" if args.json
-                         else fleet_text(out.plan, out.commands, text_width()))
-        return EXIT_OK if out.ok else EXIT_PLAN
-    if not out.ok:
-        from kt_launch.render.fleet import fleet_errors
-        from kt_launch.render.text import findings_text
-
-        sys.stderr.write(findings_text(fleet_errors(out.plan, out.commands)))
-        sys.stderr.write("kt-launch: the fleet plan has errors; nothing was launched (see --dry-run)\n")
-        return EXIT_PLAN
-    if not args.supervise:
-        raise ConfigError("a fleet runs several processes: use --supervise (or --dry-run to see the commands)")
-    if args.host_facts:
-        from kt_launch.run.supervise import host_facts_warning
-
-        sys.stderr.write(host_facts_warning(args.host_facts))
-    import gc
-
-    from kt_launch.run.fleet_supervise import launch_fleet
-
-    gc.enable()
-    return launch_fleet(out, args)
-
-
-def cmd_check(args, passthrough) -> int:
-    """Every check of the plan --dry-run would print, fleets included: the same verdict and exit code."""
-    from kt_launch.app import plan_request
-
-    req = _request(args, passthrough, gate="run")
-    loaded = _load(req)
-    if loaded.config.fleet is not None:
-        from kt_launch.app import plan_fleet
-        from kt_launch.render.fleet import fleet_json, fleet_text
-
-        fleet = plan_fleet(req, loaded=loaded)
-        sys.stdout.write(fleet_json(fleet.plan, fleet.commands) + "\n" if args.json
-                         else fleet_text(fleet.plan, fleet.commands, text_width()))
-        return EXIT_OK if fleet.ok else EXIT_PLAN
-    from kt_launch.render.text import check_text, plan_json
-
-    out = plan_request(req, loaded=loaded)
-    sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n" if args.json
-                     else check_text(out.command, out.findings, text_width()))
-    return EXIT_OK if out.ok else EXIT_PLAN
-
-
-def cmd_doctor(args, passthrough) -> int:
-    from kt_launch.doctor import run_doctor
-
-    return run_doctor(args)
-
-
-def cmd_fit(args, passthrough) -> int:
-    from kt_launch.fitcmd import run_fit
-
-    return run_fit(args, text_width())
-
-
-def cmd_init(args, passthrough) -> int:
-    from kt_launch.initcmd import run_init
-
-    if passthrough:
-        raise ConfigError("kt-launch init takes no arguments after `--`")
-    return run_init(args)
-
-
-def cmd_profiles(args, passthrough) -> int:
-    from kt_launch.facts.console import escape_controls
-    from kt_launch.facts.locate import list_profiles, profile_dir_env
-
-    rows = [(escape_controls(n), w, escape_controls(str(p))) for n, w, p in list_profiles()]  # aligned as shown
-    width = max((len(n) for n, _, _ in rows), default=4)
-    for name, where, path in rows:
-        sys.stdout.write(f"{name:<{width}}  {where:<24}  {path}\n")
-    _, skipped = profile_dir_env(os.environ)
-    if skipped:
-        _say(f"kt-launch: note: {skipped}")
-    return EXIT_OK
-
-
-def cmd_schema(args, passthrough) -> int:
-    from kt_launch.render.schema import profile_schema_text
-
-    if getattr(args, "readme", None):
-        return _regenerate_readme(args.readme)
-    if getattr(args, "steps", False):
-        from kt_launch.render.docs import steps_table
-
-        sys.stdout.write(steps_table() + "\n")
-        return EXIT_OK
-    text = profile_schema_text()
-    if getattr(args, "output", None):
-        from kt_launch.facts.cache import write_output
-
-        try:
-            write_output(args.output, text)  # the old file stays whole unless the new one is written whole
-        except OSError as e:
-            raise ConfigError(f"--output {args.output}: cannot write ({e.strerror or e}); the file was not "
-                              "changed") from None
-        return EXIT_OK
-    sys.stdout.write(text)
-    return EXIT_OK
-
-
-def _regenerate_readme(path: str) -> int:
-    from kt_launch.facts.cache import write_output
-    from kt_launch.facts.reader import Kind, ReadError, read_bytes
-    from kt_launch.render.docs import with_table
-
-    try:
-        text = with_table(read_bytes(path, Kind("README", 4 << 20)).decode("utf-8", "replace"))
-        if text is None:
-            raise ConfigError(f"--readme {path}: no generated-block markers (profile-keys, steps) in the file")
-        write_output(path, text)
-    except ReadError as e:
-        raise ConfigError(str(e)) from None
-    except OSError as e:
-        raise ConfigError(f"--readme {path}: cannot write ({e.strerror or e}); the file was not changed") from None
-    return EXIT_OK
+    return command(LAUNCH)(args, passthrough)

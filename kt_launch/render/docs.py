@@ -79,12 +79,11 @@ STEPS_START, STEPS_END = ("<!-- steps:start (generated from the @step declaratio
                           "<!-- steps:end -->")
 
 
-def steps_table() -> str:
-    """The resolver steps in run order: what each fills and reads (values of earlier steps, or facts)."""
-    from kt_launch.resolve.pipeline import STEPS
-
+def steps_table(steps) -> str:
+    """The resolver steps in run order (resolve/pipeline.py's STEPS, passed in: render imports no resolve): what
+    each fills and reads (values of earlier steps, or facts)."""
     rows = ["| step | fills | reads | what |", "|---|---|---|---|"]
-    for s in STEPS:
+    for s in steps:
         rows.append(f"| `{s.name}` | {', '.join(f'`{k}`' for k in s.fills)} | "
                     f"{', '.join(f'`{k}`' for k in s.reads) or '-'} | {s.doc} |")
     return "\n".join(rows)
@@ -96,9 +95,10 @@ def _replace(text: str, start: str, end: str, body: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def with_table(readme: str) -> str | None:
-    """The text with every generated block it has replaced (None when it has none of the markers)."""
-    blocks = ((START, END, key_table), (STEPS_START, STEPS_END, steps_table))
+def with_table(readme: str, steps) -> str | None:
+    """The text with every generated block it has replaced (None when it has none of the markers); `steps` as
+    steps_table takes them."""
+    blocks = ((START, END, key_table), (STEPS_START, STEPS_END, lambda: steps_table(steps)))
     found = [(a, b, make) for a, b, make in blocks if a in readme and b in readme]
     for a, b, make in found:
         readme = _replace(readme, a, b, make())

@@ -9,7 +9,7 @@ from kt_launch.core.findings import Finding
 from kt_launch.core.host import HostFacts
 from kt_launch.core.output import SCHEMA_VERSION
 from kt_launch.render.text import findings_text
-from kt_launch.resolve.doctor_verdicts import GiB
+from kt_launch.render.memory import GiB
 
 
 def doctor_json(host: HostFacts, findings: list[Finding], record: dict | None = None) -> str:

@@ -2,7 +2,7 @@
 judged before anything starts, or declared unjudged.
 
 With the installed SGLang's parser (plan.parser: its recorded option table) the whole command line is read as
-SGLang's argparse reads it (resolve/sglang_argv.py), the `--config` file's keys first, as SGLang's
+SGLang's argparse reads it (core/sglang_argv.py), the `--config` file's keys first, as SGLang's
 ConfigArgumentMerger puts them. Then: a flag SGLang does not have is KT-E306 (did you mean), a flag kt-launch
 generates is KT-E303 (one rule for the command line and the config file, by the parser's dest, so an alias or an
 abbreviation is caught too), a value the parser refuses KT-E321, a word no flag takes KT-E320, `-h` KT-E322, a
@@ -18,7 +18,7 @@ from kt_launch.core.nearest import closest
 from kt_launch.core.options import OPTIONS
 from kt_launch.core.plan import LaunchPlan
 from kt_launch.core.sglang_config import WORD, config_path, suffix_ok
-from kt_launch.resolve.sglang_argv import NEGATIVE, GENERATED, Use, Word, config_words, parse
+from kt_launch.core.sglang_argv import NEGATIVE, GENERATED, Use, Word, config_words, parse
 
 EXTRA, AFTER, CONFIG = "server.extra_args", "after --", "config"
 _EXITS = ("_HelpAction", "_VersionAction")  # argparse actions that print and exit: the server never starts

@@ -12,7 +12,7 @@ from kt_launch.resolve.steps import step
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.core.profile import lora_entries
-from kt_launch.resolve.sglang_argv import config_words
+from kt_launch.core.sglang_argv import config_words
 from kt_launch.resolve.verdicts import wrapper_call_incompatible
 from kt_launch.core.plan import Resolved
 

@@ -119,7 +119,7 @@ def test_a_bad_entry_reaches_the_plan_as_a_warning_not_a_value(tmp_path):
     """End to end: a hand-edited `"cpuinfer": true` is ignored (the rule's value is used) with a warning."""
     from kt_launch.facts.host import gather_host
     from kt_launch.facts.model import read_model_facts
-    from kt_launch.synthetic import amx_profile, demo
+    from devtools.synthetic import amx_profile, demo
 
     root = tmp_path / "demo"
     demo(root)

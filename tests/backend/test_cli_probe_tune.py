@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
-    subprocess.run([sys.executable, "-m", "kt_launch.synthetic", str(root / "demo"), "--quiet"], check=True, cwd=REPO)
+    subprocess.run([sys.executable, str(REPO / "devtools" / "synthetic.py"), str(root / "demo"), "--quiet"], check=True, cwd=REPO)
     prof = root / "demo.yaml"
     prof.write_text((REPO / "configs" / "demo.yaml").read_text().replace("demo/", f"{root}/demo/"))
     return prof

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.backend import convert as cv
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.backend import convert as cv
 
 from backend.test_convert import REPO, SHAPE, kt, profile, weight_errors

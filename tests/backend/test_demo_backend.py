@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from kt_launch import synthetic
+from devtools import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 

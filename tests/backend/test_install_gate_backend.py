@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.cli import main
 from kt_launch.facts.install import read_install_facts
 

@@ -117,7 +117,7 @@ def test_probe_sizes_kt_kernel_as_the_launched_server(tmp_path):
     not a constant of its own; set, the user's."""
     from pathlib import Path
 
-    from kt_launch import synthetic
+    from devtools import synthetic
     from kt_launch.app import Request, plan_request
     from kt_launch.resolve.memory import sglang_gpu_defaults
 

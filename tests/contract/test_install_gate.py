@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.cli import main
 from kt_launch.facts.install import WORKER, read_install_facts
 

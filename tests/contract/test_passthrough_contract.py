@@ -1,4 +1,4 @@
-"""kt-launch's reading of SGLang's command line (resolve/sglang_argv.py, from the recorded option table) agrees with
+"""kt-launch's reading of SGLang's command line (core/sglang_argv.py, from the recorded option table) agrees with
 the real parsers of sglang-kt 0.7.2 and sglang 0.5.23 on generated command lines, and its reading of a `--config`
 file agrees with sglang-kt's own ConfigArgumentMerger; `kt-launch check` with the real parser refuses an unknown
 flag (exit 3) and passes a valid one."""
@@ -15,7 +15,7 @@ import pytest
 from kt_launch.core.sglang_config import SglangConfigFile
 from kt_launch.facts.sglang import parse_many_with_real_parser
 from kt_launch.facts.sglang_config import read_sglang_config
-from kt_launch.resolve.sglang_argv import GENERATED, Word, config_words, parse
+from kt_launch.core.sglang_argv import GENERATED, Word, config_words, parse
 
 from contract.conftest import REPO
 

@@ -177,3 +177,15 @@ def test_profile_name_wins_over_a_directory_of_that_name(tmp_path, monkeypatch, 
     from kt_launch.facts.locate import BUNDLED, find_profile
 
     assert find_profile("demo", {"HOME": str(tmp_path)}, tmp_path) == BUNDLED / "demo.yaml"
+
+
+def test_every_command_has_a_parser_and_a_row_in_the_dispatch_table():
+    """cli.py parses, kt_launch/commands/ runs: each parser's command has one module in the table, with a run()."""
+    import importlib
+
+    from kt_launch.cli import subparsers
+    from kt_launch.commands import COMMANDS, LAUNCH
+
+    assert set(subparsers()) == set(COMMANDS)
+    for module in [*COMMANDS.values(), LAUNCH]:
+        assert callable(importlib.import_module(module).run), module

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.cli import main
 from kt_launch.render.profile_yaml import Line, profile_yaml
 from core.support import TWO_SOCKET, XEON16

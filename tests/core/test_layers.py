@@ -107,3 +107,12 @@ def test_resolve_and_render_import_nothing_from_facts():
     bad = {m: sorted(t for t in ts if t.startswith("kt_launch.facts")) for m, ts in graph.items()
            if m.startswith(("kt_launch.resolve", "kt_launch.render", "kt_launch.core"))}
     assert not {m: ts for m, ts in bad.items() if ts}
+
+
+def test_facts_resolve_and_render_are_siblings():
+    """facts | resolve | render: none of the three imports another (late imports included); app.py joins them."""
+    graph = _import_graph()
+    layers = ("kt_launch.facts", "kt_launch.resolve", "kt_launch.render")
+    bad = {m: sorted(t for t in ts if t.startswith(layers) and not t.startswith(own))
+           for own in layers for m, ts in graph.items() if m.startswith(own)}
+    assert not {m: ts for m, ts in bad.items() if ts}

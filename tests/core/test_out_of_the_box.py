@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch import synthetic
-from kt_launch.cli import _subparsers, build_parser, main
+from devtools import synthetic
+from kt_launch.cli import build_parser, subparsers, main
 from kt_launch.facts.locate import BUNDLED, find_profile
 
 from core.support import XEON16
@@ -62,7 +62,7 @@ def test_odd_names_are_a_clear_miss_not_a_traceback(tmp_path):
 
 def test_help_lists_every_command_and_every_option_has_help(capsys):
     text = build_parser().format_help()
-    subs = _subparsers()
+    subs = subparsers()
     assert {"check", "probe", "tune", "doctor", "fit", "profiles", "schema", "init"} <= set(subs)
     for name, sub in subs.items():
         assert f"  {name} " in text and sub.description and "\n" not in sub.description
@@ -169,9 +169,9 @@ def test_probe_and_tune_arguments_have_bounds(capsys, argv):
 
 def test_internal_errors_are_one_line_and_a_crash_file(tmp_path):
     """A bug (here: a command function that raises) is one line on stderr, exit 1, the traceback in a file."""
-    code = ("import sys, kt_launch.cli as c\n"
+    code = ("import sys, kt_launch.cli as c, kt_launch.commands.profiles as p\n"
             "def boom(args, passthrough): raise RuntimeError('boom hf_secretvalue')\n"
-            "c.cmd_profiles = boom\n"
+            "p.run = boom\n"
             "sys.exit(c.main(['profiles']))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={"KT_LAUNCH_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_TOKEN": "hf_secretvalue"})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -76,7 +76,7 @@ FLAG_LIKE = ["--set", "--supervise", "-x", "--profile", "--fleet-host=other", "-
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(name=st.one_of(st.sampled_from(FLAG_LIKE), st.from_regex(r"-{1,2}[a-z][a-z-]{0,8}", fullmatch=True)))
 def test_a_host_named_like_a_flag_is_passed_as_a_value(tmp_path_factory, name):
-    from kt_launch.cli import _split_passthrough, _subparsers, _take_sets, build_parser
+    from kt_launch.cli import build_parser, split_passthrough, subparsers, take_sets
 
     tmp = tmp_path_factory.mktemp("fleet")
     write_json(tmp / "b.json", dual_socket())
@@ -85,9 +85,9 @@ def test_a_host_named_like_a_flag_is_passed_as_a_value(tmp_path_factory, name):
     done = kt_launch("--profile", str(p), "--no-check", "--dry-run", "--json", "--set", "kt.cpuinfer=4")
     assert done.returncode == 0, done.stderr
     (h,) = json.loads(done.stdout)["hosts"]
-    own, passthrough = _split_passthrough(list(h["argv"][1:]))
-    own, sets = _take_sets(own)
-    args = build_parser(_subparsers()).parse_args(own)
+    own, passthrough = split_passthrough(list(h["argv"][1:]))
+    own, sets = take_sets(own)
+    args = build_parser(subparsers()).parse_args(own)
     assert (args.fleet_host, args.profile, args.supervise, args.no_check) == (name, str(p), True, True)
     assert sets == ["kt.cpuinfer=4"] and passthrough == []
 

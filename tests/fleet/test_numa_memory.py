@@ -98,7 +98,7 @@ def test_gathered_node_memory_none_when_unreadable_zero_when_the_kernel_says_so(
 @pytest.mark.parametrize("sizes,warned", [([0, 64 * GiB], [0]), ([64 * GiB, 0], [1]), ([None, None], []),
                                           ([64 * GiB, 64 * GiB], [])])
 def test_a_thread_pool_on_a_node_without_memory_is_a_warning(tmp_path, sizes, warned):
-    from kt_launch import synthetic
+    from devtools import synthetic
     from preflight.support import host as preflight_host, check
 
     root = tmp_path / "t"

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.facts.model import read_model_facts
 from kt_launch.resolve.memory import kt_pool_buffer_bytes
 

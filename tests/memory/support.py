@@ -1,11 +1,11 @@
-"""Recorded hosts and the checkpoint layouts the memory tests use, and the published checkpoints kt_launch/synthetic.py
+"""Recorded hosts and the checkpoint layouts the memory tests use, and the published checkpoints devtools/synthetic.py
 does not carry (DeepSeek-V3.2, Kimi-K2.5, Qwen3-235B-A22B, MiniMax-M2.1): config.json as published and the full
 tensor list, built from synthetic's layer writers (sparse: data as holes)."""
 
 import json
 from pathlib import Path
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.cli import main
 
 HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
@@ -46,8 +46,8 @@ def _v32_tensors() -> dict:
     c = EXTRA_MODELS["DeepSeek-V3.2"]
     for layer in range(c["num_hidden_layers"] + c["num_nextn_predict_layers"]):
         p = f"model.layers.{layer}.self_attn.indexer"
-        synthetic._linear(t, f"{p}.wq_b", c["index_n_heads"] * c["index_head_dim"], c["q_lora_rank"], "FP8")
-        synthetic._linear(t, f"{p}.wk", c["index_head_dim"], c["hidden_size"], "FP8")
+        synthetic.linear(t, f"{p}.wq_b", c["index_n_heads"] * c["index_head_dim"], c["q_lora_rank"], "FP8")
+        synthetic.linear(t, f"{p}.wk", c["index_head_dim"], c["hidden_size"], "FP8")
         t[f"{p}.k_norm.weight"] = ("BF16", (c["index_head_dim"],))
         t[f"{p}.k_norm.bias"] = ("BF16", (c["index_head_dim"],))
         t[f"{p}.weights_proj.weight"] = ("BF16", (c["index_n_heads"], c["hidden_size"]))
@@ -83,7 +83,7 @@ def _qwen3_235b_tensors() -> dict:
     h, vocab = c["hidden_size"], c["vocab_size"]
     t = {"model.embed_tokens.weight": ("BF16", (vocab, h)), "model.norm.weight": ("BF16", (h,))}
     for layer in range(c["num_hidden_layers"]):
-        synthetic._qwen3_moe_layer(t, c, layer)
+        synthetic.qwen3_moe_layer(t, c, layer)
     t["lm_head.weight"] = ("BF16", (vocab, h))
     return t
 
@@ -99,14 +99,14 @@ def _minimax_tensors() -> dict:
         t[f"{p}.input_layernorm.weight"] = ("BF16", (h,))
         t[f"{p}.post_attention_layernorm.weight"] = ("BF16", (h,))
         for proj, o, i in (("q_proj", q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)):
-            synthetic._linear(t, f"{p}.self_attn.{proj}", o, i, "FP8")
+            synthetic.linear(t, f"{p}.self_attn.{proj}", o, i, "FP8")
         t[f"{p}.self_attn.q_norm.weight"] = ("BF16", (q,))
         t[f"{p}.self_attn.k_norm.weight"] = ("BF16", (kv,))
         t[f"{p}.block_sparse_moe.gate.weight"] = ("BF16", (e, h))
         t[f"{p}.block_sparse_moe.e_score_correction_bias"] = ("F32", (e,))
         for x in range(e):
             for w, o, i in (("w1", mi, h), ("w3", mi, h), ("w2", h, mi)):
-                synthetic._linear(t, f"{p}.block_sparse_moe.experts.{x}.{w}", o, i, "FP8")
+                synthetic.linear(t, f"{p}.block_sparse_moe.experts.{x}.{w}", o, i, "FP8")
     return t
 
 
@@ -127,27 +127,27 @@ def _qwen3_next_layer(t: dict, c: dict, p: str, full: bool, fmt: str) -> None:
     if full:
         q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
         for proj, o, i in (("q_proj", 2 * q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)):
-            synthetic._linear(t, f"{p}.self_attn.{proj}", o, i, fmt)
+            synthetic.linear(t, f"{p}.self_attn.{proj}", o, i, fmt)
         t[f"{p}.self_attn.q_norm.weight"] = ("BF16", (hd,))
         t[f"{p}.self_attn.k_norm.weight"] = ("BF16", (hd,))
     else:
         kd = c["linear_num_key_heads"] * c["linear_key_head_dim"]
         vd = c["linear_num_value_heads"] * c["linear_value_head_dim"]
-        synthetic._linear(t, f"{p}.linear_attn.in_proj_qkvz", 2 * kd + 2 * vd, h, fmt)
-        synthetic._linear(t, f"{p}.linear_attn.in_proj_ba", 2 * c["linear_num_value_heads"], h, fmt)
+        synthetic.linear(t, f"{p}.linear_attn.in_proj_qkvz", 2 * kd + 2 * vd, h, fmt)
+        synthetic.linear(t, f"{p}.linear_attn.in_proj_ba", 2 * c["linear_num_value_heads"], h, fmt)
         t[f"{p}.linear_attn.conv1d.weight"] = ("BF16", (2 * kd + vd, 1, c["linear_conv_kernel_dim"]))
         t[f"{p}.linear_attn.dt_bias"] = ("BF16", (c["linear_num_value_heads"],))
         t[f"{p}.linear_attn.A_log"] = ("F32", (c["linear_num_value_heads"],))
         t[f"{p}.linear_attn.norm.weight"] = ("F32", (c["linear_value_head_dim"],))
-        synthetic._linear(t, f"{p}.linear_attn.out_proj", h, vd, fmt)
+        synthetic.linear(t, f"{p}.linear_attn.out_proj", h, vd, fmt)
     e, mi, sh = c["num_experts"], c["moe_intermediate_size"], c["shared_expert_intermediate_size"]
     t[f"{p}.mlp.gate.weight"] = ("BF16", (e, h))
     t[f"{p}.mlp.shared_expert_gate.weight"] = ("BF16", (1, h))
     for proj, o, i in (("gate_proj", sh, h), ("up_proj", sh, h), ("down_proj", h, sh)):
-        synthetic._linear(t, f"{p}.mlp.shared_expert.{proj}", o, i, fmt)
+        synthetic.linear(t, f"{p}.mlp.shared_expert.{proj}", o, i, fmt)
     for x in range(e):
         for proj, o, i in (("gate_proj", mi, h), ("up_proj", mi, h), ("down_proj", h, mi)):
-            synthetic._linear(t, f"{p}.mlp.experts.{x}.{proj}", o, i, fmt)
+            synthetic.linear(t, f"{p}.mlp.experts.{x}.{proj}", o, i, fmt)
 
 
 def _qwen3_next_tensors(name: str) -> dict:
@@ -191,7 +191,7 @@ def build(root: Path, name: str) -> Path:
         fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         synthetic.write_safetensors(root / fname, group, sparse=True)
         weight_map.update({t: fname for t in group})
-        total += sum(synthetic._nbytes(d, s) for d, s in group.values())
+        total += sum(synthetic.nbytes(d, s) for d, s in group.values())
     synthetic.write_json(root / "model.safetensors.index.json", {"metadata": {"total_size": total},
                                                                   "weight_map": weight_map})
     return root

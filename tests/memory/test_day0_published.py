@@ -34,7 +34,7 @@ def test_qwen35_397b_on_4x4090_runs(models, profile, capsys, tmp_path):
 def test_a_safetensors_header_length_that_starts_like_a_pickle(tmp_path):
     """Two shards of the 397B checkpoint have header lengths 0x..0280 .. 0x..0580, whose first bytes are pickle
     protocol 2-5's: they were identified as pickles and their experts went missing (58 of 60 layers)."""
-    from kt_launch import synthetic
+    from devtools import synthetic
     from kt_launch.facts.fileid import identify
     for pad in range(0, 2048, 8):
         t = {"x" * (pad + 1): ("BF16", (2,))}

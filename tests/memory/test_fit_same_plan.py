@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kt_launch.cli import main
-from kt_launch.fitcmd import MEMORY_CODES
+from kt_launch.commands.fit import MEMORY_CODES
 
 from memory.support import GiB, HOSTS, codes, dry_json, host
 
@@ -80,7 +80,7 @@ def test_fit_reads_the_fleet(capsys, tmp_path):
     on its share of its host, as --dry-run and check do, and sizes its rows there."""
     import sys
 
-    from kt_launch import synthetic
+    from devtools import synthetic
     from kt_launch.facts.model import read_model_facts
     from kt_launch.resolve.memory import kt_pool_buffer_bytes
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.facts.artifacts import _Cache, model_dir_facts
 from kt_launch.core.fileid import tensor_nbytes
 from kt_launch.facts.model import read_model_facts

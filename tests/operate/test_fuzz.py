@@ -374,7 +374,7 @@ def _place(path, what, data: bytes = b"{}") -> None:
 
 @pytest.fixture(scope="module")
 def demo_tree(tmp_path_factory):
-    from kt_launch import synthetic
+    from devtools import synthetic
 
     root = tmp_path_factory.mktemp("demo")
     synthetic.demo(root)
@@ -391,7 +391,7 @@ def test_hostile_files_wherever_kt_launch_reads_json(tmp_path_factory, demo_tree
     import json
     import shutil
 
-    from kt_launch import synthetic
+    from devtools import synthetic
     from operate.support import HOST
 
     tmp = tmp_path_factory.mktemp("case")
@@ -473,7 +473,7 @@ def test_host_facts_are_a_possible_machine_or_refused_by_field(doc):
 def test_model_config_values_of_any_type_are_a_message_not_a_crash(changes):
     """config.json as a damaged file holds it: every key read may have any JSON type."""
     from kt_launch.facts.model import ModelConfigError, shape_from_config
-    from kt_launch.synthetic import TINY
+    from devtools.synthetic import TINY
 
     cfg = {**TINY.config(), **changes}
     try:

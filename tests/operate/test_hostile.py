@@ -25,7 +25,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.cli import main
 from kt_launch.core.options import OPTIONS
 from kt_launch.facts.host import GPU_QUERY

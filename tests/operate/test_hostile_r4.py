@@ -12,7 +12,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.core.options import OPTIONS
 from operate.test_hostile import Hang, Run, _call, _check, _dry, _host, _profile
 
@@ -236,7 +236,7 @@ def test_a_profile_dir_without_a_home_is_a_miss_with_a_line(tmp_path, monkeypatc
 
 def test_the_bundled_demo_where_it_was_not_built_says_how_to_build_it(tmp_path, monkeypatch, capsys):
     rc, out = run(tmp_path, ["--profile", "demo", "--dry-run"], monkeypatch, capsys)
-    assert rc == 3 and "KT-I150" in out and "python -m kt_launch.synthetic demo/" in out and "make demo" in out
+    assert rc == 3 and "KT-I150" in out and "devtools/synthetic.py demo/" in out and "make demo" in out
     synthetic.demo(tmp_path / "demo")
     rc, out = run(tmp_path, ["--profile", "demo", "--dry-run"], monkeypatch, capsys)
     assert "KT-I150" not in out, out
@@ -285,9 +285,9 @@ def test_cuda_visible_devices_picks_the_planned_gpus_from_recorded_facts(tmp_pat
 # -- newcomer: a mistyped option gets a did-you-mean, before any "required" complaint ---------------------------
 
 def _options() -> list[tuple[list[str], str]]:
-    from kt_launch.cli import _subparsers, build_parser
+    from kt_launch.cli import build_parser, subparsers
 
-    subs = _subparsers()
+    subs = subparsers()
     out = []
     for prefix, parser in [([], build_parser(subs)), *(([name], p) for name, p in subs.items())]:
         for a in parser._actions:

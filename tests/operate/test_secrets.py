@@ -206,9 +206,9 @@ def test_one_redactor_the_crash_file_masks_like_every_other_output(tmp_path):
     import sys
 
     long_token = "hf_" + "CRASHSECRET" * 4
-    code = ("import sys, kt_launch.cli as c\n"
+    code = ("import sys, kt_launch.cli as c, kt_launch.commands.profiles as p\n"
             f"def boom(args, passthrough): raise RuntimeError('boom ' + {long_token[:20]!r} + ' {SHORT}')\n"
-            "c.cmd_profiles = boom\n"
+            "p.run = boom\n"
             "sys.exit(c.main(['profiles']))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={"KT_LAUNCH_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HF_TOKEN": long_token,

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lifetime")
-    subprocess.run([sys.executable, "-m", "kt_launch.synthetic", str(root / "demo"), "--quiet"], check=True,
+    subprocess.run([sys.executable, str(REPO / "devtools" / "synthetic.py"), str(root / "demo"), "--quiet"], check=True,
                    cwd=REPO)
     return root / "demo"
 

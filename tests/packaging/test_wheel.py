@@ -33,6 +33,8 @@ def test_installed_wheel_finds_bundled_profiles(tmp_path):
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
+    # no test fixtures in the wheel: they live in the checkout's devtools/ (make demo, the tests)
+    assert not [n for n in names if "synthetic" in n or n.startswith(("devtools/", "tests/"))], names
     for f in (REPO / "configs").glob("*.yaml"):  # the single copy in configs/, mapped into the package
         assert f"kt_launch/profiles/{f.name}" in names
     for ref in ("deepseek-v2-lite-lora", "deepseek-v2-lite-lora.yaml", "demo.yaml"):
@@ -43,4 +45,5 @@ def test_installed_wheel_finds_bundled_profiles(tmp_path):
     assert r.returncode == 0 and "deepseek-v2-lite-lora" in r.stdout and "bundled" in r.stdout
     assert str(REPO) not in r.stdout  # the installed copy, not this checkout
     r = _run([str(venv / "bin" / "kt-launch"), "--profile", "demo", "--dry-run"], cwd=work, env=env)
-    assert r.returncode == 3 and "python -m kt_launch.synthetic demo/" in r.stdout, r.stdout + r.stderr  # KT-I150
+    assert r.returncode == 3 and "devtools/synthetic.py demo/" in r.stdout and "make demo" in r.stdout, \
+        r.stdout + r.stderr  # KT-I150

@@ -1,4 +1,4 @@
-"""Every broken variant of kt_launch.synthetic ends in its own finding code, exit 3, no traceback, nothing written."""
+"""Every broken variant of devtools/synthetic.py ends in its own finding code, exit 3, no traceback, nothing written."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.facts import fileid
 from preflight.support import check, codes, run_cli, snapshot, write
 

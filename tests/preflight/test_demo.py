@@ -17,7 +17,7 @@ def test_demo_tree_and_profile(tmp_path):
 
     (tmp_path / "configs").mkdir()
     shutil.copy(REPO / "configs" / "demo.yaml", tmp_path / "configs" / "demo.yaml")
-    r = subprocess.run([sys.executable, "-m", "kt_launch.synthetic", "demo/", "--quiet"], cwd=tmp_path,
+    r = subprocess.run([sys.executable, str(REPO / "devtools" / "synthetic.py"), "demo/", "--quiet"], cwd=tmp_path,
                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0 and r.stdout == "", r.stderr
     for p in ("model/config.json", "model/model.safetensors.index.json", "kt-amxint8", "moe_lora.pt",
@@ -34,13 +34,13 @@ def test_demo_tree_and_profile(tmp_path):
     assert [f for f in doc["findings"] if f["level"] == "error"] == []
     assert doc["resolved"]["moe_lora.rank"]["value"] == 8
     # Building again over an existing tree works (make demo twice).
-    r = subprocess.run([sys.executable, "-m", "kt_launch.synthetic", "demo/", "--quiet"], cwd=tmp_path,
+    r = subprocess.run([sys.executable, str(REPO / "devtools" / "synthetic.py"), "demo/", "--quiet"], cwd=tmp_path,
                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
 
 
 def test_synthetic_refuses_to_replace_foreign_dirs(tmp_path):
-    from kt_launch.synthetic import main
+    from devtools.synthetic import main
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "precious.txt").write_text("mine")

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.core import fileid
 from kt_launch.facts.artifacts import _Cache, model_dir_facts, probe_port, weight_dir_facts
 from kt_launch.facts.fileid import FULL_PARSE_LIMIT, identify

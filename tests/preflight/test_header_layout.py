@@ -2,7 +2,7 @@
 
 safetensors itself refuses a header whose tensors overlap, leave a gap, carry an unknown dtype, or whose
 shape disagrees with its data_offsets (Metadata::validate); kt-launch says so first (KT-E207), naming the
-file and the tensor. Real files come from kt_launch.synthetic; each case tampers with one header entry.
+file and the tensor. Real files come from devtools/synthetic.py; each case tampers with one header entry.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.core.fileid import HEADER_INVALID
 from kt_launch.facts.fileid import identify
 from preflight.support import check, codes, finding

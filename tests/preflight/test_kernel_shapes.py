@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.core.methods import METHODS
 from kt_launch.resolve.methods import methods_for_shape, shape_problems
 

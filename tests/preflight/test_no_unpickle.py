@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import zipfile
 
-from kt_launch import synthetic
+from devtools import synthetic
 from preflight.support import check, codes, run_cli, write
 
 

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from kt_launch import synthetic
-from kt_launch.synthetic import TINY
+from devtools import synthetic
+from devtools.synthetic import TINY
 from preflight.support import AVX2_HOST, VNNI_HOST, check, codes, finding, host
 
 

@@ -7,7 +7,7 @@ import contextlib
 import io
 import json
 
-from kt_launch import synthetic
+from devtools import synthetic
 from kt_launch.cli import main
 from preflight.support import AMX_HOST, check, codes, finding, write
 

@@ -179,10 +179,11 @@ def _json_docs(text: str) -> list[str]:
 
 def test_architecture_shows_the_current_step_graph():
     from kt_launch.render.docs import STEPS_END, STEPS_START, steps_table
+    from kt_launch.resolve.pipeline import STEPS
 
     text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
     block = text.split(STEPS_START, 1)[1].split(STEPS_END, 1)[0].strip()
-    assert block == steps_table(), "docs/ARCHITECTURE.md drifted: run `kt-launch schema --readme docs/ARCHITECTURE.md`"
+    assert block == steps_table(STEPS), "docs/ARCHITECTURE.md drifted: run `kt-launch schema --readme docs/ARCHITECTURE.md`"
 
 
 def test_a_flag_the_installed_sglang_lacks(write_profile):

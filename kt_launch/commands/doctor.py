@@ -17,7 +17,7 @@ from kt_launch.render.doctor import doctor_json, doctor_text
 from kt_launch.resolve.doctor_verdicts import doctor_findings, sglang_capabilities
 
 
-def run_doctor(args) -> int:
+def run(args, passthrough) -> int:
     """`kt-launch doctor [--json] [--host-facts FILE]`: 0 when no verdict is an error, else 3."""
     if getattr(args, "host_facts", None):
         try:
@@ -46,8 +46,6 @@ def run_doctor(args) -> int:
 def _launch_facts(local, python: str | None):
     """The SGLang and install facts a launch with `python` (default: this interpreter) would be judged on, gathered
     as app.py gathers them for a plan (facts/sglang.py, facts/install.py; both cached)."""
-    import sys
-
     from kt_launch.core.sglang import SglangFacts
     from kt_launch.facts.install import read_install_facts
     from kt_launch.facts.sglang import read_sglang_facts

@@ -1,4 +1,5 @@
-"""Tiny real checkpoints for tests and `make demo`, written by hand: no torch, no safetensors package.
+"""Tiny real checkpoints for tests and `make demo`, written by hand: no torch, no safetensors package. A dev module
+of the checkout (devtools/), not of the wheel: kt-launch ships no test fixtures.
 
 - safetensors: 8-byte little-endian header length + JSON header (space-padded to 8) + raw bytes;
   `sparse=True` leaves the data as a hole (truncate), for benchmarks of huge shapes.
@@ -6,8 +7,8 @@
   holds plain dicts and tuples only: identified as torch by content, not loadable as tensors.
 - PEFT adapter dirs (`adapter_config.json` + `adapter_model.safetensors`).
 
-`python -m kt_launch.synthetic DIR [--quiet]` builds the demo tree that `configs/demo.yaml` points at:
-DIR/model (DeepSeek-V2-shaped HF dir), DIR/kt-amxint8, DIR/moe_lora.pt, DIR/lora.
+`python devtools/synthetic.py DIR [--quiet]` (what `make demo` runs) builds the demo tree that `configs/demo.yaml`
+points at: DIR/model (DeepSeek-V2-shaped HF dir), DIR/kt-amxint8, DIR/moe_lora.pt, DIR/lora.
 `BROKEN` maps the name of every broken variant to a builder that returns a profile dict.
 """
 
@@ -66,7 +67,7 @@ DEEPSEEK_V3 = Shape(layers=61, first_dense=3, experts=256, top_k=8, hidden=7168,
 
 # -- writers ---------------------------------------------------------------------------------
 
-def _nbytes(dtype: str, shape: Iterable[int]) -> int:
+def nbytes(dtype: str, shape: Iterable[int]) -> int:
     n = 1
     for d in shape:
         n *= d
@@ -78,7 +79,7 @@ def safetensors_bytes_header(tensors: dict[str, tuple[str, tuple[int, ...]]], me
     hdr: dict = {"__metadata__": metadata or {"format": "pt"}}
     off = 0
     for name, (dtype, shape) in tensors.items():
-        n = _nbytes(dtype, shape)
+        n = nbytes(dtype, shape)
         hdr[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [off, off + n]}
         off += n
     raw = json.dumps(hdr, separators=(",", ":")).encode()
@@ -161,7 +162,7 @@ def hf_model(root: str | Path, shape: Shape = TINY, expert_dtype: str = "BF16", 
         name = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         write_safetensors(root / name, g, sparse=sparse)
         weight_map.update({t: name for t in g})
-    total = sum(_nbytes(d, s) for g in groups for d, s in g.values())
+    total = sum(nbytes(d, s) for g in groups for d, s in g.values())
     write_json(root / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
     return root
 
@@ -212,7 +213,7 @@ REAL_FORMATS = {"DeepSeek-V2-Lite": "BF16", "DeepSeek-V3": "FP8", "Kimi-K2-Think
 Tensors = dict[str, tuple[str, tuple[int, ...]]]
 
 
-def _linear(t: Tensors, name: str, out: int, inp: int, fmt: str) -> None:
+def linear(t: Tensors, name: str, out: int, inp: int, fmt: str) -> None:
     """One Linear weight in a checkpoint format: BF16; FP8 + F32 128x128 block scales; INT4 compressed-tensors."""
     if fmt == "FP8":
         t[f"{name}.weight"] = ("F8_E4M3", (out, inp))
@@ -230,33 +231,33 @@ def _deepseek_layer(t: Tensors, c: dict, layer: int, fmt: str, expert_fmt: str) 
     heads, nope, rope, v = c["num_attention_heads"], c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
     t[f"{p}.input_layernorm.weight"] = ("BF16", (h,))
     if c.get("q_lora_rank"):
-        _linear(t, f"{p}.self_attn.q_a_proj", c["q_lora_rank"], h, fmt)
+        linear(t, f"{p}.self_attn.q_a_proj", c["q_lora_rank"], h, fmt)
         t[f"{p}.self_attn.q_a_layernorm.weight"] = ("BF16", (c["q_lora_rank"],))
-        _linear(t, f"{p}.self_attn.q_b_proj", heads * (nope + rope), c["q_lora_rank"], fmt)
+        linear(t, f"{p}.self_attn.q_b_proj", heads * (nope + rope), c["q_lora_rank"], fmt)
     else:
-        _linear(t, f"{p}.self_attn.q_proj", heads * (nope + rope), h, fmt)
-    _linear(t, f"{p}.self_attn.kv_a_proj_with_mqa", c["kv_lora_rank"] + rope, h, fmt)
+        linear(t, f"{p}.self_attn.q_proj", heads * (nope + rope), h, fmt)
+    linear(t, f"{p}.self_attn.kv_a_proj_with_mqa", c["kv_lora_rank"] + rope, h, fmt)
     t[f"{p}.self_attn.kv_a_layernorm.weight"] = ("BF16", (c["kv_lora_rank"],))
-    _linear(t, f"{p}.self_attn.kv_b_proj", heads * (nope + v), c["kv_lora_rank"], fmt)
-    _linear(t, f"{p}.self_attn.o_proj", h, heads * v, fmt)
+    linear(t, f"{p}.self_attn.kv_b_proj", heads * (nope + v), c["kv_lora_rank"], fmt)
+    linear(t, f"{p}.self_attn.o_proj", h, heads * v, fmt)
     t[f"{p}.post_attention_layernorm.weight"] = ("BF16", (h,))
     if layer < c["first_k_dense_replace"]:
         for proj, o, i in (("gate_proj", c["intermediate_size"], h), ("up_proj", c["intermediate_size"], h),
                            ("down_proj", h, c["intermediate_size"])):
-            _linear(t, f"{p}.mlp.{proj}", o, i, fmt)
+            linear(t, f"{p}.mlp.{proj}", o, i, fmt)
         return
     e, mi, sh = c["n_routed_experts"], c["moe_intermediate_size"], c["n_shared_experts"] * c["moe_intermediate_size"]
     t[f"{p}.mlp.gate.weight"] = ("BF16", (e, h))
     if c.get("topk_method") == "noaux_tc":
         t[f"{p}.mlp.gate.e_score_correction_bias"] = ("F32", (e,))
     for proj, o, i in (("gate_proj", sh, h), ("up_proj", sh, h), ("down_proj", h, sh)):
-        _linear(t, f"{p}.mlp.shared_experts.{proj}", o, i, fmt)
+        linear(t, f"{p}.mlp.shared_experts.{proj}", o, i, fmt)
     for x in range(e):
         for proj, o, i in (("gate_proj", mi, h), ("up_proj", mi, h), ("down_proj", h, mi)):
-            _linear(t, f"{p}.mlp.experts.{x}.{proj}", o, i, expert_fmt)
+            linear(t, f"{p}.mlp.experts.{x}.{proj}", o, i, expert_fmt)
 
 
-def _qwen3_moe_layer(t: Tensors, c: dict, layer: int) -> None:
+def qwen3_moe_layer(t: Tensors, c: dict, layer: int) -> None:
     p, h, hd = f"model.layers.{layer}", c["hidden_size"], c["head_dim"]
     q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
     t[f"{p}.input_layernorm.weight"] = ("BF16", (h,))
@@ -279,7 +280,7 @@ def real_tensors(name: str) -> Tensors:
     t: Tensors = {"model.embed_tokens.weight": ("BF16", (vocab, h)), "model.norm.weight": ("BF16", (h,))}
     if c["model_type"] == "qwen3_moe":
         for layer in range(layers):
-            _qwen3_moe_layer(t, c, layer)
+            qwen3_moe_layer(t, c, layer)
     else:
         dense_fmt = "FP8" if fmt == "FP8" else "BF16"  # Kimi-K2-Thinking: only routed experts are INT4
         for layer in range(layers + c.get("num_nextn_predict_layers", 0)):
@@ -311,7 +312,7 @@ def real_model(root: str | Path, name: str, shards: int = 8, sparse: bool = True
         fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         write_safetensors(root / fname, group, sparse=sparse)
         weight_map.update({t: fname for t in group})
-        total += sum(_nbytes(d, s) for d, s in group.values())
+        total += sum(nbytes(d, s) for d, s in group.values())
     write_json(root / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
     return root
 
@@ -535,25 +536,25 @@ MARKER = ".kt-launch-synthetic"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kt_launch.synthetic",
+    ap = argparse.ArgumentParser(prog="devtools/synthetic.py",
                                  description="Build the tiny synthetic demo tree that configs/demo.yaml uses.")
     ap.add_argument("dir", help="where to build (e.g. demo/)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     root = Path(args.dir)
     if root.exists() and not root.is_dir():
-        print(f"python -m kt_launch.synthetic: {root} exists and is not a directory", file=sys.stderr)
+        print(f"devtools/synthetic.py: {root} exists and is not a directory", file=sys.stderr)
         return 2
     names = ("model", "kt-amxint8", "moe_lora.pt", "lora")
     present = [p for p in names if (root / p).exists() or (root / p).is_symlink()]
     if present and not (root / MARKER).exists():  # never delete what we did not build
-        print(f"python -m kt_launch.synthetic: {root} already holds {', '.join(present)}, not built by this tool; "
+        print(f"devtools/synthetic.py: {root} already holds {', '.join(present)}, not built by this tool; "
               "pick an empty or new directory", file=sys.stderr)
         return 2
     for p in present:  # rebuild cleanly
         _replace(root / p, lambda _: None)
     made = demo(root)
-    (root / MARKER).write_text("built by python -m kt_launch.synthetic; safe to delete with its siblings\n")
+    (root / MARKER).write_text("built by devtools/synthetic.py (make demo); safe to delete with its siblings\n")
     if not args.quiet:
         out = io.StringIO()
         for name, p in made.items():

@@ -1,5 +1,5 @@
-"""`kt-launch probe` and `kt-launch tune`: run the plan's kt-kernel configuration for real, in the target
-interpreter (a subprocess: the launcher never imports torch or kt_kernel)."""
+"""`kt-launch convert`: convert model.path's routed experts (and a raw expert LoRA) to kt.method's CPU format with
+kt-kernel's own quantizer, in the target interpreter; refuse what is unsafe before writing, re-check the plan after."""
 
 from __future__ import annotations
 
@@ -8,137 +8,14 @@ import os
 import sys
 from typing import Any
 
+from kt_launch.commands.common import EXIT_OK, EXIT_PLAN
+from kt_launch.commands.kernel import document_head, refused, server_env, target_python
 from kt_launch.core.errors import ConfigError, Stopped
-from kt_launch.core.output import SCHEMA_VERSION, verdict
+from kt_launch.core.findings import error
 from kt_launch.render.text import findings_text
-from kt_launch.core.findings import error, has_errors
-
-EXIT_OK, EXIT_PLAN = 0, 3
 
 
-def _head(findings) -> dict:
-    """What every JSON document of probe, tune and convert opens with (docs/JSON.md): verdict and ok over findings."""
-    return {"schema_version": SCHEMA_VERSION, "verdict": verdict(findings), "ok": not has_errors(findings)}
-
-
-def _refused(args, findings) -> int:
-    """A refusal before any worker ran: the findings on stderr, and under --json the document on stdout too (verdict,
-    ok, findings), so a script that reads stdout always gets one (issue 23: it used to get nothing)."""
-    sys.stderr.write(findings_text(findings))
-    if getattr(args, "json", False):
-        print(json.dumps({**_head(findings), "findings": [f.to_json() for f in findings]}, indent=2))
-    return EXIT_PLAN
-
-
-def _plan_and_spec(args, passthrough, **spec_kw):
-    """Resolve the profile and build the probe spec it implies; (None, None) after printing why not."""
-    from kt_launch.app import Request, plan_request
-    from kt_launch.backend.probe import spec_from_plan
-
-    out = plan_request(Request(profile=args.profile, sets=tuple(args.sets), checks=True,
-                               passthrough=tuple(passthrough)))
-    refusals = [f for f in out.findings if f.stops("probe")]  # probe and tune refuse alike
-    if out.model is None:
-        refusals.append(error("KT-E410", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
-                              "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))
-    if refusals:
-        _refused(args, refusals)
-        return None, None
-    if args.prefill_qlen:
-        spec_kw["prefill_qlen"] = args.prefill_qlen
-    variant = server_env(out).get("KT_KERNEL_CPU_VARIANT")
-    if variant:  # the server would load this variant: probe the same one
-        spec_kw["cpu_variant_override"] = variant
-    spec = spec_from_plan(out.plan, out.model, **spec_kw)
-    problems = spec.validate()
-    if problems:
-        raise ConfigError(f"{args.profile}: " + "; ".join(problems))
-    return out, spec
-
-
-def server_env(out) -> dict[str, str]:
-    """The environment SGLang would get: the inherited one plus the plan's (runtime.env, CUDA_VISIBLE_DEVICES)."""
-    return {**os.environ, **out.command.env}
-
-
-def _python(args, out) -> str:
-    return args.python or out.plan.get("runtime.python") or sys.executable
-
-
-def cmd_probe(args, passthrough) -> int:
-    from kt_launch.backend.probe import probe_findings, probe_summary, run_probe
-
-    out, spec = _plan_and_spec(args, passthrough, use_weights=args.use_weights)
-    if out is None:
-        return EXIT_PLAN
-    if not args.json:
-        print(f"probing {spec.method}: {spec.cpuinfer} threads in {spec.threadpool_count} pool(s), "
-              f"{out.model.shape_key}, in {_python(args, out)} ...", file=sys.stderr)
-    result = run_probe(spec, _python(args, out), timeout_s=args.timeout, env=server_env(out))
-    findings = probe_findings(result)
-    if args.json:
-        print(json.dumps({**_head(findings), "spec": spec.to_json(), "result": result.to_json(),
-                          "findings": [f.to_json() for f in findings]}, indent=2))
-    else:
-        print(probe_summary(result))
-        sys.stdout.write(findings_text(findings))
-    return EXIT_PLAN if has_errors(findings) else EXIT_OK
-
-
-def cmd_tune(args, passthrough) -> int:
-    from kt_launch.backend.tune import format_progress, run_tune
-
-    out, spec = _plan_and_spec(args, passthrough)
-    if out is None:
-        return EXIT_PLAN
-    threads = _thread_list(args.threads, out.host.cpu.logical_cpus) if args.threads else None
-
-    def progress(*a):
-        line = format_progress(*a)
-        if line:
-            print(line, file=sys.stderr, flush=True)
-
-    print(f"tuning {spec.method} for {out.model.shape_key} on {out.host.cpu.model}: "
-          f"{args.rounds} round(s), one process per point ...", file=sys.stderr)
-    outcome = run_tune(spec, _python(args, out), out.host, out.model.shape_key, rounds=args.rounds,
-                       threads=threads, timeout_s=args.timeout, progress=progress, store=not args.no_store,
-                       env=server_env(out))
-    findings = [] if outcome.choice is not None else [
-        error("KT-E411", "tune: no point of the sweep ran, so nothing was measured or stored",
-              "see each point's failure above; `kt-launch probe` shows the first one in full")]
-    if args.json:
-        print(json.dumps({**_head(findings), **outcome.to_json(), "findings": [f.to_json() for f in findings]},
-                         indent=2))
-    elif outcome.choice is None:
-        sys.stdout.write(findings_text(findings))
-    else:
-        print(outcome.choice.detail())
-        if outcome.cache_file:
-            print(f"stored in {outcome.cache_file}; plans for this host, model shape and method now use it "
-                  "(source `tuned`; --set kt.cpuinfer=N still wins)")
-        elif not args.no_store:
-            from kt_launch.facts.tuning import cache_path
-
-            where = cache_path() or "(none: see the warning above)"
-            print(f"kt-launch: warning: could not write the tuning cache {where}: nothing stored "
-                  "(set KT_LAUNCH_CACHE_DIR to a writable folder)", file=sys.stderr)
-    return EXIT_OK if outcome.choice is not None else EXIT_PLAN
-
-
-def _thread_list(text: str, most: int) -> list[int]:
-    """--threads: counts from 1 to the host's logical CPUs (more could not run, and would be stored as tuned)."""
-    shown = text[:80]
-    try:
-        vals = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise ConfigError(f"--threads {shown!r}: give thread counts like 8,10,12,14") from None
-    if not vals or any(not 1 <= v <= max(most, 1) for v in vals):
-        raise ConfigError(f"--threads {shown!r}: give thread counts from 1 to {max(most, 1)} (this host's logical "
-                          "CPUs), like 8,10,12,14")
-    return vals
-
-
-def cmd_convert(args, passthrough) -> int:
+def run(args, passthrough) -> int:
     """Plan, refuse what is unsafe before writing, convert in the target interpreter, then re-check the plan."""
     from kt_launch.app import Request, plan_request
     from kt_launch.backend import convert as cv
@@ -159,18 +36,18 @@ def cmd_convert(args, passthrough) -> int:
                                                   method=args.method)
     if cp is not None and not experts and lp is None:
         refusals.append(cv.method_refusal(cp))
-    python = _python(args, out)
+    python = target_python(args, out)
     avail = getattr(out.host, "memory_available_bytes", None) if out.host is not None else None
     prepared = cv.prepare(cp, python, server_env(out), avail) if experts and not refusals else None
     refusals = refusals or ((prepared.findings if prepared else []) + (cv.lora_refusals(lp) if lp else []))
     if refusals:
-        return _refused(args, refusals)
+        return refused(args, refusals)
     answers, bad = {}, None
     lock = OutputLock()
     try:
         held = lock.take(([cp.out] if experts else []) + ([lp.out] if lp is not None else []))
         if held is not None:
-            return _refused(args, [held])
+            return refused(args, [held])
         if experts:
             print(cv.start_line(cp, python), file=sys.stderr, flush=True)
             show = cv.Progress(sys.stderr, tty=sys.stderr.isatty() and not args.json)
@@ -257,7 +134,7 @@ def _convert_report(args, passthrough, sets, cp, lp, answers, bad, out) -> int:
         findings = [f for f in after.findings if f.level == "error" and f.code in cv.OUTPUT_CHECKS]
     if args.json:
         doc = cv.summary_json(cp, answers.get("experts") or {}, lp, answers.get("lora"))
-        print(json.dumps({**_head(findings), **doc, "findings": [f.to_json() for f in findings]}, indent=2))
+        print(json.dumps({**document_head(findings), **doc, "findings": [f.to_json() for f in findings]}, indent=2))
     else:
         if bad is None:
             print(cv.summary_text(cp, answers.get("experts") or {}, out.plan.get, lp, answers.get("lora")))

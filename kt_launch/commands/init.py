@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kt_launch.app import Outcome, Request, plan_request
+from kt_launch.commands.common import EXIT_OK, EXIT_PLAN
 from kt_launch.core.adapters import AdapterConfig
 from kt_launch.core.errors import ConfigError
 from kt_launch.core.model import ModelFacts
@@ -35,7 +36,6 @@ from kt_launch.resolve.preflight_weights import hf_method, layout_method
 from kt_launch.resolve.isa import choose_variant
 from kt_launch.resolve.methods import METHODS, implements, methods_for_shape
 
-EXIT_OK, EXIT_PLAN = 0, 3
 # What a --lora path is, by its content, and the profile key that takes it.
 EXPERT_ADAPTER = "expert adapter"  # a PEFT dir with routed-expert LoRA tensors: moe_lora.path, sglang-kt
 MOE_LORA_FILE = "converted MoE LoRA"  # a torch.save archive (convert_moe_lora.py): moe_lora.path, kt-moe-lora
@@ -61,7 +61,9 @@ class Converted:
     numa: tuple[int, ...]  # NUMA partition counts seen (AMX)
 
 
-def run_init(args) -> int:
+def run(args, passthrough) -> int:
+    if passthrough:
+        raise ConfigError("kt-launch init takes no arguments after `--`")
     out = args.output
     if out is not None and os.path.lexists(out) and not args.force:
         raise ConfigError(f"-o {out}: the file exists; kt-launch init does not overwrite it (add --force to replace "

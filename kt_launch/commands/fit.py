@@ -16,13 +16,12 @@ import sys
 from dataclasses import replace
 
 from kt_launch.app import Request, load_request, plan_fleet, plan_request
+from kt_launch.commands.common import EXIT_OK, EXIT_PLAN, text_width
 from kt_launch.core.findings import Finding, error, has_errors
-from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
+from kt_launch.core.output import SCHEMA_VERSION, verdict
 from kt_launch.render.memory import fit_text
 from kt_launch.render.text import findings_text
 from kt_launch.resolve.memory_fit import fit_rows
-
-EXIT_OK, EXIT_PLAN = 0, 3
 
 # A plan's memory findings, declared (never read from a code's prefix): the model shape, the CPU experts' RAM (per
 # NUMA node too), the GPU budget of the profile's TP size and count, FP8 TP divisibility, the KV target, the activation
@@ -57,7 +56,8 @@ def _ram(plan) -> dict | None:
     return plan.memory.ram.to_json() if plan.memory is not None and plan.memory.ram is not None else None
 
 
-def run_fit(args, width: int = DEFAULT_WIDTH) -> int:
+def run(args, passthrough) -> int:
+    width = text_width()
     mf = getattr(args, "model_facts", None)  # recorded elsewhere: nothing of model.path is read here
     req = Request(profile=args.profile, sets=tuple(args.sets), host_facts=args.host_facts, model_facts=mf,
                   checks=mf is None)
