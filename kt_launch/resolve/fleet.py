@@ -25,6 +25,7 @@ from kt_launch.core.options import BY_KEY, Flag
 from kt_launch.core.provenance import Origin, Provenance
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.pipeline import resolve
+from kt_launch.resolve.ports import port_verdict
 
 
 # Keys the fleet sets for every replica; a user value for them means "for the whole host" and is replaced.
@@ -328,12 +329,10 @@ def busy_port_findings(items: list[tuple[str, str, int]], status: dict[tuple[str
     """`status`: (address, port) -> what a bind there found now (facts/artifacts.probe_port)."""
     out = []
     for name, address, port in items:
-        s = status.get((address, port))
-        if s in ("in-use", "no-permission"):
-            why = "is already in use" if s == "in-use" else "needs privileges (below 1024)"
-            out.append(error("KT-E708", f"{name}: port {port} on {address} {why}",
-                             "pick another server.port (instances take the ports after it) or stop what listens "
-                             "there (ss -ltnp)"))
+        v = port_verdict(status.get((address, port)))
+        if v is not None:
+            out.append(error("KT-E708", f"{name}: port {port} on {address} {v.why}",
+                             f"{v.fix} (a fleet's instances take the ports after server.port)"))
     return out
 
 

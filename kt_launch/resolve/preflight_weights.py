@@ -12,6 +12,7 @@ from typing import Iterator
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.isa import choose_variant
+from kt_launch.resolve.ports import port_verdict
 from kt_launch.resolve.verdicts import variant_override
 from kt_launch.resolve.methods import (NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method, implements, is_sft,
                                        methods_for_shape, row, shape_problems)
@@ -341,11 +342,9 @@ def check_port(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     if p is None or not inp.host.local:
         return  # planning for another host: this machine's ports say nothing
     where = f"server.host={p.host} server.port={p.port}"
-    if p.status in ("in-use", "no-permission"):
-        why = "is already in use (another server?)" if p.status == "in-use" else \
-            "needs privileges to bind (ports below 1024)"
-        yield error("KT-E232", f"{where}: the port {why}; SGLang would fail to start its HTTP server",
-                    "pick a free port (--set server.port=30001), or stop what listens there (ss -ltnp)")
+    v = port_verdict(p.status)
+    if v is not None:
+        yield error("KT-E232", f"{where}: the port {v.why}; SGLang would fail to start its HTTP server", v.fix)
     elif p.status in ("not-local", "unresolvable"):
         yield warning("KT-W232", f"{where}: cannot listen on this address here ({p.detail or p.status})",
                       "use 127.0.0.1, 0.0.0.0 or an address of this machine")

@@ -46,6 +46,7 @@ from typing import IO, Any
 from kt_launch.core.options import BY_KEY
 from kt_launch.run.execute import exec_failure
 from kt_launch.render.argv import Command
+from kt_launch.resolve.ports import port_verdict
 from kt_launch.render.redact import env_secret_values, redact_argv, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
 from kt_launch.run.crashes import Diagnosis, Launched, diagnose
@@ -656,13 +657,10 @@ def port_problem(host: str, port: str) -> str | None:
         return None
     if not 0 < number < 65536:
         return None
-    fact = probe_port(host, number)
-    if fact.status == "in-use":
-        return (f"{host}:{number} is already in use (another server?): SGLang could not listen there, and /health "
-                "would be answered by the other server; stop it or pick a free port (--set server.port=...)")
-    if fact.status == "no-permission":
-        return f"{host}:{number} needs privileges to listen on (ports below 1024); pick a port above 1023"
-    return None
+    v = port_verdict(probe_port(host, number).status)
+    if v is None:
+        return None
+    return f"{host}:{number} {v.why}: {v.effect}; {v.fix}"
 
 
 def _announce_ready(console: Console, url: str, model: str, adapter: str | None, has_key: bool,
