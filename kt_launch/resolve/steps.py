@@ -76,7 +76,7 @@ def ordered(steps: Iterable[Step], options: Iterable[Option]) -> tuple[Step, ...
     for s in steps:
         for key in s.fills:
             if key not in keys and key not in PLAN_ONLY_KEYS and key not in STEP_VALUES:
-                raise StepGraphError(f"step {s.name} fills {key!r}, which is no Option, plan-only key or step value")
+                raise StepGraphError(f"step {s.name} fills {key!r}, which is neither an Option nor a plan-only key or step value")
             if key in filler or key in ROOTS:
                 raise StepGraphError(f"{key!r} is filled by step {s.name} and by {filler[key].name if key in filler else 'resolve_flavor'}")
             filler[key] = s
