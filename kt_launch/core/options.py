@@ -97,6 +97,7 @@ class Option:
     upper: bool = False  # upper-cased as read: kt-kernel compares the name case-sensitively (core/profile.py)
     checks: tuple[Callable[[Any], Any], ...] = ()  # checks beyond the type, in order (core/key_checks.py)
     replica_scope: str | None = None  # how a fleet replica gets it (REPLICA_SCOPES; resolve/fleet.py); None: as is
+    plan_only: bool = False  # no profile key and no flag: a value a step records for the plan's text (not settable)
 
     @property
     def section(self) -> str:
@@ -157,6 +158,9 @@ ROUTER_POLICIES = ("cache_aware", "round_robin", "power_of_two", "random")  # sg
 _FLEET = on_all(Carried("the fleet plan uses it (one server per replica and the router in front: kt-launch "
                         "--dry-run with the fleet section); one instance's command has no flag for it"))
 
+# A plan-only value (Option.plan_only): what a step records for the plan's text; nothing reaches SGLang.
+_PLAN_ONLY = on_all(Special("the plan's text only: a fact a step records, no flag"))
+
 # Upper bounds of every count (issue 18): far above any real machine or model, low enough that arithmetic on them
 # (the memory fit's floats) cannot overflow; a 400-digit count is refused naming its key, not an OverflowError.
 MAX_THREADS = 1 << 16  # CPU threads
@@ -173,6 +177,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("model.path", str, "HuggingFace model directory (config.json, safetensors).", on_all(Flag("--model-path")),
            nullable=False, required=True),
     Option("model.served_name", str, "Name clients use.", on_all(Flag("--served-model-name"))),
+
+    Option("model.shape", str, "The MoE shape read from config.json (layers, experts, top-k).", _PLAN_ONLY,
+           settable=False, plan_only=True, resolve=DERIVED),
 
     Option("kt.weight_path", str, "CPU expert weights (converted AMX dir, or the HF dir for BF16/FP8/RAWINT4).",
            on_all(Flag("--kt-weight-path")), resolve=DERIVED),
@@ -228,6 +235,8 @@ OPTIONS: tuple[Option, ...] = (
            _moe_lora(Flag("--kt-moe-sft-method"), Carried("sglang-kt takes the SFT method from --kt-method")),
            default="AMXBF16_SFT", nullable=False, resolve=DERIVED, upper=True),
 
+    Option("moe_lora.base_weights", str, "Where the SFT wrapper reads the base experts in MoE-LoRA mode.",
+           _PLAN_ONLY, settable=False, plan_only=True, resolve=DERIVED),
     Option("lora.paths", list[Union[str, "NamedLora"]], "Ordinary LoRA adapters: paths or {name, path}.",
            on_all(Flag("--lora-paths")), default=(), nullable=False, resolve=DERIVED),
 

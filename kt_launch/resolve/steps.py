@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from kt_launch.core.options import DERIVED, Option
-from kt_launch.core.plan import PLAN_ONLY_KEYS
 
 # What a step may read besides other steps' values: the facts ResolveInput carries.
 FACTS = frozenset({"config", "host", "model", "adapters", "artifacts", "sglang", "tuning", "weights", "checks"})
@@ -75,8 +74,8 @@ def ordered(steps: Iterable[Step], options: Iterable[Option]) -> tuple[Step, ...
     filler: dict[str, Step] = {}
     for s in steps:
         for key in s.fills:
-            if key not in keys and key not in PLAN_ONLY_KEYS and key not in STEP_VALUES:
-                raise StepGraphError(f"step {s.name} fills {key!r}, which is neither an Option nor a plan-only key or step value")
+            if key not in keys and key not in STEP_VALUES:
+                raise StepGraphError(f"step {s.name} fills {key!r}, which is neither an Option nor a step value")
             if key in filler or key in ROOTS:
                 raise StepGraphError(f"{key!r} is filled by step {s.name} and by {filler[key].name if key in filler else 'resolve_flavor'}")
             filler[key] = s
