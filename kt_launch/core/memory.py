@@ -7,9 +7,19 @@ Field names of `MemoryPlan.to_json()` are a contract (`--dry-run --json` "memory
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-MOE_LORA_FIT = "MoE-LoRA keeps every expert on the CPU"  # Fit.limited_by in MoE-LoRA mode (the count is 0)
+MOE_LORA_FIT = "MoE-LoRA keeps every expert on the CPU"  # Fit.limited_by in MoE-LoRA mode (the words only)
+
+
+class FitStatus(str, Enum):
+    """What a fit found; readers decide by this, never by `limited_by`'s words or a count of -1."""
+
+    FITS = "fits"  # max_gpu_experts experts per layer leave the KV target on every GPU
+    NO_ROOM = "no room"  # the KV target does not fit even without GPU experts (max_gpu_experts is -1)
+    MOE_LORA = "MoE-LoRA"  # the KV target fits; MoE-LoRA keeps every expert on the CPU (max_gpu_experts is 0)
+    NO_FACTS = "no facts"  # nothing was sized: no GPU facts or no checkpoint headers (max_gpu_experts is 0)
 
 
 @dataclass(frozen=True)
@@ -124,11 +134,17 @@ class Fit:
     limited_by: str  # "gpu N", "experts per layer", or why no fit was made (for people)
     per_layer_bytes: int = 0  # bytes one more expert per layer costs on the tightest GPU
     gpu: int | None = None  # index of the GPU that limits the count; None when no GPU does
+    status: FitStatus = FitStatus.FITS
+
+    @property
+    def fits(self) -> bool:
+        """The KV target fits (a count of 0 or more experts per layer); False only for NO_ROOM."""
+        return self.status is not FitStatus.NO_ROOM
 
     def to_json(self) -> dict[str, Any]:
-        fits = self.max_gpu_experts >= 0  # -1 internally: the KV target does not fit even without GPU experts
-        return {"max_gpu_experts": self.max_gpu_experts if fits else None, "fits": fits, "kv_tokens": self.kv_tokens,
-                "limited_by": self.limited_by, "per_layer_bytes": self.per_layer_bytes, "gpu": self.gpu}
+        return {"max_gpu_experts": self.max_gpu_experts if self.fits else None, "fits": self.fits,
+                "kv_tokens": self.kv_tokens, "limited_by": self.limited_by, "per_layer_bytes": self.per_layer_bytes,
+                "gpu": self.gpu, "status": self.status.value}
 
 
 @dataclass(frozen=True)

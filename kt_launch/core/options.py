@@ -11,10 +11,11 @@ a key cannot be accepted and then silently left out of the command.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Callable, Literal, Mapping, Union
 
 FLAVORS = ("sglang-kt", "sglang", "kt-moe-lora")
 from kt_launch.core.methods import MOE_LORA_SFT_METHODS  # noqa: E402  (the method table)
+from kt_launch.core.key_checks import distinct, fleet_hosts, gpu_ids  # noqa: E402  (Option.checks)
 PLACEMENT_STRATEGIES = ("frequency", "front-loading", "random", "uniform")
 
 
@@ -93,6 +94,10 @@ class Option:
     settable: bool = True  # False: only the resolver sets it (plan-only keys that still render)
     secret: bool = False
     tokens: bool = False  # a token count: text may say 32K, 32k, 1.5k, 1M as vLLM users type it (core/profile.py)
+    upper: bool = False  # upper-cased as read: kt-kernel compares the name case-sensitively (core/profile.py)
+    checks: tuple[Callable[[Any], Any], ...] = ()  # checks beyond the type, in order (core/key_checks.py)
+    replica_scope: str | None = None  # how a fleet replica gets it (REPLICA_SCOPES; resolve/fleet.py); None: as is
+    plan_only: bool = False  # no profile key and no flag: a value a step records for the plan's text (not settable)
 
     @property
     def section(self) -> str:
@@ -122,6 +127,18 @@ def _moe_lora(kt_moe_lora: Render, sglang_kt: Render) -> dict[str, Render]:
     return {"kt-moe-lora": kt_moe_lora, "sglang-kt": sglang_kt, "sglang": _NO_MOE_LORA}
 
 
+# How a fleet replica gets a key (Option.replica_scope; resolve/fleet.py reads it). One rule per scope:
+REPLICA_SCOPES = {
+    # each replica's own steps derive it on the replica's host view; a host-wide user value is cleared for every
+    # replica and named (KT-W712): a value for the whole machine has no per-replica meaning
+    "derived": "each replica derives its own from its NUMA node(s); a user value is cleared (KT-W712)",
+    # the fleet's layout sets it for each replica; a user value is the fleet's input (the base port, the address,
+    # the GPUs the fleet may use), never passed to a replica as it is
+    "layout": "the fleet's layout sets each replica's; a user value is the fleet's input",
+    # a user value holds for each replica as it is; unset, the layout sets it (server.tp_size: the replica's GPUs)
+    "per-replica": "a user value holds for each replica; unset, the fleet's layout sets it",
+}
+
 # Sections, in profile order; `optional` sections are absent (None) unless written.
 SECTIONS: dict[str, dict[str, Any]] = {
     "model": {"help": "The HuggingFace model.", "optional": False},
@@ -141,6 +158,9 @@ ROUTER_POLICIES = ("cache_aware", "round_robin", "power_of_two", "random")  # sg
 _FLEET = on_all(Carried("the fleet plan uses it (one server per replica and the router in front: kt-launch "
                         "--dry-run with the fleet section); one instance's command has no flag for it"))
 
+# A plan-only value (Option.plan_only): what a step records for the plan's text; nothing reaches SGLang.
+_PLAN_ONLY = on_all(Special("the plan's text only: a fact a step records, no flag"))
+
 # Upper bounds of every count (issue 18): far above any real machine or model, low enough that arithmetic on them
 # (the memory fit's floats) cannot overflow; a 400-digit count is refused naming its key, not an OverflowError.
 MAX_THREADS = 1 << 16  # CPU threads
@@ -158,22 +178,28 @@ OPTIONS: tuple[Option, ...] = (
            nullable=False, required=True),
     Option("model.served_name", str, "Name clients use.", on_all(Flag("--served-model-name"))),
 
+    Option("model.shape", str, "The MoE shape read from config.json (layers, experts, top-k).", _PLAN_ONLY,
+           settable=False, plan_only=True, resolve=DERIVED),
+
     Option("kt.weight_path", str, "CPU expert weights (converted AMX dir, or the HF dir for BF16/FP8/RAWINT4).",
            on_all(Flag("--kt-weight-path")), resolve=DERIVED),
     Option("kt.method", str, "kt-kernel method: AMXINT4, AMXINT8, BF16, FP8, RAWINT4, LLAMAFILE, ... (any case).",
            {"sglang-kt": Flag("--kt-method"), "sglang": Flag("--kt-method"),
-            "kt-moe-lora": Flag("--kt-method", omit_derived=True)}, resolve=DERIVED),
+            "kt-moe-lora": Flag("--kt-method", omit_derived=True)}, resolve=DERIVED, upper=True),
     Option("kt.cpuinfer", int, "CPU expert threads; null = usable physical cores minus a reserve, or the tuned value.",
-           on_all(Flag("--kt-cpuinfer")), limits={"ge": 1, "le": MAX_THREADS}, resolve=DERIVED),
+           on_all(Flag("--kt-cpuinfer")), limits={"ge": 1, "le": MAX_THREADS}, resolve=DERIVED,
+           replica_scope="derived"),
     Option("kt.threadpool_count", int, "Thread pools; null = NUMA nodes that have usable CPUs.",
-           on_all(Flag("--kt-threadpool-count")), limits={"ge": 1, "le": MAX_NUMA_NODES}, resolve=DERIVED),
+           on_all(Flag("--kt-threadpool-count")), limits={"ge": 1, "le": MAX_NUMA_NODES}, resolve=DERIVED,
+           replica_scope="derived"),
     Option("kt.numa_nodes", list[int], "NUMA node id per thread pool; null = those nodes' ids.",
            {"sglang-kt": Flag("--kt-numa-nodes"),
             "sglang": Refuse("upstream sglang has no --kt-numa-nodes (pool i runs on node i)", user_only=True,
                              fix="use runtime.flavor: sglang-kt"),
             "kt-moe-lora": Refuse("the kt-moe-lora fork has no --kt-numa-nodes", user_only=True,
                                   fix="use runtime.flavor: sglang-kt")},
-           limits={"item_ge": 0, "item_le": MAX_NUMA_NODES - 1}, resolve=DERIVED),
+           limits={"item_ge": 0, "item_le": MAX_NUMA_NODES - 1}, resolve=DERIVED, checks=(distinct,),
+           replica_scope="derived"),
     Option("kt.num_gpu_experts", int, "Routed experts per MoE layer kept on the GPU; null = the memory fit "
            "(0 in MoE-LoRA mode or without GPU facts). Always passed: unset, sglang-kt turns kt-kernel off.",
            on_all(Flag("--kt-num-gpu-experts")), limits={"ge": 0, "le": MAX_EXPERTS}, resolve=DERIVED),
@@ -207,17 +233,20 @@ OPTIONS: tuple[Option, ...] = (
            limits={"gt": 0, "le": MAX_ALPHA, "allow_inf_nan": False}, resolve=DERIVED),
     Option("moe_lora.sft_method", Literal[MOE_LORA_SFT_METHODS], "kt-kernel SFT method of the expert LoRA.",
            _moe_lora(Flag("--kt-moe-sft-method"), Carried("sglang-kt takes the SFT method from --kt-method")),
-           default="AMXBF16_SFT", nullable=False, resolve=DERIVED),
+           default="AMXBF16_SFT", nullable=False, resolve=DERIVED, upper=True),
 
+    Option("moe_lora.base_weights", str, "Where the SFT wrapper reads the base experts in MoE-LoRA mode.",
+           _PLAN_ONLY, settable=False, plan_only=True, resolve=DERIVED),
     Option("lora.paths", list[Union[str, "NamedLora"]], "Ordinary LoRA adapters: paths or {name, path}.",
            on_all(Flag("--lora-paths")), default=(), nullable=False, resolve=DERIVED),
 
-    Option("server.host", str, "Address to listen on.", on_all(Flag("--host")), default="127.0.0.1", nullable=False),
+    Option("server.host", str, "Address to listen on.", on_all(Flag("--host")), default="127.0.0.1", nullable=False,
+           replica_scope="layout"),
     Option("server.port", int, "Port to listen on.", on_all(Flag("--port")), default=30000, nullable=False,
-           limits={"ge": 1, "le": 65535}),
+           limits={"ge": 1, "le": 65535}, replica_scope="layout"),
     Option("server.tp_size", int, "Tensor-parallel GPUs; null = 1.", on_all(Flag("--tp-size")),
            limits={"ge": 1, "le": MAX_GPUS},
-           resolve=DERIVED),
+           resolve=DERIVED, replica_scope="per-replica"),
     Option("server.disable_cuda_graph", bool, "null = off in MoE-LoRA mode, else SGLang's default.",
            {"sglang-kt": Flag("--disable-cuda-graph"), "kt-moe-lora": Flag("--disable-cuda-graph"),
             "sglang": Flag("--disable-decode-cuda-graph", "--disable-prefill-cuda-graph")},
@@ -259,7 +288,8 @@ OPTIONS: tuple[Option, ...] = (
            on_all(Special("argv[0]")), resolve=DERIVED),
     Option("runtime.flavor", Literal[("auto", *FLAVORS)], "Which SGLang: auto asks the installed one.",
            on_all(Special("chooses the flag table")), default="auto", nullable=False),
-    Option("runtime.cuda_visible_devices", str, "GPUs the server sees.", on_all(EnvVar("CUDA_VISIBLE_DEVICES"))),
+    Option("runtime.cuda_visible_devices", str, "GPUs the server sees.", on_all(EnvVar("CUDA_VISIBLE_DEVICES")),
+           checks=(gpu_ids,), replica_scope="layout"),
     Option("runtime.env", dict[str, str], "More environment variables for the server (names checked).",
            on_all(Special("added to the server's environment")), default=(), nullable=False),
 
@@ -268,7 +298,7 @@ OPTIONS: tuple[Option, ...] = (
            "0 = none here (router only).", _FLEET, limits={"ge": 0, "le": MAX_REPLICAS}),
     Option("fleet.hosts", list["FleetHost"], "Other machines: {name, address, host_facts, replicas}; their facts "
            "recorded there with `kt-launch doctor --json`. kt-launch runs nothing remotely: it prints the command to "
-           "run on each.", _FLEET, default=(), nullable=False),
+           "run on each.", _FLEET, default=(), nullable=False, checks=(fleet_hosts,)),
     Option("fleet.router", "FleetRouter", "The SGLang router in front: {port (default server.port), policy "
            "(cache_aware), python (the interpreter with sglang-router; default runtime.python)}.", _FLEET,
            nullable=False),

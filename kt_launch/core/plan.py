@@ -14,12 +14,6 @@ if TYPE_CHECKING:
 
 Source = Literal["default", "profile", "env", "cli", "host", "derived", "tuned"]
 
-# Plan values that are no profile key (nothing to set, no flag of their own): what a step records for the text.
-PLAN_ONLY_KEYS = {
-    "model.shape": "the MoE shape read from config.json (layers, experts, top-k)",
-    "moe_lora.base_weights": "where the SFT wrapper reads the base experts in MoE-LoRA mode",
-}
-
 
 @dataclass(frozen=True)
 class Resolved:

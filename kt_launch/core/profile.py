@@ -16,7 +16,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, crea
 
 from kt_launch.core.options import BY_KEY, MAX_REPLICAS, OPTIONS, ROUTER_POLICIES, SECTIONS, Option
 
-_UPPER = {"kt.method", "moe_lora.sft_method"}  # kt-kernel compares them case-sensitively
 _NULL_WORDS = ("null", "none", "~")
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?")
@@ -120,65 +119,9 @@ def _not_empty(v: Any) -> Any:
     return v
 
 
-def _gpu_ids(v: Any) -> Any:
-    """runtime.cuda_visible_devices: not empty (CUDA would then hide every GPU, which no one means by ""), and
-    no GPU twice (`0,0,1` gives one replica the same GPU as two tensor-parallel ranks)."""
-    if not isinstance(v, str):
-        return v
-    if not v.strip():
-        raise ValueError('is empty; give GPU indices or UUIDs (0,1), "-1" for no GPU, or null for every GPU')
-    items = [x.strip() for x in v.split(",")]
-    if "" in items:
-        raise ValueError(f"{v!r} has an empty item; give GPU indices or UUIDs separated by commas (0,1)")
-    seen: set[str] = set()
-    for x in items:
-        if x in seen:
-            raise ValueError(f"{v!r} names GPU {x} twice; each GPU once (0,1)")
-        seen.add(x)
-    return v
-
-
-def _fleet_hosts(hosts: Any) -> Any:
-    """fleet.hosts: each name once (each host is told its own part by name), and each address one the router can
-    dial on another machine: no wildcard (0.0.0.0), no loopback (the router's own host), and no address twice."""
-    from kt_launch.core.addresses import remote_address_problem
-
-    names: set[str] = set()
-    addresses: dict[str, str] = {}
-    from kt_launch.core.fleet import LOCAL
-
-    for i, h in enumerate(hosts or ()):
-        if h.name.strip().lower() == LOCAL:
-            raise ValueError(f"[{i}].name {h.name!r} is how kt-launch names the router's own host; name it otherwise")
-        if h.name in names:
-            raise ValueError(f"[{i}].name {h.name!r} appears twice; give each host its own name")
-        names.add(h.name)
-        problem = remote_address_problem(h.address)
-        if problem:
-            raise ValueError(f"[{i}] ({h.name}).address {h.address!r}: {problem}")
-        key = h.address.strip().lower()
-        if key in addresses:
-            raise ValueError(f"[{i}] ({h.name}).address {h.address!r} is also the address of {addresses[key]}; "
-                             "each host has its own")
-        addresses[key] = h.name
-    return hosts
-
-
-def _distinct(v: Any) -> Any:
-    """kt.numa_nodes: each node once (`[0, 0]` would put two thread pools on node 0 and leave the others idle)."""
-    seen: set[Any] = set()
-    for x in v or ():
-        if x in seen:
-            raise ValueError(f"{list(v)} names node {x} twice; one thread pool per node, each node once")
-        seen.add(x)
-    return v
-
-
-# Checks of one key beyond its type, run by the profile model (pydantic messages name the key). Every text key
-# is checked for emptiness (`--set server.host=` would listen on every interface, `KT_LAUNCH_SERVER__API_KEY=`
-# render `--api-key ''`): "" is never a value, null (or leaving the key out) is the default.
-_CHECKS: dict[str, Any] = {"runtime.cuda_visible_devices": _gpu_ids, "fleet.hosts": _fleet_hosts,
-                           "kt.numa_nodes": _distinct}
+# Every text key is checked for emptiness (`--set server.host=` would listen on every interface,
+# `KT_LAUNCH_SERVER__API_KEY=` render `--api-key ''`): "" is never a value, null (or leaving the key out) is the
+# default. A key's own checks beyond its type are its row's `checks` (core/options.py, core/key_checks.py).
 def _not_empty_text(o: Option) -> Any:
     """_not_empty with the way back to the default this key has (null, leaving it out, or neither)."""
     if o.nullable and not o.required:
@@ -192,13 +135,27 @@ def _not_empty_text(o: Option) -> Any:
     return check
 
 
-_CHECKS |= {o.key: _not_empty_text(o) for o in OPTIONS if o.type is str and o.settable and o.key not in _CHECKS}
+def _checks(o: Option) -> Any:
+    """The key's checks after its type, run in order by one validator (pydantic messages name the key): the row's
+    own `checks`, or for a text key without its own, that it is not empty. None: nothing to check."""
+    checks = o.checks or ((_not_empty_text(o),) if o.type is str and o.settable else ())
+    if not checks:
+        return None
+
+    def check(v: Any) -> Any:
+        for c in checks:
+            v = c(v)
+        return v
+    return check
+
+
+_CHECKS = {o.key: c for o in OPTIONS if (c := _checks(o)) is not None}
 
 
 def _section_model(name: str) -> type[Section]:
     fields = {o.name: _field(o) for o in OPTIONS if o.section == name and o.settable}
     validators = {f"_upper_{o.name}": field_validator(o.name, mode="before")(_upper)
-                  for o in OPTIONS if o.section == name and o.key in _UPPER}
+                  for o in OPTIONS if o.section == name and o.upper}
     validators |= {f"_check_{o.name}": field_validator(o.name, mode="after")(_CHECKS[o.key])
                    for o in OPTIONS if o.section == name and o.key in _CHECKS}
     model = create_model(f"{name.title().replace('_', '')}Section", __base__=Section, __validators__=validators,

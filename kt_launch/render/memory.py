@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kt_launch.core.memory import MOE_LORA_FIT, MemoryPlan
+from kt_launch.core.memory import MOE_LORA_FIT, FitStatus, MemoryPlan
 
 GiB = 1 << 30
 
@@ -46,10 +46,10 @@ def memory_text(m: MemoryPlan | None) -> str:
 def fit_line(m: MemoryPlan) -> str:
     """The plan's fit in words: a count, MoE-LoRA's 0, or that the KV target does not fit (never -1)."""
     f = m.fit
-    if f.max_gpu_experts < 0:
+    if f.status is FitStatus.NO_ROOM:
         return (f"fit: {f.kv_tokens} KV tokens do not fit on {f.limited_by} even without GPU experts "
                 "(see KT-E601 / KT-E613)")
-    if f.limited_by == MOE_LORA_FIT:
+    if f.status is FitStatus.MOE_LORA:
         return f"fit: 0: {MOE_LORA_FIT} ({f.kv_tokens} KV tokens fit)"
     return (f"fit: at most {f.max_gpu_experts} GPU experts per layer with {f.kv_tokens} KV tokens "
             f"(limited by {f.limited_by}; {_g(f.per_layer_bytes)} GiB per expert per layer)")
@@ -64,7 +64,7 @@ def fit_text(rows: list[dict], ram: dict | None, source: str) -> str:
     table = [head] + [(str(r["tp_size"]), str(r["kv_tokens"]),
                        "-" if r["max_gpu_experts"] is None else str(r["max_gpu_experts"]), r["limited_by"], r["set"])
                       for r in rows]
-    if any(r["limited_by"] == MOE_LORA_FIT for r in rows):
+    if any(r["status"] == FitStatus.MOE_LORA.value for r in rows):
         out.append(f"gpu experts/layer 0: {MOE_LORA_FIT}")
     widths = [max(len(t[i]) for t in table) for i in range(len(head))]
     for t in table if rows else ():  # no header over no rows

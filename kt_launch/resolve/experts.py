@@ -102,9 +102,18 @@ def resolve_weights(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
                          if method in NEEDS_CONVERTED else "set kt.weight_path (for this method: model.path)"))
 
 
-@step(fills=("kt.num_gpu_experts", "kt.gpu_experts_ratio", "server.max_total_tokens"),
+@step(fills=("memory.setup",),
       reads=("kt.method", "moe_lora.sft_method", "kt.weight_path", "kt.threadpool_count", "kt.numa_nodes",
-             "runtime.flavor", "model", "host", "weights", "artifacts", "config"))
+             "server.tp_size", "runtime.flavor", "model", "host", "weights", "artifacts", "config"))
+def resolve_memory_setup(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
+    """The memory plan's set-up (resolve/memory.py Setup), made once per resolve: the GPU experts, the KV tokens,
+    the memory checks and the plan's memory table all read it."""
+    values["memory.setup"] = Resolved(mem.setup_from(inp, values), "derived", "the memory plan's set-up")
+
+
+@step(fills=("kt.num_gpu_experts", "kt.gpu_experts_ratio", "server.max_total_tokens"),
+      reads=("memory.setup", "kt.method", "moe_lora.sft_method", "kt.weight_path", "kt.threadpool_count",
+             "kt.numa_nodes", "runtime.flavor", "model", "host", "weights", "artifacts", "config"))
 def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
     """kt.num_gpu_experts: the user's value (checked against the memory plan), or in inference mode the largest
     per-layer count that fits every GPU of the TP group with room for the KV target (resolve/memory.py)."""
@@ -124,11 +133,12 @@ def resolve_gpu_experts(inp: ResolveInput, values: dict[str, Resolved], out: lis
         if ratio is not None:
             out.append(error("KT-E102", "kt.gpu_experts_ratio is set in MoE-LoRA mode; expert LoRA needs all experts "
                              "on the CPU", "remove kt.gpu_experts_ratio"))
-        _derive_max_total_tokens(inp, values, mem.setup_from(inp, values))
-        _memory_checks(inp, values, out, user=None)
+        setup = values["memory.setup"].value
+        _derive_max_total_tokens(inp, values, setup)
+        _memory_checks(inp, values, out, user=None, setup=setup and mem.with_values(setup, values))
         _unused_target(inp, out, "MoE-LoRA mode keeps every expert on the CPU")
         return
-    setup = mem.setup_from(inp, values)
+    setup = values["memory.setup"].value
     if n is not None:
         values["kt.num_gpu_experts"] = user_value(prov, "kt.num_gpu_experts", n)
         _unused_target(inp, out, f"kt.num_gpu_experts={n} is set; the target only checks it")
@@ -214,7 +224,7 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
         _unused_target(inp, out, "", margin_too=False)
     f = mem.fit(setup)
     m = setup.model
-    if f.max_gpu_experts < 0:
+    if not f.fits:
         return Resolved(0, "derived", f"no room for GPU experts on {f.limited_by} (see KT-E601/KT-E613/KT-W606)")
     rooms = dict((g.index, r) for g, r in mem.room_for_experts(setup, f.kv_tokens))
     g = next((x for x in setup.gpus if x.index == f.gpu), setup.gpus[0])
@@ -233,9 +243,8 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
 
 
 def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding], user: str | None,
-                   setup=None) -> None:
+                   setup) -> None:
     """GPU memory findings: weights that do not fit, a user count or KV target that does not fit, the MLA caveat."""
-    setup = setup or mem.setup_from(inp, values)
     if setup is not None:
         out.extend(plan_checks(setup, values))
     if setup is None or not setup.gpus or setup.weights is None:
@@ -294,7 +303,7 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                                f"{setup.kv_target} ({setup.kv_target_key}); at most {max(at_target.max_gpu_experts, 0)}"
                                " per layer keep it", f"set kt.num_gpu_experts={max(at_target.max_gpu_experts, 0)}, "
                                f"or lower {setup.kv_target_key}"))
-    if inp.config.server.max_total_tokens and at_target.max_gpu_experts < 0:
+    if inp.config.server.max_total_tokens and not at_target.fits:
         out.append(warning("KT-W606", f"server.max_total_tokens={setup.max_total_tokens} does not fit on "
                            f"{at_target.limited_by} even without GPU experts; SGLang caps the KV pool to what is left",
                            "lower server.max_total_tokens or raise server.tp_size"))

@@ -21,15 +21,16 @@ from kt_launch.core.findings import Finding, error, info, warning
 from kt_launch.core.fleet import FleetPlan, HostPart, Instance, Override, Replica, RouterSpec
 from kt_launch.core.host import GpuFacts, HostFacts, NumaNode
 from kt_launch.core.install import SGLANG_ROUTER, pip_line
-from kt_launch.core.options import BY_KEY, Flag
+from kt_launch.core.options import BY_KEY, OPTIONS, Flag
 from kt_launch.core.provenance import Origin, Provenance
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.pipeline import resolve
 from kt_launch.resolve.ports import port_verdict
 
 
-# Keys the fleet sets for every replica; a user value for them means "for the whole host" and is replaced.
-FLEET_KEYS = ("kt.threadpool_count", "kt.numa_nodes", "server.port", "server.host", "runtime.cuda_visible_devices")
+# Keys each replica derives on its own host view (Option.replica_scope "derived"): a user value for them means "for
+# the whole host"; it is cleared for every replica and named (KT-W712).
+DERIVED_PER_REPLICA = tuple(o.key for o in OPTIONS if o.replica_scope == "derived")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,10 +206,11 @@ def layout(h: HostInput, base_port: int, allow_cpu_only: bool, out: list[Finding
 def replica_overrides(inp: ResolveInput, r: Replica) -> tuple[Override, ...]:
     server = inp.config.server
     where = f"{r.host}, {_node_label(r.nodes)}" + (f" (1 of {r.share} replicas there)" if r.share > 1 else "")
-    # Pools, their nodes and kt.cpuinfer come from the same threads step as for one instance, run on the host as the
-    # replica sees it (host_view: its nodes' CPUs and cores); the fleet only clears a host-wide user value for them.
+    # Pools, their nodes and kt.cpuinfer (replica_scope "derived") come from the same threads step as for one
+    # instance, run on the host as the replica sees it (host_view: its nodes' CPUs and cores); the fleet only clears
+    # a host-wide user value for them, every one the same way.
     ov = [Override(key, None, f"fleet: each replica's own, from its NUMA node(s) {_node_label(r.nodes)}")
-          for key in ("kt.threadpool_count", "kt.numa_nodes")]
+          for key in DERIVED_PER_REPLICA]
     if server.tp_size is None and r.gpus:
         ov.append(Override("server.tp_size", len(r.gpus), f"fleet: the {len(r.gpus)} GPU(s) attached to {where}"))
     ov.append(Override("runtime.cuda_visible_devices", ",".join(map(str, r.gpus)),
@@ -221,8 +223,9 @@ def replica_overrides(inp: ResolveInput, r: Replica) -> tuple[Override, ...]:
 
 
 def host_view(facts: HostFacts, r: Replica) -> HostFacts:
-    """The host as one replica sees it: its nodes' CPUs and cores, its share of their RAM, its GPUs (renumbered
-    as CUDA numbers what CUDA_VISIBLE_DEVICES leaves). The source names the node, so every message does."""
+    """The host as one replica sees it, whole: its nodes only (their CPUs, physical and logical, and their NUMA
+    entries), its share of their RAM, its GPUs (renumbered as CUDA numbers what CUDA_VISIBLE_DEVICES leaves). A step
+    that reads any CPU field sees the replica, not the machine. The source names the node, so every message does."""
     node_ids = set(r.nodes)
     nodes = [n for n in facts.numa if n.id in node_ids]
     usable = set(facts.cpu.usable_cpus)
@@ -235,9 +238,11 @@ def host_view(facts: HostFacts, r: Replica) -> HostFacts:
     avail = facts.memory_available_bytes * mem // facts.memory_total_bytes if facts.memory_total_bytes else 0
     by_index = {g.index: g for g in facts.gpus}
     gpus = tuple(dataclasses.replace(by_index[i], index=k) for k, i in enumerate(r.gpus))
-    cpu = dataclasses.replace(facts.cpu, usable_cpus=cpus or facts.cpu.usable_cpus, usable_physical_cores=r.cores)
+    cpus = cpus or facts.cpu.usable_cpus
+    cpu = dataclasses.replace(facts.cpu, physical_cores=r.cores, logical_cpus=len(r.cpus or cpus), usable_cpus=cpus,
+                              usable_physical_cores=r.cores)
     share = f" ({r.share} replicas share it: its RAM / {r.share})" if r.share > 1 else ""
-    return HostFacts(cpu, facts.numa, mem, avail, gpus, source=f"{facts.source}, {_node_label(r.nodes)}{share}",
+    return HostFacts(cpu, tuple(nodes) or facts.numa, mem, avail, gpus, source=f"{facts.source}, {_node_label(r.nodes)}{share}",
                      local=False)  # the fleet checks its replicas' ports itself (KT-E708)
 
 
@@ -279,8 +284,8 @@ def resolve_fleet(inp: ResolveInput, hosts: list[HostInput], *, router_python: s
     host's part (--fleet-host), which has no router."""
     fleet, server = inp.config.fleet, inp.config.server
     findings: list[Finding] = []
-    for key in FLEET_KEYS:
-        if key not in ("server.port", "server.host") and inp.provenance.of(key) is not None:
+    for key in DERIVED_PER_REPLICA:
+        if inp.provenance.of(key) is not None:
             section, name = key.split(".", 1)
             if getattr(getattr(inp.config, section), name) is not None:
                 findings.append(warning("KT-W712", f"{key} is set, but in a fleet each replica gets its own (see the "

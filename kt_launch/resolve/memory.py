@@ -39,10 +39,10 @@ Every formula follows the sglang-kt 0.7.2 wheel (paths under site-packages/sglan
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from kt_launch.core.host import GpuFacts
-from kt_launch.core.memory import MOE_LORA_FIT, Fit, GpuMemory, MemoryPlan, NodeMemory, RamMemory, WeightBytes
+from kt_launch.core.memory import MOE_LORA_FIT, Fit, FitStatus, GpuMemory, MemoryPlan, NodeMemory, RamMemory, WeightBytes
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.expert_sources import consumed_weights, read_expert_bytes
@@ -325,6 +325,10 @@ class Setup:
     mamba_ratio: float = MAMBA_FULL_MEMORY_RATIO  # --mamba-full-memory-ratio (hybrid linear-attention models)
     mamba_requests: int | None = None  # the state pool's requests when fixed (--max-mamba-cache-size, or
     #                                    --max-running-requests with --disable-radix-cache); None = by the ratio
+    # What this set-up computed once and every reader shares (each GPU's fixed costs, the fit per KV target): a
+    # resolve makes one Setup (the memory_setup step), so the arithmetic runs once however many checks read it.
+    # None of these depends on the KV target or max_total_tokens, so `with_values` shares it.
+    computed: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = None,
@@ -411,9 +415,19 @@ def _recorded_expert_bytes(inp: ResolveInput, values: dict[str, Resolved]) -> tu
     return inp.weights.expert_bytes, "model.path headers (--model-facts)"
 
 
-def memory_plan(inp: ResolveInput, values: dict[str, Resolved]) -> MemoryPlan | None:
-    """The plan for the resolved values (kt.num_gpu_experts, kt.gpu_experts_ratio): the fleet's entry point."""
-    s = setup_from(inp, values)
+def with_values(s: Setup, values: dict[str, Resolved]) -> Setup:
+    """The set-up with the server.max_total_tokens a step derived after it was made (what `setup_from` would read
+    from the values now); shares what `s` computed."""
+    mtt = values.get("server.max_total_tokens")
+    if s.max_total_tokens or s.kv_target_key == "kv target" or mtt is None or mtt.source != "derived":
+        return s
+    return replace(s, max_total_tokens=mtt.value)
+
+
+def memory_plan(inp: ResolveInput, values: dict[str, Resolved], setup: Setup | None = None) -> MemoryPlan | None:
+    """The plan for the resolved values (kt.num_gpu_experts, kt.gpu_experts_ratio), from the resolve's set-up (the
+    memory_setup step's value) when given, else made here."""
+    s = setup_from(inp, values) if setup is None else with_values(setup, values)
     if s is None:
         return None
     n = values.get("kt.num_gpu_experts")
@@ -437,7 +451,15 @@ def mem_fraction_of(s: Setup) -> tuple[float, int, int]:
 
 def _gpu_fixed(s: Setup, g: GpuFacts, rank: int) -> tuple[float, int, int, int, int]:
     """(mem_fraction, reserve, non-expert share with the MLA copies, kt buffers, chunk) of one GPU before experts
-    and KV. The reserve includes fit.gpu_margin_mib."""
+    and KV, computed once per set-up (`gpu_fixed_costs`). The reserve includes fit.gpu_margin_mib."""
+    key = ("gpu_fixed", rank, g.index)
+    if key not in s.computed:
+        s.computed[key] = gpu_fixed_costs(s, g, rank)
+    return s.computed[key]
+
+
+def gpu_fixed_costs(s: Setup, g: GpuFacts, rank: int) -> tuple[float, int, int, int, int]:
+    """The arithmetic of `_gpu_fixed` (read it through `_gpu_fixed`, which keeps the answer)."""
     total = g.memory_bytes
     mf, chunk, _ = mem_fraction_of(s)
     usable = max(0, total - used_of(g) - CUDA_CONTEXT_BYTES)
@@ -484,14 +506,23 @@ def room_for_experts(s: Setup, kv_tokens: int) -> list[tuple[GpuFacts, int]]:
 
 
 def fit(s: Setup, kv_tokens: int | None = None) -> Fit:
-    """The largest per-layer count that leaves `kv_tokens` (default: the KV target) on every GPU of the group.
-    max_gpu_experts is -1 when not even 0 experts leave that room (the checks make that an error finding); in
-    MoE-LoRA mode it is 0 (every expert stays on the CPU) when the KV fits."""
+    """The largest per-layer count that leaves `kv_tokens` (default: the KV target) on every GPU of the group,
+    computed once per set-up and KV target (`compute_fit`). Its status says NO_ROOM when not even 0 experts leave
+    that room (the checks make that an error finding; the count is then -1), MOE_LORA in MoE-LoRA mode when the KV
+    fits (every expert stays on the CPU: 0), NO_FACTS when nothing could be sized."""
     kv = s.kv_target if kv_tokens is None else kv_tokens
+    key = ("fit", kv)
+    if key not in s.computed:
+        s.computed[key] = compute_fit(s, kv)
+    return s.computed[key]
+
+
+def compute_fit(s: Setup, kv: int) -> Fit:
+    """The arithmetic of `fit` (read it through `fit`, which keeps the answer)."""
     if not s.gpus:
-        return Fit(0, kv, "no GPU facts")
+        return Fit(0, kv, "no GPU facts", status=FitStatus.NO_FACTS)
     if s.weights is None:
-        return Fit(0, kv, "no checkpoint headers")
+        return Fit(0, kv, "no checkpoint headers", status=FitStatus.NO_FACTS)
     cost = per_count_bytes(s)
     best, gpu = None, None
     for g, room in room_for_experts(s, kv):
@@ -499,8 +530,10 @@ def fit(s: Setup, kv_tokens: int | None = None) -> Fit:
         if best is None or n < best:
             best, gpu = n, g.index
     by = f"gpu {gpu}"
+    if best < 0:
+        return Fit(-1, kv, by, cost, gpu, FitStatus.NO_ROOM)
     if s.moe_lora:
-        return Fit(0, kv, MOE_LORA_FIT, cost) if best >= 0 else Fit(-1, kv, by, cost, gpu)
+        return Fit(0, kv, MOE_LORA_FIT, cost, status=FitStatus.MOE_LORA)
     if best >= s.model.num_experts:
         return Fit(s.model.num_experts, kv, "experts per layer", cost)
     return Fit(best, kv, by, cost, gpu)

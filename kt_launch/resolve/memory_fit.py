@@ -9,6 +9,7 @@ fit even without GPU experts (KT-E613) and GPU memory other processes hold (KT-W
 from __future__ import annotations
 
 from kt_launch.core.findings import Finding, error, info, warning
+from kt_launch.core.memory import FitStatus
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.memory import (FIT_TARGETS, GiB, MIN_KV_TOKENS, MiB, Setup, fit, fitted_kv_tokens,
@@ -45,7 +46,7 @@ def plan_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
     out += _reserve_checks(s, values)
     f = fit(s)
     floor = fit(s, min(MIN_KV_TOKENS, s.kv_target))
-    if f.max_gpu_experts < 0 <= floor.max_gpu_experts and s.kv_target_key == "fit.kv_tokens":
+    if not f.fits and floor.fits and s.kv_target_key == "fit.kv_tokens":
         left = fitted_kv_tokens(s, 0)
         out.append(error("KT-E613", f"{s.kv_target_key}={s.kv_target} KV tokens do not fit on {f.limited_by} even "
                          f"without GPU experts: at most {left} fit (TP {s.tp})",
@@ -111,15 +112,15 @@ class FitRows(list):
 
 
 def _row(s: Setup, tp: int, kv: int) -> dict:
-    f = fit(s)
-    fits = f.max_gpu_experts >= 0
+    """One row: the fit of `kv` KV tokens on the TP size's set-up (one set-up serves every KV target)."""
+    f = fit(s, kv)
     set_line = "-"
-    if fits:
-        experts = "" if s.moe_lora else f" --set kt.num_gpu_experts={f.max_gpu_experts}"
+    if f.fits:
+        experts = "" if f.status is FitStatus.MOE_LORA else f" --set kt.num_gpu_experts={f.max_gpu_experts}"
         set_line = f"--set server.tp_size={tp}{experts} --set server.max_total_tokens={kv}"
-    return {"tp_size": tp, "kv_tokens": kv, "max_gpu_experts": f.max_gpu_experts if fits else None,
-            "limited_by": f.limited_by if fits else f"{f.limited_by}: weights + KV do not fit",
-            "per_layer_bytes": f.per_layer_bytes, "set": set_line}
+    return {"tp_size": tp, "kv_tokens": kv, "max_gpu_experts": f.max_gpu_experts if f.fits else None,
+            "limited_by": f.limited_by if f.fits else f"{f.limited_by}: weights + KV do not fit",
+            "per_layer_bytes": f.per_layer_bytes, "set": set_line, "status": f.status.value}
 
 
 def fit_rows(inp: ResolveInput, values: dict[str, Resolved], targets=FIT_TARGETS) -> FitRows:
@@ -139,7 +140,7 @@ def fit_rows(inp: ResolveInput, values: dict[str, Resolved], targets=FIT_TARGETS
             skipped.append(tp)
             continue
         for kv in targets:
-            rows.append(_row(setup_from(inp, values, tp=tp, kv_target=kv), tp, kv))
+            rows.append(_row(s, tp, kv))
     if skipped:
         findings.append(info("KT-I614", f"server.tp_size {', '.join(map(str, skipped))} left out: "
                              f"{fp8_block_problem(inp.model, skipped[0])}"))

@@ -11,7 +11,7 @@ from kt_launch.resolve.rules import ALL as CHECKS  # rule tables over the resolv
 from kt_launch.resolve.values import is_user_set, user_value
 from kt_launch.resolve.verdicts import no_kt_flags
 from kt_launch.core.options import OPTIONS, PASS
-from kt_launch.resolve.steps import Step, StepGraphError, declared, ordered
+from kt_launch.resolve.steps import Step, StepGraphError, declared, ordered, take_step_values
 from kt_launch.core.profile import setting
 # the modules whose @step declarations make up the graph
 from kt_launch.resolve import experts, flavor_rules, lora, server, threads  # noqa: F401
@@ -80,8 +80,10 @@ def resolve(inp: ResolveInput) -> LaunchPlan:
         stray = set(values) - before - set(step.fills)
         if stray:  # a step may only fill what it declares: the graph, the schema and the docs rely on it
             raise StepGraphError(f"step {step.name} filled {sorted(stray)} without declaring them")
+    computed = take_step_values(values)
     resolve_passthrough(inp, values, findings)
-    memory = memory_plan(inp, values)  # once; the RAM check reads it
+    # the memory_setup step's set-up, with what later steps derived; the RAM check reads the plan
+    memory = memory_plan(inp, values, computed["memory.setup"]) if computed.get("memory.setup") else None
     for check in CHECKS:
         findings.extend(check(inp, values))
     findings.extend(check_memory(inp, memory))

@@ -12,12 +12,17 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from kt_launch.core.options import DERIVED, Option
-from kt_launch.core.plan import PLAN_ONLY_KEYS
 
 # What a step may read besides other steps' values: the facts ResolveInput carries.
 FACTS = frozenset({"config", "host", "model", "adapters", "artifacts", "sglang", "tuning", "weights", "checks"})
 # Values filled before any step runs: the flavour (resolve_flavor), which every flavour-dependent step reads.
 ROOTS = frozenset({"runtime.flavor"})
+# Computed facts a step fills for other steps and the pipeline, which are no profile key and no plan value: the
+# pipeline takes them out of the values after the steps (`take_step_values`), so nothing renders them. Their
+# Resolved.value is the object itself.
+STEP_VALUES = {
+    "memory.setup": "the memory arithmetic's set-up (resolve/memory.py Setup), made once per resolve",
+}
 
 StepFn = Callable[..., None]  # (inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None
 
@@ -46,6 +51,11 @@ def step(*, fills: Iterable[str], reads: Iterable[str] = ()) -> Callable[[StepFn
     return register
 
 
+def take_step_values(values: dict) -> dict:
+    """Remove the STEP_VALUES from a resolve's values and return them (key -> the object)."""
+    return {k: values.pop(k).value for k in STEP_VALUES if k in values}
+
+
 def declared() -> tuple[Step, ...]:
     return tuple(_DECLARED)
 
@@ -64,8 +74,8 @@ def ordered(steps: Iterable[Step], options: Iterable[Option]) -> tuple[Step, ...
     filler: dict[str, Step] = {}
     for s in steps:
         for key in s.fills:
-            if key not in keys and key not in PLAN_ONLY_KEYS:
-                raise StepGraphError(f"step {s.name} fills {key!r}, which is neither an Option nor a plan-only key")
+            if key not in keys and key not in STEP_VALUES:
+                raise StepGraphError(f"step {s.name} fills {key!r}, which is neither an Option nor a step value")
             if key in filler or key in ROOTS:
                 raise StepGraphError(f"{key!r} is filled by step {s.name} and by {filler[key].name if key in filler else 'resolve_flavor'}")
             filler[key] = s
