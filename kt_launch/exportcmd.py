@@ -42,7 +42,18 @@ def cmd_export(args) -> int:
         for inst in out.plan.instances:
             r = inst.replica
             replicas.append(_replica(r.name, local if r.host == LOCAL else r.host, r.nodes,
-                                     len(r.cpus) or r.cores, len(r.gpus), inst.plan, unknown))
+                                     len(r.cpus) or r.cores, len(r.gpus), inst.plan, unknown,
+                                     cpu_ids=tuple(r.cpus), gpu_ids=tuple(r.gpus), port=r.port, listen=r.listen,
+                                     host=local if r.host == LOCAL else r.host))
+        router_argv = ()
+        if out.plan.router is not None:
+            from dataclasses import replace as _with
+
+            from kt_launch.render.fleet import router_command
+
+            rs = out.plan.router
+            router_argv = tuple(router_command(_with(rs, api_key="$(ROUTER_API_KEY)" if rs.api_key
+                                                     else None)).argv)
         router_port = out.plan.router.port if out.plan.router else cfg.server.port
         policy = out.plan.router.policy if out.plan.router else "round_robin"
     else:
@@ -62,7 +73,9 @@ def cmd_export(args) -> int:
         host = host_facts_for(req.host_facts, cfg.runtime.cuda_visible_devices)
         mine = {c for n in host.numa if not nodes or n.id in nodes for c in n.cpus} & set(host.cpu.usable_cpus)
         replicas.append(_replica("server", _hostname(), nodes, len(mine) or len(host.cpu.usable_cpus), tp, plan,
-                                 unknown))
+                                 unknown, cpu_ids=tuple(sorted(mine)), port=cfg.server.port,
+                                 listen=cfg.server.host, host=_hostname()))
+        router_argv = ()
         port = router_port = cfg.server.port
         policy = "round_robin"
     if unknown:
@@ -90,7 +103,8 @@ def cmd_export(args) -> int:
     spec = ex.ExportSpec(fleet=ex.dns_name(loaded.path.stem)[:40], namespace=args.namespace, image=args.image,
                          port=port, router_port=router_port, policy=policy, replicas=tuple(replicas),
                          profile_yaml=yaml.safe_dump(doc, sort_keys=False), secret_env=tuple(secret_env),
-                         router_api_key=api_key, volumes=volumes)
+                         router_api_key=api_key, volumes=volumes, router_argv=router_argv,
+                         router_host=_hostname(), launcher=(sys.executable, "-m", "kt_launch"))
     files = _files(args.to, spec, yaml)
     if args.output:
         from kt_launch.facts.cache import write_output
@@ -99,6 +113,7 @@ def cmd_export(args) -> int:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for name, text in files.items():
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
                 write_output(folder / name, text)
         except OSError as e:
             raise ConfigError(f"-o {folder}: {e.strerror or e}") from None
@@ -115,7 +130,7 @@ def _hostname() -> str:
     return os.uname().nodename
 
 
-def _replica(name, hostname, nodes, cpus, gpus, plan, unknown):
+def _replica(name, hostname, nodes, cpus, gpus, plan, unknown, **where):
     from kt_launch.render.export import ExportReplica
 
     ram = plan.memory.ram if plan.memory is not None else None
@@ -125,7 +140,7 @@ def _replica(name, hostname, nodes, cpus, gpus, plan, unknown):
     weight = (ram.experts_bytes if ram else 0) + (
         w.expert_bytes + w.replicated_bytes + w.sharded_bytes + w.kv_proj_bytes if w is not None else 0)
     return ExportReplica(name=name, hostname=hostname, nodes=tuple(nodes), cpus=int(cpus), gpus=int(gpus),
-                         ram_need_bytes=ram.need_bytes if ram else 0, weight_bytes=weight)
+                         ram_need_bytes=ram.need_bytes if ram else 0, weight_bytes=weight, **where)
 
 
 def _plan_errors(out) -> int:
@@ -157,4 +172,16 @@ def _files(to: str, spec, yaml) -> dict[str, str]:
         return {"kubernetes.yaml": head + body,
                 "kubelet-config.yaml": yaml.safe_dump(ex.KUBELET_CONFIG, sort_keys=False),
                 "KUBELET.txt": ex.KUBELET_CHECKLIST}
-    raise ConfigError(f"--to {to}: not built yet (kubernetes is)")
+    hosts = list(dict.fromkeys([spec.router_host] + [r.host for r in spec.replicas]))
+    files: dict[str, str] = {}
+    if spec.secret_env or spec.router_api_key:
+        files[ex.COMPOSE_ENV_FILE if to == "compose" else ex.ENV_FILE] = ex.env_file(spec)
+    files["profile.yaml" if to == "compose" else f"{spec.fleet}.yaml"] = spec.profile_yaml
+    for host in hosts:
+        suffix = "" if host == spec.router_host else f"-{ex.dns_name(host)}"
+        if to == "compose":
+            files[f"compose{suffix}.yaml"] = yaml.dump(ex.compose(spec, host), Dumper=_dumper(yaml), sort_keys=False)
+        else:
+            for name, text in ex.systemd_units(spec, host).items():
+                files[name if not suffix else f"{ex.dns_name(host)}/{name}"] = text
+    return files

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from kt_launch.core.fleet import ROUTER_MODULE
+from kt_launch.render.fleet import cpu_list
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -46,6 +47,11 @@ class ExportReplica:
     gpus: int
     ram_need_bytes: int  # the plan's RAM for its node(s)
     weight_bytes: int  # what it reads at start (the startup budget)
+    cpu_ids: tuple[int, ...] = ()  # its CPUs (compose cpuset, systemd CPUAffinity)
+    gpu_ids: tuple[int, ...] = ()  # its GPUs in nvidia-smi order
+    port: int = 0  # where it listens (compose and systemd keep the fleet's own ports and addresses)
+    listen: str = "127.0.0.1"
+    host: str = ""  # the fleet's name for its machine (one compose file / unit set per machine)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,9 @@ class ExportSpec:
     secret_env: tuple[tuple[str, str], ...]  # (env var in the pod, key in the Secret)
     router_api_key: str | None  # the Secret key of the router's API key, or None
     volumes: tuple[str, ...]  # host paths the pods read (model, weights): mounted read-only at the same path
+    router_argv: tuple[str, ...] = ()  # the fleet's router command (static --worker-urls), API key as $(ROUTER_API_KEY)
+    router_host: str = ""  # the machine the router runs on (the fleet's this machine)
+    launcher: tuple[str, ...] = ("kt-launch",)  # how systemd starts kt-launch (an absolute path)
 
 
 def dns_name(*parts: str) -> str:
@@ -238,3 +247,104 @@ Kubelet prerequisites on every node that runs a replica (NUMA pinning in Kuberne
 [ ] the model and weight directories present on each node at the paths of the profile (mounted read-only)
 See kubelet-config.yaml for a KubeletConfiguration snippet (reservedSystemCPUs and reservedMemory are examples).
 """
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Without a cluster: docker compose (one file per machine) and systemd units
+# ---------------------------------------------------------------------------------------------------------
+
+SHM_SIZE = "16gb"  # SGLang's /dev/shm (NCCL, the tokenizer's shared memory); compose's default 64m is too small
+ENV_FILE = "kt-launch.env"  # systemd's EnvironmentFile: the secrets, as placeholders to fill in on each machine
+COMPOSE_ENV_FILE = ".env"  # compose reads it for ${...} and the services' env_file: the same placeholders
+
+
+def replica_args(spec: ExportSpec, r: ExportReplica, profile: str) -> list[str]:
+    """kt-launch's arguments for one replica outside Kubernetes: the fleet's own address and port."""
+    return ["--profile", profile, "--set", f"server.host={r.listen}", "--set", f"server.port={r.port}",
+            "--supervise"]
+
+
+def env_file(spec: ExportSpec) -> str:
+    lines = ["# kt-launch secrets: replace each REPLACE-ME on the machine; keep this file mode 0600\n"]
+    names = [var for var, _ in spec.secret_env] + (["ROUTER_API_KEY"] if spec.router_api_key else [])
+    return "".join(lines + [f"{n}={PLACEHOLDER}\n" for n in names])
+
+
+def compose(spec: ExportSpec, host: str) -> dict:
+    """The compose project of one machine: its replicas (cpuset-cpus, cpuset-mems, its GPUs, shm) and, on the
+    router's machine, the router. Host networking: the fleet's ports and URLs stay as planned."""
+    services: dict[str, dict] = {}
+    profile = f"{PROFILE_DIR}/profile.yaml"
+    for r in (x for x in spec.replicas if x.host == host):
+        svc = {
+            "image": spec.image,
+            # the compose spec has cpuset (docker's --cpuset-cpus) but no --cpuset-mems: memory is bound by
+            # numactl in the container (set_mempolicy needs no privilege; the image needs numactl)
+            "command": ["numactl", f"--membind={','.join(map(str, r.nodes))}", "--", "kt-launch",
+                        *replica_args(spec, r, profile)],
+            "network_mode": "host",
+            "cpuset": cpu_list(r.cpu_ids),
+            "shm_size": SHM_SIZE,
+            "restart": "on-failure",
+            "volumes": [f"./profile.yaml:{profile}:ro", *(f"{p}:{p}:ro" for p in spec.volumes)],
+            "healthcheck": {"test": ["CMD", "curl", "-fsS", f"http://{r.listen}:{r.port}/health"],
+                            "interval": "10s", "start_period": f"{startup_budget_s(r)}s"},
+        }
+        if spec.secret_env:
+            svc["env_file"] = [COMPOSE_ENV_FILE]
+        if r.gpu_ids:
+            svc["deploy"] = {"resources": {"reservations": {"devices": [
+                {"driver": "nvidia", "device_ids": [str(g) for g in r.gpu_ids], "capabilities": ["gpu"]}]}}}
+        services[dns_name(r.name)] = svc
+    if host == spec.router_host and spec.router_argv:
+        argv = ["python3", *spec.router_argv[1:]]  # the image's interpreter, not this machine's
+        svc = {"image": spec.image, "command": argv, "network_mode": "host", "restart": "on-failure"}
+        if spec.router_api_key:  # compose fills ${ROUTER_API_KEY} from the .env beside the file when it starts
+            svc["command"] = [a.replace("$(ROUTER_API_KEY)", "${ROUTER_API_KEY}") for a in argv]
+        services["router"] = svc
+    return {"name": dns_name(spec.fleet, host), "services": services}
+
+
+def _unit(description: str, exec_start: list[str], extra: list[str], env: bool) -> str:
+    lines = ["[Unit]", f"Description={description}", "Wants=network-online.target",
+             "After=network-online.target", "", "[Service]", "Type=simple",
+             "ExecStart=" + " ".join(_quote(a) for a in exec_start), *extra]
+    if env:
+        lines.append(f"EnvironmentFile=/etc/kt-launch/{ENV_FILE}")
+    lines += ["Restart=on-failure", "RestartSec=10", "", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)
+
+
+def _quote(arg: str) -> str:
+    """systemd's quoting of one ExecStart word: double quotes when it holds a space or a quote; `$$` keeps a
+    literal dollar except in ${ROUTER_API_KEY}, which systemd expands from the EnvironmentFile."""
+    arg = arg.replace("$", "$$").replace("$${ROUTER_API_KEY}", "${ROUTER_API_KEY}").replace("%", "%%")
+    if any(c in arg for c in " \t\"'\\;") or not arg:
+        return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return arg
+
+
+def systemd_units(spec: ExportSpec, host: str) -> dict[str, str]:
+    """One unit per replica of this machine (CPUAffinity, NUMAPolicy=bind, NUMAMask, Restart=on-failure) and,
+    on the router's machine, the router's unit (after the replicas)."""
+    out: dict[str, str] = {}
+    profile = f"/etc/kt-launch/{spec.fleet}.yaml"
+    names = []
+    for r in (x for x in spec.replicas if x.host == host):
+        name = f"kt-launch-{dns_name(spec.fleet, r.name)}.service"
+        names.append(name)
+        extra = [f"CPUAffinity={cpu_list(r.cpu_ids)}" if r.cpu_ids else "",
+                 "NUMAPolicy=bind", f"NUMAMask={','.join(map(str, r.nodes))}",
+                 f"TimeoutStartSec={startup_budget_s(r)}", "TimeoutStopSec=60"]
+        out[name] = _unit(f"kt-launch replica {r.name} of {spec.fleet} (NUMA node(s) "
+                          f"{','.join(map(str, r.nodes))})",
+                          [*spec.launcher, *replica_args(spec, r, profile)], [e for e in extra if e],
+                          bool(spec.secret_env))
+    if host == spec.router_host and spec.router_argv:
+        argv = [a.replace("$(ROUTER_API_KEY)", "${ROUTER_API_KEY}") for a in spec.router_argv]
+        text = _unit(f"sglang-router in front of the {spec.fleet} kt-launch fleet", argv, [],
+                     bool(spec.router_api_key))
+        if names:
+            text = text.replace("After=network-online.target", "After=network-online.target " + " ".join(names))
+        out[f"kt-launch-{dns_name(spec.fleet, 'router')}.service"] = text
+    return out

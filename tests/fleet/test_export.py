@@ -174,3 +174,81 @@ def test_unknown_ram_is_a_plan_error_and_writes_nothing(tmp_path, model):
     p.write_text(yaml.safe_dump(doc))
     done, out = _export(tmp_path, p, "--no-check")
     assert done.returncode == 3 and "RAM is unknown" in done.stderr and not out.exists()
+
+
+def _export_to(tmp_path, model, to: str) -> tuple[subprocess.CompletedProcess, Path]:
+    profile = _profile(tmp_path, model)
+    host = write_json(tmp_path / "host.json", dual_socket())
+    out = tmp_path / f"out-{to}"
+    done = kt_launch("export", "--profile", str(profile), "--host-facts", str(host), "--to", to, "-o", str(out),
+                     timeout=120)
+    return done, out
+
+
+def _no_secret(out: Path, done: subprocess.CompletedProcess) -> None:
+    for f in out.rglob("*"):
+        if f.is_file():
+            text = f.read_text()
+            assert SECRET_KEY not in text and SECRET_TOKEN not in text, f
+    assert SECRET_KEY not in done.stdout + done.stderr and SECRET_TOKEN not in done.stdout + done.stderr
+
+
+def test_compose_pins_each_replica_and_reserves_its_gpus(tmp_path, model):
+    done, out = _export_to(tmp_path, model, "compose")
+    assert done.returncode == 0, done.stderr
+    here = yaml.safe_load((out / "compose.yaml").read_text())
+    there = yaml.safe_load((out / "compose-node-b.yaml").read_text())
+    assert set(here["services"]) == {"numa0", "numa1", "router"} and set(there["services"]) == {"node-b-numa0",
+                                                                                                  "node-b-numa1"}
+    for svcs in (here["services"], there["services"]):
+        for name, svc in svcs.items():
+            if name == "router":
+                continue
+            node = int(name[-1])
+            assert svc["cpuset"] == (f"{64 * node}-{64 * node + 63}")  # the node's CPUs (dual_socket: SMT 2)
+            assert svc["command"][:3] == ["numactl", f"--membind={node}", "--"]
+            assert svc["shm_size"] and svc["env_file"] == [".env"]
+            (dev,) = svc["deploy"]["resources"]["reservations"]["devices"]
+            assert dev["capabilities"] == ["gpu"] and dev["device_ids"] == [str(2 * node), str(2 * node + 1)]
+    r = here["services"]["router"]["command"]
+    assert r[r.index("--api-key") + 1] == "${ROUTER_API_KEY}"
+    assert "http://10.0.0.12:30002" in r
+    assert "ROUTER_API_KEY=REPLACE-ME" in (out / ".env").read_text()
+    _no_secret(out, done)
+
+
+def _unit(path: Path) -> dict[str, dict[str, str]]:
+    import configparser
+
+    cp = configparser.ConfigParser(interpolation=None, strict=True)
+    cp.optionxform = str  # systemd keys are case-sensitive
+    cp.read_string(path.read_text())
+    return {s: dict(cp[s]) for s in cp.sections()}
+
+
+def test_systemd_units_bind_cpus_and_memory_and_restart(tmp_path, model):
+    done, out = _export_to(tmp_path, model, "systemd")
+    assert done.returncode == 0, done.stderr
+    units = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.service"))
+    assert units == ["kt-launch-kt-fleet-numa0.service", "kt-launch-kt-fleet-numa1.service",
+                     "kt-launch-kt-fleet-router.service", "node-b/kt-launch-kt-fleet-node-b-numa0.service",
+                     "node-b/kt-launch-kt-fleet-node-b-numa1.service"]
+    for name in units:
+        u = _unit(out / name)
+        s = u["Service"]
+        assert s["Restart"] == "on-failure" and u["Install"]["WantedBy"] == "multi-user.target"
+        assert s["EnvironmentFile"] == "/etc/kt-launch/kt-launch.env"
+        if "router" in name:
+            assert "--api-key ${ROUTER_API_KEY}" in s["ExecStart"] and "numa0.service" in u["Unit"]["After"]
+            continue
+        node = int(name[-9])
+        assert s["CPUAffinity"] == f"{64 * node}-{64 * node + 63}"
+        assert s["NUMAPolicy"] == "bind" and s["NUMAMask"] == str(node)
+        assert s["ExecStart"].endswith("--supervise") and int(s["TimeoutStartSec"]) >= 1800
+    _no_secret(out, done)
+    if shutil.which("systemd-analyze"):
+        local = [str(out / n) for n in units if "/" not in n]
+        done = subprocess.run(["systemd-analyze", "verify", *local], capture_output=True, text=True, timeout=60,
+                              cwd=out)
+        problems = [l for l in done.stderr.splitlines() if "kt-launch" in l]
+        assert done.returncode == 0 and not problems, done.stderr
