@@ -252,3 +252,24 @@ def test_systemd_units_bind_cpus_and_memory_and_restart(tmp_path, model):
                               cwd=out)
         problems = [l for l in done.stderr.splitlines() if "kt-launch" in l]
         assert done.returncode == 0 and not problems, done.stderr
+
+
+def test_the_multi_host_dry_run_names_kt_launch_export(tmp_path, model):
+    profile = _profile(tmp_path, model)
+    host = write_json(tmp_path / "host.json", dual_socket())
+    done = kt_launch("--profile", str(profile), "--host-facts", str(host), "--dry-run", "--set",
+                     "kt.max_deferred_experts_per_token=0", timeout=120)
+    assert done.returncode in (0, 3), done.stderr
+    lines = done.stdout.splitlines()
+    i = next(i for i, l in enumerate(lines) if l.startswith("or let an orchestrator run"))
+    import shlex
+
+    argv = shlex.split(lines[i + 1])
+    assert argv[:2] == ["kt-launch", "export"] and f"--profile={profile}" in argv
+    assert "--supervise" not in argv and not any(a.startswith("--fleet-host") for a in argv)
+    assert ["--set", "kt.max_deferred_experts_per_token=0"] == argv[argv.index("--set"):argv.index("--set") + 2]
+    # the line runs as printed (here with -o in tmp_path and this host's facts)
+    out = tmp_path / "k8s"
+    done = kt_launch(*argv[1:-1], str(out), "--host-facts", str(host), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (out / "kubernetes.yaml").is_file()
