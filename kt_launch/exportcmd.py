@@ -98,12 +98,19 @@ def cmd_export(args) -> int:
         if is_secret_name(name):
             env.pop(name, None)
             secret_env.append((name, ex.dns_name(name)))
+    # paths as the plan resolved them (a relative path was relative to the profile, which moves into the pod)
+    for section, key, value in (("model", "path", cfg.model.path), ("kt", "weight_path", cfg.kt.weight_path)):
+        if value and isinstance(doc.get(section), dict) and doc[section].get(key):
+            doc[section][key] = str(value)
+    if args.to != "systemd" and isinstance(doc.get("runtime"), dict):
+        doc["runtime"].pop("python", None)  # this machine's interpreter: the image runs its own
+    sets = tuple(item for item in req.sets if not is_secret_name(item.partition("=")[0]))
     volumes = tuple(sorted({p for p in (str(cfg.model.path or ""), str(cfg.kt.weight_path or ""))
                             if p.startswith("/")}))
     spec = ex.ExportSpec(fleet=ex.dns_name(loaded.path.stem)[:40], namespace=args.namespace, image=args.image,
                          port=port, router_port=router_port, policy=policy, replicas=tuple(replicas),
                          profile_yaml=yaml.safe_dump(doc, sort_keys=False), secret_env=tuple(secret_env),
-                         router_api_key=api_key, volumes=volumes, router_argv=router_argv,
+                         router_api_key=api_key, volumes=volumes, router_argv=router_argv, sets=sets,
                          router_host=_hostname(), launcher=(sys.executable, "-m", "kt_launch"))
     files = _files(args.to, spec, yaml)
     if args.output:

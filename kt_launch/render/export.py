@@ -70,6 +70,7 @@ class ExportSpec:
     router_argv: tuple[str, ...] = ()  # the fleet's router command (static --worker-urls), API key as $(ROUTER_API_KEY)
     router_host: str = ""  # the machine the router runs on (the fleet's this machine)
     launcher: tuple[str, ...] = ("kt-launch",)  # how systemd starts kt-launch (an absolute path)
+    sets: tuple[str, ...] = ()  # the export's own --set items (secret-named ones are never carried)
 
 
 def dns_name(*parts: str) -> str:
@@ -121,7 +122,7 @@ def worker(spec: ExportSpec, r: ExportReplica) -> dict:
         "image": spec.image,
         "command": ["kt-launch"],
         # $(POD_IP) is expanded by the kubelet: the server listens on the pod's address, where the router dials
-        "args": ["--profile", f"{PROFILE_DIR}/profile.yaml", "--set", "server.host=$(POD_IP)",
+        "args": ["--profile", f"{PROFILE_DIR}/profile.yaml", *_sets(spec), "--set", "server.host=$(POD_IP)",
                  "--set", f"server.port={spec.port}", "--supervise"],
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}, *_secret_env(spec)],
         "ports": [{"name": "http", "containerPort": spec.port}],
@@ -260,8 +261,12 @@ COMPOSE_ENV_FILE = ".env"  # compose reads it for ${...} and the services' env_f
 
 def replica_args(spec: ExportSpec, r: ExportReplica, profile: str) -> list[str]:
     """kt-launch's arguments for one replica outside Kubernetes: the fleet's own address and port."""
-    return ["--profile", profile, "--set", f"server.host={r.listen}", "--set", f"server.port={r.port}",
-            "--supervise"]
+    return ["--profile", profile, *_sets(spec), "--set", f"server.host={r.listen}", "--set",
+            f"server.port={r.port}", "--supervise"]
+
+
+def _sets(spec: ExportSpec) -> list[str]:
+    return [a for item in spec.sets for a in ("--set", item)]
 
 
 def env_file(spec: ExportSpec) -> str:

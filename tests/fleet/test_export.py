@@ -273,3 +273,17 @@ def test_the_multi_host_dry_run_names_kt_launch_export(tmp_path, model):
     done = kt_launch(*argv[1:-1], str(out), "--host-facts", str(host), timeout=120)
     assert done.returncode == 0, done.stderr
     assert (out / "kubernetes.yaml").is_file()
+
+
+def test_set_items_travel_to_the_pods_but_secret_ones_never_do(tmp_path, model):
+    key = "sk-from-the-command-line-4242"
+    done, out = _export(tmp_path, _profile(tmp_path, model), "--set", f"server.api_key={key}",
+                        "--set", "model.served_name=dsv2-k8s")
+    assert done.returncode == 0, done.stderr
+    text = (out / "kubernetes.yaml").read_text()
+    assert key not in text and key not in done.stdout + done.stderr
+    for w in (d for d in _docs(out) if d["kind"] == "Deployment" and "kt-launch/worker" in d["metadata"]["labels"]):
+        args = w["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "model.served_name=dsv2-k8s" in args and not any("api_key" in a for a in args)
+    prof = yaml.safe_load(next(d for d in _docs(out) if d["kind"] == "ConfigMap")["data"]["profile.yaml"])
+    assert Path(prof["model"]["path"]).is_absolute() and "python" not in prof.get("runtime", {})
