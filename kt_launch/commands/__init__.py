@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "kt_launch.commands.doctor",
     "profiles": "kt_launch.commands.profiles",
     "schema": "kt_launch.commands.schema",
+    "export": "kt_launch.commands.export",
 }
 
 

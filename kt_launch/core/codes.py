@@ -225,6 +225,7 @@ CODES: dict[str, str] = {
     "KT-I714": "runtime.cuda_visible_devices limits the GPUs the fleet shares out",
     "KT-E720": "a replica's NUMA node(s) have no memory of their own",
     "KT-W720": "a GPU is attached to a NUMA node that has no replica (no usable CPUs there)",
+    "KT-W730": "the CPUs' NUMA nodes and the memory nodes the cgroup allows disagree",
     # numbered from x19x (issue 27 split it from KT-E708, which keeps the busy port): a fleet fact all the same
     "KT-E190": "two listeners the fleet plan starts on this machine would use the same port",
 }

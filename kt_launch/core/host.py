@@ -55,6 +55,12 @@ class HostFacts:
     # The machine kt-launch runs on, gathered live (its ports and GPUs are the server's); a recorded host
     # (--host-facts, fleet.hosts, one fleet replica's view) is not, whatever its name.
     local: bool = field(default=True, compare=False)
+    # Where cpu.usable_cpus came from ("affinity mask", "cgroup cpuset.cpus.effective", ...): said in provenance.
+    cpus_source: str = "affinity mask"
+    # The NUMA nodes this process may allocate memory on (cgroup cpuset.mems.effective, the v1 cpuset, or
+    # /proc/self/status Mems_allowed_list), and where that came from; None = not learned (every node assumed).
+    memory_nodes: tuple[int, ...] | None = None
+    memory_nodes_source: str = ""
 
     # -- derived views -------------------------------------------------------------------
     @property
@@ -67,10 +73,33 @@ class HostFacts:
 
     @property
     def cpu_numa_nodes(self) -> tuple[NumaNode, ...]:
-        """NUMA nodes that have CPUs inside the affinity mask (memory-only nodes are no thread pool)."""
-        usable = set(self.cpu.usable_cpus)
-        nodes = tuple(n for n in self.numa if n.cpus and (not usable or usable & set(n.cpus)))
+        """NUMA nodes that have CPUs inside the affinity mask (memory-only nodes are no thread pool), less those
+        whose memory the cgroup withholds (`memory_nodes`): a pod pinned to node 1 plans node 1 only. A node
+        without memory of its own stays (its CPUs allocate elsewhere anyway). When no CPU node's memory is
+        allowed, the CPU nodes are kept (the mismatch is a finding, see `memory_mismatch`)."""
+        nodes = self._nodes_with_cpus()
+        if self.memory_nodes is not None:
+            allowed = set(self.memory_nodes)
+            kept = tuple(n for n in nodes if n.memoryless or n.id in allowed)
+            if any(not n.memoryless for n in kept):
+                nodes = kept
         return nodes or (NumaNode(0, tuple(self.cpu.usable_cpus)),)
+
+    def _nodes_with_cpus(self) -> tuple[NumaNode, ...]:
+        usable = set(self.cpu.usable_cpus)
+        return tuple(n for n in self.numa if n.cpus and (not usable or usable & set(n.cpus)))
+
+    @property
+    def memory_mismatch(self) -> tuple[list[int], list[int]] | None:
+        """(nodes with usable CPUs whose memory may not be used, allowed memory nodes with no usable CPU), or
+        None when the CPUs' nodes and the memory nodes agree (or the memory nodes are not known)."""
+        if self.memory_nodes is None:
+            return None
+        allowed = set(self.memory_nodes)
+        cpu_nodes = self._nodes_with_cpus()
+        no_mem = [n.id for n in cpu_nodes if not n.memoryless and n.id not in allowed]
+        no_cpu = sorted(allowed - {n.id for n in cpu_nodes})
+        return (no_mem, no_cpu) if no_mem or no_cpu else None
 
     # -- (de)serialisation: the `doctor --json` / `--host-facts` format -----------------
     def to_json(self) -> dict[str, Any]:
@@ -81,10 +110,13 @@ class HostFacts:
                 "logical_cpus": self.cpu.logical_cpus,
                 "usable_cpus": list(self.cpu.usable_cpus),
                 "usable_physical_cores": self.usable_physical_cores,
+                "usable_cpus_source": self.cpus_source,
                 "flags": sorted(self.cpu.flags),
             },
             "numa": [{"id": n.id, "cpus": list(n.cpus), "memory_bytes": n.memory_bytes} for n in self.numa],
-            "memory": {"total_bytes": self.memory_total_bytes, "available_bytes": self.memory_available_bytes},
+            "memory": {"total_bytes": self.memory_total_bytes, "available_bytes": self.memory_available_bytes,
+                       "allowed_nodes": None if self.memory_nodes is None else list(self.memory_nodes),
+                       "allowed_nodes_source": self.memory_nodes_source},
             "gpus": [
                 {"index": g.index, "name": g.name, "memory_bytes": g.memory_bytes, **({"uuid": g.uuid} if g.uuid else {}),
                  "numa_node": g.numa_node, "used_bytes": g.used_bytes}

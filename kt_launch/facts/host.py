@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from kt_launch.core.host import CpuFacts, GpuFacts, HostFacts, NumaNode
+from kt_launch.facts.cgroup import parse_cpulist, read_cgroup
 from kt_launch.facts.worker import die_with_parent
 from kt_launch.core.validation import error_text
 
@@ -40,7 +41,10 @@ def host_from_json(data: Any, source: str = "file") -> HostFacts:
         sizes = [None] * len(sizes)
     numa = tuple(NumaNode(n.id, tuple(n.cpus), size) for n, size in zip(f.numa, sizes))
     gpus = tuple(GpuFacts(g.index, g.name, g.memory_bytes, g.uuid, g.numa_node, g.used_bytes) for g in f.gpus)
-    return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source, local=False)
+    mems = None if f.memory.allowed_nodes is None else tuple(f.memory.allowed_nodes)
+    return HostFacts(cpu, numa, f.memory.total_bytes, f.memory.available_bytes, gpus, source=source, local=False,
+                     cpus_source=f.cpu.usable_cpus_source or "recorded usable_cpus", memory_nodes=mems,
+                     memory_nodes_source=f.memory.allowed_nodes_source if mems is not None else "")
 
 
 def load_host_facts(path: str | os.PathLike, flag: str = "--host-facts") -> HostFacts:
@@ -77,27 +81,80 @@ def _short_validation(e: Exception) -> str:
 # ---------------------------------------------------------------------------------------
 
 def gather_host(env: dict[str, str] | None = None, root: str = "/") -> HostFacts:
+    """This machine's facts; `root` other than "/" reads a recorded /proc and /sys tree instead (tests), where
+    the counts and memory come from its proc/cpuinfo and proc/meminfo rather than psutil and the affinity call."""
     env = dict(os.environ if env is None else env)
     notes: list[str] = []
     rootp = Path(root)
+    live = rootp.resolve() == Path("/")
     model, flags = _cpuinfo(rootp / "proc/cpuinfo", notes)
-    logical = _psutil(psutil.cpu_count, notes, "CPU count", logical=True) or os.cpu_count() or 1
-    physical = _psutil(psutil.cpu_count, notes, "physical core count", logical=False) or logical
-    try:
-        usable = tuple(sorted(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        usable = tuple(range(logical))
+    group = read_cgroup(rootp)
+    if live:
+        logical = _psutil(psutil.cpu_count, notes, "CPU count", logical=True) or os.cpu_count() or 1
+        physical = _psutil(psutil.cpu_count, notes, "physical core count", logical=False) or logical
+        try:
+            usable = tuple(sorted(os.sched_getaffinity(0)))
+            cpus_source = "affinity mask"
+        except (AttributeError, OSError):
+            usable, cpus_source = tuple(range(logical)), "all CPUs (affinity unknown)"
+        if group.cpus is not None and set(group.cpus) == set(usable):
+            cpus_source = group.cpus_source  # the affinity is what the cgroup gave: say where it came from
+        total, available = _memory(notes)
+    else:
+        logical, physical = _recorded_counts(rootp / "proc/cpuinfo")
+        usable, cpus_source = (group.cpus, group.cpus_source) if group.cpus else (tuple(range(logical)), "all CPUs")
+        logical = max(logical, len(usable))
+        physical = min(physical or logical, logical)
+        total, available = _recorded_memory(rootp / "proc/meminfo")
     usable_phys = _usable_physical(rootp, usable, notes)
-    quota = _cgroup_quota_cpus(rootp, notes)
+    quota = group.quota_cpus
     if quota is not None and usable_phys is not None and quota < usable_phys:
         notes.append(f"cgroup CPU quota allows {quota} CPUs; usable physical cores capped from {usable_phys}")
         usable_phys = max(1, quota)
-    total, available = _memory(notes)
     # Unknown layout: say so, and record the assumption as one node (a --host-facts file never has numa: [])
     numa = _numa_nodes(rootp, notes) or (NumaNode(0, usable, total or None),)
+    mems, mems_source = group.mems, group.mems_source
+    if mems is not None and not set(mems) & {n.id for n in numa}:
+        notes.append(f"{mems_source} names node(s) {list(mems)}, none of them a NUMA node here: ignored")
+        mems, mems_source = None, ""
+    elif mems is not None:
+        mems = tuple(m for m in mems if m in {n.id for n in numa})
     gpus = _gpus(env, notes, rootp)
     cpu = CpuFacts(model, physical, logical, usable, flags, usable_phys)
-    return HostFacts(cpu, numa, total, available, gpus, tuple(notes))
+    return HostFacts(cpu, numa, total, available, gpus, tuple(notes), cpus_source=cpus_source,
+                     memory_nodes=mems, memory_nodes_source=mems_source)
+
+
+def _recorded_counts(path: Path) -> tuple[int, int]:
+    """(logical CPUs, physical cores) from a recorded cpuinfo: `processor` lines, distinct (physical id, core id)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return 1, 1
+    logical, cores, pkg = 0, set(), ""
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        key = key.strip()
+        if key == "processor":
+            logical += 1
+        elif key == "physical id":
+            pkg = val.strip()
+        elif key == "core id":
+            cores.add((pkg, val.strip()))
+    return max(1, logical), max(1, len(cores) or logical)
+
+
+def _recorded_memory(path: Path) -> tuple[int, int]:
+    vals = {}
+    try:
+        for line in path.read_text(errors="replace").splitlines():
+            key, _, val = line.partition(":")
+            if val.split():
+                vals[key.strip()] = int(val.split()[0]) * 1024
+    except (OSError, ValueError):
+        return 0, 0
+    total = vals.get("MemTotal", 0)
+    return total, min(total, vals.get("MemAvailable", total))
 
 
 def _psutil(fn, notes: list[str], what: str, **kw):
@@ -153,36 +210,6 @@ def _usable_physical(root: Path, usable: tuple[int, ...], notes: list[str]) -> i
             return None
         cores.add((pkg, core))
     return len(cores) or None
-
-
-def _cgroup_quota_cpus(root: Path, notes: list[str]) -> int | None:
-    try:
-        quota, period = (root / "sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota == "max":
-            return None
-        return max(1, int(int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    try:
-        q = int((root / "sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        p = int((root / "sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        return None if q <= 0 else max(1, q // p)
-    except (OSError, ValueError):
-        return None
-
-
-def parse_cpulist(text: str) -> tuple[int, ...]:
-    out: list[int] = []
-    for part in text.strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return tuple(out)
 
 
 def _numa_nodes(root: Path, notes: list[str]) -> tuple[NumaNode, ...]:

@@ -30,6 +30,7 @@ class CpuFile(_Strict):
     logical_cpus: int = Field(ge=1, le=MAX_CPUS)
     usable_cpus: list[CpuId] = Field(default=[], max_length=MAX_CPUS)  # [] = all of range(logical_cpus)
     usable_physical_cores: int | None = Field(default=None, ge=1, le=MAX_CPUS)
+    usable_cpus_source: str = Field(default="", max_length=200)  # "" = not recorded (older files)
     flags: list[str] = Field(default=[], max_length=4096)
 
 
@@ -42,6 +43,9 @@ class NumaFile(_Strict):
 class MemoryFile(_Strict):
     total_bytes: Bytes
     available_bytes: Bytes
+    # The NUMA nodes the process may allocate on (the cgroup's cpuset.mems.effective); null = not known
+    allowed_nodes: list[Annotated[int, Field(ge=0, lt=MAX_CPUS)]] | None = Field(default=None, max_length=MAX_CPUS)
+    allowed_nodes_source: str = Field(default="", max_length=200)
 
 
 class GpuFile(_Strict):
@@ -108,6 +112,11 @@ def consistency_problem(f: HostFactsFile) -> str | None:
     if f.memory.available_bytes > f.memory.total_bytes:
         return (f"memory.available_bytes ({f.memory.available_bytes}) is more than memory.total_bytes "
                 f"({f.memory.total_bytes})")
+    if f.memory.allowed_nodes is not None:
+        if not f.memory.allowed_nodes:
+            return "memory.allowed_nodes is empty: a process may always allocate on some node (null = unknown)"
+        if stray := sorted(set(f.memory.allowed_nodes) - {n.id for n in f.numa}):
+            return f"memory.allowed_nodes: node(s) {stray} are not among the numa nodes ({sorted(n.id for n in f.numa)})"
     if dup := _duplicates([g.index for g in f.gpus]):
         return f"gpus: index {dup[0]} appears twice"
     ids = {n.id for n in f.numa}

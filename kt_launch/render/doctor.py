@@ -22,6 +22,11 @@ def doctor_json(host: HostFacts, findings: list[Finding], record: dict | None = 
     return json.dumps(doc, indent=2) + "\n"
 
 
+def _ids(ids) -> str:
+    shown = ",".join(map(str, ids[:16]))
+    return f"[{shown}{',...' if len(ids) > 16 else ''}]"
+
+
 def doctor_text(host: HostFacts, findings: list[Finding], recorded: bool, record: dict | None = None) -> str:
     """A host summary, the verdicts and a one-line OK/FAIL; `recorded`: judged from a --host-facts file."""
     c = host.cpu
@@ -30,6 +35,9 @@ def doctor_text(host: HostFacts, findings: list[Finding], recorded: bool, record
         f"cpu:    {c.model}: {c.physical_cores} physical cores, {c.logical_cpus} logical CPUs, "
         f"{host.usable_physical_cores} usable physical cores",
         f"numa:   {len(host.numa)} node(s); with CPUs: {[n.id for n in host.cpu_numa_nodes]}",
+        f"usable: {len(c.usable_cpus)} CPUs {_ids(c.usable_cpus)} from {host.cpus_source}; memory node(s) "
+        + (f"{list(host.memory_nodes)} from {host.memory_nodes_source}" if host.memory_nodes is not None
+           else "not known (all assumed)"),
         f"memory: {host.memory_total_bytes / GiB:.1f} GiB total, {host.memory_available_bytes / GiB:.1f} GiB "
         "available",
         f"gpus:   {', '.join(f'{g.index}: {g.name}' for g in host.gpus) or 'none'}",

@@ -76,6 +76,16 @@ def fleet_verdict(fp: FleetPlan, commands: list[Command]) -> str:
     return verdict(fp.findings + [f for i, c in zip(fp.instances, commands) for f in instance_findings(i, c)])
 
 
+def export_argv(host_argv) -> list[str]:
+    """`kt-launch export` with the same profile and settings as a host's command (its --fleet-host, --supervise
+    and pass-through flags are the host's own)."""
+    own = list(host_argv[1:])
+    if "--" in own:
+        own = own[:own.index("--")]
+    keep = [a for a in own if not a.startswith("--fleet-host=") and a != "--supervise"]
+    return ["kt-launch", "export", *keep, "--to", "kubernetes", "-o", "k8s"]
+
+
 def fleet_secrets(fp: FleetPlan, commands: list[Command]) -> set[str]:
     """Every secret value the fleet plan knows: its commands' secret flags and environment, the router's key."""
     out: set[str] = set()
@@ -163,6 +173,10 @@ def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDT
         parts.append(f"host {h.name} ({h.address}): kt-launch runs nothing there; run this on {h.name}:")
         parts.append("  " + shlex.join(redact_launcher_argv(h.argv, secrets)))
         parts.append("  its instances: " + (" ".join(h.urls) or "none"))
+        parts.append("")
+    if fp.hosts:
+        parts.append("or let an orchestrator run every host's part (Kubernetes, or compose / systemd per host):")
+        parts.append("  " + shlex.join(export_argv(redact_launcher_argv(fp.hosts[0].argv, secrets))))
         parts.append("")
     shown = sorted(fp.findings + common, key=lambda f: ORDER[f.level])
     if common and len(fp.instances) > 1:

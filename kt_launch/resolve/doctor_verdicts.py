@@ -166,7 +166,13 @@ def _cores(host: HostFacts) -> list[Finding]:
     pools = [n.id for n in host.cpu_numa_nodes]
     msg = (f"CPU: {host.cpu.model}: {host.usable_physical_cores} usable physical cores of {host.cpu.physical_cores}, "
            f"NUMA nodes with CPUs: {pools}")
+    out = []
+    if (mismatch := host.memory_mismatch) is not None:
+        out.append(warning("KT-W730", f"NUMA node(s) {mismatch[0]} have usable CPUs but not memory, and memory "
+                           f"node(s) {mismatch[1]} no usable CPU ({host.memory_nodes_source}: "
+                           f"{list(host.memory_nodes or ())}); kt-kernel is planned on node(s) {pools}",
+                           "give the container the CPUs and the memory of the same NUMA nodes"))
     if host.usable_physical_cores < 2:
-        return [warning("KT-W510", msg + "; one core leaves nothing for SGLang's scheduler",
-                        "give the process more cores (affinity mask, cgroup quota)")]
-    return [info("KT-I507", msg)]
+        return out + [warning("KT-W510", msg + "; one core leaves nothing for SGLang's scheduler",
+                              "give the process more cores (affinity mask, cgroup quota)")]
+    return out + [info("KT-I507", msg)]

@@ -16,6 +16,14 @@ from kt_launch.core.plan import Resolved
 from kt_launch.resolve.values import is_user_set, user_value
 
 
+def host_sources(host: HostFacts) -> str:
+    """Where the usable CPUs and memory nodes came from, for provenance: "CPUs 0-1 from cgroup
+    cpuset.cpus.effective, memory node(s) [0] from cgroup cpuset.mems.effective"."""
+    mem = (f"memory node(s) {list(host.memory_nodes)} from {host.memory_nodes_source}"
+           if host.memory_nodes is not None else "memory nodes not restricted as far as known")
+    return f"{len(host.cpu.usable_cpus)} CPUs from {host.cpus_source}, {mem}"
+
+
 def core_reserve(cores: int) -> int:
     """Cores left to SGLang's own threads and the GPU driver."""
     if cores >= 8:
@@ -36,6 +44,17 @@ def resolve_threads(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
     kt, prov, host = inp.config.kt, inp.provenance, inp.host
     cpu_nodes = host.cpu_numa_nodes
     node_ids = [n.id for n in cpu_nodes]
+    whence = host_sources(host)
+    if (mismatch := host.memory_mismatch) is not None:
+        no_mem, no_cpu = mismatch
+        out.append(warning(
+            "KT-W730", f"the CPUs' NUMA nodes and the memory nodes disagree on {host.source}: "
+            + (f"node(s) {no_mem} have usable CPUs but their memory is withheld ({host.memory_nodes_source}: "
+               f"{list(host.memory_nodes or ())}); " if no_mem else "")
+            + (f"memory node(s) {no_cpu} have no usable CPU; " if no_cpu else "")
+            + f"kt-kernel's pools are planned on node(s) {node_ids}, and their memory is remote where it is not bound",
+            "give the container the CPUs and the memory of the same NUMA nodes (cpuset-cpus with cpuset-mems; "
+            "in Kubernetes the topology manager's single-numa-node policy)"))
 
     # Thread pools: one per NUMA node that has usable CPUs.
     if kt.threadpool_count is not None:
@@ -44,7 +63,8 @@ def resolve_threads(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
         values["kt.threadpool_count"] = Resolved(len(kt.numa_nodes), "derived", "one pool per entry of kt.numa_nodes")
     else:
         values["kt.threadpool_count"] = Resolved(
-            len(cpu_nodes), "host", f"one pool per NUMA node with usable CPUs ({len(cpu_nodes)} on {host.source})")
+            len(cpu_nodes), "host",
+            f"one pool per NUMA node with usable CPUs ({len(cpu_nodes)} on {host.source}; {whence})")
     pools = values["kt.threadpool_count"].value
 
     if kt.numa_nodes is not None:
@@ -58,7 +78,7 @@ def resolve_threads(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
             out.append(error("KT-E105", f"kt.numa_nodes has {len(kt.numa_nodes)} entries but kt.threadpool_count is "
                              f"{pools}; kt-kernel needs one node per pool", "make them the same length"))
     elif pools == len(node_ids):
-        values["kt.numa_nodes"] = Resolved(node_ids, "host", "NUMA nodes with usable CPUs, one per thread pool")
+        values["kt.numa_nodes"] = Resolved(node_ids, "host", f"NUMA nodes with usable CPUs, one per thread pool ({whence})")
     else:
         values["kt.numa_nodes"] = Resolved(None, "default", "kt-kernel maps pool i to NUMA node i")
         unbound = [i for i in range(pools) if i not in node_ids]
@@ -84,7 +104,8 @@ def resolve_threads(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
         reserve = core_reserve(cores)
         values["kt.cpuinfer"] = Resolved(
             untuned_cpuinfer(host, pools), "host",
-            f"{cores} usable physical cores - {reserve} reserved for SGLang's scheduler and the GPU driver")
+            f"{cores} usable physical cores ({len(host.cpu.usable_cpus)} CPUs from {host.cpus_source}) - {reserve} "
+            "reserved for SGLang's scheduler and the GPU driver")
     cpuinfer = values["kt.cpuinfer"].value
     if cpuinfer < pools:
         out.append(error("KT-E106", f"kt.cpuinfer={cpuinfer} is less than kt.threadpool_count={pools}; "

@@ -36,6 +36,8 @@ def plan_placements(replicas: list[Replica], facts: HostFacts, allowed: set[int]
         "numactl is not installed: the replicas' memory is not bound to their NUMA nodes, only their CPUs are "
         "(install numactl to bind it)"]
     memoryless = {n.id for n in facts.numa if n.memoryless}  # numactl --membind to one fails or starves
+    # numactl --membind to a node the cgroup withholds (cpuset.mems.effective) fails: bind only allowed nodes
+    withheld = set() if facts.memory_nodes is None else {n.id for n in facts.numa} - set(facts.memory_nodes)
     for r in replicas:
         notes: list[str] = []
         mine = list(r.cpus)  # the plan's share of its nodes' CPUs (resolve/fleet.py)
@@ -53,8 +55,13 @@ def plan_placements(replicas: list[Replica], facts: HostFacts, allowed: set[int]
             notes.append(f"{r.name}: NUMA node(s) {sorted(set(r.nodes) - present_nodes)} do not exist on this "
                          "machine: its memory is not bound")
         else:
-            membind = tuple(n for n in r.nodes if n not in memoryless)
-            if len(membind) < len(r.nodes):
+            membind = tuple(n for n in r.nodes if n not in memoryless and n not in withheld)
+            if denied := sorted(set(r.nodes) & withheld - memoryless):
+                notes.append(f"{r.name}: NUMA node(s) {denied} are not among the memory nodes allowed here "
+                             f"({facts.memory_nodes_source}: {list(facts.memory_nodes or ())}): "
+                             + (f"its memory is bound to node(s) {list(membind)}" if membind else
+                                "its memory is not bound"))
+            elif len(membind) < len(r.nodes):
                 without = sorted(set(r.nodes) - set(membind))
                 notes.append(f"{r.name}: NUMA node(s) {without} have no memory: "
                              + (f"its memory is bound to node(s) {list(membind)}" if membind else
