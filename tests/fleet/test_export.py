@@ -23,7 +23,7 @@ SECRET_TOKEN = "hf_exporttoken_0123456789"
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from kt_launch import synthetic
+    from devtools import synthetic
 
     root = tmp_path_factory.mktemp("model")
     synthetic.demo(root)
@@ -31,7 +31,7 @@ def model(tmp_path_factory):
 
 
 def _profile(tmp_path: Path, model: Path, fleet: bool = True) -> Path:
-    from kt_launch import synthetic
+    from devtools import synthetic
 
     doc = synthetic.amx_profile(model, server={"api_key": SECRET_KEY}, runtime={"env": {"HF_TOKEN": SECRET_TOKEN,
                                                                                     "OMP_WAIT_POLICY": "PASSIVE"}})
