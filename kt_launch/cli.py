@@ -183,16 +183,6 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                    "sglang-kt and sglang-router (kubernetes, compose; default kt-launch:latest)")
     e.add_argument("--namespace", default="default", metavar="NS", help="Kubernetes namespace (default: default)")
     subs["export"] = e
-    e = _Parser(prog="kt-launch export", description="Write the fleet as Kubernetes manifests, a compose file or "
-                "systemd units, one NUMA-pinned replica each.", epilog="From the plan of the fleet's --dry-run (a "
-                "profile without a fleet section exports one replica). Secret values never appear: see the output.")
-    _profile_args(e)
-    e.add_argument("--to", required=True, choices=("kubernetes", "compose", "systemd"), help="the output's kind")
-    e.add_argument("-o", "--output", metavar="DIR", help="write the files into DIR (default: print them)")
-    e.add_argument("--image", default="kt-launch:latest", metavar="IMAGE", help="container image with kt-launch, "
-                   "sglang-kt and sglang-router (kubernetes, compose; default kt-launch:latest)")
-    e.add_argument("--namespace", default="default", metavar="NS", help="Kubernetes namespace (default: default)")
-    subs["export"] = e
     i = _Parser(prog="kt-launch init", description="Write a first profile for a model dir and this host, every value "
                 "explained.", epilog="It holds model.path, the converted kt CPU weights found beside the model that "
                 "match the method, each --lora with its adapter_config.json rank and alpha, and every derived value "
