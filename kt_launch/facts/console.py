@@ -59,3 +59,12 @@ def safe_output() -> None:
                 pass
         if not isinstance(stream, EscapingStream):
             setattr(sys, name, EscapingStream(stream))
+
+
+def say(line: str) -> None:
+    """A progress line on stderr (stdout carries the plan or the document); a closed stderr does not matter."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

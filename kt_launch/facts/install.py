@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from kt_launch.core.install import InstallFacts
 from kt_launch.facts import worker as _worker
+from kt_launch.facts.console import say
 from kt_launch.facts.cache import cache_dir as _cache_dir
 from kt_launch.facts.cache import file_stamp, read_json, source_sha, write_json
 
@@ -171,9 +172,4 @@ def read_install_facts(python: str, *, cache_dir: str | os.PathLike[str] | None 
     return InstallFacts.from_worker_json(python, r.answer)
 
 
-def _say(line: str) -> None:
-    try:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+_say = say

@@ -44,6 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from kt_launch.core.sglang import OptionInfo, SglangFacts, worker_error_message  # noqa: F401  (OptionInfo: re-exported)
 from kt_launch.facts import worker as _worker
+from kt_launch.facts.console import say
 from kt_launch.facts.cache import cache_dir as _cache_dir
 from kt_launch.facts.cache import file_stamp, read_json, source_sha, warn_unusable, write_json
 from kt_launch.facts.reader import RECORDED_FACTS, ReadError
@@ -409,13 +410,7 @@ def read_sglang_facts(
     return facts
 
 
-def _say(line: str) -> None:
-    """A progress line on stderr (stdout carries the plan); a closed stderr does not matter."""
-    try:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+_say = say
 
 
 def clear_sglang_facts_cache(cache_dir: str | os.PathLike[str] | None = None) -> int:
