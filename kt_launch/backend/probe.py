@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from kt_launch.facts import worker as _worker
 from kt_launch.core.findings import Finding, error, info, warning
+from kt_launch.core.methods import METHODS
 from kt_launch.resolve.methods import NEVER_AVAILABLE, effective_method, is_sft
 
 WORKER_PATH = Path(__file__).with_name("probe_worker.py").resolve()
@@ -49,6 +50,12 @@ VARIANT_ENV = "KT_KERNEL_CPU_VARIANT"
 def is_sft_method(method: str) -> bool:
     """From the method table (core/methods.py), not from the name."""
     return is_sft(method)
+
+
+def _skips_lora(method: str) -> bool:
+    """The method table's `skip_lora` (an unknown name: judged as one that needs a LoRA rank)."""
+    row = METHODS.get(method)
+    return row is not None and row.skip_lora
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ class ProbeSpec:
                 p.append(f"{name}={getattr(self, name)} must be positive")
         if self.top_k > self.num_experts:
             p.append(f"top_k={self.top_k} > num_experts={self.num_experts}")
-        if self.sft and self.lora_rank is not None and self.lora_rank <= 0 and "SkipLoRA" not in self.method:
+        if self.sft and self.lora_rank is not None and self.lora_rank <= 0 and not _skips_lora(self.method):
             p.append(f"lora_rank={self.lora_rank} must be positive for {self.method}")
         return p
 

@@ -79,7 +79,8 @@ class Method:
     kt.method values sglang-kt maps to this SFT method (kt_ep_wrapper.py:207-232); `gpu_experts_skipped_on`: the
     variants that do not load GPU-placed experts into RAM; `repacked_on`: variants that keep the weights in RAM in
     another layout than the file (the file headers do not give the RAM figure); `convert_from`: the checkpoint
-    formats `kt-kernel convert` turns into this method's files (empty: nothing to convert)."""
+    formats `kt-kernel convert` turns into this method's files (empty: nothing to convert); `skip_lora`: an SFT
+    class that runs the base experts without the LoRA (the `_SkipLoRA` classes), so it takes lora_rank 0."""
 
     name: str
     sft: bool = False
@@ -93,6 +94,7 @@ class Method:
     gpu_experts_skipped_on: tuple[str, ...] = ("avx2",)
     repacked_on: tuple[str, ...] = ()
     convert_from: tuple[str, ...] = ()
+    skip_lora: bool = False
 
     @property
     def available(self) -> bool:
@@ -137,12 +139,12 @@ _ROWS = (
     _sft("AMXINT4_KGroup_SFT", "AMXINT4"),
     _sft("AMXINT4_1_SFT", "AMXINT4", variants=()),
     _sft("AMXINT4_1KGroup_SFT", "AMXINT4", variants=()),
-    _sft("AMXBF16_SFT_SkipLoRA", "AMXBF16", reads=HF, rules=BF16_RULES),
-    _sft("AMXINT8_SFT_SkipLoRA", "AMXINT8", rules=INT8_RULES),
-    _sft("AMXINT4_SFT_SkipLoRA", "AMXINT4", rules=INT4_RULES),
-    _sft("AMXINT4_KGroup_SFT_SkipLoRA", "AMXINT4", variants=()),
-    _sft("AMXINT4_1_SFT_SkipLoRA", "AMXINT4", variants=()),
-    _sft("AMXINT4_1KGroup_SFT_SkipLoRA", "AMXINT4", variants=()),
+    _sft("AMXBF16_SFT_SkipLoRA", "AMXBF16", reads=HF, rules=BF16_RULES, skip_lora=True),
+    _sft("AMXINT8_SFT_SkipLoRA", "AMXINT8", rules=INT8_RULES, skip_lora=True),
+    _sft("AMXINT4_SFT_SkipLoRA", "AMXINT4", rules=INT4_RULES, skip_lora=True),
+    _sft("AMXINT4_KGroup_SFT_SkipLoRA", "AMXINT4", variants=(), skip_lora=True),
+    _sft("AMXINT4_1_SFT_SkipLoRA", "AMXINT4", variants=(), skip_lora=True),
+    _sft("AMXINT4_1KGroup_SFT_SkipLoRA", "AMXINT4", variants=(), skip_lora=True),
 )
 METHODS: dict[str, Method] = {m.name: m for m in _ROWS}
 

@@ -50,3 +50,17 @@ def test_no_code_decides_by_a_method_name():
     hits = [f"{p.relative_to(PKG)}:{i}" for p in PKG.rglob("*.py") if p.name != "probe_worker.py"
             for i, line in enumerate(p.read_text().splitlines(), 1) if pat.search(line)]
     assert not hits, hits
+
+
+def test_skip_lora_is_a_row_field_the_probe_reads():
+    """The SkipLoRA classes take lora_rank 0: the probe reads the row's `skip_lora`, not the method's name."""
+    from kt_launch.backend.probe import ProbeSpec
+    from kt_launch.core.methods import METHODS
+
+    assert {n for n, r in METHODS.items() if r.skip_lora} == {n for n in METHODS if n.endswith("_SkipLoRA")}
+    for name, row in METHODS.items():
+        if not row.sft:
+            continue
+        spec = ProbeSpec(method=name, hidden_size=128, moe_intermediate_size=256, num_experts=8, top_k=2,
+                         cpuinfer=2, threadpool_count=1, lora_rank=0)
+        assert any("lora_rank=0 must be positive" in p for p in spec.validate()) is not row.skip_lora, name
