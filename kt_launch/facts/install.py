@@ -57,9 +57,6 @@ def _resolve_python(python: str) -> str | None:
     return resolve(python)
 
 
-_stat = file_stamp
-
-
 def _folder_stamp(folder: str) -> dict[str, Any] | None:
     """The metadata entries of one import folder and their (mtime, inode); None: not a readable folder."""
     try:
@@ -69,7 +66,7 @@ def _folder_stamp(folder: str) -> dict[str, Any] | None:
     out = {}
     for n in sorted(names):
         if n.endswith(_META_SUFFIXES):
-            s = _stat(os.path.join(folder, n))
+            s = file_stamp(os.path.join(folder, n))
             out[n] = None if s is None else [s[0], s[2]]
     return out
 
@@ -86,8 +83,8 @@ def _take_stamps(python_abs: str, data: Mapping[str, Any]) -> dict[str, Any]:
     real = os.path.realpath(python_abs)
     return {
         "python_real": real,
-        "python": _stat(real),
-        "pyvenv_cfg": _stat(os.path.join(os.path.dirname(os.path.dirname(python_abs)), "pyvenv.cfg")),
+        "python": file_stamp(real),
+        "pyvenv_cfg": file_stamp(os.path.join(os.path.dirname(os.path.dirname(python_abs)), "pyvenv.cfg")),
         "folders": {f: _folder_stamp(f) for f in _folders(data)},
         "worker": source_sha(WORKER),
     }
@@ -153,7 +150,7 @@ def read_install_facts(python: str, *, cache_dir: str | os.PathLike[str] | None 
     if python_abs is None:
         return InstallFacts.not_judged(python, f"{python} cannot be run", failed=True)
     root = _root(cache_dir)
-    _say(f"kt-launch: checking the install in {python_abs} (its requirements and the imports the server does at "
+    say(f"kt-launch: checking the install in {python_abs} (its requirements and the imports the server does at "
          f"start; {'once per install' if root is not None else 'not cached'}, 3-30 s)...\n")
     r = _worker.run_worker(python_abs, WORKER, ("gate",), env=env, timeout_s=timeout_s)
     problem = _answer_problem(r.answer) if r.answer is not None else None
@@ -172,4 +169,3 @@ def read_install_facts(python: str, *, cache_dir: str | os.PathLike[str] | None 
     return InstallFacts.from_worker_json(python, r.answer)
 
 
-_say = say

@@ -71,7 +71,6 @@ def load_sglang_facts_file(path: str | os.PathLike[str], python: str | None = No
     return SglangFacts.from_worker_json(python or str(data.get("python") or p), data)
 
 
-
 # -- locating the interpreter ----------------------------------------------------------------
 
 
@@ -122,12 +121,9 @@ def _worker_sha() -> str:
 # -- stamps ---------------------------------------------------------------------------------
 
 
-_stat = file_stamp
-
-
 def _dir_stat(path: str | None) -> list[Any] | None:
     # A folder's size is meaningless across filesystems; mtime and inode are enough.
-    s = _stat(path)
+    s = file_stamp(path)
     return None if s is None else [s[0], s[2]]
 
 
@@ -158,13 +154,13 @@ def _take_stamps(python_abs: str, data: Mapping[str, Any]) -> dict[str, Any]:
     venv_cfg = os.path.join(os.path.dirname(os.path.dirname(python_abs)), "pyvenv.cfg")
     return {
         "python_real": real,
-        "python": _stat(real),
-        "pyvenv_cfg": _stat(venv_cfg),
-        "sglang_init": [data.get("sglang_init"), _stat(data.get("sglang_init"))],
+        "python": file_stamp(real),
+        "pyvenv_cfg": file_stamp(venv_cfg),
+        "sglang_init": [data.get("sglang_init"), file_stamp(data.get("sglang_init"))],
         "sglang_dir": [data.get("sglang_path"), _dir_stat(data.get("sglang_path"))],
         "dist_info": [data.get("dist_info"), _dir_stat(data.get("dist_info"))],
         "kt_dist_info": [kt.get("dist_info"), _dir_stat(kt.get("dist_info"))],
-        "kt_experts_py": [kt.get("experts_py"), _stat(kt.get("experts_py"))],
+        "kt_experts_py": [kt.get("experts_py"), file_stamp(kt.get("experts_py"))],
         "listing": {d: _relevant_names(d) for d in _stamp_dirs(data)},
         "worker": _worker_sha(),
     }
@@ -173,19 +169,19 @@ def _take_stamps(python_abs: str, data: Mapping[str, Any]) -> dict[str, Any]:
 def _stamps_hold(python_abs: str, stamps: Mapping[str, Any]) -> bool:
     try:
         real = os.path.realpath(python_abs)
-        if stamps["python_real"] != real or stamps["python"] != _stat(real):
+        if stamps["python_real"] != real or stamps["python"] != file_stamp(real):
             return False
         venv_cfg = os.path.join(os.path.dirname(os.path.dirname(python_abs)), "pyvenv.cfg")
-        if stamps["pyvenv_cfg"] != _stat(venv_cfg):
+        if stamps["pyvenv_cfg"] != file_stamp(venv_cfg):
             return False
         if stamps["worker"] != _worker_sha():
             return False
         for key, fn in (
-            ("sglang_init", _stat),
+            ("sglang_init", file_stamp),
             ("sglang_dir", _dir_stat),
             ("dist_info", _dir_stat),
             ("kt_dist_info", _dir_stat),
-            ("kt_experts_py", _stat),
+            ("kt_experts_py", file_stamp),
         ):
             path, recorded = stamps[key]
             if path is not None and not isinstance(path, str):  # an int would stat a file descriptor
@@ -384,7 +380,7 @@ def read_sglang_facts(
         cached = _read_entry(entry_path, python_abs)
         if cached is not None:
             return SglangFacts.from_worker_json(python, cached, from_cache=True)
-    _say(f"kt-launch: reading SGLang's parser from {python_abs} "
+    say(f"kt-launch: reading SGLang's parser from {python_abs} "
          f"({'first time only' if entry_path is not None else 'not cached'}; importing sglang takes 3-25 s)...\n")
     try:
         data = _run_worker(python_abs, "facts", stdin=None, timeout_s=timeout_s, env=env)
@@ -408,9 +404,6 @@ def read_sglang_facts(
     if entry_path is not None:
         _write_entry(entry_path, python_abs, environ, data)
     return facts
-
-
-_say = say
 
 
 def clear_sglang_facts_cache(cache_dir: str | os.PathLike[str] | None = None) -> int:
