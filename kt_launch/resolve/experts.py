@@ -84,7 +84,7 @@ def resolve_weights(inp: ResolveInput, values: dict[str, Resolved], out: list[Fi
                 values["moe_lora.base_weights"] = Resolved(None, "derived", f"{sft} reads kt.weight_path, which is unset")
                 out.append(error("KT-E113", f"moe_lora.sft_method={sft} reads its base experts from kt.weight_path, "
                                  "which is not set (kt-kernel fails after the GPU weights have loaded)",
-                                 f"set kt.weight_path to the converted {sft.split('_')[0]} weight dir, or use AMXBF16_SFT"))
+                                 f"set kt.weight_path to the converted {KT_METHOD_FOR_SFT.get(sft, sft)} weight dir, or use AMXBF16_SFT"))
             else:
                 values["kt.weight_path"] = user_value(prov, "kt.weight_path", wp)
                 values["moe_lora.base_weights"] = Resolved(wp, "derived", f"{sft} reads converted experts from kt.weight_path")
