@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -265,14 +264,16 @@ def test_kt_method_is_not_validated_by_either_parser(real_venvs):
 # -- the cache against a real interpreter -----------------------------------------------------
 
 
-def test_warm_cache_hit_is_fast_and_identical(real_venvs, real_facts, facts_cache):
+def test_warm_cache_hit_starts_no_process_and_is_identical(real_venvs, real_facts, facts_cache, monkeypatch):
+    """A warm hit is cheap because it starts no interpreter (its speed is a benchmark, not a test)."""
+    def no_process(*a, **k):
+        raise AssertionError("a warm cache hit must not start a process")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
     for flavour, python in real_venvs.items():
-        t0 = time.perf_counter()
         again = read_sglang_facts(python, cache_dir=facts_cache)
-        elapsed = time.perf_counter() - t0
         assert again.from_cache, flavour
         assert again == real_facts[flavour]
-        assert elapsed < 0.1, f"{flavour}: warm hit took {elapsed:.3f} s"
 
 
 def test_worker_output_is_json_only(worker_json):

@@ -229,7 +229,7 @@ def test_two_distributions_owning_sglang_warn(env, cache):
 # -- the cache ------------------------------------------------------------------------------
 
 
-def test_warm_hit_starts_no_process_and_is_fast(env, cache, monkeypatch):
+def test_warm_hit_starts_no_process(env, cache, monkeypatch):
     env.install_sglang().install_kt_kernel()
     cold = read_sglang_facts(env.python, cache_dir=cache)
     assert not cold.from_cache
@@ -239,11 +239,8 @@ def test_warm_hit_starts_no_process_and_is_fast(env, cache, monkeypatch):
         raise AssertionError("a warm cache hit must not start a process")
 
     monkeypatch.setattr(subprocess, "Popen", boom)  # the worker client starts processes with Popen
-    t0 = time.perf_counter()
     warm = read_sglang_facts(env.python, cache_dir=cache)
-    elapsed = time.perf_counter() - t0
     assert warm.from_cache and warm == cold
-    assert elapsed < 0.05, elapsed
 
 
 def test_xdg_cache_home_is_the_default(env, tmp_path, monkeypatch):

@@ -18,29 +18,16 @@ import pytest
 
 from operate.support import Launch, pid_gone
 
+from ports import free_ports
 from fleet.support import HERE, dual_socket, fleet_profile, write_json, write_profile
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def ports() -> tuple[int, int]:
     """A router port and a server.port whose next two ports are free too (the replicas take them)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + 3 < 65535 and all(_free(base + k) for k in range(4)):
-            return base + 3, base
-    raise AssertionError("no free block of ports on loopback")
+    base = free_ports(4)
+    return base + 3, base
 
 
 def listening(port: int) -> bool:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+
+from ports import free_port  # noqa: F401  (re-exported: the tests that start servers import it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_SOURCE = Path(__file__).with_name("fake_sglang.py")
@@ -41,10 +42,6 @@ def make_fake(dir: Path) -> Path:
     return fake
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def plain_profile(python: str | Path, port: int, **extra) -> dict:
