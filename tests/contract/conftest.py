@@ -51,9 +51,16 @@ def facts_cache(tmp_path_factory) -> Path:
     """One facts cache for this run, shared by the pytest-xdist workers (their base temps are siblings), so
     each real parser is read once per run, not once per worker."""
     base = tmp_path_factory.getbasetemp()
-    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "sglang-facts-cache"
-    path.mkdir(exist_ok=True)
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kt-launch-cache" / "sglang"
+    path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_cache(facts_cache, real_facts) -> Path:
+    """A KT_LAUNCH_CACHE_DIR whose sglang/ is `facts_cache`, already warm: a command run under it (doctor)
+    reads each real parser's facts from there instead of starting the parser again."""
+    return facts_cache.parent
 
 
 @pytest.fixture(scope="session")
