@@ -116,14 +116,14 @@ def profiles(draw):
     return doc
 
 
-@fuzz(1500)
+@fuzz(700)
 @given(doc=profiles())
 def test_random_profiles(prof, capsys, doc):
     prof.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
     run(capsys, prof)
 
 
-@fuzz(1000)
+@fuzz(500)
 @given(path=st.sampled_from(DOTTED), token=st.one_of(st.sampled_from(TRICKY), text), indent=st.booleans())
 def test_tricky_yaml_values(prof, capsys, path, token, indent):
     section, _, key = path.partition(".")
@@ -184,7 +184,7 @@ def test_non_mapping_and_odd_roots(prof, capsys, root):
         assert rc == 2
 
 
-@fuzz(1200)
+@fuzz(600)
 @given(sets=st.lists(st.one_of(
     text,
     st.builds(lambda k, v: f"{k}={v}", st.one_of(st.sampled_from(DOTTED), text), st.one_of(st.sampled_from(TRICKY),
