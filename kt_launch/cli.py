@@ -91,6 +91,11 @@ def build_parser(subs: dict[str, argparse.ArgumentParser] | None = None) -> argp
     p.add_argument("--max-restarts", type=_count(0, 1000), metavar="N",
                    help="with --restart on-failure: at most N restarts "
                    "of one process within 10 minutes, then it stays down (default 3)")
+    p.add_argument("--smoke", choices=("off", "warn", "on"), help="with --supervise: once /health answers, send "
+                   "2-3 requests and judge the answers (README: Smoke test); on = stop the server and exit 4 when "
+                   "one fails, warn = a warning, keep serving (default on)")
+    p.add_argument("--smoke-timeout", type=_timeout, metavar="SECONDS",
+                   help="with --supervise: the deadline of each smoke request (default 300)")
     p.add_argument("--fleet-host", metavar="NAME", help="run the part of the profile's fleet that belongs to the "
                    "fleet.hosts entry NAME, on this machine (the command kt-launch prints for that host)")
     return p
