@@ -212,7 +212,7 @@ def summary(replies: list[Reply]) -> str:
         parts.append(f"TTFT {warm.ttft_s:.2f} s")
     if warm.decode_tok_s is not None:
         parts.append(f"decode {warm.decode_tok_s:.1f} tok/s")
-    what = f" ({warm.request.name.split(' (', 1)[0]})" if parts else ""
+    what = f" (request {replies.index(warm) + 1})" if parts else ""
     return f"{len(replies)} request(s) passed" + ("; " + ", ".join(parts) + what if parts else "")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 
 from kt_launch.core.smoke import Reply, SmokeRequest
 from kt_launch.run.http import HttpFailure, request
@@ -137,24 +138,42 @@ def run_all(base: str, model: str, requests: list[SmokeRequest], timeout: float,
     return out
 
 
-class SmokeRun:
-    """run_all in a thread: the supervisor's loop polls `done` and reads `replies`."""
+@dataclass(frozen=True)
+class Target:
+    """One server to smoke-test: how findings name it, its base URL, the model name to ask for, the requests."""
 
-    def __init__(self, base: str, model: str, requests: list[SmokeRequest], timeout: float,
-                 api_key: str | None = None):
+    where: str
+    base: str
+    model: str
+    requests: tuple[SmokeRequest, ...]
+
+
+class SmokeRun:
+    """run_all over `targets`, one after the other, in a thread: the supervisor's loop polls `done` and reads
+    `results` ((target, replies) in order; a target whose server stopped answering ends the run)."""
+
+    def __init__(self, targets: list[Target], timeout: float, api_key: str | None = None):
         self.cancel = threading.Event()
-        self.replies: list[Reply] = []
+        self.results: list[tuple[Target, list[Reply]]] = []
         self.started = time.monotonic()
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(base, model, requests, timeout, api_key),
+        self._thread = threading.Thread(target=self._run, args=(targets, timeout, api_key),
                                         name="kt-launch smoke", daemon=True)
         self._thread.start()
 
-    def _run(self, base, model, requests, timeout, api_key) -> None:
+    def _run(self, targets, timeout, api_key) -> None:
         try:
-            self.replies = run_all(base, model, requests, timeout, api_key, self.cancel)
+            for t in targets:
+                if self.cancel.is_set():
+                    break
+                self.results.append((t, run_all(t.base, t.model, list(t.requests), timeout, api_key, self.cancel)))
         finally:
             self._done.set()
+
+    @property
+    def replies(self) -> list[Reply]:
+        """Every reply, in order (one target: its replies)."""
+        return [r for _, replies in self.results for r in replies]
 
     @property
     def done(self) -> bool:

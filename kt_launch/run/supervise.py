@@ -522,12 +522,13 @@ class _Single:
                             self.ep.api_key is not None, self.health_after)
             return
         from kt_launch.resolve.smoke import smoke_requests
-        from kt_launch.run.smoke import SmokeRun
+        from kt_launch.run.smoke import SmokeRun, Target
 
         requests = smoke_requests(self.ep.chat, self.ep.prefill_threshold)
         self.console.say(f"kt-launch: /health answered after {self.health_after:.1f}s; smoke test (--smoke "
                          f"{self.opts.smoke}): {len(requests)} request(s) to {self.url}\n")
-        self.smoke = SmokeRun(self.url, self.ep.model, requests, self.opts.smoke_timeout, self.ep.api_key)
+        self.smoke = SmokeRun([Target(self.url, self.url, self.ep.model, tuple(requests))], self.opts.smoke_timeout,
+                              self.ep.api_key)
 
     def _smoke_done(self, now: float, dead: bool = False) -> None:
         """The smoke requests are back: judge them; pass -> the ready message with TTFT and tok/s; a failure ->

@@ -34,7 +34,8 @@ average_utilization_rate_over_window}: logical_count int64 [buffer, num_hidden_l
 experts from the model dir's config.json), one row per request served while recording, Zipf-like per layer (each
 layer its own expert order). --recorder-shape-wrong / $STANDIN_RECORDER_SHAPE_WRONG=1 drops the last expert.
 Without torch in this interpreter the dump answers 500.
-$STANDIN_DIR (or $FAKE_DIR): records argv.json, pid and `requests` (generation requests served) there.
+$STANDIN_DIR (or $FAKE_DIR): records argv.json, pid and `requests` (generation requests served) there; in
+$STANDIN_DIR/<port>/ with $STANDIN_PER_PORT=1 (a fleet's replicas).
 $STANDIN_READY_AFTER: seconds before /health answers 200 (default 0.2). SIGTERM/SIGINT: exit 0.
 """
 from __future__ import annotations
@@ -80,6 +81,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 ARGS = parse(sys.argv[1:])
 MODEL = ARGS.served_model_name or ARGS.model_path
 DIR = os.environ.get("STANDIN_DIR") or os.environ.get("FAKE_DIR")
+if DIR and os.environ.get("STANDIN_PER_PORT") == "1":  # several stand-ins (a fleet's replicas): one dir each
+    DIR = os.path.join(DIR, str(ARGS.port))
+    os.makedirs(DIR, exist_ok=True)
 START = time.monotonic()
 READY_AFTER = float(os.environ.get("STANDIN_READY_AFTER", "0.2"))
 LOCK = threading.Lock()
