@@ -223,6 +223,19 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
     s.add_argument("--steps", action="store_true", help="instead: print the resolver's step graph (what each step "
                    "fills and reads, in run order)")
     subs["schema"] = s
+    k = _Parser(prog="kt-launch smoke", description="Send the smoke test's requests to a running OpenAI-compatible "
+                "server and judge the answers.", epilog="The rule is README's 'Smoke test'; exit 0 when every request "
+                "passes, 4 when one fails (as --supervise --smoke on).")
+    k.add_argument("--url", required=True, metavar="URL", help="the server's base URL, http://HOST:PORT (or .../v1)")
+    k.add_argument("--model", metavar="NAME", help="the model to ask for (default: the first of GET /v1/models)")
+    k.add_argument("--completion", action="store_true", help="plain /v1/completions (a model without a chat "
+                   "template) instead of chat completions")
+    k.add_argument("--prefill-threshold", type=_count(1, 1 << 24), metavar="N", help="also send a prompt longer "
+                   "than N tokens (sglang-kt's --kt-gpu-prefill-token-threshold: the layerwise prefill path)")
+    k.add_argument("--timeout", type=_timeout, default=300.0, metavar="SECONDS",
+                   help="the deadline of each request (default 300)")
+    k.add_argument("--json", action="store_true", help="machine-readable result (docs/JSON.md)")
+    subs["smoke"] = k
     return subs
 
 
