@@ -4,11 +4,15 @@ URL (exit 2) and a server that is not there (exit 4, KT-E560)."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from kt_launch.cli import main
 from standin.support import Standin
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "JSON.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,8 @@ def test_good_server_json_with_the_long_prompt(good, capsys):
     assert [r["kind"] for r in doc["requests"]] == ["completion"] * 3
     assert doc["requests"][2]["prompt_tokens"] > 200 and doc["findings"] == []
     assert all(r["completion_tokens"] == 48 and r["ttft_s"] is not None for r in doc["requests"])
+    section = DOC.split("## `kt-launch smoke --json`", 1)[1].split("\n## ", 1)[0]
+    assert set(doc) == set(re.findall(r"^\| `(\w+)` \|", section, re.M))  # docs/JSON.md documents every field
 
 
 @pytest.mark.parametrize("mode,code,failed", [("gibberish", "KT-E562", 3), ("zero", "KT-E561", 3),
