@@ -236,6 +236,27 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                    help="the deadline of each request (default 300)")
     k.add_argument("--json", action="store_true", help="machine-readable result (docs/JSON.md)")
     subs["smoke"] = k
+    b = _Parser(prog="kt-launch bench", description="Prefill and decode tok/s and TTFT of a running server at 2k, 8k "
+                "and 32k input tokens, beside the published figures.", epilog="One request at a time (or "
+                "--concurrency N); the setup (model, method, GPU experts, cpuinfer, pools, TP, GPUs, CPU, versions) "
+                "from --profile's plan or the server's /server_info. A progress line per length on stderr.")
+    b.add_argument("--url", metavar="URL", help="the server's base URL, http://HOST:PORT")
+    b.add_argument("--profile", metavar="PATH|NAME", help="bench the server this profile runs (its server.host and "
+                   "server.port; start it with --supervise first) and take the setup from its plan")
+    b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --profile: override one value, as for a launch")
+    b.add_argument("--host-facts", metavar="FILE", help="with --profile: the recorded host the server runs on")
+    b.add_argument("--model", metavar="NAME", help="the model to ask for (default: the first of GET /v1/models)")
+    b.add_argument("--lengths", default="2k,8k,32k", metavar="N,N,...", help="input tokens per row (default "
+                   "2k,8k,32k)")
+    b.add_argument("--output-tokens", type=_count(2, 1 << 16), default=128, metavar="N",
+                   help="tokens to decode per request (default 128)")
+    b.add_argument("--concurrency", type=_count(1, 256), default=1, metavar="N", help="requests at once per row "
+                   "(default 1)")
+    b.add_argument("--timeout", type=_timeout, default=1800.0, metavar="SECONDS",
+                   help="the deadline of each request (default 1800)")
+    b.add_argument("--json", action="store_true", help="machine-readable rows and setup (docs/JSON.md)")
+    subs["bench"] = b
     return subs
 
 

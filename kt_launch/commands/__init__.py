@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "schema": "kt_launch.commands.schema",
     "export": "kt_launch.commands.export",
     "smoke": "kt_launch.commands.smoke",
+    "bench": "kt_launch.commands.bench",
 }
 
 

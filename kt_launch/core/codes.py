@@ -197,6 +197,8 @@ CODES: dict[str, str] = {
     "KT-W560": "--smoke warn: a smoke request got no answer or an HTTP error",
     "KT-W561": "--smoke warn: a smoke request generated nothing",
     "KT-W562": "--smoke warn: a smoke request's text is degenerate",
+    "KT-E570": "a bench request got no answer, an HTTP error or a degenerate answer",
+    "KT-W570": "a bench input length does not fit the server's context length (skipped)",
     "KT-W563": "the smoke test's long prompt did not exceed kt.gpu_prefill_token_threshold as the server counted it",
     # KT-x6xx: the memory plan (resolve/memory.py)
     "KT-E601": "a GPU cannot hold the non-expert weights' share, kt buffers, minimum KV and SGLang's reserve",

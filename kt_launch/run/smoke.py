@@ -18,10 +18,10 @@ from kt_launch.run.http import HttpFailure, request
 DEFAULT_TIMEOUT = 300.0  # per request: a cold first request of a large MoE on CPU experts can take minutes
 
 
-def body_of(req: SmokeRequest, model: str) -> tuple[str, dict]:
-    """The path and JSON body of one request (stream with usage, temperature 0)."""
+def body_of(req: SmokeRequest, model: str, extra: dict | None = None) -> tuple[str, dict]:
+    """The path and JSON body of one request (stream with usage, temperature 0; `extra`: more fields)."""
     common = {"model": model, "temperature": 0, "max_tokens": req.max_tokens, "stream": True,
-              "stream_options": {"include_usage": True}}
+              "stream_options": {"include_usage": True}, **(extra or {})}
     if req.kind == "chat":
         return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": req.prompt}]}
     return "/v1/completions", {**common, "prompt": req.prompt}
@@ -93,9 +93,9 @@ class _Stream:
 
 
 def send(base: str, model: str, req: SmokeRequest, timeout: float, api_key: str | None = None,
-         cancel: threading.Event | None = None) -> Reply:
+         cancel: threading.Event | None = None, extra: dict | None = None) -> Reply:
     """One request to `base` (http://host:port), streamed; never raises for what the server does."""
-    path, body = body_of(req, model)
+    path, body = body_of(req, model, extra)
     sent = time.monotonic()
     stream = _Stream(req.kind, sent)
     try:

@@ -71,6 +71,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--expert-distribution-recorder-buffer-size", type=int, default=None)
     p.add_argument("--context-length", type=int, default=None)
     p.add_argument("--api-key", default=None)
+    p.add_argument("--kt-method", default=None)
+    p.add_argument("--kt-num-gpu-experts", type=int, default=None)
+    p.add_argument("--kt-cpuinfer", type=int, default=None)
+    p.add_argument("--kt-threadpool-count", type=int, default=None)
+    p.add_argument("--tp-size", "--tp", dest="tp_size", type=int, default=1)
     p.add_argument("--standin-mode", default=os.environ.get("STANDIN_MODE", "good"), choices=MODES)
     p.add_argument("--recorder-shape-wrong", action="store_true",
                    default=os.environ.get("STANDIN_RECORDER_SHAPE_WRONG") == "1")
@@ -305,8 +310,11 @@ class Handler(BaseHTTPRequestHandler):
                                     "architectures": CONFIG.get("architectures")})
         if path in ("/server_info", "/get_server_info"):
             return self._json(200, {"model_path": ARGS.model_path, "served_model_name": MODEL,
+                                    "tp_size": ARGS.tp_size, "kt_method": ARGS.kt_method,
+                                    "kt_num_gpu_experts": ARGS.kt_num_gpu_experts, "kt_cpuinfer": ARGS.kt_cpuinfer,
+                                    "kt_threadpool_count": ARGS.kt_threadpool_count,
                                     "kt_gpu_prefill_token_threshold": ARGS.kt_gpu_prefill_token_threshold,
-                                    "argv": sys.argv[1:], "internal_states": [{}], "version": VERSION})
+                                    "internal_states": [{}], "version": VERSION})
         if path == "/v1/models":
             return self._json(200, {"object": "list", "data": [
                 {"id": MODEL, "object": "model", "created": int(time.time()), "owned_by": "sglang", "root": MODEL,
