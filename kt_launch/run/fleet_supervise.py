@@ -485,7 +485,7 @@ def launch_fleet(out, args) -> int:
     if getattr(args, "ready_timeout", None) is not None:
         opts.ready_timeout = args.ready_timeout
     restart_options(opts, args, out.config.fleet.restart if out.config.fleet is not None else "no")
-    smoke_options(opts, args)
+    smoke_options(opts, args, out.config.server.smoke)
     secrets: set[str] = set()
     children = []
     for inst, cmd in zip(fp.instances, out.commands):

@@ -771,14 +771,15 @@ def launch_supervised(out, args) -> int:
     if args.ready_timeout is not None:
         opts.ready_timeout = args.ready_timeout
     restart_options(opts, args)
-    smoke_options(opts, args)
+    smoke_options(opts, args, out.plan.get("server.smoke") or "on")
     values = {k: r.value for k, r in out.plan.values.items()}
     return supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts, values=values)
 
 
-def smoke_options(opts: SuperviseOptions, args) -> None:
-    """--smoke (default on) and --smoke-timeout onto the options (one instance and a fleet alike)."""
-    opts.smoke = getattr(args, "smoke", None) or "on"
+def smoke_options(opts: SuperviseOptions, args, profile: str = "on") -> None:
+    """--smoke and --smoke-timeout onto the options (one instance and a fleet alike); --smoke beats the profile's
+    server.smoke (default on)."""
+    opts.smoke = getattr(args, "smoke", None) or profile
     if getattr(args, "smoke_timeout", None) is not None:
         opts.smoke_timeout = args.smoke_timeout
 

@@ -19,7 +19,11 @@ def start(tmp_path, launches, mode: str, smoke: str = "on", env: dict | None = N
     port = free_port()
     prof = write_profile(tmp_path, plain_profile(exe, port, **profile))
     args = ["--profile", str(prof), "--host-facts", str(write_host(tmp_path)), "--no-check", "--supervise",
-            "--grace-period", "5", "--smoke", smoke, *extra]
+            "--grace-period", "5", *extra]
+    if smoke is not None:
+        args += ["--smoke", smoke]
+    else:  # the profile's server.smoke decides (operate.support.Launch adds --smoke off unless --smoke is given)
+        args += ["--smoke-timeout", "30"]
     launch = Launch(tmp_path, args, {"STANDIN_MODE": mode, "STANDIN_READY_AFTER": "0.2", **(env or {})})
     launches.append(launch)
     return launch
@@ -71,7 +75,8 @@ def test_garbage_above_the_prefill_threshold_fails_the_long_request(tmp_path, la
 
 
 def test_smoke_warn_keeps_the_server_serving(tmp_path, launches):
-    launch = start(tmp_path, launches, "gibberish", smoke="warn")
+    """server.smoke: warn in the profile (the --smoke option would do the same, and beats it)."""
+    launch = start(tmp_path, launches, "gibberish", smoke=None, server={"smoke": "warn"})
     launch.wait_for(lambda: "is ready" in launch.err, timeout=30, what="the ready banner")
     err = " ".join(launch.err.split())
     assert "KT-W562" in err and "KT-E562" not in err
@@ -88,3 +93,12 @@ def test_smoke_off_sends_nothing(tmp_path, launches):
     assert "smoke test" not in launch.err and not (tmp_path / "requests").exists()
     launch.signal(signal.SIGTERM)
     assert launch.finish() == 143
+
+
+def test_smoke_needs_supervise(tmp_path, capsys):
+    from kt_launch.cli import main
+
+    prof = write_profile(tmp_path, plain_profile("/bin/false", 30000))
+    assert main(["--profile", str(prof), "--no-check", "--host-facts", str(write_host(tmp_path)), "--smoke",
+                 "warn"]) == 2
+    assert "--smoke need --supervise" in capsys.readouterr().err
