@@ -233,6 +233,18 @@ class Recorder:
 RECORDER = Recorder() if ARGS.expert_distribution_recorder_mode else None
 
 
+def _preload_torch() -> None:
+    """The real server has torch loaded; import it now, in the background, so the first dump does not wait."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+
+
+if RECORDER is not None:
+    threading.Thread(target=_preload_torch, daemon=True).start()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # HTTP
 # ---------------------------------------------------------------------------------------------------------
