@@ -46,8 +46,9 @@ def post(url: str, path: str) -> int:
 def model_dir(tmp_path):
     d = tmp_path / "model"
     d.mkdir()
-    (d / "config.json").write_text(json.dumps({"model_type": "qwen3_moe", "num_hidden_layers": LAYERS,
-                                               "num_experts": EXPERTS, "num_experts_per_tok": 4}))
+    (d / "config.json").write_text(json.dumps({"model_type": "deepseek_v2", "num_hidden_layers": LAYERS,
+                                               "n_routed_experts": EXPERTS, "num_experts_per_tok": 4,
+                                               "first_k_dense_replace": 1}))
     return d
 
 
@@ -79,8 +80,9 @@ def test_recorder_writes_skewed_counts_of_the_model_shape_that_grow(tmp_path, mo
     assert first["keys"] == ["average_utilization_rate_over_window", "logical_count", "rank"]
     assert first["shape"] == [8, LAYERS, EXPERTS] and first["dtype"] == "torch.int64" and first["min"] >= 0
     assert 0 < first["total"] < second["total"]  # counts grow with the requests served since the start
-    assert all(top > 3 * mean for top, mean in zip(second["top"], second["mean"]))  # skewed
-    assert len(set(second["hot"])) > 1  # layers differ in their hot expert
+    assert second["top"][0] == 0  # layer 0 is dense (first_k_dense_replace 1): nothing routed
+    assert all(top > 3 * mean for top, mean in zip(second["top"][1:], second["mean"][1:]))  # skewed
+    assert len(set(second["hot"][1:])) > 1  # the MoE layers differ in their hot expert
     assert wrong[0]["shape"] == [8, LAYERS, EXPERTS - 1]
 
 
