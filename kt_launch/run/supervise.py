@@ -556,7 +556,7 @@ class _Single:
             return
         self.smoke_failed = True
         st = self.state
-        if st.kill_at is None:
+        if not dead and st.kill_at is None:
             st.stopping = "smoke test failed (--smoke on)"
             st.kill_at = now + st.grace
             _killpg(st.pgid, signal.SIGTERM)
@@ -680,6 +680,10 @@ class _Single:
             return
         if self.smoke_failed:
             console.say(f"kt-launch: error: the smoke test failed (--smoke on); SGLang {how} (exit code {code})\n")
+            if st.stopping is None:  # it died on its own during the smoke test: what its crash signature says
+                text = self._diagnose(rc)[0]
+                if text:
+                    console.say(text)
             return
         if not self.ready:
             console.say(f"kt-launch: error: SGLang {how} before it was ready (exit code {code}); last phase: "
