@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "profiles": "kt_launch.commands.profiles",
     "schema": "kt_launch.commands.schema",
     "export": "kt_launch.commands.export",
+    "calibrate": "kt_launch.commands.calibrate",
 }
 
 

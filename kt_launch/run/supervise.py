@@ -38,10 +38,11 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from kt_launch.core.options import BY_KEY
 from kt_launch.run.execute import exec_failure
@@ -76,6 +77,10 @@ class SuperviseOptions:
     max_restarts: int = 3  # within restart_window seconds, per process
     restart_window: float = 600.0
     backoff: float = 1.0  # the first wait before a restart; doubled for each recent one, at most 60 s
+    # A job run once the server is ready (in a thread: the loop keeps pumping the server's output), given the base
+    # URL; when it returns, the server is stopped and its return value is kt-launch's exit code (`kt-launch
+    # calibrate`). None: serve until stopped.
+    after_ready: Callable[[str], int] | None = None
 
 
 class Restarts:
@@ -340,6 +345,8 @@ class _Single:
         self.last_status = -1e9
         self.last_line = ""
         self.phase_changed = False
+        self.job: threading.Thread | None = None
+        self.job_code: int | None = None
 
     # -- output -----------------------------------------------------------------------------
     def waiting_line(self) -> str:
@@ -475,6 +482,11 @@ class _Single:
             if st.kill_at is not None:
                 self._stopping(now)
                 continue
+            if self.job is not None and not self.job.is_alive():
+                st.stopping = "the job after ready is done"
+                st.kill_at = now + st.grace
+                _killpg(st.pgid, signal.SIGTERM)
+                continue
             if self.ready:
                 continue
             if probe is not None and probe.done:
@@ -498,6 +510,18 @@ class _Single:
         self.console.clear_status()
         _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter, self.ep.api_key is not None,
                         time.monotonic() - self.start)
+        if self.opts.after_ready is not None and self.job is None:
+            job = self.opts.after_ready
+
+            def run_job() -> None:
+                try:
+                    self.job_code = job(self.url)
+                except Exception as e:  # noqa: BLE001 - reported, and the server is stopped all the same
+                    self.console.say(f"kt-launch: error: {type(e).__name__}: {e}\n")
+                    self.job_code = 1
+
+            self.job = threading.Thread(target=run_job, name="after-ready", daemon=True)
+            self.job.start()
 
     def _ready_timeout(self, now: float) -> None:
         st = self.state
@@ -583,6 +607,8 @@ class _Single:
             return 128 + st.signals[0]
         if self.timed_out:
             return EXIT_READY_TIMEOUT
+        if self.job_code is not None:
+            return self.job_code
         if rc < 0:
             return 128 - rc
         return rc if rc or self.ready else EXIT_FAILED
@@ -596,6 +622,9 @@ class _Single:
             return
         if self.timed_out:
             console.say(f"kt-launch: SGLang {how} after the ready timeout (exit code {code})\n")
+            return
+        if self.job_code is not None:
+            console.say(f"kt-launch: SGLang {how} (stopped once the job after ready was done)\n")
             return
         if not self.ready:
             console.say(f"kt-launch: error: SGLang {how} before it was ready (exit code {code}); last phase: "
