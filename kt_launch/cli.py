@@ -224,7 +224,9 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                 "/start_expert_distribution_record and /dump_expert_distribution_record, stops the server, checks the "
                 ".pt in runtime.python and stores it in the calibration cache under the model's fingerprint and "
                 "--name. The next plan with kt.expert_placement: auto uses it.")
-    _profile_args(k, host_facts=False, no_check=False)
+    _profile_args(k)
+    k.add_argument("--python", metavar="PY", help="interpreter with torch (and kt-kernel) that checks the recorded "
+                   "file (default: runtime.python)")
     k.add_argument("--prompts", metavar="FILE", help="the workload: JSONL (one {\"messages\": [...]} or [...] "
                    "of chat messages, or a JSON string, a line) or plain text (one prompt a line); default: a small "
                    "mixed set (chat, code, maths, summary, translation)")

@@ -30,8 +30,6 @@ EXIT_FAILED = 1
 def run(args, passthrough) -> int:
     from kt_launch.facts import expert_stats as es
 
-    args.host_facts = args.model_facts = None  # a calibration runs here, on this model: no recorded facts
-    args.no_check = False
     problem = es.workload_problem(args.name)
     if problem:
         raise ConfigError(f"--name: {problem}")
@@ -44,27 +42,30 @@ def run(args, passthrough) -> int:
         raise ConfigError("kt-launch calibrate runs one server: remove the profile's fleet section (a calibration "
                           "holds for every replica of the same model)")
     cfg = loaded.config
+    model = _model(cfg)
+    fp = es.model_fingerprint(cfg.model.path, model)
     if args.list:
-        return _list(cfg, args)
+        return _list(fp, args)
     prompts = _prompts(args.prompts)
     from kt_launch.app import plan_request
     from kt_launch.render.redact import safe_findings
     from kt_launch.render.text import findings_text
 
     out = plan_request(req, loaded=loaded)
-    if out.model is None:
-        raise ConfigError(f"kt-launch calibrate needs the model's shape: {out.model_problem or 'config.json unread'}")
     if not out.ok:
         sys.stderr.write(findings_text(safe_findings(out.command, out.findings)))
         sys.stderr.write("kt-launch: the plan has errors; nothing was started (see --dry-run)\n")
         return EXIT_PLAN
-    fp = es.model_fingerprint(cfg.model.path, out.model)
+    if args.host_facts:
+        from kt_launch.run.supervise import host_facts_warning
+
+        sys.stderr.write(host_facts_warning(args.host_facts))
     tmp = tempfile.mkdtemp(prefix="kt-launch-calibrate-")  # 0700: only this user reads the dump
     try:
         code, workload = _record(out, args, prompts, tmp)
         if code != 0:
             return code
-        return _store(cfg, out, args, fp, tmp, workload)
+        return _store(cfg, out, model, args, fp, tmp, workload)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -127,7 +128,17 @@ def _dump_file(tmp: str) -> str | None:
     return None if best is None else best[1]
 
 
-def _store(cfg, out, args, fp: str, tmp: str, workload) -> int:
+def _model(cfg):
+    """The model's shape from config.json: read here whatever --no-check says (the counts must match it)."""
+    from kt_launch.facts.model import ModelConfigError, read_model_facts
+
+    try:
+        return read_model_facts(cfg.model.path)
+    except ModelConfigError as e:
+        raise ConfigError(f"kt-launch calibrate needs the model's shape: {e}") from None
+
+
+def _store(cfg, out, model, args, fp: str, tmp: str, workload) -> int:
     from kt_launch.facts import expert_stats as es
 
     dump = _dump_file(tmp)
@@ -135,13 +146,13 @@ def _store(cfg, out, args, fp: str, tmp: str, workload) -> int:
         sys.stderr.write(f"kt-launch: error: the server wrote no expert_distribution_recorder_*.pt into {RECORDER_DIR} "
                          "after /dump_expert_distribution_record answered; nothing was stored\n")
         return EXIT_FAILED
-    python = cfg.runtime.python or sys.executable
+    python = args.python or cfg.runtime.python or sys.executable
     staging = es.staging_path(fp, args.name)
     if staging is None:
         sys.stderr.write("kt-launch: error: no cache folder to store the calibration in (set KT_LAUNCH_CACHE_DIR)\n")
         return EXIT_FAILED
     try:
-        found, why = es.run_check(python, dump, out.model, [], mode="reduce", out=str(staging))
+        found, why = es.run_check(python, dump, model, [], mode="reduce", out=str(staging))
         if found is None:
             sys.stderr.write(f"kt-launch: error: the recorded stats could not be checked: {why}\n")
             return EXIT_FAILED
@@ -157,15 +168,15 @@ def _store(cfg, out, args, fp: str, tmp: str, workload) -> int:
             staging.unlink()
     # the stored file, as the next plan reads it: its per-layer GPU experts at this plan's count
     n = out.plan.get("kt.num_gpu_experts")
-    budgets = es.budgets_for(out.model, out.plan.get("kt.gpu_experts_ratio"))
-    check, _ = es.run_check(python, str(target), out.model, budgets)
+    budgets = es.budgets_for(model, out.plan.get("kt.gpu_experts_ratio"))
+    check, _ = es.run_check(python, str(target), model, budgets)
     doc = {"workload": args.name, "path": str(target), "fingerprint": fp, "shape": list(found.shape),
            "routed_tokens": found.total, "requests": workload.sent, "answered": workload.answered}
     lines = [f"kt-launch: calibration {args.name!r} stored: {target}",
              f"  recorded {found.total:.0f} routed tokens over {workload.answered} of {workload.sent} requests; "
              f"counts [{', '.join(map(str, found.shape))}] reduced to [1, {found.shape[1]}, {found.shape[2]}]"]
     if check is not None and check.ok and n is not None:
-        layers = out.model.kt_moe_layers or len(out.model.moe_layers)
+        layers = model.kt_moe_layers or len(model.moe_layers)
         b = int(n) * layers
         if b in check.per_layer:
             pl = check.per_layer[b]
@@ -183,15 +194,9 @@ def _store(cfg, out, args, fp: str, tmp: str, workload) -> int:
     return EXIT_OK
 
 
-def _list(cfg, args) -> int:
+def _list(fp: str, args) -> int:
     from kt_launch.facts import expert_stats as es
-    from kt_launch.facts.model import ModelConfigError, read_model_facts
 
-    try:
-        model = read_model_facts(cfg.model.path)
-    except ModelConfigError as e:
-        raise ConfigError(str(e)) from None
-    fp = es.model_fingerprint(cfg.model.path, model)
     found = es.list_calibrations(fp)
     if args.json:
         sys.stdout.write(json.dumps({"fingerprint": fp, "calibrations": found}, indent=2) + "\n")
