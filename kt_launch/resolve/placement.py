@@ -35,15 +35,15 @@ def resolve_placement(inp: ResolveInput, values: dict[str, Resolved], out: list[
     if chosen is None and stats_key is None:
         return
     has_file = facts is not None and facts.path is not None
-    if stats_key is not None and facts is not None and facts.missing:
+    if stats_key is not None and facts is not None and facts.missing and chosen in ("auto", "frequency"):
         out.append(error("KT-E584", f"kt.expert_stats: {facts.missing}", _CALIBRATE + ", or give a .pt path",
                          {"key": "kt.expert_stats"}))
-    if chosen == "auto":
+    if chosen == "auto":  # the user's choice, resolved: its source stays the user's (a flavour without it refuses)
         if has_file:
-            strategy = Resolved("frequency", "derived", "auto: " + _describe(facts))
+            strategy = user_value(prov, "kt.expert_placement", "frequency", "auto: " + _describe(facts))
         else:
             why = facts.missing if facts is not None and facts.missing else "no expert stats"
-            strategy = Resolved("uniform", "derived", f"auto: {why}; {_CALIBRATE}")
+            strategy = user_value(prov, "kt.expert_placement", "uniform", f"auto: {why}; {_CALIBRATE}")
     elif chosen is not None:
         strategy = user_value(prov, "kt.expert_placement", chosen)
     else:
