@@ -27,6 +27,11 @@ ALL_ZERO = "all_zero"
 NOT_NUMBER = "not_number"  # a tensor of a non-numeric dtype (bool, complex) or with NaN/inf
 
 
+def is_workload_name(value: str) -> bool:
+    """kt.expert_stats names a workload (looked up in the calibration cache), not a file: no slash, no `.pt` end."""
+    return "/" not in value and not value.endswith(".pt")
+
+
 @dataclass(frozen=True)
 class StatsCheck:
     """What the worker found in one stats file, for one model shape. `problem` (a kind above) and `message` (names

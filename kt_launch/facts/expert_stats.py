@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kt_launch.core.model import ModelFacts
-from kt_launch.core.placement import StatsCheck, StatsFacts
+from kt_launch.core.placement import StatsCheck, StatsFacts, is_workload_name
 from kt_launch.facts import worker as _worker
 from kt_launch.facts.cache import cache_dir as _cache_dir
 from kt_launch.facts.cache import file_stamp, read_json, source_sha, write_atomic, write_json
@@ -34,11 +34,6 @@ WORKER = Path(__file__).with_name("expert_stats_worker.py")
 CACHE_SCHEMA = 1
 TIMEOUT_S = 300.0
 WORKLOAD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def is_workload_name(value: str) -> bool:
-    """A workload name (looked up in the calibration cache), not a path: no slash and no `.pt` ending."""
-    return "/" not in value and not value.endswith(".pt")
 
 
 def workload_problem(name: str) -> str | None:
@@ -217,8 +212,12 @@ def gather_stats(cfg, model: ModelFacts | None, gate: str) -> StatsFacts | None:
     stats, placement = cfg.kt.expert_stats, cfg.kt.expert_placement
     if stats is None and placement not in ("auto", "frequency"):
         return None
+    if gate == "off" and stats is not None and not is_workload_name(stats):  # --no-check: the path as given
+        return StatsFacts(path=os.path.abspath(os.path.expanduser(stats)), source="profile",
+                          unchecked="not checked under --no-check")
     if model is None:
-        return StatsFacts(path=None, source="none", unchecked="the model's shape is unknown (config.json)")
+        return StatsFacts(path=None, source="none", missing="the model's shape is unknown (--no-check, or config.json "
+                          "unread), so its calibrations were not looked up")
     fp = model_fingerprint(cfg.model.path, model)
     known = list_calibrations(fp)
     names = tuple(c["workload"] for c in known)

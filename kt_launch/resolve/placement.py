@@ -15,7 +15,8 @@ uniform spreads part of the total over layers that load nothing, while frequency
 from __future__ import annotations
 
 from kt_launch.core.findings import Finding, error, info, warning
-from kt_launch.core.placement import (ALL_ZERO, NEGATIVE, NOT_NUMBER, SHAPE, PlacementPlan, StatsFacts)
+from kt_launch.core.placement import (ALL_ZERO, NEGATIVE, NOT_NUMBER, SHAPE, PlacementPlan, StatsFacts,
+                                      is_workload_name)
 from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.steps import step
@@ -34,6 +35,8 @@ def resolve_placement(inp: ResolveInput, values: dict[str, Resolved], out: list[
     facts: StatsFacts | None = inp.stats
     if chosen is None and stats_key is None:
         return
+    if facts is None and stats_key is not None and not is_workload_name(stats_key):  # no facts gathered: as given
+        facts = StatsFacts(path=stats_key, source="profile", unchecked="not checked under --no-check")
     has_file = facts is not None and facts.path is not None
     if stats_key is not None and facts is not None and facts.missing and chosen in ("auto", "frequency"):
         out.append(error("KT-E584", f"kt.expert_stats: {facts.missing}", _CALIBRATE + ", or give a .pt path",
