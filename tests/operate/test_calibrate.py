@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from kt_launch.cli import main
 from operate.support import Launch, free_port, pid_gone, write_host, write_profile
 from standin.support import backend_python, make_standin
 
+REPO = Path(__file__).resolve().parents[2]
 BACKEND = backend_python()
 needs_backend = pytest.mark.skipif(BACKEND is None, reason="the backend test venv (torch, kt-kernel) is not built")
 
@@ -65,6 +67,8 @@ def test_calibrate_records_checks_and_stores_and_stops_the_server(calibrated):
     # at most the 9 GPU experts: the stand-in also counts dense layer 0, where kt_ep_wrapper's top-k can spend some
     assert len(doc["per_layer"]) == 3 and 0 < sum(doc["per_layer"]) <= 9
     assert doc["served_share"] > doc["uniform_served_share"]  # the stand-in's counts are skewed
+    section = (REPO / "docs" / "JSON.md").read_text().split("## `kt-launch calibrate --json`")[1]
+    assert set(doc) == set(re.findall(r"^\| `(\w+)` \|", section, re.M))  # docs/JSON.md documents every field
     assert (d / "requests").read_text().strip() == "4"
     assert pid_gone(int((d / "pid").read_text())), "the server was left running"
     assert "--expert-distribution-recorder-mode" in json.loads((d / "argv.json").read_text())
