@@ -236,6 +236,7 @@ CODES: dict[str, str] = {
     "KT-W580": "the expert stats could not be checked in runtime.python",
     "KT-I580": "the expert stats were not checked (--dry-run without a cached answer, --no-check)",
     "KT-W582": "kt.expert_stats set while the placement is not frequency (not passed)",
+    "KT-W584": "frequency placement spends GPU experts on layers without experts (stats counted there)",
     "KT-W583": "frequency placement where sglang-kt counts MoE layers that hold no experts (more GPU experts load)",
     # numbered from x19x (issue 27 split it from KT-E708, which keeps the busy port): a fleet fact all the same
     "KT-E190": "two listeners the fleet plan starts on this machine would use the same port",

@@ -76,6 +76,14 @@ def resolve_placement(inp: ResolveInput, values: dict[str, Resolved], out: list[
     if plan is not None:
         values["placement.plan"] = Resolved(plan, "derived", "the placement's per-layer GPU experts")
         m = inp.model
+        want = min(plan.budget, len(plan.moe_layers) * m.num_experts)
+        if frequency and plan.per_layer is not None and sum(plan.per_layer) < want:
+            out.append(warning("KT-W584", f"frequency placement puts {sum(plan.per_layer)} of the {plan.budget} GPU "
+                               f"experts on MoE layers: {facts.path} has counts on layers without experts, where "
+                               "kt-kernel's global top-k spends the rest (sglang-kt then marks those dense layers all "
+                               "GPU, which holds nothing)",
+                               "record the stats with SGLang's recorder on this model (`kt-launch calibrate`): it "
+                               "counts only MoE layers", {"key": "kt.expert_stats", "file": facts.path or ""}))
         if frequency and m is not None and m.kt_moe_layers and m.kt_moe_layers > len(m.moe_layers):
             out.append(warning("KT-W583", f"sglang-kt counts {m.kt_moe_layers} MoE layers where "
                                f"{len(m.moe_layers)} hold experts: uniform placement leaves part of the GPU-expert "

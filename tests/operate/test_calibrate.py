@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -107,6 +108,23 @@ def test_the_next_plan_renders_frequency_with_kt_kernels_own_mask(calibrated, mo
     assert direct.returncode == 0, direct.stderr
     assert place["per_layer"] == json.loads(direct.stdout.strip().splitlines()[-1])
     assert place["served_share"] > place["uniform_served_share"] > 0
+    if sum(place["per_layer"]) < 9:  # the stand-in counts dense layer 0 too, which real SGLang never does
+        assert "KT-W584" in [f["code"] for f in doc["findings"]]
+
+
+@needs_backend
+def test_ctrl_c_during_the_workload_stops_the_server_and_stores_nothing(tmp_path, launches):
+    synthetic.hf_model(tmp_path / "model")
+    write_host(tmp_path)
+    _profile(tmp_path, make_standin(tmp_path, BACKEND), free_port())
+    launch = _calibrate(tmp_path, {"STANDIN_MODE": "slow", "STANDIN_TTFT_S": "0.5"}, "--requests", "1000",
+                        "--grace-period", "10")
+    launches.append(launch)
+    launch.wait_for(lambda: "request 1/1000" in launch.err, 60, "the first request")
+    launch.signal(signal.SIGINT)
+    assert launch.finish(timeout=60) == 130
+    assert pid_gone(int((tmp_path / "pid").read_text()))
+    assert not list((tmp_path / "cache").rglob("*.pt")) and "Traceback" not in launch.err
 
 
 @needs_backend
