@@ -214,3 +214,24 @@ def test_prompts_files_read_chat_jsonl_and_plain_text(tmp_path):
     t = tmp_path / "p.txt"
     t.write_text("first prompt\n\nsecond {not json}\n")
     assert [m[0]["content"] for m in read_prompts(t)] == ["first prompt", "second {not json}"]
+
+
+@needs_backend
+def test_a_pickle_with_code_is_refused_by_weights_only_never_run(tmp_path):
+    """The stats worker loads with torch.load(weights_only=True): a .pt whose pickle would call os.system is
+    refused (KT-E583's kind), and the call never happens."""
+    from devtools.synthetic import hf_model
+    from kt_launch.facts.expert_stats import run_check
+    from kt_launch.facts.model import read_model_facts
+
+    hf_model(tmp_path / "model")
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    subprocess.run([str(BACKEND), "-c", "import os,sys,torch\nclass E:\n  def __reduce__(self): return (os.system, "
+                    "('touch ' + sys.argv[2],))\ntorch.save({'logical_count': E()}, sys.argv[1])", str(evil),
+                    str(marker)], check=True, timeout=120)
+    found, why = run_check(str(BACKEND), str(evil), read_model_facts(str(tmp_path / "model")), [], mode="reduce",
+                           out=str(tmp_path / "out.pt"))
+    assert found is not None and not found.ok and found.problem == "not_loadable", why
+    assert "weights_only" in found.message and str(evil) in found.message
+    assert not marker.exists() and not (tmp_path / "out.pt").exists()
