@@ -91,6 +91,11 @@ def build_parser(subs: dict[str, argparse.ArgumentParser] | None = None) -> argp
     p.add_argument("--max-restarts", type=_count(0, 1000), metavar="N",
                    help="with --restart on-failure: at most N restarts "
                    "of one process within 10 minutes, then it stays down (default 3)")
+    p.add_argument("--smoke", choices=("off", "warn", "on"), help="with --supervise: once /health answers, send "
+                   "2-3 requests and judge the answers (README: Smoke test); on = stop the server and exit 4 when "
+                   "one fails, warn = a warning, keep serving (default on)")
+    p.add_argument("--smoke-timeout", type=_timeout, metavar="SECONDS",
+                   help="with --supervise: the deadline of each smoke request (default 300)")
     p.add_argument("--fleet-host", metavar="NAME", help="run the part of the profile's fleet that belongs to the "
                    "fleet.hosts entry NAME, on this machine (the command kt-launch prints for that host)")
     return p
@@ -218,6 +223,40 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
     s.add_argument("--steps", action="store_true", help="instead: print the resolver's step graph (what each step "
                    "fills and reads, in run order)")
     subs["schema"] = s
+    k = _Parser(prog="kt-launch smoke", description="Send the smoke test's requests to a running OpenAI-compatible "
+                "server and judge the answers.", epilog="The rule is README's 'Smoke test'; exit 0 when every request "
+                "passes, 4 when one fails (as --supervise --smoke on).")
+    k.add_argument("--url", required=True, metavar="URL", help="the server's base URL, http://HOST:PORT (or .../v1)")
+    k.add_argument("--model", metavar="NAME", help="the model to ask for (default: the first of GET /v1/models)")
+    k.add_argument("--completion", action="store_true", help="plain /v1/completions (a model without a chat "
+                   "template) instead of chat completions")
+    k.add_argument("--prefill-threshold", type=_count(1, 1 << 24), metavar="N", help="also send a prompt longer "
+                   "than N tokens (sglang-kt's --kt-gpu-prefill-token-threshold: the layerwise prefill path)")
+    k.add_argument("--timeout", type=_timeout, default=300.0, metavar="SECONDS",
+                   help="the deadline of each request (default 300)")
+    k.add_argument("--json", action="store_true", help="machine-readable result (docs/JSON.md)")
+    subs["smoke"] = k
+    b = _Parser(prog="kt-launch bench", description="Prefill and decode tok/s and TTFT of a running server at 2k, 8k "
+                "and 32k input tokens, beside the published figures.", epilog="One request at a time (or "
+                "--concurrency N); the setup (model, method, GPU experts, cpuinfer, pools, TP, GPUs, CPU, versions) "
+                "from --profile's plan or the server's /server_info. A progress line per length on stderr.")
+    b.add_argument("--url", metavar="URL", help="the server's base URL, http://HOST:PORT")
+    b.add_argument("--profile", metavar="PATH|NAME", help="bench the server this profile runs (its server.host and "
+                   "server.port; start it with --supervise first) and take the setup from its plan")
+    b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --profile: override one value, as for a launch")
+    b.add_argument("--host-facts", metavar="FILE", help="with --profile: the recorded host the server runs on")
+    b.add_argument("--model", metavar="NAME", help="the model to ask for (default: the first of GET /v1/models)")
+    b.add_argument("--lengths", default="2k,8k,32k", metavar="N,N,...", help="input tokens per row (default "
+                   "2k,8k,32k)")
+    b.add_argument("--output-tokens", type=_count(2, 1 << 16), default=128, metavar="N",
+                   help="tokens to decode per request (default 128)")
+    b.add_argument("--concurrency", type=_count(1, 256), default=1, metavar="N", help="requests at once per row "
+                   "(default 1)")
+    b.add_argument("--timeout", type=_timeout, default=1800.0, metavar="SECONDS",
+                   help="the deadline of each request (default 1800)")
+    b.add_argument("--json", action="store_true", help="machine-readable rows and setup (docs/JSON.md)")
+    subs["bench"] = b
     k = _Parser(prog="kt-launch calibrate", description="Record which experts a workload routes to (SGLang's "
                 "recorder) and keep the counts for frequency placement.", epilog="Starts the profile's server "
                 "supervised with --expert-distribution-recorder-mode stat, runs the workload between "

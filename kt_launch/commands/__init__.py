@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "profiles": "kt_launch.commands.profiles",
     "schema": "kt_launch.commands.schema",
     "export": "kt_launch.commands.export",
+    "smoke": "kt_launch.commands.smoke",
+    "bench": "kt_launch.commands.bench",
     "calibrate": "kt_launch.commands.calibrate",
 }
 

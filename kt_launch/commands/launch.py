@@ -18,9 +18,11 @@ def run(args, passthrough) -> int:
     if not supervised and (getattr(args, "grace_period", None) is not None
                            or getattr(args, "ready_timeout", None) is not None
                            or getattr(args, "restart", None) is not None
-                           or getattr(args, "max_restarts", None) is not None):
-        raise ConfigError("--grace-period, --ready-timeout and --restart need --supervise (exec hands the process "
-                          "over)")
+                           or getattr(args, "max_restarts", None) is not None
+                           or getattr(args, "smoke", None) is not None
+                           or getattr(args, "smoke_timeout", None) is not None):
+        raise ConfigError("--grace-period, --ready-timeout, --restart and --smoke need --supervise (exec hands the "
+                          "process over)")
     req = request(args, passthrough, launch=not args.dry_run, gate="cached" if args.dry_run else "run")
     loaded = load(req)
     if req.fleet_host is not None or loaded.config.fleet is not None:

@@ -189,6 +189,17 @@ CODES: dict[str, str] = {
     "KT-E549": "binding to a NUMA node failed",
     "KT-E550": "the server's port was taken after the check (Address already in use)",
     "KT-E551": "convert: another convert (or its worker) holds the output dir's lock",
+    # KT-x56x: the smoke test after the start (resolve/smoke.py; --supervise --smoke, kt-launch smoke --url)
+    "KT-E560": "a smoke request got no answer or an HTTP error (the server died, hung or refused it)",
+    "KT-E561": "a smoke request generated nothing (completion_tokens 0 or empty text)",
+    "KT-E562": "a smoke request's text is degenerate (a repeated character or token, a loop, control characters, "
+               "junk)",
+    "KT-W560": "--smoke warn: a smoke request got no answer or an HTTP error",
+    "KT-W561": "--smoke warn: a smoke request generated nothing",
+    "KT-W562": "--smoke warn: a smoke request's text is degenerate",
+    "KT-E570": "a bench request got no answer, an HTTP error or a degenerate answer",
+    "KT-W570": "a bench input length does not fit the server's context length (skipped)",
+    "KT-W563": "the smoke test's long prompt did not exceed kt.gpu_prefill_token_threshold as the server counted it",
     # KT-x6xx: the memory plan (resolve/memory.py)
     "KT-E601": "a GPU cannot hold the non-expert weights' share, kt buffers, minimum KV and SGLang's reserve",
     "KT-I602": "every routed expert fits on the GPUs: kt-kernel adds nothing there",

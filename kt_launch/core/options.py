@@ -270,6 +270,11 @@ OPTIONS: tuple[Option, ...] = (
            on_all(Flag("--max-total-tokens")), limits={"ge": 1, "le": MAX_TOKENS}, tokens=True, resolve=DERIVED),
     Option("server.api_key", str, "API key clients must send; *** in every output.", on_all(Flag("--api-key")),
            secret=True),
+    Option("server.smoke", Literal["off", "warn", "on"], "With --supervise: the smoke test once /health answers "
+           "(README: Smoke test): on = stop the server and exit 4 when a request fails, warn = a warning and keep "
+           "serving, off = no requests; --smoke beats it.",
+           on_all(Carried("kt-launch's --supervise reads it for the smoke test after the start; SGLang has no flag "
+                          "for it")), default="on", nullable=False),
     Option("server.extra_args", list[str], "More SGLang flags, passed through verbatim (checked against the "
            "installed parser).", on_all(Special("appended after the generated flags")), default=(), nullable=False),
     Option("server.lora_backend", str, "Derived: the LoRA backend sglang-kt expert LoRA needs.",

@@ -287,3 +287,23 @@ def read_model_facts(model_path: str) -> ModelFacts:
     except ReadError as e:
         raise ModelConfigError(str(e)) from None
     return shape_from_config(cfg, str(p))
+
+
+def has_chat_template(model_path: str | None) -> bool | None:
+    """Whether the model dir carries a chat template, as SGLang looks for one: `chat_template` in
+    tokenizer_config.json, or a chat_template.jinja / chat_template.json beside it. None: no readable model dir
+    (a --url server, --no-check paths that are elsewhere): the caller assumes a chat model."""
+    from kt_launch.facts.reader import TOKENIZER_CONFIG, Missing, ReadError, read_json
+
+    if not model_path or not Path(model_path).is_dir():
+        return None
+    base = Path(model_path)
+    if any((base / name).is_file() for name in ("chat_template.jinja", "chat_template.json")):
+        return True
+    try:
+        doc = read_json(base / "tokenizer_config.json", TOKENIZER_CONFIG)
+    except Missing:
+        return False
+    except ReadError:
+        return None
+    return isinstance(doc, dict) and bool(doc.get("chat_template"))

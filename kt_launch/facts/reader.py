@@ -50,6 +50,7 @@ class Kind:
 PROFILE = Kind("profile", 1 << 20, 32)
 MODEL_CONFIG = Kind("config.json", 4 << 20, 32)
 ADAPTER_CONFIG = Kind("adapter_config.json", 1 << 20, 32)
+TOKENIZER_CONFIG = Kind("tokenizer_config.json", 32 << 20, 32)  # added_tokens_decoder makes some 10+ MiB
 INDEX = Kind("safetensors index", 64 << 20, 8)
 HOST_FACTS = Kind("host facts", 4 << 20, 16)
 MODEL_FACTS = Kind("model facts", 8 << 20, 40)  # config.json (up to 4 MiB) inside `doctor --model DIR --json`

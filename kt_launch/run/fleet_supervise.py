@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kt_launch.core.fleet import Replica
+from kt_launch.core.smoke import EXIT_SMOKE
 from kt_launch.render.argv import Command
 from kt_launch.render.fleet import instance_findings, router_command, router_url
 from kt_launch.render.redact import env_secret_values, redact_argv, scrub_findings, secret_values
@@ -48,7 +49,8 @@ from kt_launch.run.placement import Placement, placements
 from kt_launch.run.supervise import (EXIT_CANNOT_START, EXIT_FAILED, EXIT_PORT_BUSY, EXIT_READY_TIMEOUT, FORWARDED,
                                      PROBE_TIMEOUT, Restarts, SuperviseOptions, _become_subreaper, _child_setup,
                                      _group_alive, _killpg, _libc, _signame, crash_report, death_text,
-                                     deterministic_text, is_failure, port_problem, restart_options)
+                                     deterministic_text, is_failure, port_problem, restart_options,
+                                     smoke_options)
 
 
 @dataclass
@@ -100,6 +102,8 @@ class FleetSupervisor:
         self.replicas, self.router, self.opts = replicas, router, opts
         self.fail_fast, self.model, self.adapter, self.api_key = fail_fast, model, adapter, api_key
         self.console = console
+        self.smoke = None  # run/smoke.SmokeRun in flight: the replicas', then the router's
+        self.smoke_note = ""  # the ready message's smoke line
         self.state = _State(grace=max(0.0, opts.grace_period))
         self.libc = _libc()
         self.loop = Loop()
@@ -181,14 +185,16 @@ class FleetSupervisor:
             now = time.monotonic()
             wake = [now + 1.0] + [c.next_poll for c in self._children() if c.running() and not c.ready
                                   and c.probe is None] + [c.restart_at for c in self.replicas if c.restart_at]
-            if self.opts.ready_timeout and phase != "serving":
+            if self.smoke is not None:
+                wake.append(now + 0.1)
+            if self.opts.ready_timeout and phase in ("replicas", "router"):
                 wake.append(start + self.opts.ready_timeout)
             self._turn(min(wake))
             self._check_deaths(phase)
             if st.stop_at is not None:
                 break
             now = time.monotonic()
-            if self.opts.ready_timeout and phase != "serving" and now - start > self.opts.ready_timeout:
+            if self.opts.ready_timeout and phase in ("replicas", "router") and now - start > self.opts.ready_timeout:
                 waiting = [c.name for c in self._children() if c.proc is not None and not c.ready] or ["the router"]
                 self.console.say(f"kt-launch: error: not ready within {self.opts.ready_timeout:g}s (--ready-timeout): "
                                  f"{', '.join(waiting)}\n")
@@ -200,23 +206,93 @@ class FleetSupervisor:
                     self.console.say(f"kt-launch: {c.name} is ready after {time.monotonic() - start:.1f}s\n"
                                      if phase == "replicas" else f"kt-launch: {c.name} is ready again after its "
                                      "restart: it rejoins the router's workers\n")
-            if phase == "replicas":
-                if all(c.ready for c in self.replicas):
-                    if self.router is None:
-                        phase = "serving"
-                        self._announce(None, time.monotonic() - start)
-                    elif self._start(self.router):
-                        phase = "router"
-                    else:
-                        self._stop("the router could not be started", EXIT_CANNOT_START)
+            if phase == "replicas" and all(c.ready for c in self.replicas):
+                phase = "replica smoke" if self._smoke(self.replicas) else "replicas smoked"
+            if phase == "replica smoke" and self.smoke.done:
+                phase = "replicas smoked" if self._smoke_judged() else "stopping"
+            if phase == "replicas smoked":
+                if self.router is None:
+                    phase = "serving"
+                    self._announce(None, time.monotonic() - start)
+                elif self._start(self.router):
+                    phase = "router"
+                else:
+                    self._stop("the router could not be started", EXIT_CANNOT_START)
             elif phase == "router" and self._poll(self.router, now, start, None):
+                phase = "router smoke" if self._smoke([self.router]) else "router smoked"
+            if phase == "router smoke" and self.smoke.done:
+                phase = "router smoked" if self._smoke_judged() else "stopping"
+            if phase == "router smoked":
                 phase = "serving"
                 self._announce(self.router.url, time.monotonic() - start)
+        if self.smoke is not None:
+            self.smoke.stop()
         self._shutdown()
         code = 128 + st.signals[0] if st.signals else (st.code if st.code is not None else EXIT_FAILED)
         how = f"stopped by {_signame(st.signals[0])}" if st.signals else f"stopped ({st.why})"
         self.console.say(f"kt-launch: fleet {how}; exit code {code}\n")
         return code
+
+    # -- the smoke test ---------------------------------------------------------------------------
+    def _smoke(self, children: list[_Child]) -> bool:
+        """Start the smoke requests to `children` (each replica with its own plan's requests; the router: the
+        first request once); False when --smoke off."""
+        if self.opts.smoke == "off":
+            return False
+        from kt_launch.facts.model import has_chat_template
+        from kt_launch.resolve.smoke import smoke_requests
+        from kt_launch.run.smoke import SmokeRun, Target
+
+        targets = []
+        for c in children:
+            if c is self.router:
+                first = self.replicas[0].values if self.replicas else {}
+                reqs = smoke_requests(has_chat_template(first.get("model.path")) is not False, None)[:1]
+                targets.append(Target("the router", c.url, self.model, tuple(reqs)))
+                continue
+            threshold = c.values.get("kt.gpu_prefill_token_threshold")
+            reqs = smoke_requests(has_chat_template(c.values.get("model.path")) is not False,
+                                  threshold if isinstance(threshold, int) else None)
+            targets.append(Target(c.name, c.url, self.model, tuple(reqs)))
+        names = ", ".join(t.where for t in targets)
+        self.console.say(f"kt-launch: smoke test (--smoke {self.opts.smoke}): {names}\n")
+        self.smoke = SmokeRun(targets, self.opts.smoke_timeout, self.api_key)
+        return True
+
+    def _smoke_judged(self) -> bool:
+        """Judge the finished smoke run; False when it failed under --smoke on (the fleet is being stopped)."""
+        from kt_launch.resolve.smoke import smoke_findings, summary, too_short
+
+        run, self.smoke = self.smoke, None
+        fail = self.opts.smoke == "on"
+        by_name = {c.name: c for c in self.replicas}
+        bad, notes, lines = [], [], []
+        for target, replies in run.results:
+            child = by_name.get(target.where)
+            tail = list(child.tail) if child is not None else None
+            found = smoke_findings(replies, f"{target.where} ({target.base})", tail, fail)
+            bad += found
+            notes += too_short(replies)
+            if not found:
+                lines.append(f"{target.where}: {summary(replies)}")
+        if bad or notes:
+            self.console.say(findings_text(scrub_findings(bad + notes, self.console.secrets)))
+        if bad:
+            for target, replies in run.results:
+                child = by_name.get(target.where)
+                if child is not None and any(f.field("url") == f"{target.where} ({target.base})" for f in bad):
+                    self._tail(child)
+        self.smoke_note += "".join(f"\n  smoke test: {line}" for line in lines)
+        if not bad:
+            return True
+        if not fail:
+            self.console.say("kt-launch: warning: the smoke test failed (--smoke warn); the fleet keeps serving\n")
+            self.smoke_note += "\n  smoke test: FAILED (see above)"
+            return True
+        self.console.say("kt-launch: error: the smoke test failed (--smoke on): stopping the fleet; exit code "
+                         f"{EXIT_SMOKE}\n")
+        self._stop("smoke test failed", EXIT_SMOKE)
+        return False
 
     def _poll(self, c: _Child, now: float, start: float, api_key: str | None) -> bool:
         """Drive c's /health polls; True when it has just become ready."""
@@ -324,12 +400,13 @@ class FleetSupervisor:
     def _announce(self, url: str | None, elapsed: float) -> None:
         if url is None:  # one host's part of a fleet: its router runs elsewhere
             urls = " ".join(c.url for c in self.replicas)
-            self.console.say(f"kt-launch: {len(self.replicas)} instance(s) ready after {elapsed:.1f}s: {urls}\n"
+            self.console.say(f"kt-launch: {len(self.replicas)} instance(s) ready after {elapsed:.1f}s: {urls}"
+                             f"{self.smoke_note}\n"
                              "  (the fleet's router, on the machine that planned it, sends requests here)\n")
             return
         curl = curl_example(url, self.model, self.adapter, self.api_key is not None)
         lines = [f"kt-launch: the fleet is ready after {elapsed:.1f}s: {len(self.replicas)} local instance(s) behind "
-                 "the router",
+                 "the router" + self.smoke_note,
                  f"  OpenAI base URL: {url}/v1",
                  "  try it:", f"    {curl[0]} \\", f"    {curl[1]}"]
         if self.api_key is not None:
@@ -408,6 +485,7 @@ def launch_fleet(out, args) -> int:
     if getattr(args, "ready_timeout", None) is not None:
         opts.ready_timeout = args.ready_timeout
     restart_options(opts, args, out.config.fleet.restart if out.config.fleet is not None else "no")
+    smoke_options(opts, args, out.config.server.smoke)
     secrets: set[str] = set()
     children = []
     for inst, cmd in zip(fp.instances, out.commands):

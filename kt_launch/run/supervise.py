@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
 from kt_launch.core.options import BY_KEY
+from kt_launch.core.smoke import EXIT_SMOKE
 from kt_launch.run.execute import exec_failure
 from kt_launch.render.argv import Command
 from kt_launch.resolve.ports import port_verdict
@@ -77,6 +78,8 @@ class SuperviseOptions:
     max_restarts: int = 3  # within restart_window seconds, per process
     restart_window: float = 600.0
     backoff: float = 1.0  # the first wait before a restart; doubled for each recent one, at most 60 s
+    smoke: str = "off"  # --smoke: off | warn | on (the CLI's default is on; run/smoke.py, resolve/smoke.py)
+    smoke_timeout: float = 300.0  # per smoke request
     # A job run once the server is ready (in a thread: the loop keeps pumping the server's output), given the base
     # URL; when it returns, the server is stopped and its return value is kt-launch's exit code (`kt-launch
     # calibrate`). None: serve until stopped.
@@ -270,6 +273,8 @@ class Endpoint:
     model: str
     api_key: str | None = None
     lora_adapter: str | None = None
+    chat: bool = True  # the model has a chat template (else the smoke test sends a plain completion)
+    prefill_threshold: int | None = None  # kt.gpu_prefill_token_threshold: the smoke test's long request
 
     @classmethod
     def of(cls, plan, config) -> "Endpoint":
@@ -278,9 +283,14 @@ class Endpoint:
         entries = lora_entries(config)
         adapter = (entries[0][0] or entries[0][1]) if entries else None
         host, port = (plan.get(k, BY_KEY[k].default) for k in ("server.host", "server.port"))  # registry defaults
+        from kt_launch.facts.model import has_chat_template
+
+        threshold = plan.get("kt.gpu_prefill_token_threshold")
         return cls(host=host, port=int(port),
                    model=plan.get("model.served_name") or plan.get("model.path") or "default",
-                   api_key=plan.get("server.api_key"), lora_adapter=adapter)
+                   api_key=plan.get("server.api_key"), lora_adapter=adapter,
+                   chat=has_chat_template(plan.get("model.path")) is not False,
+                   prefill_threshold=threshold if isinstance(threshold, int) else None)
 
 
 @dataclass
@@ -345,6 +355,9 @@ class _Single:
         self.last_status = -1e9
         self.last_line = ""
         self.phase_changed = False
+        self.smoke = None  # run/smoke.SmokeRun while the smoke requests are in flight
+        self.smoke_failed = False  # --smoke on and a request failed: the server was stopped (EXIT_SMOKE)
+        self.health_after = 0.0
         self.job: threading.Thread | None = None
         self.job_code: int | None = None
 
@@ -392,7 +405,9 @@ class _Single:
             self._stop_strays()
             self.loop.pause(time.monotonic() + 2.0, lambda: not self.loop.reading)  # what is left in the pipes
             rc = proc.returncode
-            if st.signals or self.timed_out or not is_failure(rc, self.ready) or not self.opts.restart:
+            self._smoke_after_exit()
+            if (st.signals or self.timed_out or self.smoke_failed or not is_failure(rc, self.ready)
+                    or not self.opts.restart):
                 break
             diag = self._diagnose(rc)[1]
             if diag.deterministic:
@@ -442,7 +457,8 @@ class _Single:
     def _reset(self) -> None:
         """A fresh start: not ready, phases and the log tail from the beginning (a run's crash findings are its
         own), no stop pending."""
-        self.ready = self.timed_out = False
+        self.ready = self.timed_out = self.smoke_failed = False
+        self.smoke = None
         self.tracker = PhaseTracker(self._phase_changed)
         self.tail = collections.deque(maxlen=self.opts.tail_lines)
         st = self.state
@@ -468,6 +484,8 @@ class _Single:
             wake = [now + 1.0]
             if st.kill_at is not None and not st.killed:
                 wake.append(st.kill_at)
+            if self.smoke is not None:
+                wake.append(now + 0.1)
             if not self.ready and st.kill_at is None:
                 if probe is None:
                     wake.append(next_poll)
@@ -488,6 +506,8 @@ class _Single:
                 _killpg(st.pgid, signal.SIGTERM)
                 continue
             if self.ready:
+                if self.smoke is not None and self.smoke.done:
+                    self._smoke_done(now)
                 continue
             if probe is not None and probe.done:
                 if probe.status == 200:
@@ -508,20 +528,86 @@ class _Single:
         self.ready = True
         self.tracker.stop()  # from here on the log is only passed on
         self.console.clear_status()
-        _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter, self.ep.api_key is not None,
-                        time.monotonic() - self.start)
-        if self.opts.after_ready is not None and self.job is None:
-            job = self.opts.after_ready
+        self.health_after = time.monotonic() - self.start
+        if self.opts.smoke == "off":
+            _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter,
+                            self.ep.api_key is not None, self.health_after)
+            self._start_job()
+            return
+        from kt_launch.resolve.smoke import smoke_requests
+        from kt_launch.run.smoke import SmokeRun, Target
 
-            def run_job() -> None:
-                try:
-                    self.job_code = job(self.url)
-                except Exception as e:  # noqa: BLE001 - reported, and the server is stopped all the same
-                    self.console.say(f"kt-launch: error: {type(e).__name__}: {e}\n")
-                    self.job_code = 1
+        requests = smoke_requests(self.ep.chat, self.ep.prefill_threshold)
+        self.console.say(f"kt-launch: /health answered after {self.health_after:.1f}s; smoke test (--smoke "
+                         f"{self.opts.smoke}): {len(requests)} request(s) to {self.url}\n")
+        self.smoke = SmokeRun([Target(self.url, self.url, self.ep.model, tuple(requests))], self.opts.smoke_timeout,
+                              self.ep.api_key)
 
-            self.job = threading.Thread(target=run_job, name="after-ready", daemon=True)
-            self.job.start()
+    def _smoke_done(self, now: float, dead: bool = False) -> None:
+        """The smoke requests are back: judge them; pass -> the ready message with TTFT and tok/s; a failure ->
+        its findings, then (--smoke on) stop the server, or (--smoke warn) keep serving."""
+        from kt_launch.resolve.smoke import smoke_findings, summary, too_short
+
+        replies, self.smoke = self.smoke.replies, None
+        fail = self.opts.smoke == "on"
+        bad = smoke_findings(replies, self.url, list(self.tail), fail=fail)
+        notes = too_short(replies)
+        if bad or notes:
+            self.console.say(findings_text(scrub_findings(bad + notes, self.console.secrets)))
+        if bad:
+            self._show_tail()
+        if dead and (not fail or not bad):
+            return  # the death report follows
+        if not bad:
+            _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter,
+                            self.ep.api_key is not None, now - self.start, f"smoke test: {summary(replies)}")
+            self._start_job()
+            return
+        if not fail:
+            self.console.say("kt-launch: warning: the smoke test failed (--smoke warn); SGLang keeps serving\n")
+            _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter,
+                            self.ep.api_key is not None, now - self.start, "smoke test: FAILED (see above)")
+            return
+        self.smoke_failed = True
+        st = self.state
+        if st.kill_at is None:
+            st.stopping = "smoke test failed (--smoke on)"
+            st.kill_at = now + st.grace
+            _killpg(st.pgid, signal.SIGTERM)
+
+    def _smoke_after_exit(self) -> None:
+        """The server exited while the smoke requests ran: their failure is reported (a crash on the second
+        request), unless kt-launch itself was stopping it."""
+        run, self.smoke = self.smoke, None
+        if run is None:
+            return
+        if self.state.signals or self.state.kill_at is not None:
+            run.stop()
+            return
+        end = time.monotonic() + 5.0
+        while not run.done and time.monotonic() < end:
+            self.loop.turn(min(end, time.monotonic() + 0.05))
+        if not run.done:
+            run.stop()
+        self.smoke = run
+        self._smoke_done(time.monotonic(), dead=True)
+
+    def _start_job(self) -> None:
+        """SuperviseOptions.after_ready (`kt-launch calibrate`'s workload), in a thread once the server is ready (and
+        its smoke test passed); the loop stops the server when it returns (see _watch)."""
+        if self.opts.after_ready is None or self.job is not None:
+            return
+        job = self.opts.after_ready
+
+        def run_job() -> None:
+            try:
+                self.job_code = job(self.url)
+            except Exception as e:  # noqa: BLE001 - reported, and the server is stopped all the same
+                self.console.say(f"kt-launch: error: {type(e).__name__}: {e}\n")
+                self.job_code = 1
+
+        self.job = threading.Thread(target=run_job, name="after-ready", daemon=True)
+        self.job.start()
 
     def _ready_timeout(self, now: float) -> None:
         st = self.state
@@ -605,6 +691,8 @@ class _Single:
         st = self.state
         if st.signals:
             return 128 + st.signals[0]
+        if self.smoke_failed:
+            return EXIT_SMOKE
         if self.timed_out:
             return EXIT_READY_TIMEOUT
         if self.job_code is not None:
@@ -622,6 +710,9 @@ class _Single:
             return
         if self.timed_out:
             console.say(f"kt-launch: SGLang {how} after the ready timeout (exit code {code})\n")
+            return
+        if self.smoke_failed:
+            console.say(f"kt-launch: error: the smoke test failed (--smoke on); SGLang {how} (exit code {code})\n")
             return
         if self.job_code is not None:
             console.say(f"kt-launch: SGLang {how} (stopped once the job after ready was done)\n")
@@ -693,9 +784,10 @@ def port_problem(host: str, port: str) -> str | None:
 
 
 def _announce_ready(console: Console, url: str, model: str, adapter: str | None, has_key: bool,
-                    elapsed: float) -> None:
+                    elapsed: float, smoke: str | None = None) -> None:
     curl = curl_example(url, model, adapter, has_key)
     lines = [f"kt-launch: SGLang is ready after {elapsed:.1f}s",
+             *([f"  {smoke}"] if smoke else []),
              f"  OpenAI base URL: {url}/v1",
              "  try it:",
              f"    {curl[0]} \\",
@@ -715,8 +807,17 @@ def launch_supervised(out, args) -> int:
     if args.ready_timeout is not None:
         opts.ready_timeout = args.ready_timeout
     restart_options(opts, args)
+    smoke_options(opts, args, out.plan.get("server.smoke") or "on")
     values = {k: r.value for k, r in out.plan.values.items()}
     return supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts, values=values)
+
+
+def smoke_options(opts: SuperviseOptions, args, profile: str = "on") -> None:
+    """--smoke and --smoke-timeout onto the options (one instance and a fleet alike); --smoke beats the profile's
+    server.smoke (default on)."""
+    opts.smoke = getattr(args, "smoke", None) or profile
+    if getattr(args, "smoke_timeout", None) is not None:
+        opts.smoke_timeout = args.smoke_timeout
 
 
 def restart_options(opts: SuperviseOptions, args, profile: str = "no") -> None:

@@ -60,6 +60,15 @@ def answers(tmp_path_factory):
                   ["CompletionResponse", _post(s.url + "/v1/completions", comp)],
                   ["ModelList", _get(s.url + "/v1/models")],
                   ["TokenizeResponse", _post(s.url + "/tokenize", {"prompt": "one two three"})]]
+        # what kt-launch itself sends (smoke: chat and completion; bench: completion with ignore_eos)
+        from kt_launch.resolve.smoke import smoke_requests
+        from kt_launch.run.smoke import body_of
+
+        for req in smoke_requests(True, 100) + smoke_requests(False, None):
+            path, body = body_of(req, "default")
+            bodies.append(["ChatCompletionRequest" if path.endswith("chat/completions") else "CompletionRequest",
+                           body])
+        bodies.append(["CompletionRequest", body_of(smoke_requests(False, None)[0], "m", {"ignore_eos": True})[1]])
         chunks = _post(s.url + "/v1/chat/completions", {**chat, **usage}, stream=True)
         bodies += [["ChatCompletionStreamResponse", c] for c in chunks]
         cchunks = _post(s.url + "/v1/completions", {**comp, **usage}, stream=True)
@@ -79,4 +88,4 @@ def test_standin_routes_and_bodies_match_the_real_sglang_kt(real_venvs, answers)
     assert got["real_routes"] > 50  # the real app's table was read
     assert got["missing_routes"] == []
     assert got["invalid"] == []
-    assert len(bodies) > 20
+    assert len(bodies) > 25

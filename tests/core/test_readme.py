@@ -27,6 +27,8 @@ EXPECTED = {
     "kt-launch --profile my.yaml --set kt.cpuinfer=4 --dry-run -- --log-level debug": {0},
     "kt-launch --profile my.yaml": {3},  # a launch here without SGLang and a GPU: refused before exec
     "kt-launch --profile my.yaml --supervise": {3},
+    "kt-launch smoke --url http://127.0.0.1:30000": {4},  # nothing listens there: KT-E560
+    "kt-launch bench --url http://127.0.0.1:30000 --lengths 2k": {4},  # nothing listens there: KT-E570
     "kt-launch probe --profile my.yaml": {3},  # no torch/kt-kernel in the test venv
     # with the backend venv (tests/backend/setup_env.sh): 0; without one here: 3 (no interpreter). convert: 0 on an
     # AVX-512/AMX CPU (init picks the demo's AMXINT8); on AVX2 init picks BF16, which has nothing to convert (3).

@@ -34,7 +34,8 @@ average_utilization_rate_over_window}: logical_count int64 [buffer, num_hidden_l
 experts from the model dir's config.json), one row per request served while recording, Zipf-like per layer (each
 layer its own expert order). --recorder-shape-wrong / $STANDIN_RECORDER_SHAPE_WRONG=1 drops the last expert.
 Without torch in this interpreter the dump answers 500.
-$STANDIN_DIR (or $FAKE_DIR): records argv.json, pid and `requests` (generation requests served) there.
+$STANDIN_DIR (or $FAKE_DIR): records argv.json, pid and `requests` (generation requests served) there; in
+$STANDIN_DIR/<port>/ with $STANDIN_PER_PORT=1 (a fleet's replicas).
 $STANDIN_READY_AFTER: seconds before /health answers 200 (default 0.2). SIGTERM/SIGINT: exit 0.
 """
 from __future__ import annotations
@@ -70,6 +71,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--expert-distribution-recorder-buffer-size", type=int, default=None)
     p.add_argument("--context-length", type=int, default=None)
     p.add_argument("--api-key", default=None)
+    p.add_argument("--kt-method", default=None)
+    p.add_argument("--kt-num-gpu-experts", type=int, default=None)
+    p.add_argument("--kt-cpuinfer", type=int, default=None)
+    p.add_argument("--kt-threadpool-count", type=int, default=None)
+    p.add_argument("--tp-size", "--tp", dest="tp_size", type=int, default=1)
     p.add_argument("--standin-mode", default=os.environ.get("STANDIN_MODE", "good"), choices=MODES)
     p.add_argument("--recorder-shape-wrong", action="store_true",
                    default=os.environ.get("STANDIN_RECORDER_SHAPE_WRONG") == "1")
@@ -80,6 +86,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 ARGS = parse(sys.argv[1:])
 MODEL = ARGS.served_model_name or ARGS.model_path
 DIR = os.environ.get("STANDIN_DIR") or os.environ.get("FAKE_DIR")
+if DIR and os.environ.get("STANDIN_PER_PORT") == "1":  # several stand-ins (a fleet's replicas): one dir each
+    DIR = os.path.join(DIR, str(ARGS.port))
+    os.makedirs(DIR, exist_ok=True)
 START = time.monotonic()
 READY_AFTER = float(os.environ.get("STANDIN_READY_AFTER", "0.2"))
 LOCK = threading.Lock()
@@ -302,8 +311,11 @@ class Handler(BaseHTTPRequestHandler):
                                     "architectures": CONFIG.get("architectures")})
         if path in ("/server_info", "/get_server_info"):
             return self._json(200, {"model_path": ARGS.model_path, "served_model_name": MODEL,
+                                    "tp_size": ARGS.tp_size, "kt_method": ARGS.kt_method,
+                                    "kt_num_gpu_experts": ARGS.kt_num_gpu_experts, "kt_cpuinfer": ARGS.kt_cpuinfer,
+                                    "kt_threadpool_count": ARGS.kt_threadpool_count,
                                     "kt_gpu_prefill_token_threshold": ARGS.kt_gpu_prefill_token_threshold,
-                                    "argv": sys.argv[1:], "internal_states": [{}], "version": VERSION})
+                                    "internal_states": [{}], "version": VERSION})
         if path == "/v1/models":
             return self._json(200, {"object": "list", "data": [
                 {"id": MODEL, "object": "model", "created": int(time.time()), "owned_by": "sglang", "root": MODEL,

@@ -1,0 +1,169 @@
+"""`kt-launch bench --url URL | --profile P`: prefill and decode tok/s and TTFT at 2k, 8k and 32k input tokens (the
+tutorials' table), one request at a time (or --concurrency N at once), against a running server; with the setup
+that makes a figure comparable and the published figure of the same model and hardware class beside.
+
+--profile P benches the server that profile runs (its server.host / server.port, started with `kt-launch --profile P
+--supervise`), and takes the setup from its plan; --url takes it from the server's /server_info and /model_info
+(and this machine's CPU and GPUs when the URL is on loopback). Exit 0, 4 when a request failed (KT-E570), 2 for
+bad arguments."""
+
+from __future__ import annotations
+
+import sys
+
+from kt_launch.commands.common import EXIT_OK, say, text_width
+from kt_launch.core.errors import ConfigError
+
+
+def lengths_of(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        p = part.strip().lower()
+        mult = 1024 if p.endswith("k") else 1
+        try:
+            n = int(p[:-1] if mult > 1 else p) * mult
+        except ValueError:
+            raise ConfigError(f"--lengths {text!r}: {part.strip()!r} is not a token count (e.g. 2k,8k,32k)") from None
+        if not 16 <= n <= 1 << 21:
+            raise ConfigError(f"--lengths {text!r}: {part.strip()!r} is outside 16 .. 2M tokens")
+        out.append(n)
+    return out
+
+
+def _from_profile(args) -> tuple[str, dict, str | None]:
+    """The base URL, setup and api key of the server the profile runs (its plan; nothing is started)."""
+    from types import SimpleNamespace
+
+    from kt_launch.app import plan_request
+    from kt_launch.commands.common import request
+    from kt_launch.core.options import BY_KEY
+    from kt_launch.run.health import base_url
+
+    ns = SimpleNamespace(profile=args.profile, sets=args.sets, host_facts=args.host_facts, no_check=True,
+                         model_facts=None, fleet_host=None)
+    out = plan_request(request(ns, []))
+    plan = out.plan
+    if getattr(out.config, "fleet", None) is not None:
+        raise ConfigError(f"--profile {args.profile}: a fleet profile; bench its router with --url")
+    host, port = (plan.get(k, BY_KEY[k].default) for k in ("server.host", "server.port"))
+    tp = plan.get("server.tp_size") or 1
+    meta = {"model": plan.get("model.served_name") or plan.get("model.path"), "method": plan.get("kt.method"),
+            "gpu_experts_per_layer": plan.get("kt.num_gpu_experts"), "cpuinfer": plan.get("kt.cpuinfer"),
+            "pools": plan.get("kt.threadpool_count"), "tp_size": tp,
+            "gpus": [g.name for g in out.host.gpus][:tp], "cpu_model": out.host.cpu.model or None}
+    meta.update(_versions(plan.get("runtime.python")))
+    return base_url(host, port), meta, plan.get("server.api_key")
+
+
+def _versions(python: str | None) -> dict:
+    """kt-kernel's and SGLang's versions from the install gate's cache for that interpreter (never a new run)."""
+    if not python:
+        return {}
+    from kt_launch.facts.install import cached_install_facts
+
+    try:
+        facts = cached_install_facts(python)
+    except Exception:  # noqa: BLE001 - a cache that cannot be read only leaves the versions unknown
+        return {}
+    dists = dict(getattr(facts, "dists", ()) or ()) if facts is not None else {}
+    return {"kt_kernel_version": dists.get("kt-kernel"),
+            "sglang_version": dists.get("sglang-kt") or dists.get("sglang")}
+
+
+def _from_server(base: str, info: dict, meta: dict) -> dict:
+    """Fill what the plan did not say from the server's own /server_info and /model_info (sglang's server args)."""
+    import os.path
+    from urllib.parse import urlsplit
+
+    model = info.get("served_model_name") or info.get("model_path")
+    found = {"model": model if isinstance(model, str) else None, "method": info.get("kt_method"),
+             "gpu_experts_per_layer": info.get("kt_num_gpu_experts"), "cpuinfer": info.get("kt_cpuinfer"),
+             "pools": info.get("kt_threadpool_count"), "tp_size": info.get("tp_size"),
+             "sglang_version": info.get("version")}
+    if isinstance(found["model"], str) and found["model"].startswith("/"):
+        found["model"] = os.path.basename(found["model"].rstrip("/")) or found["model"]
+    for k, v in found.items():
+        if meta.get(k) in (None, [], "") and v not in (None, ""):
+            meta[k] = v
+    host = urlsplit(base).hostname or ""
+    if "cpu_model" not in meta and host in ("127.0.0.1", "localhost", "::1"):
+        from kt_launch.app import host_facts_for
+
+        facts = host_facts_for(None)
+        tp = meta.get("tp_size") if isinstance(meta.get("tp_size"), int) else len(facts.gpus)
+        meta["cpu_model"] = facts.cpu.model or None
+        meta["gpus"] = [g.name for g in facts.gpus][:tp]
+    return meta
+
+
+def run(args, passthrough) -> int:
+    import time
+
+    from kt_launch.commands.smoke import base_of, served_model
+    from kt_launch.core.findings import error, warning
+    from kt_launch.core.smoke import EXIT_SMOKE
+    from kt_launch.render.bench import bench_json, bench_text
+    from kt_launch.resolve.bench import published_for, row_of
+    from kt_launch.run.bench import Prompts, run_length, server_facts
+
+    if bool(args.url) == bool(args.profile):
+        raise ConfigError("kt-launch bench: give --url URL or --profile P (one of them)")
+    if args.profile is None and (args.sets or args.host_facts):
+        raise ConfigError("--set and --host-facts need --profile")
+    lengths = lengths_of(args.lengths)
+    meta, api_key = {}, None
+    if args.profile:
+        base, meta, api_key = _from_profile(args)
+    else:
+        base = base_of(args.url)
+    model = args.model or served_model(base) or meta.get("model") or "default"
+    info = server_facts(base, api_key)
+    meta = _from_server(base, info, meta)
+    meta["model"] = meta.get("model") or model
+    pub = published_for(meta.get("model"), list(meta.get("gpus") or []))
+    context = _context(base, api_key)
+    prompts = Prompts(base, model, api_key)
+    rows, findings = [], []
+    for i, length in enumerate(lengths, 1):
+        if context is not None and length + args.output_tokens > context:
+            findings.append(warning("KT-W570", f"bench: {length} input tokens + {args.output_tokens} output tokens "
+                                    f"exceed the server's context length {context}: skipped",
+                                    "start the server with a longer context (server.context_length) or leave the "
+                                    "length out (--lengths)", {"input_tokens": str(length)}))
+            continue
+        say(f"kt-launch: bench: {length} input tokens ({i} of {len(lengths)}), {args.concurrency} request(s) "
+            f"at a time ...")
+        t0 = time.monotonic()
+        replies, wall = run_length(base, model, prompts, length, args.concurrency, args.output_tokens,
+                                   args.timeout, api_key, i)
+        row = row_of(length, replies, wall, pub)
+        rows.append(row)
+        say(f"kt-launch: bench: {length} input tokens: TTFT {row['ttft_s']} s, prefill {row['prefill_tok_s']} "
+            f"tok/s, decode {row['decode_tok_s']} tok/s ({time.monotonic() - t0:.1f}s)")
+        if not row["ok"]:
+            findings.append(error("KT-E570", f"bench: {length} input tokens: {'; '.join(row['problems'])}",
+                                  "run `kt-launch smoke --url URL` against the server; read its log",
+                                  {"input_tokens": str(length)}))
+            break
+    meta["prompt_tokens_counted_by"] = prompts.how if prompts.tokenize is not None else None
+    published = None if pub is None else {"model": pub.model, "hardware": pub.hardware, "source": pub.source}
+    out = (bench_json(base, meta, rows, published, findings, args.concurrency, args.output_tokens) + "\n"
+           if args.json else bench_text(base, meta, rows, published, findings, args.concurrency, text_width()))
+    sys.stdout.write(out)
+    return EXIT_OK if rows and all(r["ok"] for r in rows) else EXIT_SMOKE
+
+
+def _context(base: str, api_key: str | None) -> int | None:
+    """max_model_len of GET /v1/models (sglang reports the context length there), or None."""
+    import json
+    import time
+
+    from kt_launch.run.http import HttpFailure, request
+
+    try:
+        a = request(base + "/v1/models", None, time.monotonic() + 10, api_key=api_key)
+        doc = json.loads(a.body) if a.status == 200 else None
+        n = doc["data"][0].get("max_model_len") if isinstance(doc, dict) and doc.get("data") else None
+    except (HttpFailure, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return n if isinstance(n, int) and n > 0 else None

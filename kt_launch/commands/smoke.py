@@ -1,0 +1,71 @@
+"""`kt-launch smoke --url URL [--model NAME]`: the smoke test of --supervise (README "Smoke test") against any
+running OpenAI-compatible server: two chat completions at temperature 0 (--completion: plain completions), and with
+--prefill-threshold N a prompt longer than N tokens; each judged by resolve/smoke.py. Exit 0 when every request
+passes, 4 (EXIT_SMOKE, as --supervise --smoke on) when one fails, 2 for a bad URL."""
+
+from __future__ import annotations
+
+import sys
+from urllib.parse import urlsplit
+
+from kt_launch.commands.common import EXIT_OK, text_width
+from kt_launch.core.errors import ConfigError
+
+
+def base_of(url: str) -> str:
+    """http://host:port of --url (a trailing /v1 or / is dropped); exit 2 naming --url for anything else."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(f"--url {url!r}: not a URL ({e})") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f"--url {url!r}: give http://HOST:PORT (the server's address; https is not supported)")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"--url {url!r}: give http://HOST:PORT without a query, fragment or user")
+    path = parts.path.rstrip("/")
+    if path not in ("", "/v1"):
+        raise ConfigError(f"--url {url!r}: give the server's base URL (http://HOST:PORT or http://HOST:PORT/v1)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"http://{host}" + (f":{port}" if port else "")
+
+
+def served_model(base: str, timeout: float = 10.0) -> str | None:
+    """The first model of GET /v1/models, or None when the server does not say."""
+    import json
+    import time
+
+    from kt_launch.run.http import HttpFailure, request
+
+    try:
+        answer = request(base + "/v1/models", None, time.monotonic() + timeout)
+        doc = json.loads(answer.body) if answer.status == 200 else None
+        first = doc["data"][0]["id"] if isinstance(doc, dict) and doc.get("data") else None
+    except (HttpFailure, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return first if isinstance(first, str) and first else None
+
+
+def run(args, passthrough) -> int:
+    from kt_launch.commands.common import say
+    from kt_launch.core.smoke import EXIT_SMOKE
+    from kt_launch.render.smoke import smoke_json, smoke_text
+    from kt_launch.resolve.smoke import replies_json, smoke_findings, smoke_requests, summary, too_short
+    from kt_launch.run.smoke import run_all
+
+    base = base_of(args.url)
+    model = args.model or served_model(base) or "default"
+    requests = smoke_requests(not args.completion, args.prefill_threshold)
+    progress = None if args.json else (lambda req: say(f"kt-launch: smoke: {req.name} ..."))
+    replies = run_all(base, model, requests, args.timeout, None, None, progress)
+    findings = smoke_findings(replies, base) + too_short(replies)
+    rows = replies_json(replies)
+    if len(replies) < len(requests):  # not sent after a request without an answer
+        rows += [{"request": r.name, "kind": r.kind, "status": None, "ok": False, "problem": "not sent",
+                  "prompt_tokens": None, "completion_tokens": None, "ttft_s": None, "decode_tok_s": None,
+                  "seconds": None, "text": ""} for r in requests[len(replies):]]
+    out = smoke_json(base, model, rows, findings) + "\n" if args.json else smoke_text(
+        base, model, rows, findings, summary(replies), text_width())
+    sys.stdout.write(out)
+    return EXIT_OK if all(r["ok"] for r in rows) else EXIT_SMOKE
