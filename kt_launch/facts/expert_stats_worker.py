@@ -122,6 +122,9 @@ def _masks(freq, moe: list[int], budgets: list[int], total: float, out: dict) ->
     is_moe = torch.zeros(layers, dtype=torch.bool)
     is_moe[moe] = True
     f32 = freq.float()  # what kt_ep_wrapper hands the mask function (.float())
+    # uniform: experts 0..n-1 of each MoE layer; prefix sums give any n at once (column 0 = n of 0)
+    prefix = torch.cat([torch.zeros(len(moe), 1, dtype=freq.dtype), freq[moe].cumsum(dim=1)], dim=1)
+    rows = torch.arange(len(moe))
     for b in budgets:
         masks = generate_gpu_experts_masks(f32, b)
         masks[~is_moe, :] = True  # kt_ep_wrapper: every expert of a non-MoE layer on the GPU (it has none)
@@ -129,11 +132,8 @@ def _masks(freq, moe: list[int], budgets: list[int], total: float, out: dict) ->
         out["per_layer"][str(b)] = [int(x) for x in counts.tolist()]
         out["served"][str(b)] = float(freq[moe][masks[moe]].sum().item()) / total
         per, rem = divmod(b, len(moe))
-        uni = 0.0
-        for idx, layer in enumerate(moe):
-            n = min(per + (1 if idx < rem else 0), experts)
-            uni += float(freq[layer, :n].sum().item())
-        out["uniform_served"][str(b)] = uni / total
+        n = ((rows < rem).long() + per).clamp(max=experts)  # generate_uniform_masks: the first `rem` layers one more
+        out["uniform_served"][str(b)] = float(prefix[rows, n].sum().item()) / total
 
 
 def main() -> int:

@@ -57,6 +57,21 @@ def calibrated(tmp_path_factory):
     return launch, d, rc
 
 
+@pytest.fixture(scope="module")
+def torch_files(tmp_path_factory):
+    """Stats files only torch writes, made in one backend run: a recorder dict of another model's shape, and a .pt
+    whose pickle would run a command when unpickled without weights_only (it touches `ran` beside it)."""
+    if BACKEND is None:
+        pytest.skip("the backend test venv is not built")
+    d = tmp_path_factory.mktemp("torch-files")
+    code = ("import os,sys,torch\nd=sys.argv[1]\n"
+            "torch.save({'logical_count': torch.ones(2, 6, 8, dtype=torch.int32)}, d + '/other-model.pt')\n"
+            "class E:\n  def __reduce__(self): return (os.system, ('touch ' + d + '/ran',))\n"
+            "torch.save({'logical_count': E()}, d + '/evil.pt')\n")
+    subprocess.run([str(BACKEND), "-c", code, str(d)], check=True, timeout=120)
+    return d
+
+
 @needs_backend
 def test_calibrate_records_checks_and_stores_and_stops_the_server(calibrated):
     launch, d, rc = calibrated
@@ -141,12 +156,11 @@ def test_a_recorded_file_of_the_wrong_shape_is_refused_and_not_stored(tmp_path, 
 
 
 @needs_backend
-def test_a_wrong_shape_stats_file_is_refused_before_launch_naming_both_shapes(tmp_path, monkeypatch, capsys):
+def test_a_wrong_shape_stats_file_is_refused_before_launch_naming_both_shapes(tmp_path, monkeypatch, capsys,
+                                                                             torch_files):
     synthetic.hf_model(tmp_path / "model")
     write_host(tmp_path)
-    bad = tmp_path / "other-model.pt"
-    subprocess.run([str(BACKEND), "-c", "import torch,sys; torch.save({'logical_count': torch.ones(2, 6, 8, "
-                    "dtype=torch.int32)}, sys.argv[1])", str(bad)], check=True, timeout=120)
+    bad = torch_files / "other-model.pt"
     prof = _profile(tmp_path, BACKEND, free_port(), expert_placement="frequency", expert_stats=str(bad))
     monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(tmp_path / "cache"))
     args = ["--profile", str(prof), "--host-facts", str(tmp_path / "host.json")]
@@ -217,7 +231,7 @@ def test_prompts_files_read_chat_jsonl_and_plain_text(tmp_path):
 
 
 @needs_backend
-def test_a_pickle_with_code_is_refused_by_weights_only_never_run(tmp_path):
+def test_a_pickle_with_code_is_refused_by_weights_only_never_run(tmp_path, torch_files):
     """The stats worker loads with torch.load(weights_only=True): a .pt whose pickle would call os.system is
     refused (KT-E583's kind), and the call never happens."""
     from devtools.synthetic import hf_model
@@ -225,11 +239,7 @@ def test_a_pickle_with_code_is_refused_by_weights_only_never_run(tmp_path):
     from kt_launch.facts.model import read_model_facts
 
     hf_model(tmp_path / "model")
-    marker = tmp_path / "ran"
-    evil = tmp_path / "evil.pt"
-    subprocess.run([str(BACKEND), "-c", "import os,sys,torch\nclass E:\n  def __reduce__(self): return (os.system, "
-                    "('touch ' + sys.argv[2],))\ntorch.save({'logical_count': E()}, sys.argv[1])", str(evil),
-                    str(marker)], check=True, timeout=120)
+    marker, evil = torch_files / "ran", torch_files / "evil.pt"
     found, why = run_check(str(BACKEND), str(evil), read_model_facts(str(tmp_path / "model")), [], mode="reduce",
                            out=str(tmp_path / "out.pt"))
     assert found is not None and not found.ok and found.problem == "not_loadable", why
