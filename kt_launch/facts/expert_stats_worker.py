@@ -59,9 +59,10 @@ def _load(path: str):
         except RuntimeError:  # a legacy (non-zip) torch file cannot be mapped
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - weights_only refusals, truncated zips, not a torch file at all
-        last = str(e).strip().splitlines()
+        first = (str(e).strip().splitlines() or [""])[0]
+        first = first.split(" In PyTorch 2.6,")[0]  # torch's paragraph on the weights_only default: not the reason
         return _refuse("not_loadable", f"{path}: torch.load(weights_only=True) refused it: "
-                       f"{type(e).__name__}: {(last[0] if last else '')[:300]}")
+                       f"{type(e).__name__}: {first[:300]}")
     if isinstance(data, dict):
         if "logical_count" not in data:
             keys = ", ".join(str(k)[:40] for k in list(data)[:8]) or "none"
