@@ -59,8 +59,10 @@ def _load(path: str):
         except RuntimeError:  # a legacy (non-zip) torch file cannot be mapped
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - weights_only refusals, truncated zips, not a torch file at all
-        first = (str(e).strip().splitlines() or [""])[0]
-        first = first.split(" In PyTorch 2.6,")[0]  # torch's paragraph on the weights_only default: not the reason
+        lines = str(e).strip().splitlines() or [""]
+        first = lines[0].split(" In PyTorch 2.6,")[0]  # torch's paragraph on the weights_only default: not the reason
+        why = next((ln.strip() for ln in lines if "WeightsUnpickler error" in ln), "")  # the reason, where given
+        first = f"{first} {why}".strip()
         return _refuse("not_loadable", f"{path}: torch.load(weights_only=True) refused it: "
                        f"{type(e).__name__}: {first[:300]}")
     if isinstance(data, dict):
