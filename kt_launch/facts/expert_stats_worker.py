@@ -62,7 +62,7 @@ def _load(path: str):
         lines = str(e).strip().splitlines() or [""]
         first = lines[0].split(" In PyTorch 2.6,")[0]  # torch's paragraph on the weights_only default: not the reason
         why = next((ln.strip() for ln in lines if "WeightsUnpickler error" in ln), "")  # the reason, where given
-        first = f"{first} {why}".strip()
+        first = f"Weights only load failed: {why}" if why else first
         return _refuse("not_loadable", f"{path}: torch.load(weights_only=True) refused it: "
                        f"{type(e).__name__}: {first[:300]}")
     if isinstance(data, dict):
