@@ -61,8 +61,10 @@ def _load(path: str):
     except Exception as e:  # noqa: BLE001 - weights_only refusals, truncated zips, not a torch file at all
         lines = str(e).strip().splitlines() or [""]
         first = lines[0].split(" In PyTorch 2.6,")[0]  # torch's paragraph on the weights_only default: not the reason
-        tag = "WeightsUnpickler error"  # the reason, where torch gives one
-        why = next((ln[ln.index(tag):].strip() for ln in lines if tag in ln), "")
+        tag = "WeightsUnpickler error:"  # the reason, where torch gives one (on the next non-blank line, or after it)
+        text = str(e)
+        why = " ".join(text[text.index(tag) + len(tag):].split("Check the documentation")[0].split()) \
+            if tag in text else ""
         first = f"Weights only load failed: {why}" if why else first
         return _refuse("not_loadable", f"{path}: torch.load(weights_only=True) refused it: "
                        f"{type(e).__name__}: {first[:300]}")
