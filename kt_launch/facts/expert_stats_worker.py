@@ -59,13 +59,7 @@ def _load(path: str):
         except RuntimeError:  # a legacy (non-zip) torch file cannot be mapped
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - weights_only refusals, truncated zips, not a torch file at all
-        lines = str(e).strip().splitlines() or [""]
-        first = lines[0].split(" In PyTorch 2.6,")[0]  # torch's paragraph on the weights_only default: not the reason
-        tag = "WeightsUnpickler error:"  # the reason, where torch gives one (on the next non-blank line, or after it)
-        text = str(e)
-        why = " ".join(text[text.index(tag) + len(tag):].split("Check the documentation")[0].split()) \
-            if tag in text else ""
-        first = f"Weights only load failed: {why}" if why else first
+        first = _reason(str(e))
         return _refuse("not_loadable", f"{path}: torch.load(weights_only=True) refused it: "
                        f"{type(e).__name__}: {first[:300]}")
     if isinstance(data, dict):
@@ -77,6 +71,16 @@ def _load(path: str):
     if not isinstance(data, torch.Tensor):
         return _refuse("not_loadable", f"{path}: holds a {type(data).__name__}, not a tensor of counts")
     return data
+
+
+def _reason(text: str) -> str:
+    """torch's refusal without its boilerplate (the weights_only default, "please file an issue", the docs link)."""
+    text = text.split("Check the documentation of torch.load")[0]
+    text = text.split("trusted source.", 1)[-1] if "In PyTorch 2.6" in text else text
+    text = text.split("compatible with your use case:", 1)[-1]
+    text = " ".join(text.split())
+    return ("Weights only load failed: " + text.removeprefix("WeightsUnpickler error:").strip()
+            if "Weights only load failed" not in text and text else text) or "no reason given"
 
 
 def check(req: dict) -> tuple[dict, object]:
