@@ -245,3 +245,26 @@ def test_a_pickle_with_code_is_refused_by_weights_only_never_run(tmp_path, torch
     assert found is not None and not found.ok and found.problem == "not_loadable", why
     assert "weights_only" in found.message and str(evil) in found.message and "posix.system" in found.message
     assert not marker.exists() and not (tmp_path / "out.pt").exists()
+
+
+@needs_backend
+def test_export_pins_the_calibrated_placement_and_mounts_the_stats(calibrated, tmp_path, monkeypatch, capsys):
+    """A pod has no calibration cache: export writes the strategy auto resolved to and the stats file's path into
+    the pod's profile (not `auto` or a workload name), and mounts its folder like the model's."""
+    import shutil
+
+    launch, d, rc = calibrated
+    assert rc == 0, launch.err
+    paths = synthetic.demo(tmp_path / "demo")  # the same tiny config: the same model fingerprint
+    shutil.copytree(d / "cache" / "calibrations", tmp_path / "cache" / "calibrations")
+    prof = write_profile(tmp_path, synthetic.amx_profile(tmp_path / "demo", kt={
+        "weight_path": str(paths["kt-amxint8"]), "method": "AMXINT8", "threadpool_count": 1, "cpuinfer": 4,
+        "num_gpu_experts": 3, "expert_placement": "auto"}))
+    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["export", "--profile", str(prof), "--host-facts", str(d / "host.json"), "--to", "compose",
+               "--set", f"runtime.python={BACKEND}"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    stored = next((tmp_path / "cache" / "calibrations").rglob("default.pt"))
+    assert "expert_placement: frequency" in out and f"expert_stats: {stored}" in out
+    assert f"{stored.parent}:{stored.parent}:ro" in out
