@@ -234,6 +234,8 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                    "than N tokens (sglang-kt's --kt-gpu-prefill-token-threshold: the layerwise prefill path)")
     k.add_argument("--timeout", type=_timeout, default=300.0, metavar="SECONDS",
                    help="the deadline of each request (default 300)")
+    k.add_argument("--api-key-env", metavar="VAR", help="send the API key held by environment variable VAR "
+                   "(never on the command line, where ps shows it)")
     k.add_argument("--json", action="store_true", help="machine-readable result (docs/JSON.md)")
     subs["smoke"] = k
     b = _Parser(prog="kt-launch bench", description="Prefill and decode tok/s and TTFT of a running server at 2k, 8k "
@@ -255,6 +257,8 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                    "(default 1)")
     b.add_argument("--timeout", type=_timeout, default=1800.0, metavar="SECONDS",
                    help="the deadline of each request (default 1800)")
+    b.add_argument("--api-key-env", metavar="VAR", help="with --url: send the API key held by environment "
+                   "variable VAR (--profile sends the profile's server.api_key)")
     b.add_argument("--json", action="store_true", help="machine-readable rows and setup (docs/JSON.md)")
     subs["bench"] = b
     k = _Parser(prog="kt-launch calibrate", description="Record which experts a workload routes to (SGLang's "

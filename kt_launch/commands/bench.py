@@ -99,7 +99,7 @@ def _from_server(base: str, info: dict, meta: dict) -> dict:
 def run(args, passthrough) -> int:
     import time
 
-    from kt_launch.commands.smoke import base_of, served_model
+    from kt_launch.commands.smoke import api_key_of, base_of, served_model
     from kt_launch.core.findings import error, warning
     from kt_launch.core.smoke import EXIT_SMOKE
     from kt_launch.render.bench import bench_json, bench_text
@@ -113,10 +113,13 @@ def run(args, passthrough) -> int:
     lengths = lengths_of(args.lengths)
     meta, api_key = {}, None
     if args.profile:
+        if args.api_key_env:
+            raise ConfigError("--api-key-env goes with --url (--profile sends the profile's server.api_key)")
         base, meta, api_key = _from_profile(args)
     else:
         base = base_of(args.url)
-    model = args.model or served_model(base) or meta.get("model") or "default"
+        api_key = api_key_of(args.api_key_env)
+    model = args.model or served_model(base, api_key=api_key) or meta.get("model") or "default"
     info = server_facts(base, api_key)
     meta = _from_server(base, info, meta)
     meta["model"] = meta.get("model") or model

@@ -31,7 +31,19 @@ def base_of(url: str) -> str:
     return f"http://{host}" + (f":{port}" if port else "")
 
 
-def served_model(base: str, timeout: float = 10.0) -> str | None:
+def api_key_of(var: str | None) -> str | None:
+    """The value of --api-key-env VAR; exit 2 naming the variable when it is unset or empty."""
+    import os
+
+    if var is None:
+        return None
+    value = os.environ.get(var, "")
+    if not value:
+        raise ConfigError(f"--api-key-env {var}: the environment variable {var} is unset or empty")
+    return value
+
+
+def served_model(base: str, timeout: float = 10.0, api_key: str | None = None) -> str | None:
     """The first model of GET /v1/models, or None when the server does not say."""
     import json
     import time
@@ -39,7 +51,7 @@ def served_model(base: str, timeout: float = 10.0) -> str | None:
     from kt_launch.run.http import HttpFailure, request
 
     try:
-        answer = request(base + "/v1/models", None, time.monotonic() + timeout)
+        answer = request(base + "/v1/models", None, time.monotonic() + timeout, api_key=api_key)
         doc = json.loads(answer.body) if answer.status == 200 else None
         first = doc["data"][0]["id"] if isinstance(doc, dict) and doc.get("data") else None
     except (HttpFailure, ValueError, KeyError, IndexError, TypeError):
@@ -55,10 +67,11 @@ def run(args, passthrough) -> int:
     from kt_launch.run.smoke import run_all
 
     base = base_of(args.url)
-    model = args.model or served_model(base) or "default"
+    api_key = api_key_of(args.api_key_env)
+    model = args.model or served_model(base, api_key=api_key) or "default"
     requests = smoke_requests(not args.completion, args.prefill_threshold)
     progress = None if args.json else (lambda req: say(f"kt-launch: smoke: {req.name} ..."))
-    replies = run_all(base, model, requests, args.timeout, None, None, progress)
+    replies = run_all(base, model, requests, args.timeout, api_key, None, progress)
     findings = smoke_findings(replies, base) + too_short(replies)
     rows = replies_json(replies)
     if len(replies) < len(requests):  # not sent after a request without an answer

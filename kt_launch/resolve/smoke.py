@@ -176,7 +176,7 @@ def smoke_findings(replies: list[Reply], where: str, tail: list[str] | None = No
     kt-launch has one) in the field `log_tail` (the supervisor prints it below the findings). `fail` False
     (--smoke warn): the warning twins."""
     out = []
-    log = "\n".join(tail[-12:]) if tail else None
+    log = "\n".join(line[:2000] for line in tail[-12:]) if tail else None  # a log line may be a megabyte
     for r in replies:
         bad = judge(r)
         if bad is None:

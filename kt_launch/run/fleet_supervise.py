@@ -225,6 +225,10 @@ class FleetSupervisor:
             if phase == "router smoked":
                 phase = "serving"
                 self._announce(self.router.url, time.monotonic() - start)
+        if self.smoke is not None and not st.signals:  # a replica died during the smoke test (a crash on the
+            self._until(time.monotonic() + 5.0, lambda: self.smoke.done)  # second request): judge what came back
+            if self.smoke.done and not self._smoke_judged() and self.opts.smoke == "on":
+                st.code = EXIT_SMOKE
         if self.smoke is not None:
             self.smoke.stop()
         self._shutdown()

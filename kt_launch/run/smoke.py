@@ -166,7 +166,10 @@ class SmokeRun:
             for t in targets:
                 if self.cancel.is_set():
                     break
-                self.results.append((t, run_all(t.base, t.model, list(t.requests), timeout, api_key, self.cancel)))
+                replies = run_all(t.base, t.model, list(t.requests), timeout, api_key, self.cancel)
+                self.results.append((t, replies))
+                if replies and replies[-1].status is None:  # a server died or hung: the supervisor stops
+                    break
         finally:
             self._done.set()
 

@@ -570,7 +570,7 @@ class _Single:
             return
         self.smoke_failed = True
         st = self.state
-        if st.kill_at is None:
+        if not dead and st.kill_at is None:
             st.stopping = "smoke test failed (--smoke on)"
             st.kill_at = now + st.grace
             _killpg(st.pgid, signal.SIGTERM)
@@ -713,6 +713,10 @@ class _Single:
             return
         if self.smoke_failed:
             console.say(f"kt-launch: error: the smoke test failed (--smoke on); SGLang {how} (exit code {code})\n")
+            if st.stopping is None:  # it died on its own during the smoke test: what its crash signature says
+                text = self._diagnose(rc)[0]
+                if text:
+                    console.say(text)
             return
         if self.job_code is not None:
             console.say(f"kt-launch: SGLang {how} (stopped once the job after ready was done)\n")

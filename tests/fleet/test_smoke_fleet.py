@@ -7,6 +7,8 @@ from __future__ import annotations
 import signal
 import sys
 
+import pytest
+
 from operate.support import Launch, pid_gone
 
 from fleet.support import dual_socket, fleet_profile, write_json, write_profile
@@ -45,12 +47,17 @@ def test_every_replica_then_the_router_is_smoke_tested(tmp_path, router_venv):
         kill_tree(launch)
 
 
-def test_a_gibberish_replica_stops_the_fleet_with_exit_4(tmp_path, router_venv):
-    launch, router_port, base = start(tmp_path, router_venv, "gibberish")
+@pytest.mark.parametrize("mode,code", [("gibberish", "KT-E562"), ("crash2", "KT-E560")])
+def test_a_bad_replica_stops_the_fleet_with_exit_4(tmp_path, router_venv, mode, code):
+    launch, router_port, base = start(tmp_path, router_venv, mode)
     try:
         assert launch.finish(timeout=60) == 4, launch.err
         err = " ".join(launch.err.split())
-        assert "ERROR KT-E562 smoke test of numa0" in err and "ERROR KT-E562 smoke test of numa1" in err
+        assert f"ERROR {code} smoke test of numa0" in err
+        if mode == "gibberish":  # every replica is judged; crash2 stops the fleet at numa0's second request
+            assert f"ERROR {code} smoke test of numa1" in err
+        else:
+            assert "request 2 (the same chat again) failed" in err
         assert "the last" in err and "lines of numa0" in err  # its log tail
         assert "the smoke test failed (--smoke on): stopping the fleet; exit code 4" in err
         assert "the fleet is ready" not in err and "starting router" not in err

@@ -82,8 +82,10 @@ class Launch:
     def __init__(self, dir: Path, args: list[str], env: dict[str, str]):
         self.dir = dir
         self.out_path, self.err_path = dir / "kt.out", dir / "kt.err"
-        if "--supervise" in args and "--smoke" not in args and "--smoke-timeout" not in args:
-            args = [*args, "--smoke", "off"]  # the fake servers answer /health only: tests of the smoke test say so
+        own = args[:args.index("--")] if "--" in args else list(args)  # kt-launch's own arguments
+        if "--supervise" in own and "--smoke" not in own and "--smoke-timeout" not in own:
+            # the fake servers answer /health only: tests of the smoke test say --smoke themselves
+            args = [*own, "--smoke", "off", *args[len(own):]]
         full_env = {**os.environ, "FAKE_DIR": str(dir), **env}
         full_env.pop("KT_LAUNCH_PROFILE_DIR", None)
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:

@@ -32,7 +32,7 @@ $SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR (default /tmp) with torch.save of {rank
 average_utilization_rate_over_window}: logical_count int64 [buffer, num_hidden_layers, num_experts] (buffer =
 --expert-distribution-recorder-buffer-size or 1000, a circular buffer as sglang's stat mode keeps; layers and
 experts from the model dir's config.json), one row per request served while recording, Zipf-like per layer (each
-layer its own expert order). --recorder-shape-wrong / $STANDIN_RECORDER_SHAPE_WRONG=1 drops the last expert.
+layer its own expert order; dense layers, first_k_dense_replace / mlp_only_layers, stay 0). --recorder-shape-wrong / $STANDIN_RECORDER_SHAPE_WRONG=1 drops the last expert.
 Without torch in this interpreter the dump answers 500.
 $STANDIN_DIR (or $FAKE_DIR): records argv.json, pid and `requests` (generation requests served) there; in
 $STANDIN_DIR/<port>/ with $STANDIN_PER_PORT=1 (a fleet's replicas).
@@ -195,6 +195,11 @@ class Recorder:
         # per layer: its own expert order (a permutation seeded by the layer) and Zipf weights over that order
         self.order = [random.Random(layer).sample(range(self.experts), self.experts) for layer in range(self.layers)]
         self.weights = [1.0 / (r + 1) ** 1.2 for r in range(self.experts)]
+        # dense layers route nothing (their rows stay 0, as in sglang's recordings): DeepSeek's first_k_dense_replace,
+        # Qwen's mlp_only_layers
+        dense = set(range(int(CONFIG.get("first_k_dense_replace") or 0)))
+        dense |= {i for i in CONFIG.get("mlp_only_layers") or () if isinstance(i, int)}
+        self.dense = dense
 
     def record(self, n_tokens: int) -> None:
         """One forward pass over n_tokens: each token routed to top-k experts, spread Zipf-like per layer."""
@@ -204,8 +209,9 @@ class Recorder:
         row = []
         for layer in range(self.layers):
             counts = [0] * self.experts
-            for rank, e in enumerate(self.order[layer]):
-                counts[e] = int(round(total * self.weights[rank] / wsum))
+            if layer not in self.dense:
+                for rank, e in enumerate(self.order[layer]):
+                    counts[e] = int(round(total * self.weights[rank] / wsum))
             row.append(counts)
         with LOCK:
             if self.buffer < 0 or len(self.rows) < self.buffer:  # -1: sglang's _InfiniteBuffer, it grows
@@ -232,6 +238,18 @@ class Recorder:
 
 
 RECORDER = Recorder() if ARGS.expert_distribution_recorder_mode else None
+
+
+def _preload_torch() -> None:
+    """The real server has torch loaded; import it now, in the background, so the first dump does not wait."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+
+
+if RECORDER is not None:
+    threading.Thread(target=_preload_torch, daemon=True).start()
 
 
 # ---------------------------------------------------------------------------------------------------------

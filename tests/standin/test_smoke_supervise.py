@@ -102,3 +102,15 @@ def test_smoke_needs_supervise(tmp_path, capsys):
     assert main(["--profile", str(prof), "--no-check", "--host-facts", str(write_host(tmp_path)), "--smoke",
                  "warn"]) == 2
     assert "--smoke need --supervise" in capsys.readouterr().err
+
+
+def test_a_signal_during_the_smoke_test_stops_everything(tmp_path, launches):
+    """SIGTERM while a smoke request waits on a slow server: the request is cancelled, the server stopped, exit
+    143 (the signal's, not the smoke test's), nothing left."""
+    launch = start(tmp_path, launches, "slow", env={"STANDIN_TTFT_S": "60"})
+    launch.wait_for(lambda: (tmp_path / "requests").exists(), timeout=30, what="the first smoke request")
+    child = launch.child_pid()
+    launch.signal(signal.SIGTERM)
+    assert launch.finish(timeout=30) == 143
+    assert "is ready" not in launch.err and "KT-E56" not in launch.err
+    assert pid_gone(child)

@@ -82,3 +82,14 @@ def test_nothing_listening_is_exit_4(tmp_path, capsys):
 def test_bad_url_is_exit_2_naming_it(capsys, url):
     rc, _, err = smoke(capsys, "--url", url)
     assert rc == 2 and "--url" in err
+
+
+def test_api_key_from_an_environment_variable(tmp_path, capsys, monkeypatch):
+    with Standin(tmp_path, args=("--api-key", "sk-test-123456")) as s:
+        rc, out, _ = smoke(capsys, "--url", s.url, "--json")
+        assert rc == 4 and "HTTP 401" in json.loads(out)["requests"][0]["problem"]
+        monkeypatch.setenv("MY_KEY", "sk-test-123456")
+        rc, out, _ = smoke(capsys, "--url", s.url, "--json", "--api-key-env", "MY_KEY")
+        assert rc == 0 and "sk-test-123456" not in out
+    rc, _, err = smoke(capsys, "--url", s.url, "--api-key-env", "NO_SUCH_VAR_X")
+    assert rc == 2 and "NO_SUCH_VAR_X" in err

@@ -17,7 +17,7 @@ LAYERS, EXPERTS = 3, 16
 LOAD = """
 import glob, json, sys, torch
 out = []
-for path in sorted(glob.glob(sys.argv[1] + '/*.pt')):
+for path in sorted(glob.glob(sys.argv[1] + '/*/*.pt')):
     d = torch.load(path, weights_only=True)
     c = d['logical_count']
     per = c.sum(0)
@@ -46,8 +46,9 @@ def post(url: str, path: str) -> int:
 def model_dir(tmp_path):
     d = tmp_path / "model"
     d.mkdir()
-    (d / "config.json").write_text(json.dumps({"model_type": "qwen3_moe", "num_hidden_layers": LAYERS,
-                                               "num_experts": EXPERTS, "num_experts_per_tok": 4}))
+    (d / "config.json").write_text(json.dumps({"model_type": "deepseek_v2", "num_hidden_layers": LAYERS,
+                                               "n_routed_experts": EXPERTS, "num_experts_per_tok": 4,
+                                               "first_k_dense_replace": 1}))
     return d
 
 
@@ -55,11 +56,13 @@ def test_recorder_writes_skewed_counts_of_the_model_shape_that_grow(tmp_path, mo
     py = backend_python()
     if py is None:
         pytest.skip("the backend venv (torch) is not built: tests/backend/setup_env.sh")
-    out = tmp_path / "rec"
+    out = tmp_path / "dumps" / "rec"
     env = {"SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR": str(out)}
     args = ("--model-path", str(model_dir), "--expert-distribution-recorder-mode", "stat",
             "--expert-distribution-recorder-buffer-size", "8")
-    with Standin(tmp_path / "a", args=args, env=env, python=py) as s:
+    wrong_env = {"SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR": str(tmp_path / "dumps" / "wrong")}
+    with Standin(tmp_path / "a", args=args, env=env, python=py) as s, \
+            Standin(tmp_path / "b", args=(*args, "--recorder-shape-wrong"), env=wrong_env, python=py) as w:
         chat(s.url)  # before the start: not counted
         assert post(s.url, "/start_expert_distribution_record") == 200
         chat(s.url)
@@ -67,22 +70,19 @@ def test_recorder_writes_skewed_counts_of_the_model_shape_that_grow(tmp_path, mo
         for _ in range(3):
             chat(s.url)
         assert post(s.url, "/dump_expert_distribution_record") == 200
-    with Standin(tmp_path / "b", args=(*args, "--recorder-shape-wrong"),
-                 env={"SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR": str(tmp_path / "wrong")}, python=py) as s:
-        post(s.url, "/start_expert_distribution_record")
-        chat(s.url)
-        post(s.url, "/dump_expert_distribution_record")
-    got = json.loads(subprocess.run([str(py), "-c", LOAD, str(out)], capture_output=True, text=True, timeout=120,
-                                    check=True).stdout)
-    wrong = json.loads(subprocess.run([str(py), "-c", LOAD, str(tmp_path / "wrong")], capture_output=True,
-                                      text=True, timeout=120, check=True).stdout)
-    assert len(got) == 2 and len(wrong) == 1
-    first, second = got
+        post(w.url, "/start_expert_distribution_record")
+        chat(w.url)
+        post(w.url, "/dump_expert_distribution_record")
+    both = json.loads(subprocess.run([str(py), "-c", LOAD, str(tmp_path / "dumps")], capture_output=True, text=True,
+                                     timeout=120, check=True).stdout)  # one torch import for every file
+    assert len(both) == 3
+    first, second, wrong = both[0], both[1], both[2:]  # dumps/rec/*.pt sort before dumps/wrong/*.pt
     assert first["keys"] == ["average_utilization_rate_over_window", "logical_count", "rank"]
     assert first["shape"] == [8, LAYERS, EXPERTS] and first["dtype"] == "torch.int64" and first["min"] >= 0
     assert 0 < first["total"] < second["total"]  # counts grow with the requests served since the start
-    assert all(top > 3 * mean for top, mean in zip(second["top"], second["mean"]))  # skewed
-    assert len(set(second["hot"])) > 1  # layers differ in their hot expert
+    assert second["top"][0] == 0  # layer 0 is dense (first_k_dense_replace 1): nothing routed
+    assert all(top > 3 * mean for top, mean in zip(second["top"][1:], second["mean"][1:]))  # skewed
+    assert len(set(second["hot"][1:])) > 1  # the MoE layers differ in their hot expert
     assert wrong[0]["shape"] == [8, LAYERS, EXPERTS - 1]
 
 
