@@ -125,6 +125,11 @@ def test_the_next_plan_renders_frequency_with_kt_kernels_own_mask(calibrated, mo
     assert direct.returncode == 0, direct.stderr
     assert place["per_layer"] == json.loads(direct.stdout.strip().splitlines()[-1])
     assert place["served_share"] > place["uniform_served_share"] > 0
+    # frequency with the workload's name: the same file and the same mask (the cached answer again)
+    main([*args, "--set", "kt.expert_placement=frequency", "--set", "kt.expert_stats=default", "--dry-run", "--json"])
+    named = json.loads(capsys.readouterr().out)
+    assert named["argv"][named["argv"].index("--init-expert-location") + 1] == stored
+    assert named["placement"]["per_layer"] == place["per_layer"]
     assert "KT-W584" not in [f["code"] for f in doc["findings"]]
 
 
