@@ -153,9 +153,21 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
         install=_install_facts(cfg, req, sglang), install_blocks=req.install_blocks,
         tuned=_tuned(cfg, host, model), passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),
         input_warnings=tuple(warnings), weights=weights, launch_here=req.launch_here,
-        sglang_config=_sglang_config(cfg, req),
+        sglang_config=_sglang_config(cfg, req), stats=_stats(cfg, req, model),
     )
     return cfg, inp
+
+
+def _stats(cfg: UserConfig, req: Request, model: ModelFacts | None):
+    """kt.expert_stats (or the model's calibration, for kt.expert_placement auto/frequency), found and checked in
+    runtime.python: by a worker for `check` and a launch (cached by the file's identity), only from the cache for
+    --dry-run and the other commands, not at all under --no-check. None when the placement needs no stats."""
+    if cfg.kt.expert_stats is None and cfg.kt.expert_placement not in ("auto", "frequency"):
+        return None
+    from kt_launch.facts.expert_stats import gather_stats
+
+    gate = "off" if not (req.checks or req.launch_here) else ("run" if req.gate == "run" else "cached")
+    return gather_stats(cfg, model, gate)
 
 
 def _sglang_config(cfg: UserConfig, req: Request):

@@ -261,6 +261,33 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                    "variable VAR (--profile sends the profile's server.api_key)")
     b.add_argument("--json", action="store_true", help="machine-readable rows and setup (docs/JSON.md)")
     subs["bench"] = b
+    k = _Parser(prog="kt-launch calibrate", description="Record which experts a workload routes to (SGLang's "
+                "recorder) and keep the counts for frequency placement.", epilog="Starts the profile's server "
+                "supervised with --expert-distribution-recorder-mode stat, runs the workload between "
+                "/start_expert_distribution_record and /dump_expert_distribution_record, stops the server, checks the "
+                ".pt in runtime.python and stores it in the calibration cache under the model's fingerprint and "
+                "--name. The next plan with kt.expert_placement: auto uses it.")
+    _profile_args(k)
+    k.add_argument("--python", metavar="PY", help="interpreter with torch (and kt-kernel) that checks the recorded "
+                   "file (default: runtime.python)")
+    k.add_argument("--prompts", metavar="FILE", help="the workload: JSONL (one {\"messages\": [...]} or [...] "
+                   "of chat messages, or a JSON string, a line) or plain text (one prompt a line); default: a small "
+                   "mixed set (chat, code, maths, summary, translation)")
+    k.add_argument("--requests", type=_count(1, 100_000), metavar="N", help="chat requests to send, cycling "
+                   "through the prompts (default: one per prompt)")
+    k.add_argument("--max-tokens", type=_count(1, 1 << 20), default=256, metavar="N",
+                   help="max_tokens of each request (default 256)")
+    k.add_argument("--name", default="default", metavar="WORKLOAD", help="the workload's name in the cache "
+                   "(default: default); kt.expert_stats: WORKLOAD picks it")
+    k.add_argument("--list", action="store_true", help="list this model's calibrations and exit (starts nothing)")
+    k.add_argument("--grace-period", type=_seconds, metavar="SECONDS",
+                   help="time SGLang gets to exit after the run before SIGKILL (default 30)")
+    k.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
+                   help="give up if /health is not 200 by then; 0 = no limit (default 3600)")
+    k.add_argument("--request-timeout", type=_seconds, default=600.0, metavar="SECONDS",
+                   help="limit per request of the workload (default 600)")
+    k.add_argument("--json", action="store_true", help="machine-readable result (or list)")
+    subs["calibrate"] = k
     return subs
 
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "export": "kt_launch.commands.export",
     "smoke": "kt_launch.commands.smoke",
     "bench": "kt_launch.commands.bench",
+    "calibrate": "kt_launch.commands.calibrate",
 }
 
 

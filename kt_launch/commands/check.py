@@ -25,5 +25,5 @@ def run(args, passthrough) -> int:
 
     out = plan_request(req, loaded=loaded)
     sys.stdout.write(plan_json(out.plan, out.command, out.findings) + "\n" if args.json
-                     else check_text(out.command, out.findings, text_width()))
+                     else check_text(out.command, out.findings, text_width(), out.plan.placement))
     return EXIT_OK if out.ok else EXIT_PLAN

@@ -57,6 +57,7 @@ def run(args, passthrough) -> int:
                                                      else None)).argv)
         router_port = out.plan.router.port if out.plan.router else cfg.server.port
         policy = out.plan.router.policy if out.plan.router else "round_robin"
+        first_plan = out.plan.instances[0].plan if out.plan.instances else None
     else:
         single = plan_request(req, loaded=loaded)
         if not single.ok:
@@ -65,7 +66,7 @@ def run(args, passthrough) -> int:
             sys.stderr.write(findings_text([f for f in single.findings if f.level == "error"]))
             sys.stderr.write("kt-launch: the plan has errors; nothing was exported (see --dry-run)\n")
             return EXIT_PLAN
-        plan = single.plan
+        plan = first_plan = single.plan
         # kt-kernel maps pool i to node i where kt.numa_nodes is unset (resolve/threads.py)
         nodes = tuple(plan.get("kt.numa_nodes") or range(int(plan.get("kt.threadpool_count") or 1)))
         tp = int(plan.get("server.tp_size") or 1)
@@ -105,8 +106,10 @@ def run(args, passthrough) -> int:
             doc[section][key] = str(value)
     if args.to != "systemd" and isinstance(doc.get("runtime"), dict):
         doc["runtime"].pop("python", None)  # this machine's interpreter: the image runs its own
-    sets = tuple(item for item in req.sets if not is_secret_name(item.partition("=")[0]))
-    volumes = tuple(sorted({p for p in (str(cfg.model.path or ""), str(cfg.kt.weight_path or ""))
+    sets = tuple(item for item in req.sets if not is_secret_name(item.partition("=")[0])
+                 and item.partition("=")[0].strip() not in PINNED)  # pinned into the profile below
+    stats_dir = _pin_placement(doc, first_plan)
+    volumes = tuple(sorted({p for p in (str(cfg.model.path or ""), str(cfg.kt.weight_path or ""), stats_dir)
                             if p.startswith("/")}))
     spec = ex.ExportSpec(fleet=ex.dns_name(loaded.path.stem)[:40], namespace=args.namespace, image=args.image,
                          port=port, router_port=router_port, policy=policy, replicas=tuple(replicas),
@@ -193,3 +196,25 @@ def _files(to: str, spec, yaml) -> dict[str, str]:
             for name, text in ex.systemd_units(spec, host).items():
                 files[name if not suffix else f"{ex.dns_name(host)}/{name}"] = text
     return files
+
+
+PINNED = ("kt.expert_placement", "kt.expert_stats")  # resolved here (this machine's calibration cache)
+
+
+def _pin_placement(doc: dict, plan) -> str:
+    """The placement as this plan resolved it, written into the exported profile: `auto` and a calibrated workload
+    name are looked up in this machine's cache, which a pod does not have, so the pods get the strategy and the
+    stats file's path (its folder is mounted like the model's). Returns that folder, or ""."""
+    import os
+
+    if plan is None or not isinstance(doc.get("kt"), dict):
+        return ""
+    strategy, stats = plan.get("kt.expert_placement"), plan.get("kt.expert_stats")
+    if strategy is not None:
+        doc["kt"]["expert_placement"] = strategy
+    if stats:
+        doc["kt"]["expert_stats"] = str(stats)
+        return os.path.dirname(str(stats))
+    doc["kt"].pop("expert_stats", None) if strategy != "frequency" and "expert_stats" in doc["kt"] else None
+    return ""
+

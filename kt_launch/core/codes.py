@@ -237,6 +237,18 @@ CODES: dict[str, str] = {
     "KT-E720": "a replica's NUMA node(s) have no memory of their own",
     "KT-W720": "a GPU is attached to a NUMA node that has no replica (no usable CPUs there)",
     "KT-W730": "the CPUs' NUMA nodes and the memory nodes the cgroup allows disagree",
+    # KT-x58x: expert placement and calibration (resolve/placement.py, commands/calibrate.py)
+    "KT-E580": "kt.expert_placement: frequency without expert stats (sglang-kt would fall back to uniform)",
+    "KT-E581": "the expert stats file's [buffer, layers, experts] shape does not match config.json",
+    "KT-E582": "the expert stats hold negative, non-finite or only zero counts",
+    "KT-E583": "the expert stats file does not load as sglang-kt loads it (torch.load weights_only, logical_count)",
+    "KT-E584": "kt.expert_stats names a file or calibrated workload that is not there",
+    "KT-E585": "kt.expert_stats is not named *.pt (sglang-kt ignores it)",
+    "KT-W580": "the expert stats could not be checked in runtime.python",
+    "KT-I580": "the expert stats were not checked (--dry-run without a cached answer, --no-check)",
+    "KT-W582": "kt.expert_stats set while the placement is not frequency (not passed)",
+    "KT-W584": "frequency placement spends GPU experts on layers without experts (stats counted there)",
+    "KT-W583": "frequency placement where sglang-kt counts MoE layers that hold no experts (more GPU experts load)",
     # numbered from x19x (issue 27 split it from KT-E708, which keeps the busy port): a fleet fact all the same
     "KT-E190": "two listeners the fleet plan starts on this machine would use the same port",
 }

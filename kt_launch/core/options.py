@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal, Mapping, Union
 FLAVORS = ("sglang-kt", "sglang", "kt-moe-lora")
 from kt_launch.core.methods import MOE_LORA_SFT_METHODS  # noqa: E402  (the method table)
 from kt_launch.core.key_checks import distinct, fleet_hosts, gpu_ids  # noqa: E402  (Option.checks)
-PLACEMENT_STRATEGIES = ("frequency", "front-loading", "random", "uniform")
+from kt_launch.core.placement import CHOICES as PLACEMENT_CHOICES  # noqa: E402  (kt.expert_placement)
 
 
 # -- how a value reaches SGLang ---------------------------------------------------------------
@@ -207,9 +207,17 @@ OPTIONS: tuple[Option, ...] = (
            "in sglang-kt (kt_ep_wrapper._init_kt_gpu_experts_masks).",
            only("sglang-kt", Flag("--kt-gpu-experts-ratio"), "only sglang-kt has --kt-gpu-experts-ratio"),
            limits={"ge": 0.0, "le": 1.0}, resolve=DERIVED),
-    Option("kt.expert_placement_strategy", Literal[PLACEMENT_STRATEGIES], "Which experts go to the GPU "
-           "(sglang-kt's default: uniform).",
-           only("sglang-kt", Flag("--kt-expert-placement-strategy"), "only sglang-kt places GPU experts by strategy")),
+    Option("kt.expert_placement", Literal[PLACEMENT_CHOICES], "Which experts go to the GPU: uniform (sglang-kt's "
+           "default, though its help says frequency), frequency (the most-routed experts by recorded counts: needs "
+           "kt.expert_stats or a `kt-launch calibrate` of this model), front-loading, random, or auto (frequency "
+           "when this model has a calibration or kt.expert_stats is set, else uniform); null = sglang-kt's default.",
+           only("sglang-kt", Flag("--kt-expert-placement-strategy"), "only sglang-kt places GPU experts by strategy"),
+           resolve=DERIVED),
+    Option("kt.expert_stats", str, "Expert activation counts for frequency placement: a .pt the SGLang "
+           "expert-distribution recorder wrote ([buffer, layers, experts]), or a workload name of `kt-launch "
+           "calibrate` for this model; checked in runtime.python before launch.",
+           only("sglang-kt", Flag("--init-expert-location"), "only sglang-kt reads expert stats for placement"),
+           resolve=DERIVED),
     Option("kt.max_deferred_experts_per_token", int, "Experts per token deferred to the CPU (all MoE layers but the "
            "last).", on_all(Flag("--kt-max-deferred-experts-per-token")), limits={"ge": 0, "le": MAX_EXPERTS}),
     Option("kt.gpu_prefill_token_threshold", int, "Prompt length above which sglang-kt runs the whole MoE layer on "

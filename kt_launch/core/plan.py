@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kt_launch.core.findings import Finding, has_errors
 from kt_launch.core.memory import MemoryPlan
+from kt_launch.core.placement import PlacementPlan
 
 if TYPE_CHECKING:
     from kt_launch.core.sglang import SglangFacts
@@ -40,6 +41,7 @@ class LaunchPlan:
     # and SGLang's own --config file among them as read (render/passthrough.py).
     parser: SglangFacts | None = None
     sglang_config: SglangConfigFile | None = None
+    placement: PlacementPlan | None = None  # GPU experts per MoE layer under kt.expert_placement (resolve/placement.py)
 
     def get(self, key: str, default: Any = None) -> Any:
         r = self.values.get(key)

@@ -245,7 +245,8 @@ Kubelet prerequisites on every node that runs a replica (NUMA pinning in Kuberne
 [ ] changing the CPU or memory manager policy: drain the node, stop the kubelet, remove
     /var/lib/kubelet/cpu_manager_state and memory_manager_state, start the kubelet
 [ ] the NVIDIA device plugin (nvidia.com/gpu) with topology hints
-[ ] the model and weight directories present on each node at the paths of the profile (mounted read-only)
+[ ] the model and weight directories (with frequency placement, the expert stats file's too) present on each
+    node at the paths of the profile (mounted read-only)
 See kubelet-config.yaml for a KubeletConfiguration snippet (reservedSystemCPUs and reservedMemory are examples).
 """
 

@@ -14,6 +14,7 @@ from kt_launch.core.findings import Finding
 from kt_launch.core.options import OPTIONS
 from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
 from kt_launch.core.plan import LaunchPlan
+from kt_launch.core.placement import PlacementPlan
 
 _SECRET_KEYS = tuple(o.key for o in OPTIONS if o.secret)
 
@@ -47,6 +48,8 @@ def plan_json(plan: LaunchPlan, cmd: Command, findings: list[Finding]) -> str:
     }
     if plan.memory is not None:
         doc["memory"] = plan.memory.to_json()
+    if plan.placement is not None:
+        doc["placement"] = plan.placement.to_json()
     return json.dumps(doc, indent=2, default=_jsonable)
 
 
@@ -106,14 +109,45 @@ def plan_text(plan: LaunchPlan, cmd: Command, findings: list[Finding], width: in
     mem = memory_text(plan.memory)
     if mem:
         parts += ["", scrub(mem, secrets).rstrip("\n")]
+    if plan.placement is not None:
+        parts += [""] + placement_lines(plan.placement, width)
     return "\n".join(parts) + "\n"
 
 
-def check_text(cmd: Command, findings: list[Finding], width: int = DEFAULT_WIDTH) -> str:
-    """`kt-launch check`: the verdict, the command it checked, the findings (no values table)."""
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def placement_lines(p: PlacementPlan, width: int = DEFAULT_WIDTH) -> list[str]:
+    """The placement table: GPU experts per MoE layer (runs of equal counts folded), and the share of the recorded
+    routed tokens the GPU experts serve, against uniform at the same total."""
+    lines = [f"expert placement: {p.strategy}, {p.budget} GPU experts over {len(p.moe_layers)} MoE layers"
+             + (f" (stats {p.stats})" if p.stats else "")]
+    if p.per_layer is not None:
+        runs: list[tuple[int, int, int]] = []  # first layer, last layer, count
+        for layer, n in zip(p.moe_layers, p.per_layer):
+            if runs and runs[-1][2] == n and runs[-1][1] + 1 == layer:
+                runs[-1] = (runs[-1][0], layer, n)
+            else:
+                runs.append((layer, layer, n))
+        text = ", ".join(f"{a}: {n}" if a == b else f"{a}-{b}: {n}" for a, b, n in runs)
+        lines += wrap(text, width, "  GPU experts per layer  ", " " * 25)
+        lines.append(f"  min {min(p.per_layer)}, max {max(p.per_layer)} per layer")
+    if p.served is not None or p.uniform_served is not None:
+        lines.append(f"  recorded routed tokens served on the GPU: {_share(p.served)}"
+                     + (f" (uniform at the same total: {_share(p.uniform_served)})" if p.strategy != "uniform" else ""))
+    if p.note:
+        lines += wrap(p.note, width, "  ", "  ")
+    return lines
+
+
+def check_text(cmd: Command, findings: list[Finding], width: int = DEFAULT_WIDTH,
+               placement: PlacementPlan | None = None) -> str:
+    """`kt-launch check`: the verdict, the command it checked, the findings (no values table), the placement."""
     secrets = secret_values(cmd.argv, cmd.env)
+    extra = "" if placement is None else "\n" + scrub("\n".join(placement_lines(placement, width)), secrets) + "\n"
     return (f"{verdict(findings)}\ncommand:\n  {shlex.join(redact_argv(cmd.argv))}\n\n"
-            + findings_text(scrub_findings(findings, secrets), width))
+            + findings_text(scrub_findings(findings, secrets), width) + extra)
 
 
 def _show(key: str, value) -> str:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # types only: importing them costs start-up time on every dry
     from kt_launch.core.sglang import SglangFacts
     from kt_launch.core.artifacts import ArtifactFacts
     from kt_launch.core.install import InstallFacts
+    from kt_launch.core.placement import StatsFacts
 
 
 @dataclass(frozen=True)
@@ -43,4 +44,5 @@ class ResolveInput:
     launch_here: bool = False  # the server is about to be started on this machine (exec or --supervise)
     install: InstallFacts | None = None  # the install gate's facts on runtime.python (None: not looked at)
     install_blocks: bool = False  # its errors block (check, a launch) or only warn (--dry-run, --host-facts plans)
+    stats: StatsFacts | None = None  # kt.expert_stats found and checked in runtime.python (facts/expert_stats.py)
     gpu_required: bool = True  # False for a fleet replica that fleet.allow_cpu_only lets run without a GPU

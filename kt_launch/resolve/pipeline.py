@@ -14,7 +14,7 @@ from kt_launch.core.options import OPTIONS, PASS
 from kt_launch.resolve.steps import Step, StepGraphError, declared, ordered, take_step_values
 from kt_launch.core.profile import setting
 # the modules whose @step declarations make up the graph
-from kt_launch.resolve import experts, flavor_rules, lora, server, threads  # noqa: F401
+from kt_launch.resolve import experts, flavor_rules, lora, placement, server, threads  # noqa: F401
 
 
 def resolve_passthrough(inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None:
@@ -89,7 +89,7 @@ def resolve(inp: ResolveInput) -> LaunchPlan:
     findings.extend(check_memory(inp, memory))
     return LaunchPlan(flavor=flavor.value, values=values, findings=_dedupe(findings), passthrough=list(inp.passthrough),
                       accepted_flags=accepted, memory=memory, parser=inp.sglang if accepted is not None else None,
-                      sglang_config=inp.sglang_config)
+                      sglang_config=inp.sglang_config, placement=computed.get("placement.plan"))
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

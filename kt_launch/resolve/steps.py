@@ -14,7 +14,8 @@ from typing import Callable, Iterable
 from kt_launch.core.options import DERIVED, Option
 
 # What a step may read besides other steps' values: the facts ResolveInput carries.
-FACTS = frozenset({"config", "host", "model", "adapters", "artifacts", "sglang", "tuning", "weights", "checks"})
+FACTS = frozenset({"config", "host", "model", "adapters", "artifacts", "sglang", "tuning", "weights", "checks",
+                   "stats"})
 # Values filled before any step runs: the flavour (resolve_flavor), which every flavour-dependent step reads.
 ROOTS = frozenset({"runtime.flavor"})
 # Computed facts a step fills for other steps and the pipeline, which are no profile key and no plan value: the
@@ -22,6 +23,7 @@ ROOTS = frozenset({"runtime.flavor"})
 # Resolved.value is the object itself.
 STEP_VALUES = {
     "memory.setup": "the memory arithmetic's set-up (resolve/memory.py Setup), made once per resolve",
+    "placement.plan": "the GPU experts per MoE layer under the resolved placement (core/placement.py PlacementPlan)",
 }
 
 StepFn = Callable[..., None]  # (inp: ResolveInput, values: dict[str, Resolved], out: list[Finding]) -> None

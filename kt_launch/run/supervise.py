@@ -38,10 +38,11 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from kt_launch.core.options import BY_KEY
 from kt_launch.core.smoke import EXIT_SMOKE
@@ -79,6 +80,10 @@ class SuperviseOptions:
     backoff: float = 1.0  # the first wait before a restart; doubled for each recent one, at most 60 s
     smoke: str = "off"  # --smoke: off | warn | on (the CLI's default is on; run/smoke.py, resolve/smoke.py)
     smoke_timeout: float = 300.0  # per smoke request
+    # A job run once the server is ready (in a thread: the loop keeps pumping the server's output), given the base
+    # URL; when it returns, the server is stopped and its return value is kt-launch's exit code (`kt-launch
+    # calibrate`). None: serve until stopped.
+    after_ready: Callable[[str], int] | None = None
 
 
 class Restarts:
@@ -353,6 +358,8 @@ class _Single:
         self.smoke = None  # run/smoke.SmokeRun while the smoke requests are in flight
         self.smoke_failed = False  # --smoke on and a request failed: the server was stopped (EXIT_SMOKE)
         self.health_after = 0.0
+        self.job: threading.Thread | None = None
+        self.job_code: int | None = None
 
     # -- output -----------------------------------------------------------------------------
     def waiting_line(self) -> str:
@@ -493,6 +500,11 @@ class _Single:
             if st.kill_at is not None:
                 self._stopping(now)
                 continue
+            if self.job is not None and not self.job.is_alive():
+                st.stopping = "the job after ready is done"
+                st.kill_at = now + st.grace
+                _killpg(st.pgid, signal.SIGTERM)
+                continue
             if self.ready:
                 if self.smoke is not None and self.smoke.done:
                     self._smoke_done(now)
@@ -520,6 +532,7 @@ class _Single:
         if self.opts.smoke == "off":
             _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter,
                             self.ep.api_key is not None, self.health_after)
+            self._start_job()
             return
         from kt_launch.resolve.smoke import smoke_requests
         from kt_launch.run.smoke import SmokeRun, Target
@@ -548,6 +561,7 @@ class _Single:
         if not bad:
             _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter,
                             self.ep.api_key is not None, now - self.start, f"smoke test: {summary(replies)}")
+            self._start_job()
             return
         if not fail:
             self.console.say("kt-launch: warning: the smoke test failed (--smoke warn); SGLang keeps serving\n")
@@ -577,6 +591,23 @@ class _Single:
             run.stop()
         self.smoke = run
         self._smoke_done(time.monotonic(), dead=True)
+
+    def _start_job(self) -> None:
+        """SuperviseOptions.after_ready (`kt-launch calibrate`'s workload), in a thread once the server is ready (and
+        its smoke test passed); the loop stops the server when it returns (see _watch)."""
+        if self.opts.after_ready is None or self.job is not None:
+            return
+        job = self.opts.after_ready
+
+        def run_job() -> None:
+            try:
+                self.job_code = job(self.url)
+            except Exception as e:  # noqa: BLE001 - reported, and the server is stopped all the same
+                self.console.say(f"kt-launch: error: {type(e).__name__}: {e}\n")
+                self.job_code = 1
+
+        self.job = threading.Thread(target=run_job, name="after-ready", daemon=True)
+        self.job.start()
 
     def _ready_timeout(self, now: float) -> None:
         st = self.state
@@ -664,6 +695,8 @@ class _Single:
             return EXIT_SMOKE
         if self.timed_out:
             return EXIT_READY_TIMEOUT
+        if self.job_code is not None:
+            return self.job_code
         if rc < 0:
             return 128 - rc
         return rc if rc or self.ready else EXIT_FAILED
@@ -684,6 +717,9 @@ class _Single:
                 text = self._diagnose(rc)[0]
                 if text:
                     console.say(text)
+            return
+        if self.job_code is not None:
+            console.say(f"kt-launch: SGLang {how} (stopped once the job after ready was done)\n")
             return
         if not self.ready:
             console.say(f"kt-launch: error: SGLang {how} before it was ready (exit code {code}); last phase: "

@@ -137,12 +137,13 @@ def test_every_live_kt_flag_is_placed(flavour, real_facts):
 SINGLE = {  # one non-default value per settable flag key; str values that look like flags test the `=` form
     "model.served_name": "--api-key", "kt.weight_path": "-w", "kt.method": "bf16", "kt.cpuinfer": "7",
     "kt.threadpool_count": "1", "kt.numa_nodes": "[1]", "kt.num_gpu_experts": "5", "kt.gpu_experts_ratio": "0.25",
-    "kt.expert_placement_strategy": "front-loading", "kt.max_deferred_experts_per_token": "3",
+    "kt.expert_placement": "front-loading", "kt.max_deferred_experts_per_token": "3",
     "kt.gpu_prefill_token_threshold": "400", "kt.enable_dynamic_expert_update": "true", "lora.paths": '["/x/l"]',
     "server.host": "0.0.0.0", "server.port": "31001", "server.tp_size": "2", "server.disable_cuda_graph": "true",
     "server.chunked_prefill_size": "2048", "server.max_running_requests": "9", "server.mem_fraction_static": "0.7",
-    "server.max_total_tokens": "65536", "server.api_key": "--sk-secret",
+    "server.max_total_tokens": "65536", "server.api_key": "--sk-secret", "kt.expert_stats": "/x/stats.pt",
 }
+COMPANIONS = {"kt.expert_stats": ["kt.expert_placement=frequency"]}  # rendered only with frequency placement
 
 
 @pytest.mark.parametrize("flavour", ["sglang-kt", "sglang"])
@@ -157,7 +158,7 @@ def test_each_key_alone_reads_back_through_the_real_parser(flavour, real_venvs, 
             continue
         assert o.key in SINGLE, f"add a value for {o.key}"
         cfg, prov = load_config(REPO / "configs" / "deepseek-v2-lite.yaml", {},
-                                [f"runtime.flavor={flavour}", f"{o.key}={SINGLE[o.key]}"])
+                                [f"runtime.flavor={flavour}", f"{o.key}={SINGLE[o.key]}", *COMPANIONS.get(o.key, ())])
         inp = ResolveInput(config=cfg, provenance=prov, host=host_from_json(HOST), current_python="python",
                            checks=False)
         plan = resolve(inp)

@@ -38,6 +38,7 @@ EXPECTED = {
         {0, 3},
     "kt-launch tune --profile my.yaml": {3},
     "kt-launch fit --profile my.yaml": {3},  # no GPU known: KT-E620
+    "kt-launch calibrate --profile my.yaml --list": {0},  # starts nothing: lists the calibration cache
     "kt-launch export --profile my.yaml --to kubernetes -o k8s": {0},
     "kt-launch doctor --json > server.json": {0, 3},  # this machine's verdicts
     "kt-launch --profile my.yaml --host-facts server.json --no-check --dry-run": {0},

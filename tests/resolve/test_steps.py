@@ -143,7 +143,7 @@ def test_adding_a_derived_flag_takes_the_option_and_its_step(tmp_path, host_file
     shutil.copytree(REPO / "kt_launch", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     options = pkg / "core" / "options.py"
     text = options.read_text()
-    anchor = '    Option("kt.expert_placement_strategy"'
+    anchor = '    Option("kt.expert_placement"'
     assert anchor in text
     options.write_text(text.replace(anchor, _OPTION + anchor, 1))
     threads = pkg / "resolve" / "threads.py"

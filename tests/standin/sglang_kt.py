@@ -214,17 +214,18 @@ class Recorder:
                     counts[e] = int(round(total * self.weights[rank] / wsum))
             row.append(counts)
         with LOCK:
-            if len(self.rows) < self.buffer:
+            if self.buffer < 0 or len(self.rows) < self.buffer:  # -1: sglang's _InfiniteBuffer, it grows
                 self.rows.append(row)
             else:
                 self.rows[self.next] = row
-            self.next = (self.next + 1) % self.buffer
+            self.next = (self.next + 1) % self.buffer if self.buffer > 0 else 0
 
     def dump(self) -> str:
         import torch
 
         experts = self.experts - 1 if ARGS.recorder_shape_wrong else self.experts
-        count = torch.zeros((self.buffer, self.layers, experts), dtype=torch.int64)
+        size = max(len(self.rows), 1) if self.buffer < 0 else self.buffer  # an infinite buffer: the passes it holds
+        count = torch.zeros((size, self.layers, experts), dtype=torch.int64)
         with LOCK:
             for i, row in enumerate(self.rows):
                 count[i] = torch.tensor([r[:experts] for r in row], dtype=torch.int64)

@@ -1,0 +1,212 @@
+"""`kt-launch calibrate --profile P [--prompts FILE] [--requests N] [--name WORKLOAD] [--list]`.
+
+1. Plan the profile as a launch does, with SGLang's recorder on (`--expert-distribution-recorder-mode stat
+   --expert-distribution-recorder-buffer-size -1`, every forward pass kept) and SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR
+   set to a private temp dir; start it under the one supervisor (run/supervise.py).
+2. Once /health answers: POST /start_expert_distribution_record, the workload, POST /dump_expert_distribution_record
+   (run/workload.py); then the supervisor stops the server (Ctrl+C at any time stops it too; nothing is left running).
+3. The dump is checked and reduced (summed over the buffer) in runtime.python (facts/expert_stats_worker.py
+   `reduce`: torch.load weights_only, the shape against config.json, counts non-negative and not all zero).
+4. It is stored in the calibration cache under the model's fingerprint and --name (facts/expert_stats.py); the next
+   plan with kt.expert_placement: auto renders frequency placement with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from kt_launch.commands.common import EXIT_OK, EXIT_PLAN, load, request
+from kt_launch.core.errors import ConfigError
+
+RECORDER_FLAGS = ("--expert-distribution-recorder-mode", "stat", "--expert-distribution-recorder-buffer-size", "-1")
+RECORDER_DIR = "SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR"
+EXIT_FAILED = 1
+
+
+def run(args, passthrough) -> int:
+    from kt_launch.facts import expert_stats as es
+
+    problem = es.workload_problem(args.name)
+    if problem:
+        raise ConfigError(f"--name: {problem}")
+    if any(a.startswith("--expert-distribution-recorder") for a in passthrough):
+        raise ConfigError("kt-launch calibrate sets --expert-distribution-recorder-mode and -buffer-size itself; "
+                          "remove them after `--`")
+    req = request(args, (*passthrough, *RECORDER_FLAGS), launch=not args.list, gate="off" if args.list else "run")
+    loaded = load(req)
+    if loaded.config.fleet is not None:
+        raise ConfigError("kt-launch calibrate runs one server: remove the profile's fleet section (a calibration "
+                          "holds for every replica of the same model)")
+    cfg = loaded.config
+    model = _model(cfg)
+    fp = es.model_fingerprint(cfg.model.path, model)
+    if args.list:
+        return _list(fp, args)
+    prompts = _prompts(args.prompts)
+    from kt_launch.app import plan_request
+    from kt_launch.render.redact import safe_findings
+    from kt_launch.render.text import findings_text
+
+    out = plan_request(req, loaded=loaded)
+    if not out.ok:
+        sys.stderr.write(findings_text(safe_findings(out.command, out.findings)))
+        sys.stderr.write("kt-launch: the plan has errors; nothing was started (see --dry-run)\n")
+        return EXIT_PLAN
+    if args.host_facts:
+        from kt_launch.run.supervise import host_facts_warning
+
+        sys.stderr.write(host_facts_warning(args.host_facts))
+    tmp = tempfile.mkdtemp(prefix="kt-launch-calibrate-")  # 0700: only this user reads the dump
+    try:
+        code, workload = _record(out, args, prompts, tmp)
+        if code != 0:
+            return code
+        return _store(cfg, out, model, args, fp, tmp, workload)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _prompts(path: str | None):
+    from kt_launch.facts.prompts import DEFAULT, messages, read_prompts
+    from kt_launch.facts.reader import ReadError
+
+    if path is None:
+        return [messages(t) for t in DEFAULT]
+    try:
+        return read_prompts(path)
+    except ReadError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _record(out, args, prompts, tmp: str):
+    from dataclasses import replace
+
+    from kt_launch.run.supervise import Endpoint, SuperviseOptions, supervise
+    from kt_launch.run.workload import WorkloadResult, run_workload
+
+    cmd = replace(out.command, env={**out.command.env, RECORDER_DIR: tmp})
+    ep = Endpoint.of(out.plan, out.config)
+    requests = args.requests or len(prompts)
+    result = WorkloadResult()
+    opts = SuperviseOptions()
+    if args.grace_period is not None:
+        opts.grace_period = args.grace_period
+    if args.ready_timeout is not None:
+        opts.ready_timeout = args.ready_timeout
+    opts.after_ready = lambda url: run_workload(url, ep.model, prompts, requests, args.max_tokens,
+                                                args.request_timeout, ep.api_key, result)
+    values = {k: r.value for k, r in out.plan.values.items()}
+    import gc
+
+    gc.enable()
+    code = supervise(cmd, out.findings, ep, opts=opts, values=values)
+    if code == 0 and not result.dumped:  # the server stopped on its own before the job ended
+        sys.stderr.write("kt-launch: error: the server stopped before the workload was recorded\n")
+        code = EXIT_FAILED
+    return code, result
+
+
+def _dump_file(tmp: str) -> str | None:
+    """The recorder's newest dump in the private dir (expert_distribution_recorder_<time>.pt), a regular file."""
+    import stat
+
+    best = None
+    for n in os.listdir(tmp):
+        p = os.path.join(tmp, n)
+        if not (n.startswith("expert_distribution_recorder_") and n.endswith(".pt")):
+            continue
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and (best is None or st.st_mtime_ns > best[0]):
+            best = (st.st_mtime_ns, p)
+    return None if best is None else best[1]
+
+
+def _model(cfg):
+    """The model's shape from config.json: read here whatever --no-check says (the counts must match it)."""
+    from kt_launch.facts.model import ModelConfigError, read_model_facts
+
+    try:
+        return read_model_facts(cfg.model.path)
+    except ModelConfigError as e:
+        raise ConfigError(f"kt-launch calibrate needs the model's shape: {e}") from None
+
+
+def _store(cfg, out, model, args, fp: str, tmp: str, workload) -> int:
+    from kt_launch.facts import expert_stats as es
+
+    dump = _dump_file(tmp)
+    if dump is None:
+        sys.stderr.write(f"kt-launch: error: the server wrote no expert_distribution_recorder_*.pt into {RECORDER_DIR} "
+                         "after /dump_expert_distribution_record answered; nothing was stored\n")
+        return EXIT_FAILED
+    python = args.python or cfg.runtime.python or sys.executable
+    staging = es.staging_path(fp, args.name)
+    if staging is None:
+        sys.stderr.write("kt-launch: error: no cache folder to store the calibration in (set KT_LAUNCH_CACHE_DIR)\n")
+        return EXIT_FAILED
+    try:
+        found, why = es.run_check(python, dump, model, [], mode="reduce", out=str(staging))
+        if found is None:
+            sys.stderr.write(f"kt-launch: error: the recorded stats could not be checked: {why}\n")
+            return EXIT_FAILED
+        if not found.ok:
+            sys.stderr.write(f"kt-launch: error: the recorded stats were refused: {found.message}\n")
+            return EXIT_FAILED
+        meta = {"fingerprint": fp, "model_path": os.path.abspath(cfg.model.path), "shape": list(found.shape),
+                "routed_tokens": found.total, "requests": workload.sent, "answered": workload.answered,
+                "prompts": os.path.abspath(args.prompts) if args.prompts else "default"}
+        target = es.store_calibration(fp, args.name, staging, meta)
+    finally:
+        if staging.exists():
+            staging.unlink()
+    # the stored file, as the next plan reads it: its per-layer GPU experts at this plan's count
+    n = out.plan.get("kt.num_gpu_experts")
+    budgets = es.budgets_for(model, out.plan.get("kt.gpu_experts_ratio"))
+    check, _ = es.run_check(python, str(target), model, budgets)
+    doc = {"workload": args.name, "path": str(target), "fingerprint": fp, "shape": list(found.shape),
+           "routed_tokens": found.total, "requests": workload.sent, "answered": workload.answered}
+    lines = [f"kt-launch: calibration {args.name!r} stored: {target}",
+             f"  recorded {found.total:.0f} routed tokens over {workload.answered} of {workload.sent} requests; "
+             f"counts [{', '.join(map(str, found.shape))}] reduced to [1, {found.shape[1]}, {found.shape[2]}]"]
+    if check is not None and check.ok and n is not None:
+        layers = model.kt_moe_layers or len(model.moe_layers)
+        b = int(n) * layers
+        if b in check.per_layer:
+            pl = check.per_layer[b]
+            doc.update({"num_gpu_experts": n, "per_layer": list(pl), "served_share": check.served.get(b),
+                        "uniform_served_share": check.uniform_served.get(b)})
+            lines.append(f"  frequency at {n} GPU experts per layer: {min(pl)}-{max(pl)} per layer, serving "
+                         f"{100 * check.served.get(b, 0):.1f} % of the recorded routed tokens on the GPU (uniform: "
+                         f"{100 * check.uniform_served.get(b, 0):.1f} %)")
+    lines.append("  use it: kt.expert_placement: auto (or --set kt.expert_placement=frequency "
+                 f"--set kt.expert_stats={args.name})")
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _list(fp: str, args) -> int:
+    from kt_launch.facts import expert_stats as es
+
+    found = es.list_calibrations(fp)
+    if args.json:
+        sys.stdout.write(json.dumps({"fingerprint": fp, "calibrations": found}, indent=2) + "\n")
+        return EXIT_OK
+    if not found:
+        sys.stdout.write(f"no calibration for this model (fingerprint {fp}); record one with kt-launch calibrate "
+                         f"--profile {args.profile}\n")
+        return EXIT_OK
+    sys.stdout.write(f"calibrations of this model (fingerprint {fp}):\n")
+    for c in found:
+        sys.stdout.write(f"  {c['workload']:<20} {c.get('routed_tokens', 0):>14.0f} routed tokens  "
+                         f"{c.get('requests', '?')} requests  {c['path']}\n")
+    return EXIT_OK

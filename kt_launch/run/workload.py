@@ -1,0 +1,99 @@
+"""The calibration workload against a ready server: start SGLang's expert-distribution recorder, send the chat
+requests, dump the recorder (sglang-kt 0.7.2 entrypoints/http_server.py: POST /start_expert_distribution_record,
+POST /dump_expert_distribution_record; the dump is written by rank 0 into SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR).
+
+Runs in the supervisor's after-ready thread (run/supervise.py SuperviseOptions.after_ready): plain blocking HTTP with
+a deadline per request, progress on stderr. Returns kt-launch's exit code: 0 when the dump was asked for and at
+least one request was answered.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Callable
+
+MAX_ANSWER = 1 << 20  # an answer body read past this is cut (only its status and usage matter here)
+
+
+@dataclass
+class WorkloadResult:
+    sent: int = 0
+    answered: int = 0
+    completion_tokens: int = 0
+    errors: list[str] = field(default_factory=list)
+    dumped: bool = False
+
+
+def _post(url: str, body: dict | None, timeout: float, api_key: str | None) -> tuple[int, bytes]:
+    data = json.dumps(body or {}).encode()
+    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+    if api_key:
+        req.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - the server kt-launch started
+            return r.status, r.read(MAX_ANSWER)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(4096) if e.fp else b""
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def run_workload(base: str, model: str, prompts: list[list[dict[str, str]]], requests: int, max_tokens: int,
+                 timeout: float, api_key: str | None, result: WorkloadResult,
+                 say: Callable[[str], None] = lambda s: sys.stderr.write(s)) -> int:
+    """Record the expert distribution of `requests` chat requests (cycling through `prompts`)."""
+    try:
+        status, body = _post(f"{base}/start_expert_distribution_record", None, timeout, api_key)
+    except (OSError, ValueError) as e:
+        result.errors.append(f"POST /start_expert_distribution_record: {_why(e)}")
+        say(f"kt-launch: error: {result.errors[-1]}\n")
+        return 1
+    if status != 200:
+        result.errors.append(f"POST /start_expert_distribution_record answered HTTP {status}: "
+                             f"{body[:200].decode('utf-8', 'replace')}")
+        say(f"kt-launch: error: {result.errors[-1]} (was the server started with "
+            "--expert-distribution-recorder-mode?)\n")
+        return 1
+    for i in range(requests):
+        msgs = prompts[i % len(prompts)]
+        result.sent += 1
+        try:
+            status, body = _post(f"{base}/v1/chat/completions", {"model": model, "messages": msgs,
+                                                                "max_tokens": max_tokens, "temperature": 0.7},
+                                 timeout, api_key)
+        except (OSError, ValueError) as e:
+            result.errors.append(f"request {i + 1}: {_why(e)}")
+            say(f"kt-launch: calibrate: request {i + 1}/{requests} failed: {_why(e)}\n")
+            continue
+        if status != 200:
+            result.errors.append(f"request {i + 1}: HTTP {status}")
+            say(f"kt-launch: calibrate: request {i + 1}/{requests} answered HTTP {status}\n")
+            continue
+        result.answered += 1
+        try:
+            usage = json.loads(body).get("usage") or {}
+            result.completion_tokens += int(usage.get("completion_tokens") or 0)
+        except (ValueError, AttributeError, TypeError):
+            pass
+        say(f"kt-launch: calibrate: request {i + 1}/{requests} answered\n")
+    try:
+        status, body = _post(f"{base}/dump_expert_distribution_record", None, timeout, api_key)
+    except (OSError, ValueError) as e:
+        result.errors.append(f"POST /dump_expert_distribution_record: {_why(e)}")
+        say(f"kt-launch: error: {result.errors[-1]}\n")
+        return 1
+    if status != 200:
+        result.errors.append(f"POST /dump_expert_distribution_record answered HTTP {status}")
+        say(f"kt-launch: error: {result.errors[-1]}\n")
+        return 1
+    result.dumped = True
+    if not result.answered:
+        say("kt-launch: error: no request of the workload was answered; the recorded counts would be empty\n")
+        return 1
+    return 0
