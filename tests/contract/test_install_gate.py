@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,15 @@ def _profile(tmp_path: Path, python: str) -> Path:
     return prof
 
 
+def _cold_gate_cache(tmp_path: Path, shared_cache: Path) -> Path:
+    """A kt-launch cache with no install-gate answer, holding the run's warm parser facts (sglang/): the test
+    pays for the gate it is about, not for reading the real parser again."""
+    cache = tmp_path / "cache"
+    shutil.copytree(shared_cache / "sglang", cache / "sglang")
+    assert not (cache / "install").exists()
+    return cache
+
+
 def _findings(out: str) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for f in json.loads(out)["findings"]:
@@ -97,9 +107,9 @@ def test_doctor_python_on_the_issue_install_names_torch_transformers_kt_and_the_
 
 
 def test_check_refuses_the_contract_install_and_a_second_check_starts_no_interpreter(
-        real_venvs, capsys, tmp_path, monkeypatch):
+        real_venvs, shared_cache, capsys, tmp_path, monkeypatch):
     python = real_venvs["sglang-kt"]
-    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(_cold_gate_cache(tmp_path, shared_cache)))
     prof = _profile(tmp_path, python)
     cold = _starts(monkeypatch, python)
     assert main(["check", "--json", "--profile", str(prof)]) == 3
@@ -124,9 +134,9 @@ def test_check_refuses_the_contract_install_and_a_second_check_starts_no_interpr
     assert "KT-W260" in planned and "KT-E260" not in planned and warm == []
 
 
-def test_dry_run_never_runs_the_gate_cold(real_venvs, capsys, tmp_path, monkeypatch):
+def test_dry_run_never_runs_the_gate_cold(real_venvs, shared_cache, capsys, tmp_path, monkeypatch):
     python = real_venvs["sglang-kt"]
-    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(_cold_gate_cache(tmp_path, shared_cache)))
     prof = _profile(tmp_path, python)
     started = _starts(monkeypatch, python)
     assert main(["--dry-run", "--json", "--profile", str(prof)]) == 0
