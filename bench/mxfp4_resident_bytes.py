@@ -13,6 +13,7 @@ import torch
 from kt_kernel import kt_kernel_ext
 
 H, I, GS = 4096, 2048, 32
+LAYERS = 4
 
 
 def rss_anon() -> int:
@@ -41,7 +42,7 @@ def main() -> None:
     params = 3 * H * I
     cls = getattr(kt_kernel_ext.moe, "AMXFP4_KGroup_MOE", None) or kt_kernel_ext.moe.AVX2MXFP4_MOE
     layers, grown = [], []
-    for layer in range(2):  # the second layer's growth is its weights alone (kt-kernel's buffers are shared)
+    for layer in range(LAYERS):  # later layers grow by their weights alone (kt-kernel's buffers are shared)
         gc.collect()
         before = rss_anon()
         (gw, gs), (uw, us), (dw, ds) = one(I, H), one(I, H), one(H, I)
