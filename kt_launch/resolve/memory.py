@@ -379,6 +379,7 @@ class Setup:
     mamba_requests: int | None = None  # the state pool's requests when fixed (--max-mamba-cache-size, or
     #                                    --max-running-requests with --disable-radix-cache); None = by the ratio
     swa_ratio: float | None = None  # swa_full_tokens_ratio (hybrid SWA, DeepSeek-V4), `swa_ratio_of`; None = default
+    speculative: str | None = None  # --speculative-algorithm among the pass-through flags (the plan does not size it)
     # What this set-up computed once and every reader shares (each GPU's fixed costs, the fit per KV target): a
     # resolve makes one Setup (the memory_setup step), so the arithmetic runs once however many checks read it.
     # None of these depends on the KV target or max_total_tokens, so `with_values` shares it.
@@ -436,7 +437,8 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
         gpu_margin=int(cfg.fit.gpu_margin_mib * MiB), cpu_variant=variant, gpus_unsized=len(group) - len(sized),
         mamba_ratio=mamba_ratio, mamba_requests=mamba_requests,
         swa_ratio=1.0 if "--disable-hybrid-swa-memory" in [str(a) for a in extra] else swa_ratio_of(
-            m, extra, cfg.server.chunked_prefill_size, mtt, "--disable-overlap-schedule" not in [str(a) for a in extra]))
+            m, extra, cfg.server.chunked_prefill_size, mtt, "--disable-overlap-schedule" not in [str(a) for a in extra]),
+        speculative=_extra_arg(extra, "--speculative-algorithm"))
 
 
 def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved], method: str,
@@ -631,6 +633,9 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
         notes.append("GPU side not sized: the model.path safetensors headers were not read")
     elif not s.gpus:
         notes.append("GPU side not sized: no GPU facts (plan with --host-facts FILE)")
+    if w is not None and w.skipped_bytes and not s.speculative:
+        notes.append(f"{w.skipped_bytes / GiB:.1f} GiB of multi-token-prediction / next-n tensors (mtp.*, layers >= "
+                     f"num_hidden_layers {m.num_layers}) not counted: SGLang loads them only with speculative decoding")
     per = linear_state_bytes(m, s.tp)
     if per and gpus:
         how = ("--max-mamba-cache-size / --max-running-requests" if s.mamba_requests is not None else

@@ -109,3 +109,19 @@ def test_qwen3_coder_next_on_one_5090_runs_with_256k_requested(models, profile, 
     g = out["memory"]["gpus"][0]
     assert g["free_bytes"] >= 0 and 100_000 <= g["kv_tokens"] < 256000 and g["state_requests"] >= 4
     assert "KT-W604" in codes(out)
+
+
+def test_mtp_blocks_are_named_and_speculative_decoding_is_said(models, profile, capsys):
+    """Issue 24 item 3: the plan names the `mtp.*` bytes it leaves out; with --speculative-algorithm SGLang loads them
+    (and a draft KV pool), which the plan does not size: KT-W171 says so instead of a silent under-count."""
+    model = models("Qwen3-Next-80B-A3B")
+    kt = {"method": "AMXINT4", "weight_path": "/nonexistent/qn-int4", "num_gpu_experts": 0}
+    rc, doc = dry_json(capsys, profile(model, kt=kt, server={"tp_size": 4}), "rtx4090_8x")
+    mtp = counted("Qwen3-Next-80B-A3B")[2]
+    assert any(n.startswith(f"{mtp / (1 << 30):.1f} GiB of multi-token-prediction") for n in doc["memory"]["notes"])
+    assert "KT-W171" not in codes(doc)
+    p = profile(model, kt=kt, server={"tp_size": 4, "extra_args": ["--speculative-algorithm", "EAGLE"]})
+    rc, doc = dry_json(capsys, p, "rtx4090_8x")
+    f = next(f for f in doc["findings"] if f["code"] == "KT-W171")
+    assert "EAGLE" in f["message"] and "3.1 GiB" in f["message"] and "kt.num_gpu_experts" in f["fix"]
+    assert not any("multi-token-prediction" in n for n in doc["memory"]["notes"])
