@@ -10,6 +10,10 @@ Every formula follows the sglang-kt 0.7.2 wheel (paths under site-packages/sglan
 - KV bytes per token: MLA stores kv_lora_rank + qk_rope_head_dim per layer, the same on every rank
   (mem_cache/memory_pool.py:1414-1418, the pool's allocation); MHA/GQA stores max(1, kv_heads // tp) heads of
   head_dim + v_head_dim (model_runner_kv_cache_mixin.py:176-183, configs/model_config.py:774-781).
+- Hybrid models keep per-token KV only where SGLang does: the full-attention layers of Qwen3-Next / Qwen3.5 (their
+  Gated-DeltaNet state pool per request beside it, `state_pool`); Llama-4's and gpt-oss's sliding-window layers at
+  swa_full_tokens_ratio (0.8) of the full layers' tokens (model_runner_kv_cache_mixin.py:410-470); DeepSeek-V4's
+  compressed pool per "full" token (model_executor/memory_profiler.py:64-101, `dsv4_bytes_per_token`).
 - GPU experts: --kt-num-gpu-experts is per MoE layer and multiplied by sglang-kt's MoE-layer count;
   --kt-gpu-experts-ratio overrides it with int(layers x experts x ratio) (layers/moe/kt_ep_wrapper.py:4570-4615).
   Each layer's GPU experts are the wrapped (model.path) quant method's weights, split over TP by the
