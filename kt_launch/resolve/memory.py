@@ -440,7 +440,10 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
         node_memory={n.id: n.memory_bytes for n in inp.host.numa}, moe_lora=cfg.moe_lora is not None,
         gpu_margin=int(cfg.fit.gpu_margin_mib * MiB), cpu_variant=variant, gpus_unsized=len(group) - len(sized),
         mamba_ratio=mamba_ratio, mamba_requests=mamba_requests,
-        swa_ratio=1.0 if "--disable-hybrid-swa-memory" in [str(a) for a in extra] else swa_ratio_of(
+        # --disable-hybrid-swa-memory: every sliding-window layer full (Llama-4, gpt-oss); DeepSeek-V4 is not planned
+        # without its compressed pool
+        swa_ratio=1.0 if getattr(m, "swa_layers", 0) and "--disable-hybrid-swa-memory" in [str(a) for a in extra]
+        else swa_ratio_of(
             m, extra, cfg.server.chunked_prefill_size, mtt, "--disable-overlap-schedule" not in [str(a) for a in extra]),
         speculative=_extra_arg(extra, "--speculative-algorithm"))
 
