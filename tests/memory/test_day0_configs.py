@@ -2,6 +2,7 @@
 and an architecture kt-launch does not know named as such, with what sglang-kt 0.7.2's model list says of it."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,36 @@ def test_sliding_window_layers_as_sglangs_swa_pool_counts_them(name, full, swa):
     text_only = {**real(name), "architectures": ["Llama4ForCausalLM"]} if "Llama" in name else None
     if text_only:  # not a hybrid SWA architecture in SGLang: every layer full
         assert shape_from_config(text_only).swa_layers == 0
+
+
+def test_deepseek_v4_bytes_per_token_match_sglang_kts_own_calculator():
+    """Runs sglang-kt 0.7.2's own DSv4MemoryCalculator (model_executor/memory_profiler.py) and the ring sizes it reads
+    (mem_cache/deepseekv4_memory_pool.py get_compress_state_ring_size), taken from the installed wheel's source with
+    a stand-in for the one CUDA call (compute capability 9.0: the FP8 layout), against kt-launch's figure."""
+    import ast
+    import types
+    from kt_launch.resolve.memory import kv_bytes_per_token
+    d = _sglang_kt_models_dir()
+    if d is None:
+        pytest.skip("the sglang-kt 0.7.2 venv (KT_LAUNCH_VENVS/sglang-kt) is not built here")
+    srt = d.parent
+
+    def take(path, name):
+        tree = ast.parse((srt / path).read_text())
+        node = next(n for n in tree.body if getattr(n, "name", None) == name)
+        return ast.get_source_segment((srt / path).read_text(), node)
+
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(get_device_capability=lambda *a: (9, 0)))
+    ns = {"torch": fake_torch, "logger": types.SimpleNamespace(info=lambda *a, **k: None),
+          "ModelConfig": object, "ModelRunner": object, "DSv4PoolSizes": lambda **kw: kw}
+    exec("from __future__ import annotations\n" + take("mem_cache/deepseekv4_memory_pool.py",
+                                                        "get_compress_state_ring_size"), ns)
+    exec("from __future__ import annotations\n" + take("model_executor/memory_profiler.py", "DSv4MemoryCalculator"), ns)
+    cfg = real("deepseek-ai--DeepSeek-V4-Flash")
+    m = shape_from_config(cfg)
+    mc = types.SimpleNamespace(qk_nope_head_dim=m.qk_nope_head_dim, qk_rope_head_dim=m.qk_rope_head_dim,
+                               index_head_dim=cfg["index_head_dim"], compress_ratios=cfg["compress_ratios"],
+                               window_size=cfg["sliding_window"])
+    for r in (0.1, 0.37, 0.9):
+        theirs = ns["DSv4MemoryCalculator"](mc, page_size=256, swa_ratio=r).bytes_per_full_token
+        assert kv_bytes_per_token(m, 1, swa_ratio=r) == math.ceil(theirs), r
