@@ -640,6 +640,15 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
         notes.append("GPU side not sized: the model.path safetensors headers were not read")
     elif not s.gpus:
         notes.append("GPU side not sized: no GPU facts (plan with --host-facts FILE)")
+    ratio = DSV4_SWA_RATIO if s.swa_ratio is None and m.attention == "compressed" else (
+        SWA_FULL_TOKENS_RATIO if s.swa_ratio is None else s.swa_ratio)
+    if m.attention == "compressed" and gpus:
+        notes.append(f"DeepSeek-V4 compressed KV pool: {bpt} B per token (swa_full_tokens_ratio {ratio:g}: the "
+                     f"sliding window of {len(m.compress_ratios)} layers for that share of the tokens, the c4 / c128 "
+                     "layers' compressed KV and indexer for all; sglang-kt's DSv4MemoryCalculator)")
+    elif getattr(m, "swa_layers", 0) and gpus:
+        notes.append(f"sliding-window KV: {m.swa_layers} of {m.num_layers} layers keep swa_full_tokens_ratio "
+                     f"{ratio:g} of the tokens the {m.kv_layers} full-attention layers keep (SGLang's hybrid SWA pool)")
     if w is not None and w.skipped_bytes and not s.speculative:
         notes.append(f"{w.skipped_bytes / GiB:.1f} GiB of multi-token-prediction / next-n tensors (mtp.*, layers >= "
                      f"num_hidden_layers {m.num_layers}) not counted: SGLang loads them only with speculative decoding")

@@ -74,9 +74,11 @@ def test_gpt_oss_plan_sizes_the_swa_pool(models, profile, capsys):
     from memory.support import dry_json
     model = models("gpt-oss-120b")
     kt = {"method": "MXFP4", "weight_path": str(model), "num_gpu_experts": 0}
-    for extra, bpt in (([], 66356), (["--swa-full-tokens-ratio", "0.5"], 55296),
-                       (["--disable-hybrid-swa-memory"], 73728)):
+    for extra, bpt, ratio in (([], 66356, "0.8"), (["--swa-full-tokens-ratio", "0.5"], 55296, "0.5"),
+                              (["--disable-hybrid-swa-memory"], 73728, "1")):
         rc, doc = dry_json(capsys, profile(model, kt=kt, server={"extra_args": extra}), "h200_1x")
         g = doc["memory"]["gpus"][0]
         assert g["kv_bytes_per_token"] == bpt, extra
         assert g["kv_tokens"] * bpt <= g["total_bytes"]
+        assert any(n.startswith(f"sliding-window KV: 18 of 36 layers keep swa_full_tokens_ratio {ratio} ")
+                   for n in doc["memory"]["notes"]), doc["memory"]["notes"]

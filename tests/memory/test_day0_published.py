@@ -69,6 +69,8 @@ def test_deepseek_v4_flash_on_one_5090_runs(models, profile, capsys, tmp_path):
     assert mem["gpus"][0]["kv_tokens"] >= 16384 and mem["gpus"][0]["free_bytes"] >= 0
     # the compressed pool's bytes per full token (DSv4MemoryCalculator at swa ratio 0.1; was 88,064 per layer head)
     assert mem["gpus"][0]["kv_bytes_per_token"] == 15956
+    assert any(n.startswith("DeepSeek-V4 compressed KV pool: 15956 B per token (swa_full_tokens_ratio 0.1")
+               for n in mem["notes"])
 
 
 def test_minimax_m25_fp8_on_4x4090_runs(models, profile, capsys, tmp_path):
