@@ -126,6 +126,7 @@ def kv_element_bytes(model, extra_args=()) -> int:
 
 
 SWA_FULL_TOKENS_RATIO = 0.8  # server_args.py:665 `swa_full_tokens_ratio`
+DSV4_PAGE = 256  # server_args.py:1801-1806: DeepSeek-V4's page_size
 DSV4_SWA_RATIO = 0.1  # server_args.py:1841-1849: DeepSeek-V4's default, raised to fit 2 chunks when both are set
 
 
@@ -630,6 +631,8 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
         state, reqs = state_pool(s, room)  # SGLang sizes the linear-attention state first, from the same rest
         kv = max(0, room - state) // bpt if bpt else 0
         kv = min(kv, s.max_total_tokens) if s.max_total_tokens else kv  # SGLang: min(profiled, requested)
+        if m.attention == "compressed":  # DeepSeek-V4: whole pages of 256 (server_args.py:1805, memory_profiler.py:106)
+            kv = kv // DSV4_PAGE * DSV4_PAGE
         gpus.append(GpuMemory(g.index, g.name, g.memory_bytes, nonexp + buf, exp_rank, bpt, kv, reserve,
                               room - kv * bpt - state, nonexp, buf, copies, s.gpu_margin, used_of(g), state, reqs))
     notes = []
