@@ -107,8 +107,9 @@ ARCHS: tuple[Arch, ...] = (
          "MLA: kv_lora_rank + qk_rope_head_dim per layer (mem_cache/memory_pool.py:1414-1418); DeepSeek-V3.2 / GLM-5 "
          "(index_topk set) add the NSA indexer's index_head_dim + 4 per 128 (memory_pool.py:1792-1817); DeepSeek-V4: "
          "its compressed pool per full token, sliding window of every layer at swa_full_tokens_ratio 0.1 plus c4 / "
-         "c128 compressed KV, indexer and states (model_executor/memory_profiler.py:64-101); next-n / mtp.* layers "
-         "only with speculative decoding"),
+         "c128 compressed KV, indexer and states (model_executor/memory_profiler.py:64-101); MiMo-V2-Flash: "
+         "hybrid_layer_pattern's sliding-window layers (own swa_* heads) at swa_full_tokens_ratio 0.8 "
+         "(configs/model_config.py:1514-1520); next-n / mtp.* layers only with speculative decoding"),
     Arch(("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "Qwen3NextForCausalLM", "Qwen3_5MoeForConditionalGeneration",
           "Qwen3VLMoeForConditionalGeneration"),
          ("num_experts",), ("num_experts_per_tok",), ("moe_intermediate_size",), "sparse_step",

@@ -51,6 +51,9 @@ class ModelFacts:
     # is_hybrid_swa_model / get_hybrid_layer_ids): they hold swa_full_tokens_ratio x the full layers' tokens; the
     # full-attention layers are `kv_layers`. See resolve/memory.py `kv_bytes_per_token`.
     swa_layers: int = 0
+    swa_kv_heads: int = 0  # swa_num_key_value_heads / swa_head_dim / swa_v_head_dim where the sliding-window layers
+    swa_head_dim: int = 0  # differ (MiMo-V2-Flash; configs/model_config.py:506-515, 783-794); 0 = the full layers'
+    swa_v_head_dim: int = 0
     # DeepSeek-V4's compressed attention (attention "compressed"): per-layer compress ratio (0 = sliding window only,
     # 4 or 128), the sliding window; qk_rope_head_dim / qk_nope_head_dim / index_head_dim as above.
     compress_ratios: tuple[int, ...] = ()

@@ -173,14 +173,16 @@ def attention_facts(cfg: dict[str, Any], layers: int, hidden: int) -> dict[str, 
 
 
 # sglang-kt 0.7.2 configs/model_config.py:1479-1491 `is_hybrid_swa_model` (the MoE architectures kt-launch plans)
-HYBRID_SWA_ARCHITECTURES = frozenset({"Llama4ForConditionalGeneration", "GptOssForCausalLM"})
+HYBRID_SWA_ARCHITECTURES = frozenset({"Llama4ForConditionalGeneration", "GptOssForCausalLM", "MiMoV2FlashForCausalLM"})
 
 
 def swa_facts(cfg: dict[str, Any], layers: int) -> dict[str, Any]:
     """Sliding-window layers as SGLang's hybrid SWA pool counts them (configs/model_config.py:1494-1513
     `get_hybrid_layer_ids`): Llama4ForConditionalGeneration's layers with (i + 1) % 4 != 0 (chunked attention; the
-    rest are full), gpt-oss's `layer_types` "sliding_attention". Llama4ForCausalLM (text only) is not a hybrid SWA
-    architecture there: every layer full. Nothing for other models, or a gpt-oss config without layer_types."""
+    rest are full), gpt-oss's `layer_types` "sliding_attention", MiMo-V2-Flash's `hybrid_layer_pattern` 1s (whose
+    sliding-window layers have their own swa_num_key_value_heads / swa_head_dim / swa_v_head_dim). Llama4ForCausalLM
+    (text only) is not a hybrid SWA architecture there: every layer full. Nothing for other models, or a config
+    without its list."""
     arch = cfg.get("architectures")
     arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else ""
     if arch not in HYBRID_SWA_ARCHITECTURES:
@@ -188,12 +190,27 @@ def swa_facts(cfg: dict[str, Any], layers: int) -> dict[str, Any]:
     if arch == "Llama4ForConditionalGeneration":
         swa = sum(1 for i in range(layers) if (i + 1) % 4 != 0)
         return {"swa_layers": swa, "kv_layers": layers - swa}
-    types = cfg.get("layer_types")
-    if not isinstance(types, list):
+    if arch == "MiMoV2FlashForCausalLM":
+        pattern = cfg.get("hybrid_layer_pattern")
+        if not (isinstance(pattern, list) and len(pattern) >= layers
+                and all(p in (0, 1) and not isinstance(p, bool) for p in pattern[:layers])):
+            return {}
+        swa = sum(pattern[:layers])
+        full = layers - swa
+    else:
+        types = cfg.get("layer_types")
+        if not isinstance(types, list):
+            return {}
+        swa = sum(1 for t in types[:layers] if t == "sliding_attention")
+        full = sum(1 for t in types[:layers] if t == "full_attention")
+    if not swa or swa + full != layers:
         return {}
-    swa = sum(1 for t in types[:layers] if t == "sliding_attention")
-    full = sum(1 for t in types[:layers] if t == "full_attention")
-    return {"swa_layers": swa, "kv_layers": full} if swa and swa + full == layers else {}
+
+    def num(key: str) -> int:
+        v = cfg.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_DIM else 0
+    return {"swa_layers": swa, "kv_layers": full, "swa_kv_heads": num("swa_num_key_value_heads"),
+            "swa_head_dim": num("swa_head_dim"), "swa_v_head_dim": num("swa_v_head_dim")}
 
 
 def compressed_facts(cfg: dict[str, Any], num, head_dim: int) -> dict[str, Any]:

@@ -193,7 +193,9 @@ def kv_bytes_per_token(model, tp: int, elem: int = 2, swa_ratio: float | None = 
         swa = getattr(model, "swa_layers", 0)
         if swa:  # model_runner_kv_cache_mixin.py:410-470: full tokens = rest / (F x n_full + ratio x S x n_swa)
             r = SWA_FULL_TOKENS_RATIO if swa_ratio is None else swa_ratio
-            return math.ceil(per_layer * (layers + r * swa))
+            swa_layer = max(1, (model.swa_kv_heads or model.num_kv_heads) // tp) * (
+                (model.swa_head_dim or model.head_dim) + (model.swa_v_head_dim or model.v_head_dim)) * elem
+            return math.ceil(per_layer * layers + r * swa_layer * swa)
         return per_layer * layers
     return 0
 

@@ -211,3 +211,24 @@ def test_deepseek_v4_bytes_per_token_match_sglang_kts_own_calculator():
     for r in (0.1, 0.37, 0.9):
         theirs = ns["DSv4MemoryCalculator"](mc, page_size=256, swa_ratio=r).bytes_per_full_token
         assert kv_bytes_per_token(m, 1, swa_ratio=r) == math.ceil(theirs), r
+
+
+def test_mimo_v2_flash_sliding_window_layers_have_their_own_heads():
+    """MiMoV2FlashForCausalLM is a hybrid SWA architecture in SGLang (configs/model_config.py:1479-1491): its
+    hybrid_layer_pattern 1s are sliding-window layers of swa_num_key_value_heads x (swa_head_dim + swa_v_head_dim)
+    (configs/model_config.py:506-515, 783-794), the 0s full layers of num_key_value_heads x (head_dim + v_head_dim).
+    The keys as SGLang reads them (a MoE config of MiMo-V2-Flash's attention shape: 48 layers, 9 full)."""
+    from kt_launch.resolve.memory import kv_bytes_per_token
+    pattern = [0 if i % 6 == 5 or i == 0 else 1 for i in range(48)][:47] + [0]
+    cfg = {"architectures": ["MiMoV2FlashForCausalLM"], "hidden_size": 4096, "num_hidden_layers": 48,
+           "n_routed_experts": 256, "num_experts_per_tok": 8, "moe_intermediate_size": 2048,
+           "first_k_dense_replace": 1, "num_attention_heads": 64, "num_key_value_heads": 4, "head_dim": 192,
+           "v_head_dim": 128, "swa_num_key_value_heads": 8, "swa_head_dim": 192, "swa_v_head_dim": 128,
+           "hybrid_layer_pattern": pattern}
+    m = shape_from_config(cfg)
+    full = pattern.count(0)
+    assert (m.kv_layers, m.swa_layers) == (full, 48 - full)
+    assert kv_bytes_per_token(m, 1) == math.ceil(4 * 320 * 2 * full + 0.8 * 8 * 320 * 2 * (48 - full))
+    assert kv_bytes_per_token(m, 8) == math.ceil(1 * 320 * 2 * full + 0.8 * 1 * 320 * 2 * (48 - full))
+    cfg["hybrid_layer_pattern"] = [1, 0, "x"]  # not SGLang's list: every layer full, no SWA pool
+    assert shape_from_config(cfg).swa_layers == 0
