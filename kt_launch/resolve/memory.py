@@ -615,7 +615,8 @@ def fitted_kv_tokens(s: Setup, num_gpu_experts: int, ratio: float | None = None)
     exp = math.ceil(gpu_experts_total(s.model, num_gpu_experts, ratio) * loaded_share(s.model)
                     * expert_avg_bytes(s.weights, s.model) / s.tp)
     rest = min(room - exp for _, room in room_for_experts(s, 0))
-    return max(0, rest - state_pool(s, rest)[0]) // bpt
+    kv = max(0, rest - state_pool(s, rest)[0]) // bpt
+    return kv // DSV4_PAGE * DSV4_PAGE if s.model.attention == "compressed" else kv
 
 
 def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPlan:
