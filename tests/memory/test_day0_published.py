@@ -116,3 +116,7 @@ def test_glm5_fp8_on_8_gpus_runs(models, profile, capsys, tmp_path):
     one = 3 * 6144 * 2048 + 3 * 48 * 16 * 4  # one FP8 expert and its block scales
     assert mem["ram"]["experts_bytes"] == 75 * 256 * one  # the next-n layer 78 is not loaded
     assert mem["gpu_experts_total"] == 30 * 75
+    # the doc's "Layerwise prefill requires one extra MoE layer's worth of VRAM": 256 FP8 experts split over TP 8 on
+    # every GPU (rank 0 adds kt's chunk x hidden BF16 staging buffer)
+    assert abs(mem["gpus"][1]["kt_buffers_bytes"] - 256 * one / 8) <= 8
+    assert mem["gpus"][0]["kt_buffers_bytes"] - mem["gpus"][1]["kt_buffers_bytes"] == 16384 * 6144 * 2
