@@ -4,8 +4,8 @@
 `EntryClass` (file:line below) builds its MoE layers with `FusedMoE`, which sglang-kt wraps in kt-kernel's
 `KTEPWrapperMethod` for every model (layers/moe/kt_ep_wrapper.py:6318-6331 registers the wrapper with
 layers/moe/quant_method_registry.py; fused_moe_triton/layer.py:295 applies it). Made by reading the wheel's
-model files (`EntryClass = ...` and a `FusedMoE` / `get_moe_impl_class` use); tests/memory/test_day0_configs.py checks it
-against the installed sglang-kt when its venv is there. A dense architecture that shares a file with a MoE one
+model files (`EntryClass = ...` and a `FusedMoE` / `get_moe_impl_class` use); tests/memory/test_day0_configs.py
+checks it against the installed sglang-kt when its venv is there. A dense architecture that shares a file with a MoE one
 (Ernie4_5_ForCausalLM, HunYuanDenseV1ForCausalLM, Qwen3_5ForConditionalGeneration) is listed with its file but
 has no routed experts: config.json says so.
 

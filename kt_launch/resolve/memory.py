@@ -422,6 +422,7 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
     flags = inp.host.cpu.flags
     variant = choose_variant(flags, cfg.runtime.env.get("KT_KERNEL_CPU_VARIANT")).variant if flags else ""
     extra = cfg.server.extra_args
+    flags = [str(a) for a in extra]
     mamba_ratio, mamba_requests = MAMBA_FULL_MEMORY_RATIO, None
     try:
         got = _extra_arg(extra, "--mamba-full-memory-ratio")
@@ -445,9 +446,8 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
         mamba_ratio=mamba_ratio, mamba_requests=mamba_requests,
         # --disable-hybrid-swa-memory: every sliding-window layer full (Llama-4, gpt-oss); DeepSeek-V4 is not planned
         # without its compressed pool
-        swa_ratio=1.0 if getattr(m, "swa_layers", 0) and "--disable-hybrid-swa-memory" in [str(a) for a in extra]
-        else swa_ratio_of(
-            m, extra, cfg.server.chunked_prefill_size, mtt, "--disable-overlap-schedule" not in [str(a) for a in extra]),
+        swa_ratio=1.0 if getattr(m, "swa_layers", 0) and "--disable-hybrid-swa-memory" in flags
+        else swa_ratio_of(m, extra, cfg.server.chunked_prefill_size, mtt, "--disable-overlap-schedule" not in flags),
         speculative=_extra_arg(extra, "--speculative-algorithm"))
 
 
