@@ -4,8 +4,8 @@
 `EntryClass` (file:line below) builds its MoE layers with `FusedMoE`, which sglang-kt wraps in kt-kernel's
 `KTEPWrapperMethod` for every model (layers/moe/kt_ep_wrapper.py:6318-6331 registers the wrapper with
 layers/moe/quant_method_registry.py; fused_moe_triton/layer.py:295 applies it). Made by reading the wheel's
-model files (`EntryClass = ...` and a `FusedMoE` / `get_moe_impl_class` use); tests/core/test_archs.py checks it
-against the installed sglang-kt when its venv is there. A dense architecture that shares a file with a MoE one
+model files (`EntryClass = ...` and a `FusedMoE` / `get_moe_impl_class` use); tests/memory/test_day0_configs.py
+checks it against the installed sglang-kt when its venv is there. A dense architecture that shares a file with a MoE one
 (Ernie4_5_ForCausalLM, HunYuanDenseV1ForCausalLM, Qwen3_5ForConditionalGeneration) is listed with its file but
 has no routed experts: config.json says so.
 
@@ -89,6 +89,7 @@ class Arch:
     cite: str
     tensors: str = "model.layers.L.mlp.experts.E.{gate,up,down}_proj.<suffix>"  # routed-expert tensor names
     formats: str = "BF16 weight; FP8 weight + F32 weight_scale_inv (128x128 blocks)"  # dtypes and scales
+    kv: str = "every layer: num_key_value_heads x (head_dim + v_head_dim)"  # what SGLang keeps per token (cited)
 
 
 ARCHS: tuple[Arch, ...] = (
@@ -102,7 +103,13 @@ ARCHS: tuple[Arch, ...] = (
          "model.layers.L.mlp.experts.E.{gate,up,down}_proj.*; DeepSeek-V4: layers.L.ffn.experts.E.{w1,w3,w2}.{weight,"
          "scale} (deepseek_v4.py:1656-1677 renames ffn -> mlp, w1/w3/w2 -> gate/up/down, scale -> weight_scale_inv)",
          "BF16; FP8 + F32 weight_scale_inv; compressed-tensors INT4 weight_packed (I32) + BF16 weight_scale (group "
-         "32); DeepSeek-V4 FP4 (I8, two e2m1 per byte) + F8_E8M0 scale per 32"),
+         "32); DeepSeek-V4 FP4 (I8, two e2m1 per byte) + F8_E8M0 scale per 32",
+         "MLA: kv_lora_rank + qk_rope_head_dim per layer (mem_cache/memory_pool.py:1414-1418); DeepSeek-V3.2 / GLM-5 "
+         "(index_topk set) add the NSA indexer's index_head_dim + 4 per 128 (memory_pool.py:1792-1817); DeepSeek-V4: "
+         "its compressed pool per full token, sliding window of every layer at swa_full_tokens_ratio 0.1 plus c4 / "
+         "c128 compressed KV, indexer and states (model_executor/memory_profiler.py:64-101); MiMo-V2-Flash: "
+         "hybrid_layer_pattern's sliding-window layers (own swa_* heads) at swa_full_tokens_ratio 0.8 "
+         "(configs/model_config.py:1514-1520); next-n / mtp.* layers only with speculative decoding"),
     Arch(("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "Qwen3NextForCausalLM", "Qwen3_5MoeForConditionalGeneration",
           "Qwen3VLMoeForConditionalGeneration"),
          ("num_experts",), ("num_experts_per_tok",), ("moe_intermediate_size",), "sparse_step",
@@ -111,20 +118,27 @@ ARCHS: tuple[Arch, ...] = (
          "model.layers.L.mlp.experts.E.{gate,up,down}_proj.*; Qwen3.5: model.language_model.layers.L.mlp.experts."
          "{gate_up_proj [E, 2I, H], down_proj [E, H, I]} (qwen3_5.py:1298-1345 fused_expert_params_mapping); "
          "Qwen3-Next / Qwen3.5 mtp.* not loaded without speculative decoding (qwen3_next.py:1041, qwen3_5.py:1333)",
-         "BF16; FP8 + F32 weight_scale_inv (128x128 blocks)"),
+         "BF16; FP8 + F32 weight_scale_inv (128x128 blocks)",
+         "Qwen3-Next / Qwen3.5: only the full-attention layers ((i + 1) % full_attention_interval == 0, "
+         "configs/qwen3_next.py:255-282) hold per-token KV; the Gated-DeltaNet layers a state per request "
+         "(configs/mamba_utils.py mamba_cache_per_req, mamba_full_memory_ratio 0.9); other rows: every layer"),
     Arch(("MixtralForCausalLM", "MiniMaxM2ForCausalLM", "GptOssForCausalLM"),
          ("num_local_experts",), ("num_experts_per_tok",), ("intermediate_size",), "all",
          "mixtral.py MixtralMoE, minimax_m2.py, gpt_oss.py GptOssSparseMoeBlock: every layer (intermediate_size)",
          "model.layers.L.block_sparse_moe.experts.E.{w1,w3,w2}.*; gpt-oss: model.layers.L.mlp.experts."
          "{gate_up_proj,down_proj}_{blocks,scales,bias} (gpt_oss.py:721, 813-870)",
          "BF16; FP8 + F32 weight_scale_inv; gpt-oss MXFP4: U8 blocks [E, rows, cols/32, 16] + U8 (e8m0) scales per 32 "
-         "+ BF16 bias"),
+         "+ BF16 bias",
+         "every layer; gpt-oss: its layer_types' sliding_attention layers at swa_full_tokens_ratio (0.8) of the full "
+         "layers' tokens (configs/model_config.py:1479-1513, model_runner_kv_cache_mixin.py:410-470)"),
     Arch(("Llama4ForConditionalGeneration", "Llama4ForCausalLM"),
          ("num_local_experts",), ("num_experts_per_tok",), ("intermediate_size",), "interleave",
          "llama4.py:425-428 _is_moe_layer: (layer_id + 1) % interleave_moe_layer_step == 0; Llama4MoE uses "
          "intermediate_size (intermediate_size_mlp is the dense layers')",
          "language_model.model.layers.L.feed_forward.experts.{gate_up_proj [E, H, 2I], down_proj [E, I, H]} "
-         "(mllama4.py:755-816)", "BF16"),
+         "(mllama4.py:755-816)", "BF16",
+         "Llama4ForConditionalGeneration: the (i + 1) % 4 != 0 layers (chunked attention) at swa_full_tokens_ratio "
+         "(0.8) of the full layers' tokens (configs/model_config.py:1499-1505); Llama4ForCausalLM: every layer"),
     Arch(("Ernie4_5_MoeForCausalLM",),
          ("moe_num_experts",), ("moe_k",), ("moe_intermediate_size",), "start_end",
          "ernie4.py:89-98 (moe_num_experts, moe_k), :176-186 (moe_layer_start_index <= i <= moe_layer_end_index and "

@@ -30,6 +30,7 @@ CODES: dict[str, str] = {
     "KT-W101": "kt.cpuinfer above the usable physical cores",
     "KT-W102": "kt.cpuinfer does not divide over the thread pools",
     "KT-W170": "more kt-kernel thread pools than NUMA nodes with CPUs (the extra pools run unbound)",
+    "KT-W171": "speculative decoding: the draft (MTP / next-n weights, its KV) is not in the memory plan",
     "KT-W103": "a KT_LAUNCH_* environment variable that sets nothing",
     "KT-W111": "kt.weight_path given but the SFT method reads model.path",
     "KT-W121": "CUDA graphs disabled in MoE-LoRA mode",

@@ -18,7 +18,8 @@ class ModelFacts:
     torch_dtype: str = "bfloat16"
     expert_naming: str = "deepseek"  # "deepseek" (mlp.experts.E.{gate,up,down}_proj) or "mixtral" (block_sparse_moe.experts.E.w1/w3/w2)
     # Attention and size facts for the memory plan (0 = not in config.json); see `attention_facts`.
-    attention: str = ""  # "mla" (kv_lora_rank set) | "gqa" (MHA/GQA: num_key_value_heads) | "" unknown
+    attention: str = ""  # "mla" (kv_lora_rank set) | "gqa" (MHA/GQA: num_key_value_heads) | "compressed"
+    #                      (DeepSeek-V4's compressed pool) | "" unknown
     num_attention_heads: int = 0
     num_kv_heads: int = 0
     head_dim: int = 0
@@ -46,6 +47,17 @@ class ModelFacts:
     linear_value_head_dim: int = 0
     linear_conv_kernel: int = 0
     linear_ssm_bytes: int = 4  # mamba_ssm_dtype: float32 unless config.json says bfloat16/float16
+    # Sliding-window layers SGLang keeps in its hybrid SWA pool (Llama-4, gpt-oss: configs/model_config.py
+    # is_hybrid_swa_model / get_hybrid_layer_ids): they hold swa_full_tokens_ratio x the full layers' tokens; the
+    # full-attention layers are `kv_layers`. See resolve/memory.py `kv_bytes_per_token`.
+    swa_layers: int = 0
+    swa_kv_heads: int = 0  # swa_num_key_value_heads / swa_head_dim / swa_v_head_dim where the sliding-window layers
+    swa_head_dim: int = 0  # differ (MiMo-V2-Flash; configs/model_config.py:506-515, 783-794); 0 = the full layers'
+    swa_v_head_dim: int = 0
+    # DeepSeek-V4's compressed attention (attention "compressed"): per-layer compress ratio (0 = sliding window only,
+    # 4 or 128), the sliding window; qk_rope_head_dim / qk_nope_head_dim / index_head_dim as above.
+    compress_ratios: tuple[int, ...] = ()
+    window: int = 0
 
     @property
     def shape_key(self) -> str:

@@ -153,6 +153,7 @@ def attention_facts(cfg: dict[str, Any], layers: int, hidden: int) -> dict[str, 
         head_dim = num("head_dim", hidden // heads)
         out.update(attention="gqa", num_kv_heads=num("num_key_value_heads", heads), head_dim=head_dim,
                    v_head_dim=num("v_head_dim", head_dim))
+        out.update(compressed_facts(cfg, num, head_dim))
     q = cfg.get("quantization_config")
     if isinstance(q, dict) and isinstance(q.get("quant_method"), str):
         out["quant_method"] = q["quant_method"][:40]
@@ -167,7 +168,71 @@ def attention_facts(cfg: dict[str, Any], layers: int, hidden: int) -> dict[str, 
     out["kt_moe_layers"] = sum(1 for i in range(layers) if i >= first and i % freq == 0)
     out.update(memory_facts(cfg, num))
     out.update(hybrid_facts(cfg, layers, num))
+    out.update(swa_facts(cfg, layers))
     return out
+
+
+# sglang-kt 0.7.2 configs/model_config.py:1479-1491 `is_hybrid_swa_model` (the MoE architectures kt-launch plans)
+HYBRID_SWA_ARCHITECTURES = frozenset({"Llama4ForConditionalGeneration", "GptOssForCausalLM", "MiMoV2FlashForCausalLM"})
+
+
+def swa_facts(cfg: dict[str, Any], layers: int) -> dict[str, Any]:
+    """Sliding-window layers as SGLang's hybrid SWA pool counts them (configs/model_config.py:1494-1513
+    `get_hybrid_layer_ids`): Llama4ForConditionalGeneration's layers with (i + 1) % 4 != 0 (chunked attention; the
+    rest are full), gpt-oss's `layer_types` "sliding_attention", MiMo-V2-Flash's `hybrid_layer_pattern` 1s (whose
+    sliding-window layers have their own swa_num_key_value_heads / swa_head_dim / swa_v_head_dim). Llama4ForCausalLM
+    (text only) is not a hybrid SWA architecture there: every layer full. Nothing for other models, or a config
+    without its list."""
+    arch = cfg.get("architectures")
+    arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else ""
+    if arch not in HYBRID_SWA_ARCHITECTURES:
+        return {}
+    if arch == "Llama4ForConditionalGeneration":
+        swa = sum(1 for i in range(layers) if (i + 1) % 4 != 0)
+        return {"swa_layers": swa, "kv_layers": layers - swa}
+    if arch == "MiMoV2FlashForCausalLM":
+        pattern = cfg.get("hybrid_layer_pattern")
+        if not (isinstance(pattern, list) and len(pattern) >= layers
+                and all(p in (0, 1) and not isinstance(p, bool) for p in pattern[:layers])):
+            return {}
+        swa = sum(pattern[:layers])
+        full = layers - swa
+    else:
+        types = cfg.get("layer_types")
+        if not isinstance(types, list):
+            return {}
+        swa = sum(1 for t in types[:layers] if t == "sliding_attention")
+        full = sum(1 for t in types[:layers] if t == "full_attention")
+    if not swa or swa + full != layers:
+        return {}
+
+    def num(key: str) -> int:
+        v = cfg.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_DIM else 0
+    return {"swa_layers": swa, "kv_layers": full, "swa_kv_heads": num("swa_num_key_value_heads"),
+            "swa_head_dim": num("swa_head_dim"), "swa_v_head_dim": num("swa_v_head_dim")}
+
+
+def compressed_facts(cfg: dict[str, Any], num, head_dim: int) -> dict[str, Any]:
+    """DeepSeek-V4's compressed attention as sglang-kt 0.7.2 reads it (configs/model_config.py:566-579,
+    configs/deepseek_v4.py defaults): qk_rope_head_dim, qk_nope_head_dim = head_dim - qk_rope_head_dim (the
+    2604 checkpoint) or its own key, the window (sliding_window, else window_size, else 128), index_head_dim and
+    compress_ratios (one per layer, each 0, 4 or 128: deepseekv4_memory_pool.py:24-31 allows no other). Nothing
+    for other architectures or a list SGLang would refuse."""
+    arch = cfg.get("architectures")
+    if not (isinstance(arch, list) and arch and arch[0] == "DeepseekV4ForCausalLM"):
+        return {}
+    ratios = cfg.get("compress_ratios")
+    if not (isinstance(ratios, list) and 0 < len(ratios) <= MAX_DIM
+            and all(r in (0, 4, 128) and not isinstance(r, bool) for r in ratios)):
+        return {}
+    rope = num("qk_rope_head_dim", 64)
+    nope = num("qk_nope_head_dim") or head_dim - rope
+    if nope <= 0:
+        return {}
+    return {"attention": "compressed", "qk_rope_head_dim": rope, "qk_nope_head_dim": nope,
+            "window": num("sliding_window") or num("window_size") or 128, "compress_ratios": tuple(ratios),
+            "index_head_dim": num("index_head_dim", 128)}
 
 
 def hybrid_facts(cfg: dict[str, Any], layers: int, num) -> dict[str, Any]:

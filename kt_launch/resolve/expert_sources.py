@@ -45,6 +45,15 @@ def consumed_weights(inp: ResolveInput, values: Values) -> tuple[str, str] | Non
     return method, wp.value
 
 
+def _built_layers_bytes(experts, model) -> int:
+    """Routed-expert bytes of the layers SGLang builds (layer < num_hidden_layers): kt-kernel loads one MoE layer's
+    experts per FusedMoE, so a next-n / MTP layer's experts in the same checkpoint (DeepSeek-V3's layer 61,
+    GLM-5's 78) stay on disk without speculative decoding (as facts/weights.py skips them on the GPU side)."""
+    if model is None or not experts.layer_bytes:
+        return experts.nbytes
+    return sum(b for layer, b in experts.layer_bytes.items() if layer < model.num_layers)
+
+
 def read_expert_bytes(inp: ResolveInput, values: Values) -> tuple[int, str] | None:
     a = artifacts(inp)
     if a is None:
@@ -56,7 +65,7 @@ def read_expert_bytes(inp: ResolveInput, values: Values) -> tuple[int, str] | No
     _, path = got
     w = a.weights if a.weights is not None and a.weights.path == path else None
     if w is not None:
-        n = w.amx_nbytes or w.hf.nbytes or sum(f.size for f in w.gguf)
+        n = w.amx_nbytes or _built_layers_bytes(w.hf, inp.model) or sum(f.size for f in w.gguf)
         return (n, "kt.weight_path") if n else None
     if a.model is not None and path == inp.config.model.path and a.model.experts.present:
         return a.model.experts.nbytes, "model.path"

@@ -228,7 +228,7 @@ def _fitted(inp: ResolveInput, setup, out: list[Finding]) -> Resolved:
         return Resolved(0, "derived", f"no room for GPU experts on {f.limited_by} (see KT-E601/KT-E613/KT-W606)")
     rooms = dict((g.index, r) for g, r in mem.room_for_experts(setup, f.kv_tokens))
     g = next((x for x in setup.gpus if x.index == f.gpu), setup.gpus[0])
-    bpt = mem.kv_bytes_per_token(m, setup.tp, setup.kv_elem)
+    bpt = mem.kv_bytes_per_token(m, setup.tp, setup.kv_elem, setup.swa_ratio)
     layers = m.kt_moe_layers or len(m.moe_layers)
     why = (f"the memory fit: {f.max_gpu_experts} of {m.num_experts} experts per layer; GPU {g.index} ({g.name}, "
            f"{_gib(g.memory_bytes)}) keeps {_gib(rooms[g.index])} after reserve, non-expert weights and "
@@ -260,7 +260,7 @@ def _memory_checks(inp: ResolveInput, values: dict[str, Resolved], out: list[Fin
                          "plan against the real GPU's facts (`kt-launch doctor --json` on the server), or use a "
                          "bigger GPU"))
         return
-    bpt = mem.kv_bytes_per_token(m, setup.tp, setup.kv_elem)
+    bpt = mem.kv_bytes_per_token(m, setup.tp, setup.kv_elem, setup.swa_ratio)
     floor_kv = min(mem.MIN_KV_TOKENS, setup.kv_target)
     for g, room in mem.room_for_experts(setup, floor_kv):
         if room < 0:

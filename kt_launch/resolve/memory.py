@@ -10,6 +10,10 @@ Every formula follows the sglang-kt 0.7.2 wheel (paths under site-packages/sglan
 - KV bytes per token: MLA stores kv_lora_rank + qk_rope_head_dim per layer, the same on every rank
   (mem_cache/memory_pool.py:1414-1418, the pool's allocation); MHA/GQA stores max(1, kv_heads // tp) heads of
   head_dim + v_head_dim (model_runner_kv_cache_mixin.py:176-183, configs/model_config.py:774-781).
+- Hybrid models keep per-token KV only where SGLang does: the full-attention layers of Qwen3-Next / Qwen3.5 (their
+  Gated-DeltaNet state pool per request beside it, `state_pool`); Llama-4's and gpt-oss's sliding-window layers at
+  swa_full_tokens_ratio (0.8) of the full layers' tokens (model_runner_kv_cache_mixin.py:410-470); DeepSeek-V4's
+  compressed pool per "full" token (model_executor/memory_profiler.py:64-101, `dsv4_bytes_per_token`).
 - GPU experts: --kt-num-gpu-experts is per MoE layer and multiplied by sglang-kt's MoE-layer count;
   --kt-gpu-experts-ratio overrides it with int(layers x experts x ratio) (layers/moe/kt_ep_wrapper.py:4570-4615).
   Each layer's GPU experts are the wrapped (model.path) quant method's weights, split over TP by the
@@ -121,7 +125,54 @@ def kv_element_bytes(model, extra_args=()) -> int:
     return 4 if model.torch_dtype in ("float32", "float") else 2
 
 
-def kv_bytes_per_token(model, tp: int, elem: int = 2) -> int:
+SWA_FULL_TOKENS_RATIO = 0.8  # server_args.py:665 `swa_full_tokens_ratio`
+DSV4_PAGE = 256  # server_args.py:1801-1806: DeepSeek-V4's page_size
+DSV4_SWA_RATIO = 0.1  # server_args.py:1841-1849: DeepSeek-V4's default, raised to fit 2 chunks when both are set
+
+
+def swa_ratio_of(model, extra_args=(), chunk: int | None = None, max_total_tokens: int | None = None,
+                 overlap: bool = True) -> float:
+    """SGLang's swa_full_tokens_ratio for this model: --swa-full-tokens-ratio, else 0.8 (server_args.py:665); for
+    DeepSeek-V4 a value left at 0.8 becomes 0.1, or min(0.9, max(0.1, chunks x chunk x 1.05 / max_total_tokens))
+    when --chunked-prefill-size and --max-total-tokens are both set (chunks = 1 with --disable-overlap-schedule, else
+    2; server_args.py:1841-1851). A value SGLang's parser refuses keeps the default (the parser says so)."""
+    got = _extra_arg(extra_args, "--swa-full-tokens-ratio")
+    try:
+        ratio = float(got) if got is not None else SWA_FULL_TOKENS_RATIO
+    except ValueError:
+        ratio = SWA_FULL_TOKENS_RATIO
+    if not 0 < ratio <= 1.0:
+        ratio = SWA_FULL_TOKENS_RATIO
+    if getattr(model, "attention", "") == "compressed" and ratio == SWA_FULL_TOKENS_RATIO:
+        ratio = DSV4_SWA_RATIO
+        if chunk and max_total_tokens:
+            ratio = min(0.9, max(0.1, (2 if overlap else 1) * chunk * 1.05 / max_total_tokens))
+    return ratio
+
+
+def dsv4_bytes_per_token(model, swa_ratio: float) -> float:
+    """Bytes per "full" token of DeepSeek-V4's compressed pool (model_executor/memory_profiler.py:64-101
+    `DSv4MemoryCalculator.get_bytes_per_full_token`, FP8 layout: compute capability >= 8.9, where SGLang forces an
+    FP8 KV cache, server_args.py:1815-1827): the uncompressed sliding window of every layer at swa_ratio, the c4
+    layers' KV at 1/4 and their indexer keys at 1/4, the c128 layers' KV at 1/128, and the compression states (ring
+    of 8 / 128 per window of 128) at swa_ratio. kv = nope + 2 x rope + 8; indexer = d + d / 128 x 4. Layers =
+    len(compress_ratios). The pool holds as many full tokens as the rest divided by this, rounded down to pages of
+    256 (server_args.py:1805); SGLang's generic cell (kt-launch's old figure, 30,444 B for V4-Flash:
+    model_runner_kv_cache_mixin.py:57-95) only seeds it."""
+    r = model.compress_ratios
+    kv = model.qk_nope_head_dim + 2 * model.qk_rope_head_dim + 8
+    ih = model.index_head_dim or 128
+    indexer = ih + ih // 128 * 4
+    head = model.qk_nope_head_dim + model.qk_rope_head_dim
+    c4, c128 = r.count(4), r.count(128)
+    c4_state, c128_state, c4_index_state = 2 * 2 * head * 4, 2 * head * 4, 2 * 2 * ih * 4
+    window = model.window or 128
+    return (swa_ratio * kv * len(r) + kv * c4 / 4 + kv * c128 / 128 + indexer * c4 / 4
+            + swa_ratio * (8 / window) * (c4_state + c4_index_state) * c4
+            + swa_ratio * (128 / window) * c128_state * c128)
+
+
+def kv_bytes_per_token(model, tp: int, elem: int = 2, swa_ratio: float | None = None) -> int:
     """Bytes of KV cache one token takes on one GPU of the TP group (0 when config.json lacks the shape).
     DeepSeek-V3.2 adds its NSA indexer's uint8 keys with one FP32 scale per 128 (memory_pool.py:1792-1817); its
     FP8 cache stores the latent in FP8 with FP32 scales per 128 and the rope part in BF16: kv_lora_rank +
@@ -134,9 +185,18 @@ def kv_bytes_per_token(model, tp: int, elem: int = 2) -> int:
             latent = model.kv_lora_rank + model.kv_lora_rank // 128 * 4 + 2 * model.qk_rope_head_dim
             return latent * model.num_layers + indexer
         return (model.kv_lora_rank + model.qk_rope_head_dim) * model.num_layers * elem + indexer
+    if model.attention == "compressed":
+        return math.ceil(dsv4_bytes_per_token(model, DSV4_SWA_RATIO if swa_ratio is None else swa_ratio))
     if model.attention == "gqa" and model.num_kv_heads:
         layers = getattr(model, "kv_layers", 0) or model.num_layers  # hybrid: the full-attention layers only
-        return max(1, model.num_kv_heads // tp) * (model.head_dim + model.v_head_dim) * layers * elem
+        per_layer = max(1, model.num_kv_heads // tp) * (model.head_dim + model.v_head_dim) * elem
+        swa = getattr(model, "swa_layers", 0)
+        if swa:  # model_runner_kv_cache_mixin.py:410-470: full tokens = rest / (F x n_full + ratio x S x n_swa)
+            r = SWA_FULL_TOKENS_RATIO if swa_ratio is None else swa_ratio
+            swa_layer = max(1, (model.swa_kv_heads or model.num_kv_heads) // tp) * (
+                (model.swa_head_dim or model.head_dim) + (model.swa_v_head_dim or model.v_head_dim)) * elem
+            return math.ceil(per_layer * layers + r * swa_layer * swa)
+        return per_layer * layers
     return 0
 
 
@@ -188,7 +248,7 @@ def state_pool(s: "Setup", rest: int) -> tuple[int, int]:
 def kv_and_state_bytes(s: "Setup", kv_tokens: int) -> int:
     """GPU bytes that leave `kv_tokens` of KV beside SGLang's linear-attention state pool (which takes its share of
     the same rest): kv x (1 + ratio) with the ratio rule, kv + the fixed pool otherwise."""
-    kv = kv_tokens * kv_bytes_per_token(s.model, s.tp, s.kv_elem)
+    kv = kv_tokens * kv_bytes_per_token(s.model, s.tp, s.kv_elem, s.swa_ratio)
     per = linear_state_bytes(s.model, s.tp)
     if not per:
         return kv
@@ -325,6 +385,8 @@ class Setup:
     mamba_ratio: float = MAMBA_FULL_MEMORY_RATIO  # --mamba-full-memory-ratio (hybrid linear-attention models)
     mamba_requests: int | None = None  # the state pool's requests when fixed (--max-mamba-cache-size, or
     #                                    --max-running-requests with --disable-radix-cache); None = by the ratio
+    swa_ratio: float | None = None  # swa_full_tokens_ratio (hybrid SWA, DeepSeek-V4), `swa_ratio_of`; None = default
+    speculative: str | None = None  # --speculative-algorithm among the pass-through flags (the plan does not size it)
     # What this set-up computed once and every reader shares (each GPU's fixed costs, the fit per KV target): a
     # resolve makes one Setup (the memory_setup step), so the arithmetic runs once however many checks read it.
     # None of these depends on the KV target or max_total_tokens, so `with_values` shares it.
@@ -360,6 +422,7 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
     flags = inp.host.cpu.flags
     variant = choose_variant(flags, cfg.runtime.env.get("KT_KERNEL_CPU_VARIANT")).variant if flags else ""
     extra = cfg.server.extra_args
+    flags = [str(a) for a in extra]
     mamba_ratio, mamba_requests = MAMBA_FULL_MEMORY_RATIO, None
     try:
         got = _extra_arg(extra, "--mamba-full-memory-ratio")
@@ -380,7 +443,12 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
         ram_total=inp.host.memory_total_bytes, ram_available=inp.host.memory_available_bytes,
         node_memory={n.id: n.memory_bytes for n in inp.host.numa}, moe_lora=cfg.moe_lora is not None,
         gpu_margin=int(cfg.fit.gpu_margin_mib * MiB), cpu_variant=variant, gpus_unsized=len(group) - len(sized),
-        mamba_ratio=mamba_ratio, mamba_requests=mamba_requests)
+        mamba_ratio=mamba_ratio, mamba_requests=mamba_requests,
+        # --disable-hybrid-swa-memory: every sliding-window layer full (Llama-4, gpt-oss); DeepSeek-V4 is not planned
+        # without its compressed pool
+        swa_ratio=1.0 if getattr(m, "swa_layers", 0) and "--disable-hybrid-swa-memory" in flags
+        else swa_ratio_of(m, extra, cfg.server.chunked_prefill_size, mtt, "--disable-overlap-schedule" not in flags),
+        speculative=_extra_arg(extra, "--speculative-algorithm"))
 
 
 def _cpu_expert_source(inp: ResolveInput, values: dict[str, Resolved], method: str,
@@ -541,13 +609,14 @@ def compute_fit(s: Setup, kv: int) -> Fit:
 
 def fitted_kv_tokens(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> int:
     """KV tokens every GPU of the group keeps with this expert count: the --max-total-tokens kt-launch passes."""
-    bpt = kv_bytes_per_token(s.model, s.tp, s.kv_elem)
+    bpt = kv_bytes_per_token(s.model, s.tp, s.kv_elem, s.swa_ratio)
     if not s.gpus or s.weights is None or not bpt:
         return 0
     exp = math.ceil(gpu_experts_total(s.model, num_gpu_experts, ratio) * loaded_share(s.model)
                     * expert_avg_bytes(s.weights, s.model) / s.tp)
     rest = min(room - exp for _, room in room_for_experts(s, 0))
-    return max(0, rest - state_pool(s, rest)[0]) // bpt
+    kv = max(0, rest - state_pool(s, rest)[0]) // bpt
+    return kv // DSV4_PAGE * DSV4_PAGE if s.model.attention == "compressed" else kv
 
 
 def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPlan:
@@ -555,7 +624,7 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
     total_experts = gpu_experts_total(m, num_gpu_experts, ratio)
     avg = expert_avg_bytes(w, m) if w is not None else 0.0
     exp_rank = math.ceil(total_experts * loaded_share(m) * avg / s.tp)
-    bpt = kv_bytes_per_token(m, s.tp, s.kv_elem)
+    bpt = kv_bytes_per_token(m, s.tp, s.kv_elem, s.swa_ratio)
     gpus: list[GpuMemory] = []
     mf, chunk, _ = mem_fraction_of(s)
     copies = mla_copy_bytes(m, s.tp)
@@ -565,6 +634,8 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
         state, reqs = state_pool(s, room)  # SGLang sizes the linear-attention state first, from the same rest
         kv = max(0, room - state) // bpt if bpt else 0
         kv = min(kv, s.max_total_tokens) if s.max_total_tokens else kv  # SGLang: min(profiled, requested)
+        if m.attention == "compressed":  # DeepSeek-V4: whole pages of 256 (server_args.py:1805, memory_profiler.py:106)
+            kv = kv // DSV4_PAGE * DSV4_PAGE
         gpus.append(GpuMemory(g.index, g.name, g.memory_bytes, nonexp + buf, exp_rank, bpt, kv, reserve,
                               room - kv * bpt - state, nonexp, buf, copies, s.gpu_margin, used_of(g), state, reqs))
     notes = []
@@ -575,6 +646,18 @@ def plan(s: Setup, num_gpu_experts: int, ratio: float | None = None) -> MemoryPl
         notes.append("GPU side not sized: the model.path safetensors headers were not read")
     elif not s.gpus:
         notes.append("GPU side not sized: no GPU facts (plan with --host-facts FILE)")
+    ratio = DSV4_SWA_RATIO if s.swa_ratio is None and m.attention == "compressed" else (
+        SWA_FULL_TOKENS_RATIO if s.swa_ratio is None else s.swa_ratio)
+    if m.attention == "compressed" and gpus:
+        notes.append(f"DeepSeek-V4 compressed KV pool: {bpt} B per token (swa_full_tokens_ratio {ratio:g}: the "
+                     f"sliding window of {len(m.compress_ratios)} layers for that share of the tokens, the c4 / c128 "
+                     "layers' compressed KV and indexer for all; sglang-kt's DSv4MemoryCalculator)")
+    elif getattr(m, "swa_layers", 0) and gpus:
+        notes.append(f"sliding-window KV: {m.swa_layers} of {m.num_layers} layers keep swa_full_tokens_ratio "
+                     f"{ratio:g} of the tokens the {m.kv_layers} full-attention layers keep (SGLang's hybrid SWA pool)")
+    if w is not None and w.skipped_bytes and not s.speculative:
+        notes.append(f"{w.skipped_bytes / GiB:.1f} GiB of multi-token-prediction / next-n tensors (mtp.*, layers >= "
+                     f"num_hidden_layers {m.num_layers}) not counted: SGLang loads them only with speculative decoding")
     per = linear_state_bytes(m, s.tp)
     if per and gpus:
         how = ("--max-mamba-cache-size / --max-running-requests" if s.mamba_requests is not None else

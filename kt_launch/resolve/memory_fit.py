@@ -40,6 +40,13 @@ def plan_checks(s: Setup, values: dict[str, Resolved]) -> list[Finding]:
                            "(only MXFP4 reserves it, model_runner.py:593-607): the first long prompt runs out of "
                            "memory", "set server.max_total_tokens (the memory table's KV tokens), or leave "
                            "kt.num_gpu_experts unset so the plan derives both"))
+    if s.speculative and s.speculative.upper() not in ("NONE", "NGRAM"):
+        mtp = f"{_gib(s.weights.skipped_bytes)} of this checkpoint's multi-token-prediction / next-n tensors" \
+            if s.weights is not None and s.weights.skipped_bytes else "the draft model's weights"
+        out.append(warning("KT-W171", f"--speculative-algorithm {s.speculative}: SGLang then loads {mtp} on every GPU "
+                           "and keeps a KV pool for the draft, which this plan does not size (its GPU figures are "
+                           "without them)", "leave GPU room for the draft: lower kt.num_gpu_experts or "
+                           "server.max_total_tokens, or plan without --speculative-algorithm"))
     if not s.gpus or s.weights is None:
         return out
     out += _used_checks(s)

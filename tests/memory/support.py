@@ -353,3 +353,39 @@ _BUILDERS.update({"Qwen3.5-35B-A3B": _qwen35_tensors,
                   "Qwen3.5-397B-A17B": lambda: _qwen35_tensors("Qwen--Qwen3.5-397B-A17B"), "gpt-oss-120b": _gpt_oss_tensors,
                   "Llama-4-Scout": _llama4_tensors,
                   "Llama-4-Maverick": lambda: _llama4_tensors("meta-llama--Llama-4-Maverick-17B-128E-Instruct"), "DeepSeek-V4-Flash": _v4_flash_tensors})
+
+
+# -- GLM-5 (GlmMoeDsaForCausalLM): DeepSeek-V3.2's MLA + DSA indexer layout at GLM-5's sizes --------------------
+
+EXTRA_MODELS["GLM-5-FP8"] = json.loads((CONFIGS / "zai-org--GLM-5-FP8.json").read_text())
+SHARDS["GLM-5-FP8"] = 141
+
+
+def _glm5_tensors() -> dict:
+    """GLM-5-FP8 as published: 78 layers (3 dense) and the next-n layer 78, each DeepSeek-V3's MLA layer
+    (synthetic._deepseek_layer: q_a/q_b, kv_a_proj_with_mqa, kv_b, o; FP8 with 128x128 block scales) plus the DSA
+    indexer (sglang-kt glm4_moe.py GlmMoeDsaForCausalLM -> deepseek_v2's Indexer: wq_b [heads x 128, q_lora], wk
+    [128, hidden] in FP8; k_norm weight/bias and `indexers_proj` [32, hidden] in BF16, the names the config's
+    modules_to_not_convert lists); 256 routed experts of 2048 and one shared expert per MoE layer."""
+    c = EXTRA_MODELS["GLM-5-FP8"]
+    h, vocab, layers = c["hidden_size"], c["vocab_size"], c["num_hidden_layers"]
+    t = {"model.embed_tokens.weight": ("BF16", (vocab, h)), "model.norm.weight": ("BF16", (h,)),
+         "lm_head.weight": ("BF16", (vocab, h))}
+    for layer in range(layers + c["num_nextn_predict_layers"]):
+        synthetic._deepseek_layer(t, c, layer, "FP8", "FP8")
+        p = f"model.layers.{layer}.self_attn.indexer"
+        synthetic.linear(t, f"{p}.wq_b", c["index_n_heads"] * c["index_head_dim"], c["q_lora_rank"], "FP8")
+        synthetic.linear(t, f"{p}.wk", c["index_head_dim"], h, "FP8")
+        t[f"{p}.k_norm.weight"] = ("BF16", (c["index_head_dim"],))
+        t[f"{p}.k_norm.bias"] = ("BF16", (c["index_head_dim"],))
+        t[f"model.layers.{layer}.self_attn.indexers_proj.weight"] = ("BF16", (c["index_n_heads"], h))
+        if layer >= layers:  # the next-n (MTP) layer's own projections, as DeepSeek-V3's
+            q = f"model.layers.{layer}"
+            t[f"{q}.enorm.weight"] = ("BF16", (h,))
+            t[f"{q}.hnorm.weight"] = ("BF16", (h,))
+            t[f"{q}.eh_proj.weight"] = ("BF16", (h, 2 * h))
+            t[f"{q}.shared_head.norm.weight"] = ("BF16", (h,))
+    return t
+
+
+_BUILDERS["GLM-5-FP8"] = _glm5_tensors

@@ -65,3 +65,20 @@ def test_maverick_gpu_experts_only_on_its_24_moe_layers(models, profile, capsys)
     assert abs(mem["gpus"][0]["gpu_experts_bytes"] - 2 * 24 * one / 8) <= 8
     # CPU experts: 24 layers x 128 experts in AMXINT4, not 48 (the issue's 1,440 GiB of BF16 became 720)
     assert doc["memory"]["checkpoint"]["expert_bytes"] == 24 * 128 * one
+
+
+def test_gpt_oss_plan_sizes_the_swa_pool(models, profile, capsys):
+    """gpt-oss-120b's 18 sliding-window layers hold 0.8 x the full layers' tokens in SGLang's hybrid SWA pool
+    (model_runner_kv_cache_mixin.py:410-470): 2,048 B per layer and token at TP 1 (8 KV heads of 64, K and V, BF16)
+    x (18 + 0.8 x 18); --swa-full-tokens-ratio and --disable-hybrid-swa-memory change it as they change SGLang's."""
+    from memory.support import dry_json
+    model = models("gpt-oss-120b")
+    kt = {"method": "MXFP4", "weight_path": str(model), "num_gpu_experts": 0}
+    for extra, bpt, ratio in (([], 66356, "0.8"), (["--swa-full-tokens-ratio", "0.5"], 55296, "0.5"),
+                              (["--disable-hybrid-swa-memory"], 73728, "1")):
+        rc, doc = dry_json(capsys, profile(model, kt=kt, server={"extra_args": extra}), "h200_1x")
+        g = doc["memory"]["gpus"][0]
+        assert g["kv_bytes_per_token"] == bpt, extra
+        assert g["kv_tokens"] * bpt <= g["total_bytes"]
+        assert any(n.startswith(f"sliding-window KV: 18 of 36 layers keep swa_full_tokens_ratio {ratio} ")
+                   for n in doc["memory"]["notes"]), doc["memory"]["notes"]

@@ -67,3 +67,56 @@ def test_deepseek_v4_flash_on_one_5090_runs(models, profile, capsys, tmp_path):
     mem = out["memory"]
     assert mem["checkpoint"]["expert_bytes"] == 43 * 256 * 3 * (2048 * 4096 // 2 + 2048 * 4096 // 32)
     assert mem["gpus"][0]["kv_tokens"] >= 16384 and mem["gpus"][0]["free_bytes"] >= 0
+    # the compressed pool's bytes per full token (DSv4MemoryCalculator at swa ratio 0.1; was 88,064 per layer head)
+    assert mem["gpus"][0]["kv_bytes_per_token"] == 15956 and mem["gpus"][0]["kv_tokens"] % 256 == 0  # V4's pages
+    assert any(n.startswith("DeepSeek-V4 compressed KV pool: 15956 B per token (swa_full_tokens_ratio 0.1")
+               for n in mem["notes"])
+
+
+def test_minimax_m25_fp8_on_4x4090_runs(models, profile, capsys, tmp_path):
+    """N17, doc/en/MiniMax-M2.5.md "Launch Command (4x RTX 4090 Example)": FP8 (same dir for model and weights), TP 4,
+    --kt-num-gpu-experts 30, --kt-cpuinfer 96, 2 pools, threshold 400, --mem-fraction-static 0.94, chunk 32658,
+    --max-total-tokens 50000: runs. Planned from MiniMax-M2.1's checkpoint: M2.5 has M2.1's MiniMaxM2ForCausalLM
+    config (MiniMax-AI/MiniMax-M2.5 docs/transformers_deploy_guide.md deploys M2.5, M2.1 and M2 alike). The doc asks
+    for "at least 200GB" of RAM, less than the FP8 experts alone (62 x 256 x 14.16 MB = 224.7 GB from the headers);
+    the plan adds kt-kernel's buffers for chunk 32658 and 2 pools: 245 GB, 1.22 x the doc's figure (BENCHMARKS)."""
+    model = models("MiniMax-M2.1")
+    p = profile(model, kt={"method": "FP8", "weight_path": str(model), "cpuinfer": 96, "threadpool_count": 2,
+                           "num_gpu_experts": 30, "gpu_prefill_token_threshold": 400},
+                server={"tp_size": 4, "mem_fraction_static": 0.94, "chunked_prefill_size": 32658,
+                        "max_total_tokens": 50000})
+    rc, doc = dry_json(capsys, p, gpus_of(tmp_path, "rtx4090_8x", 4))
+    assert rc == 0 and not codes(doc) & ERRORS, [f for f in doc["findings"] if f["code"] in ERRORS]
+    mem = doc["memory"]
+    assert all(g["free_bytes"] >= 0 and g["kv_tokens"] == 50000 for g in mem["gpus"])
+    one = 3 * 3072 * 1536 + 3 * 24 * 12 * 4  # one FP8 expert and its F32 128x128 block scales
+    assert mem["ram"]["experts_bytes"] == 62 * 256 * one
+    assert abs(mem["gpus"][0]["gpu_experts_bytes"] - 30 * 62 * one / 4) <= 4
+    assert 240e9 < mem["ram"]["need_bytes"] < 250e9
+
+
+def test_glm5_fp8_on_8_gpus_runs(models, profile, capsys, tmp_path):
+    """N13, doc/en/kt-kernel/GLM-5-Tutorial.md (FP8): TP 8, --kt-num-gpu-experts 30, --kt-cpuinfer 96, 2 pools,
+    threshold 1024, --mem-fraction-static 0.75, chunk 16384, --max-running-requests 4, --max-total-tokens 128000,
+    --kv-cache-dtype bf16: runs. The doc names no GPU; planned on the 8 x 48 GB machine of its sibling tutorials
+    (Kimi-K2-Thinking-Native.md's tested configuration). From the published GLM-5-FP8 config and tensor list
+    (support.py): 75 MoE layers, KV = MLA (512 + 64) x 2 B + the DSA indexer's 128 + 4 B per layer, 78 layers."""
+    from memory.test_published import doc_host
+    model = models("GLM-5-FP8")
+    p = profile(model, kt={"method": "FP8", "weight_path": str(model), "cpuinfer": 96, "threadpool_count": 2,
+                           "num_gpu_experts": 30, "gpu_prefill_token_threshold": 1024},
+                server={"tp_size": 8, "mem_fraction_static": 0.75, "chunked_prefill_size": 16384,
+                        "max_running_requests": 4, "max_total_tokens": 128000,
+                        "extra_args": ["--kv-cache-dtype", "bf16"]})
+    rc, doc = dry_json(capsys, p, doc_host(tmp_path, 8))
+    assert rc == 0 and not codes(doc) & ERRORS, [f for f in doc["findings"] if f["code"] in ERRORS]
+    mem = doc["memory"]
+    assert all(g["free_bytes"] >= 0 and g["kv_tokens"] == 128000 for g in mem["gpus"])
+    assert mem["gpus"][0]["kv_bytes_per_token"] == ((512 + 64) * 2 + 128 + 4) * 78
+    one = 3 * 6144 * 2048 + 3 * 48 * 16 * 4  # one FP8 expert and its block scales
+    assert mem["ram"]["experts_bytes"] == 75 * 256 * one  # the next-n layer 78 is not loaded
+    assert mem["gpu_experts_total"] == 30 * 75
+    # the doc's "Layerwise prefill requires one extra MoE layer's worth of VRAM": 256 FP8 experts split over TP 8 on
+    # every GPU (rank 0 adds kt's chunk x hidden BF16 staging buffer)
+    assert abs(mem["gpus"][1]["kt_buffers_bytes"] - 256 * one / 8) <= 8
+    assert mem["gpus"][0]["kt_buffers_bytes"] - mem["gpus"][1]["kt_buffers_bytes"] == 16384 * 6144 * 2

@@ -1,0 +1,76 @@
+"""How many bytes kt-kernel 0.7.2's MXFP4 kernel keeps in RAM per routed expert (issue 24 item 5: DeepSeek-V4-Flash's
+RAM). Loads E experts of DeepSeek-V4-Flash's shape (hidden 4096, intermediate 2048, FP4 E2M1 + one scale per 32) into
+the selected MXFP4 class, exactly as kt_kernel/utils/amx.py NativeMoEWrapper.load_weights does (bf16 scales from the
+loader's ue8m0 conversion), frees the Python-side tensors, and reports the growth of the process's anonymous RSS per
+expert against the checkpoint's 0.53125 B/param and a 0.625 B/param (FP32 scales) layout.
+
+Run in the backend interpreter: `python bench/mxfp4_resident_bytes.py [experts]`."""
+
+import gc
+import sys
+
+import torch
+from kt_kernel import kt_kernel_ext
+
+H, I, GS = 4096, 2048, 32
+LAYERS = 4
+
+
+def rss_anon() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon")
+
+
+def main() -> None:
+    experts = int(sys.argv[1]) if len(sys.argv) > 1 else 32
+    wp = kt_kernel_ext.WorkerPoolConfig()
+    wp.subpool_count = 1
+    wp.subpool_numa_map = [0]
+    wp.subpool_thread_count = [2]
+    cpu = kt_kernel_ext.CPUInfer(wp)
+    gen = torch.Generator().manual_seed(0)
+
+    def one(n, k):
+        w = [torch.randint(0, 256, (n, k // 2), generator=gen, dtype=torch.uint8) for _ in range(experts)]
+        e = [torch.randint(118, 124, (n, k // GS), generator=gen, dtype=torch.int32) for _ in range(experts)]
+        s = [(x << 7).to(torch.int16).view(torch.bfloat16).contiguous() for x in e]
+        return w, s
+
+    params = 3 * H * I
+    cls = getattr(kt_kernel_ext.moe, "AMXFP4_KGroup_MOE", None) or kt_kernel_ext.moe.AVX2MXFP4_MOE
+    layers, grown = [], []
+    for layer in range(LAYERS):  # later layers grow by their weights alone (kt-kernel's buffers are shared)
+        gc.collect()
+        before = rss_anon()
+        (gw, gs), (uw, us), (dw, ds) = one(I, H), one(I, H), one(H, I)
+        mask = torch.zeros(experts, dtype=torch.bool)
+        cfg = kt_kernel_ext.moe.MOEConfig(experts, 6, H, I, mask.data_ptr())
+        cfg.layer_idx = layer
+        cfg.pool = cpu.backend_
+        cfg.max_len = 1
+        cfg.gate_projs, cfg.up_projs, cfg.down_projs = ([[t.data_ptr() for t in x]] for x in (gw, uw, dw))
+        cfg.gate_scales, cfg.up_scales, cfg.down_scales = ([[t.data_ptr() for t in x]] for x in (gs, us, ds))
+        cfg.quant_config.bits = 4
+        cfg.quant_config.group_size = GS
+        cfg.quant_config.zero_point = False
+        moe = cls(cfg)
+        p2l = torch.arange(experts, dtype=torch.int64)
+        cpu.submit(moe.load_weights_task(p2l.data_ptr()))
+        cpu.sync()
+        del gw, gs, uw, us, dw, ds
+        gc.collect()
+        layers.append((moe, mask))
+        grown.append(rss_anon() - before)
+    k = __import__("kt_kernel")
+    for layer, g in enumerate(grown):
+        print(f"{cls.__name__} layer {layer}: {experts} experts, anonymous RSS +{g / 1e6:.1f} MB = "
+              f"{g / experts / params:.4f} B/param (checkpoint 0.53125, FP32 scales 0.625); kt-kernel "
+              f"{getattr(k, '__version__', '?')}, variant {getattr(k, '__cpu_variant__', '?')}")
+    del layers
+
+
+if __name__ == "__main__":
+    main()
