@@ -221,6 +221,8 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
     s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     s.add_argument("--readme", metavar="FILE", help="instead: regenerate the generated blocks of FILE (README.md's "
                    "key table, docs/ARCHITECTURE.md's step graph) from the registry and the steps")
+    s.add_argument("--events", action="store_true", help="instead: the JSON Schema of --supervise --json's event "
+                   "lines (schema/supervise-events.schema.json)")
     s.add_argument("--steps", action="store_true", help="instead: print the resolver's step graph (what each step "
                    "fills and reads, in run order)")
     subs["schema"] = s

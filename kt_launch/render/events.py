@@ -91,3 +91,123 @@ def event_line(event: dict, secrets: set[str]) -> str:
     """One line of JSON, every string with the secrets masked (before encoding: an escaped copy would slip
     through), ASCII only (no control character reaches a terminal)."""
     return json.dumps(_masked(event, secrets), ensure_ascii=True, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The events' JSON Schema (schema/supervise-events.schema.json is this, committed: `kt-launch schema --events`)
+# ---------------------------------------------------------------------------------------------------------
+
+def _nullable(t: str | dict) -> dict:
+    return {"anyOf": [t if isinstance(t, dict) else {"type": t}, {"type": "null"}]}
+
+
+_FINDING = {
+    "type": "object",
+    "required": ["level", "code", "message", "fix"],
+    "properties": {
+        "level": {"enum": ["error", "warning", "info"]},
+        "code": {"type": "string", "pattern": "^KT-[EWI][0-9]{3}$"},
+        "message": {"type": "string"},
+        "fix": {"type": "string"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"},
+                   "description": "the named things it is about (smoke findings: request, url, log_tail)"},
+    },
+}
+
+_REQUEST = {
+    "type": "object",
+    "description": "one smoke request, as `kt-launch smoke --json` rows (resolve/smoke.replies_json)",
+    "required": ["request", "kind", "status", "ok", "problem", "prompt_tokens", "completion_tokens", "ttft_s",
+                 "decode_tok_s", "seconds", "text"],
+    "properties": {
+        "request": {"type": "string", "description": "its name, as findings' `request` field names it"},
+        "kind": {"enum": ["chat", "completion"]},
+        "status": _nullable("integer") | {"description": "HTTP status; null: no answer"},
+        "ok": {"type": "boolean"},
+        "problem": _nullable("string") | {"description": "what was wrong; null when it passed"},
+        "prompt_tokens": _nullable({"type": "integer", "minimum": 0}),
+        "completion_tokens": _nullable({"type": "integer", "minimum": 0}),
+        "ttft_s": _nullable({"type": "number", "minimum": 0}) | {"description": "time to first token, seconds"},
+        "decode_tok_s": _nullable({"type": "number", "minimum": 0}) | {"description": "decode tokens per second"},
+        "seconds": {"type": "number", "minimum": 0},
+        "text": {"type": "string", "maxLength": 400},
+    },
+}
+
+_SMOKE = {
+    "type": "object",
+    "required": ["mode", "ok", "requests", "findings"],
+    "properties": {
+        "mode": {"enum": ["warn", "on"], "description": "--smoke (off runs no smoke test: `smoke` is null)"},
+        "ok": {"type": "boolean", "description": "every request passed (false only under --smoke warn)"},
+        "requests": {"type": "array", "items": {"$ref": "#/$defs/smoke_request"}},
+        "findings": {"type": "array", "items": {"$ref": "#/$defs/finding"},
+                     "description": "KT-W560..W562 under --smoke warn, KT-W563"},
+    },
+}
+
+
+def _event(name: str, description: str, props: dict, required: list[str]) -> dict:
+    return {"type": "object", "description": description,
+            "required": ["schema_version", "event", *required],
+            "properties": {"schema_version": {"const": SCHEMA_VERSION}, "event": {"const": name}, **props}}
+
+
+def events_schema() -> dict:
+    """The JSON Schema of one event line of `--supervise --json` (docs/JSON.md)."""
+    url = _nullable({"type": "string", "pattern": "^https?://"})
+    ready = _event("ready", "a server answers /health and its smoke test passed (or --smoke warn/off); a fleet: "
+                   "each replica, then the router, then the fleet", {
+                       "role": {"enum": list(ROLES)},
+                       "name": _nullable("string") | {"description": "the replica's name, `router`; null for one "
+                                                                     "instance and the fleet"},
+                       "url": url | {"description": "base URL (http://HOST:PORT); null: a --fleet-host part's fleet "
+                                                    "(its router runs elsewhere)"},
+                       "openai_base_url": url,
+                       "model": {"type": "string", "description": "the served model name requests ask for"},
+                       "after_s": {"type": "number", "minimum": 0, "description": "seconds since the start"},
+                       "smoke": _nullable({"$ref": "#/$defs/smoke"}) | {
+                           "description": "null: no smoke test (--smoke off, a restarted replica, the fleet's own "
+                                          "event)"},
+                       "restarted": {"type": "boolean", "description": "ready again after --restart on-failure"},
+                       "replicas": {"type": "array", "description": "the fleet's event: its local replicas",
+                                    "items": {"type": "object", "required": ["name", "url"],
+                                              "properties": {"name": {"type": "string"}, "url": {"type": "string"}}}},
+                   }, ["role", "name", "url", "openai_base_url", "model", "after_s", "smoke", "restarted"])
+    failed = _event("smoke_failed", "a smoke test failed: its findings (KT-E560..E562, or the W twins under --smoke "
+                    "warn) and the server's log tail", {
+                        "role": {"enum": ["server", "replica", "router"]},
+                        "name": _nullable("string"),
+                        "url": {"type": "string", "pattern": "^https?://"},
+                        "mode": {"enum": ["warn", "on"]},
+                        "stopping": {"type": "boolean", "description": "--smoke on: the server (fleet) is stopped "
+                                                                       "and kt-launch exits with 4"},
+                        "requests": {"type": "array", "items": {"$ref": "#/$defs/smoke_request"}},
+                        "findings": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/finding"}},
+                        "log_tail": {"type": "array", "items": {"type": "string", "maxLength": 2000},
+                                     "description": "the server's last lines (empty for the router)"},
+                    }, ["role", "name", "url", "mode", "stopping", "requests", "findings", "log_tail"])
+    end = _event("exit", "the last event: kt-launch's exit code and why", {
+        "code": {"type": "integer", "minimum": 0, "maximum": 255},
+        "reason": {"enum": list(EXIT_REASONS)},
+        "name": _nullable("string") | {"description": "the fleet process that decided it (a replica, `router`)"},
+        "returncode": _nullable("integer") | {"description": "that process's (the server's) own exit status; "
+                                                             "negative: killed by that signal"},
+        "signal": _nullable("string") | {"description": "reason signal: the signal that stopped kt-launch"},
+        "findings": {"type": "array", "items": {"$ref": "#/$defs/finding"},
+                     "description": "plan_errors: the plan's errors; died, died_before_ready: what a known crash "
+                                    "signature means (KT-E540..E550)"},
+    }, ["code", "reason", "name", "returncode", "signal", "findings"])
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "kt-launch --supervise --json: one event (one line of stdout)",
+        "description": "docs/JSON.md. Generated by `kt-launch schema --events` from kt_launch/render/events.py. "
+                       "New fields may appear without a schema_version bump: ignore fields you do not know.",
+        "$defs": {"finding": _FINDING, "smoke_request": _REQUEST, "smoke": _SMOKE, "ready": ready,
+                  "smoke_failed": failed, "exit": end},
+        "oneOf": [{"$ref": f"#/$defs/{name}"} for name in EVENTS],
+    }
+
+
+def events_schema_text() -> str:
+    return json.dumps(events_schema(), indent=2) + "\n"

@@ -1,0 +1,97 @@
+"""`--supervise --json` against the sglang-kt stand-in: stdout carries only the supervisor's events, one JSON object
+per line, each valid against schema/supervise-events.schema.json; the server's own log goes to stderr. A good
+server gives a `ready` event with each smoke request's TTFT and decode tok/s; a bad one under --smoke on a
+`smoke_failed` event (the error findings with their fields, the log tail), then `exit` with code 4; nothing is
+left running."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from kt_launch.cli import main
+from operate.support import pid_gone, plain_profile, write_host, write_profile
+from standin.support import EVENTS_SCHEMA, read_events
+from standin.test_smoke_supervise import start
+
+
+def test_good_server_ready_event_carries_the_smoke_timings(tmp_path, launches):
+    launch = start(tmp_path, launches, "good", extra=("--json",))
+    launch.wait_for(lambda: '"event": "ready"' in launch.out, timeout=30, what="the ready event")
+    child = launch.child_pid()
+    launch.signal(signal.SIGTERM)
+    assert launch.finish() == 143
+    assert pid_gone(child)
+    events = read_events(launch.out)
+    assert [e["event"] for e in events] == ["ready", "exit"]
+    ready, end = events
+    assert ready["role"] == "server" and ready["name"] is None and ready["model"] == "dsv2-lite"
+    assert ready["url"].startswith("http://127.0.0.1:") and ready["openai_base_url"] == ready["url"] + "/v1"
+    smoke = ready["smoke"]
+    assert smoke["mode"] == "on" and smoke["ok"] is True and smoke["findings"] == []
+    assert [r["request"] for r in smoke["requests"]] == ["request 1 (chat, temperature 0)",
+                                                          "request 2 (the same chat again)"]
+    for r in smoke["requests"]:
+        assert r["ok"] and r["status"] == 200 and r["completion_tokens"] > 0
+        assert r["ttft_s"] is not None and r["ttft_s"] >= 0 and r["decode_tok_s"] > 0
+    assert end == {**end, "code": 143, "reason": "signal", "signal": "SIGTERM"}
+    # the server's own lines (the stand-in prints its port and uvicorn's line on stdout) went to stderr
+    assert "Uvicorn running" in launch.err and "STANDIN_PORT=" in launch.err
+    assert "smoke test: 2 request(s) passed" in launch.err  # the human ready message is still there
+
+
+@pytest.mark.parametrize("mode,code,failed", [("gibberish", "KT-E562", ["request 1", "request 2"]),
+                                              ("crash2", "KT-E560", ["request 2"])])
+def test_bad_server_smoke_failed_event_then_exit_4(tmp_path, launches, mode, code, failed):
+    launch = start(tmp_path, launches, mode, extra=("--json", "--smoke-timeout", "5"))
+    assert launch.finish(timeout=60) == 4, launch.err
+    assert pid_gone(launch.child_pid())
+    events = read_events(launch.out)
+    assert [e["event"] for e in events] == ["smoke_failed", "exit"]
+    bad, end = events
+    assert bad["stopping"] is True and bad["mode"] == "on" and bad["role"] == "server"
+    assert [f["code"] for f in bad["findings"]] == [code] * len(failed)
+    for f, name in zip(bad["findings"], failed):
+        assert f["level"] == "error" and f["fields"]["request"].startswith(name + " (")
+        assert f["fields"]["url"] == bad["url"] and "Uvicorn running" in f["fields"]["log_tail"]
+    assert [r["ok"] for r in bad["requests"]][-1] is False
+    assert any("Uvicorn running" in line for line in bad["log_tail"])
+    assert end["code"] == 4 and end["reason"] == "smoke_failed" and end["signal"] is None
+    if mode == "crash2":  # it died on its own during the smoke test: its exit status is the server's
+        assert end["returncode"] != 0
+
+
+def test_smoke_warn_failure_then_ready_with_the_warnings(tmp_path, launches):
+    launch = start(tmp_path, launches, "gibberish", smoke="warn", extra=("--json",))
+    launch.wait_for(lambda: '"event": "ready"' in launch.out, timeout=30, what="the ready event")
+    launch.signal(signal.SIGTERM)
+    assert launch.finish() == 143
+    events = read_events(launch.out)
+    assert [e["event"] for e in events] == ["smoke_failed", "ready", "exit"]
+    bad, ready, _ = events
+    assert bad["stopping"] is False and {f["code"] for f in bad["findings"]} == {"KT-W562"}
+    assert ready["smoke"]["ok"] is False and {f["code"] for f in ready["smoke"]["findings"]} == {"KT-W562"}
+
+
+def test_plan_errors_end_in_an_exit_event(tmp_path, capsys):
+    prof = write_profile(tmp_path, plain_profile("/nonexistent/python", 30000))
+    assert main(["--profile", str(prof), "--host-facts", str(write_host(tmp_path)), "--supervise", "--json"]) == 3
+    (end,) = read_events(capsys.readouterr().out)
+    assert end["event"] == "exit" and end["code"] == 3 and end["reason"] == "plan_errors"
+    assert end["findings"] and all(f["level"] == "error" for f in end["findings"])
+
+
+def test_json_needs_dry_run_or_supervise(tmp_path, capsys):
+    prof = write_profile(tmp_path, plain_profile("/bin/false", 30000))
+    assert main(["--profile", str(prof), "--no-check", "--json"]) == 2
+    assert "--json needs --dry-run" in capsys.readouterr().err
+
+
+def test_committed_events_schema_is_the_generated_one(capsys):
+    assert main(["schema", "--events"]) == 0
+    assert EVENTS_SCHEMA.read_text() == capsys.readouterr().out, \
+        "schema/supervise-events.schema.json is stale: run `kt-launch schema --events -o schema/supervise-events.schema.json`"
+    schema = json.loads(EVENTS_SCHEMA.read_text())
+    assert {d["$ref"].rsplit("/", 1)[1] for d in schema["oneOf"]} == {"ready", "smoke_failed", "exit"}
