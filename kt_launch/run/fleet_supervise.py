@@ -272,8 +272,8 @@ class FleetSupervisor:
         c = st.child
         rc = c.proc.returncode if c is not None and c.proc is not None else None
         reason = st.reason or "died"
-        crash = ()
-        if c is not None and c is not self.router and rc is not None and reason in ("died", "died_before_ready"):
+        crash = ()  # what a known crash signature in a replica's log means, when it died on its own
+        if c is not None and c is not self.router and rc is not None and reason != "refused":
             crash = scrub_findings(self._crash(c)[1].findings, self.console.secrets)
         return exit_event(code, reason, name=c.name if c is not None else None, returncode=rc, findings=crash)
 
