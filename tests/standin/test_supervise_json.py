@@ -95,3 +95,15 @@ def test_committed_events_schema_is_the_generated_one(capsys):
         "schema/supervise-events.schema.json is stale: run `kt-launch schema --events -o schema/supervise-events.schema.json`"
     schema = json.loads(EVENTS_SCHEMA.read_text())
     assert {d["$ref"].rsplit("/", 1)[1] for d in schema["oneOf"]} == {"ready", "smoke_failed", "exit"}
+
+
+def test_docs_list_every_field_of_every_event():
+    """docs/JSON.md's tables and the schema declare the same fields per event."""
+    import re
+
+    doc = (EVENTS_SCHEMA.parents[1] / "docs" / "JSON.md").read_text()
+    section = doc.split("\n## `kt-launch --profile P --supervise --json`", 1)[1].split("\n## ", 1)[0]
+    schema = json.loads(EVENTS_SCHEMA.read_text())
+    for event in ("ready", "smoke_failed", "exit"):
+        table = section.split(f"\n### `{event}`\n", 1)[1].split("\n### ", 1)[0]
+        assert set(re.findall(r"^\| `(\w+)` \|", table, re.M)) == set(schema["$defs"][event]["properties"]), event
