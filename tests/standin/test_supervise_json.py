@@ -107,3 +107,24 @@ def test_docs_list_every_field_of_every_event():
     for event in ("ready", "smoke_failed", "exit"):
         table = section.split(f"\n### `{event}`\n", 1)[1].split("\n### ", 1)[0]
         assert set(re.findall(r"^\| `(\w+)` \|", table, re.M)) == set(schema["$defs"][event]["properties"]), event
+
+
+def test_an_event_line_masks_secrets_and_stays_one_ascii_line():
+    """Secrets masked before encoding (a secret with quotes would be escaped in the JSON and slip past a scrub of
+    the line); a megabyte log line is cut; control characters and non-finite numbers never reach the line."""
+    from kt_launch.core.findings import error
+    from kt_launch.render.events import event_line, smoke_failed_event
+
+    secret = 'sk-"quoted"\\-secret-0123456789'
+    rows = [{"request": "request 1", "kind": "chat", "status": 200, "ok": False, "problem": "junk",
+             "prompt_tokens": 3, "completion_tokens": 2, "ttft_s": 0.1, "decode_tok_s": float("inf"),
+             "seconds": 0.2, "text": f"\x1b[2J{secret}\u2028"}]
+    found = [error("KT-E562", f"smoke test failed: {secret}", "fix", {"request": "request 1", "log_tail": secret})]
+    line = event_line(smoke_failed_event("server", None, "http://127.0.0.1:1", "on", rows, found,
+                                         [f"--api-key {secret}", "x" * (1 << 20)], True), {secret})
+    assert line.endswith("\n") and line.count("\n") == 1 and line.isascii()
+    assert "quoted" not in line and "0123456789" not in line
+    doc = json.loads(line)
+    assert doc["requests"][0]["decode_tok_s"] is None and doc["requests"][0]["text"].startswith("\x1b[2J***")
+    assert doc["log_tail"][0] == "--api-key ***" and len(doc["log_tail"][1]) == 2000
+    assert doc["findings"][0]["fields"]["log_tail"] == "***"
