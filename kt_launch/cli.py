@@ -76,8 +76,8 @@ def build_parser(subs: dict[str, argparse.ArgumentParser] | None = None) -> argp
     _profile_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the verdict, the resolved command, findings, values "
                    "and their sources; run nothing")
-    p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan; with --supervise: events as JSON lines on "
-                   "stdout, the server's log on stderr (docs/JSON.md)")
+    p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan; with --supervise: "
+                   "events as JSON lines on stdout, the server's log on stderr (docs/JSON.md)")
     p.add_argument("--supervise", action="store_true", help="run SGLang as a supervised child instead of exec: "
                    "forward signals, wait for /health, print the OpenAI URL and a curl, propagate its exit code")
     p.add_argument("--grace-period", type=_seconds, metavar="SECONDS",

@@ -92,7 +92,7 @@ def test_json_needs_dry_run_or_supervise(tmp_path, capsys):
 def test_committed_events_schema_is_the_generated_one(capsys):
     assert main(["schema", "--events"]) == 0
     assert EVENTS_SCHEMA.read_text() == capsys.readouterr().out, \
-        "schema/supervise-events.schema.json is stale: run `kt-launch schema --events -o schema/supervise-events.schema.json`"
+        "schema/supervise-events.schema.json is stale: run `kt-launch schema --events -o FILE` into it"
     schema = json.loads(EVENTS_SCHEMA.read_text())
     assert {d["$ref"].rsplit("/", 1)[1] for d in schema["oneOf"]} == {"ready", "smoke_failed", "exit"}
 
@@ -128,3 +128,34 @@ def test_an_event_line_masks_secrets_and_stays_one_ascii_line():
     assert doc["requests"][0]["decode_tok_s"] is None and doc["requests"][0]["text"].startswith("\x1b[2J***")
     assert doc["log_tail"][0] == "--api-key ***" and len(doc["log_tail"][1]) == 2000
     assert doc["findings"][0]["fields"]["log_tail"] == "***"
+
+
+def test_a_known_crash_before_ready_is_the_exit_events_findings(tmp_path, launches):
+    """A CUDA OOM at weight load (the fake SGLang prints it and exits 1): `exit` says died_before_ready, the
+    server's own status, and the crash signature's finding by its code."""
+    from operate.test_supervise import start as start_fake
+    from operate.test_supervise_loop import CRASHES
+
+    lines, code = CRASHES["oom-weights"]
+    (tmp_path / "lines.txt").write_text(lines)
+    launch, _ = start_fake(tmp_path, launches, "crash", extra=["--json"],
+                           env={"FAKE_LINES": str(tmp_path / "lines.txt")})
+    assert launch.finish(timeout=60) == 1
+    (end,) = read_events(launch.out)
+    assert end == {**end, "event": "exit", "code": 1, "reason": "died_before_ready", "returncode": 1}
+    assert code in [f["code"] for f in end["findings"]]
+    assert "Load weight begin" in launch.err and "Load weight begin" not in launch.out
+
+
+def test_a_restarted_server_is_ready_again(tmp_path, launches):
+    """--restart on-failure: the first start dies before ready, the restart serves: one `ready`, restarted true."""
+    from operate.test_supervise import start as start_fake
+
+    launch, _ = start_fake(tmp_path, launches, "die_once", extra=["--restart", "on-failure", "--json"],
+                           env={"FAKE_READY_AFTER": "0.3"})
+    launch.wait_for(lambda: '"event": "ready"' in launch.out, timeout=30, what="the ready event after the restart")
+    launch.signal(signal.SIGINT)
+    assert launch.finish() == 130
+    ready, end = read_events(launch.out)
+    assert ready["restarted"] is True and ready["smoke"] is None  # the fake answers /health only: --smoke off
+    assert end["reason"] == "signal" and end["signal"] == "SIGINT" and end["code"] == 130
