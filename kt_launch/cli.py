@@ -76,7 +76,8 @@ def build_parser(subs: dict[str, argparse.ArgumentParser] | None = None) -> argp
     _profile_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the verdict, the resolved command, findings, values "
                    "and their sources; run nothing")
-    p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan (docs/JSON.md)")
+    p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan; with --supervise: "
+                   "events as JSON lines on stdout, the server's log on stderr (docs/JSON.md)")
     p.add_argument("--supervise", action="store_true", help="run SGLang as a supervised child instead of exec: "
                    "forward signals, wait for /health, print the OpenAI URL and a curl, propagate its exit code")
     p.add_argument("--grace-period", type=_seconds, metavar="SECONDS",
@@ -220,6 +221,8 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
     s.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     s.add_argument("--readme", metavar="FILE", help="instead: regenerate the generated blocks of FILE (README.md's "
                    "key table, docs/ARCHITECTURE.md's step graph) from the registry and the steps")
+    s.add_argument("--events", action="store_true", help="instead: the JSON Schema of --supervise --json's event "
+                   "lines (schema/supervise-events.schema.json)")
     s.add_argument("--steps", action="store_true", help="instead: print the resolver's step graph (what each step "
                    "fills and reads, in run order)")
     subs["schema"] = s
@@ -463,6 +466,7 @@ def _main(argv: list[str]) -> int:
         raise ConfigError(f"unknown command {own[0][:60]!r}{_did_you_mean(build_parser(subs), own[0])}")
     args = build_parser(subs).parse_args(own)
     args.sets = sets
-    if args.json and not args.dry_run:
-        raise ConfigError("--json needs --dry-run (or use `kt-launch check --json`)")
+    if args.json and not (args.dry_run or getattr(args, "supervise", False)):
+        raise ConfigError("--json needs --dry-run (the plan) or --supervise (its events; docs/JSON.md), or use "
+                          "`kt-launch check --json`")
     return command(LAUNCH)(args, passthrough)

@@ -37,8 +37,11 @@ def run(args, passthrough) -> int:
     from kt_launch.render.redact import safe_findings
 
     if not out.ok:
-        sys.stderr.write(findings_text(safe_findings(out.command, out.findings)))
+        safe = safe_findings(out.command, out.findings)
+        sys.stderr.write(findings_text(safe))
         sys.stderr.write("kt-launch: the plan has errors; nothing was launched (see --dry-run)\n")
+        if supervised and args.json:
+            _exit_event(EXIT_PLAN, [f for f in safe if f.level == "error"])
         return EXIT_PLAN
     if args.host_facts:
         from kt_launch.run.supervise import host_facts_warning
@@ -74,8 +77,13 @@ def run_fleet(args, req, loaded=None) -> int:
         from kt_launch.render.fleet import fleet_errors
         from kt_launch.render.text import findings_text
 
-        sys.stderr.write(findings_text(fleet_errors(out.plan, out.commands)))
+        errors = fleet_errors(out.plan, out.commands)
+        sys.stderr.write(findings_text(errors))
         sys.stderr.write("kt-launch: the fleet plan has errors; nothing was launched (see --dry-run)\n")
+        if args.supervise and args.json:
+            from kt_launch.render.fleet import fleet_secrets
+
+            _exit_event(EXIT_PLAN, [f for f in errors if f.level == "error"], fleet_secrets(out.plan, out.commands))
         return EXIT_PLAN
     if not args.supervise:
         raise ConfigError("a fleet runs several processes: use --supervise (or --dry-run to see the commands)")
@@ -89,3 +97,11 @@ def run_fleet(args, req, loaded=None) -> int:
 
     gc.enable()
     return launch_fleet(out, args)
+
+
+def _exit_event(code: int, findings, secrets: set[str] | None = None) -> None:
+    """--supervise --json: a plan with errors ends in the `exit` event too (reason plan_errors, its errors)."""
+    from kt_launch.render.events import event_line, exit_event
+
+    sys.stdout.write(event_line(exit_event(code, "plan_errors", findings=findings), secrets or set()))
+    sys.stdout.flush()

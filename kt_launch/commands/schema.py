@@ -1,4 +1,5 @@
-"""`kt-launch schema`: the JSON Schema of profiles (stdout or --output FILE), the resolver's step graph (--steps),
+"""`kt-launch schema`: the JSON Schema of profiles (stdout or --output FILE), of `--supervise --json`'s events
+(--events), the resolver's step graph (--steps),
 or the generated blocks of a README regenerated from the registry and the steps (--readme FILE)."""
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ def run(args, passthrough) -> int:
 
         sys.stdout.write(steps_table(STEPS) + "\n")
         return EXIT_OK
-    text = profile_schema_text()
+    if getattr(args, "events", False):
+        from kt_launch.render.events import events_schema_text
+
+        text = events_schema_text()
+    else:
+        text = profile_schema_text()
     if getattr(args, "output", None):
         from kt_launch.facts.cache import write_output
 

@@ -39,6 +39,7 @@ from typing import Any
 from kt_launch.core.fleet import Replica
 from kt_launch.core.smoke import EXIT_SMOKE
 from kt_launch.render.argv import Command
+from kt_launch.render.events import exit_event, ready_event, smoke_block, smoke_failed_event
 from kt_launch.render.fleet import instance_findings, router_command, router_url
 from kt_launch.render.redact import env_secret_values, redact_argv, scrub_findings, secret_values
 from kt_launch.render.text import findings_text
@@ -71,6 +72,7 @@ class _Child:
     next_poll: float = 0.0
     restarts: Restarts | None = None  # replicas only: --restart on-failure
     restart_at: float | None = None  # when it starts again (it died and may restart)
+    smoke: tuple[list[dict], list] | None = None  # --json: its smoke rows and findings, for its `ready` event
 
     def reset(self) -> None:
         """Before a restart: not ready, phases and the log tail from the beginning (a run's crash findings are
@@ -94,6 +96,8 @@ class _State:
     stop_at: float | None = None  # the end of the one grace period
     why: str | None = None
     code: int | None = None
+    reason: str | None = None  # the `exit` event's reason (render/events.EXIT_REASONS)
+    child: Any = None  # the _Child whose death or failure stopped the fleet
 
 
 class FleetSupervisor:
@@ -130,7 +134,7 @@ class FleetSupervisor:
         self.console.say(f"kt-launch: starting {child.name} ({child.url}): {shlex.join(redact_argv(child.cmd.argv))}\n")
         prefix = f"[{child.name}] ".encode()
         c = self.console
-        out = Tee(c.secrets, lambda d: c.child(c.out, d), child.tail, child.tracker, prefix)
+        out = Tee(c.secrets, lambda d: c.child(c.child_out, d), child.tail, child.tracker, prefix)
         err = Tee(c.secrets, lambda d: c.child(c.err, d), child.tail, child.tracker, prefix)
         p = child.placement
         argv = p.wrap(list(child.cmd.argv)) if p is not None else list(child.cmd.argv)
@@ -145,13 +149,13 @@ class FleetSupervisor:
         child.next_poll = time.monotonic()
         return True
 
-    def _stop(self, why: str, code: int | None = None) -> None:
+    def _stop(self, why: str, code: int | None = None, reason: str | None = None, child: _Child | None = None) -> None:
         st = self.state
         if st.stop_at is None:
             st.stop_at = time.monotonic() + st.grace
             st.why = why
         if st.code is None and code is not None:
-            st.code = code
+            st.code, st.reason, st.child = code, reason, child
 
     def _children(self) -> list[_Child]:
         return ([self.router] if self.router is not None else []) + self.replicas
@@ -177,7 +181,7 @@ class FleetSupervisor:
             if st.stop_at is not None:
                 break
             if not self._start(c):
-                self._stop("a replica could not be started", EXIT_CANNOT_START)
+                self._stop("a replica could not be started", EXIT_CANNOT_START, "cannot_start", c)
                 break
         start = time.monotonic()
         phase = "replicas"
@@ -198,7 +202,7 @@ class FleetSupervisor:
                 waiting = [c.name for c in self._children() if c.proc is not None and not c.ready] or ["the router"]
                 self.console.say(f"kt-launch: error: not ready within {self.opts.ready_timeout:g}s (--ready-timeout): "
                                  f"{', '.join(waiting)}\n")
-                self._stop("ready timeout", EXIT_READY_TIMEOUT)
+                self._stop("ready timeout", EXIT_READY_TIMEOUT, "ready_timeout")
                 break
             self._restart_due(now)
             for c in self.replicas:
@@ -206,18 +210,23 @@ class FleetSupervisor:
                     self.console.say(f"kt-launch: {c.name} is ready after {time.monotonic() - start:.1f}s\n"
                                      if phase == "replicas" else f"kt-launch: {c.name} is ready again after its "
                                      "restart: it rejoins the router's workers\n")
+                    if phase not in ("replicas", "replica smoke"):  # a restarted replica (no smoke test)
+                        self._ready_event(c, start, restarted=True)
             if phase == "replicas" and all(c.ready for c in self.replicas):
                 phase = "replica smoke" if self._smoke(self.replicas) else "replicas smoked"
             if phase == "replica smoke" and self.smoke.done:
                 phase = "replicas smoked" if self._smoke_judged() else "stopping"
             if phase == "replicas smoked":
+                for c in self.replicas:
+                    self._ready_event(c, start)
                 if self.router is None:
                     phase = "serving"
                     self._announce(None, time.monotonic() - start)
+                    self._ready_event(None, start)
                 elif self._start(self.router):
                     phase = "router"
                 else:
-                    self._stop("the router could not be started", EXIT_CANNOT_START)
+                    self._stop("the router could not be started", EXIT_CANNOT_START, "cannot_start", self.router)
             elif phase == "router" and self._poll(self.router, now, start, None):
                 phase = "router smoke" if self._smoke([self.router]) else "router smoked"
             if phase == "router smoke" and self.smoke.done:
@@ -225,17 +234,48 @@ class FleetSupervisor:
             if phase == "router smoked":
                 phase = "serving"
                 self._announce(self.router.url, time.monotonic() - start)
+                self._ready_event(self.router, start)
+                self._ready_event(None, start)
         if self.smoke is not None and not st.signals:  # a replica died during the smoke test (a crash on the
             self._until(time.monotonic() + 5.0, lambda: self.smoke.done)  # second request): judge what came back
             if self.smoke.done and not self._smoke_judged() and self.opts.smoke == "on":
-                st.code = EXIT_SMOKE
+                st.code, st.reason = EXIT_SMOKE, "smoke_failed"
         if self.smoke is not None:
             self.smoke.stop()
         self._shutdown()
         code = 128 + st.signals[0] if st.signals else (st.code if st.code is not None else EXIT_FAILED)
         how = f"stopped by {_signame(st.signals[0])}" if st.signals else f"stopped ({st.why})"
         self.console.say(f"kt-launch: fleet {how}; exit code {code}\n")
+        if self.console.json:
+            self.console.event(self._exit_event(code))
         return code
+
+    # -- --json events --------------------------------------------------------------------------
+    def _ready_event(self, c: _Child | None, start: float, restarted: bool = False) -> None:
+        """`ready` of a replica or the router (c), or of the fleet (c None): after its smoke test was judged."""
+        if not self.console.json:
+            return
+        after = time.monotonic() - start
+        if c is None:
+            url = self.router.url if self.router is not None else None
+            self.console.event(ready_event("fleet", url, self.model, after, None,
+                                           replicas=[{"name": r.name, "url": r.url} for r in self.replicas]))
+            return
+        smoke = None if c.smoke is None or restarted else smoke_block(self.opts.smoke, *c.smoke)
+        self.console.event(ready_event("router" if c is self.router else "replica", c.url, self.model, after, smoke,
+                                       name=c.name, restarted=restarted))
+
+    def _exit_event(self, code: int) -> dict:
+        st = self.state
+        if st.signals:
+            return exit_event(code, "signal", signal=_signame(st.signals[0]))
+        c = st.child
+        rc = c.proc.returncode if c is not None and c.proc is not None else None
+        reason = st.reason or "died"
+        crash = ()  # what a known crash signature in a replica's log means, when it died on its own
+        if c is not None and c is not self.router and rc is not None and reason != "refused":
+            crash = scrub_findings(self._crash(c)[1].findings, self.console.secrets)
+        return exit_event(code, reason, name=c.name if c is not None else None, returncode=rc, findings=crash)
 
     # -- the smoke test ---------------------------------------------------------------------------
     def _smoke(self, children: list[_Child]) -> bool:
@@ -265,20 +305,30 @@ class FleetSupervisor:
 
     def _smoke_judged(self) -> bool:
         """Judge the finished smoke run; False when it failed under --smoke on (the fleet is being stopped)."""
-        from kt_launch.resolve.smoke import smoke_findings, summary, too_short
+        from kt_launch.resolve.smoke import replies_json, smoke_findings, summary, too_short
 
         run, self.smoke = self.smoke, None
         fail = self.opts.smoke == "on"
         by_name = {c.name: c for c in self.replicas}
+        if self.router is not None:
+            by_name["the router"] = self.router
         bad, notes, lines = [], [], []
         for target, replies in run.results:
             child = by_name.get(target.where)
-            tail = list(child.tail) if child is not None else None
+            tail = list(child.tail) if child is not None and child is not self.router else None
             found = smoke_findings(replies, f"{target.where} ({target.base})", tail, fail)
+            short = too_short(replies)
             bad += found
-            notes += too_short(replies)
+            notes += short
             if not found:
                 lines.append(f"{target.where}: {summary(replies)}")
+            if self.console.json and child is not None:
+                rows = replies_json(replies)
+                child.smoke = (rows, found + short)
+                if found:
+                    role = "router" if child is self.router else "replica"
+                    self.console.event(smoke_failed_event(role, child.name, child.url, self.opts.smoke, rows, found,
+                                                          list(child.tail), stopping=fail))
         if bad or notes:
             self.console.say(findings_text(scrub_findings(bad + notes, self.console.secrets)))
         if bad:
@@ -295,7 +345,7 @@ class FleetSupervisor:
             return True
         self.console.say("kt-launch: error: the smoke test failed (--smoke on): stopping the fleet; exit code "
                          f"{EXIT_SMOKE}\n")
-        self._stop("smoke test failed", EXIT_SMOKE)
+        self._stop("smoke test failed", EXIT_SMOKE, "smoke_failed")
         return False
 
     def _poll(self, c: _Child, now: float, start: float, api_key: str | None) -> bool:
@@ -327,14 +377,14 @@ class FleetSupervisor:
             if c is self.router:
                 self.console.say(f"kt-launch: error: the router {how}; stopping the fleet\n")
                 self._tail(c)
-                self._stop("the router died", code)
+                self._stop("the router died", code, "died" if phase == "serving" else "died_before_ready", c)
             elif phase != "serving" and self._restart_later(c, how + " before the fleet was ready", phase):
                 continue
             elif phase != "serving":
                 self.console.say(f"kt-launch: error: replica {c.name} ({c.url}) {how} before the fleet was ready; "
                                  "stopping the fleet\n")
                 self._tail(c)
-                self._stop(f"{c.name} died", code)
+                self._stop(f"{c.name} died", code, "died_before_ready", c)
             elif self._restart_later(c, how, phase):
                 continue
             else:
@@ -344,9 +394,9 @@ class FleetSupervisor:
                                     f"router ({', '.join(alive)})\n" if alive else "no replica is left\n"))
                 self._tail(c)
                 if self.fail_fast:
-                    self._stop(f"{c.name} died (--fail-fast)", code)
+                    self._stop(f"{c.name} died (--fail-fast)", code, "died", c)
                 elif not alive:
-                    self._stop("every replica died", code)
+                    self._stop("every replica died", code, "died", c)
 
     def _restart_later(self, c: _Child, how: str, phase: str) -> bool:
         """Schedule a restart of the dead replica c if --restart allows one (supervise.is_failure, the rule one
@@ -381,11 +431,11 @@ class FleetSupervisor:
                 if busy:  # another process took it while the replica was down: /health would be its
                     self.console.say(f"kt-launch: error: {c.name}: {busy}; not restarting it\n")
                     if not any(r.running() or r.restart_at is not None for r in self.replicas):
-                        self._stop("every replica died", EXIT_PORT_BUSY)
+                        self._stop("every replica died", EXIT_PORT_BUSY, "refused", c)
                     continue
                 c.reset()
                 if not self._start(c):
-                    self._stop(f"{c.name} could not be restarted", EXIT_CANNOT_START)
+                    self._stop(f"{c.name} could not be restarted", EXIT_CANNOT_START, "cannot_start", c)
 
     def _tail(self, c: _Child) -> None:
         lines = list(c.tail)[-15:]
@@ -490,6 +540,7 @@ def launch_fleet(out, args) -> int:
         opts.ready_timeout = args.ready_timeout
     restart_options(opts, args, out.config.fleet.restart if out.config.fleet is not None else "no")
     smoke_options(opts, args, out.config.server.smoke)
+    opts.json = bool(getattr(args, "json", False))
     secrets: set[str] = set()
     children = []
     for inst, cmd in zip(fp.instances, out.commands):
@@ -504,7 +555,7 @@ def launch_fleet(out, args) -> int:
         secrets |= secret_values(rc.argv, rc.env)
         router = _Child("router", rc, router_url(fp.router), (fp.router.host, fp.router.port))
     secrets |= env_secret_values(os.environ)
-    console = Console(secrets)
+    console = Console(secrets, json=opts.json)
     try:
         return _launch(out, args, fp, children, router, opts, console, lora_entries(out.config))
     finally:
@@ -520,6 +571,7 @@ def _launch(out, args, fp, children, router, opts, console, entries) -> int:
     refused = _refusals(out, children + ([router] if router is not None else []))
     if refused:
         console.say("".join(f"kt-launch: error: {why}\n" for why in refused) + "kt-launch: nothing was started\n")
+        console.event(exit_event(EXIT_PORT_BUSY, "refused"))
         return EXIT_PORT_BUSY
     for h in fp.hosts:
         console.say(f"kt-launch: host {h.name} runs its own part; run there: {shlex.join(redact_argv(list(h.argv)))}\n"

@@ -113,10 +113,12 @@ class Console:
     """kt-launch's own lines and every child's output, secrets masked; a status line on a terminal is
     cleared before anything else is written, so it never garbles a log line."""
 
-    def __init__(self, secrets: set[str], out: IO | None = None, err: IO | None = None):
+    def __init__(self, secrets: set[str], out: IO | None = None, err: IO | None = None, json: bool = False):
         self.secrets = secrets
         out, err = out or sys.stdout, err or sys.stderr
         self.out, self.err = Writer(out), Writer(err)
+        self.json = json  # --json: stdout carries only the events (render/events.py); the children's stdout goes
+        self.child_out = self.err if json else self.out  # to stderr with their stderr
         self._err_encoding = _encoding(err)
         self.status_shown = False
         try:
@@ -145,6 +147,13 @@ class Console:
         if self.status_shown:
             self.err.put(b"\r\033[K")
             self.status_shown = False
+
+    def event(self, event: dict) -> None:
+        """One --json event as a line on stdout (secrets masked); nothing without --json."""
+        if self.json:
+            from kt_launch.render.events import event_line
+
+            self.out.put(event_line(event, self.secrets).encode("ascii"))
 
     def child(self, writer: Writer, data: bytes) -> None:
         self._clear_status()

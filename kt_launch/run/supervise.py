@@ -50,6 +50,7 @@ from kt_launch.run.execute import exec_failure
 from kt_launch.render.argv import Command
 from kt_launch.resolve.ports import port_verdict
 from kt_launch.render.redact import env_secret_values, redact_argv, scrub_findings, secret_values
+from kt_launch.render.events import exit_event, ready_event, smoke_block, smoke_failed_event
 from kt_launch.render.text import findings_text
 from kt_launch.run.crashes import Diagnosis, Launched, diagnose
 from kt_launch.run.health import base_url, curl_example
@@ -84,6 +85,7 @@ class SuperviseOptions:
     # URL; when it returns, the server is stopped and its return value is kt-launch's exit code (`kt-launch
     # calibrate`). None: serve until stopped.
     after_ready: Callable[[str], int] | None = None
+    json: bool = False  # --json: events on stdout (render/events.py), the server's output on stderr
 
 
 class Restarts:
@@ -322,7 +324,7 @@ def supervise(cmd: Command, findings, endpoint: Endpoint, *, opts: SuperviseOpti
     secrets = secret_values(cmd.argv, cmd.env)
     # the server inherits kt-launch's environment too: an exported HF_TOKEN must not show up in its teed log
     secrets |= env_secret_values(os.environ)
-    console = Console(secrets)
+    console = Console(secrets, json=opts.json)
     try:
         shown = [f for f in findings if f.level != "info"]
         if shown:
@@ -330,6 +332,7 @@ def supervise(cmd: Command, findings, endpoint: Endpoint, *, opts: SuperviseOpti
         busy = port_problem(endpoint.host, endpoint.port)
         if busy:
             console.say(f"kt-launch: error: {busy}; nothing was started\n")
+            console.event(exit_event(EXIT_PORT_BUSY, "refused"))
             return EXIT_PORT_BUSY
         loop = Loop()
         loop.install(FORWARDED)
@@ -360,6 +363,7 @@ class _Single:
         self.health_after = 0.0
         self.job: threading.Thread | None = None
         self.job_code: int | None = None
+        self.restarted = False  # --restart on-failure started it again (its `ready` event says so)
 
     # -- output -----------------------------------------------------------------------------
     def waiting_line(self) -> str:
@@ -398,6 +402,7 @@ class _Single:
         while True:
             proc = self._spawn(libc)
             if proc is None:
+                console.event(exit_event(EXIT_CANNOT_START, "cannot_start"))
                 return EXIT_CANNOT_START
             self._watch(proc)
             console.clear_status()
@@ -425,21 +430,26 @@ class _Single:
             if st.signals:
                 console.say(f"kt-launch: stopped by {_signame(st.signals[0])} before the restart "
                             f"(exit code {128 + st.signals[0]})\n")
+                console.event(exit_event(128 + st.signals[0], "signal", returncode=rc,
+                                         signal=_signame(st.signals[0])))
                 return 128 + st.signals[0]
             busy = port_problem(self.ep.host, self.ep.port)  # someone may have taken it while SGLang was down
             if busy:
                 console.say(f"kt-launch: error: {busy}; not restarting SGLang\n")
+                console.event(exit_event(EXIT_PORT_BUSY, "refused", returncode=rc))
                 return EXIT_PORT_BUSY
             self._reset()
         code = self._exit_code(rc)
         self._report(rc, code)
         if after:
             console.say(after)
+        if console.json:
+            console.event(self._exit_event(rc, code))
         return code
 
     def _spawn(self, libc):
         console = self.console
-        out = Tee(console.secrets, lambda d: console.child(console.out, d), self.tail, self.tracker)
+        out = Tee(console.secrets, lambda d: console.child(console.child_out, d), self.tail, self.tracker)
         err = Tee(console.secrets, lambda d: console.child(console.err, d), self.tail, self.tracker)
         try:
             proc = self.loop.spawn(self.cmd.argv, {**os.environ, **self.cmd.env}, _child_setup(libc), out.feed,
@@ -459,6 +469,7 @@ class _Single:
         own), no stop pending."""
         self.ready = self.timed_out = self.smoke_failed = False
         self.smoke = None
+        self.restarted = True
         self.tracker = PhaseTracker(self._phase_changed)
         self.tail = collections.deque(maxlen=self.opts.tail_lines)
         st = self.state
@@ -532,6 +543,8 @@ class _Single:
         if self.opts.smoke == "off":
             _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter,
                             self.ep.api_key is not None, self.health_after)
+            self.console.event(ready_event("server", self.url, self.ep.model, self.health_after, None,
+                                           restarted=self.restarted))
             self._start_job()
             return
         from kt_launch.resolve.smoke import smoke_requests
@@ -546,27 +559,31 @@ class _Single:
     def _smoke_done(self, now: float, dead: bool = False) -> None:
         """The smoke requests are back: judge them; pass -> the ready message with TTFT and tok/s; a failure ->
         its findings, then (--smoke on) stop the server, or (--smoke warn) keep serving."""
-        from kt_launch.resolve.smoke import smoke_findings, summary, too_short
+        from kt_launch.resolve.smoke import replies_json, smoke_findings, summary, too_short
 
         replies, self.smoke = self.smoke.replies, None
         fail = self.opts.smoke == "on"
         bad = smoke_findings(replies, self.url, list(self.tail), fail=fail)
         notes = too_short(replies)
+        rows = replies_json(replies) if self.console.json else []
         if bad or notes:
             self.console.say(findings_text(scrub_findings(bad + notes, self.console.secrets)))
         if bad:
             self._show_tail()
+            self.console.event(smoke_failed_event("server", None, self.url, self.opts.smoke, rows, bad,
+                                                  list(self.tail), stopping=fail))
         if dead and (not fail or not bad):
             return  # the death report follows
-        if not bad:
+        if not bad or not fail:
+            if bad:
+                self.console.say("kt-launch: warning: the smoke test failed (--smoke warn); SGLang keeps serving\n")
             _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter,
-                            self.ep.api_key is not None, now - self.start, f"smoke test: {summary(replies)}")
-            self._start_job()
-            return
-        if not fail:
-            self.console.say("kt-launch: warning: the smoke test failed (--smoke warn); SGLang keeps serving\n")
-            _announce_ready(self.console, self.url, self.ep.model, self.ep.lora_adapter,
-                            self.ep.api_key is not None, now - self.start, "smoke test: FAILED (see above)")
+                            self.ep.api_key is not None, now - self.start,
+                            f"smoke test: {summary(replies)}" if not bad else "smoke test: FAILED (see above)")
+            self.console.event(ready_event("server", self.url, self.ep.model, now - self.start,
+                                           smoke_block(self.opts.smoke, rows, bad + notes), restarted=self.restarted))
+            if not bad:
+                self._start_job()
             return
         self.smoke_failed = True
         st = self.state
@@ -701,6 +718,26 @@ class _Single:
             return 128 - rc
         return rc if rc or self.ready else EXIT_FAILED
 
+    def _exit_event(self, rc: int, code: int) -> dict:
+        """The `exit` event: the reason _exit_code decided by, the server's own returncode, and the findings of a
+        known crash signature when the server died on its own."""
+        st = self.state
+        if st.signals:
+            return exit_event(code, "signal", returncode=rc, signal=_signame(st.signals[0]))
+        if self.smoke_failed:
+            reason = "smoke_failed"
+        elif self.timed_out:
+            reason = "ready_timeout"
+        elif self.job_code is not None:  # the job after ready (calibrate, which has no --json) stopped it
+            reason = "exited"
+        elif not self.ready:
+            reason = "died_before_ready"
+        else:
+            reason = "died" if rc != 0 else "exited"
+        crash = () if reason in ("ready_timeout", "exited") or (self.smoke_failed and st.stopping is not None) \
+            else scrub_findings(self._diagnose(rc)[1].findings, self.console.secrets)
+        return exit_event(code, reason, returncode=rc, findings=crash)
+
     def _report(self, rc: int, code: int) -> None:
         st, console = self.state, self.console
         how = death_text(rc)
@@ -812,6 +849,7 @@ def launch_supervised(out, args) -> int:
         opts.ready_timeout = args.ready_timeout
     restart_options(opts, args)
     smoke_options(opts, args, out.plan.get("server.smoke") or "on")
+    opts.json = bool(getattr(args, "json", False))
     values = {k: r.value for k, r in out.plan.values.items()}
     return supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts, values=values)
 

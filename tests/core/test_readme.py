@@ -27,6 +27,7 @@ EXPECTED = {
     "kt-launch --profile my.yaml --set kt.cpuinfer=4 --dry-run -- --log-level debug": {0},
     "kt-launch --profile my.yaml": {3},  # a launch here without SGLang and a GPU: refused before exec
     "kt-launch --profile my.yaml --supervise": {3},
+    "kt-launch --profile my.yaml --supervise --json": {3},  # the same refusal, as an `exit` event on stdout
     "kt-launch smoke --url http://127.0.0.1:30000": {4},  # nothing listens there: KT-E560
     "kt-launch bench --url http://127.0.0.1:30000 --lengths 2k": {4},  # nothing listens there: KT-E570
     "kt-launch probe --profile my.yaml": {3},  # no torch/kt-kernel in the test venv

@@ -1,6 +1,8 @@
 """A fleet under --supervise --smoke: every replica (the sglang-kt stand-in, tests/standin/sglang_kt.py) gets the
 smoke requests, then the real sglang-router 0.3.2 gets one; the ready message carries each one's figures. A
-replica that answers gibberish stops the fleet with exit 4 and leaves nothing running."""
+replica that answers gibberish stops the fleet with exit 4 and leaves nothing running. Under --json (these
+launches carry it: the text on stderr is the same) stdout holds the events: a `ready` per replica with its
+smoke timings, the router's and the fleet's; `smoke_failed` per failed replica and `exit`."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from operate.support import Launch, pid_gone
 
 from fleet.support import dual_socket, fleet_profile, write_json, write_profile
 from fleet.test_supervise_router import descendants, kill_tree, listening, ports
-from standin.support import make_standin
+from standin.support import make_standin, read_events
 
 
 def start(tmp_path, router_venv, mode: str):
@@ -23,7 +25,7 @@ def start(tmp_path, router_venv, mode: str):
                                                                      "policy": "round_robin"}}))
     h = write_json(tmp_path / "host.json", dual_socket())
     launch = Launch(tmp_path, ["--profile", str(p), "--host-facts", str(h), "--no-check", "--supervise",
-                               "--grace-period", "10", "--ready-timeout", "90", "--smoke", "on"],
+                               "--grace-period", "10", "--ready-timeout", "90", "--smoke", "on", "--json"],
                     {"STANDIN_MODE": mode, "STANDIN_PER_PORT": "1", "STANDIN_READY_AFTER": "0.2"})
     return launch, router_port, base
 
@@ -37,12 +39,26 @@ def test_every_replica_then_the_router_is_smoke_tested(tmp_path, router_venv):
         for name in ("numa0", "numa1"):
             assert f"smoke test: {name}: 2 request(s) passed; TTFT" in err
         assert "smoke test: the router: 1 request(s) passed" in err
+        launch.wait_for(lambda: '"role": "fleet"' in launch.out, 10, "the fleet's ready event")
+        ready = read_events(launch.out)
+        assert [(e["event"], e["role"], e["name"]) for e in ready] == [
+            ("ready", "replica", "numa0"), ("ready", "replica", "numa1"), ("ready", "router", "router"),
+            ("ready", "fleet", None)]
+        for e in ready[:2]:
+            assert [r["ok"] for r in e["smoke"]["requests"]] == [True, True]
+            assert all(r["ttft_s"] is not None and r["decode_tok_s"] > 0 for r in e["smoke"]["requests"])
+        assert ready[2]["url"] == ready[3]["url"] == f"http://127.0.0.1:{router_port}"
+        assert len(ready[2]["smoke"]["requests"]) == 1 and ready[2]["smoke"]["ok"]
+        assert ready[3]["replicas"] == [{"name": e["name"], "url": e["url"]} for e in ready[:2]]
+        assert "Uvicorn running" not in launch.out  # the replicas' own lines: stderr only
         served = [int((tmp_path / str(base + k) / "requests").read_text()) for k in (1, 2)]
         assert sorted(served)[0] >= 2 and sum(served) == 5  # 2 each, and the router's one went to a replica
         pids = descendants(launch.proc.pid)
         launch.signal(signal.SIGTERM)
         assert launch.finish(timeout=30) == 143
         assert all(pid_gone(pid) for pid in pids)
+        end = read_events(launch.out)[-1]
+        assert end["event"] == "exit" and end["code"] == 143 and end["reason"] == "signal"
     finally:
         kill_tree(launch)
 
@@ -62,5 +78,13 @@ def test_a_bad_replica_stops_the_fleet_with_exit_4(tmp_path, router_venv, mode, 
         assert "the smoke test failed (--smoke on): stopping the fleet; exit code 4" in err
         assert "the fleet is ready" not in err and "starting router" not in err
         assert not any(listening(p) for p in (router_port, base + 1, base + 2))
+        events = read_events(launch.out)
+        assert [e["event"] for e in events] == ["smoke_failed"] * (2 if mode == "gibberish" else 1) + ["exit"]
+        assert events[0]["name"] == "numa0" and events[0]["role"] == "replica" and events[0]["stopping"]
+        assert {f["code"] for e in events[:-1] for f in e["findings"]} == {code}
+        assert any("Uvicorn running" in line for line in events[0]["log_tail"])
+        assert events[-1] == {**events[-1], "code": 4, "reason": "smoke_failed"}
+        if mode == "crash2":  # numa0 died on its own during the smoke test: named, with its exit status
+            assert events[-1]["name"] == "numa0" and events[-1]["returncode"] not in (None, 0)
     finally:
         kill_tree(launch)

@@ -13,6 +13,7 @@ import pytest
 
 from operate.support import pid_gone
 from operate.test_supervise import start
+from standin.support import read_events
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
@@ -221,7 +222,7 @@ def test_restart_on_failure_is_bounded_and_names_each_restart(tmp_path, launches
 
 
 def test_a_restarted_server_becomes_ready(tmp_path, launches):
-    launch, _ = start(tmp_path, launches, "die_once", extra=["--restart", "on-failure"],
+    launch, _ = start(tmp_path, launches, "die_once", extra=["--restart", "on-failure", "--json"],
                       env={"FAKE_READY_AFTER": "0.3"})
     launch.wait_for(lambda: "is ready" in launch.err, timeout=30, what="the ready banner after the restart")
     first, second = starts(tmp_path)
@@ -229,6 +230,9 @@ def test_a_restarted_server_becomes_ready(tmp_path, launches):
     assert "exited with code 5 before it was ready" in launch.err and "restarting SGLang in 1s" in launch.err
     launch.signal(signal.SIGINT)
     assert launch.finish() == 130
+    ready, end = read_events(launch.out)  # --json: one `ready`, the restarted run's
+    assert ready["event"] == "ready" and ready["restarted"] is True and ready["smoke"] is None  # --smoke off
+    assert end == {**end, "event": "exit", "code": 130, "reason": "signal", "signal": "SIGINT"}
 
 
 def test_sigint_during_the_restart_backoff_stops_at_once(tmp_path, launches):
@@ -280,7 +284,7 @@ def test_a_deterministic_crash_is_not_restarted(tmp_path, launches):
     """A CUDA OOM at weight load: the same argv dies the same way, so --restart on-failure does not run it again
     (the signature's `deterministic` field, not its code); the message says why, after the finding."""
     (tmp_path / "lines.txt").write_text(CRASHES["oom-weights"][0])
-    launch, _ = start(tmp_path, launches, "crash", extra=["--restart", "on-failure"],
+    launch, _ = start(tmp_path, launches, "crash", extra=["--restart", "on-failure", "--json"],
                       env={"FAKE_LINES": str(tmp_path / "lines.txt")})
     assert launch.finish(timeout=60) == 1
     err = launch.err
@@ -288,6 +292,9 @@ def test_a_deterministic_crash_is_not_restarted(tmp_path, launches):
     assert "restarting SGLang in" not in err
     assert "not restarting SGLang (--restart on-failure): KT-E544 says the configuration caused this crash" in err
     assert err.index("KT-E544") < err.index("not restarting SGLang")
+    (end,) = read_events(launch.out)  # --json: the exit event carries the crash signature's finding by its code
+    assert end == {**end, "event": "exit", "code": 1, "reason": "died_before_ready", "returncode": 1}
+    assert [f["code"] for f in end["findings"]] == ["KT-E544"]
 
 
 def test_a_crash_that_may_pass_is_restarted_and_each_run_has_its_own_findings(tmp_path, launches):

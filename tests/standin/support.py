@@ -101,3 +101,24 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+EVENTS_SCHEMA = REPO / "schema" / "supervise-events.schema.json"
+
+
+def read_events(stdout: str) -> list[dict]:
+    """`--supervise --json`'s stdout as events: every line one JSON object that validates against
+    schema/supervise-events.schema.json and has no field the schema does not declare (nothing else on stdout)."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads(EVENTS_SCHEMA.read_text())
+    events = []
+    for line in stdout.splitlines():
+        doc = json.loads(line)  # a server log line here would fail: stdout is only JSON under --json
+        jsonschema.validate(doc, schema)
+        declared = schema["$defs"][doc["event"]]["properties"]
+        assert set(doc) <= set(declared), set(doc) - set(declared)
+        events.append(doc)
+    return events

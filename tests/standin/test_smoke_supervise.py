@@ -1,6 +1,11 @@
 """--supervise --smoke against the sglang-kt stand-in (tests/standin/sglang_kt.py) as the server: a good server is
 announced ready with TTFT and decode tok/s; each bad mode gives its error finding, naming the request, and exit
-code 4 (--smoke on) with the server stopped; --smoke warn keeps it serving. Nothing is left running."""
+code 4 (--smoke on) with the server stopped; --smoke warn keeps it serving. Nothing is left running.
+
+Most launches here also carry --json (the text on stderr is the same with it): their stdout is then only the
+supervisor's events (standin.support.read_events validates each against schema/supervise-events.schema.json),
+the stand-in's own lines go to stderr, and the events are checked too: `ready` with each smoke request's TTFT and
+decode tok/s, `smoke_failed` with the findings and the log tail, `exit` with the code and its reason."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import signal
 import pytest
 
 from operate.support import Launch, free_port, pid_gone, plain_profile, write_host, write_profile
-from standin.support import make_standin
+from standin.support import make_standin, read_events
 
 EXIT_SMOKE = 4
 
@@ -30,7 +35,7 @@ def start(tmp_path, launches, mode: str, smoke: str = "on", env: dict | None = N
 
 
 def test_good_server_is_ready_with_ttft_and_decode_rate(tmp_path, launches):
-    launch = start(tmp_path, launches, "good")
+    launch = start(tmp_path, launches, "good", extra=("--json",))
     launch.wait_for(lambda: "is ready" in launch.err, timeout=30, what="the ready banner")
     err = launch.err
     assert "smoke test (--smoke on): 2 request(s)" in err
@@ -40,6 +45,19 @@ def test_good_server_is_ready_with_ttft_and_decode_rate(tmp_path, launches):
     launch.signal(signal.SIGTERM)
     assert launch.finish() == 143
     assert pid_gone(child)
+    ready, end = read_events(launch.out)
+    assert ready["event"] == "ready" and ready["role"] == "server" and ready["model"] == "dsv2-lite"
+    assert ready["url"].startswith("http://127.0.0.1:") and ready["openai_base_url"] == ready["url"] + "/v1"
+    smoke = ready["smoke"]
+    assert smoke["mode"] == "on" and smoke["ok"] is True and smoke["findings"] == []
+    assert [r["request"] for r in smoke["requests"]] == ["request 1 (chat, temperature 0)",
+                                                          "request 2 (the same chat again)"]
+    for r in smoke["requests"]:
+        assert r["ok"] and r["status"] == 200 and r["completion_tokens"] > 0
+        assert r["ttft_s"] is not None and r["ttft_s"] >= 0 and r["decode_tok_s"] > 0
+    assert end == {**end, "event": "exit", "code": 143, "reason": "signal", "signal": "SIGTERM"}
+    # the stand-in prints its port (and server_args) on stdout: under --json that went to stderr
+    assert "STANDIN_PORT=" in err and "Uvicorn running" in err
 
 
 BAD = [
@@ -53,7 +71,7 @@ BAD = [
 
 @pytest.mark.parametrize("mode,env,code,req,what", BAD, ids=[f"{b[0]}-{b[2]}" for b in BAD])
 def test_bad_server_is_an_error_finding_and_exit_4(tmp_path, launches, mode, env, code, req, what):
-    launch = start(tmp_path, launches, mode, env=env, extra=("--smoke-timeout", "1"))
+    launch = start(tmp_path, launches, mode, env=env, extra=("--smoke-timeout", "1", "--json"))
     assert launch.finish(timeout=60) == EXIT_SMOKE, launch.err
     err = " ".join(launch.err.split())
     assert f"ERROR {code}" in err or f"{code}" in err, err
@@ -62,6 +80,16 @@ def test_bad_server_is_an_error_finding_and_exit_4(tmp_path, launches, mode, env
     assert "is ready" not in err
     assert "the smoke test failed (--smoke on)" in err and "(exit code 4)" in err
     assert pid_gone(launch.child_pid())
+    bad, end = read_events(launch.out)
+    assert bad["event"] == "smoke_failed" and bad["stopping"] is True and bad["mode"] == "on"
+    assert {f["code"] for f in bad["findings"]} == {code} and all(f["level"] == "error" for f in bad["findings"])
+    first = bad["findings"][0]["fields"]
+    assert first["request"].startswith(req + " (") and first["url"] == bad["url"]
+    assert "Uvicorn running" in first["log_tail"] and any("Uvicorn running" in x for x in bad["log_tail"])
+    assert bad["requests"][-1]["ok"] is False
+    assert end == {**end, "event": "exit", "code": EXIT_SMOKE, "reason": "smoke_failed", "signal": None}
+    if mode == "crash2":  # it died on its own during the smoke test: the server's own status
+        assert end["returncode"] != 0
 
 
 def test_garbage_above_the_prefill_threshold_fails_the_long_request(tmp_path, launches):
@@ -76,7 +104,7 @@ def test_garbage_above_the_prefill_threshold_fails_the_long_request(tmp_path, la
 
 def test_smoke_warn_keeps_the_server_serving(tmp_path, launches):
     """server.smoke: warn in the profile (the --smoke option would do the same, and beats it)."""
-    launch = start(tmp_path, launches, "gibberish", smoke=None, server={"smoke": "warn"})
+    launch = start(tmp_path, launches, "gibberish", smoke=None, server={"smoke": "warn"}, extra=("--json",))
     launch.wait_for(lambda: "is ready" in launch.err, timeout=30, what="the ready banner")
     err = " ".join(launch.err.split())
     assert "KT-W562" in err and "KT-E562" not in err
@@ -85,6 +113,10 @@ def test_smoke_warn_keeps_the_server_serving(tmp_path, launches):
     launch.signal(signal.SIGTERM)
     assert launch.finish() == 143
     assert pid_gone(child)
+    bad, ready, _ = read_events(launch.out)  # a failure under warn: smoke_failed (not stopping), then ready
+    assert bad["event"] == "smoke_failed" and bad["stopping"] is False and bad["mode"] == "warn"
+    assert {f["code"] for f in bad["findings"]} == {"KT-W562"}
+    assert ready["smoke"]["ok"] is False and {f["code"] for f in ready["smoke"]["findings"]} == {"KT-W562"}
 
 
 def test_smoke_off_sends_nothing(tmp_path, launches):
