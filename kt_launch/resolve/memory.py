@@ -314,7 +314,7 @@ def loaded_share(model) -> float:
     return min(1.0, len(model.moe_layers) / counted) if counted else 1.0
 
 
-def cpu_expert_bytes(method: str, hidden: int, inter: int) -> tuple[int, str] | None:
+def cpu_expert_bytes(method: str, hidden: int, inter: int, repacked: bool = False) -> tuple[int, str] | None:
     """Bytes of one expert (gate, up, down) in kt-kernel's CPU format, and how that was counted.
 
     AMXINT4/AMXINT8: packed weights plus one f32 scale per output row (kt-kernel operators/amx/la/amx_buffers.hpp
@@ -322,8 +322,10 @@ def cpu_expert_bytes(method: str, hidden: int, inter: int) -> tuple[int, str] | 
     FP8: 1 B/param plus f32 128x128 block scales (`weight_scale_inv`); FP8_PERCHANNEL: f32 per row. RAWINT4
     (compressed-tensors, group 32): 0.5 + 4/32 B/param, as kt-kernel's AMX RAWINT4 kernel keeps FP32 group scales
     in RAM (operators/amx/k2-moe.hpp, la/amx_buffers.hpp; the checkpoint's BF16 scales give 0.5625). GPTQ_INT4
-    (group 128, fp16 scales and packed zeros): 0.5 + (2 + 0.5)/128. MXFP4: 0.5 + 1/32. NVFP4: 0.5 + 1/16.
-    MXFP8: 1 + 1/32. LLAMAFILE: Q4_K, 4.5 bits."""
+    (group 128, fp16 scales and packed zeros): 0.5 + (2 + 0.5)/128. MXFP4: 0.5 + 1/32, the checkpoint's ue8m0
+    byte per 32, as the AMX / AVX-512 class keeps it; `repacked` (the method table's `repacked_on` for the CPU
+    variant: avx2's AVX2MXFP4_MOE, operators/avx2/mxfp4-moe.hpp:121) 0.5 + 4/32 with FP32 group scales.
+    NVFP4: 0.5 + 1/16. MXFP8: 1 + 1/32. LLAMAFILE: Q4_K, 4.5 bits."""
     p = 3 * hidden * inter
     rows = 2 * inter + hidden
     blocks = 2 * math.ceil(inter / 128) * math.ceil(hidden / 128) + math.ceil(hidden / 128) * math.ceil(inter / 128)
@@ -334,7 +336,7 @@ def cpu_expert_bytes(method: str, hidden: int, inter: int) -> tuple[int, str] | 
         "BF16": 2 * p, "AMXBF16": 2 * p, "AMXBF16_SFT": 2 * p,
         "FP8": p + 4 * blocks, "FP8_PERCHANNEL": p + 4 * rows,
         "RAWINT4": p // 2 + 4 * p // 32, "GPTQ_INT4": p // 2 + math.ceil(2.5 * p / 128),
-        "MXFP4": p // 2 + p // 32, "NVFP4": p // 2 + p // 16, "MXFP8": p + p // 32,
+        "MXFP4": p // 2 + (4 * p // 32 if repacked else p // 32), "NVFP4": p // 2 + p // 16, "MXFP8": p + p // 32,
         "LLAMAFILE": math.ceil(p * 4.5 / 8),
     }
     return (table[m], f"estimated for {m} from the shape") if m in table else None
@@ -679,11 +681,14 @@ def ram_plan(s: Setup, chunk: int, gpu_total: int = 0) -> RamMemory | None:
     if s.cpu_experts is not None:
         experts, src = s.cpu_experts
     else:
-        est = cpu_expert_bytes(s.cpu_method, m.hidden_size, m.moe_intermediate_size)
+        est = cpu_expert_bytes(s.cpu_method, m.hidden_size, m.moe_intermediate_size,
+                               not ram_from_headers(s.cpu_variant, s.cpu_method.upper()))
         if est is None:
             return None
         experts = est[0] * all_experts
         src = est[1]
+        if not ram_from_headers(s.cpu_variant, s.cpu_method.upper()):
+            src += f" (the {s.cpu_variant} kernel's layout, not the file's)"
         estimated = True
     in_ram = gpu_experts_in_ram(s.cpu_variant, s.cpu_method)
     if not in_ram and gpu_total and all_experts:

@@ -47,15 +47,16 @@ def test_a_safetensors_header_length_that_starts_like_a_pickle(tmp_path):
     assert identify(str(p)).ok_safetensors
 
 
-def test_deepseek_v4_flash_on_one_5090_runs(models, profile, capsys, tmp_path):
-    """N1, doc/en/DeepSeek-V4-Flash.md: one RTX 5090 32 GB, --kt-num-gpu-experts 10, --kt-cpuinfer 60, 2 pools,
-    threshold 4096, TP 1, --mem-fraction-static 0.85, chunk 2048, max-running 2: decode "20+ tok/s" (runs). Was
-    KT-E601 with the whole checkpoint (148.6 GiB) as GPU non-expert weights: the FP4 ffn.experts.E.w1/w2/w3 were not
-    seen. The attention tensors of the sparse checkpoint are an approximation (support.py), so no VRAM ratio is
-    claimed; the routed experts are exact: 43 x 256 x 3 x (2048 x 4096 / 2 + 2048 x 4096 / 32) B."""
+V4_PARAMS = 43 * 256 * 3 * 2048 * 4096  # DeepSeek-V4-Flash's routed-expert parameters (43 MoE layers)
+
+
+def _v4_flash_on_one_5090(models, profile, capsys, tmp_path, flags=None):
+    """N1's settings on one RTX 5090 (the recorded AMX host's CPU, or one with only these CPU flags)."""
     import json
     doc = json.loads(open(gpus_of(tmp_path, "rtx4090_8x", 1)).read())
     doc["gpus"][0].update(name="NVIDIA GeForce RTX 5090", memory_bytes=32607 * (1 << 20))
+    if flags is not None:
+        doc["cpu"]["flags"] = flags
     h = tmp_path / "5090.json"
     h.write_text(json.dumps(doc))
     model = models("DeepSeek-V4-Flash")
@@ -64,13 +65,41 @@ def test_deepseek_v4_flash_on_one_5090_runs(models, profile, capsys, tmp_path):
                 server={"mem_fraction_static": 0.85, "chunked_prefill_size": 2048, "max_running_requests": 2})
     rc, out = dry_json(capsys, p, str(h))
     assert not codes(out) & ERRORS, [f for f in out["findings"] if f["code"] in ERRORS]
+    return out
+
+
+def test_deepseek_v4_flash_on_one_5090_runs(models, profile, capsys, tmp_path):
+    """N1, doc/en/DeepSeek-V4-Flash.md: one RTX 5090 32 GB, --kt-num-gpu-experts 10, --kt-cpuinfer 60, 2 pools,
+    threshold 4096, TP 1, --mem-fraction-static 0.85, chunk 2048, max-running 2: decode "20+ tok/s" (runs). Was
+    KT-E601 with the whole checkpoint (148.6 GiB) as GPU non-expert weights: the FP4 ffn.experts.E.w1/w2/w3 were not
+    seen. The attention tensors of the sparse checkpoint are an approximation (support.py), so no VRAM ratio is
+    claimed; the routed experts are exact: 43 x 256 x 3 x (2048 x 4096 / 2 + 2048 x 4096 / 32) B.
+
+    RAM (BENCHMARKS "DeepSeek-V4-Flash's RAM"): kt-kernel 0.7.2's AMX / AVX-512 MXFP4 class keeps the checkpoint's
+    0.53125 B/param for all 256 experts of a layer, the 10 GPU ones too, plus its two pools' buffers for chunk 2048:
+    149 GB. The ~170 GB #2084 measured is the July 2026 kernel's layout (FP32 group scales, 0.625 B/param: 173 GB)."""
+    out = _v4_flash_on_one_5090(models, profile, capsys, tmp_path)
     mem = out["memory"]
     assert mem["checkpoint"]["expert_bytes"] == 43 * 256 * 3 * (2048 * 4096 // 2 + 2048 * 4096 // 32)
+    ram = mem["ram"]
+    assert ram["experts_bytes"] == V4_PARAMS * 17 // 32 and ram["gpu_experts_in_ram"]  # 147.2 GB: file = RAM
+    assert 1.5e9 < ram["need_bytes"] - ram["experts_bytes"] < 2e9  # kt-kernel's buffers, 2 pools x chunk 2048
     assert mem["gpus"][0]["kv_tokens"] >= 16384 and mem["gpus"][0]["free_bytes"] >= 0
     # the compressed pool's bytes per full token (DSv4MemoryCalculator at swa ratio 0.1; was 88,064 per layer head)
     assert mem["gpus"][0]["kv_bytes_per_token"] == 15956 and mem["gpus"][0]["kv_tokens"] % 256 == 0  # V4's pages
     assert any(n.startswith("DeepSeek-V4 compressed KV pool: 15956 B per token (swa_full_tokens_ratio 0.1")
                for n in mem["notes"])
+
+
+def test_deepseek_v4_flash_on_an_avx2_host_counts_fp32_scales(models, profile, capsys, tmp_path):
+    """N1 ("x86 with AVX2+FMA") on a host without AVX-512: kt-kernel 0.7.2 loads its avx2 build, whose
+    AVX2MXFP4_MOE keeps FP32 group scales (operators/avx2/mxfp4-moe.hpp:121; 0.626 B/param measured with
+    bench/mxfp4_resident_bytes.py) and skips the GPU-placed experts at load (:463-489): 246 of 256 experts per
+    layer at 0.625 B/param, not the file's 0.53125."""
+    ram = _v4_flash_on_one_5090(models, profile, capsys, tmp_path, ["avx2", "fma"])["memory"]["ram"]
+    assert ram["cpu_variant"] == "avx2" and not ram["gpu_experts_in_ram"]
+    assert ram["experts_bytes"] == V4_PARAMS * 5 // 8 * (43 * 256 - 43 * 10) // (43 * 256)  # 166.4 GB
+    assert "the avx2 kernel's layout, not the file's" in ram["experts_source"]
 
 
 def test_minimax_m25_fp8_on_4x4090_runs(models, profile, capsys, tmp_path):
