@@ -4,9 +4,12 @@ the selected MXFP4 class, exactly as kt_kernel/utils/amx.py NativeMoEWrapper.loa
 loader's ue8m0 conversion), frees the Python-side tensors, and reports the growth of the process's anonymous RSS per
 expert against the checkpoint's 0.53125 B/param and a 0.625 B/param (FP32 scales) layout.
 
-Run in the backend interpreter: `python bench/mxfp4_resident_bytes.py [experts]`."""
+Run in the backend interpreter: `python bench/mxfp4_resident_bytes.py [experts] [layers]`; the last line is the
+result as JSON (tests/backend/test_mxfp4_ram.py reads it). Set MALLOC_MMAP_THRESHOLD_=65536 to see the kernel's bytes
+alone (the loader's freed staging returned to the OS), unset for glibc's default."""
 
 import gc
+import json
 import sys
 
 import torch
@@ -26,6 +29,7 @@ def rss_anon() -> int:
 
 def main() -> None:
     experts = int(sys.argv[1]) if len(sys.argv) > 1 else 32
+    n_layers = int(sys.argv[2]) if len(sys.argv) > 2 else LAYERS
     wp = kt_kernel_ext.WorkerPoolConfig()
     wp.subpool_count = 1
     wp.subpool_numa_map = [0]
@@ -42,7 +46,7 @@ def main() -> None:
     params = 3 * H * I
     cls = getattr(kt_kernel_ext.moe, "AMXFP4_KGroup_MOE", None) or kt_kernel_ext.moe.AVX2MXFP4_MOE
     layers, grown = [], []
-    for layer in range(LAYERS):  # later layers grow by their weights alone (kt-kernel's buffers are shared)
+    for layer in range(n_layers):  # later layers grow by their weights alone (kt-kernel's buffers are shared)
         gc.collect()
         before = rss_anon()
         (gw, gs), (uw, us), (dw, ds) = one(I, H), one(I, H), one(H, I)
@@ -69,6 +73,9 @@ def main() -> None:
         print(f"{cls.__name__} layer {layer}: {experts} experts, anonymous RSS +{g / 1e6:.1f} MB = "
               f"{g / experts / params:.4f} B/param (checkpoint 0.53125, FP32 scales 0.625); kt-kernel "
               f"{getattr(k, '__version__', '?')}, variant {getattr(k, '__cpu_variant__', '?')}")
+    print(json.dumps({"class": cls.__name__, "variant": getattr(k, "__cpu_variant__", "?"),
+                      "version": getattr(k, "__version__", "?"), "experts": experts,
+                      "bytes_per_expert": [g / experts for g in grown]}))
     del layers
 
 
