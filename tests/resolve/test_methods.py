@@ -41,6 +41,8 @@ def test_variants_per_reference():
     assert m.is_sft("AMXBF16_SFT_SkipLoRA") and not m.implements("avx2", "AMXBF16_SFT_SkipLoRA")
     assert m.gpu_experts_in_ram("amx", "BF16") and not m.gpu_experts_in_ram("avx2", "BF16")
     assert not m.ram_from_headers("amx", "RAWINT4") and m.ram_from_headers("avx2", "RAWINT4")
+    # MXFP4 the other way round: the avx2 class keeps FP32 group scales (tests/backend/test_mxfp4_ram.py)
+    assert m.ram_from_headers("amx", "MXFP4") and not m.ram_from_headers("avx2", "MXFP4")
 
 
 def test_no_code_decides_by_a_method_name():
