@@ -4,7 +4,10 @@ the selected MXFP4 class, exactly as kt_kernel/utils/amx.py NativeMoEWrapper.loa
 loader's ue8m0 conversion), frees the Python-side tensors, and reports the growth of the process's anonymous RSS per
 expert against the checkpoint's 0.53125 B/param and a 0.625 B/param (FP32 scales) layout.
 
-Run in the backend interpreter: `python bench/mxfp4_resident_bytes.py [experts] [layers]`; the last line is the
+With a third argument `forward`, the last layer then runs forwards of 1 and 64 tokens and the growth after each is
+reported too: kt-kernel's shared run buffers only, no per-expert repacking at first use.
+
+Run in the backend interpreter: `python bench/mxfp4_resident_bytes.py [experts] [layers] [forward]`; the last line is the
 result as JSON (tests/backend/test_mxfp4_ram.py reads it). Set MALLOC_MMAP_THRESHOLD_=65536 to see the kernel's bytes
 alone (the loader's freed staging returned to the OS), unset for glibc's default."""
 
@@ -30,6 +33,7 @@ def rss_anon() -> int:
 def main() -> None:
     experts = int(sys.argv[1]) if len(sys.argv) > 1 else 32
     n_layers = int(sys.argv[2]) if len(sys.argv) > 2 else LAYERS
+    forward = len(sys.argv) > 3 and sys.argv[3] == "forward"
     wp = kt_kernel_ext.WorkerPoolConfig()
     wp.subpool_count = 1
     wp.subpool_numa_map = [0]
@@ -54,7 +58,7 @@ def main() -> None:
         cfg = kt_kernel_ext.moe.MOEConfig(experts, 6, H, I, mask.data_ptr())
         cfg.layer_idx = layer
         cfg.pool = cpu.backend_
-        cfg.max_len = 1
+        cfg.max_len = 64 if forward else 1
         cfg.gate_projs, cfg.up_projs, cfg.down_projs = ([[t.data_ptr() for t in x]] for x in (gw, uw, dw))
         cfg.gate_scales, cfg.up_scales, cfg.down_scales = ([[t.data_ptr() for t in x]] for x in (gs, us, ds))
         cfg.quant_config.bits = 4
@@ -68,6 +72,22 @@ def main() -> None:
         gc.collect()
         layers.append((moe, mask))
         grown.append(rss_anon() - before)
+    after_forward = []
+    if forward:  # the last layer, one and 64 tokens (6 random experts each), as NativeMoEWrapper's forward_task
+        moe = layers[-1][0]
+        base = rss_anon()
+        for q in (1, 64):
+            x = torch.randn(q, H, generator=gen).to(torch.bfloat16)
+            out = torch.zeros(q, H, dtype=torch.bfloat16)
+            ids = torch.stack([torch.randperm(experts, generator=gen)[:6] for _ in range(q)]).to(torch.int64)
+            w = torch.rand(q, 6, generator=gen)
+            bsz = torch.tensor([q], dtype=torch.int32)
+            cpu.submit(moe.forward_task(bsz.data_ptr(), 6, ids.data_ptr(), w.data_ptr(), x.data_ptr(), out.data_ptr(),
+                                        False))
+            cpu.sync()
+            after_forward.append(rss_anon() - base)
+            print(f"after a {q}-token forward: anonymous RSS +{after_forward[-1] / 1e6:.1f} MB since the load "
+                  f"({experts} experts hold {grown[-1] / 1e6:.1f} MB)")
     k = __import__("kt_kernel")
     for layer, g in enumerate(grown):
         print(f"{cls.__name__} layer {layer}: {experts} experts, anonymous RSS +{g / 1e6:.1f} MB = "
@@ -75,7 +95,7 @@ def main() -> None:
               f"{getattr(k, '__version__', '?')}, variant {getattr(k, '__cpu_variant__', '?')}")
     print(json.dumps({"class": cls.__name__, "variant": getattr(k, "__cpu_variant__", "?"),
                       "version": getattr(k, "__version__", "?"), "experts": experts,
-                      "bytes_per_expert": [g / experts for g in grown]}))
+                      "bytes_per_expert": [g / experts for g in grown], "after_forward": after_forward}))
     del layers
 
 
