@@ -102,6 +102,30 @@ def test_deepseek_v4_flash_on_an_avx2_host_counts_fp32_scales(models, profile, c
     assert "the avx2 kernel's layout, not the file's" in ram["experts_source"]
 
 
+def test_deepseek_v4_flash_on_a_pro_6000_with_123_gb_ram_is_refused_at_any_n(models, profile, capsys, tmp_path):
+    """N3, kvcache-ai/ktransformers#2084: one RTX PRO 6000 96 GB with 123 GB of RAM, MXFP4, --kt-num-gpu-experts 110
+    (no other setting given: SGLang's defaults, chunk 8192 on a 96 GB card): the scheduler's anonymous memory sits
+    around 170 GB "no matter what N" and decode thrashes swap. The plan refuses it for RAM (KT-E230) with the same
+    need at n = 10 and n = 110, as kt-kernel's AMX / AVX-512 build loads the GPU experts too: 147.2 GB of experts +
+    5.4 GB of buffers = 152.6 GB, 0.90 of the ≈170 GB #2084 measured on the July 2026 kernel (FP32 scales: BENCHMARKS)."""
+    import json
+    needs = set()
+    for n in (10, 110):
+        doc = json.loads(open(gpus_of(tmp_path, "rtx4090_8x", 1)).read())
+        doc["gpus"][0].update(name="NVIDIA RTX PRO 6000 Blackwell Workstation Edition", memory_bytes=97887 << 20)
+        doc["memory"] = {"total_bytes": 123 << 30, "available_bytes": 120 << 30}
+        h = tmp_path / "pro6000.json"
+        h.write_text(json.dumps(doc))
+        model = models("DeepSeek-V4-Flash")
+        rc, out = dry_json(capsys, profile(model, kt={"method": "MXFP4", "weight_path": str(model),
+                                                      "num_gpu_experts": n}), str(h))
+        assert rc == 3 and "KT-E230" in codes(out), out["findings"]
+        ram = out["memory"]["ram"]
+        assert ram["experts_bytes"] == V4_PARAMS * 17 // 32 and out["memory"]["chunked_prefill_size"] == 8192
+        needs.add(ram["need_bytes"])
+    assert len(needs) == 1 and 152e9 < needs.pop() < 153e9
+
+
 def test_minimax_m25_fp8_on_4x4090_runs(models, profile, capsys, tmp_path):
     """N17, doc/en/MiniMax-M2.5.md "Launch Command (4x RTX 4090 Example)": FP8 (same dir for model and weights), TP 4,
     --kt-num-gpu-experts 30, --kt-cpuinfer 96, 2 pools, threshold 400, --mem-fraction-static 0.94, chunk 32658,
