@@ -107,7 +107,7 @@ def test_deepseek_v4_flash_on_a_pro_6000_with_123_gb_ram_is_refused_at_any_n(mod
     (no other setting given: SGLang's defaults, chunk 8192 on a 96 GB card): the scheduler's anonymous memory sits
     around 170 GB "no matter what N" and decode thrashes swap. The plan refuses it for RAM (KT-E230) with the same
     need at n = 10 and n = 110, as kt-kernel's AMX / AVX-512 build loads the GPU experts too: 147.2 GB of experts +
-    5.4 GB of buffers = 152.6 GB, 0.90 of the ≈170 GB #2084 measured on the July 2026 kernel (FP32 scales: BENCHMARKS)."""
+    5.4 GB of buffers = 152.6 GB, 0.898 of the ≈170 GB #2084 measured on the July 2026 kernel (FP32 scales: BENCHMARKS)."""
     import json
     needs = set()
     for n in (10, 110):
