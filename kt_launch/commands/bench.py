@@ -15,17 +15,27 @@ from kt_launch.commands.common import EXIT_OK, say, text_width
 from kt_launch.core.errors import ConfigError
 
 
+MAX_LENGTHS = 16
+
+
 def lengths_of(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
+    """--lengths: token counts (ASCII digits, an optional k), each once, at most MAX_LENGTHS; exit 2 naming the
+    part otherwise."""
+    shown = repr(text[:80]) + ("..." if len(text) > 80 else "")
+    parts = text.split(",")
+    if len(parts) > MAX_LENGTHS:
+        raise ConfigError(f"--lengths {shown}: {len(parts)} lengths; give at most {MAX_LENGTHS}")
+    out: list[int] = []
+    for part in parts:
         p = part.strip().lower()
-        mult = 1024 if p.endswith("k") else 1
-        try:
-            n = int(p[:-1] if mult > 1 else p) * mult
-        except ValueError:
-            raise ConfigError(f"--lengths {text!r}: {part.strip()!r} is not a token count (e.g. 2k,8k,32k)") from None
+        digits = p[:-1] if p.endswith("k") else p
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):
+            raise ConfigError(f"--lengths {shown}: {part.strip()[:40]!r} is not a token count (e.g. 2k,8k,32k)")
+        n = int(digits) * (1024 if p.endswith("k") else 1)
         if not 16 <= n <= 1 << 21:
-            raise ConfigError(f"--lengths {text!r}: {part.strip()!r} is outside 16 .. 2M tokens")
+            raise ConfigError(f"--lengths {shown}: {part.strip()!r} is outside 16 .. 2M tokens")
+        if n in out:
+            raise ConfigError(f"--lengths {shown}: {part.strip()!r} is given twice ({n} tokens); give each once")
         out.append(n)
     return out
 
@@ -158,14 +168,13 @@ def run(args, passthrough) -> int:
 
 def _context(base: str, api_key: str | None) -> int | None:
     """max_model_len of GET /v1/models (sglang reports the context length there), or None."""
-    import json
     import time
 
-    from kt_launch.run.http import HttpFailure, request
+    from kt_launch.run.http import HttpFailure, json_of, request
 
     try:
         a = request(base + "/v1/models", None, time.monotonic() + 10, api_key=api_key)
-        doc = json.loads(a.body) if a.status == 200 else None
+        doc = json_of(a.body) if a.status == 200 else None
         n = doc["data"][0].get("max_model_len") if isinstance(doc, dict) and doc.get("data") else None
     except (HttpFailure, ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None

@@ -13,12 +13,31 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
+
+from kt_launch.facts.reader import Kind, ReadError, parse_json
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 << 20
 MAX_EVENT_LINE = 1 << 20
+ANSWER_JSON = Kind("server answer", MAX_BODY, 64)
+
+
+def json_of(data: bytes | str) -> Any:
+    """A server's JSON (a body or one event) through the bounded parser (facts/reader.py: depth, numbers, no
+    RecursionError); None when it is not such JSON. A server's answer is data to judge, never a reason to crash."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    try:
+        return parse_json("server answer", raw, ANSWER_JSON)
+    except ReadError:
+        return None
+
+
+def _count(text: str, max_digits: int) -> int | None:
+    """A decimal count of at most `max_digits` ASCII digits (a status code, a Content-Length), else None: int() of
+    a header value takes Unicode digits and raises past 4300 digits."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= max_digits else None
 
 
 class HttpFailure(Exception):
@@ -76,7 +95,7 @@ def request(url: str, body: dict | None, deadline: float, *, api_key: str | None
     by line when given. Raises HttpFailure."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
-        raise HttpFailure(f"{url}: only http://HOST:PORT URLs are supported")
+        raise HttpFailure("only http://HOST:PORT URLs are supported")
     host, port = parts.hostname, parts.port or 80
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     data = json.dumps(body).encode() if body is not None else b""
@@ -93,8 +112,8 @@ def request(url: str, body: dict | None, deadline: float, *, api_key: str | None
         raise HttpFailure("no answer before the deadline", timed_out=True)
     try:
         sock = socket.create_connection((host, port), timeout=min(left, 30.0))
-    except OSError as e:
-        raise HttpFailure(f"cannot connect to {netloc}:{port} ({getattr(e, 'strerror', None) or e})") from None
+    except (OSError, UnicodeError) as e:  # UnicodeError: a host name IDNA cannot encode (a label over 63)
+        raise HttpFailure(f"cannot connect to {netloc[:255]}:{port} ({getattr(e, 'strerror', None) or e})") from None
     try:
         try:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -122,9 +141,9 @@ def _read(sock, deadline, on_event, cancel) -> Answer:
     head, rest = buf.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
     status_parts = lines[0].split()
-    if len(status_parts) < 2 or not status_parts[0].startswith("HTTP/") or not status_parts[1].isdigit():
+    status = _count(status_parts[1], 3) if len(status_parts) >= 2 else None
+    if status is None or not status_parts[0].startswith("HTTP/"):
         raise HttpFailure(f"not an HTTP answer: {lines[0][:80]!r}")
-    status = int(status_parts[1])
     headers = {}
     for line in lines[1:]:
         k, _, v = line.partition(":")
@@ -143,8 +162,7 @@ def _read(sock, deadline, on_event, cancel) -> Answer:
 
     if "chunked" in headers.get("transfer-encoding", "").lower():
         _chunked(sock, rest, deadline, cancel, take)
-    elif headers.get("content-length", "").isdigit():
-        n = int(headers["content-length"])
+    elif (n := _count(headers.get("content-length", ""), 19)) is not None:
         if n > MAX_BODY and events is None:
             raise HttpFailure(f"an answer longer than {MAX_BODY} bytes")
         got = len(rest)

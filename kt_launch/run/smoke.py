@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from kt_launch.core.smoke import Reply, SmokeRequest
-from kt_launch.run.http import HttpFailure, request
+from kt_launch.run.http import HttpFailure, json_of, request
 
 DEFAULT_TIMEOUT = 300.0  # per request: a cold first request of a large MoE on CPU experts can take minutes
 
@@ -29,9 +29,8 @@ def body_of(req: SmokeRequest, model: str, extra: dict | None = None) -> tuple[s
 
 def _error_text(body: bytes) -> str:
     """The server's own message of a non-200 answer (OpenAI `message`, FastAPI `detail`), shortened."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
+    doc = json_of(body)
+    if doc is None:
         return body[:200].decode("utf-8", "replace").strip()
     if isinstance(doc, dict):
         err = doc.get("error") if isinstance(doc.get("error"), dict) else doc
@@ -39,6 +38,17 @@ def _error_text(body: bytes) -> str:
             if isinstance(err.get(key), (str, list)):
                 return str(err[key])[:200]
     return json.dumps(doc)[:200]
+
+
+def error_of(doc) -> str | None:
+    """The message of an OpenAI error object (`{"object": "error", "message": ...}` or `{"error": {...}}`), which
+    a server may send with HTTP 200 or as a stream event; None for anything else."""
+    if not isinstance(doc, dict):
+        return None
+    err = doc.get("error")
+    if doc.get("object") == "error" or isinstance(err, dict) or (isinstance(err, str) and "choices" not in doc):
+        return _error_text(json.dumps(doc).encode()) or "an error object"
+    return None
 
 
 class _Stream:
@@ -50,19 +60,19 @@ class _Stream:
         self.first = self.last = None
         self.chunks = 0
         self.usage: dict | None = None
+        self.error: str | None = None  # the server's error object, in the stream or as a 200 body
 
     def event(self, data: str) -> None:
         if data == "[DONE]":
             return
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            return
+        doc = json_of(data)
         if not isinstance(doc, dict):
             return
+        self.error = self.error or error_of(doc)
         if isinstance(doc.get("usage"), dict):
             self.usage = doc["usage"]
-        for choice in doc.get("choices") or ():
+        choices = doc.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict):
                 continue
             if self.kind == "chat":
@@ -109,13 +119,15 @@ def send(base: str, model: str, req: SmokeRequest, timeout: float, api_key: str 
         stream.event(answer.body.decode("utf-8", "replace"))
         if req.kind == "chat":
             _whole_chat(stream, answer.body)
+    if stream.error is not None and not stream.chunks:
+        return Reply(req, answer.status, f"an error object with HTTP 200: {stream.error}",
+                     seconds=time.monotonic() - sent)
     return stream.reply(req, answer.status)
 
 
 def _whole_chat(stream: _Stream, body: bytes) -> None:
     try:
-        doc = json.loads(body)
-        msg = doc["choices"][0]["message"]
+        msg = json_of(body)["choices"][0]["message"]
         text = "".join(p for p in (msg.get("reasoning_content"), msg.get("content")) if isinstance(p, str))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return

@@ -110,3 +110,54 @@ def test_cancel_ends_a_request_at_once():
                                     cancel=cancel), 20)
     finally:
         stop.set()
+
+
+# -- red team 5: what a server answers is data to judge, never a crash -------------------------------------------
+
+def _answer(body: bytes, ctype: bytes = b"application/json", status: bytes = b"200 OK"):
+    def handler(conn, stop):
+        conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return handler
+
+
+def _raw(data: bytes):
+    def handler(conn, stop):
+        conn.sendall(data)
+    return handler
+
+
+def endless(conn, stop):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n")
+    while not stop.is_set():
+        conn.sendall(b"x" * 65536)
+
+
+HOSTILE = {
+    "events that are not completions": (_raw(SSE + b'data: {not json\n\ndata: {"choices": 5}\n\n'
+                                             b'data: {"choices": [{"delta": 7}], "usage": {"completion_tokens": "x"}}'
+                                             b'\n\ndata: ' + b"[" * 100_000 + b"\n\n"), "empty text"),
+    "a body nested 100000 deep": (_answer(b"[" * 100_000 + b"]" * 100_000), "empty text"),
+    "an error object with HTTP 200": (_answer(b'{"object": "error", "message": "model not loaded", "code": 400}'),
+                                      "an error object with HTTP 200: model not loaded"),
+    "an error event in the stream": (_raw(SSE + b'data: {"error": {"message": "out of memory"}}\n\n'),
+                                     "an error object with HTTP 200"),
+    "a status of 5000 digits": (_raw(b"HTTP/1.1 " + b"9" * 5000 + b" X\r\n\r\n"), "not an HTTP answer"),
+    "a Unicode-digit Content-Length": (_raw(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n{}"), "empty text"),
+    "a 1 GB body": (endless, "an answer longer than"),
+    "a redirect loop": (_answer(b"", status=b"302 Found\r\nLocation: /v1/chat/completions"), "HTTP 302"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(HOSTILE))
+def test_a_hostile_answer_is_judged_with_a_reason(label):
+    from kt_launch.resolve.smoke import judge
+
+    handler, what = HOSTILE[label]
+    url, stop = serve(handler)
+    try:
+        r = no_hang(lambda: send(url, "m", REQ, 5.0), 20)
+    finally:
+        stop.set()
+    why = judge(r)
+    assert why is not None and what in why, (label, why)
