@@ -1,0 +1,53 @@
+"""Red team 5 (this round's new surfaces): `smoke --url`, `bench --url/--lengths` with hostile values, through the real
+CLI in-process. Each is exit 2 naming the option, never a traceback, a silent default or a secret in the output.
+(Hostile servers: tests/standin/test_http_client.py; hostile prompts files: tests/operate/test_calibrate.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from kt_launch.cli import main
+
+SECRET = "s3cr3t-pw"
+BAD_URLS = {
+    "no scheme": "localhost:30000",
+    "file://": "file:///etc/passwd",
+    "a unix path": "/tmp/sglang.sock",
+    "a flag": "--json",
+    "port out of range": "http://127.0.0.1:99999",
+    "port 0": "http://127.0.0.1:0",
+    "broken IPv6": "http://[::1",
+    "a user and password": f"http://admin:{SECRET}@127.0.0.1:30000",
+    "a password and a bad port": f"http://admin:{SECRET}@127.0.0.1:99999",
+    "a password, broken IPv6": f"http://admin:{SECRET}@[::1",
+    "a 70000-letter host": "http://" + "a" * 70_000 + ":30000",
+    "a path": "http://127.0.0.1:30000/generate",
+}
+
+
+def _run(args, capsys) -> tuple[int, str]:
+    rc = main(args)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "Traceback" not in text and "internal error" not in text, text[-2000:]
+    return rc, text
+
+
+@pytest.mark.parametrize("command", ["smoke", "bench"])
+@pytest.mark.parametrize("label", sorted(BAD_URLS))
+def test_a_bad_url_is_exit_2_naming_url_and_never_prints_a_password(label, command, capsys):
+    rc, text = _run([command, "--url", BAD_URLS[label], "--timeout", "1"], capsys)
+    assert rc == 2 and "--url" in text, text
+    assert SECRET not in text, text
+    assert len(text) < 2000, len(text)  # a huge value is cut short in the message
+
+
+@pytest.mark.parametrize("value, why", [
+    ("0", "outside 16 .. 2M"), ("-5", "not a token count"), ("9" * 5000, "not a token count"),
+    ("abc", "not a token count"), ("1e3", "not a token count"), ("\u0661\u0666", "not a token count"),
+    ("16,16", "given twice"), ("2k,2048", "given twice"), (",", "not a token count"), ("--json", "not a token count"),
+    (",".join(str(16 + i) for i in range(40)), "at most 16"),
+])
+def test_bad_bench_lengths_are_exit_2_before_any_request(value, why, capsys):
+    rc, text = _run(["bench", "--url", "http://127.0.0.1:9", f"--lengths={value}"], capsys)
+    assert rc == 2 and "--lengths" in text and why in text, text
