@@ -109,7 +109,7 @@ def _from_server(base: str, info: dict, meta: dict) -> dict:
 def run(args, passthrough) -> int:
     import time
 
-    from kt_launch.commands.smoke import api_key_of, base_of, served_model
+    from kt_launch.commands.smoke import api_key_of, base_of, first_model, served_model
     from kt_launch.core.findings import error, warning
     from kt_launch.core.smoke import EXIT_SMOKE
     from kt_launch.render.bench import bench_json, bench_text
@@ -129,12 +129,14 @@ def run(args, passthrough) -> int:
     else:
         base = base_of(args.url)
         api_key = api_key_of(args.api_key_env)
-    model = args.model or served_model(base, api_key=api_key) or meta.get("model") or "default"
+    listed = first_model(base, api_key)
+    model = args.model or served_model(listed) or meta.get("model") or "default"
     info = server_facts(base, api_key)
     meta = _from_server(base, info, meta)
     meta["model"] = meta.get("model") or model
     pub = published_for(meta.get("model"), list(meta.get("gpus") or []))
-    context = _context(base, api_key)
+    context = listed.get("max_model_len")  # the server's context length, when it says
+    context = context if isinstance(context, int) and not isinstance(context, bool) and context > 0 else None
     prompts = Prompts(base, model, api_key)
     rows, findings = [], []
     for i, length in enumerate(lengths, 1):
@@ -165,17 +167,3 @@ def run(args, passthrough) -> int:
     sys.stdout.write(out)
     return EXIT_OK if rows and all(r["ok"] for r in rows) else EXIT_SMOKE
 
-
-def _context(base: str, api_key: str | None) -> int | None:
-    """max_model_len of GET /v1/models (sglang reports the context length there), or None."""
-    import time
-
-    from kt_launch.run.http import HttpFailure, json_of, request
-
-    try:
-        a = request(base + "/v1/models", None, time.monotonic() + 10, api_key=api_key)
-        doc = json_of(a.body) if a.status == 200 else None
-        n = doc["data"][0].get("max_model_len") if isinstance(doc, dict) and doc.get("data") else None
-    except (HttpFailure, ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None
-    return n if isinstance(n, int) and n > 0 else None

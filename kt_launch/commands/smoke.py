@@ -61,18 +61,25 @@ def api_key_of(var: str | None) -> str | None:
     return value
 
 
-def served_model(base: str, timeout: float = 10.0, api_key: str | None = None) -> str | None:
-    """The first model of GET /v1/models, or None when the server does not say."""
+def first_model(base: str, api_key: str | None = None, timeout: float = 10.0) -> dict:
+    """The first entry of GET /v1/models (sglang reports `id` and `max_model_len` there), or {} when the server does
+    not say."""
     import time
 
     from kt_launch.run.http import HttpFailure, json_of, request
 
     try:
         answer = request(base + "/v1/models", None, time.monotonic() + timeout, api_key=api_key)
-        doc = json_of(answer.body) if answer.status == 200 else None
-        first = doc["data"][0]["id"] if isinstance(doc, dict) and doc.get("data") else None
-    except (HttpFailure, ValueError, KeyError, IndexError, TypeError):
-        return None
+    except HttpFailure:
+        return {}
+    doc = json_of(answer.body) if answer.status == 200 else None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+
+
+def served_model(listed: dict) -> str | None:
+    """The model id of first_model's entry, or None."""
+    first = listed.get("id")
     return first if isinstance(first, str) and first else None
 
 
@@ -85,7 +92,7 @@ def run(args, passthrough) -> int:
 
     base = base_of(args.url)
     api_key = api_key_of(args.api_key_env)
-    model = args.model or served_model(base, api_key=api_key) or "default"
+    model = args.model or served_model(first_model(base, api_key)) or "default"
     requests = smoke_requests(not args.completion, args.prefill_threshold)
     progress = None if args.json else (lambda req: say(f"kt-launch: smoke: {req.name} ..."))
     replies = run_all(base, model, requests, args.timeout, api_key, None, progress)

@@ -34,6 +34,19 @@ def json_of(data: bytes | str) -> Any:
         return None
 
 
+def error_text(body: bytes) -> str:
+    """The server's own message of a non-200 answer (OpenAI `message`, FastAPI `detail`), shortened."""
+    doc = json_of(body)
+    if doc is None:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(doc, dict):
+        err = doc.get("error") if isinstance(doc.get("error"), dict) else doc
+        for key in ("message", "detail", "error"):
+            if isinstance(err.get(key), (str, list)):
+                return str(err[key])[:200]
+    return json.dumps(doc)[:200]
+
+
 def _count(text: str, max_digits: int) -> int | None:
     """A decimal count of at most `max_digits` ASCII digits (a status code, a Content-Length), else None: int() of
     a header value takes Unicode digits and raises past 4300 digits."""

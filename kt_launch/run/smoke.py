@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from kt_launch.core.smoke import Reply, SmokeRequest
-from kt_launch.run.http import HttpFailure, json_of, request
+from kt_launch.run.http import HttpFailure, error_text, json_of, request
 
 DEFAULT_TIMEOUT = 300.0  # per request: a cold first request of a large MoE on CPU experts can take minutes
 
@@ -27,19 +27,6 @@ def body_of(req: SmokeRequest, model: str, extra: dict | None = None) -> tuple[s
     return "/v1/completions", {**common, "prompt": req.prompt}
 
 
-def _error_text(body: bytes) -> str:
-    """The server's own message of a non-200 answer (OpenAI `message`, FastAPI `detail`), shortened."""
-    doc = json_of(body)
-    if doc is None:
-        return body[:200].decode("utf-8", "replace").strip()
-    if isinstance(doc, dict):
-        err = doc.get("error") if isinstance(doc.get("error"), dict) else doc
-        for key in ("message", "detail", "error"):
-            if isinstance(err.get(key), (str, list)):
-                return str(err[key])[:200]
-    return json.dumps(doc)[:200]
-
-
 def error_of(doc) -> str | None:
     """The message of an OpenAI error object (`{"object": "error", "message": ...}` or `{"error": {...}}`), which
     a server may send with HTTP 200 or as a stream event; None for anything else."""
@@ -47,7 +34,7 @@ def error_of(doc) -> str | None:
         return None
     err = doc.get("error")
     if doc.get("object") == "error" or isinstance(err, dict) or (isinstance(err, str) and "choices" not in doc):
-        return _error_text(json.dumps(doc).encode()) or "an error object"
+        return error_text(json.dumps(doc).encode()) or "an error object"
     return None
 
 
@@ -114,7 +101,7 @@ def send(base: str, model: str, req: SmokeRequest, timeout: float, api_key: str 
         why = f"no whole answer within {timeout:g} s" if e.timed_out else str(e)
         return Reply(req, None, why, "".join(stream.text), seconds=time.monotonic() - sent)
     if answer.status != 200:
-        return Reply(req, answer.status, _error_text(answer.body), seconds=time.monotonic() - sent)
+        return Reply(req, answer.status, error_text(answer.body), seconds=time.monotonic() - sent)
     if not stream.chunks and answer.body:  # a server that ignored "stream": a whole JSON answer
         stream.event(answer.body.decode("utf-8", "replace"))
         if req.kind == "chat":

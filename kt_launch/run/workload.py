@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kt_launch.run.http import HttpFailure, json_of, request
+from kt_launch.run.http import HttpFailure, error_text, json_of, request
 
 
 @dataclass
@@ -36,21 +36,28 @@ def _why(e: BaseException) -> str:
     return str(e)[:200]
 
 
+def _recorder(base: str, route: str, timeout: float, api_key: str | None, result: WorkloadResult,
+              say: Callable[[str], None], hint: str = "") -> bool:
+    """POST /<route> of the expert-distribution recorder; False (the error said and kept) when it did not answer 200."""
+    try:
+        status, body = _post(f"{base}/{route}", None, timeout, api_key)
+    except HttpFailure as e:
+        result.errors.append(f"POST /{route}: {_why(e)}")
+        say(f"kt-launch: error: {result.errors[-1]}\n")
+        return False
+    if status != 200:
+        result.errors.append(f"POST /{route} answered HTTP {status}: {error_text(body)}")
+        say(f"kt-launch: error: {result.errors[-1]}{hint}\n")
+        return False
+    return True
+
+
 def run_workload(base: str, model: str, prompts: list[list[dict[str, str]]], requests: int, max_tokens: int,
                  timeout: float, api_key: str | None, result: WorkloadResult,
                  say: Callable[[str], None] = lambda s: sys.stderr.write(s)) -> int:
     """Record the expert distribution of `requests` chat requests (cycling through `prompts`)."""
-    try:
-        status, body = _post(f"{base}/start_expert_distribution_record", None, timeout, api_key)
-    except HttpFailure as e:
-        result.errors.append(f"POST /start_expert_distribution_record: {_why(e)}")
-        say(f"kt-launch: error: {result.errors[-1]}\n")
-        return 1
-    if status != 200:
-        result.errors.append(f"POST /start_expert_distribution_record answered HTTP {status}: "
-                             f"{body[:200].decode('utf-8', 'replace')}")
-        say(f"kt-launch: error: {result.errors[-1]} (was the server started with "
-            "--expert-distribution-recorder-mode?)\n")
+    if not _recorder(base, "start_expert_distribution_record", timeout, api_key, result, say,
+                     " (was the server started with --expert-distribution-recorder-mode?)"):
         return 1
     for i in range(requests):
         msgs = prompts[i % len(prompts)]
@@ -74,15 +81,7 @@ def run_workload(base: str, model: str, prompts: list[list[dict[str, str]]], req
         if isinstance(n, int) and not isinstance(n, bool) and n > 0:
             result.completion_tokens += n
         say(f"kt-launch: calibrate: request {i + 1}/{requests} answered\n")
-    try:
-        status, body = _post(f"{base}/dump_expert_distribution_record", None, timeout, api_key)
-    except HttpFailure as e:
-        result.errors.append(f"POST /dump_expert_distribution_record: {_why(e)}")
-        say(f"kt-launch: error: {result.errors[-1]}\n")
-        return 1
-    if status != 200:
-        result.errors.append(f"POST /dump_expert_distribution_record answered HTTP {status}")
-        say(f"kt-launch: error: {result.errors[-1]}\n")
+    if not _recorder(base, "dump_expert_distribution_record", timeout, api_key, result, say):
         return 1
     result.dumped = True
     if not result.answered:
