@@ -214,7 +214,7 @@ def gather_stats(cfg, model: ModelFacts | None, gate: str) -> StatsFacts | None:
         return None
     if gate == "off" and stats is not None and not is_workload_name(stats):  # --no-check: the path as given
         return StatsFacts(path=os.path.abspath(os.path.expanduser(stats)), source="profile",
-                          unchecked="not checked under --no-check")
+                          unchecked="not checked under --no-check", skipped=True)
     if model is None:
         return StatsFacts(path=None, source="none", missing="the model's shape is unknown (--no-check, or config.json "
                           "unread), so its calibrations were not looked up")
@@ -252,12 +252,12 @@ def gather_stats(cfg, model: ModelFacts | None, gate: str) -> StatsFacts | None:
     if path is None:
         return StatsFacts(**base)
     if gate == "off":
-        return StatsFacts(**base, unchecked="not checked under --no-check")
+        return StatsFacts(**base, unchecked="not checked under --no-check", skipped=True)
     python = cfg.runtime.python or sys.executable
     budgets = budgets_for(model, cfg.kt.gpu_experts_ratio)
     if gate == "cached":
         hit = cached_check(python, path, model, budgets)
-        return StatsFacts(**base, check=hit, unchecked="" if hit else
+        return StatsFacts(**base, check=hit, skipped=hit is None, unchecked="" if hit else
                           "--dry-run reads only a cached answer and there is none for this file yet (`kt-launch "
                           "check` checks it in runtime.python)")
     from kt_launch.facts.console import say
