@@ -293,7 +293,7 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                    help="time SGLang gets to exit after the run before SIGKILL (default 30)")
     k.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
                    help="give up if /health is not 200 by then; 0 = no limit (default 3600)")
-    k.add_argument("--request-timeout", type=_seconds, default=600.0, metavar="SECONDS",
+    k.add_argument("--request-timeout", type=_timeout, default=600.0, metavar="SECONDS",
                    help="limit per request of the workload (default 600)")
     k.add_argument("--json", action="store_true", help="machine-readable result (or list)")
     subs["calibrate"] = k

@@ -51,3 +51,9 @@ def test_a_bad_url_is_exit_2_naming_url_and_never_prints_a_password(label, comma
 def test_bad_bench_lengths_are_exit_2_before_any_request(value, why, capsys):
     rc, text = _run(["bench", "--url", "http://127.0.0.1:9", f"--lengths={value}"], capsys)
     assert rc == 2 and "--lengths" in text and why in text, text
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "--json"])
+def test_calibrate_request_timeout_0_is_refused_not_an_instant_deadline(value, capsys):
+    rc, text = _run(["calibrate", "--profile", "/nonexistent/p.yaml", f"--request-timeout={value}"], capsys)
+    assert rc == 2 and "--request-timeout" in text, text
