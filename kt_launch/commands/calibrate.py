@@ -85,18 +85,14 @@ def _prompts(path: str | None):
 def _record(out, args, prompts, tmp: str):
     from dataclasses import replace
 
-    from kt_launch.run.supervise import Endpoint, SuperviseOptions, supervise
+    from kt_launch.run.supervise import Endpoint, options_of, supervise
     from kt_launch.run.workload import WorkloadResult, run_workload
 
     cmd = replace(out.command, env={**out.command.env, RECORDER_DIR: tmp})
     ep = Endpoint.of(out.plan, out.config)
     requests = args.requests or len(prompts)
     result = WorkloadResult()
-    opts = SuperviseOptions()
-    if args.grace_period is not None:
-        opts.grace_period = args.grace_period
-    if args.ready_timeout is not None:
-        opts.ready_timeout = args.ready_timeout
+    opts = options_of(args)
     opts.after_ready = lambda url: run_workload(url, ep.model, prompts, requests, args.max_tokens,
                                                 args.request_timeout, ep.api_key, result)
     values = {k: r.value for k, r in out.plan.values.items()}

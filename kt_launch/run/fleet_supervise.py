@@ -50,7 +50,7 @@ from kt_launch.run.placement import Placement, placements
 from kt_launch.run.supervise import (EXIT_CANNOT_START, EXIT_FAILED, EXIT_PORT_BUSY, EXIT_READY_TIMEOUT, FORWARDED,
                                      PROBE_TIMEOUT, Restarts, SuperviseOptions, _become_subreaper, _child_setup,
                                      _group_alive, _killpg, _libc, _signame, crash_report, death_text,
-                                     deterministic_text, is_failure, port_problem, restart_options,
+                                     deterministic_text, is_failure, options_of, port_problem, restart_options,
                                      smoke_options)
 
 
@@ -533,11 +533,7 @@ def launch_fleet(out, args) -> int:
     from kt_launch.core.profile import lora_entries
 
     fp = out.plan
-    opts = SuperviseOptions()
-    if getattr(args, "grace_period", None) is not None:
-        opts.grace_period = args.grace_period
-    if getattr(args, "ready_timeout", None) is not None:
-        opts.ready_timeout = args.ready_timeout
+    opts = options_of(args)
     restart_options(opts, args, out.config.fleet.restart if out.config.fleet is not None else "no")
     smoke_options(opts, args, out.config.server.smoke)
     opts.json = bool(getattr(args, "json", False))
