@@ -106,24 +106,6 @@ def _record(out, args, prompts, tmp: str):
     return code, result
 
 
-def _dump_file(tmp: str) -> str | None:
-    """The recorder's newest dump in the private dir (expert_distribution_recorder_<time>.pt), a regular file."""
-    import stat
-
-    best = None
-    for n in os.listdir(tmp):
-        p = os.path.join(tmp, n)
-        if not (n.startswith("expert_distribution_recorder_") and n.endswith(".pt")):
-            continue
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and (best is None or st.st_mtime_ns > best[0]):
-            best = (st.st_mtime_ns, p)
-    return None if best is None else best[1]
-
-
 def _model(cfg):
     """The model's shape from config.json: read here whatever --no-check says (the counts must match it)."""
     from kt_launch.facts.model import ModelConfigError, read_model_facts
@@ -137,7 +119,7 @@ def _model(cfg):
 def _store(cfg, out, model, args, fp: str, tmp: str, workload) -> int:
     from kt_launch.facts import expert_stats as es
 
-    dump = _dump_file(tmp)
+    dump = es.newest_dump(tmp)
     if dump is None:
         sys.stderr.write(f"kt-launch: error: the server wrote no expert_distribution_recorder_*.pt into {RECORDER_DIR} "
                          "after /dump_expert_distribution_record answered; nothing was stored\n")

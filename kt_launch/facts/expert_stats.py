@@ -192,6 +192,21 @@ def run_check(python: str, path: str, model: ModelFacts, budgets: list[int], *, 
     return found, ""
 
 
+def newest_dump(tmp: str) -> str | None:
+    """The recorder's newest dump in the private dir (expert_distribution_recorder_<time>.pt), a regular file."""
+    best = None
+    for n in os.listdir(tmp):
+        p = os.path.join(tmp, n)
+        if not (n.startswith("expert_distribution_recorder_") and n.endswith(".pt")):
+            continue
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and (best is None or st.st_mtime_ns > best[0]):
+            best = (st.st_mtime_ns, p)
+    return None if best is None else best[1]
+
 # -- kt.expert_stats as the profile names it ---------------------------------------------------------------------
 
 def budgets_for(model: ModelFacts, ratio: float | None) -> list[int]:
