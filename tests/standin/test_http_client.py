@@ -145,6 +145,10 @@ HOSTILE = {
     "a status of 5000 digits": (_raw(b"HTTP/1.1 " + b"9" * 5000 + b" X\r\n\r\n"), "not an HTTP answer"),
     "a Unicode-digit Content-Length": (_raw(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n{}"), "empty text"),
     "a 1 GB body": (endless, "an answer longer than"),
+    "text that is not UTF-8": (_raw(SSE + b'data: {"choices": [{"delta": {"content": "\xff\xfe\xc3"}}]}\n\n'
+                                     b"data: \xff\xff\n\n"), "U+FFFD"),
+    "a chunked stream cut mid-event": (_raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: "
+                                            b'chunked\r\n\r\n20\r\ndata: {"choices": [{"delta": {"con'), "cut off"),
     "a redirect loop": (_answer(b"", status=b"302 Found\r\nLocation: /v1/chat/completions"), "HTTP 302"),
 }
 
