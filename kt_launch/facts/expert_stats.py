@@ -246,6 +246,9 @@ def gather_stats(cfg, model: ModelFacts | None, gate: str) -> StatsFacts | None:
         except OSError as e:
             missing = f"{path}: {'not found' if isinstance(e, FileNotFoundError) else e.strerror or e}"
             path = None
+        except ValueError:  # a NUL byte: no file has that name (KT-E304 names the value too)
+            missing = f"{path!r}: holds a NUL byte, so no file has that name"
+            path = None
     else:
         if stats is not None:
             workload = stats

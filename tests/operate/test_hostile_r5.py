@@ -57,3 +57,20 @@ def test_bad_bench_lengths_are_exit_2_before_any_request(value, why, capsys):
 def test_calibrate_request_timeout_0_is_refused_not_an_instant_deadline(value, capsys):
     rc, text = _run(["calibrate", "--profile", "/nonexistent/p.yaml", f"--request-timeout={value}"], capsys)
     assert rc == 2 and "--request-timeout" in text, text
+
+
+@pytest.mark.parametrize("placement", ["frequency", "auto"])
+def test_a_nul_byte_in_kt_expert_stats_is_a_plan_error_not_a_crash(tmp_path, monkeypatch, capsys, placement):
+    from devtools import synthetic
+    from operate.support import write_host, write_profile
+
+    synthetic.hf_model(tmp_path / "model")
+    write_host(tmp_path)
+    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(tmp_path / "cache"))
+    prof = write_profile(tmp_path, {"model": {"path": str(tmp_path / "model")},
+                                    "kt": {"weight_path": str(tmp_path / "model"), "method": "BF16",
+                                           "num_gpu_experts": 3, "expert_placement": placement,
+                                           "expert_stats": "counts\0.pt"},
+                                    "runtime": {"python": "/nonexistent/python", "flavor": "sglang-kt"}})
+    rc, text = _run(["--profile", str(prof), "--host-facts", str(tmp_path / "host.json"), "--dry-run"], capsys)
+    assert rc == 3 and "KT-E304" in text and "kt.expert_stats" in text, text
