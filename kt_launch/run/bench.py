@@ -116,8 +116,20 @@ def server_facts(base: str, api_key: str | None) -> dict:
         try:
             a = request(base + path, None, time.monotonic() + 10, api_key=api_key)
             doc = json_of(a.body) if a.status == 200 else None
-        except (HttpFailure, ValueError):
+        except HttpFailure:
             doc = None
         if isinstance(doc, dict):
-            out.update({k: v for k, v in doc.items() if isinstance(v, (str, int, float, bool, list)) or v is None})
+            out.update({k: _fact(v) for k, v in doc.items() if _fact(v) is not None})
     return out
+
+
+MAX_FACT = 200  # a server's value shown in the setup line: a megabyte-long "model name" is cut, not printed
+
+
+def _fact(v):
+    """One server fact as the setup may show it: a number, or a string cut to MAX_FACT; else None (dropped)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return v
+    return v[:MAX_FACT] if isinstance(v, str) else None

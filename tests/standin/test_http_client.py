@@ -165,3 +165,19 @@ def test_a_hostile_answer_is_judged_with_a_reason(label):
         stop.set()
     why = judge(r)
     assert why is not None and what in why, (label, why)
+
+
+def test_server_facts_keep_numbers_and_cut_strings():
+    """bench's setup line shows what /server_info says: a megabyte 'model name' is cut, lists, objects and booleans
+    are dropped (they are no setup figure)."""
+    from kt_launch.run.bench import MAX_FACT, server_facts
+
+    doc = b'{"served_model_name": "' + b"m" * (1 << 20) + b'", "tp_size": 2, "kt_method": "FP8", "x": [1, 2], ' \
+          b'"y": {"z": 1}, "enable_x": true}'
+    url, stop = serve(_answer(doc))
+    try:
+        got = no_hang(lambda: server_facts(url, None), 20)
+    finally:
+        stop.set()
+    assert got == {"served_model_name": "m" * MAX_FACT, "tp_size": 2, "kt_method": "FP8"}, \
+        {k: str(v)[:40] for k, v in got.items()}
