@@ -47,6 +47,9 @@ def run(args, passthrough) -> int:
     if args.list:
         return _list(fp, args)
     prompts = _prompts(args.prompts)
+    problem = es.cache_problem(fp, args.name)
+    if problem:
+        raise ConfigError(problem)
     from kt_launch.app import plan_request
     from kt_launch.render.redact import safe_findings
     from kt_launch.render.text import findings_text
@@ -125,9 +128,14 @@ def _store(cfg, out, model, args, fp: str, tmp: str, workload) -> int:
                          "after /dump_expert_distribution_record answered; nothing was stored\n")
         return EXIT_FAILED
     python = args.python or cfg.runtime.python or sys.executable
-    staging = es.staging_path(fp, args.name)
+    try:
+        staging = es.staging_path(fp, args.name)
+    except OSError as e:  # the cache was checked before the start; it changed while the workload ran
+        staging, why = None, f"the calibration cache cannot be made ({e.strerror or e})"
+    else:
+        why = "no cache folder to store the calibration in (set KT_LAUNCH_CACHE_DIR)"
     if staging is None:
-        sys.stderr.write("kt-launch: error: no cache folder to store the calibration in (set KT_LAUNCH_CACHE_DIR)\n")
+        sys.stderr.write(f"kt-launch: error: {why}\n")
         return EXIT_FAILED
     try:
         found, why = es.run_check(python, dump, model, [], mode="reduce", out=str(staging))
@@ -141,6 +149,9 @@ def _store(cfg, out, model, args, fp: str, tmp: str, workload) -> int:
                 "routed_tokens": found.total, "requests": workload.sent, "answered": workload.answered,
                 "prompts": os.path.abspath(args.prompts) if args.prompts else "default"}
         target = es.store_calibration(fp, args.name, staging, meta)
+    except OSError as e:
+        sys.stderr.write(f"kt-launch: error: the calibration could not be stored: {e.strerror or e}\n")
+        return EXIT_FAILED
     finally:
         if staging.exists():
             staging.unlink()

@@ -105,6 +105,21 @@ def store_calibration(fingerprint: str, workload: str, reduced: Path, meta: Mapp
     return target
 
 
+def cache_problem(fingerprint: str, workload: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why a calibration could not be stored (checked before the server starts, not after its workload ran): no
+    cache folder, or one that cannot be made or written; None when it can."""
+    target = calibration_path(fingerprint, workload, environ)
+    if target is None:
+        return "no cache folder to store the calibration in (set KT_LAUNCH_CACHE_DIR)"
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        return f"the calibration cache {target.parent} cannot be made ({e.strerror or e}); set KT_LAUNCH_CACHE_DIR"
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        return f"the calibration cache {target.parent} is not writable; set KT_LAUNCH_CACHE_DIR"
+    return None
+
+
 def staging_path(fingerprint: str, workload: str, environ: Mapping[str, str] | None = None) -> Path | None:
     """A fresh temp name next to where the calibration goes (so the final rename is atomic); the folder is made."""
     target = calibration_path(fingerprint, workload, environ)

@@ -74,3 +74,28 @@ def test_a_nul_byte_in_kt_expert_stats_is_a_plan_error_not_a_crash(tmp_path, mon
                                     "runtime": {"python": "/nonexistent/python", "flavor": "sglang-kt"}})
     rc, text = _run(["--profile", str(prof), "--host-facts", str(tmp_path / "host.json"), "--dry-run"], capsys)
     assert rc == 3 and "KT-E304" in text and "kt.expert_stats" in text, text
+
+
+@pytest.mark.parametrize("cache", ["a file", "a file where its calibrations folder goes"])
+def test_calibrate_with_an_unusable_cache_stops_before_starting_anything(tmp_path, monkeypatch, capsys, cache):
+    """The calibration cache is checked before the server starts (not after its workload ran): exit 2 naming it."""
+    from devtools import synthetic
+    from operate.support import write_host, write_profile
+
+    synthetic.hf_model(tmp_path / "model")
+    write_host(tmp_path)
+    bad = tmp_path / "cache"
+    if cache == "a file":
+        bad.write_text("not a folder")
+    else:
+        bad.mkdir()
+        (bad / "calibrations").write_text("not a folder")
+    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(bad))
+    prof = write_profile(tmp_path, {"model": {"path": str(tmp_path / "model")},
+                                    "kt": {"weight_path": str(tmp_path / "model"), "method": "BF16",
+                                           "num_gpu_experts": 3},
+                                    "runtime": {"python": "/nonexistent/python", "flavor": "sglang-kt"}})
+    rc, text = _run(["calibrate", "--profile", str(prof), "--host-facts", str(tmp_path / "host.json"), "--no-check"],
+                    capsys)
+    assert rc == 2 and "calibration" in text and str(bad) in text and "KT_LAUNCH_CACHE_DIR" in text, text
+    assert "starting" not in text, text
