@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from kt_launch.core.secrets import scrub_bytes
 from kt_launch.facts.reader import Kind, ReadError, parse_json
 
 MAX_HEAD = 64 * 1024
@@ -86,8 +87,8 @@ def _recv(sock: socket.socket, deadline: float, cancel: threading.Event | None) 
 class _Events:
     """SSE: `data: ...` lines handed to on_event as text."""
 
-    def __init__(self, on_event: Callable[[str], None]):
-        self.on_event, self.buf = on_event, b""
+    def __init__(self, on_event: Callable[[str], None], secrets: set[str]):
+        self.on_event, self.buf, self.secrets = on_event, b"", secrets
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -99,7 +100,7 @@ class _Events:
                 return
             line, self.buf = self.buf[:i].rstrip(b"\r"), self.buf[i + 1:]
             if line.startswith(b"data:"):
-                self.on_event(line[5:].strip().decode("utf-8", "replace"))
+                self.on_event(scrub_bytes(line[5:].strip(), self.secrets).decode("utf-8", "replace"))
 
 
 def request(url: str, body: dict | None, deadline: float, *, api_key: str | None = None,
@@ -133,7 +134,10 @@ def request(url: str, body: dict | None, deadline: float, *, api_key: str | None
             sock.sendall(raw)
         except OSError as e:
             raise HttpFailure(f"cannot send the request ({e.strerror or e})") from None
-        return _read(sock, deadline, on_event, cancel)
+        # a server may echo the key it was sent ("invalid api key sk-..."): masked in all it answers, as sent and
+        # as a JSON string holds it, so no message, row or event of kt-launch shows it
+        secrets = {api_key, json.dumps(api_key)[1:-1]} if api_key else set()
+        return _read(sock, deadline, on_event, cancel, secrets)
     finally:
         try:
             sock.close()
@@ -141,7 +145,7 @@ def request(url: str, body: dict | None, deadline: float, *, api_key: str | None
             pass
 
 
-def _read(sock, deadline, on_event, cancel) -> Answer:
+def _read(sock, deadline, on_event, cancel, secrets: set[str]) -> Answer:
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = _recv(sock, deadline, cancel)
@@ -162,7 +166,7 @@ def _read(sock, deadline, on_event, cancel) -> Answer:
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
     streaming = on_event is not None and status == 200 and "text/event-stream" in headers.get("content-type", "")
-    events = _Events(on_event) if streaming else None
+    events = _Events(on_event, secrets) if streaming else None
     body = bytearray()
 
     def take(data: bytes) -> None:
@@ -193,7 +197,7 @@ def _read(sock, deadline, on_event, cancel) -> Answer:
             if not chunk:
                 break
             take(chunk)
-    return Answer(status, bytes(body))
+    return Answer(status, scrub_bytes(bytes(body), secrets))
 
 
 def _chunked(sock, buf: bytes, deadline, cancel, take) -> None:

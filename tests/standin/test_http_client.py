@@ -181,3 +181,25 @@ def test_server_facts_keep_numbers_and_cut_strings():
         stop.set()
     assert got == {"served_model_name": "m" * MAX_FACT, "tp_size": 2, "kt_method": "FP8"}, \
         {k: str(v)[:40] for k, v in got.items()}
+
+
+KEY = 'sk-test-"key\\-0123456789'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_that_echoes_the_api_key_never_gets_it_printed(stream):
+    import json
+
+    echoed = json.dumps({"error": {"message": f"invalid api key {KEY}"}}).encode()
+    if stream:
+        handler = _raw(SSE + b'data: {"choices": [{"delta": {"content": ' + json.dumps(f"key {KEY} ok").encode()
+                       + b'}}]}\n\n')
+    else:
+        handler = _answer(echoed, status=b"401 Unauthorized")
+    url, stop = serve(handler)
+    try:
+        r = no_hang(lambda: send(url, "m", REQ, 5.0, api_key=KEY), 20)
+    finally:
+        stop.set()
+    shown = r.error + r.text
+    assert "***" in shown and KEY not in shown and json.dumps(KEY)[1:-1] not in shown, shown
