@@ -50,6 +50,8 @@ def run(args, passthrough) -> int:
     problem = es.cache_problem(fp, args.name)
     if problem:
         raise ConfigError(problem)
+    if args.python is not None and (problem := es.python_problem(args.python)):
+        raise ConfigError(f"--python: {problem} (it checks the recorded file, after the workload)")
     from kt_launch.app import plan_request
     from kt_launch.render.redact import safe_findings
     from kt_launch.render.text import findings_text

@@ -158,6 +158,11 @@ def _python_abs(python: str) -> str | None:
     return resolve(python)
 
 
+def python_problem(python: str) -> str | None:
+    """Why `python` cannot check a stats file (no such executable), or None; said before a calibration starts."""
+    return None if _python_abs(python) is not None else f"{python[:200]!r} is not an executable interpreter"
+
+
 def cached_check(python: str, path: str, model: ModelFacts, budgets: list[int]) -> StatsCheck | None:
     """The cached answer for this file (unchanged since), interpreter and request; None: none. Stats only."""
     python_abs, root = _python_abs(python), _root()

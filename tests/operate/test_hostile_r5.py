@@ -99,3 +99,20 @@ def test_calibrate_with_an_unusable_cache_stops_before_starting_anything(tmp_pat
                     capsys)
     assert rc == 2 and "calibration" in text and str(bad) in text and "KT_LAUNCH_CACHE_DIR" in text, text
     assert "starting" not in text, text
+
+
+@pytest.mark.parametrize("python", ["--json", "/nonexistent/python", "."])
+def test_calibrate_python_that_cannot_run_is_refused_before_the_start(tmp_path, monkeypatch, capsys, python):
+    from devtools import synthetic
+    from operate.support import write_host, write_profile
+
+    synthetic.hf_model(tmp_path / "model")
+    write_host(tmp_path)
+    monkeypatch.setenv("KT_LAUNCH_CACHE_DIR", str(tmp_path / "cache"))
+    prof = write_profile(tmp_path, {"model": {"path": str(tmp_path / "model")},
+                                    "kt": {"weight_path": str(tmp_path / "model"), "method": "BF16",
+                                           "num_gpu_experts": 3},
+                                    "runtime": {"python": "/nonexistent/python", "flavor": "sglang-kt"}})
+    rc, text = _run(["calibrate", "--profile", str(prof), "--host-facts", str(tmp_path / "host.json"), "--no-check",
+                     f"--python={python}"], capsys)
+    assert rc == 2 and "--python" in text and "starting" not in text, text
