@@ -3,7 +3,8 @@ the whole request, a cancel flag seen within 0.25 s, bounded sizes, and Server-S
 arrive (so TTFT is measured at the first token, not at the end). Plain sockets, no proxy: the server is local or
 named by the user's --url.
 
-Bounded: a status line and headers of at most 64 KiB, a body of at most 16 MiB, an event line of at most 1 MiB;
+Bounded: a status line and headers of at most 64 KiB, a body of at most 16 MiB, an event line of at most 1 MiB,
+an event stream of at most 64 MiB;
 past those the request fails with a message, never a memory blow-up or a hang."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kt_launch.facts.reader import Kind, ReadError, parse_json
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 << 20
 MAX_EVENT_LINE = 1 << 20
+MAX_STREAM = 64 << 20  # a whole event stream (65536 tokens of ~300-byte events fit): an endless one is cut here
 ANSWER_JSON = Kind("server answer", MAX_BODY, 64)
 
 
@@ -89,8 +91,12 @@ class _Events:
 
     def __init__(self, on_event: Callable[[str], None], secrets: set[str]):
         self.on_event, self.buf, self.secrets = on_event, b"", secrets
+        self.total = 0
 
     def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        if self.total > MAX_STREAM:
+            raise HttpFailure(f"an event stream longer than {MAX_STREAM} bytes")
         self.buf += data
         while True:
             i = self.buf.find(b"\n")

@@ -133,6 +133,13 @@ def endless(conn, stop):
         conn.sendall(b"x" * 65536)
 
 
+def endless_events(conn, stop):
+    conn.sendall(SSE)
+    event = b'data: {"choices": [{"delta": {"content": "' + b"word " * 2000 + b'"}}]}\n\n'
+    while not stop.is_set():
+        conn.sendall(event)
+
+
 HOSTILE = {
     "events that are not completions": (_raw(SSE + b'data: {not json\n\ndata: {"choices": 5}\n\n'
                                              b'data: {"choices": [{"delta": 7}], "usage": {"completion_tokens": "x"}}'
@@ -203,3 +210,17 @@ def test_a_server_that_echoes_the_api_key_never_gets_it_printed(stream):
         stop.set()
     shown = r.error + r.text
     assert "***" in shown and KEY not in shown and json.dumps(KEY)[1:-1] not in shown, shown
+
+
+def test_an_endless_stream_of_events_is_cut_at_the_stream_limit(monkeypatch):
+    """Events that never end (each one valid, well within the deadline) stop at MAX_STREAM, not at memory's end
+    (the limit made small here, so the test is fast)."""
+    import kt_launch.run.http as http
+
+    monkeypatch.setattr(http, "MAX_STREAM", 1 << 20)
+    url, stop = serve(endless_events)
+    try:
+        r = no_hang(lambda: send(url, "m", REQ, 30.0), 20)
+    finally:
+        stop.set()
+    assert r.status is None and "an event stream longer than 1048576 bytes" in r.error, r.error
