@@ -52,6 +52,18 @@ def _did_you_mean(p: argparse.ArgumentParser, word: str) -> str:
     return " (`kt-launch --help` lists the commands)"
 
 
+def _model_arg(p) -> None:
+    p.add_argument("--model", metavar="NAME", help="the model to ask for (default: the first of GET /v1/models)")
+
+
+def _client_args(p, timeout: int, api_key_help: str, json_help: str) -> None:
+    """--timeout, --api-key-env and --json of the commands that send requests to a running server (smoke, bench)."""
+    p.add_argument("--timeout", type=_timeout, default=float(timeout), metavar="SECONDS",
+                   help=f"the deadline of each request (default {timeout})")
+    p.add_argument("--api-key-env", metavar="VAR", help=api_key_help)
+    p.add_argument("--json", action="store_true", help=json_help)
+
+
 def _profile_args(p: argparse.ArgumentParser, host_facts: bool = True, no_check: bool = True) -> None:
     p.add_argument("--profile", required=True, metavar="PATH|NAME", help="profile YAML, or a NAME (NAME, NAME.yaml "
                    "or NAME.yml) in ./configs, $KT_LAUNCH_PROFILE_DIR, ~/.config/kt-launch/profiles, the bundled ones")
@@ -230,16 +242,13 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                 "server and judge the answers.", epilog="The rule is README's 'Smoke test'; exit 0 when every request "
                 "passes, 4 when one fails (as --supervise --smoke on).")
     k.add_argument("--url", required=True, metavar="URL", help="the server's base URL, http://HOST:PORT (or .../v1)")
-    k.add_argument("--model", metavar="NAME", help="the model to ask for (default: the first of GET /v1/models)")
+    _model_arg(k)
     k.add_argument("--completion", action="store_true", help="plain /v1/completions (a model without a chat "
                    "template) instead of chat completions")
     k.add_argument("--prefill-threshold", type=_count(1, 1 << 24), metavar="N", help="also send a prompt longer "
                    "than N tokens (sglang-kt's --kt-gpu-prefill-token-threshold: the layerwise prefill path)")
-    k.add_argument("--timeout", type=_timeout, default=300.0, metavar="SECONDS",
-                   help="the deadline of each request (default 300)")
-    k.add_argument("--api-key-env", metavar="VAR", help="send the API key held by environment variable VAR "
-                   "(never on the command line, where ps shows it)")
-    k.add_argument("--json", action="store_true", help="machine-readable result (docs/JSON.md)")
+    _client_args(k, 300, "send the API key held by environment variable VAR (never on the command line, where ps "
+                 "shows it)", "machine-readable result (docs/JSON.md)")
     subs["smoke"] = k
     b = _Parser(prog="kt-launch bench", description="Prefill and decode tok/s and TTFT of a running server at 2k, 8k "
                 "and 32k input tokens, beside the published figures.", epilog="One request at a time (or "
@@ -251,18 +260,15 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
     b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="with --profile: override one value, as for a launch")
     b.add_argument("--host-facts", metavar="FILE", help="with --profile: the recorded host the server runs on")
-    b.add_argument("--model", metavar="NAME", help="the model to ask for (default: the first of GET /v1/models)")
+    _model_arg(b)
     b.add_argument("--lengths", default="2k,8k,32k", metavar="N,N,...", help="input tokens per row (default "
                    "2k,8k,32k)")
     b.add_argument("--output-tokens", type=_count(2, 1 << 16), default=128, metavar="N",
                    help="tokens to decode per request (default 128)")
     b.add_argument("--concurrency", type=_count(1, 256), default=1, metavar="N", help="requests at once per row "
                    "(default 1)")
-    b.add_argument("--timeout", type=_timeout, default=1800.0, metavar="SECONDS",
-                   help="the deadline of each request (default 1800)")
-    b.add_argument("--api-key-env", metavar="VAR", help="with --url: send the API key held by environment "
-                   "variable VAR (--profile sends the profile's server.api_key)")
-    b.add_argument("--json", action="store_true", help="machine-readable rows and setup (docs/JSON.md)")
+    _client_args(b, 1800, "with --url: send the API key held by environment variable VAR (--profile sends the "
+                 "profile's server.api_key)", "machine-readable rows and setup (docs/JSON.md)")
     subs["bench"] = b
     k = _Parser(prog="kt-launch calibrate", description="Record which experts a workload routes to (SGLang's "
                 "recorder) and keep the counts for frequency placement.", epilog="Starts the profile's server "
@@ -287,7 +293,7 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                    help="time SGLang gets to exit after the run before SIGKILL (default 30)")
     k.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
                    help="give up if /health is not 200 by then; 0 = no limit (default 3600)")
-    k.add_argument("--request-timeout", type=_seconds, default=600.0, metavar="SECONDS",
+    k.add_argument("--request-timeout", type=_timeout, default=600.0, metavar="SECONDS",
                    help="limit per request of the workload (default 600)")
     k.add_argument("--json", action="store_true", help="machine-readable result (or list)")
     subs["calibrate"] = k

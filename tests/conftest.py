@@ -32,3 +32,13 @@ def _unwrapped_text(monkeypatch):
     """kt-launch wraps prose to $COLUMNS: tests read substrings, so they get lines that do not wrap, whatever the
     length of their tmp paths (a test of the wrapping itself sets COLUMNS again; the README test clears it)."""
     monkeypatch.setenv("COLUMNS", "9999")
+
+
+@pytest.fixture
+def launches():
+    """kt-launch processes started by a test (tests/operate/support.py Launch); anything left is killed afterwards."""
+    started: list = []
+    yield started
+    for launch in started:
+        if launch.proc.poll() is None or launch.child_pid():
+            launch.kill_all()

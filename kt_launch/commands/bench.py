@@ -15,17 +15,27 @@ from kt_launch.commands.common import EXIT_OK, say, text_width
 from kt_launch.core.errors import ConfigError
 
 
+MAX_LENGTHS = 16
+
+
 def lengths_of(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
+    """--lengths: token counts (ASCII digits, an optional k), each once, at most MAX_LENGTHS; exit 2 naming the
+    part otherwise."""
+    shown = repr(text[:80]) + ("..." if len(text) > 80 else "")
+    parts = text.split(",")
+    if len(parts) > MAX_LENGTHS:
+        raise ConfigError(f"--lengths {shown}: {len(parts)} lengths; give at most {MAX_LENGTHS}")
+    out: list[int] = []
+    for part in parts:
         p = part.strip().lower()
-        mult = 1024 if p.endswith("k") else 1
-        try:
-            n = int(p[:-1] if mult > 1 else p) * mult
-        except ValueError:
-            raise ConfigError(f"--lengths {text!r}: {part.strip()!r} is not a token count (e.g. 2k,8k,32k)") from None
+        digits = p[:-1] if p.endswith("k") else p
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):
+            raise ConfigError(f"--lengths {shown}: {part.strip()[:40]!r} is not a token count (e.g. 2k,8k,32k)")
+        n = int(digits) * (1024 if p.endswith("k") else 1)
         if not 16 <= n <= 1 << 21:
-            raise ConfigError(f"--lengths {text!r}: {part.strip()!r} is outside 16 .. 2M tokens")
+            raise ConfigError(f"--lengths {shown}: {part.strip()!r} is outside 16 .. 2M tokens")
+        if n in out:
+            raise ConfigError(f"--lengths {shown}: {part.strip()!r} is given twice ({n} tokens); give each once")
         out.append(n)
     return out
 
@@ -99,7 +109,7 @@ def _from_server(base: str, info: dict, meta: dict) -> dict:
 def run(args, passthrough) -> int:
     import time
 
-    from kt_launch.commands.smoke import api_key_of, base_of, served_model
+    from kt_launch.commands.smoke import api_key_of, base_of, first_model, served_model
     from kt_launch.core.findings import error, warning
     from kt_launch.core.smoke import EXIT_SMOKE
     from kt_launch.render.bench import bench_json, bench_text
@@ -119,12 +129,14 @@ def run(args, passthrough) -> int:
     else:
         base = base_of(args.url)
         api_key = api_key_of(args.api_key_env)
-    model = args.model or served_model(base, api_key=api_key) or meta.get("model") or "default"
+    listed = first_model(base, api_key)
+    model = args.model or served_model(listed) or meta.get("model") or "default"
     info = server_facts(base, api_key)
     meta = _from_server(base, info, meta)
     meta["model"] = meta.get("model") or model
     pub = published_for(meta.get("model"), list(meta.get("gpus") or []))
-    context = _context(base, api_key)
+    context = listed.get("max_model_len")  # the server's context length, when it says
+    context = context if isinstance(context, int) and not isinstance(context, bool) and context > 0 else None
     prompts = Prompts(base, model, api_key)
     rows, findings = [], []
     for i, length in enumerate(lengths, 1):
@@ -155,18 +167,3 @@ def run(args, passthrough) -> int:
     sys.stdout.write(out)
     return EXIT_OK if rows and all(r["ok"] for r in rows) else EXIT_SMOKE
 
-
-def _context(base: str, api_key: str | None) -> int | None:
-    """max_model_len of GET /v1/models (sglang reports the context length there), or None."""
-    import json
-    import time
-
-    from kt_launch.run.http import HttpFailure, request
-
-    try:
-        a = request(base + "/v1/models", None, time.monotonic() + 10, api_key=api_key)
-        doc = json.loads(a.body) if a.status == 200 else None
-        n = doc["data"][0].get("max_model_len") if isinstance(doc, dict) and doc.get("data") else None
-    except (HttpFailure, ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None
-    return n if isinstance(n, int) and n > 0 else None

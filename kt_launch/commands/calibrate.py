@@ -47,6 +47,11 @@ def run(args, passthrough) -> int:
     if args.list:
         return _list(fp, args)
     prompts = _prompts(args.prompts)
+    problem = es.cache_problem(fp, args.name)
+    if problem:
+        raise ConfigError(problem)
+    if args.python is not None and (problem := es.python_problem(args.python)):
+        raise ConfigError(f"--python: {problem} (it checks the recorded file, after the workload)")
     from kt_launch.app import plan_request
     from kt_launch.render.redact import safe_findings
     from kt_launch.render.text import findings_text
@@ -85,18 +90,14 @@ def _prompts(path: str | None):
 def _record(out, args, prompts, tmp: str):
     from dataclasses import replace
 
-    from kt_launch.run.supervise import Endpoint, SuperviseOptions, supervise
+    from kt_launch.run.supervise import Endpoint, options_of, supervise
     from kt_launch.run.workload import WorkloadResult, run_workload
 
     cmd = replace(out.command, env={**out.command.env, RECORDER_DIR: tmp})
     ep = Endpoint.of(out.plan, out.config)
     requests = args.requests or len(prompts)
     result = WorkloadResult()
-    opts = SuperviseOptions()
-    if args.grace_period is not None:
-        opts.grace_period = args.grace_period
-    if args.ready_timeout is not None:
-        opts.ready_timeout = args.ready_timeout
+    opts = options_of(args)
     opts.after_ready = lambda url: run_workload(url, ep.model, prompts, requests, args.max_tokens,
                                                 args.request_timeout, ep.api_key, result)
     values = {k: r.value for k, r in out.plan.values.items()}
@@ -108,24 +109,6 @@ def _record(out, args, prompts, tmp: str):
         sys.stderr.write("kt-launch: error: the server stopped before the workload was recorded\n")
         code = EXIT_FAILED
     return code, result
-
-
-def _dump_file(tmp: str) -> str | None:
-    """The recorder's newest dump in the private dir (expert_distribution_recorder_<time>.pt), a regular file."""
-    import stat
-
-    best = None
-    for n in os.listdir(tmp):
-        p = os.path.join(tmp, n)
-        if not (n.startswith("expert_distribution_recorder_") and n.endswith(".pt")):
-            continue
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and (best is None or st.st_mtime_ns > best[0]):
-            best = (st.st_mtime_ns, p)
-    return None if best is None else best[1]
 
 
 def _model(cfg):
@@ -141,15 +124,20 @@ def _model(cfg):
 def _store(cfg, out, model, args, fp: str, tmp: str, workload) -> int:
     from kt_launch.facts import expert_stats as es
 
-    dump = _dump_file(tmp)
+    dump = es.newest_dump(tmp)
     if dump is None:
         sys.stderr.write(f"kt-launch: error: the server wrote no expert_distribution_recorder_*.pt into {RECORDER_DIR} "
                          "after /dump_expert_distribution_record answered; nothing was stored\n")
         return EXIT_FAILED
     python = args.python or cfg.runtime.python or sys.executable
-    staging = es.staging_path(fp, args.name)
+    try:
+        staging = es.staging_path(fp, args.name)
+    except OSError as e:  # the cache was checked before the start; it changed while the workload ran
+        staging, why = None, f"the calibration cache cannot be made ({e.strerror or e})"
+    else:
+        why = "no cache folder to store the calibration in (set KT_LAUNCH_CACHE_DIR)"
     if staging is None:
-        sys.stderr.write("kt-launch: error: no cache folder to store the calibration in (set KT_LAUNCH_CACHE_DIR)\n")
+        sys.stderr.write(f"kt-launch: error: {why}\n")
         return EXIT_FAILED
     try:
         found, why = es.run_check(python, dump, model, [], mode="reduce", out=str(staging))
@@ -163,6 +151,9 @@ def _store(cfg, out, model, args, fp: str, tmp: str, workload) -> int:
                 "routed_tokens": found.total, "requests": workload.sent, "answered": workload.answered,
                 "prompts": os.path.abspath(args.prompts) if args.prompts else "default"}
         target = es.store_calibration(fp, args.name, staging, meta)
+    except OSError as e:
+        sys.stderr.write(f"kt-launch: error: the calibration could not be stored: {e.strerror or e}\n")
+        return EXIT_FAILED
     finally:
         if staging.exists():
             staging.unlink()

@@ -76,6 +76,8 @@ class StatsFacts:
     missing: str = ""  # why no file: a workload name not in the cache (names those that are)
     check: StatsCheck | None = None
     unchecked: str = ""  # why check is None: --dry-run without a cached answer, --no-check, no interpreter, ...
+    skipped: bool = False  # check is None by the gate's choice (--dry-run without a cached answer, --no-check), not
+    # because the check was tried and gave no answer
     calibrations: tuple[str, ...] = ()  # the workloads calibrated for this model (the cache's names)
     fingerprint: str = ""  # the model's calibration key (facts/expert_stats.py model_fingerprint)
 

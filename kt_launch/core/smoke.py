@@ -26,7 +26,7 @@ class Reply:
 
     request: SmokeRequest
     status: int | None = None
-    error: str = ""  # a transport problem, or the server's error message on a non-200 answer
+    error: str = ""  # a transport problem, or the server's message (a non-200 answer, or an error object with 200)
     text: str = ""  # content (and reasoning_content) as streamed
     prompt_tokens: int | None = None  # usage, as the server reported it (None: not reported)
     completion_tokens: int | None = None

@@ -105,6 +105,21 @@ def store_calibration(fingerprint: str, workload: str, reduced: Path, meta: Mapp
     return target
 
 
+def cache_problem(fingerprint: str, workload: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why a calibration could not be stored (checked before the server starts, not after its workload ran): no
+    cache folder, or one that cannot be made or written; None when it can."""
+    target = calibration_path(fingerprint, workload, environ)
+    if target is None:
+        return "no cache folder to store the calibration in (set KT_LAUNCH_CACHE_DIR)"
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        return f"the calibration cache {target.parent} cannot be made ({e.strerror or e}); set KT_LAUNCH_CACHE_DIR"
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        return f"the calibration cache {target.parent} is not writable; set KT_LAUNCH_CACHE_DIR"
+    return None
+
+
 def staging_path(fingerprint: str, workload: str, environ: Mapping[str, str] | None = None) -> Path | None:
     """A fresh temp name next to where the calibration goes (so the final rename is atomic); the folder is made."""
     target = calibration_path(fingerprint, workload, environ)
@@ -141,6 +156,11 @@ def _python_abs(python: str) -> str | None:
     from kt_launch.facts.sglang import _resolve_python as resolve  # one rule for "which file is this interpreter"
 
     return resolve(python)
+
+
+def python_problem(python: str) -> str | None:
+    """Why `python` cannot check a stats file (no such executable), or None; said before a calibration starts."""
+    return None if _python_abs(python) is not None else f"{python[:200]!r} is not an executable interpreter"
 
 
 def cached_check(python: str, path: str, model: ModelFacts, budgets: list[int]) -> StatsCheck | None:
@@ -192,6 +212,21 @@ def run_check(python: str, path: str, model: ModelFacts, budgets: list[int], *, 
     return found, ""
 
 
+def newest_dump(tmp: str) -> str | None:
+    """The recorder's newest dump in the private dir (expert_distribution_recorder_<time>.pt), a regular file."""
+    best = None
+    for n in os.listdir(tmp):
+        p = os.path.join(tmp, n)
+        if not (n.startswith("expert_distribution_recorder_") and n.endswith(".pt")):
+            continue
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and (best is None or st.st_mtime_ns > best[0]):
+            best = (st.st_mtime_ns, p)
+    return None if best is None else best[1]
+
 # -- kt.expert_stats as the profile names it ---------------------------------------------------------------------
 
 def budgets_for(model: ModelFacts, ratio: float | None) -> list[int]:
@@ -214,7 +249,7 @@ def gather_stats(cfg, model: ModelFacts | None, gate: str) -> StatsFacts | None:
         return None
     if gate == "off" and stats is not None and not is_workload_name(stats):  # --no-check: the path as given
         return StatsFacts(path=os.path.abspath(os.path.expanduser(stats)), source="profile",
-                          unchecked="not checked under --no-check")
+                          unchecked="not checked under --no-check", skipped=True)
     if model is None:
         return StatsFacts(path=None, source="none", missing="the model's shape is unknown (--no-check, or config.json "
                           "unread), so its calibrations were not looked up")
@@ -230,6 +265,9 @@ def gather_stats(cfg, model: ModelFacts | None, gate: str) -> StatsFacts | None:
             os.stat(path)
         except OSError as e:
             missing = f"{path}: {'not found' if isinstance(e, FileNotFoundError) else e.strerror or e}"
+            path = None
+        except ValueError:  # a NUL byte: no file has that name (KT-E304 names the value too)
+            missing = f"{path!r}: holds a NUL byte, so no file has that name"
             path = None
     else:
         if stats is not None:
@@ -252,12 +290,12 @@ def gather_stats(cfg, model: ModelFacts | None, gate: str) -> StatsFacts | None:
     if path is None:
         return StatsFacts(**base)
     if gate == "off":
-        return StatsFacts(**base, unchecked="not checked under --no-check")
+        return StatsFacts(**base, unchecked="not checked under --no-check", skipped=True)
     python = cfg.runtime.python or sys.executable
     budgets = budgets_for(model, cfg.kt.gpu_experts_ratio)
     if gate == "cached":
         hit = cached_check(python, path, model, budgets)
-        return StatsFacts(**base, check=hit, unchecked="" if hit else
+        return StatsFacts(**base, check=hit, skipped=hit is None, unchecked="" if hit else
                           "--dry-run reads only a cached answer and there is none for this file yet (`kt-launch "
                           "check` checks it in runtime.python)")
     from kt_launch.facts.console import say

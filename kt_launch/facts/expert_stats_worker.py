@@ -76,7 +76,10 @@ def _load(path: str):
 def _reason(text: str) -> str:
     """torch's refusal without its boilerplate (the weights_only default, "please file an issue", the docs link)."""
     text = text.split("Check the documentation of torch.load")[0]
-    text = text.split("trusted source.", 1)[-1] if "In PyTorch 2.6" in text else text
+    head, default_note, rest = text.partition("In PyTorch 2.6")  # the note on weights_only's default
+    if default_note:  # the reason follows the note (an unpickler error) or, when nothing does, precedes it
+        after = rest.split("trusted source.", 1)[-1]
+        text = after if after.strip() else head
     text = text.split("compatible with your use case:", 1)[-1]
     text = " ".join(text.split())
     return ("Weights only load failed: " + text.removeprefix("WeightsUnpickler error:").strip()

@@ -7,7 +7,7 @@ import json
 
 from kt_launch.core.findings import Finding
 from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION
-from kt_launch.render.text import findings_text, wrap
+from kt_launch.render.text import findings_text, num, wrap
 
 META = (("model", "model"), ("method", "method"), ("gpu_experts_per_layer", "GPU experts/layer"),
         ("cpuinfer", "cpuinfer"), ("pools", "pools"), ("tp_size", "TP"), ("gpus", "GPUs"), ("cpu_model", "CPU"),
@@ -16,10 +16,6 @@ META = (("model", "model"), ("method", "method"), ("gpu_experts_per_layer", "GPU
 
 def _k(n: int) -> str:
     return f"{n // 1024}k" if n % 1024 == 0 else str(n)
-
-
-def _f(v, fmt: str = ".1f") -> str:
-    return "-" if v is None else format(v, fmt)
 
 
 def bench_text(url: str, meta: dict, rows: list[dict], published: dict | None, findings: list[Finding],
@@ -37,12 +33,12 @@ def bench_text(url: str, meta: dict, rows: list[dict], published: dict | None, f
         head += f"   published ({published['hardware']}): prefill / decode"
     lines.append(head)
     for r in rows:
-        line = (f"{_k(r['input_tokens']):>6} {_f(r['prompt_tokens'], 'd'):>7} {_f(r['ttft_s'], '.2f'):>8} "
-                f"{_f(r['prefill_tok_s']):>14} {_f(r['decode_tok_s']):>13}")
+        line = (f"{_k(r['input_tokens']):>6} {num(r['prompt_tokens'], 'd'):>7} {num(r['ttft_s'], '.2f'):>8} "
+                f"{num(r['prefill_tok_s']):>14} {num(r['decode_tok_s']):>13}")
         if concurrency > 1:
-            line += f" {_f(r['total_decode_tok_s']):>13}"
+            line += f" {num(r['total_decode_tok_s']):>13}"
         if published:
-            line += f"   {_f(r['published_prefill_tok_s'])} / {_f(r['published_decode_tok_s'])}"
+            line += f"   {num(r['published_prefill_tok_s'])} / {num(r['published_decode_tok_s'])}"
         lines.append(line)
     if published:
         lines += wrap(f"published: {published['model']} on {published['hardware']} ({published['source']})", width,

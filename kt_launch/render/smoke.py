@@ -7,11 +7,7 @@ import json
 
 from kt_launch.core.findings import Finding
 from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION
-from kt_launch.render.text import findings_text
-
-
-def _num(v, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
+from kt_launch.render.text import findings_text, num
 
 
 def smoke_text(url: str, model: str, rows: list[dict], findings: list[Finding], summary: str,
@@ -21,8 +17,8 @@ def smoke_text(url: str, model: str, rows: list[dict], findings: list[Finding], 
     lines = [head, f"server: {url} (model {model})", "requests:"]
     for r in rows:
         lines.append(f"  {'ok  ' if r['ok'] else 'FAIL'} {r['request']}: HTTP {r['status'] or '-'}, prompt "
-                     f"{_num(r['prompt_tokens'], 'd')} tok, completion {_num(r['completion_tokens'], 'd')} tok, TTFT "
-                     f"{_num(r['ttft_s'], '.2f')} s, decode {_num(r['decode_tok_s'], '.1f')} tok/s")
+                     f"{num(r['prompt_tokens'], 'd')} tok, completion {num(r['completion_tokens'], 'd')} tok, TTFT "
+                     f"{num(r['ttft_s'], '.2f')} s, decode {num(r['decode_tok_s'], '.1f')} tok/s")
     return "\n".join(lines) + "\n" + findings_text(findings, width)
 
 

@@ -60,6 +60,11 @@ def _jsonable(o):
     raise TypeError(f"{type(o).__name__} is not JSON")
 
 
+def num(v, fmt: str = ".1f") -> str:
+    """A figure of a table row, or "-" when it is not known (None)."""
+    return "-" if v is None else format(v, fmt)
+
+
 def wrap(text: str, width: int, first: str, rest: str) -> list[str]:
     """Lines of `text` at most `width` wide (a word longer than that, a path say, stays whole)."""
     return textwrap.wrap(text, width=max(width, len(first) + 20), initial_indent=first, subsequent_indent=rest,

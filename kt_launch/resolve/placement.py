@@ -36,7 +36,8 @@ def resolve_placement(inp: ResolveInput, values: dict[str, Resolved], out: list[
     if chosen is None and stats_key is None:
         return
     if facts is None and stats_key is not None and not is_workload_name(stats_key):  # no facts gathered: as given
-        facts = StatsFacts(path=stats_key, source="profile", unchecked="not checked under --no-check")
+        facts = StatsFacts(path=stats_key, source="profile", unchecked="not checked under --no-check",
+                           skipped=True)
     has_file = facts is not None and facts.path is not None
     if stats_key is not None and facts is not None and facts.missing and chosen in ("auto", "frequency"):
         out.append(error("KT-E584", f"kt.expert_stats: {facts.missing}", _CALIBRATE + ", or give a .pt path",
@@ -108,7 +109,7 @@ def _check_findings(facts: StatsFacts, inp: ResolveInput, out: list[Finding]) ->
     c = facts.check
     if c is None:
         why = facts.unchecked or "not checked"
-        if "--dry-run" in why or "--no-check" in why:
+        if facts.skipped:  # the user's --dry-run / --no-check, not a failed check
             out.append(info("KT-I580", f"kt.expert_stats {facts.path}: {why}", "run `kt-launch check --profile "
                             "PROFILE`, which loads it in runtime.python", key))
         else:

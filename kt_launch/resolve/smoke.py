@@ -133,6 +133,8 @@ def judge(reply: Reply) -> str | None:
         return reply.error or "no answer"
     if reply.status != 200:
         return f"HTTP {reply.status}" + (f": {reply.error}" if reply.error else "")
+    if reply.error:  # HTTP 200 with an error object instead of a completion
+        return reply.error
     if reply.completion_tokens == 0:
         return "completion_tokens 0 (the server generated nothing)" + (f"; text {_quote(reply.text)}"
                                                                         if reply.text else "")
@@ -163,7 +165,7 @@ _WARN = {"KT-E560": "KT-W560", "KT-E561": "KT-W561", "KT-E562": "KT-W562"}
 
 
 def _code(reply: Reply) -> str:
-    if reply.status != 200:
+    if reply.status != 200 or reply.error:
         return "KT-E560"
     if reply.completion_tokens == 0 or not reply.text:
         return "KT-E561"

@@ -9,13 +9,12 @@ run id, so no prompt shares a prefix with an earlier one (SGLang's radix cache w
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 
 from kt_launch.core.smoke import Reply, SmokeRequest
-from kt_launch.run.http import HttpFailure, request
+from kt_launch.run.http import HttpFailure, json_of, request
 from kt_launch.run.smoke import send
 
 _WORDS = ("time year people way day man thing woman life child world school state family student group country "
@@ -39,7 +38,7 @@ def count_tokens(base: str, model: str, text: str, deadline: float, api_key: str
     try:
         a = request(base + "/tokenize", {"model": model, "prompt": text, "add_special_tokens": True}, deadline,
                     api_key=api_key)
-        doc = json.loads(a.body) if a.status == 200 else None
+        doc = json_of(a.body) if a.status == 200 else None
     except (HttpFailure, ValueError):
         return None
     n = doc.get("count") if isinstance(doc, dict) else None
@@ -116,9 +115,21 @@ def server_facts(base: str, api_key: str | None) -> dict:
     for path in ("/model_info", "/server_info"):
         try:
             a = request(base + path, None, time.monotonic() + 10, api_key=api_key)
-            doc = json.loads(a.body) if a.status == 200 else None
-        except (HttpFailure, ValueError):
+            doc = json_of(a.body) if a.status == 200 else None
+        except HttpFailure:
             doc = None
         if isinstance(doc, dict):
-            out.update({k: v for k, v in doc.items() if isinstance(v, (str, int, float, bool, list)) or v is None})
+            out.update({k: _fact(v) for k, v in doc.items() if _fact(v) is not None})
     return out
+
+
+MAX_FACT = 200  # a server's value shown in the setup line: a megabyte-long "model name" is cut, not printed
+
+
+def _fact(v):
+    """One server fact as the setup may show it: a number, or a string cut to MAX_FACT; else None (dropped)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return v
+    return v[:MAX_FACT] if isinstance(v, str) else None

@@ -50,7 +50,7 @@ from kt_launch.run.placement import Placement, placements
 from kt_launch.run.supervise import (EXIT_CANNOT_START, EXIT_FAILED, EXIT_PORT_BUSY, EXIT_READY_TIMEOUT, FORWARDED,
                                      PROBE_TIMEOUT, Restarts, SuperviseOptions, _become_subreaper, _child_setup,
                                      _group_alive, _killpg, _libc, _signame, crash_report, death_text,
-                                     deterministic_text, is_failure, port_problem, restart_options,
+                                     deterministic_text, is_failure, options_of, port_problem, restart_options,
                                      smoke_options)
 
 
@@ -345,8 +345,20 @@ class FleetSupervisor:
             return True
         self.console.say("kt-launch: error: the smoke test failed (--smoke on): stopping the fleet; exit code "
                          f"{EXIT_SMOKE}\n")
-        self._stop("smoke test failed", EXIT_SMOKE, "smoke_failed")
+        self._stop("smoke test failed", EXIT_SMOKE, "smoke_failed", self._died_answering(run.results, by_name))
         return False
+
+    def _died_answering(self, results, by_name: dict[str, _Child]) -> _Child | None:
+        """The replica whose last smoke request got no answer because it exited (a crash on the second request):
+        the exit event names it with its status, whether the cut-off reply or the exit reached the loop first."""
+        for target, replies in results:
+            c = by_name.get(target.where)
+            if c is None or c.proc is None or not replies or replies[-1].status is not None:
+                continue
+            self._until(time.monotonic() + 2.0, lambda c=c: c.proc.returncode is not None)  # the exit follows
+            if c.proc.returncode is not None:
+                return c
+        return None
 
     def _poll(self, c: _Child, now: float, start: float, api_key: str | None) -> bool:
         """Drive c's /health polls; True when it has just become ready."""
@@ -533,11 +545,7 @@ def launch_fleet(out, args) -> int:
     from kt_launch.core.profile import lora_entries
 
     fp = out.plan
-    opts = SuperviseOptions()
-    if getattr(args, "grace_period", None) is not None:
-        opts.grace_period = args.grace_period
-    if getattr(args, "ready_timeout", None) is not None:
-        opts.ready_timeout = args.ready_timeout
+    opts = options_of(args)
     restart_options(opts, args, out.config.fleet.restart if out.config.fleet is not None else "no")
     smoke_options(opts, args, out.config.server.smoke)
     opts.json = bool(getattr(args, "json", False))

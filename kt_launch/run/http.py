@@ -3,7 +3,8 @@ the whole request, a cancel flag seen within 0.25 s, bounded sizes, and Server-S
 arrive (so TTFT is measured at the first token, not at the end). Plain sockets, no proxy: the server is local or
 named by the user's --url.
 
-Bounded: a status line and headers of at most 64 KiB, a body of at most 16 MiB, an event line of at most 1 MiB;
+Bounded: a status line and headers of at most 64 KiB, a body of at most 16 MiB, an event line of at most 1 MiB,
+an event stream of at most 64 MiB;
 past those the request fails with a message, never a memory blow-up or a hang."""
 
 from __future__ import annotations
@@ -13,12 +14,46 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
+
+from kt_launch.core.secrets import scrub_bytes
+from kt_launch.facts.reader import Kind, ReadError, parse_json
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 << 20
 MAX_EVENT_LINE = 1 << 20
+MAX_STREAM = 64 << 20  # a whole event stream (65536 tokens of ~300-byte events fit): an endless one is cut here
+ANSWER_JSON = Kind("server answer", MAX_BODY, 64)
+
+
+def json_of(data: bytes | str) -> Any:
+    """A server's JSON (a body or one event) through the bounded parser (facts/reader.py: depth, numbers, no
+    RecursionError); None when it is not such JSON. A server's answer is data to judge, never a reason to crash."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    try:
+        return parse_json("server answer", raw, ANSWER_JSON)
+    except ReadError:
+        return None
+
+
+def error_text(body: bytes) -> str:
+    """The server's own message of a non-200 answer (OpenAI `message`, FastAPI `detail`), shortened."""
+    doc = json_of(body)
+    if doc is None:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(doc, dict):
+        err = doc.get("error") if isinstance(doc.get("error"), dict) else doc
+        for key in ("message", "detail", "error"):
+            if isinstance(err.get(key), (str, list)):
+                return str(err[key])[:200]
+    return json.dumps(doc)[:200]
+
+
+def _count(text: str, max_digits: int) -> int | None:
+    """A decimal count of at most `max_digits` ASCII digits (a status code, a Content-Length), else None: int() of
+    a header value takes Unicode digits and raises past 4300 digits."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= max_digits else None
 
 
 class HttpFailure(Exception):
@@ -54,10 +89,14 @@ def _recv(sock: socket.socket, deadline: float, cancel: threading.Event | None) 
 class _Events:
     """SSE: `data: ...` lines handed to on_event as text."""
 
-    def __init__(self, on_event: Callable[[str], None]):
-        self.on_event, self.buf = on_event, b""
+    def __init__(self, on_event: Callable[[str], None], secrets: set[str]):
+        self.on_event, self.buf, self.secrets = on_event, b"", secrets
+        self.total = 0
 
     def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        if self.total > MAX_STREAM:
+            raise HttpFailure(f"an event stream longer than {MAX_STREAM} bytes")
         self.buf += data
         while True:
             i = self.buf.find(b"\n")
@@ -67,7 +106,7 @@ class _Events:
                 return
             line, self.buf = self.buf[:i].rstrip(b"\r"), self.buf[i + 1:]
             if line.startswith(b"data:"):
-                self.on_event(line[5:].strip().decode("utf-8", "replace"))
+                self.on_event(scrub_bytes(line[5:].strip(), self.secrets).decode("utf-8", "replace"))
 
 
 def request(url: str, body: dict | None, deadline: float, *, api_key: str | None = None,
@@ -76,7 +115,7 @@ def request(url: str, body: dict | None, deadline: float, *, api_key: str | None
     by line when given. Raises HttpFailure."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
-        raise HttpFailure(f"{url}: only http://HOST:PORT URLs are supported")
+        raise HttpFailure("only http://HOST:PORT URLs are supported")
     host, port = parts.hostname, parts.port or 80
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     data = json.dumps(body).encode() if body is not None else b""
@@ -93,15 +132,18 @@ def request(url: str, body: dict | None, deadline: float, *, api_key: str | None
         raise HttpFailure("no answer before the deadline", timed_out=True)
     try:
         sock = socket.create_connection((host, port), timeout=min(left, 30.0))
-    except OSError as e:
-        raise HttpFailure(f"cannot connect to {netloc}:{port} ({getattr(e, 'strerror', None) or e})") from None
+    except (OSError, UnicodeError) as e:  # UnicodeError: a host name IDNA cannot encode (a label over 63)
+        raise HttpFailure(f"cannot connect to {netloc[:255]}:{port} ({getattr(e, 'strerror', None) or e})") from None
     try:
         try:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             sock.sendall(raw)
         except OSError as e:
             raise HttpFailure(f"cannot send the request ({e.strerror or e})") from None
-        return _read(sock, deadline, on_event, cancel)
+        # a server may echo the key it was sent ("invalid api key sk-..."): masked in all it answers, as sent and
+        # as a JSON string holds it, so no message, row or event of kt-launch shows it
+        secrets = {api_key, json.dumps(api_key)[1:-1]} if api_key else set()
+        return _read(sock, deadline, on_event, cancel, secrets)
     finally:
         try:
             sock.close()
@@ -109,7 +151,7 @@ def request(url: str, body: dict | None, deadline: float, *, api_key: str | None
             pass
 
 
-def _read(sock, deadline, on_event, cancel) -> Answer:
+def _read(sock, deadline, on_event, cancel, secrets: set[str]) -> Answer:
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = _recv(sock, deadline, cancel)
@@ -122,15 +164,15 @@ def _read(sock, deadline, on_event, cancel) -> Answer:
     head, rest = buf.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
     status_parts = lines[0].split()
-    if len(status_parts) < 2 or not status_parts[0].startswith("HTTP/") or not status_parts[1].isdigit():
+    status = _count(status_parts[1], 3) if len(status_parts) >= 2 else None
+    if status is None or not status_parts[0].startswith("HTTP/"):
         raise HttpFailure(f"not an HTTP answer: {lines[0][:80]!r}")
-    status = int(status_parts[1])
     headers = {}
     for line in lines[1:]:
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
     streaming = on_event is not None and status == 200 and "text/event-stream" in headers.get("content-type", "")
-    events = _Events(on_event) if streaming else None
+    events = _Events(on_event, secrets) if streaming else None
     body = bytearray()
 
     def take(data: bytes) -> None:
@@ -143,8 +185,7 @@ def _read(sock, deadline, on_event, cancel) -> Answer:
 
     if "chunked" in headers.get("transfer-encoding", "").lower():
         _chunked(sock, rest, deadline, cancel, take)
-    elif headers.get("content-length", "").isdigit():
-        n = int(headers["content-length"])
+    elif (n := _count(headers.get("content-length", ""), 19)) is not None:
         if n > MAX_BODY and events is None:
             raise HttpFailure(f"an answer longer than {MAX_BODY} bytes")
         got = len(rest)
@@ -162,7 +203,7 @@ def _read(sock, deadline, on_event, cancel) -> Answer:
             if not chunk:
                 break
             take(chunk)
-    return Answer(status, bytes(body))
+    return Answer(status, scrub_bytes(bytes(body), secrets))
 
 
 def _chunked(sock, buf: bytes, deadline, cancel, take) -> None:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from kt_launch.core.smoke import Reply, SmokeRequest
-from kt_launch.run.http import HttpFailure, request
+from kt_launch.run.http import HttpFailure, error_text, json_of, request
 
 DEFAULT_TIMEOUT = 300.0  # per request: a cold first request of a large MoE on CPU experts can take minutes
 
@@ -27,18 +27,15 @@ def body_of(req: SmokeRequest, model: str, extra: dict | None = None) -> tuple[s
     return "/v1/completions", {**common, "prompt": req.prompt}
 
 
-def _error_text(body: bytes) -> str:
-    """The server's own message of a non-200 answer (OpenAI `message`, FastAPI `detail`), shortened."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return body[:200].decode("utf-8", "replace").strip()
-    if isinstance(doc, dict):
-        err = doc.get("error") if isinstance(doc.get("error"), dict) else doc
-        for key in ("message", "detail", "error"):
-            if isinstance(err.get(key), (str, list)):
-                return str(err[key])[:200]
-    return json.dumps(doc)[:200]
+def error_of(doc) -> str | None:
+    """The message of an OpenAI error object (`{"object": "error", "message": ...}` or `{"error": {...}}`), which
+    a server may send with HTTP 200 or as a stream event; None for anything else."""
+    if not isinstance(doc, dict):
+        return None
+    err = doc.get("error")
+    if doc.get("object") == "error" or isinstance(err, dict) or (isinstance(err, str) and "choices" not in doc):
+        return error_text(json.dumps(doc).encode()) or "an error object"
+    return None
 
 
 class _Stream:
@@ -50,19 +47,19 @@ class _Stream:
         self.first = self.last = None
         self.chunks = 0
         self.usage: dict | None = None
+        self.error: str | None = None  # the server's error object, in the stream or as a 200 body
 
     def event(self, data: str) -> None:
         if data == "[DONE]":
             return
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            return
+        doc = json_of(data)
         if not isinstance(doc, dict):
             return
+        self.error = self.error or error_of(doc)
         if isinstance(doc.get("usage"), dict):
             self.usage = doc["usage"]
-        for choice in doc.get("choices") or ():
+        choices = doc.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict):
                 continue
             if self.kind == "chat":
@@ -104,18 +101,20 @@ def send(base: str, model: str, req: SmokeRequest, timeout: float, api_key: str 
         why = f"no whole answer within {timeout:g} s" if e.timed_out else str(e)
         return Reply(req, None, why, "".join(stream.text), seconds=time.monotonic() - sent)
     if answer.status != 200:
-        return Reply(req, answer.status, _error_text(answer.body), seconds=time.monotonic() - sent)
+        return Reply(req, answer.status, error_text(answer.body), seconds=time.monotonic() - sent)
     if not stream.chunks and answer.body:  # a server that ignored "stream": a whole JSON answer
         stream.event(answer.body.decode("utf-8", "replace"))
         if req.kind == "chat":
             _whole_chat(stream, answer.body)
+    if stream.error is not None and not stream.chunks:
+        return Reply(req, answer.status, f"an error object with HTTP 200: {stream.error}",
+                     seconds=time.monotonic() - sent)
     return stream.reply(req, answer.status)
 
 
 def _whole_chat(stream: _Stream, body: bytes) -> None:
     try:
-        doc = json.loads(body)
-        msg = doc["choices"][0]["message"]
+        msg = json_of(body)["choices"][0]["message"]
         text = "".join(p for p in (msg.get("reasoning_content"), msg.get("content")) if isinstance(p, str))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return

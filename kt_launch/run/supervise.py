@@ -842,16 +842,23 @@ def _announce_ready(console: Console, url: str, model: str, adapter: str | None,
 
 def launch_supervised(out, args) -> int:
     """cli entry: `out` is app.Outcome, `args` the parsed launch arguments."""
-    opts = SuperviseOptions()
-    if args.grace_period is not None:
-        opts.grace_period = args.grace_period
-    if args.ready_timeout is not None:
-        opts.ready_timeout = args.ready_timeout
+    opts = options_of(args)
     restart_options(opts, args)
     smoke_options(opts, args, out.plan.get("server.smoke") or "on")
     opts.json = bool(getattr(args, "json", False))
     values = {k: r.value for k, r in out.plan.values.items()}
     return supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts, values=values)
+
+
+def options_of(args) -> SuperviseOptions:
+    """The options every supervised start takes from its command line (a launch, a fleet, `kt-launch calibrate`):
+    --grace-period and --ready-timeout where given, else the defaults."""
+    opts = SuperviseOptions()
+    if getattr(args, "grace_period", None) is not None:
+        opts.grace_period = args.grace_period
+    if getattr(args, "ready_timeout", None) is not None:
+        opts.ready_timeout = args.ready_timeout
+    return opts
 
 
 def smoke_options(opts: SuperviseOptions, args, profile: str = "on") -> None:

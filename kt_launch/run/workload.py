@@ -9,14 +9,12 @@ least one request was answered.
 
 from __future__ import annotations
 
-import json
 import sys
-import urllib.error
-import urllib.request
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-MAX_ANSWER = 1 << 20  # an answer body read past this is cut (only its status and usage matter here)
+from kt_launch.run.http import HttpFailure, error_text, json_of, request
 
 
 @dataclass
@@ -29,36 +27,37 @@ class WorkloadResult:
 
 
 def _post(url: str, body: dict | None, timeout: float, api_key: str | None) -> tuple[int, bytes]:
-    data = json.dumps(body or {}).encode()
-    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
-    if api_key:
-        req.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - the server kt-launch started
-            return r.status, r.read(MAX_ANSWER)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(4096) if e.fp else b""
+    """POST through run/http.py, the one HTTP client of smoke, bench and calibrate (bounded sizes, one deadline)."""
+    a = request(url, body or {}, time.monotonic() + timeout, api_key=api_key)
+    return a.status, a.body
 
 
 def _why(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e)[:200]}"
+    return str(e)[:200]
+
+
+def _recorder(base: str, route: str, timeout: float, api_key: str | None, result: WorkloadResult,
+              say: Callable[[str], None], hint: str = "") -> bool:
+    """POST /<route> of the expert-distribution recorder; False (the error said and kept) when it did not answer 200."""
+    try:
+        status, body = _post(f"{base}/{route}", None, timeout, api_key)
+    except HttpFailure as e:
+        result.errors.append(f"POST /{route}: {_why(e)}")
+        say(f"kt-launch: error: {result.errors[-1]}\n")
+        return False
+    if status != 200:
+        result.errors.append(f"POST /{route} answered HTTP {status}: {error_text(body)}")
+        say(f"kt-launch: error: {result.errors[-1]}{hint}\n")
+        return False
+    return True
 
 
 def run_workload(base: str, model: str, prompts: list[list[dict[str, str]]], requests: int, max_tokens: int,
                  timeout: float, api_key: str | None, result: WorkloadResult,
                  say: Callable[[str], None] = lambda s: sys.stderr.write(s)) -> int:
     """Record the expert distribution of `requests` chat requests (cycling through `prompts`)."""
-    try:
-        status, body = _post(f"{base}/start_expert_distribution_record", None, timeout, api_key)
-    except (OSError, ValueError) as e:
-        result.errors.append(f"POST /start_expert_distribution_record: {_why(e)}")
-        say(f"kt-launch: error: {result.errors[-1]}\n")
-        return 1
-    if status != 200:
-        result.errors.append(f"POST /start_expert_distribution_record answered HTTP {status}: "
-                             f"{body[:200].decode('utf-8', 'replace')}")
-        say(f"kt-launch: error: {result.errors[-1]} (was the server started with "
-            "--expert-distribution-recorder-mode?)\n")
+    if not _recorder(base, "start_expert_distribution_record", timeout, api_key, result, say,
+                     " (was the server started with --expert-distribution-recorder-mode?)"):
         return 1
     for i in range(requests):
         msgs = prompts[i % len(prompts)]
@@ -67,7 +66,7 @@ def run_workload(base: str, model: str, prompts: list[list[dict[str, str]]], req
             status, body = _post(f"{base}/v1/chat/completions", {"model": model, "messages": msgs,
                                                                 "max_tokens": max_tokens, "temperature": 0.7},
                                  timeout, api_key)
-        except (OSError, ValueError) as e:
+        except HttpFailure as e:
             result.errors.append(f"request {i + 1}: {_why(e)}")
             say(f"kt-launch: calibrate: request {i + 1}/{requests} failed: {_why(e)}\n")
             continue
@@ -76,21 +75,13 @@ def run_workload(base: str, model: str, prompts: list[list[dict[str, str]]], req
             say(f"kt-launch: calibrate: request {i + 1}/{requests} answered HTTP {status}\n")
             continue
         result.answered += 1
-        try:
-            usage = json.loads(body).get("usage") or {}
-            result.completion_tokens += int(usage.get("completion_tokens") or 0)
-        except (ValueError, AttributeError, TypeError):
-            pass
+        doc = json_of(body)
+        usage = doc.get("usage") if isinstance(doc, dict) else None
+        n = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            result.completion_tokens += n
         say(f"kt-launch: calibrate: request {i + 1}/{requests} answered\n")
-    try:
-        status, body = _post(f"{base}/dump_expert_distribution_record", None, timeout, api_key)
-    except (OSError, ValueError) as e:
-        result.errors.append(f"POST /dump_expert_distribution_record: {_why(e)}")
-        say(f"kt-launch: error: {result.errors[-1]}\n")
-        return 1
-    if status != 200:
-        result.errors.append(f"POST /dump_expert_distribution_record answered HTTP {status}")
-        say(f"kt-launch: error: {result.errors[-1]}\n")
+    if not _recorder(base, "dump_expert_distribution_record", timeout, api_key, result, say):
         return 1
     result.dumped = True
     if not result.answered:

@@ -19,6 +19,9 @@ PATTERNS = {
                                                r"(?:why|msg|message|problem|reason)\.startswith\(f?[\"'][^\"']*\.what"),
     # ReadError(what, file, reason, line): one built from a sentence would have no fields to decide by
     "a ReadError without fields": re.compile(r"""\b(?:ReadError|Missing)\(\s*f?["']"""),
+    # a reason string searched for the flag that caused it (StatsFacts.skipped says it as a field)
+    "a reason searched for a flag": re.compile(r"""["']--[a-z][a-z-]*["'] in (?:why|msg|message|reason|problem|"""
+                                               r"""unchecked|missing|error)\b"""),
     "a finding's message read": re.compile(r"\b(?:f|finding)\.message\s*(?:\[|\.split|\.partition|\.startswith|"
                                            r"\.removeprefix|\.find)|[\"'] in (?:f|finding)\.message\b"),
 }
@@ -40,6 +43,7 @@ def test_the_patterns_catch_what_they_are_for():
         "an exception's message cut up": 'why = str(e).split(": ", 1)[-1]',
         "a finding's message read": 'if "not found" in f.message:',
         "a ReadError without fields": 'raise ReadError(f"{kind.what} {p}: nested deeper than 8 levels")',
+        "a reason searched for a flag": 'if "--dry-run" in why or "--no-check" in why:',
     }
     for what, line in samples.items():
         assert PATTERNS[what].search(line), what

@@ -34,12 +34,17 @@ def write_host(dir: Path, doc: dict | None = None) -> Path:
     return p
 
 
+def script_interpreter(path: Path, source: Path, python: str | Path | None = None) -> Path:
+    """An executable 'interpreter' at `path`: a shebang naming `python` (default: this one) and `source`, so that
+    `path -m sglang.launch_server ...` runs `source` with that argv (the fake SGLang, the sglang-kt stand-in)."""
+    path.write_text(f"#!{python or sys.executable}\n" + source.read_text())
+    path.chmod(0o755)
+    return path
+
+
 def make_fake(dir: Path) -> Path:
     """An executable 'interpreter' that acts as SGLang when run as `FAKE -m sglang.launch_server ...`."""
-    fake = dir / "fake-python"
-    fake.write_text(f"#!{sys.executable}\n" + FAKE_SOURCE.read_text())
-    fake.chmod(0o755)
-    return fake
+    return script_interpreter(dir / "fake-python", FAKE_SOURCE)
 
 
 

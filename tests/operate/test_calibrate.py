@@ -257,6 +257,24 @@ def test_a_pickle_with_code_is_refused_by_weights_only_never_run(tmp_path, torch
     assert not marker.exists() and not (tmp_path / "out.pt").exists()
 
 
+
+@needs_backend
+def test_a_large_file_of_zeros_named_pt_is_refused_with_torchs_reason(tmp_path):
+    """A sparse 3 GiB file of zeros (a disk image, a truncated download) named .pt: torch's one-sentence reason
+    before its weights_only note is kept (it was cut to "no reason given")."""
+    from devtools.synthetic import hf_model
+    from kt_launch.facts.expert_stats import run_check
+    from kt_launch.facts.model import read_model_facts
+
+    hf_model(tmp_path / "model")
+    junk = tmp_path / "zeros.pt"
+    with open(junk, "wb") as f:
+        f.truncate(3 << 30)
+    found, why = run_check(str(BACKEND), str(junk), read_model_facts(str(tmp_path / "model")), [])
+    assert found is not None and not found.ok and found.problem == "not_loadable", why
+    assert str(junk) in found.message and "no reason given" not in found.message and "legacy" in found.message, \
+        found.message
+
 @needs_backend
 def test_export_pins_the_calibrated_placement_and_mounts_the_stats(calibrated, tmp_path, monkeypatch, capsys):
     """A pod has no calibration cache: export writes the strategy auto resolved to and the stats file's path into

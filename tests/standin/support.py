@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from operate.support import script_interpreter
+
 SOURCE = Path(__file__).with_name("sglang_kt.py")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,10 +30,7 @@ def backend_python() -> Path | None:
 
 def make_standin(dir: Path, python: str | Path | None = None, name: str = "standin-python") -> Path:
     """An executable 'interpreter' that serves as sglang-kt when run as `EXE -m sglang.launch_server ...`."""
-    exe = Path(dir) / name
-    exe.write_text(f"#!{python or sys.executable}\n" + SOURCE.read_text())
-    exe.chmod(0o755)
-    return exe
+    return script_interpreter(Path(dir) / name, SOURCE, python)
 
 
 class Standin:

@@ -110,3 +110,117 @@ def test_cancel_ends_a_request_at_once():
                                     cancel=cancel), 20)
     finally:
         stop.set()
+
+
+# -- red team 5: what a server answers is data to judge, never a crash -------------------------------------------
+
+def _answer(body: bytes, ctype: bytes = b"application/json", status: bytes = b"200 OK"):
+    def handler(conn, stop):
+        conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return handler
+
+
+def _raw(data: bytes):
+    def handler(conn, stop):
+        conn.sendall(data)
+    return handler
+
+
+def endless(conn, stop):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n")
+    while not stop.is_set():
+        conn.sendall(b"x" * 65536)
+
+
+def endless_events(conn, stop):
+    conn.sendall(SSE)
+    event = b'data: {"choices": [{"delta": {"content": "' + b"word " * 2000 + b'"}}]}\n\n'
+    while not stop.is_set():
+        conn.sendall(event)
+
+
+HOSTILE = {
+    "events that are not completions": (_raw(SSE + b'data: {not json\n\ndata: {"choices": 5}\n\n'
+                                             b'data: {"choices": [{"delta": 7}], "usage": {"completion_tokens": "x"}}'
+                                             b'\n\ndata: ' + b"[" * 100_000 + b"\n\n"), "empty text"),
+    "a body nested 100000 deep": (_answer(b"[" * 100_000 + b"]" * 100_000), "empty text"),
+    "an error object with HTTP 200": (_answer(b'{"object": "error", "message": "model not loaded", "code": 400}'),
+                                      "an error object with HTTP 200: model not loaded"),
+    "an error event in the stream": (_raw(SSE + b'data: {"error": {"message": "out of memory"}}\n\n'),
+                                     "an error object with HTTP 200"),
+    "a status of 5000 digits": (_raw(b"HTTP/1.1 " + b"9" * 5000 + b" X\r\n\r\n"), "not an HTTP answer"),
+    "a Unicode-digit Content-Length": (_raw(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n{}"), "empty text"),
+    "a 1 GB body": (endless, "an answer longer than"),
+    "text that is not UTF-8": (_raw(SSE + b'data: {"choices": [{"delta": {"content": "\xff\xfe\xc3"}}]}\n\n'
+                                     b"data: \xff\xff\n\n"), "U+FFFD"),
+    "a chunked stream cut mid-event": (_raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: "
+                                            b'chunked\r\n\r\n20\r\ndata: {"choices": [{"delta": {"con'), "cut off"),
+    "a redirect loop": (_answer(b"", status=b"302 Found\r\nLocation: /v1/chat/completions"), "HTTP 302"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(HOSTILE))
+def test_a_hostile_answer_is_judged_with_a_reason(label):
+    from kt_launch.resolve.smoke import judge
+
+    handler, what = HOSTILE[label]
+    url, stop = serve(handler)
+    try:
+        r = no_hang(lambda: send(url, "m", REQ, 5.0), 20)
+    finally:
+        stop.set()
+    why = judge(r)
+    assert why is not None and what in why, (label, why)
+
+
+def test_server_facts_keep_numbers_and_cut_strings():
+    """bench's setup line shows what /server_info says: a megabyte 'model name' is cut, lists, objects and booleans
+    are dropped (they are no setup figure)."""
+    from kt_launch.run.bench import MAX_FACT, server_facts
+
+    doc = b'{"served_model_name": "' + b"m" * (1 << 20) + b'", "tp_size": 2, "kt_method": "FP8", "x": [1, 2], ' \
+          b'"y": {"z": 1}, "enable_x": true}'
+    url, stop = serve(_answer(doc))
+    try:
+        got = no_hang(lambda: server_facts(url, None), 20)
+    finally:
+        stop.set()
+    assert got == {"served_model_name": "m" * MAX_FACT, "tp_size": 2, "kt_method": "FP8"}, \
+        {k: str(v)[:40] for k, v in got.items()}
+
+
+KEY = 'sk-test-"key\\-0123456789'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_that_echoes_the_api_key_never_gets_it_printed(stream):
+    import json
+
+    echoed = json.dumps({"error": {"message": f"invalid api key {KEY}"}}).encode()
+    if stream:
+        handler = _raw(SSE + b'data: {"choices": [{"delta": {"content": ' + json.dumps(f"key {KEY} ok").encode()
+                       + b'}}]}\n\n')
+    else:
+        handler = _answer(echoed, status=b"401 Unauthorized")
+    url, stop = serve(handler)
+    try:
+        r = no_hang(lambda: send(url, "m", REQ, 5.0, api_key=KEY), 20)
+    finally:
+        stop.set()
+    shown = r.error + r.text
+    assert "***" in shown and KEY not in shown and json.dumps(KEY)[1:-1] not in shown, shown
+
+
+def test_an_endless_stream_of_events_is_cut_at_the_stream_limit(monkeypatch):
+    """Events that never end (each one valid, well within the deadline) stop at MAX_STREAM, not at memory's end
+    (the limit made small here, so the test is fast)."""
+    import kt_launch.run.http as http
+
+    monkeypatch.setattr(http, "MAX_STREAM", 1 << 20)
+    url, stop = serve(endless_events)
+    try:
+        r = no_hang(lambda: send(url, "m", REQ, 30.0), 20)
+    finally:
+        stop.set()
+    assert r.status is None and "an event stream longer than 1048576 bytes" in r.error, r.error
