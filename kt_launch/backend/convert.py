@@ -515,6 +515,8 @@ def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | N
             "read_s": a.get("read_s"), "wait_s": a.get("wait_s"), "quant_s": a.get("quant_s"),
             "hash_s": a.get("hash_s"), "finish_s": a.get("finish_s"), "stages": a.get("stages"),
             "ram_bound": cp.ram_bytes if cp else None, "peak_rss": a.get("peak_rss"),
+            "peak_rss_with_verify": a.get("peak_rss_with_verify"), "convert_s": a.get("convert_s"),
+            "import_s": a.get("import_s"), "verify_s": a.get("verify_s"),
             "verify": a.get("verify") or [],
             "lora": dict(lora) if lora else None,
             "cpu_variant": a.get("cpu_variant"), "kt_kernel_version": a.get("kt_kernel_version")}

@@ -195,6 +195,7 @@ def write_manifest(out, manifest):
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1, "I32": 4, "U8": 1, "I8": 1, "I64": 8}
 IOV_MAX = 512  # buffers per preadv call (Linux allows 1024)
 READ_MAX = 256 << 20  # bytes per call: large reads, each a bounded request
+PREFETCH_LAYERS = 2  # layers hinted to the kernel before the imports (page cache only)
 IN_FLIGHT = 3  # source layers held at once: one quantized, one ready, one being read (convert.py LAYERS_IN_FLIGHT)
 ALIGN = 64  # staging slots start aligned, so a slot can be viewed as int32/float32
 
@@ -509,7 +510,7 @@ def wrapper(torch, spec, layer, weight_path, cpu_save):
         raise ConvertError(kind, msg)
 
 
-def quantize_layer(torch, spec, layer, reader):
+def quantize_layer(torch, spec, layer, reader, refs=None):
     """Take the layer from the reader and have kt-kernel quantize it into <out>/.kt-convert-tmp/_layer_L; the
     finishing (hash the files, rename, manifest) is `finish_layer`'s, on another thread."""
     tmp = os.path.join(spec["out"], TMP_DIR)
@@ -522,9 +523,12 @@ def quantize_layer(torch, spec, layer, reader):
     w.load_weights_from_tensors(gate, up, down, torch.arange(spec["num_experts"], dtype=torch.int64))
     del w  # kt-kernel holds no reference to the stacks after this: they go back to the reader's pool
     t_quant = time.perf_counter() - t_q0
-    return {"layer": layer, "skipped": False, "bytes_in": nbytes, "read_s": round(t_read, 4),
-            "wait_s": round(t_wait, 4), "quant_s": round(t_quant, 4), "t0": t0, "hashed": hashed,
-            "stacks": (gate, up, down)}
+    row = {"layer": layer, "skipped": False, "bytes_in": nbytes, "read_s": round(t_read, 4),
+           "wait_s": round(t_wait, 4), "quant_s": round(t_quant, 4), "t0": t0, "hashed": hashed,
+           "stacks": (gate, up, down)}
+    if refs is not None:  # a layer the read-back check compares: its reference from the stacks read for it
+        refs[layer] = reference(torch, spec, gate, up, down)
+    return row
 
 
 def finish_layer(spec, row, manifest, reader):
@@ -558,15 +562,26 @@ def finish_layer(spec, row, manifest, reader):
     return row
 
 
-def verify_layer(torch, spec, layer, table):
-    """Read the converted layer back with kt-kernel (load_weights) and compare one forward with torch."""
-    gate, up, down, _ = read_layer(torch, table, layer, spec)
-    w = wrapper(torch, spec, layer, spec["out"], cpu_save=False)
-    w.load_weights(torch.arange(spec["num_experts"], dtype=torch.int64))
+def reference(torch, spec, gate, up, down):
+    """The check's input (16 tokens, seeded) and a float32 torch MoE's answer from the source stacks."""
     gen = torch.Generator().manual_seed(int(spec.get("seed", 1234)))
     qlen = min(16, int(spec["chunked_prefill_size"]))
     x = torch.randn((qlen, spec["hidden_size"]), generator=gen).to(torch.bfloat16)
     ids, wts = pw._routing(torch, qlen, spec, gen)
+    return x, ids, wts, pw._reference(torch, x, ids, wts, gate, up, down)
+
+
+def verify_layer(torch, spec, layer, table, ref=None):
+    """Read the converted layer back with kt-kernel (load_weights) and compare one forward with torch. `ref`: the
+    reference computed while the layer's source stacks were in memory (the conversion's own read); without it (a
+    layer skipped as already converted) the source is read again."""
+    if ref is None:
+        gate, up, down, _ = read_layer(torch, table, layer, spec)
+        ref = reference(torch, spec, gate, up, down)
+        del gate, up, down
+    x, ids, wts, ref = ref
+    w = wrapper(torch, spec, layer, spec["out"], cpu_save=False)
+    w.load_weights(torch.arange(spec["num_experts"], dtype=torch.int64))
     if torch.cuda.is_available():  # as SGLang calls it: GPU tensors on a CUDA stream (the probe does the same)
         stream = torch.cuda.current_stream().cuda_stream
         out = w.forward(x.cuda(), ids.cuda(), wts.cuda(), stream)
@@ -576,7 +591,6 @@ def verify_layer(torch, spec, layer, table):
         out = w.forward(x, ids, wts, 0)
     out = out.detach().to("cpu", copy=True)
     del w
-    ref = pw._reference(torch, x, ids, wts, gate, up, down)
     err = pw._rel_err(torch, out, ref)
     tol = float(spec.get("tolerance") or pw.TOLERANCE[pw.method_family(spec["method"])])
     return {"layer": layer, "rel_err": err, "tolerance": tol, "passed": err <= tol}
@@ -597,18 +611,60 @@ def peak_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
+def prefetch(spec):
+    """Ask the kernel to read the first layers to convert (posix_fadvise WILLNEED, on a thread of its own) before
+    torch and kt-kernel are imported: the disk works during the seconds the imports take instead of idling (page
+    cache, not this process's memory). Only a hint: anything odd here is left to the checks that follow."""
+    import threading
+
+    try:
+        table = tensor_table(spec["model_path"])
+        recorded = (read_manifest(os.path.join(spec["out"], MANIFEST)) or {}).get("layers") or {}
+        todo = [int(x) for x in spec["layers"] if str(x) not in recorded and int(x) not in set(spec.get("redo") or ())]
+    except Exception:  # noqa: BLE001
+        return None
+    ranges = {}
+    for layer in todo[:PREFETCH_LAYERS]:
+        try:
+            p, _fmt = _prefix(table, layer)
+        except ConvertError:
+            return None
+        for name, (f, a, b, _dt, _shape) in table.items():
+            if name.startswith(p):
+                lo, hi = ranges.get(f, (a, b))
+                ranges[f] = (min(lo, a), max(hi, b))
+    if not ranges or not hasattr(os, "posix_fadvise"):
+        return table
+
+    def hint():
+        for f, (lo, hi) in sorted(ranges.items(), key=lambda kv: (kv[1][0], kv[0])):
+            try:
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, lo, hi - lo, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass
+
+    threading.Thread(target=hint, name="kt-convert-prefetch", daemon=True).start()
+    return table
+
+
 def run(spec, result):
     t_start = time.perf_counter()
+    table = prefetch(spec)
     try:
         import torch
         import kt_kernel
     except ImportError as e:
         raise ConvertError("kt_kernel_missing", f"torch/kt_kernel are not importable in {sys.executable}: {e}")
+    result["import_s"] = round(time.perf_counter() - t_start, 4)
     result["cpu_variant"] = getattr(kt_kernel, "__cpu_variant__", "unknown")
     result["kt_kernel_version"] = getattr(kt_kernel, "__version__", "unknown")
     result["torch_version"] = torch.__version__
     # The source's format is checked before anything is written (the launcher says so: nothing was written).
-    table = tensor_table(spec["model_path"])
+    table = table or tensor_table(spec["model_path"])
     layers = [int(x) for x in spec["layers"]]
     group = None
     for layer in layers:
@@ -641,6 +697,9 @@ def run(spec, result):
     todo = [layer for layer in layers if not checked[layer][0]]
     from concurrent.futures import ThreadPoolExecutor
 
+    verify = bool(spec.get("verify", True)) and bool(layers)
+    checks = sorted({layers[0], layers[-1]}) if verify else []
+    refs = {}  # layer -> the read-back check's input and reference, computed from the stacks the conversion read
     t_conv = time.perf_counter()
     reader = Reader(torch, table, spec, todo, group)
     finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-finish")
@@ -661,7 +720,7 @@ def run(spec, result):
                          "bytes_out": sum(f["size"] for f in files.values()), "seconds": round(checked[layer][1], 4)})
                 continue
             manifest["layers"].pop(str(layer), None)
-            row = quantize_layer(torch, spec, layer, reader)
+            row = quantize_layer(torch, spec, layer, reader, refs if layer in checks else None)
             row["other_source"] = layer in redo
             while pending:  # L-1 was finished (hashed, renamed, recorded) while L was quantized
                 emit(pending[0][0], pending.pop(0)[1].result())
@@ -685,9 +744,10 @@ def run(spec, result):
                         "in_flight": IN_FLIGHT}
     result["convert_s"] = round(time.perf_counter() - t_start, 4)
     result["peak_rss"] = peak_rss()
-    if spec.get("verify", True) and layers:
-        checks = sorted({layers[0], layers[-1]})
-        result["verify"] = [verify_layer(torch, spec, layer, table) for layer in checks]
+    if verify:
+        t_v = time.perf_counter()
+        result["verify"] = [verify_layer(torch, spec, layer, table, refs.pop(layer, None)) for layer in checks]
+        result["verify_s"] = round(time.perf_counter() - t_v, 4)
         bad = [v for v in result["verify"] if not v["passed"]]
         if bad:
             raise ConvertError("tolerance", "; ".join(

@@ -1,0 +1,253 @@
+"""Issue 26's "Done when", through the CLI: `kt-launch convert` AMXINT8 and AMXINT4, cold, side by side with the
+same disk's sequential read (`cat`) of the same shards, with the peak RSS of the command's whole process tree.
+
+1. A DeepSeek-V2-Lite-sized checkpoint (BENCH_LAYERS MoE layers x 64 experts, hidden 2048, moe_intermediate 1408,
+   BF16, one shard per layer, about 1.1 GB a layer): config.json of the published model, one safetensors shard per
+   layer holding that layer's routed experts. The values are sane BF16 (uniform, std 1/sqrt(fan_in)), drawn once
+   into a pool one layer plus 64 MiB long; layer L's bytes are the pool shifted by L x 2 MiB, so no two shards are
+   equal. Written with large os.write calls, then synced.
+2. Page cache dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`, as root), `cat` of every shard to /dev/null.
+3. Dropped again, `kt-launch convert --method AMXINT8 --json` (a profile with the model and --out); the process
+   tree's RSS (psutil: rss = anonymous + file-backed + shmem of every process) polled every 20 ms, its maximum
+   kept; the worker reports its own VmHWM. Then the output removed, dropped, AMXINT4 the same way.
+4. `cat` again at the end (the disk's figure before and after).
+
+Run as root on the AMX host. Env: BENCH_ROOT (default /root/convbench), BENCH_LAYERS (26), BENCH_E/H/I (64, 2048,
+1408: smaller only for a local dry run), BENCH_CPUINFER (kt-kernel threads, default cores - 4), BENCH_PYTHON (the
+target interpreter, default this one), BENCH_METHODS (AMXINT8,AMXINT4), BENCH_KEEP (a method whose output is kept, e.g. for bench/placement_gain.py), OUT (results: convert_cli.json).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+OUT = os.environ.get("OUT", "/tmp/out")
+ROOT = os.environ.get("BENCH_ROOT", "/root/convbench")
+LAYERS = int(os.environ.get("BENCH_LAYERS", "26"))
+E, H, I = (int(os.environ.get(k, d)) for k, d in (("BENCH_E", "64"), ("BENCH_H", "2048"), ("BENCH_I", "1408")))
+PY = os.environ.get("BENCH_PYTHON", sys.executable)
+CPUINFER = int(os.environ.get("BENCH_CPUINFER", str(max(2, (os.cpu_count() or 4) - 4))))
+METHODS = os.environ.get("BENCH_METHODS", "AMXINT8,AMXINT4").split(",")
+res: dict = {"t0": time.time(), "layers": LAYERS, "shape": {"E": E, "H": H, "I": I}, "cpuinfer": CPUINFER}
+
+
+def sh(cmd: str) -> str:
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+
+
+def save() -> None:
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "convert_cli.json"), "w") as f:
+        json.dump(res, f, indent=1)
+
+
+def drop() -> bool | str:
+    os.sync()
+    if os.environ.get("BENCH_NO_DROP") == "1":  # a local dry run on a shared machine: other jobs keep their cache
+        return "skipped (BENCH_NO_DROP)"
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError as e:
+        return f"no: {e}"
+
+
+def config() -> dict:
+    return {"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "hidden_size": H,
+            "intermediate_size": 10944, "moe_intermediate_size": I, "num_hidden_layers": LAYERS + 1,
+            "first_k_dense_replace": 1, "moe_layer_freq": 1, "n_routed_experts": E, "n_shared_experts": 2,
+            "num_experts_per_tok": 6, "num_attention_heads": 16, "num_key_value_heads": 16, "q_lora_rank": None,
+            "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+            "vocab_size": 102400, "max_position_embeddings": 163840, "tie_word_embeddings": False,
+            "torch_dtype": "bfloat16", "topk_method": "greedy"}
+
+
+def generate(model: str) -> None:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 4)
+    os.makedirs(model)
+    with open(os.path.join(model, "config.json"), "w") as f:
+        json.dump(config(), f)
+    t = time.perf_counter()
+    per = {"gate_proj": (I, H), "up_proj": (I, H), "down_proj": (H, I)}
+    n_layer = E * 3 * I * H * 2
+    shift = 2 << 20
+    pool = torch.empty((n_layer + LAYERS * shift) // 2, dtype=torch.float32)
+    a = (3.0 / H) ** 0.5
+    pool.uniform_(-a, a)
+    pool = pool.to(torch.bfloat16).view(torch.uint8).numpy()  # the down projections get fan-in H's scale: sane
+    res["gen_s"] = round(time.perf_counter() - t, 2)
+    weight_map = {}
+
+    def write(L: int) -> None:
+        header, off = {}, 0
+        for e in range(E):
+            for proj, shape in per.items():
+                n = shape[0] * shape[1] * 2
+                header[f"model.layers.{L}.mlp.experts.{e}.{proj}.weight"] = {
+                    "dtype": "BF16", "shape": list(shape), "data_offsets": [off, off + n]}
+                off += n
+        hb = json.dumps(header, separators=(",", ":")).encode()
+        hb += b" " * (-len(hb) % 8)
+        name = f"model-{L:05d}-of-{LAYERS:05d}.safetensors"
+        fd = os.open(os.path.join(model, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, len(hb).to_bytes(8, "little") + hb)
+            view = memoryview(pool)[(L - 1) * shift:(L - 1) * shift + off]
+            while view:
+                view = view[os.write(fd, view[:1 << 30]):]
+        finally:
+            os.close(fd)
+        for k in header:
+            weight_map[k] = name
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(write, range(1, LAYERS + 1)))
+    with open(os.path.join(model, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, f)
+    os.sync()
+    res["write_model_s"] = round(time.perf_counter() - t, 2)
+
+
+def shards(model: str) -> list[str]:
+    return sorted(os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors"))
+
+
+def cat(model: str, tag: str) -> None:
+    res[f"drop_{tag}"] = drop()
+    files = shards(model)
+    n = sum(os.path.getsize(f) for f in files)
+    t = time.perf_counter()
+    subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+    s = time.perf_counter() - t
+    res[tag] = {"bytes": n, "s": round(s, 3), "GBps": round(n / s / 1e9, 3)}
+    print(tag, res[tag], flush=True)
+    save()
+
+
+class TreeRss:
+    """Max over time of the summed RSS (anonymous + file-backed + shmem, as /proc counts it) of a process and its
+    descendants, polled every 20 ms."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.root, self.peak, self.peak_procs, self.stop = psutil.Process(pid), 0, 0, False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self.stop:
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                return
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            if total > self.peak:
+                self.peak, self.peak_procs = total, len(procs)
+            time.sleep(0.02)
+
+    def done(self) -> int:
+        self.stop = True
+        self.thread.join()
+        return self.peak
+
+
+def convert(model: str, method: str) -> None:
+    out = os.path.join(ROOT, f"out-{method}")
+    shutil.rmtree(out, ignore_errors=True)
+    prof = os.path.join(ROOT, f"{method}.yaml")
+    with open(prof, "w") as f:
+        f.write(f"model: {{path: {model}}}\nkt: {{weight_path: {out}, method: {method}, threadpool_count: 1, "
+                f"cpuinfer: {CPUINFER}}}\nruntime: {{flavor: sglang-kt, python: {PY}}}\n")
+    res[f"drop_{method}"] = drop()
+    argv = [sys.executable, "-m", "kt_launch", "convert", "--profile", prof, "--method", method, "--json"]
+    t = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rss = TreeRss(p.pid)
+    stdout, stderr = p.communicate()
+    wall = time.perf_counter() - t
+    peak = rss.done()
+    try:
+        doc = json.loads(stdout)
+    except ValueError:
+        doc = {"stdout_tail": stdout[-2000:]}
+    r = {"exit": p.returncode, "cli_wall_s": round(wall, 3), "tree_peak_rss": peak, "tree_procs": rss.peak_procs,
+         "start_line": next((ln for ln in stderr.splitlines() if ln.startswith("converting ")), None),
+         **{k: doc.get(k) for k in ("layers", "skipped", "bytes_in", "bytes_out", "seconds", "convert_s", "read_s",
+                                    "wait_s", "quant_s", "hash_s", "finish_s", "stages", "ram_bound", "peak_rss",
+                                    "peak_rss_with_verify", "verify", "cpu_variant", "kt_kernel_version")}}
+    if doc.get("findings"):
+        r["findings"] = doc["findings"]
+    if p.returncode:
+        r["stderr_tail"] = stderr[-3000:]
+    if r.get("bytes_in"):
+        r["GBps_cli_wall"] = round(r["bytes_in"] / wall / 1e9, 3)
+        if (r.get("stages") or {}).get("wall_s"):
+            r["GBps_convert_stage"] = round(r["bytes_in"] / r["stages"]["wall_s"] / 1e9, 3)
+    res[method] = r
+    print(method, json.dumps({k: v for k, v in r.items() if k not in ("verify", "stderr_tail")}), flush=True)
+    if p.returncode:
+        print(stderr[-3000:], flush=True)
+    save()
+    if method != os.environ.get("BENCH_KEEP"):  # BENCH_KEEP=AMXINT8: its output stays for bench/placement_gain.py
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main() -> None:
+    res["cpu"] = sh("lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|Core|Socket|NUMA node'")
+    res["amx_flags"] = sh("grep -o -w 'amx_[a-z0-9]*' /proc/cpuinfo | sort -u | tr '\\n' ' '")
+    res["disk"] = sh(f"mkdir -p {ROOT}; df -h {ROOT}; lsblk -d -o NAME,SIZE,ROTA,MODEL 2>/dev/null")
+    res["mem"] = sh("free -g")
+    print(json.dumps(res, indent=1), flush=True)
+    model = os.path.join(ROOT, "model")
+    if os.environ.get("BENCH_KEEP_MODEL") != "1" or not os.path.isdir(model):
+        shutil.rmtree(ROOT, ignore_errors=True)
+        os.makedirs(ROOT)
+        gen = subprocess.run([PY, os.path.abspath(__file__), "--generate", model], capture_output=True, text=True)
+        if gen.returncode:
+            raise SystemExit(f"generating the checkpoint failed: {gen.stderr[-3000:]}")
+        res.update(json.loads(gen.stdout.strip().splitlines()[-1]))
+    res["model_bytes"] = sum(os.path.getsize(f) for f in shards(model))
+    print("model", res["model_bytes"], res.get("gen_s"), res.get("write_model_s"), flush=True)
+    save()
+    cat(model, "cat_before")
+    for method in METHODS:
+        convert(model, method)
+    cat(model, "cat_after")
+    disk = min(res["cat_before"]["GBps"], res["cat_after"]["GBps"]), max(res["cat_before"]["GBps"],
+                                                                             res["cat_after"]["GBps"])
+    for method in METHODS:
+        r = res.get(method) or {}
+        if r.get("GBps_cli_wall"):
+            r["share_of_cat"] = [round(r["GBps_cli_wall"] / d, 3) for d in disk]
+    res["total_s"] = round(time.time() - res["t0"], 1)
+    save()
+    print("summary", json.dumps({"cat": [res["cat_before"], res["cat_after"]],
+                                 **{m: {k: (res.get(m) or {}).get(k) for k in (
+                                     "exit", "cli_wall_s", "GBps_cli_wall", "GBps_convert_stage", "share_of_cat",
+                                     "tree_peak_rss", "peak_rss", "ram_bound")} for m in METHODS}}), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--generate"]:  # in the target interpreter (torch draws the pool on every core)
+        generate(sys.argv[2])
+        print(json.dumps({k: res[k] for k in ("gen_s", "write_model_s")}))
+    else:
+        main()
