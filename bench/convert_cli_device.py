@@ -10,6 +10,8 @@ same disk's sequential read (`cat`) of the same shards, with the peak RSS of the
 3. Dropped again, `kt-launch convert --method AMXINT8 --json` (a profile with the model and --out); the process
    tree's RSS (psutil: rss = anonymous + file-backed + shmem of every process) polled every 20 ms, its maximum
    kept; the worker reports its own VmHWM. Then the output removed, dropped, AMXINT4 the same way.
+   Before the conversions (BENCH_READER=1, the default), the worker's reader stage alone, cold: its Reader over
+   every layer with a consumer that only waits for the source hash (no quantizer): the reader's own ceiling.
 4. `cat` again at the end (the disk's figure before and after).
 
 Run as root on the AMX host. Env: BENCH_ROOT (default /root/convbench), BENCH_LAYERS (26), BENCH_E/H/I (64, 2048,
@@ -116,6 +118,33 @@ def generate(model: str) -> None:
         json.dump({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, f)
     os.sync()
     res["write_model_s"] = round(time.perf_counter() - t, 2)
+
+
+def reader_only(model: str) -> dict:
+    """The worker's reader stage alone, cold (in the target interpreter): convert_worker.Reader over every layer with
+    a consumer that waits for each layer's source hash and gives the stacks back at once (no quantizer)."""
+    import torch
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kt_launch", "backend"))
+    import convert_worker as cw
+
+    spec = {"num_experts": E, "hidden_size": H, "moe_intermediate_size": I, "model_path": model}
+    layers = list(range(1, LAYERS + 1))
+    t = time.perf_counter()
+    table = cw.tensor_table(model)
+    reader = cw.Reader(torch, table, spec, layers)
+    read_s = hash_s = wait_s = 0.0
+    n = 0
+    for layer in layers:
+        gate, up, down, nb, hashed, r_s, w_s = reader.take(layer)
+        _digest, h_s = hashed.result()
+        read_s, hash_s, wait_s, n = read_s + r_s, hash_s + h_s, wait_s + w_s, n + nb
+        reader.release((gate, up, down))
+        del gate, up, down
+    reader.close()
+    wall = time.perf_counter() - t
+    return {"bytes": n, "wall_s": round(wall, 3), "GBps": round(n / wall / 1e9, 3), "read_s": round(read_s, 3),
+            "hash_s": round(hash_s, 3), "wait_s": round(wait_s, 3)}
 
 
 def shards(model: str) -> list[str]:
@@ -228,6 +257,13 @@ def main() -> None:
     print("model", res["model_bytes"], res.get("gen_s"), res.get("write_model_s"), flush=True)
     save()
     cat(model, "cat_before")
+    if os.environ.get("BENCH_READER", "1") == "1":
+        res["drop_reader"] = drop()
+        rd = subprocess.run([PY, os.path.abspath(__file__), "--reader", model], capture_output=True, text=True)
+        res["reader_only"] = (json.loads(rd.stdout.strip().splitlines()[-1]) if rd.returncode == 0 else
+                              {"error": rd.stderr[-2000:]})
+        print("reader_only", res["reader_only"], flush=True)
+        save()
     for method in METHODS:
         convert(model, method)
     cat(model, "cat_after")
@@ -246,7 +282,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--generate"]:  # in the target interpreter (torch draws the pool on every core)
+    if sys.argv[1:2] == ["--reader"]:
+        print(json.dumps(reader_only(sys.argv[2])))
+    elif sys.argv[1:2] == ["--generate"]:  # in the target interpreter (torch draws the pool on every core)
         generate(sys.argv[2])
         print(json.dumps({k: res[k] for k in ("gen_s", "write_model_s")}))
     else:
