@@ -215,7 +215,10 @@ def convert(model: str, method: str) -> None:
     res[f"drop_{method}"] = drop()
     argv = [sys.executable, "-m", "kt_launch", "convert", "--profile", prof, "--method", method, "--json"]
     t = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # PYTHONSAFEPATH: `-m kt_launch` must not take the package from the current dir (the device runs in another
+    # checkout; PYTHONPATH names the one to measure)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONSAFEPATH": "1"})
     rss = TreeRss(p.pid)
     stdout, stderr = p.communicate()
     wall = time.perf_counter() - t
@@ -228,7 +231,8 @@ def convert(model: str, method: str) -> None:
          "start_line": next((ln for ln in stderr.splitlines() if ln.startswith("converting ")), None),
          **{k: doc.get(k) for k in ("layers", "skipped", "bytes_in", "bytes_out", "seconds", "convert_s", "read_s",
                                     "wait_s", "quant_s", "hash_s", "finish_s", "stages", "ram_bound", "peak_rss",
-                                    "peak_rss_with_verify", "verify", "cpu_variant", "kt_kernel_version")}}
+                                    "peak_rss_with_verify", "verify", "cpu_variant", "kt_kernel_version", "import_s",
+                                    "verify_s", "processes", "layers_per_process")}}
     if doc.get("findings"):
         r["findings"] = doc["findings"]
     if p.returncode:

@@ -19,7 +19,7 @@ import os
 import re
 import shlex
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -63,6 +63,13 @@ class ConvertPlan:
     hidden_size: int
     moe_intermediate_size: int
     source_bytes_per_param: int = 2  # BF16; 1 for FP8 checkpoints
+    layers_per_process: int = 0  # 0: every layer in one worker process; else a fresh process each this many layers
+
+    @property
+    def chunk(self) -> int:
+        """Layers one worker process converts: kt-kernel 0.7.2 frees no quantized layer before its process ends."""
+        n = max(1, len(self.layers))
+        return min(n, self.layers_per_process) if self.layers_per_process > 0 else n
 
     @property
     def layer_bytes_out(self) -> int:
@@ -83,12 +90,18 @@ class ConvertPlan:
     def ram_bytes(self) -> int:
         """The bound the worker keeps: at most LAYERS_IN_FLIGHT source layers (one quantized, one ready, one being
         read), each its BF16 stack plus, for a quantized source (FP8, packed INT4), its raw bytes until hashed;
-        kt-kernel's quantized copy of one layer, the dequantization scratch of one tensor (float32 values and
-        scales) and the interpreter with torch and kt-kernel loaded (WORKER_BASE_RAM)."""
-        e, h, i = self.num_experts, self.hidden_size, self.moe_intermediate_size
+        kt-kernel's quantized buffers: kt-kernel 0.7.2 never frees a quantized layer's buffers (AMX_MOE_BASE
+        allocates them with aligned_alloc and its destructor frees none; measured: RSS grows by one output layer per
+        layer converted, and quantizing one takes two more transiently), so `chunk` + 2 output layers for the
+        `chunk` layers one process converts; the dequantization scratch of one tensor (float32 values and scales);
+        the interpreter with torch and kt-kernel loaded (WORKER_BASE_RAM)."""
+        return self.ram_for(self.chunk)
+
+    def ram_for(self, chunk: int) -> int:
+        h, i = self.hidden_size, self.moe_intermediate_size
         staged = self.layer_bytes_in if self.source_bytes_per_param != 2 else 0
-        return (LAYERS_IN_FLIGHT * (self.layer_bytes_in_bf16 + staged) + self.layer_bytes_out + 3 * h * i * 4
-                + WORKER_BASE_RAM)
+        return (LAYERS_IN_FLIGHT * (self.layer_bytes_in_bf16 + staged) + (chunk + 2) * self.layer_bytes_out
+                + 3 * h * i * 4 + WORKER_BASE_RAM)
 
     def identity(self) -> dict[str, Any]:
         """What the manifest must match for a rerun to reuse finished layers."""
@@ -105,7 +118,20 @@ class ConvertPlan:
                 "numa_nodes": list(self.numa_nodes) if self.numa_nodes else None, "layers": list(self.layers),
                 "num_experts": self.num_experts, "top_k": self.top_k, "hidden_size": self.hidden_size,
                 "moe_intermediate_size": self.moe_intermediate_size, "chunked_prefill_size": CHUNK,
-                "identity": self.identity(), "verify": verify, "sources": dict(sources or {}), "redo": list(redo)}
+                "identity": self.identity(), "verify": verify, "sources": dict(sources or {}), "redo": list(redo),
+                "layers_per_process": self.chunk if self.chunk < len(self.layers) else 0}
+
+
+def fit_processes(cp: ConvertPlan, available: int | None) -> ConvertPlan:
+    """The plan with the most layers a worker process may convert within `available` bytes of RAM (all of them in one
+    process when they fit or nothing is known; at least one: `ram_refusal` refuses a host short even of that)."""
+    n = max(1, len(cp.layers))
+    if cp.method not in METHODS:  # nothing to convert (refused by method_refusal): no bound to fit
+        return cp
+    if not available or cp.ram_for(n) <= available:
+        return replace(cp, layers_per_process=0)
+    room = (available - cp.ram_for(0)) // max(1, cp.layer_bytes_out)
+    return replace(cp, layers_per_process=int(max(1, min(n, room))))
 
 
 def target_method(get: Callable[[str], Any]) -> str:
@@ -211,7 +237,8 @@ def ram_refusal(cp: ConvertPlan, available: int | None) -> Finding | None:
     """The worker's RAM bound (ram_bytes) against what the host has available now (MemAvailable); None: unknown."""
     if available and cp.ram_bytes > available:
         return error("KT-E451", f"convert: {_gb(cp.ram_bytes)} of RAM needed ({LAYERS_IN_FLIGHT} layers of "
-                     f"{_gb(cp.layer_bytes_in_bf16)} BF16 experts in flight, one quantized layer and the interpreter), "
+                     f"{_gb(cp.layer_bytes_in_bf16)} BF16 experts in flight, kt-kernel's buffers of {cp.chunk + 2} "
+                     "quantized layers and the interpreter), "
                      f"{_gb(available)} available on this host", "free memory, or convert on a host with more RAM "
                      "(the files are the same on any CPU with AVX-512 or AMX); nothing was read or written")
     return None
@@ -447,7 +474,8 @@ OUTPUT_CHECKS = WEIGHT_CHECKS + tuple(f"KT-E21{n}" for n in range(10))  # ... an
 def start_line(cp: ConvertPlan, python: str) -> str:
     return (f"converting {len(cp.layers)} MoE layers of {cp.model_path} to {cp.method} "
             f"({cp.threadpool_count} NUMA partition(s)) in {cp.out}, with kt-kernel in {python}; about "
-            f"{_gb(cp.ram_bytes)} of RAM at most ({LAYERS_IN_FLIGHT} layers in flight), "
+            f"{_gb(cp.ram_bytes)} of RAM at most ({LAYERS_IN_FLIGHT} layers in flight"
+            f"{f', a fresh worker process each {cp.chunk} layers' if cp.chunk < len(cp.layers) else ''}), "
             f"{_gb(cp.layer_bytes_out * len(cp.layers))} on disk")
 
 
@@ -517,6 +545,7 @@ def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | N
             "ram_bound": cp.ram_bytes if cp else None, "peak_rss": a.get("peak_rss"),
             "peak_rss_with_verify": a.get("peak_rss_with_verify"), "convert_s": a.get("convert_s"),
             "import_s": a.get("import_s"), "verify_s": a.get("verify_s"),
+            "processes": a.get("processes", 1 if a else None), "layers_per_process": cp.chunk if cp else None,
             "verify": a.get("verify") or [],
             "lora": dict(lora) if lora else None,
             "cpu_variant": a.get("cpu_variant"), "kt_kernel_version": a.get("kt_kernel_version")}

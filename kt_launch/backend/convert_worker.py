@@ -16,7 +16,7 @@ Why it is built like this:
     then recorded in the manifest (size + sha256 per file), so an interrupted run never counts a half layer.
   - A rerun skips a layer whose files match the manifest (nothing is rewritten) and redoes one that does not.
     Each layer's manifest entry records its source (the launcher's `sources`: the shards' names, sizes and mtimes
-    and a hash of its expert tensors' header entries; plus `data_sha256`, the sha256 of the bytes read here); the
+    and a hash of its expert tensors' header entries; plus `data_sha256`, a hash list of the bytes read here: sha256 over each tensor's name and sha256); the
     launcher lists in `redo` the finished layers of another source, which are converted again, never skipped.
   - The manifest is read bounded (a regular file, at most MANIFEST_MAX bytes, nesting checked): --out is the user's.
   - FP8 E4M3 experts with 128x128 ``weight_scale_inv`` blocks are dequantized per block to BF16 first;
@@ -328,11 +328,21 @@ def _read_ranges(items):
             os.close(fd)
 
 
-def feed_digest(digest, pairs):
-    for name, buf in pairs:
-        digest.update(name.encode() + b"\0")
-        digest.update(buf)  # hashlib releases the GIL on large buffers
+HASH_THREADS = 4  # one sha256 runs at ~1.2 GB/s on the AMX host, slower than its disk (1.5 GB/s): tensors in parallel
+
+
+def feed_digest(digest, pairs, pool=None):
+    """data_sha256's definition: the digest is fed, tensor by tensor in the read order, the tensor's name, a NUL and
+    the sha256 of its bytes (a hash list: the tensors are hashed in parallel on `pool`, hashlib releases the GIL)."""
+    bufs = [buf for _name, buf in pairs]
+    digests = pool.map(_sha256_digest, bufs) if pool is not None else map(_sha256_digest, bufs)
+    for (name, _buf), d in zip(pairs, digests):
+        digest.update(name.encode() + b"\0" + d)
     return digest
+
+
+def _sha256_digest(buf):
+    return hashlib.sha256(buf).digest()
 
 
 def read_layer(torch, table, layer, spec, digest=None, group=None, into=None):
@@ -443,12 +453,13 @@ class Reader:
         self.ready = queue.Queue()
         self.stop = False
         self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-hash")
+        self.tensor_hasher = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="kt-convert-sha")
         self.thread = threading.Thread(target=self._run, name="kt-convert-reader", daemon=True)
         self.thread.start()
 
     def _hash(self, pairs):
         t0 = time.perf_counter()
-        hexd = feed_digest(hashlib.sha256(), pairs).hexdigest()
+        hexd = feed_digest(hashlib.sha256(), pairs, self.tensor_hasher).hexdigest()
         return hexd, time.perf_counter() - t0
 
     def _run(self):
@@ -490,6 +501,7 @@ class Reader:
         self.stop = True
         self.slots.release()
         self.hasher.shutdown(wait=False)
+        self.tensor_hasher.shutdown(wait=False)
 
 
 # -- kt-kernel ---------------------------------------------------------------------------------------
@@ -651,7 +663,59 @@ def prefetch(spec):
     return table
 
 
+def run_chunked(spec, result):
+    """kt-kernel 0.7.2 frees no quantized layer before its process ends (AMX_MOE_BASE's buffers): the layers are
+    converted by a fresh process of this script each `layers_per_process` layers, one after another, so the RAM stays
+    within the bound the launcher printed. This process imports neither torch nor kt-kernel; it merges the answers.
+    The children's progress lines go straight to the shared stderr; a Ctrl+C reaches them through the process group."""
+    import subprocess
+
+    t_start = time.perf_counter()
+    layers = [int(x) for x in spec["layers"]]
+    k = max(1, int(spec["layers_per_process"]))
+    checks = sorted({layers[0], layers[-1]}) if spec.get("verify", True) and layers else []
+    answers = []
+    for lo in range(0, len(layers), k):
+        part = layers[lo:lo + k]
+        child = dict(spec, layers=part, layers_per_process=0, verify_layers=[x for x in checks if x in part],
+                     progress_offset=lo, progress_total=len(layers))
+        p = subprocess.run([sys.executable, os.path.abspath(__file__)], input=json.dumps(child),
+                           stdout=subprocess.PIPE, text=True)
+        try:
+            ans = json.loads(p.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise ConvertError("error", f"the worker process for layers {part[0]}-{part[-1]} ended (exit "
+                                        f"{p.returncode}) without an answer")
+        answers.append(ans)
+        for key in ("cpu_variant", "kt_kernel_version", "torch_version", "pin_shim", "rss_at_start"):
+            result.setdefault(key, ans.get(key))
+        result["started"] = bool(result.get("started") or ans.get("started"))
+        if not ans.get("ok"):
+            if ans.get("traceback"):
+                result["traceback"] = ans["traceback"]
+            raise ConvertError(ans.get("error_kind") or "error", ans.get("error") or "a worker process failed")
+    keys = ("read_s", "hash_s", "quant_s", "finish_s", "wait_s")
+    stages = {key: round(sum(float(a.get(key) or 0) for a in answers), 4) for key in keys}
+    wall = round(sum(float((a.get("stages") or {}).get("wall_s") or 0) for a in answers), 4)
+    result.update(stages)
+    result["stages"] = {**stages, "wall_s": wall, "overlap_s": round(max(0.0, sum(stages.values()) - stages["wait_s"]
+                                                                          - wall), 4), "in_flight": IN_FLIGHT}
+    result["layers"] = [r for a in answers for r in a.get("layers") or []]
+    result["bytes_in"] = sum(int(a.get("bytes_in") or 0) for a in answers)
+    result["bytes_out"] = sum(int(a.get("bytes_out") or 0) for a in answers)
+    result["verify"] = [v for a in answers for v in a.get("verify") or []]
+    for key in ("import_s", "verify_s"):
+        result[key] = round(sum(float(a.get(key) or 0) for a in answers), 4)
+    for key in ("peak_rss", "peak_rss_with_verify"):
+        result[key] = max(int(a.get(key) or 0) for a in answers)
+    result["processes"], result["layers_per_process"] = len(answers), k
+    result["seconds"] = round(time.perf_counter() - t_start, 4)
+    result["convert_s"] = round(result["seconds"] - result["verify_s"], 4)
+
+
 def run(spec, result):
+    if int(spec.get("layers_per_process") or 0) and len(spec.get("layers") or ()) > int(spec["layers_per_process"]):
+        return run_chunked(spec, result)
     t_start = time.perf_counter()
     table = prefetch(spec)
     try:
@@ -699,6 +763,9 @@ def run(spec, result):
 
     verify = bool(spec.get("verify", True)) and bool(layers)
     checks = sorted({layers[0], layers[-1]}) if verify else []
+    if verify and "verify_layers" in spec:  # one process of a chunked run: the checked layers that fall in its part
+        checks = sorted({int(x) for x in spec["verify_layers"]} & set(layers))
+        verify = bool(checks)
     refs = {}  # layer -> the read-back check's input and reference, computed from the stacks the conversion read
     t_conv = time.perf_counter()
     reader = Reader(torch, table, spec, todo, group)
@@ -707,7 +774,8 @@ def run(spec, result):
 
     def emit(i, row):
         done.append(row)
-        sys.stderr.write(PROGRESS + json.dumps({"index": i + 1, "total": len(layers), **row}) + "\n")
+        sys.stderr.write(PROGRESS + json.dumps({"index": int(spec.get("progress_offset") or 0) + i + 1,
+                                                "total": int(spec.get("progress_total") or len(layers)), **row}) + "\n")
         sys.stderr.flush()
 
     try:

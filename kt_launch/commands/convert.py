@@ -32,12 +32,12 @@ def run(args, passthrough) -> int:
     if out.model is None:
         refusals.append(error("KT-E410", f"the model shape is unknown: {out.model_problem or 'model.path not read'}",
                               "point model.path at a HuggingFace model dir (its config.json gives the layer shape)"))
-    cp = None if refusals else cv.plan_conversion(get, out.model, os.path.abspath(str(get("kt.weight_path") or ".")),
-                                                  method=args.method)
+    avail = getattr(out.host, "memory_available_bytes", None) if out.host is not None else None
+    cp = None if refusals else cv.fit_processes(cv.plan_conversion(
+        get, out.model, os.path.abspath(str(get("kt.weight_path") or ".")), method=args.method), avail)
     if cp is not None and not experts and lp is None:
         refusals.append(cv.method_refusal(cp))
     python = target_python(args, out)
-    avail = getattr(out.host, "memory_available_bytes", None) if out.host is not None else None
     prepared = cv.prepare(cp, python, server_env(out), avail) if experts and not refusals else None
     refusals = refusals or ((prepared.findings if prepared else []) + (cv.lora_refusals(lp) if lp else []))
     if refusals:

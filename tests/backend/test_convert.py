@@ -352,3 +352,43 @@ print("ok")
 """
     r = subprocess.run([backend_python, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+# -- kt-kernel 0.7.2 keeps every quantized layer until its process ends: a fresh worker process each N layers -------
+
+def _plan(src: Path, out: Path, **kw) -> cv.ConvertPlan:
+    return cv.ConvertPlan(model_path=str(src), out=str(out), method="AMXINT8", threadpool_count=1, cpuinfer=2,
+                          numa_nodes=None, layers=tuple(SHAPE.moe_layers), num_experts=SHAPE.experts, top_k=SHAPE.top_k,
+                          hidden_size=SHAPE.hidden, moe_intermediate_size=SHAPE.moe_inter, **kw)
+
+
+def test_the_layers_per_process_follow_the_ram_available():
+    """The bound counts kt-kernel's buffers of every layer one process converts (plus two while it quantizes); the
+    plan takes the most layers a process that fit the RAM available, all of them when they fit or nothing is known."""
+    cp = _plan(Path("/m"), Path("/o"), layers_per_process=0)
+    cp = cv.ConvertPlan(**{**cp.__dict__, "layers": tuple(range(1, 11))})
+    assert cp.ram_bytes == cp.ram_for(10) == cp.ram_for(0) + 10 * cp.layer_bytes_out  # ram_for(0): the 2 transient
+    assert cv.fit_processes(cp, None).chunk == 10 and cv.fit_processes(cp, cp.ram_for(10)).chunk == 10
+    three = cv.fit_processes(cp, cp.ram_for(3) + cp.layer_bytes_out - 1)
+    assert three.chunk == 3 and three.ram_bytes <= cp.ram_for(3) + cp.layer_bytes_out
+    assert three.spec()["layers_per_process"] == 3 and cv.fit_processes(cp, None).spec()["layers_per_process"] == 0
+    assert "a fresh worker process each 3 layers" in cv.start_line(three, "py")
+    one = cv.fit_processes(cp, 1)
+    assert one.chunk == 1 and cv.ram_refusal(one, 1).code == "KT-E451"
+
+
+def test_a_chunked_conversion_runs_one_process_per_part_and_is_checked_whole(backend_python, kt_kernel, tmp_path):
+    if not kt_kernel.implements("AMXINT8"):
+        pytest.skip(f"the '{kt_kernel.variant}' variant has no AMXINT8")
+    src = model(tmp_path / "model")
+    cp = _plan(src, tmp_path / "kt", layers_per_process=1)
+    seen = []
+    r = cv.run_conversion(cp, backend_python, progress=seen.append)
+    a = r.answer or {}
+    assert r.ok and a.get("ok"), (a.get("error"), r.stderr_tail[-2000:])
+    assert a["processes"] == len(SHAPE.moe_layers) == 2 and a["layers_per_process"] == 1
+    assert [(p["index"], p["total"], p["layer"]) for p in seen] == [(1, 2, 1), (2, 2, 2)]
+    assert [(v["layer"], v["passed"]) for v in a["verify"]] == [(1, True), (2, True)]
+    manifest = json.loads((tmp_path / "kt" / cv.MANIFEST).read_text())
+    assert sorted(manifest["layers"]) == ["1", "2"] and a["bytes_in"] == 2 * cp.layer_bytes_in_bf16
+    assert 0 < a["peak_rss"] <= cp.ram_bytes and not (tmp_path / "kt" / cv.TMP_DIR).exists()

@@ -148,7 +148,8 @@ def test_model_b_into_model_a_output_is_converted_again(backend_python, kt_kerne
 
 
 def expert_bytes_sha256(root: Path, layer: int) -> str:
-    """sha256 over (name NUL raw bytes) of the layer's routed-expert weights, expert by expert, gate/up/down."""
+    """sha256 over (name NUL sha256(raw bytes)) of the layer's routed-expert weights, expert by expert, gate/up/down
+    (a hash list: the worker hashes the tensors in parallel)."""
     tensors = {}
     for shard in sorted(root.glob("*.safetensors")):
         raw = shard.read_bytes()
@@ -161,7 +162,7 @@ def expert_bytes_sha256(root: Path, layer: int) -> str:
     for e in range(SHAPE.experts):
         for proj in ("gate_proj", "up_proj", "down_proj"):
             name = f"model.layers.{layer}.mlp.experts.{e}.{proj}.weight"
-            h.update(name.encode() + b"\0" + tensors[name])
+            h.update(name.encode() + b"\0" + hashlib.sha256(tensors[name]).digest())
     return h.hexdigest()
 
 
