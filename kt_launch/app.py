@@ -40,6 +40,7 @@ class Request:
     fleet_host: str | None = None  # plan only this fleet.hosts entry's part, on this machine (no router)
     launch: bool = False  # the server is to be started (exec or --supervise), not only planned
     gate: str = "off"  # the install gate on runtime.python: "run" (check, a launch), "cached" (--dry-run), "off"
+    sglang_parser: bool = True  # read the installed SGLang's parser; `convert` starts no SGLang (an explicit flavour)
 
     @property
     def launch_here(self) -> bool:
@@ -145,7 +146,7 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
         weights = weight_bytes(artifacts.model, model)
     if req.model_facts is not None:  # replaces config.json and the headers for the plan; file checks still run
         model, weights, problem = *_recorded_model(req.model_facts), None
-    sglang = _sglang_facts(cfg, req.checks or req.launch_here)
+    sglang = _sglang_facts(cfg, (req.checks or req.launch_here) and req.sglang_parser)
     inp = ResolveInput(
         config=cfg, provenance=prov, host=host, current_python=sys.executable, model=model, model_problem=problem,
         model_fix=fix if problem else None,

@@ -21,7 +21,8 @@ def run(args, passthrough) -> int:
     from kt_launch.backend import convert as cv
 
     sets = list(args.sets) + ([f"kt.weight_path={os.path.abspath(args.out)}"] if args.out else [])
-    out = plan_request(Request(profile=args.profile, sets=tuple(sets), checks=True, passthrough=tuple(passthrough)))
+    out = plan_request(Request(profile=args.profile, sets=tuple(sets), checks=True, passthrough=tuple(passthrough),
+                               sglang_parser=False))  # no SGLang starts: its parser is not read
     get = out.plan.get
     lp = cv.lora_plan(get, args.lora_out)
     method = args.method or cv.target_method(get)  # --method: the format to write, else the plan's
@@ -130,7 +131,7 @@ def _convert_report(args, passthrough, sets, cp, lp, answers, bad, out) -> int:
     findings = [bad] if bad else []
     if bad is None:
         after = plan_request(Request(profile=args.profile, sets=tuple(sets + use), checks=True,
-                                     passthrough=tuple(passthrough)))
+                                     passthrough=tuple(passthrough), sglang_parser=False))
         findings = [f for f in after.findings if f.level == "error" and f.code in cv.OUTPUT_CHECKS]
     if args.json:
         doc = cv.summary_json(cp, answers.get("experts") or {}, lp, answers.get("lora"))
