@@ -16,7 +16,8 @@ same disk's sequential read (`cat`) of the same shards, with the peak RSS of the
 
 Run as root on the AMX host. Env: BENCH_ROOT (default /root/convbench), BENCH_LAYERS (26), BENCH_E/H/I (64, 2048,
 1408: smaller only for a local dry run), BENCH_CPUINFER (kt-kernel threads, default cores - 4), BENCH_PYTHON (the
-target interpreter, default this one), BENCH_METHODS (AMXINT8,AMXINT4), BENCH_KEEP (a method whose output is kept, e.g. for bench/placement_gain.py), OUT (results: convert_cli.json).
+target interpreter, default this one), BENCH_METHODS (AMXINT8,AMXINT4), BENCH_CHUNK (also the last method through the worker with a fresh process each N layers, as the CLI runs it when
+the RAM available holds fewer layers), BENCH_KEEP (a method whose output is kept, e.g. for bench/placement_gain.py), OUT (results: convert_cli.json).
 """
 from __future__ import annotations
 
@@ -250,6 +251,37 @@ def convert(model: str, method: str) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def chunked(model: str, method: str, k: int) -> None:
+    """The worker as the CLI runs it when the RAM available holds fewer layers than the model has: a fresh process each
+    `k` layers (kt-kernel 0.7.2 frees no quantized layer before its process ends); spec as ConvertPlan.spec builds it,
+    the tree's peak RSS polled like the CLI's."""
+    out = os.path.join(ROOT, f"out-{method}-chunk{k}")
+    shutil.rmtree(out, ignore_errors=True)
+    spec = {"model_path": model, "out": out, "method": method, "threadpool_count": 1, "cpuinfer": CPUINFER,
+            "numa_nodes": None, "layers": list(range(1, LAYERS + 1)), "num_experts": E, "top_k": 6, "hidden_size": H,
+            "moe_intermediate_size": I, "chunked_prefill_size": 8192, "verify": True, "sources": {}, "redo": [],
+            "identity": {"kind": "kt-launch-convert", "method": method, "threadpool_count": 1, "num_experts": E,
+                         "hidden_size": H, "moe_intermediate_size": I}, "layers_per_process": k}
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kt_launch", "backend", "convert_worker.py")
+    tag = f"{method}_chunk{k}"
+    res[f"drop_{tag}"] = drop()
+    t = time.perf_counter()
+    p = subprocess.Popen([PY, worker], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    rss = TreeRss(p.pid)
+    stdout, _ = p.communicate(json.dumps(spec))
+    wall = time.perf_counter() - t
+    a = json.loads(stdout.strip().splitlines()[-1])
+    res[tag] = {"ok": a.get("ok"), "error": a.get("error"), "wall_s": round(wall, 3), "tree_peak_rss": rss.done(),
+                **{k2: a.get(k2) for k2 in ("processes", "layers_per_process", "peak_rss", "peak_rss_with_verify",
+                                            "bytes_in", "stages", "import_s", "verify_s", "seconds")},
+                "verify": [(v["layer"], round(v["rel_err"], 4), v["passed"]) for v in a.get("verify") or []]}
+    if a.get("bytes_in"):
+        res[tag]["GBps_wall"] = round(a["bytes_in"] / wall / 1e9, 3)
+    print(tag, json.dumps(res[tag]), flush=True)
+    save()
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def main() -> None:
     res["cpu"] = sh("lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|Core|Socket|NUMA node'")
     res["amx_flags"] = sh("grep -o -w 'amx_[a-z0-9]*' /proc/cpuinfo | sort -u | tr '\\n' ' '")
@@ -277,6 +309,8 @@ def main() -> None:
         save()
     for method in METHODS:
         convert(model, method)
+    if os.environ.get("BENCH_CHUNK"):
+        chunked(model, METHODS[-1], int(os.environ["BENCH_CHUNK"]))
     cat(model, "cat_after")
     disk = min(res["cat_before"]["GBps"], res["cat_after"]["GBps"]), max(res["cat_before"]["GBps"],
                                                                              res["cat_after"]["GBps"])
