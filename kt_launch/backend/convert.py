@@ -92,16 +92,17 @@ class ConvertPlan:
         read), each its BF16 stack plus, for a quantized source (FP8, packed INT4), its raw bytes until hashed;
         kt-kernel's quantized buffers: kt-kernel 0.7.2 never frees a quantized layer's buffers (AMX_MOE_BASE
         allocates them with aligned_alloc and its destructor frees none; measured: RSS grows by one output layer per
-        layer converted, and quantizing one takes two more transiently), so `chunk` + 2 output layers for the
-        `chunk` layers one process converts; the dequantization scratch of one tensor (float32 values and scales);
-        the interpreter with torch and kt-kernel loaded (WORKER_BASE_RAM)."""
+        layer converted), so one output layer for each of the `chunk` layers one process converts, plus the
+        quantizer's transient scratch (measured: two INT8-sized layers, one byte a weight, for AMXINT8 and AMXINT4
+        alike); the dequantization scratch of one tensor (float32 values and scales); the interpreter with torch
+        and kt-kernel loaded (WORKER_BASE_RAM)."""
         return self.ram_for(self.chunk)
 
     def ram_for(self, chunk: int) -> int:
-        h, i = self.hidden_size, self.moe_intermediate_size
+        e, h, i = self.num_experts, self.hidden_size, self.moe_intermediate_size
         staged = self.layer_bytes_in if self.source_bytes_per_param != 2 else 0
-        return (LAYERS_IN_FLIGHT * (self.layer_bytes_in_bf16 + staged) + (chunk + 2) * self.layer_bytes_out
-                + 3 * h * i * 4 + WORKER_BASE_RAM)
+        return (LAYERS_IN_FLIGHT * (self.layer_bytes_in_bf16 + staged) + chunk * self.layer_bytes_out
+                + 2 * e * 3 * h * i + 3 * h * i * 4 + WORKER_BASE_RAM)
 
     def identity(self) -> dict[str, Any]:
         """What the manifest must match for a rerun to reuse finished layers."""
@@ -237,8 +238,8 @@ def ram_refusal(cp: ConvertPlan, available: int | None) -> Finding | None:
     """The worker's RAM bound (ram_bytes) against what the host has available now (MemAvailable); None: unknown."""
     if available and cp.ram_bytes > available:
         return error("KT-E451", f"convert: {_gb(cp.ram_bytes)} of RAM needed ({LAYERS_IN_FLIGHT} layers of "
-                     f"{_gb(cp.layer_bytes_in_bf16)} BF16 experts in flight, kt-kernel's buffers of {cp.chunk + 2} "
-                     "quantized layers and the interpreter), "
+                     f"{_gb(cp.layer_bytes_in_bf16)} BF16 experts in flight, kt-kernel's buffers of {cp.chunk} "
+                     "quantized layers and its scratch, the interpreter), "
                      f"{_gb(available)} available on this host", "free memory, or convert on a host with more RAM "
                      "(the files are the same on any CPU with AVX-512 or AMX); nothing was read or written")
     return None

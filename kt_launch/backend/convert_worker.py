@@ -71,12 +71,13 @@ def sha256(path):
     return h.hexdigest()
 
 
-def _hashes(paths):
+def _hashes(paths, threads=16):
     """sha256 of many files at once: hashlib releases the GIL, and one thread would make hashing a third of
-    the conversion's time (measured on the AMX host)."""
+    the conversion's time (measured on the AMX host). During a conversion the finisher uses fewer (FINISH_THREADS):
+    the reader, the source hashes and kt-kernel's threads need the cores."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, os.cpu_count() or 1))) as pool:
         return list(pool.map(sha256, paths))
 
 
@@ -89,10 +90,13 @@ def _walk(layer_dir):
     return dict(sorted(found.items()))
 
 
-def layer_files(layer_dir):
+FINISH_THREADS = 4
+
+
+def layer_files(layer_dir, threads=16):
     """{relative path: {size, sha256}} of every file under a `_layer_L` dir."""
     found = _walk(layer_dir)
-    digests = _hashes(list(found.values()))
+    digests = _hashes(list(found.values()), threads)
     return {rel: {"size": os.path.getsize(p), "sha256": h} for (rel, p), h in zip(found.items(), digests)}
 
 
@@ -195,7 +199,8 @@ def write_manifest(out, manifest):
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1, "I32": 4, "U8": 1, "I8": 1, "I64": 8}
 IOV_MAX = 512  # buffers per preadv call (Linux allows 1024)
 READ_MAX = 256 << 20  # bytes per call: large reads, each a bounded request
-PREFETCH_LAYERS = 2  # layers hinted to the kernel before the imports (page cache only)
+PREFETCH_LAYERS = 8  # at most this many layers hinted to the kernel while torch and kt-kernel are imported (page
+# cache only, not this process's memory; the imports took 6-7 s on the AMX host, 9-10 GB of its disk's time)
 IN_FLIGHT = 3  # source layers held at once: one quantized, one ready, one being read (convert.py LAYERS_IN_FLIGHT)
 ALIGN = 64  # staging slots start aligned, so a slot can be viewed as int32/float32
 
@@ -454,6 +459,7 @@ class Reader:
         self.stop = False
         self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-hash")
         self.tensor_hasher = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="kt-convert-sha")
+        self.ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-ahead")
         self.thread = threading.Thread(target=self._run, name="kt-convert-reader", daemon=True)
         self.thread.start()
 
@@ -463,7 +469,13 @@ class Reader:
         return hexd, time.perf_counter() - t0
 
     def _run(self):
-        for layer in self.order:
+        PREFETCH_STOP.set()  # the reader reads ahead itself from here on
+        for k, layer in enumerate(self.order):
+            if k + 1 < len(self.order):  # the next layer hinted while this one is read: the disk never waits on a copy
+                try:
+                    self.ahead.submit(hint_steps, layer_steps(self.table, self.order[k + 1]))
+                except ConvertError:
+                    pass  # read_layer says what is wrong with it, in order
             self.slots.acquire()
             if self.stop:
                 return
@@ -502,6 +514,7 @@ class Reader:
         self.slots.release()
         self.hasher.shutdown(wait=False)
         self.tensor_hasher.shutdown(wait=False)
+        self.ahead.shutdown(wait=False)
 
 
 # -- kt-kernel ---------------------------------------------------------------------------------------
@@ -556,7 +569,7 @@ def finish_layer(spec, row, manifest, reader):
     staged = os.path.join(out, TMP_DIR, f"_layer_{layer}")
     if not os.path.isdir(staged):
         raise ConvertError("error", f"kt-kernel wrote no {staged} for {spec['method']} layer {layer}")
-    files = layer_files(staged)
+    files = layer_files(staged, FINISH_THREADS)
     final = os.path.join(out, f"_layer_{layer}")
     if os.path.lexists(final):  # a stale or mismatching layer of this conversion: replaced whole
         trash = os.path.join(out, TMP_DIR, f"_old_layer_{layer}")
@@ -623,6 +636,52 @@ def peak_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
+def layer_steps(table, layer):
+    """(file, offset, length) of a layer's routed-expert bytes, shard by shard, in READ_MAX steps."""
+    p, _fmt = _prefix(table, layer)
+    ranges = {}
+    for name, (f, a, b, _dt, _shape) in table.items():
+        if name.startswith(p):
+            lo, hi = ranges.get(f, (a, b))
+            ranges[f] = (min(lo, a), max(hi, b))
+    return [(f, off, min(READ_MAX, hi - off)) for f, (lo, hi) in sorted(ranges.items(), key=lambda kv: (kv[1][0], kv[0]))
+            for off in range(lo, hi, READ_MAX)]
+
+
+def hint_steps(steps, stop=None):
+    """posix_fadvise WILLNEED over the steps (the kernel reads them into the page cache; paced by the block layer's
+    queue), until `stop` is set. Only a hint: errors are ignored."""
+    fds = {}
+    try:
+        for f, off, n in steps:
+            if stop is not None and stop.is_set():
+                break
+            if f not in fds:
+                fds[f] = os.open(f, os.O_RDONLY)
+            os.posix_fadvise(fds[f], off, n, os.POSIX_FADV_WILLNEED)
+    except (OSError, AttributeError):
+        pass
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+class _Stop:
+    """A flag for the prefetch thread (threading is imported lazily, like the rest)."""
+
+    def __init__(self):
+        self.flag = False
+
+    def set(self):
+        self.flag = True
+
+    def is_set(self):
+        return self.flag
+
+
+PREFETCH_STOP = _Stop()
+
+
 def prefetch(spec):
     """Ask the kernel to read the first layers to convert (posix_fadvise WILLNEED, on a thread of its own) before
     torch and kt-kernel are imported: the disk works during the seconds the imports take instead of idling (page
@@ -635,31 +694,13 @@ def prefetch(spec):
         todo = [int(x) for x in spec["layers"] if str(x) not in recorded and int(x) not in set(spec.get("redo") or ())]
     except Exception:  # noqa: BLE001
         return None
-    ranges = {}
-    for layer in todo[:PREFETCH_LAYERS]:
-        try:
-            p, _fmt = _prefix(table, layer)
-        except ConvertError:
-            return None
-        for name, (f, a, b, _dt, _shape) in table.items():
-            if name.startswith(p):
-                lo, hi = ranges.get(f, (a, b))
-                ranges[f] = (min(lo, a), max(hi, b))
-    if not ranges or not hasattr(os, "posix_fadvise"):
-        return table
-
-    def hint():
-        for f, (lo, hi) in sorted(ranges.items(), key=lambda kv: (kv[1][0], kv[0])):
-            try:
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.posix_fadvise(fd, lo, hi - lo, os.POSIX_FADV_WILLNEED)
-                finally:
-                    os.close(fd)
-            except OSError:
-                pass
-
-    threading.Thread(target=hint, name="kt-convert-prefetch", daemon=True).start()
+    try:
+        steps = [st for layer in todo[:PREFETCH_LAYERS] for st in layer_steps(table, layer)]
+    except ConvertError:
+        return None
+    if steps and hasattr(os, "posix_fadvise"):
+        threading.Thread(target=hint_steps, args=(steps, PREFETCH_STOP), name="kt-convert-prefetch",
+                         daemon=True).start()
     return table
 
 

@@ -363,11 +363,11 @@ def _plan(src: Path, out: Path, **kw) -> cv.ConvertPlan:
 
 
 def test_the_layers_per_process_follow_the_ram_available():
-    """The bound counts kt-kernel's buffers of every layer one process converts (plus two while it quantizes); the
+    """The bound counts kt-kernel's buffers of every layer one process converts (plus its quantizer's scratch); the
     plan takes the most layers a process that fit the RAM available, all of them when they fit or nothing is known."""
     cp = _plan(Path("/m"), Path("/o"), layers_per_process=0)
     cp = cv.ConvertPlan(**{**cp.__dict__, "layers": tuple(range(1, 11))})
-    assert cp.ram_bytes == cp.ram_for(10) == cp.ram_for(0) + 10 * cp.layer_bytes_out  # ram_for(0): the 2 transient
+    assert cp.ram_bytes == cp.ram_for(10) == cp.ram_for(0) + 10 * cp.layer_bytes_out  # ram_for(0): the scratch
     assert cv.fit_processes(cp, None).chunk == 10 and cv.fit_processes(cp, cp.ram_for(10)).chunk == 10
     three = cv.fit_processes(cp, cp.ram_for(3) + cp.layer_bytes_out - 1)
     assert three.chunk == 3 and three.ram_bytes <= cp.ram_for(3) + cp.layer_bytes_out
