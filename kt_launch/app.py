@@ -13,6 +13,7 @@ from kt_launch.facts.locate import find_profile
 from kt_launch.core.profile import UserConfig
 from kt_launch.core.errors import ConfigError
 from kt_launch.core.fleet import FleetPlan
+from kt_launch.core.local import OVERRIDE_ENV
 from kt_launch.core.provenance import Provenance
 from kt_launch.facts.profile import load_config
 from kt_launch.facts.adapters import read_adapter_config
@@ -123,6 +124,7 @@ def load_request(req: Request, environ: Mapping[str, str] | None = None) -> Load
 
 def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
                   loaded: Loaded | None = None) -> tuple[UserConfig, ResolveInput]:
+    environ = os.environ if environ is None else environ
     loaded = loaded or load_request(req, environ)
     cfg, prov, path, warnings = loaded.config, loaded.provenance, loaded.path, loaded.warnings
     host = host_facts_for(req.host_facts, cfg.runtime.cuda_visible_devices)
@@ -155,6 +157,9 @@ def gather_inputs(req: Request, environ: Mapping[str, str] | None = None,
         tuned=_tuned(cfg, host, model), passthrough=tuple(req.passthrough), checks=req.checks, profile_path=str(path),
         input_warnings=tuple(warnings), weights=weights, launch_here=req.launch_here,
         sglang_config=_sglang_config(cfg, req), stats=_stats(cfg, req, model),
+        # the server inherits kt-launch's environment: its KT_KERNEL_CPU_VARIANT picks kt-kernel's build, but only
+        # a plan for this machine runs with it (a --host-facts host is another machine with its own environment)
+        inherited_cpu_variant=environ.get(OVERRIDE_ENV) if req.host_facts is None else None,
     )
     return cfg, inp
 

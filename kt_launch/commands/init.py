@@ -33,7 +33,7 @@ from kt_launch.resolve.methods import (INFERENCE_METHODS, KT_METHOD_FOR_SFT, MOE
                                        SFT_FROM_KT_METHOD)
 from kt_launch.resolve.memory import cpu_expert_bytes
 from kt_launch.resolve.preflight_weights import hf_method, layout_method
-from kt_launch.resolve.isa import choose_variant
+from kt_launch.resolve.isa import choose_variant, server_variant_override
 from kt_launch.resolve.methods import METHODS, implements, methods_for_shape
 
 # What a --lora path is, by its content, and the profile key that takes it.
@@ -215,7 +215,8 @@ def _variant(outcome: Outcome) -> str | None:
     """The kt-kernel CPU variant the planned host loads (None: its CPU flags are not known)."""
     if not outcome.host.cpu.flags:
         return None
-    return choose_variant(outcome.host.cpu.flags, outcome.config.runtime.env.get("KT_KERNEL_CPU_VARIANT")).variant
+    override = server_variant_override(outcome.inputs)[0] if outcome.inputs is not None else None
+    return choose_variant(outcome.host.cpu.flags, override).variant
 
 
 def _choose(model_dir: str, model: ModelFacts, loras: list[LoraArg], method: str | None,

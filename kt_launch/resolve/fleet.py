@@ -302,7 +302,9 @@ def resolve_fleet(inp: ResolveInput, hosts: list[HostInput], *, router_python: s
             rinp = replica_input(inp, h.facts, r)
             local = h.local or not with_router  # --fleet-host: every host given is this machine
             rinp = dataclasses.replace(rinp, launch_here=inp.launch_here and local,
-                                       gpu_required=not fleet.allow_cpu_only)
+                                       gpu_required=not fleet.allow_cpu_only,
+                                       # another host's server inherits that host's environment, not this one's
+                                       inherited_cpu_variant=inp.inherited_cpu_variant if local else None)
             inst = Instance(r, resolve(rinp), rinp)
             inst.plan.findings[:0] = _pin_findings(inst)
             instances.append(inst)

@@ -46,3 +46,6 @@ class ResolveInput:
     install_blocks: bool = False  # its errors block (check, a launch) or only warn (--dry-run, --host-facts plans)
     stats: StatsFacts | None = None  # kt.expert_stats found and checked in runtime.python (facts/expert_stats.py)
     gpu_required: bool = True  # False for a fleet replica that fleet.allow_cpu_only lets run without a GPU
+    # KT_KERNEL_CPU_VARIANT in kt-launch's own environment, which the server it starts inherits (runtime.env wins);
+    # None: unset, or the plan is not for this machine (--host-facts, a fleet's other hosts)
+    inherited_cpu_variant: str | None = None

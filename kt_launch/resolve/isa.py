@@ -8,9 +8,15 @@ exact names below (the documented `avx512` is silently ignored), and it bypasses
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from kt_launch.core.local import OVERRIDE_ENV  # noqa: F401  (declared in core: facts/ reads it too)
+
+if TYPE_CHECKING:  # types only
+    from kt_launch.resolve.inputs import ResolveInput
+
+RUNTIME_ENV = "runtime.env"  # where a server's override came from, as findings name it
+INHERITED_ENV = "the environment's"  # kt-launch's own environment, which the server inherits (doctor's word too)
 
 VARIANT_FLAGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("amx", ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512bw", "avx512_vnni", "avx512_vbmi", "avx512_bf16")),
@@ -63,3 +69,15 @@ def choose_variant(flags: Iterable[str], override: str | None = None) -> Variant
     ignored = override if override not in (None, "") else None
     missing = () if has_avx2 or detected != "avx2" else ("avx2",)
     return VariantChoice(detected, detected, None, ignored, missing, has_avx2)
+
+
+def server_variant_override(inp: ResolveInput) -> tuple[str | None, str]:
+    """The KT_KERNEL_CPU_VARIANT the planned server runs with, and where it comes from (RUNTIME_ENV or
+    INHERITED_ENV): the server's environment is kt-launch's own plus runtime.env, so runtime.env wins (even set
+    empty), else the inherited value (gathered only when the plan is for this machine). (None, RUNTIME_ENV): unset."""
+    env = inp.config.runtime.env
+    if OVERRIDE_ENV in env:
+        return env[OVERRIDE_ENV], RUNTIME_ENV
+    if inp.inherited_cpu_variant is not None:
+        return inp.inherited_cpu_variant, INHERITED_ENV
+    return None, RUNTIME_ENV

@@ -51,7 +51,7 @@ from kt_launch.core.plan import Resolved
 from kt_launch.resolve.inputs import ResolveInput
 from kt_launch.resolve.expert_sources import consumed_weights, read_expert_bytes
 from kt_launch.resolve.preflight import artifacts
-from kt_launch.resolve.isa import choose_variant
+from kt_launch.resolve.isa import choose_variant, server_variant_override
 from kt_launch.resolve.methods import cpu_format, gpu_experts_in_ram, ram_from_headers
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -422,7 +422,7 @@ def setup_from(inp: ResolveInput, values: dict[str, Resolved], tp: int | None = 
     group = tuple(inp.host.gpus[:tp])
     sized = tuple(g for g in group if isinstance(g.memory_bytes, int) and g.memory_bytes > 0)
     flags = inp.host.cpu.flags
-    variant = choose_variant(flags, cfg.runtime.env.get("KT_KERNEL_CPU_VARIANT")).variant if flags else ""
+    variant = choose_variant(flags, server_variant_override(inp)[0]).variant if flags else ""
     extra = cfg.server.extra_args
     flags = [str(a) for a in extra]
     mamba_ratio, mamba_requests = MAMBA_FULL_MEMORY_RATIO, None

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from kt_launch.core.findings import Finding, error, warning
 from kt_launch.resolve.inputs import ResolveInput
-from kt_launch.resolve.isa import choose_variant
+from kt_launch.resolve.isa import OVERRIDE_ENV, choose_variant, server_variant_override
 from kt_launch.resolve.ports import port_verdict
 from kt_launch.resolve.verdicts import variant_override
 from kt_launch.resolve.methods import (NEEDS_CONVERTED, READS_HF_CHECKPOINT, effective_method, implements, is_sft,
@@ -208,20 +208,24 @@ def check_isa(inp: ResolveInput, values: Values) -> Iterator[Finding]:
     if not host.cpu.flags:
         return
     method = effective_method(lambda k: values[k].value if k in values else None)
-    override = inp.config.runtime.env.get("KT_KERNEL_CPU_VARIANT")
+    override, where = server_variant_override(inp)
     ch = choose_variant(host.cpu.flags, override)
-    verdict = variant_override(ch, "runtime.env", host.source)
+    verdict = variant_override(ch, where, host.source)
     if verdict is not None:
         yield verdict
     if not implements(ch.variant, method):
         make = _planning_level(inp)
         need = "the amx or avx512_bf16 variant (AVX512-BF16)" if is_sft(method) else \
             "an amx or avx512 variant (AVX512F + AVX512BW)"
+        forced = f" (forced by {where} {OVERRIDE_ENV}={ch.override}; the CPU would get {ch.detected})" \
+            if ch.override else ""
+        unset = f"remove {OVERRIDE_ENV} from " + where.removesuffix("'s") + ", or " if ch.override and \
+            implements(ch.detected, method) else ""
         yield make("KT-E240", "KT-W240", f"{'moe_lora.sft_method' if is_sft(method) else 'kt.method'}={method} needs "
-                    f"{need}, but the CPU of {host.source} ({host.cpu.model}) gets kt-kernel's {ch.variant} variant, "
-                    "which does not implement it", "use kt.method BF16 (avx2 has BF16, FP8, RAWINT4, GPTQ_INT4 "
-                    "kernels) or run on a CPU with AVX512/AMX" if not is_sft(method) else
-                    "run MoE-LoRA on a CPU with AVX512-BF16 or AMX (Sapphire Rapids or newer, Zen 4 or newer)")
+                    f"{need}, but the CPU of {host.source} ({host.cpu.model}) gets kt-kernel's {ch.variant} variant"
+                    f"{forced}, which does not implement it", unset + ("use kt.method BF16 (avx2 has BF16, FP8, "
+                    "RAWINT4, GPTQ_INT4 kernels) or run on a CPU with AVX512/AMX" if not is_sft(method) else
+                    "run MoE-LoRA on a CPU with AVX512-BF16 or AMX (Sapphire Rapids or newer, Zen 4 or newer)"))
 
 
 def shape_variant(inp: ResolveInput, method: str) -> str | None:
@@ -230,7 +234,7 @@ def shape_variant(inp: ResolveInput, method: str) -> str | None:
     None (the rules common to every variant implementing it)."""
     if not inp.host.cpu.flags:
         return None
-    variant = choose_variant(inp.host.cpu.flags, inp.config.runtime.env.get("KT_KERNEL_CPU_VARIANT")).variant
+    variant = choose_variant(inp.host.cpu.flags, server_variant_override(inp)[0]).variant
     return variant if implements(variant, method) else None
 
 

@@ -1,9 +1,10 @@
 """The convert worker's reader (issue 26): the RAM it holds is the bound `kt-launch convert` prints.
 
-Real torch and safetensors of the backend venv, no kt-kernel (runs on any CPU): a checkpoint of 4 MoE layers of
-37.7 MB BF16 experts is read by the worker's Reader while a slow consumer holds each layer, so the reader fills every
-slot it has; the child's peak RSS as the OS counts it (VmHWM) grows by at most IN_FLIGHT layers (the bytes it hands
-over are checked against the shards in test_convert_source.py).
+Real torch and safetensors of the backend venv, no kt-kernel (runs on any CPU, any KT_KERNEL_CPU_VARIANT): a
+checkpoint of 4 MoE layers of 37.7 MB BF16 experts is read by the worker's Reader while a slow consumer holds each
+layer until the reader has filled every slot it has (waited for, not timed); the child's peak RSS as the OS counts it
+(VmHWM) grows by at most IN_FLIGHT layers (the bytes it hands over are checked against the shards in
+test_convert_source.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ start = cw.peak_rss()
 reader = cw.Reader(torch, cw.tensor_table(root), spec, list(range(1, L + 1)))
 for layer in range(1, L + 1):
     gate, up, down, n, hashed, read_s, wait_s = reader.take(layer)
-    time.sleep(0.5)  # a slow quantizer: the reader runs ahead until its slots are taken
+    # a slow quantizer: the reader runs ahead until its slots are taken. Waited for (not a fixed sleep, which a
+    # loaded machine outran: the peak then depended on timing), with a deadline so a broken reader cannot hang
+    ahead, deadline = min(cw.IN_FLIGHT - 1, L - layer), time.monotonic() + 120
+    while reader.ready.qsize() < ahead and reader.thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader.ready.qsize() >= ahead, ("the reader did not run ahead", layer, reader.ready.qsize())
     hashed.result()
     reader.release((gate, up, down))
     del gate, up, down

@@ -317,3 +317,18 @@ def test_demo_on_an_avx2_cpu_reads_the_checkpoint(capsys, tmp_path, demo):
     host.write_text(json.dumps(XEON16))
     rc, out, err = init(capsys, tmp_path, demo / "model", "--host-facts", host, name="amx.yaml")
     assert yaml.safe_load(out.read_text())["kt"]["method"] == "AMXINT8"
+
+
+def test_an_inherited_avx2_variant_reads_the_checkpoint(capsys, tmp_path, demo, monkeypatch):
+    """`export KT_KERNEL_CPU_VARIANT=avx2` on any CPU: the server inherits it, so init plans for kt-kernel's avx2
+    build (no AMXINT8) on this machine; a --host-facts host is another machine, whose environment is its own."""
+    monkeypatch.setenv("KT_KERNEL_CPU_VARIANT", "avx2")
+    rc, out, err = init(capsys, tmp_path, demo / "model")  # rc 3 where this machine's port 30000 is taken
+    text = out.read_text()
+    assert yaml.safe_load(text)["kt"]["method"] == "BF16", err
+    assert "avx2 variant on this CPU does not implement AMXINT8" in text and "KT-E240" not in text
+    host = tmp_path / "host.json"
+    host.write_text(json.dumps(XEON16))
+    rc, out, err = init(capsys, tmp_path, demo / "model", "--host-facts", host, name="amx.yaml")
+    assert rc == 0, err
+    assert yaml.safe_load(out.read_text())["kt"]["method"] == "AMXINT8"
