@@ -10,29 +10,15 @@ published tensor list (tests/memory/support.py) and its real config.json.
 
 import pytest
 
-from kt_launch.core.fileid import tensor_nbytes
 from kt_launch.facts.artifacts import _Cache, model_dir_facts
 from kt_launch.facts.model import read_model_facts
 from kt_launch.facts.weights import weight_bytes
 from kt_launch.resolve.memory import kv_bytes_per_token, linear_state_bytes
-from memory.support import EXTRA_MODELS, codes, dry_json, tensors
+from memory.support import EXTRA_MODELS, codes, dry_json
+from memory.test_day0_experts import counted
 from memory.test_published_more import ERRORS, gpus_of
 
 MiB = 1 << 20
-
-
-def counted(name: str) -> tuple[int, int, int]:
-    """(routed experts, non-experts SGLang loads, mtp) bytes from the tensor list the shards were written from."""
-    exp = non = mtp = 0
-    for t, (dtype, shape) in tensors(name).items():
-        n = tensor_nbytes(dtype, shape)
-        if t.startswith("mtp."):
-            mtp += n
-        elif ".experts." in t:
-            exp += n
-        else:
-            non += n
-    return exp, non, mtp
 
 
 def test_qwen3_next_kv_layers_state_and_mtp(models):
