@@ -42,6 +42,12 @@ def error_text(body: bytes) -> str:
     doc = json_of(body)
     if doc is None:
         return body[:200].decode("utf-8", "replace").strip()
+    return message_of(doc)
+
+
+def message_of(doc: Any) -> str:
+    """The message in an answer already parsed (`error.message`, `message`, `detail`, `error`), else the JSON
+    itself, shortened."""
     if isinstance(doc, dict):
         err = doc.get("error") if isinstance(doc.get("error"), dict) else doc
         for key in ("message", "detail", "error"):

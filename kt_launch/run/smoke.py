@@ -7,13 +7,12 @@ output and signals; a stop cancels the requests within 0.25 s (run/http.py)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
 
 from kt_launch.core.smoke import Reply, SmokeRequest
-from kt_launch.run.http import HttpFailure, error_text, json_of, request
+from kt_launch.run.http import HttpFailure, error_text, json_of, message_of, request
 
 DEFAULT_TIMEOUT = 300.0  # per request: a cold first request of a large MoE on CPU experts can take minutes
 
@@ -34,7 +33,7 @@ def error_of(doc) -> str | None:
         return None
     err = doc.get("error")
     if doc.get("object") == "error" or isinstance(err, dict) or (isinstance(err, str) and "choices" not in doc):
-        return error_text(json.dumps(doc).encode()) or "an error object"
+        return message_of(doc) or "an error object"
     return None
 
 
