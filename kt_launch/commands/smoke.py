@@ -97,11 +97,7 @@ def run(args, passthrough) -> int:
     progress = None if args.json else (lambda req: say(f"kt-launch: smoke: {req.name} ..."))
     replies = run_all(base, model, requests, args.timeout, api_key, None, progress)
     findings = smoke_findings(replies, base) + too_short(replies)
-    rows = replies_json(replies)
-    if len(replies) < len(requests):  # not sent after a request without an answer
-        rows += [{"request": r.name, "kind": r.kind, "status": None, "ok": False, "problem": "not sent",
-                  "prompt_tokens": None, "completion_tokens": None, "ttft_s": None, "decode_tok_s": None,
-                  "seconds": None, "text": ""} for r in requests[len(replies):]]
+    rows = replies_json(replies, requests[len(replies):])
     out = smoke_json(base, model, rows, findings) + "\n" if args.json else smoke_text(
         base, model, rows, findings, summary(replies), text_width())
     sys.stdout.write(out)

@@ -218,11 +218,20 @@ def summary(replies: list[Reply]) -> str:
     return f"{len(replies)} request(s) passed" + ("; " + ", ".join(parts) + what if parts else "")
 
 
-def replies_json(replies: list[Reply]) -> list[dict]:
-    return [{"request": r.request.name, "kind": r.request.kind, "status": r.status, "ok": judge(r) is None,
-             "problem": judge(r), "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-             "ttft_s": _round(r.ttft_s), "decode_tok_s": _round(r.decode_tok_s), "seconds": _round(r.seconds),
-             "text": r.text[:400]} for r in replies]
+def replies_json(replies: list[Reply], unsent: list[SmokeRequest] | tuple = ()) -> list[dict]:
+    """One row per answered request, then one per request `unsent` (not sent after one without an answer)."""
+    return [_row(r.request, r) for r in replies] + [_row(req, None) for req in unsent]
+
+
+def _row(req: SmokeRequest, r: Reply | None) -> dict:
+    if r is None:
+        return {"request": req.name, "kind": req.kind, "status": None, "ok": False, "problem": "not sent",
+                "prompt_tokens": None, "completion_tokens": None, "ttft_s": None, "decode_tok_s": None,
+                "seconds": None, "text": ""}
+    problem = judge(r)
+    return {"request": req.name, "kind": req.kind, "status": r.status, "ok": problem is None, "problem": problem,
+            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens, "ttft_s": _round(r.ttft_s),
+            "decode_tok_s": _round(r.decode_tok_s), "seconds": _round(r.seconds), "text": r.text[:400]}
 
 
 def _round(v: float | None) -> float | None:
