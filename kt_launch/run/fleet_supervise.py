@@ -312,7 +312,7 @@ class FleetSupervisor:
         by_name = {c.name: c for c in self.replicas}
         if self.router is not None:
             by_name["the router"] = self.router
-        bad, notes, lines = [], [], []
+        bad, notes, lines, failed = [], [], [], []
         for target, replies in run.results:
             child = by_name.get(target.where)
             tail = list(child.tail) if child is not None and child is not self.router else None
@@ -322,6 +322,8 @@ class FleetSupervisor:
             notes += short
             if not found:
                 lines.append(f"{target.where}: {summary(replies)}")
+            elif child is not None:
+                failed.append(child)
             if self.console.json and child is not None:
                 rows = replies_json(replies)
                 child.smoke = (rows, found + short)
@@ -331,11 +333,8 @@ class FleetSupervisor:
                                                           list(child.tail), stopping=fail))
         if bad or notes:
             self.console.say(findings_text(scrub_findings(bad + notes, self.console.secrets)))
-        if bad:
-            for target, replies in run.results:
-                child = by_name.get(target.where)
-                if child is not None and any(f.field("url") == f"{target.where} ({target.base})" for f in bad):
-                    self._tail(child)
+        for child in failed:
+            self._tail(child)
         self.smoke_note += "".join(f"\n  smoke test: {line}" for line in lines)
         if not bad:
             return True
