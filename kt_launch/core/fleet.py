@@ -16,6 +16,7 @@ from kt_launch.core.plan import LaunchPlan
 
 LOCAL = "this machine"  # how messages name the router's own host; identity is the `local` field, never this name
 ROUTER_MODULE = "sglang_router.launch_router"
+ROUTER_METRICS_PORT = 29000  # sglang-router 0.3.2's --prometheus-port default (router_args.py)
 # A listener of this machine bound to a wildcard is reached through loopback (the supervisor's polls use it too).
 _WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1", "[::]": "::1"}
 
@@ -80,6 +81,9 @@ class RouterSpec:
     policy: str
     worker_urls: tuple[str, ...]
     api_key: str | None = None  # passed to the workers' auth; masked in every output
+    # sglang-router 0.3.2 always serves Prometheus metrics (router_args.py: --prometheus-port 29000 on 0.0.0.0) and
+    # panics when that port is taken; kt-launch names the port and binds it where the router listens.
+    metrics_port: int = ROUTER_METRICS_PORT
 
     @property
     def url(self) -> str:

@@ -313,7 +313,8 @@ OPTIONS: tuple[Option, ...] = (
            "recorded there with `kt-launch doctor --json`. kt-launch runs nothing remotely: it prints the command to "
            "run on each.", _FLEET, default=(), nullable=False, checks=(fleet_hosts,)),
     Option("fleet.router", "FleetRouter", "The SGLang router in front: {port (default server.port), policy "
-           "(cache_aware), python (the interpreter with sglang-router; default runtime.python)}.", _FLEET,
+           "(cache_aware), python (the interpreter with sglang-router; default runtime.python), metrics_port (its "
+           "Prometheus port, on server.host; default 29000)}.", _FLEET,
            nullable=False),
     Option("fleet.allow_cpu_only", bool, "Allow replicas on NUMA nodes without a GPU (kt.num_gpu_experts 0 there).",
            _FLEET, default=False, nullable=False),

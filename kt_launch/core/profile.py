@@ -49,6 +49,8 @@ class FleetRouter(Section):
 
     port: Optional[_Port] = Field(None, description="The one public port; null = server.port.")
     policy: Literal[ROUTER_POLICIES] = Field("cache_aware", description="sglang-router --policy.")
+    metrics_port: Optional[_Port] = Field(None, description="The router's Prometheus port (sglang-router "
+                                          "--prometheus-port, bound on server.host); null = its default 29000.")
     python: Optional[_Text] = Field(None, description="Interpreter that has sglang-router; null = runtime.python.")
 
 

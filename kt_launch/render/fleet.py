@@ -21,7 +21,8 @@ ORDER = {"error": 0, "warning": 1, "info": 2}
 
 def router_command(spec: RouterSpec) -> Command:
     argv = [spec.python, "-m", ROUTER_MODULE, "--host", spec.host, "--port", str(spec.port),
-            "--policy", spec.policy, "--worker-urls", *spec.worker_urls]
+            "--policy", spec.policy, "--prometheus-host", spec.host, "--prometheus-port", str(spec.metrics_port),
+            "--worker-urls", *spec.worker_urls]
     if spec.api_key:
         argv += ["--api-key", spec.api_key]
     return Command(argv, {})

@@ -18,7 +18,7 @@ import dataclasses
 from typing import Any
 
 from kt_launch.core.findings import Finding, error, info, warning
-from kt_launch.core.fleet import FleetPlan, HostPart, Instance, Override, Replica, RouterSpec
+from kt_launch.core.fleet import ROUTER_METRICS_PORT, FleetPlan, HostPart, Instance, Override, Replica, RouterSpec
 from kt_launch.core.host import GpuFacts, HostFacts, NumaNode
 from kt_launch.core.install import SGLANG_ROUTER, pip_line
 from kt_launch.core.options import BY_KEY, OPTIONS, Flag
@@ -318,7 +318,8 @@ def resolve_fleet(inp: ResolveInput, hosts: list[HostInput], *, router_python: s
     if with_router:
         port = fleet.router.port or server.port
         router = RouterSpec(router_python or "python3", server.host, port, fleet.router.policy,
-                            tuple(i.replica.url for i in instances), server.api_key)
+                            tuple(i.replica.url for i in instances), server.api_key,
+                            fleet.router.metrics_port or ROUTER_METRICS_PORT)
     findings += _port_findings(listeners(instances, router, every=not with_router))
     return FleetPlan(instances, router, parts, findings)
 
@@ -328,7 +329,7 @@ def listeners(instances: list[Instance], router: RouterSpec | None, every: bool)
     or `every` replica (one host's part, --fleet-host, runs here whole)."""
     out = [(i.replica.name, i.replica.listen, i.replica.port) for i in instances if every or i.replica.local]
     if router is not None:
-        out.insert(0, ("the router", router.host, router.port))
+        out[:0] = [("the router", router.host, router.port), ("the router's metrics", router.host, router.metrics_port)]
     return out
 
 

@@ -298,3 +298,37 @@ def test_a_port_clash_in_the_plan_and_a_busy_port_have_a_code_each(tmp_path):
     clash = [f for f in found if f.code == "KT-E190"]
     assert clash and "would both listen on port 31001" in clash[0].message, found
     assert not any(f.code == "KT-E708" for f in found)
+
+
+def test_the_routers_metrics_port_is_rendered_and_checked_like_its_port(tmp_path):
+    """sglang-router 0.3.2 always serves Prometheus metrics (default 29000 on 0.0.0.0) and panics when that port is
+    taken, after the replicas loaded: the router argv names fleet.router.metrics_port on server.host, a clash with a
+    replica's port is KT-E190, and a port taken here is KT-E708 before anything starts."""
+    import socket
+
+    from kt_launch.app import Request, plan_fleet
+    from kt_launch.render.fleet import router_command
+
+    h = write_json(tmp_path / "host.json", dual_socket())
+    p = write_profile(tmp_path, fleet_profile(sys.executable, 31000, {"router": {"port": 31010}}))
+    argv = router_command(plan_fleet(Request(profile=str(p), host_facts=str(h), checks=False)).plan.router).argv
+    assert argv[argv.index("--prometheus-port") + 1] == "29000"
+    assert argv[argv.index("--prometheus-host") + 1] == "127.0.0.1"
+
+    p = write_profile(tmp_path, fleet_profile(sys.executable, 31000, {"router": {"port": 31010, "metrics_port": 31001}}))
+    found = plan_fleet(Request(profile=str(p), host_facts=str(h), checks=False)).plan.findings
+    assert any(f.code == "KT-E190" and "the router's metrics" in f.message for f in found), found
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    busy = s.getsockname()[1]
+    try:
+        p = write_profile(tmp_path, fleet_profile(sys.executable, 31000, {"router": {"port": 31010,
+                                                                                    "metrics_port": busy}}))
+        req = Request(profile=str(p), host_facts=str(h), checks=False, launch=True)
+        found = plan_fleet(req).plan.findings
+        assert any(f.code == "KT-E708" and "the router's metrics" in f.message and str(busy) in f.message
+                   for f in found), found
+    finally:
+        s.close()

@@ -22,6 +22,7 @@ def start(tmp_path, router_venv, mode: str):
     router_port, base = ports()
     exe = make_standin(tmp_path, sys.executable)
     p = write_profile(tmp_path, fleet_profile(exe, base, {"router": {"python": str(router_venv), "port": router_port,
+                                                                     "metrics_port": router_port + 1,
                                                                      "policy": "round_robin"}}))
     h = write_json(tmp_path / "host.json", dual_socket())
     launch = Launch(tmp_path, ["--profile", str(p), "--host-facts", str(h), "--no-check", "--supervise",

@@ -46,7 +46,8 @@ def fleet(tmp_path):
         fake.write_text(f"#!{sys.executable}\n" + (HERE / "fake_replica.py").read_text())
         fake.chmod(0o755)
         rp = router_python or str(stand_in_router(tmp_path))
-        section = {"router": {"python": rp, "port": router_port, "policy": "round_robin"}, **(fleet_extra or {})}
+        section = {"router": {"python": rp, "port": router_port, "metrics_port": router_port + 1,
+                              "policy": "round_robin"}, **(fleet_extra or {})}
         p = write_profile(tmp_path, fleet_profile(fake, port, section))
         h = write_json(tmp_path / "host.json", host or dual_socket())
         launch = Launch(tmp_path, ["--profile", str(p), "--host-facts", str(h), "--no-check", "--supervise", *extra],

@@ -25,8 +25,9 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def ports() -> tuple[int, int]:
-    """A router port and a server.port whose next two ports are free too (the replicas take them)."""
-    base = free_ports(4)
+    """A router port and a server.port whose next two ports are free too (the replicas take them); the port after
+    the router's is free for its metrics (fleet.router.metrics_port: router port + 1)."""
+    base = free_ports(5)
     return base + 3, base
 
 
@@ -75,6 +76,7 @@ def fleet(tmp_path, router_venv):
         fake.chmod(0o755)
         p = write_profile(tmp_path, fleet_profile(fake, base, {"router": {"python": str(router_venv),
                                                                           "port": router_port,
+                                                                          "metrics_port": router_port + 1,
                                                                           "policy": "round_robin"}}))
         h = write_json(tmp_path / "host.json", dual_socket())
         launch = Launch(tmp_path, ["--profile", str(p), "--host-facts", str(h), "--no-check", "--supervise",
