@@ -50,6 +50,7 @@ _BATCH = 1 << 20  # PhaseTracker: analyse output this much (or _STALE s) at a ti
 _STALE = 0.1
 _HIGH, _LOW = 32 << 20, 8 << 20  # writer backlog: stop reading the children above, resume below
 _F_SETPIPE_SZ = 1031
+_LEFT_READS = 16  # Loop._read_left: reads of a dead child's pipe (1 MiB each; its buffer is at most 1 MiB)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -316,6 +317,9 @@ class Tee:
 _TRACKED: dict[int, subprocess.Popen] = {}
 
 
+_REAPED: list[subprocess.Popen] = []  # ours, reaped, their pipes not yet read to the end (Loop.turn does)
+
+
 def reap() -> None:
     """Reap every child that exited: ours (their Popen gets the exit code) and the orphans kt-launch, a
     subreaper, inherited. Everything in kt-launch reaps through here, so no exit code is lost."""
@@ -333,6 +337,7 @@ def reap() -> None:
         proc = _TRACKED.pop(pid, None)
         if proc is not None and proc.returncode is None:
             proc.returncode = os.waitstatus_to_exitcode(status)
+            _REAPED.append(proc)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -421,17 +426,19 @@ class Loop:
     def watch_writers(self, *writers: Writer) -> None:
         self._writers += writers
 
-    def _read(self, fd: int) -> None:
+    def _read(self, fd: int) -> bool:
+        """One read of a child pipe passed on; whether it gave bytes (False: nothing yet, or EOF)."""
         try:
             data = os.read(fd, 1 << 20)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         cb = self._readers[fd][1]
         if not data:
             self._close_reader(fd)
         cb(data)
+        return bool(data)
 
     def _close_reader(self, fd: int) -> None:
         f, _ = self._readers.pop(fd)
@@ -496,6 +503,18 @@ class Loop:
             key.data()
         self._expire(time.monotonic())
         reap()
+        while _REAPED:
+            self._read_left(_REAPED.pop())
+
+    def _read_left(self, proc: subprocess.Popen) -> None:
+        """What a dead child wrote before it exited, read now: its exit is judged on its whole log (the crash
+        line it printed last decides whether a restart could help), not on what the last select happened to
+        see. A grandchild that keeps the pipe open and writes on cannot hold the turn: a bounded number of reads."""
+        for f in (proc.stdout, proc.stderr):
+            fd = f.fileno() if f is not None and not f.closed else None
+            for _ in range(_LEFT_READS):
+                if fd is None or fd not in self._readers or not self._read(fd):
+                    break
 
     def pause(self, until: float, stop: Callable[[], bool] | None = None) -> None:
         """Turn until `until`, or until `stop()` says so (checked after each turn)."""

@@ -331,3 +331,32 @@ def test_a_restart_checks_the_port_again(tmp_path, launches):
     assert f"127.0.0.1:{port} is already in use" in launch.err and "not restarting SGLang" in launch.err
     assert len(starts(tmp_path)) == 1
     assert "is ready" not in launch.err
+
+
+def test_a_dead_childs_last_lines_are_read_in_the_turn_that_reaps_it(tmp_path):
+    """The round-5 CI flake: a replica printed its CUDA OOM line and exited between the loop's select and its
+    waitpid, so the death was judged on a log without that line and restarted. Made certain here: the
+    terminal is stalled (writer backlog above the high mark), so the loop stops reading the pipes while the
+    child writes its last line and dies; the turn that reaps it still hands over that line, every time."""
+    import subprocess
+    import sys
+
+    from kt_launch.run.loop import Loop, Writer, _HIGH
+
+    stall_r, stall_w = os.pipe()  # nobody reads it: the writer thread blocks, its backlog stays
+    writer = Writer(os.fdopen(stall_w, "w"))
+    writer.put(b"x" * (_HIGH + 1))
+    loop = Loop()
+    loop.watch_writers(writer)
+    got: list[bytes] = []
+    try:
+        child = loop.spawn([sys.executable, "-c", "import sys; sys.stderr.write('torch.OutOfMemoryError: "
+                            "CUDA out of memory\\n'); sys.exit(1)"], dict(os.environ), None, got.append, got.append)
+        deadline = time.monotonic() + 20
+        while child.returncode is None and time.monotonic() < deadline:
+            loop.turn(time.monotonic() + 0.05)  # paused: only the reap can notice the death
+        assert child.returncode == 1
+        assert b"CUDA out of memory" in b"".join(got), got
+    finally:
+        loop.close()
+        os.close(stall_r)  # the writer thread's write fails now (BrokenPipe), and it goes on idle
