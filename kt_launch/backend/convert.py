@@ -43,6 +43,8 @@ MANIFEST_KIND = Kind("convert manifest", 64 << 20, 8)
 # blocks; compressed-tensors pack-quantized INT4, Kimi-K2's format, 0.5 B + group scales).
 QUANTIZED_SOURCES = ("fp8", "compressed-tensors")
 LAYERS_IN_FLIGHT = 3  # convert_worker.py IN_FLIGHT: the reader's bound on source layers held at once
+READAHEAD_LAYERS = 2  # the layer the reader waits to begin and the next, in the page cache before it gets there
+READAHEAD_MIN = 8 << 30  # ... or this much, when more (readahead_for)
 WORKER_BASE_RAM = 1 << 30  # the worker's interpreter with torch and kt-kernel imported (measured ~0.6 GB; rounded up)
 _EXPERT = re.compile(r"(?:^|\.)layers\.(\d+)\.mlp\.experts\.")  # the routed-expert tensors the worker reads
 
@@ -64,6 +66,7 @@ class ConvertPlan:
     moe_intermediate_size: int
     source_bytes_per_param: int = 2  # BF16; 1 for FP8 checkpoints
     layers_per_process: int = 0  # 0: every layer in one worker process; else a fresh process each this many layers
+    readahead_bytes: int = 0  # how far the read-ahead process may read beyond the reader (page cache; 0: none)
 
     @property
     def chunk(self) -> int:
@@ -120,19 +123,36 @@ class ConvertPlan:
                 "num_experts": self.num_experts, "top_k": self.top_k, "hidden_size": self.hidden_size,
                 "moe_intermediate_size": self.moe_intermediate_size, "chunked_prefill_size": CHUNK,
                 "identity": self.identity(), "verify": verify, "sources": dict(sources or {}), "redo": list(redo),
-                "layers_per_process": self.chunk if self.chunk < len(self.layers) else 0}
+                "layers_per_process": self.chunk if self.chunk < len(self.layers) else 0,
+                "readahead_bytes": self.readahead_bytes}
 
 
 def fit_processes(cp: ConvertPlan, available: int | None) -> ConvertPlan:
     """The plan with the most layers a worker process may convert within `available` bytes of RAM (all of them in one
-    process when they fit or nothing is known; at least one: `ram_refusal` refuses a host short even of that)."""
+    process when they fit or nothing is known; at least one: `ram_refusal` refuses a host short even of that), and
+    the read-ahead sized to the RAM left over (`readahead_for`)."""
     n = max(1, len(cp.layers))
     if cp.method not in METHODS:  # nothing to convert (refused by method_refusal): no bound to fit
         return cp
     if not available or cp.ram_for(n) <= available:
-        return replace(cp, layers_per_process=0)
-    room = (available - cp.ram_for(0)) // max(1, cp.layer_bytes_out)
-    return replace(cp, layers_per_process=int(max(1, min(n, room))))
+        fitted = replace(cp, layers_per_process=0)
+    else:
+        room = (available - cp.ram_for(0)) // max(1, cp.layer_bytes_out)
+        fitted = replace(cp, layers_per_process=int(max(1, min(n, room))))
+    return replace(fitted, readahead_bytes=readahead_for(fitted, available))
+
+
+def readahead_for(cp: ConvertPlan, available: int | None) -> int:
+    """How far the worker's read-ahead process (convert_readahead.py) may read beyond the layer its reader begins:
+    READAHEAD_LAYERS source layers, or READAHEAD_MIN when that is more (small layers: the seconds torch and kt-kernel
+    take to import are 9-10 GB of an NVMe's time), within the RAM the conversion's own bound leaves (the page cache
+    is memory too: read ahead beyond it, pages would be evicted before the reader takes them and read twice). 0 where
+    less than one layer is left: the reader reads alone."""
+    want = max(READAHEAD_LAYERS * cp.layer_bytes_in, READAHEAD_MIN)
+    if available is None:
+        return READAHEAD_LAYERS * cp.layer_bytes_in
+    spare = available - cp.ram_bytes
+    return min(want, spare) if spare >= cp.layer_bytes_in else 0
 
 
 def target_method(get: Callable[[str], Any]) -> str:
@@ -477,7 +497,8 @@ def start_line(cp: ConvertPlan, python: str) -> str:
             f"({cp.threadpool_count} NUMA partition(s)) in {cp.out}, with kt-kernel in {python}; about "
             f"{_gb(cp.ram_bytes)} of RAM at most ({LAYERS_IN_FLIGHT} layers in flight"
             f"{f', a fresh worker process each {cp.chunk} layers' if cp.chunk < len(cp.layers) else ''}), "
-            f"{_gb(cp.layer_bytes_out * len(cp.layers))} on disk")
+            f"{_gb(cp.layer_bytes_out * len(cp.layers))} on disk"
+            + (f"; reads up to {_gb(cp.readahead_bytes)} ahead into the page cache" if cp.readahead_bytes else ""))
 
 
 def progress_line(rec: Mapping[str, Any], elapsed: float | None = None) -> str:
@@ -547,6 +568,7 @@ def summary_json(cp: ConvertPlan | None, a: Mapping[str, Any], lp: "LoraPlan | N
             "peak_rss_with_verify": a.get("peak_rss_with_verify"), "convert_s": a.get("convert_s"),
             "import_s": a.get("import_s"), "verify_s": a.get("verify_s"),
             "processes": a.get("processes", 1 if a else None), "layers_per_process": cp.chunk if cp else None,
+            "readahead_bytes": cp.readahead_bytes if cp else None,
             "verify": a.get("verify") or [],
             "lora": dict(lora) if lora else None,
             "cpu_variant": a.get("cpu_variant"), "kt_kernel_version": a.get("kt_kernel_version")}

@@ -12,6 +12,8 @@ Why it is built like this:
     into the stacked tensors kt-kernel takes (no mmap, no per-tensor copy), on a reader thread that reads layer
     L+1 while kt-kernel quantizes L and a finisher thread hashes and records L-1; at most IN_FLIGHT (3) source
     layers exist at once, which is the RAM bound the launcher prints. The answer has each stage's seconds.
+    A read-ahead process (convert_readahead.py) keeps the disk reading from before the imports to the last layer,
+    whatever holds this process's GIL; kt-kernel's GIL-holding sync is waited out with the GIL free (PatientSync).
   - kt-kernel writes into ``<out>/.kt-convert-tmp``; a finished layer dir is renamed into ``<out>`` and only
     then recorded in the manifest (size + sha256 per file), so an interrupted run never counts a half layer.
   - A rerun skips a layer whose files match the manifest (nothing is rewritten) and redoes one that does not.
@@ -53,6 +55,8 @@ BLOCK = 128
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import probe_worker as pw  # noqa: E402  (the sibling standalone script: reference MoE, tolerances, pin shim)
+
+READAHEAD_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "convert_readahead.py")
 
 
 class ConvertError(Exception):
@@ -199,8 +203,6 @@ def write_manifest(out, manifest):
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1, "I32": 4, "U8": 1, "I8": 1, "I64": 8}
 IOV_MAX = 512  # buffers per preadv call (Linux allows 1024)
 READ_MAX = 256 << 20  # bytes per call: large reads, each a bounded request
-PREFETCH_LAYERS = 8  # at most this many layers hinted to the kernel while torch and kt-kernel are imported (page
-# cache only, not this process's memory; the imports took 6-7 s on the AMX host, 9-10 GB of its disk's time)
 IN_FLIGHT = 3  # source layers held at once: one quantized, one ready, one being read (convert.py LAYERS_IN_FLIGHT)
 ALIGN = 64  # staging slots start aligned, so a slot can be viewed as int32/float32
 
@@ -446,12 +448,13 @@ class Reader:
     (`release`) once the quantizer is done with it and its bytes are hashed. That is the RAM bound the launcher
     prints (convert.py ConvertPlan.ram_bytes)."""
 
-    def __init__(self, torch, table, spec, order, group=None):
+    def __init__(self, torch, table, spec, order, group=None, readahead=None):
         import queue
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
         self.torch, self.table, self.spec, self.order, self.group = torch, table, spec, list(order), group
+        self.readahead = readahead
         self.slots = threading.Semaphore(IN_FLIGHT)
         self.pool = []  # (gate, up, down) stacks given back by `release`: at most IN_FLIGHT are ever allocated. Fresh
         # memory costs a page fault per 4 KiB on first touch (0.35-0.43 GB/s on the 2-vCPU VM), more than the disk.
@@ -459,7 +462,6 @@ class Reader:
         self.stop = False
         self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-hash")
         self.tensor_hasher = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="kt-convert-sha")
-        self.ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-ahead")
         self.thread = threading.Thread(target=self._run, name="kt-convert-reader", daemon=True)
         self.thread.start()
 
@@ -469,13 +471,9 @@ class Reader:
         return hexd, time.perf_counter() - t0
 
     def _run(self):
-        PREFETCH_STOP.set()  # the reader reads ahead itself from here on
-        for k, layer in enumerate(self.order):
-            if k + 1 < len(self.order):  # the next layer hinted while this one is read: the disk never waits on a copy
-                try:
-                    self.ahead.submit(hint_steps, layer_steps(self.table, self.order[k + 1]))
-                except ConvertError:
-                    pass  # read_layer says what is wrong with it, in order
+        for layer in self.order:
+            if self.readahead is not None:
+                self.readahead.reading(layer)
             self.slots.acquire()
             if self.stop:
                 return
@@ -514,7 +512,6 @@ class Reader:
         self.slots.release()
         self.hasher.shutdown(wait=False)
         self.tensor_hasher.shutdown(wait=False)
-        self.ahead.shutdown(wait=False)
 
 
 # -- kt-kernel ---------------------------------------------------------------------------------------
@@ -535,7 +532,7 @@ def wrapper(torch, spec, layer, weight_path, cpu_save):
         raise ConvertError(kind, msg)
 
 
-def quantize_layer(torch, spec, layer, reader, refs=None):
+def quantize_layer(torch, spec, layer, reader, refs=None, patient=None):
     """Take the layer from the reader and have kt-kernel quantize it into <out>/.kt-convert-tmp/_layer_L; the
     finishing (hash the files, rename, manifest) is `finish_layer`'s, on another thread."""
     tmp = os.path.join(spec["out"], TMP_DIR)
@@ -545,9 +542,13 @@ def quantize_layer(torch, spec, layer, reader, refs=None):
     staged = os.path.join(tmp, f"_layer_{layer}")
     shutil.rmtree(staged, ignore_errors=True)
     w = wrapper(torch, spec, layer, tmp, cpu_save=True)
+    if patient is not None:
+        patient.wrap(w, staged)
     w.load_weights_from_tensors(gate, up, down, torch.arange(spec["num_experts"], dtype=torch.int64))
     del w  # kt-kernel holds no reference to the stacks after this: they go back to the reader's pool
     t_quant = time.perf_counter() - t_q0
+    if patient is not None:
+        patient.learn(staged, t_quant)
     row = {"layer": layer, "skipped": False, "bytes_in": nbytes, "read_s": round(t_read, 4),
            "wait_s": round(t_wait, 4), "quant_s": round(t_quant, 4), "t0": t0, "hashed": hashed,
            "stacks": (gate, up, down)}
@@ -648,60 +649,111 @@ def layer_steps(table, layer):
             for off in range(lo, hi, READ_MAX)]
 
 
-def hint_steps(steps, stop=None):
-    """posix_fadvise WILLNEED over the steps (the kernel reads them into the page cache; paced by the block layer's
-    queue), until `stop` is set. Only a hint: errors are ignored."""
-    fds = {}
-    try:
-        for f, off, n in steps:
-            if stop is not None and stop.is_set():
-                break
-            if f not in fds:
-                fds[f] = os.open(f, os.O_RDONLY)
-            os.posix_fadvise(fds[f], off, n, os.POSIX_FADV_WILLNEED)
-    except (OSError, AttributeError):
-        pass
-    finally:
-        for fd in fds.values():
-            os.close(fd)
+class Readahead:
+    """The read-ahead process (convert_readahead.py, the sibling script) over the layers this process converts, started
+    before torch and kt-kernel are imported: it reads their expert bytes into the page cache at the disk's speed, at
+    most `ahead` bytes beyond the layer the reader has begun, while the imports and kt-kernel's GIL-holding sync stop
+    every thread of this process. In this process's group, so a stopped conversion stops it too; its stdin closing
+    (this process ending) ends it."""
+
+    def __init__(self, table, layers, ahead):
+        import subprocess
+
+        self.begins, steps, total = {}, [], 0
+        for layer in layers:
+            self.begins[layer] = total
+            for f, off, n in layer_steps(table, layer):
+                steps.append([f, off, n])
+                total += n
+        self.proc = subprocess.Popen([sys.executable, READAHEAD_PATH], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._send(json.dumps({"steps": steps, "ahead": int(ahead)}))
+
+    def _send(self, line):
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):  # it ended (or was never needed): only a helper
+            pass
+
+    def reading(self, layer):
+        """The reader begins `layer`: the read-ahead may go `ahead` bytes past its start."""
+        if layer in self.begins:
+            self._send(str(self.begins[layer]))
+
+    def close(self):
+        """Stopped at once: what it read ahead and nobody will take is only page cache."""
+        self.proc.kill()
+        self.proc.wait()
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
 
 
-class _Stop:
-    """A flag for the prefetch thread (threading is imported lazily, like the rest)."""
-
-    def __init__(self):
-        self.flag = False
-
-    def set(self):
-        self.flag = True
-
-    def is_set(self):
-        return self.flag
-
-
-PREFETCH_STOP = _Stop()
-
-
-def prefetch(spec):
-    """Ask the kernel to read the first layers to convert (posix_fadvise WILLNEED, on a thread of its own) before
-    torch and kt-kernel are imported: the disk works during the seconds the imports take instead of idling (page
-    cache, not this process's memory). Only a hint: anything odd here is left to the checks that follow."""
-    import threading
-
+def start_readahead(spec):
+    """(the tensor table, the Readahead or None): the layers this run will likely convert (those the manifest does not
+    record) handed to the read-ahead before anything slow starts. Anything odd is left to the checks that follow."""
     try:
         table = tensor_table(spec["model_path"])
-        recorded = (read_manifest(os.path.join(spec["out"], MANIFEST)) or {}).get("layers") or {}
-        todo = [int(x) for x in spec["layers"] if str(x) not in recorded and int(x) not in set(spec.get("redo") or ())]
     except Exception:  # noqa: BLE001
-        return None
+        return None, None
+    ahead = int(spec.get("readahead_bytes") or 0)
+    if ahead <= 0 or not hasattr(os, "preadv"):
+        return table, None
     try:
-        steps = [st for layer in todo[:PREFETCH_LAYERS] for st in layer_steps(table, layer)]
-    except ConvertError:
-        return None
-    if steps and hasattr(os, "posix_fadvise"):
-        threading.Thread(target=hint_steps, args=(steps, PREFETCH_STOP), name="kt-convert-prefetch",
-                         daemon=True).start()
-    return table
+        recorded = (read_manifest(os.path.join(spec["out"], MANIFEST)) or {}).get("layers") or {}
+        redo = {int(x) for x in spec.get("redo") or ()}
+        todo = [int(x) for x in spec["layers"] if str(x) not in recorded or int(x) in redo]
+        return table, Readahead(table, todo, ahead) if todo else None
+    except Exception:  # noqa: BLE001
+        return table, None
+
+
+class PatientSync:
+    """kt-kernel 0.7.2 binds ``CPUInfer.sync`` without releasing the GIL: while its threads quantize a layer (0.25 s
+    a DeepSeek-V2-Lite layer on the AMX host), no other thread of this process runs; the reader, the source hash
+    and the finisher stopped for every layer (measured here: a ticking thread got 2 turns in 0.22 s). So the wrapper's
+    ``cpu_infer`` is wrapped for the call: its ``sync`` first sleeps (the GIL free) until the layer's files are all
+    written, which kt-kernel does expert by expert as it quantizes, then calls the real sync, which then waits only
+    for the last file (measured: 0.03 of 0.22 s). How many files a layer has and how long one takes is learned from
+    the first layer, converted with the plain sync; the wait is bounded by twice that time, then the real sync
+    waits as before. Nothing in kt-kernel changes: the same calls, in the same order."""
+
+    POLL = 0.004
+
+    def __init__(self):
+        self.files, self.seconds = None, None
+
+    def wrap(self, w, staged):
+        """Have `w` (a KTMoEWrapper) wait patiently for the layer staged in `staged`, once a layer was learned."""
+        if self.files and getattr(w, "cpu_infer", None) is not None:
+            w.cpu_infer = _Patient(w.cpu_infer, staged, self.files, 2 * self.seconds + 1.0, self.POLL)
+
+    def learn(self, staged, seconds):
+        if self.files is None:
+            self.files, self.seconds = _count_files(staged), seconds
+
+
+class _Patient:
+    def __init__(self, inner, staged, files, limit, poll):
+        self._inner, self._staged, self._files, self._limit, self._poll = inner, staged, files, limit, poll
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def sync(self, *args, **kwargs):
+        end = time.perf_counter() + self._limit
+        while _count_files(self._staged) < self._files and time.perf_counter() < end:
+            time.sleep(self._poll)
+        return self._inner.sync(*args, **kwargs)
+
+
+def _count_files(path):
+    n = 0
+    for _root, _dirs, files in os.walk(path):
+        n += len(files)
+    return n
 
 
 def run_chunked(spec, result):
@@ -758,7 +810,15 @@ def run(spec, result):
     if int(spec.get("layers_per_process") or 0) and len(spec.get("layers") or ()) > int(spec["layers_per_process"]):
         return run_chunked(spec, result)
     t_start = time.perf_counter()
-    table = prefetch(spec)
+    table, readahead = start_readahead(spec)
+    try:
+        convert(spec, result, t_start, table, readahead)
+    finally:
+        if readahead is not None:
+            readahead.close()
+
+
+def convert(spec, result, t_start, table, readahead):
     try:
         import torch
         import kt_kernel
@@ -809,7 +869,8 @@ def run(spec, result):
         verify = bool(checks)
     refs = {}  # layer -> the read-back check's input and reference, computed from the stacks the conversion read
     t_conv = time.perf_counter()
-    reader = Reader(torch, table, spec, todo, group)
+    reader = Reader(torch, table, spec, todo, group, readahead)
+    patient = PatientSync()
     finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kt-convert-finish")
     pending = []  # (index, future of the finished row): layer L is finished while L+1 is quantized
 
@@ -829,7 +890,7 @@ def run(spec, result):
                          "bytes_out": sum(f["size"] for f in files.values()), "seconds": round(checked[layer][1], 4)})
                 continue
             manifest["layers"].pop(str(layer), None)
-            row = quantize_layer(torch, spec, layer, reader, refs if layer in checks else None)
+            row = quantize_layer(torch, spec, layer, reader, refs if layer in checks else None, patient)
             row["other_source"] = layer in redo
             while pending:  # L-1 was finished (hashed, renamed, recorded) while L was quantized
                 emit(pending[0][0], pending.pop(0)[1].result())
