@@ -50,6 +50,9 @@ def run(args, passthrough) -> int:
         if held is not None:
             return refused(args, [held])
         if experts:
+            from kt_launch.facts.host import seconds_since_start
+
+            before = seconds_since_start()
             print(cv.start_line(cp, python), file=sys.stderr, flush=True)
             show = cv.Progress(sys.stderr, tty=sys.stderr.isatty() and not args.json)
             try:
@@ -58,6 +61,7 @@ def run(args, passthrough) -> int:
             finally:
                 show.close()
             answers["experts"], bad = r.answer or {}, cv.failure(cp, r)
+            answers["launcher"] = {"before_worker": before, "worker": r.seconds, "since_start": seconds_since_start()}
         if lp is not None and bad is None and not cv.lora_done(lp):
             print(f"converting the expert LoRA {lp.source} into {lp.out} with kt-kernel's converter ...",
                   file=sys.stderr, flush=True)
@@ -135,6 +139,7 @@ def _convert_report(args, passthrough, sets, cp, lp, answers, bad, out) -> int:
         findings = [f for f in after.findings if f.level == "error" and f.code in cv.OUTPUT_CHECKS]
     if args.json:
         doc = cv.summary_json(cp, answers.get("experts") or {}, lp, answers.get("lora"))
+        doc["launcher_s"] = _launcher_seconds(answers.get("launcher"))
         print(json.dumps({**document_head(findings), **doc, "findings": [f.to_json() for f in findings]}, indent=2))
     else:
         if bad is None:
@@ -142,3 +147,16 @@ def _convert_report(args, passthrough, sets, cp, lp, answers, bad, out) -> int:
         if findings:
             sys.stdout.write(findings_text(findings))
     return EXIT_PLAN if findings else EXIT_OK
+
+
+def _launcher_seconds(t: dict | None) -> dict | None:
+    """The launcher's own seconds around the worker (`launcher_s`): from its process start to the worker's (the
+    interpreter, the imports, the plan and every check before writing) and from the worker's end to the report (the
+    plan again, with the outputs)."""
+    from kt_launch.facts.host import seconds_since_start
+
+    if not t or t.get("before_worker") is None or t.get("since_start") is None:
+        return None
+    now = seconds_since_start()
+    return {"before_worker": round(t["before_worker"], 3), "worker": round(float(t.get("worker") or 0), 3),
+            "after_worker": round((now or t["since_start"]) - t["since_start"], 3)}

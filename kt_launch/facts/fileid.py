@@ -47,8 +47,16 @@ def _open(path: str):
     return open(path, "rb")
 
 
+_SEEN: dict[tuple, FileId] = {}  # identify's answers for regular files, by path and stat identity (this process)
+_SEEN_MAX = 4096
+
+
 def identify(path: str | os.PathLike, keep_tensors: bool = True) -> FileId:
-    """What `path` is, by content. Never raises for file-system problems."""
+    """What `path` is, by content. Never raises for file-system problems.
+
+    A regular file's answer is kept for this process under its path and stat identity (device, inode, size, mtime
+    and ctime in ns; any write changes the ctime): a command that plans twice (`convert` plans again with its
+    outputs) reads each unchanged shard's header once."""
     path = os.fspath(path)
     st, bad = _stat(path)
     if bad is not None:
@@ -60,6 +68,19 @@ def identify(path: str | os.PathLike, keep_tensors: bool = True) -> FileId:
     size = st.st_size
     if size == 0:
         return FileId(path, "empty", 0, detail="0 bytes")
+    key = (path, keep_tensors, st.st_dev, st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns)
+    seen = _SEEN.get(key)
+    if seen is not None:
+        return seen
+    found = _read(path, size, keep_tensors)
+    if found.kind != "unreadable":
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        _SEEN[key] = found
+    return found
+
+
+def _read(path: str, size: int, keep_tensors: bool) -> FileId:
     try:
         with _open(path) as f:
             head = f.read(9)

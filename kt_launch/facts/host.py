@@ -409,3 +409,14 @@ def filter_visible(gpus: list[GpuFacts], visible: str | None, notes: list[str]) 
             break
         picked.append(match)
     return tuple(replace(g, index=i) for i, g in enumerate(picked))
+
+
+def seconds_since_start() -> float | None:
+    """How long this process has run (its start as the kernel records it, so the interpreter's start and the
+    imports count): what `kt-launch convert --json` reports as the launcher's own time before its worker."""
+    import time
+
+    try:
+        return max(0.0, time.time() - psutil.Process().create_time())
+    except psutil.Error:
+        return None
