@@ -233,7 +233,8 @@ def convert(model: str, method: str) -> None:
          **{k: doc.get(k) for k in ("layers", "skipped", "bytes_in", "bytes_out", "seconds", "convert_s", "read_s",
                                     "wait_s", "quant_s", "hash_s", "finish_s", "stages", "ram_bound", "peak_rss",
                                     "peak_rss_with_verify", "verify", "cpu_variant", "kt_kernel_version", "import_s",
-                                    "verify_s", "processes", "layers_per_process")}}
+                                    "verify_s", "processes", "layers_per_process", "launcher_s",
+                                    "readahead_bytes")}}
     if doc.get("findings"):
         r["findings"] = doc["findings"]
     if p.returncode:
