@@ -30,7 +30,7 @@ test: $(STAMP)
 	@if [ "$$KT_LAUNCH_NO_VENV_SETUP" != 1 ]; then mkdir -p .cache; \
 	  for s in $(SETUPS); do (bash $$s >.cache/setup-$$(basename $$s .sh).log 2>&1 &); done; fi
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -n $(JOBS) --dist worksteal
+	$(PY) -m pytest -n $(JOBS) --dist worksteal --durations=20
 
 # A first look in a few minutes: the import contract and the tests that need none of the three test venvs
 # (no kt-kernel, SGLang or router build, nothing written to .cache/); `make test` runs everything.
