@@ -40,7 +40,7 @@ EXIT_REASONS = (
 
 
 def smoke_block(mode: str, rows: list[dict] | None, findings: Iterable[Finding] = ()) -> dict | None:
-    """A ready event's `smoke`: None when no smoke test ran (--smoke off, a restarted replica)."""
+    """A ready event's `smoke`: None when no smoke test ran (--smoke off, the fleet's own event)."""
     if rows is None:
         return None
     return {"mode": mode, "ok": bool(rows) and all(r["ok"] for r in rows), "requests": rows,
@@ -167,7 +167,7 @@ def events_schema() -> dict:
                        "model": {"type": "string", "description": "the served model name requests ask for"},
                        "after_s": {"type": "number", "minimum": 0, "description": "seconds since the start"},
                        "smoke": _nullable({"$ref": "#/$defs/smoke"}) | {
-                           "description": "null: no smoke test (--smoke off, a restarted replica, the fleet's own "
+                           "description": "null: no smoke test (--smoke off, the fleet's own "
                                           "event)"},
                        "restarted": {"type": "boolean", "description": "ready again after --restart on-failure"},
                        "replicas": {"type": "array", "description": "the fleet's event: its local replicas",

@@ -73,6 +73,7 @@ class _Child:
     restarts: Restarts | None = None  # replicas only: --restart on-failure
     restart_at: float | None = None  # when it starts again (it died and may restart)
     smoke: tuple[list[dict], list] | None = None  # --json: its smoke rows and findings, for its `ready` event
+    smoke_failed: bool = False  # restarted, failed its smoke test under --smoke on, stopped: never restarted
 
     def reset(self) -> None:
         """Before a restart: not ready, phases and the log tail from the beginning (a run's crash findings are
@@ -106,7 +107,8 @@ class FleetSupervisor:
         self.replicas, self.router, self.opts = replicas, router, opts
         self.fail_fast, self.model, self.adapter, self.api_key = fail_fast, model, adapter, api_key
         self.console = console
-        self.smoke = None  # run/smoke.SmokeRun in flight: the replicas', then the router's
+        self.smoke = None  # run/smoke.SmokeRun in flight: the replicas', then the router's, then a restarted one's
+        self.resmoke: list[_Child] = []  # replicas ready again after a restart, waiting for their smoke test
         self.smoke_note = ""  # the ready message's smoke line
         self.state = _State(grace=max(0.0, opts.grace_period))
         self.libc = _libc()
@@ -189,7 +191,7 @@ class FleetSupervisor:
             now = time.monotonic()
             wake = [now + 1.0] + [c.next_poll for c in self._children() if c.running() and not c.ready
                                   and c.probe is None] + [c.restart_at for c in self.replicas if c.restart_at]
-            if self.smoke is not None:
+            if self.smoke is not None or self.resmoke:
                 wake.append(now + 0.1)
             if self.opts.ready_timeout and phase in ("replicas", "router"):
                 wake.append(start + self.opts.ready_timeout)
@@ -210,8 +212,13 @@ class FleetSupervisor:
                     self.console.say(f"kt-launch: {c.name} is ready after {time.monotonic() - start:.1f}s\n"
                                      if phase == "replicas" else f"kt-launch: {c.name} is ready again after its "
                                      "restart: it rejoins the router's workers\n")
-                    if phase not in ("replicas", "replica smoke"):  # a restarted replica (no smoke test)
-                        self._ready_event(c, start, restarted=True)
+                    if phase not in ("replicas", "replica smoke"):  # a restarted replica: smoked again first
+                        if self.opts.smoke == "off":
+                            self._ready_event(c, start, restarted=True)
+                        else:
+                            self.resmoke.append(c)
+            if phase == "serving":
+                self._resmoke(start)
             if phase == "replicas" and all(c.ready for c in self.replicas):
                 phase = "replica smoke" if self._smoke(self.replicas) else "replicas smoked"
             if phase == "replica smoke" and self.smoke.done:
@@ -236,8 +243,10 @@ class FleetSupervisor:
                 self._announce(self.router.url, time.monotonic() - start)
                 self._ready_event(self.router, start)
                 self._ready_event(None, start)
-        if self.smoke is not None and not st.signals:  # a replica died during the smoke test (a crash on the
-            self._until(time.monotonic() + 5.0, lambda: self.smoke.done)  # second request): judge what came back
+        # a replica died during the fleet's smoke test (a crash on the second request): judge what came back (a
+        # restarted replica's test is only stopped: its death decides)
+        if self.smoke is not None and not st.signals and phase != "serving":
+            self._until(time.monotonic() + 5.0, lambda: self.smoke.done)
             if self.smoke.done and not self._smoke_judged() and self.opts.smoke == "on":
                 st.code, st.reason = EXIT_SMOKE, "smoke_failed"
         if self.smoke is not None:
@@ -261,7 +270,7 @@ class FleetSupervisor:
             self.console.event(ready_event("fleet", url, self.model, after, None,
                                            replicas=[{"name": r.name, "url": r.url} for r in self.replicas]))
             return
-        smoke = None if c.smoke is None or restarted else smoke_block(self.opts.smoke, *c.smoke)
+        smoke = None if c.smoke is None else smoke_block(self.opts.smoke, *c.smoke)
         self.console.event(ready_event("router" if c is self.router else "replica", c.url, self.model, after, smoke,
                                        name=c.name, restarted=restarted))
 
@@ -278,6 +287,27 @@ class FleetSupervisor:
         return exit_event(code, reason, name=c.name if c is not None else None, returncode=rc, findings=crash)
 
     # -- the smoke test ---------------------------------------------------------------------------
+    def _resmoke(self, start: float) -> None:
+        """While serving: a replica ready again after its restart gets the smoke test its first start got (one at a
+        time). It passes: its `ready` event (restarted, with the figures). It fails under --smoke on: that replica
+        is stopped and not restarted, the router keeps serving from the others (none left: exit 4); under warn it
+        keeps serving. A replica that died again meanwhile is judged by its death, not by this test."""
+        if self.smoke is not None and self.smoke.done:
+            run, self.smoke = self.smoke, None
+            c = self.replicas_by_name().get(run.results[0][0].where) if run.results else None
+            if c is None or not (c.running() and c.ready):
+                return
+            self.smoke = run
+            if self._smoke_judged(restarted=c):
+                self._ready_event(c, start, restarted=True)
+        while self.smoke is None and self.resmoke:
+            c = self.resmoke.pop(0)
+            if c.running() and c.ready:
+                self._smoke([c])
+
+    def replicas_by_name(self) -> dict[str, _Child]:
+        return {c.name: c for c in self.replicas}
+
     def _smoke(self, children: list[_Child]) -> bool:
         """Start the smoke requests to `children` (each replica with its own plan's requests; the router: the
         first request once); False when --smoke off."""
@@ -303,8 +333,9 @@ class FleetSupervisor:
         self.smoke = SmokeRun(targets, self.opts.smoke_timeout, self.api_key)
         return True
 
-    def _smoke_judged(self) -> bool:
-        """Judge the finished smoke run; False when it failed under --smoke on (the fleet is being stopped)."""
+    def _smoke_judged(self, restarted: _Child | None = None) -> bool:
+        """Judge the finished smoke run; False when it failed under --smoke on: the fleet is being stopped, or, for
+        the smoke test of the `restarted` replica, that replica (`_stop_replica`)."""
         from kt_launch.resolve.smoke import replies_json, smoke_findings, summary, too_short
 
         run, self.smoke = self.smoke, None
@@ -342,10 +373,26 @@ class FleetSupervisor:
             self.console.say("kt-launch: warning: the smoke test failed (--smoke warn); the fleet keeps serving\n")
             self.smoke_note += "\n  smoke test: FAILED (see above)"
             return True
+        if restarted is not None:
+            self._stop_replica(restarted)
+            return False
         self.console.say("kt-launch: error: the smoke test failed (--smoke on): stopping the fleet; exit code "
                          f"{EXIT_SMOKE}\n")
         self._stop("smoke test failed", EXIT_SMOKE, "smoke_failed", self._died_answering(run.results, by_name))
         return False
+
+    def _stop_replica(self, c: _Child) -> None:
+        """A restarted replica failed its smoke test under --smoke on: it answers the router's requests wrongly, so
+        it is stopped (its whole group: SIGTERM, then SIGKILL after the grace period) and not restarted; its death
+        is reported by `_check_deaths`."""
+        c.smoke_failed = True
+        self.console.say(f"kt-launch: error: the smoke test of {c.name}, restarted, failed (--smoke on): stopping "
+                         "it; it is not restarted again\n")
+        _killpg(c.pgid, signal.SIGTERM)
+        pgid, end = c.pgid, time.monotonic() + self.state.grace
+        self._until(end, lambda: c.proc.returncode is not None)
+        if pgid is not None and _group_alive(pgid):
+            _killpg(pgid, signal.SIGKILL)
 
     def _died_answering(self, results, by_name: dict[str, _Child]) -> _Child | None:
         """The replica whose last smoke request got no answer because it exited (a crash on the second request):
@@ -396,16 +443,20 @@ class FleetSupervisor:
                                  "stopping the fleet\n")
                 self._tail(c)
                 self._stop(f"{c.name} died", code, "died_before_ready", c)
-            elif self._restart_later(c, how, phase):
+            elif not c.smoke_failed and self._restart_later(c, how, phase):
                 continue
             else:
                 alive = [r.name for r in self.replicas if r.running() or r.restart_at is not None]
+                if c.smoke_failed:
+                    how = "was stopped after its failed smoke test"
                 self.console.say(f"kt-launch: {'error: ' if is_failure(rc, c.ready) else ''}replica {c.name} ({c.url}) {how}; "
                                  + (f"{len(alive)} of {len(self.replicas)} replicas still serving through the "
                                     f"router ({', '.join(alive)})\n" if alive else "no replica is left\n"))
                 self._tail(c)
                 if self.fail_fast:
                     self._stop(f"{c.name} died (--fail-fast)", code, "died", c)
+                elif not alive and c.smoke_failed:
+                    self._stop("every replica died", EXIT_SMOKE, "smoke_failed", c)
                 elif not alive:
                     self._stop("every replica died", code, "died", c)
 

@@ -89,3 +89,72 @@ def test_a_bad_replica_stops_the_fleet_with_exit_4(tmp_path, router_venv, mode, 
             assert events[-1]["name"] == "numa0" and events[-1]["returncode"] not in (None, 0)
     finally:
         kill_tree(launch)
+
+
+def _restart(tmp_path, router_venv, after: str):
+    """The fleet ready (both replicas good), then numa0 killed: --restart on-failure starts it again, and the stand-in
+    it starts then answers in mode `after` (STANDIN_MODE_RESTARTED)."""
+    import os
+
+    router_port, base = ports()
+    exe = make_standin(tmp_path, sys.executable)
+    p = write_profile(tmp_path, fleet_profile(exe, base, {"router": {"python": str(router_venv), "port": router_port,
+                                                                     "metrics_port": router_port + 1,
+                                                                     "policy": "round_robin"}}))
+    h = write_json(tmp_path / "host.json", dual_socket())
+    launch = Launch(tmp_path, ["--profile", str(p), "--host-facts", str(h), "--no-check", "--supervise",
+                               "--grace-period", "10", "--ready-timeout", "90", "--smoke", "on", "--json",
+                               "--restart", "on-failure"],
+                    {"STANDIN_MODE": "good", "STANDIN_MODE_RESTARTED": after, "STANDIN_PER_PORT": "1",
+                     "STANDIN_READY_AFTER": "0.2"})
+    launch.wait_for(lambda: "the fleet is ready" in launch.err, 90, "the fleet to be ready")
+    first = int((tmp_path / str(base + 1) / "pid").read_text())
+    os.kill(first, signal.SIGKILL)
+    launch.wait_for(lambda: "numa0 is ready again" in launch.err, 60, "numa0's restart")
+    return launch, router_port, base
+
+
+def test_a_restarted_replica_is_smoke_tested_again(tmp_path, router_venv):
+    launch, _, base = _restart(tmp_path, router_venv, "good")
+    try:
+        launch.wait_for(lambda: launch.out.count('"role": "replica"') >= 3, 30, "numa0's second ready event")
+        again = [e for e in read_events(launch.out) if e["event"] == "ready" and e.get("restarted")]
+        assert [e["name"] for e in again] == ["numa0"]
+        assert again[0]["smoke"]["ok"] and [r["ok"] for r in again[0]["smoke"]["requests"]] == [True, True]
+        assert launch.err.count("smoke test (--smoke on): numa0\n") == 1  # its own test, after the fleet's
+        assert int((tmp_path / str(base + 1) / "requests").read_text()) >= 2  # the new process answered them
+        launch.signal(signal.SIGTERM)
+        assert launch.finish(timeout=30) == 143
+    finally:
+        kill_tree(launch)
+
+
+def test_a_restarted_replica_that_fails_its_smoke_test_is_stopped_and_the_fleet_serves_on(tmp_path, router_venv):
+    """Good at the start, gibberish after its restart: under --smoke on that replica is stopped and not restarted
+    (the router would hand it users' requests); numa1 and the router keep serving."""
+    import json as _json
+    import urllib.request
+
+    launch, router_port, base = _restart(tmp_path, router_venv, "gibberish")
+    try:
+        launch.wait_for(lambda: "was stopped after its failed smoke test" in launch.err, 60, "numa0 to be stopped")
+        err = " ".join(launch.err.split())
+        assert "ERROR KT-E562 smoke test of numa0" in err
+        assert "the smoke test of numa0, restarted, failed (--smoke on): stopping it" in err
+        assert "1 of 2 replicas still serving through the router (numa1)" in err
+        assert launch.err.count("restarting it in") == 1  # the kill's restart only
+        assert not listening(base + 1)
+        failed = [e for e in read_events(launch.out) if e["event"] == "smoke_failed"]
+        assert [(e["name"], e["stopping"]) for e in failed] == [("numa0", True)]
+        body = _json.dumps({"model": "dsv2-lite", "messages": [{"role": "user", "content": "Hi"}],
+                            "max_tokens": 8}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{router_port}/v1/chat/completions", body,
+                                     {"Content-Type": "application/json"})
+        for _ in range(4):  # through the router, each answered by numa1 (the router retries past the dead one)
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 200 and _json.load(r)["usage"]["completion_tokens"] > 0
+        assert launch.proc.poll() is None
+        launch.signal(signal.SIGTERM)
+        assert launch.finish(timeout=30) == 143
+    finally:
+        kill_tree(launch)

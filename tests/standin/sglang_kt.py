@@ -37,6 +37,8 @@ Without torch in this interpreter the dump answers 500.
 $STANDIN_DIR (or $FAKE_DIR): records argv.json, pid and `requests` (generation requests served) there; in
 $STANDIN_DIR/<port>/ with $STANDIN_PER_PORT=1 (a fleet's replicas).
 $STANDIN_READY_AFTER: seconds before /health answers 200 (default 0.2). SIGTERM/SIGINT: exit 0.
+$STANDIN_MODE_RESTARTED: the mode of a stand-in started where one ran before (its dir holds a pid file: a server
+that --restart on-failure started again), e.g. good first, gibberish after the restart.
 """
 from __future__ import annotations
 
@@ -89,6 +91,8 @@ DIR = os.environ.get("STANDIN_DIR") or os.environ.get("FAKE_DIR")
 if DIR and os.environ.get("STANDIN_PER_PORT") == "1":  # several stand-ins (a fleet's replicas): one dir each
     DIR = os.path.join(DIR, str(ARGS.port))
     os.makedirs(DIR, exist_ok=True)
+if DIR and os.path.exists(os.path.join(DIR, "pid")) and os.environ.get("STANDIN_MODE_RESTARTED") in MODES:
+    ARGS.standin_mode = os.environ["STANDIN_MODE_RESTARTED"]  # started again after a death
 START = time.monotonic()
 READY_AFTER = float(os.environ.get("STANDIN_READY_AFTER", "0.2"))
 LOCK = threading.Lock()
