@@ -18,7 +18,7 @@ from fleet.test_supervise_router import descendants, kill_tree, listening, ports
 from standin.support import make_standin, read_events
 
 
-def start(tmp_path, router_venv, mode: str):
+def start(tmp_path, router_venv, mode: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
     router_port, base = ports()
     exe = make_standin(tmp_path, sys.executable)
     p = write_profile(tmp_path, fleet_profile(exe, base, {"router": {"python": str(router_venv), "port": router_port,
@@ -26,8 +26,8 @@ def start(tmp_path, router_venv, mode: str):
                                                                      "policy": "round_robin"}}))
     h = write_json(tmp_path / "host.json", dual_socket())
     launch = Launch(tmp_path, ["--profile", str(p), "--host-facts", str(h), "--no-check", "--supervise",
-                               "--grace-period", "10", "--ready-timeout", "90", "--smoke", "on", "--json"],
-                    {"STANDIN_MODE": mode, "STANDIN_PER_PORT": "1", "STANDIN_READY_AFTER": "0.2"})
+                               "--grace-period", "10", "--ready-timeout", "90", "--smoke", "on", "--json", *extra],
+                    {"STANDIN_MODE": mode, "STANDIN_PER_PORT": "1", "STANDIN_READY_AFTER": "0.2", **(env or {})})
     return launch, router_port, base
 
 
@@ -96,17 +96,8 @@ def _restart(tmp_path, router_venv, after: str):
     it starts then answers in mode `after` (STANDIN_MODE_RESTARTED)."""
     import os
 
-    router_port, base = ports()
-    exe = make_standin(tmp_path, sys.executable)
-    p = write_profile(tmp_path, fleet_profile(exe, base, {"router": {"python": str(router_venv), "port": router_port,
-                                                                     "metrics_port": router_port + 1,
-                                                                     "policy": "round_robin"}}))
-    h = write_json(tmp_path / "host.json", dual_socket())
-    launch = Launch(tmp_path, ["--profile", str(p), "--host-facts", str(h), "--no-check", "--supervise",
-                               "--grace-period", "10", "--ready-timeout", "90", "--smoke", "on", "--json",
-                               "--restart", "on-failure"],
-                    {"STANDIN_MODE": "good", "STANDIN_MODE_RESTARTED": after, "STANDIN_PER_PORT": "1",
-                     "STANDIN_READY_AFTER": "0.2"})
+    launch, router_port, base = start(tmp_path, router_venv, "good", ("--restart", "on-failure"),
+                                      {"STANDIN_MODE_RESTARTED": after})
     launch.wait_for(lambda: "the fleet is ready" in launch.err, 90, "the fleet to be ready")
     first = int((tmp_path / str(base + 1) / "pid").read_text())
     os.kill(first, signal.SIGKILL)
