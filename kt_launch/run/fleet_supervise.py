@@ -293,20 +293,17 @@ class FleetSupervisor:
         is stopped and not restarted, the router keeps serving from the others (none left: exit 4); under warn it
         keeps serving. A replica that died again meanwhile is judged by its death, not by this test."""
         if self.smoke is not None and self.smoke.done:
-            run, self.smoke = self.smoke, None
-            c = self.replicas_by_name().get(run.results[0][0].where) if run.results else None
-            if c is None or not (c.running() and c.ready):
-                return
-            self.smoke = run
-            if self._smoke_judged(restarted=c):
-                self._ready_event(c, start, restarted=True)
+            where = {target.where for target, _replies in self.smoke.results}
+            c = next((r for r in self.replicas if r.name in where), None)
+            if c is not None and c.running() and c.ready:
+                if self._smoke_judged(restarted=c):
+                    self._ready_event(c, start, restarted=True)
+            else:
+                self.smoke = None
         while self.smoke is None and self.resmoke:
             c = self.resmoke.pop(0)
             if c.running() and c.ready:
                 self._smoke([c])
-
-    def replicas_by_name(self) -> dict[str, _Child]:
-        return {c.name: c for c in self.replicas}
 
     def _smoke(self, children: list[_Child]) -> bool:
         """Start the smoke requests to `children` (each replica with its own plan's requests; the router: the
