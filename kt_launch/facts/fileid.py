@@ -49,6 +49,7 @@ def _open(path: str):
 
 _SEEN: dict[tuple, FileId] = {}  # identify's answers for regular files, by path and stat identity (this process)
 _SEEN_MAX = 4096
+_SEEN_HEADER_MAX = 1 << 20  # a larger header is not kept (a supervising launcher lives long): read again if asked
 
 
 def identify(path: str | os.PathLike, keep_tensors: bool = True) -> FileId:
@@ -73,7 +74,7 @@ def identify(path: str | os.PathLike, keep_tensors: bool = True) -> FileId:
     if seen is not None:
         return seen
     found = _read(path, size, keep_tensors)
-    if found.kind != "unreadable":
+    if found.kind != "unreadable" and len(found.header) <= _SEEN_HEADER_MAX:
         if len(_SEEN) >= _SEEN_MAX:
             _SEEN.clear()
         _SEEN[key] = found
