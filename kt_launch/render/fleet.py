@@ -14,7 +14,7 @@ from kt_launch.core.fleet import ROUTER_MODULE, FleetPlan, Instance, RouterSpec
 from kt_launch.render.argv import Command, render_command
 from kt_launch.render.redact import redact_argv, redact_env, redact_launcher_argv, scrub, scrub_findings, secret_values
 from kt_launch.core.output import DEFAULT_WIDTH, SCHEMA_VERSION, verdict
-from kt_launch.render.text import _resolved_json, _show, findings_text, value_rows
+from kt_launch.render.text import _resolved_json, _show, findings_text, placement_lines, value_rows
 
 ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -114,6 +114,8 @@ def fleet_json(fp: FleetPlan, commands: list[Command]) -> str:
             "resolved": _resolved_json(inst.plan, secrets),
             "findings": _findings_json(instance_findings(inst, cmd), secrets),
         })
+        if inst.plan.placement is not None:  # as the single plan's document: only where a placement is planned
+            doc["instances"][-1]["placement"] = inst.plan.placement.to_json()
     if fp.router is not None:
         rc = router_command(fp.router)
         doc["router"] = {"argv": redact_argv(rc.argv), "env": redact_env(rc.env), "url": router_url(fp.router)}
@@ -170,6 +172,7 @@ def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDT
         parts.append("values shared by every instance:")
         parts += value_rows(rows, "  ", width)
         parts.append("")
+    parts += _placement_parts(fp, secrets, width)
     for h in fp.hosts:
         parts.append(f"host {h.name} ({h.address}): kt-launch runs nothing there; run this on {h.name}:")
         parts.append("  " + shlex.join(redact_launcher_argv(h.argv, secrets)))
@@ -183,3 +186,20 @@ def fleet_text(fp: FleetPlan, commands: list[Command], width: int = DEFAULT_WIDT
     if common and len(fp.instances) > 1:
         parts.append("(the findings below concern the fleet, or every instance alike)")
     return "\n".join(parts) + "\n" + findings_text(scrub_findings(shown, secrets), width)
+
+
+def _placement_parts(fp: FleetPlan, secrets: set[str], width: int) -> list[str]:
+    """Each replica's expert placement table (render/text.placement_lines, as one instance shows it): once when every
+    replica places its GPU experts alike, else under each replica's name."""
+    placed = [(inst.replica.name, inst.plan.placement) for inst in fp.instances if inst.plan.placement is not None]
+    if not placed:
+        return []
+    if len(placed) == len(fp.instances) and len({json.dumps(p.to_json(), sort_keys=True) for _, p in placed}) == 1:
+        groups = [("every instance", placed[0][1])]
+    else:
+        groups = placed
+    parts: list[str] = []
+    for who, p in groups:
+        lines = placement_lines(p, width)
+        parts += [f"{lines[0]} ({who})", *lines[1:], ""]
+    return [scrub(line, secrets) for line in parts]

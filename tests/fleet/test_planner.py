@@ -332,3 +332,24 @@ def test_the_routers_metrics_port_is_rendered_and_checked_like_its_port(tmp_path
                    for f in found), found
     finally:
         s.close()
+
+
+def test_the_fleet_dry_run_shows_each_replicas_expert_placement(tmp_path):
+    """The placement table a single instance's plan shows (issue 25), in the fleet's text once when every replica
+    places its GPU experts alike, and per instance in the JSON; none where nothing is placed."""
+    synthetic.hf_model(tmp_path / "model")
+    prof = fleet_profile(sys.executable, 31000, {"router": {"port": 31100}},
+                         model={"path": str(tmp_path / "model"), "served_name": "tiny"},
+                         kt={"weight_path": str(tmp_path), "method": "AMXINT8", "num_gpu_experts": 3,
+                             "expert_placement": "uniform"})
+    _, doc = plan(tmp_path, prof, None, check=True)
+    places = [inst["placement"] for inst in doc["instances"]]
+    assert len(places) == 2 and places[0] == places[1]
+    assert places[0]["strategy"] == "uniform" and places[0]["per_layer"] == [3, 3, 3]
+    p = write_profile(tmp_path, prof)
+    text = kt_launch("--profile", str(p), "--host-facts", str(tmp_path / "host.json"), "--dry-run").stdout
+    assert text.count("expert placement: uniform, 9 GPU experts over 3 MoE layers (every instance)") == 1, text
+    assert "GPU experts per layer  1-3: 3" in text
+    del prof["kt"]["expert_placement"], prof["kt"]["num_gpu_experts"]
+    _, doc = plan(tmp_path, prof, None, check=True)
+    assert not any("placement" in inst for inst in doc["instances"])
