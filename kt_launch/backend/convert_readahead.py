@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 
 BLOCK = 8 << 20  # bytes a read: large sequential requests, the kernel's readahead keeps the queue full
@@ -38,7 +39,9 @@ def run(stdin, steps, ahead: int) -> int:
             if path != at:
                 if fd is not None:
                     os.close(fd)
-                fd, at = os.open(path, os.O_RDONLY), path
+                fd, at = os.open(path, os.O_RDONLY | os.O_NONBLOCK), path  # a FIFO put there: no wait
+                if not stat.S_ISREG(os.fstat(fd).st_mode):  # only regular files are read ahead
+                    return done
                 if hasattr(os, "posix_fadvise"):
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             end = off + n

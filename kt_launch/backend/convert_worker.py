@@ -666,7 +666,8 @@ class Readahead:
                 steps.append([f, off, n])
                 total += n
         self.proc = subprocess.Popen([sys.executable, READAHEAD_PATH], stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent())
         self._send(json.dumps({"steps": steps, "ahead": int(ahead)}))
 
     def _send(self, line):
@@ -689,6 +690,29 @@ class Readahead:
             self.proc.stdin.close()
         except OSError:
             pass
+
+
+def _die_with_parent():
+    """A preexec_fn: the read-ahead gets SIGKILL when this worker dies (Linux), so a worker killed alone (the launcher's
+    own death signal) leaves nothing reading on. kt_launch/facts/worker.py die_with_parent's rule, restated here: this
+    script imports nothing of kt_launch. Called from the main thread (the death signal follows the forking thread)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def setup():
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return setup
 
 
 def start_readahead(spec):

@@ -184,3 +184,53 @@ def test_a_patient_sync_frees_the_gil_and_writes_the_same_bytes(backend_python, 
     assert plain["max_gap"] > 0.8 * plain["quant_s"], got["rows"]  # what PatientSync is for: the GIL held throughout
     for row in patient:
         assert row["max_gap"] < 0.6 * row["quant_s"], got["rows"]
+
+
+WORKER_DIES = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import convert_worker as cw
+table = {"model.layers.1.mlp.experts.0.gate_proj.weight": (sys.argv[2], 0, int(sys.argv[3]), "BF16", (1,))}
+cw.layer_steps = lambda t, layer: [(f, a, b - a) for f, a, b, _d, _s in t.values()]
+ra = cw.Readahead(table, [1], 1 << 50)
+print(ra.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_killed_alone_takes_its_read_ahead_with_it(tmp_path):
+    """The worker SIGKILLed by itself (the launcher's death signal reaches the worker, not its children): the
+    read-ahead, busy reading a 64 GiB sparse file, is gone at once (its own death signal), not after reading on;
+    a FIFO among the steps is not waited on."""
+    import signal
+    import time
+
+    from operate.support import pid_gone
+
+    sparse = tmp_path / "sparse.safetensors"
+    with open(sparse, "wb") as f:
+        f.truncate(64 << 30)
+    worker = subprocess.Popen([sys.executable, "-c", WORKER_DIES, str(REPO / "kt_launch" / "backend"), str(sparse),
+                               str(64 << 30)], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(worker.stdout.readline())
+        time.sleep(0.3)
+        assert not pid_gone(child), "the read-ahead ended before the worker died: the test shows nothing"
+        worker.kill()
+        worker.wait()
+        deadline = time.monotonic() + 5
+        while not pid_gone(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pid_gone(child)
+    finally:
+        worker.kill()
+        worker.wait()
+        if child is not None and not pid_gone(child):  # a failed run leaves nothing reading either
+            os.kill(child, signal.SIGKILL)
+    fifo = tmp_path / "fifo.safetensors"
+    os.mkfifo(fifo)
+    p = subprocess.run([sys.executable, str(SCRIPT)], input=(json.dumps({"steps": [[str(fifo), 0, 1 << 20]],
+                                                                         "ahead": 1 << 30}) + "\n").encode(),
+                       timeout=30)
+    assert p.returncode == 0
