@@ -363,7 +363,10 @@ class FleetSupervisor:
             self.console.say(findings_text(scrub_findings(bad + notes, self.console.secrets)))
         for child in failed:
             self._tail(child)
-        self.smoke_note += "".join(f"\n  smoke test: {line}" for line in lines)
+        if restarted is None:  # the fleet's ready message shows them
+            self.smoke_note += "".join(f"\n  smoke test: {line}" for line in lines)
+        else:
+            self.console.say("".join(f"kt-launch: smoke test: {line}\n" for line in lines))
         if not bad:
             return True
         if not fail:

@@ -113,6 +113,7 @@ def test_a_restarted_replica_is_smoke_tested_again(tmp_path, router_venv):
         assert [e["name"] for e in again] == ["numa0"]
         assert again[0]["smoke"]["ok"] and [r["ok"] for r in again[0]["smoke"]["requests"]] == [True, True]
         assert launch.err.count("smoke test (--smoke on): numa0\n") == 1  # its own test, after the fleet's
+        assert "kt-launch: smoke test: numa0: 2 request(s) passed; TTFT" in launch.err
         assert int((tmp_path / str(base + 1) / "requests").read_text()) >= 2  # the new process answered them
         launch.signal(signal.SIGTERM)
         assert launch.finish(timeout=30) == 143
