@@ -61,9 +61,8 @@ def _read_by(steps, ahead: int, positions: list[int]) -> int:
 
 
 def _wait_idle(pid: int) -> int:
-    """`rchar` of `pid` once the process sleeps on its stdin (it blocked in read: wchan pipe_read / state S with
-    the same count twice); data read by the interpreter's start (its own files) is below 8 MiB and subtracted by the
-    callers' bounds."""
+    """`rchar` of `pid` once the process sleeps on its stdin (state S with the same count five polls in a row, 50 ms
+    apart); what the interpreter's start reads (its own files) is below 8 MiB and is subtracted by the callers."""
     import time
 
     last, same, deadline = -1, 0, time.monotonic() + 60
