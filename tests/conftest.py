@@ -42,3 +42,25 @@ def launches():
     for launch in started:
         if launch.proc.poll() is None or launch.child_pid():
             launch.kill_all()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus):
+    """On a failed run, one line before the ERRORS/FAILURES sections: the first failure's own message and the free
+    disk. CI shows a short window of the output around its first error; a full disk (every later `tmp_path` fails at
+    set-up) and a real failure must be told apart from that window alone."""
+    bad = terminalreporter.stats.get("error", []) + terminalreporter.stats.get("failed", [])
+    if bad:
+        first = bad[0]
+        crash = getattr(getattr(first, "longrepr", None), "reprcrash", None)
+        message = (crash.message if crash is not None else str(first.longrepr)).splitlines()[0][:300]
+        free = []
+        for where in (os.getcwd(), os.environ.get("TMPDIR", "/tmp")):
+            try:
+                st = os.statvfs(where)
+                free.append(f"{where} {st.f_bavail * st.f_frsize / 2**30:.1f} GiB free")
+            except OSError as e:
+                free.append(f"{where} ({e.strerror})")
+        terminalreporter.write_line(
+            f"first of {len(bad)} failures/errors: {first.nodeid} ({first.when}): {message}; disk: {', '.join(free)}")
+    return (yield)

@@ -65,6 +65,12 @@ if command -v flock >/dev/null 2>&1; then
     flock 9
 fi
 
+# pip --target unpacks into a temporary folder and then moves it into place: keep that folder beside the target, on
+# the same file system, so the move is a rename and the 5.5 GB of torch is never held twice (nor in a small /tmp).
+export TMPDIR="$base/.tmp"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
+
 # ---- shared torch -----------------------------------------------------------
 torch_lock="$here/requirements-torch.txt"
 torch_key="$(key_of "$torch_lock")"
@@ -121,4 +127,5 @@ PYEOF
 
 build_venv sglang-kt "$here/requirements-sglang-kt.txt"
 build_venv sglang "$here/requirements-sglang.txt"
+rm -rf "$TMPDIR"
 log "done in $((SECONDS - start)) s"
