@@ -53,7 +53,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus):
     if bad:
         first = bad[0]
         crash = getattr(getattr(first, "longrepr", None), "reprcrash", None)
-        message = (crash.message if crash is not None else str(first.longrepr)).splitlines()[0][:300]
+        message = ((crash.message if crash is not None else str(first.longrepr)).splitlines() or ["?"])[0][:300]
         free = []
         for where in (os.getcwd(), os.environ.get("TMPDIR", "/tmp")):
             try:
@@ -62,5 +62,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus):
             except OSError as e:
                 free.append(f"{where} ({e.strerror})")
         terminalreporter.write_line(
-            f"first of {len(bad)} failures/errors: {first.nodeid} ({first.when}): {message}; disk: {', '.join(free)}")
+            f"first of {len(bad)} failures/errors: {first.nodeid} ({getattr(first, 'when', '?')}): {message}; "
+            f"disk: {', '.join(free)}")
     return (yield)
