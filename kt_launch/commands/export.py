@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from kt_launch.core.errors import ConfigError
+from kt_launch.core.fleet import ROUTER_METRICS_PORT
 
 from kt_launch.commands.common import EXIT_INVALID, EXIT_OK, EXIT_PLAN
 
@@ -56,6 +57,7 @@ def run(args, passthrough) -> int:
             router_argv = tuple(router_command(_with(rs, api_key="$(ROUTER_API_KEY)" if rs.api_key
                                                      else None)).argv)
         router_port = out.plan.router.port if out.plan.router else cfg.server.port
+        metrics_port = out.plan.router.metrics_port if out.plan.router else ROUTER_METRICS_PORT
         policy = out.plan.router.policy if out.plan.router else "round_robin"
         first_plan = out.plan.instances[0].plan if out.plan.instances else None
     else:
@@ -79,6 +81,7 @@ def run(args, passthrough) -> int:
                                  listen=cfg.server.host, host=_hostname()))
         router_argv = ()
         port = router_port = cfg.server.port
+        metrics_port = ROUTER_METRICS_PORT
         policy = "round_robin"
     if unknown:
         sys.stderr.write(f"kt-launch: error: the plan's RAM is unknown for {', '.join(unknown)} (the model's size was "
@@ -115,7 +118,8 @@ def run(args, passthrough) -> int:
                          port=port, router_port=router_port, policy=policy, replicas=tuple(replicas),
                          profile_yaml=yaml.safe_dump(doc, sort_keys=False), secret_env=tuple(secret_env),
                          router_api_key=api_key, volumes=volumes, router_argv=router_argv, sets=sets,
-                         router_host=_hostname(), launcher=(sys.executable, "-m", "kt_launch"))
+                         router_host=_hostname(), launcher=(sys.executable, "-m", "kt_launch"),
+                         metrics_port=metrics_port)
     files = _files(args.to, spec, yaml)
     if args.output:
         from kt_launch.facts.cache import write_output

@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from kt_launch.core.fleet import ROUTER_MODULE
+from kt_launch.core.fleet import ROUTER_METRICS_PORT, ROUTER_MODULE
 from kt_launch.render.fleet import cpu_list
 
 GiB = 1 << 30
@@ -71,6 +71,14 @@ class ExportSpec:
     router_host: str = ""  # the machine the router runs on (the fleet's this machine)
     launcher: tuple[str, ...] = ("kt-launch",)  # how systemd starts kt-launch (an absolute path)
     sets: tuple[str, ...] = ()  # the export's own --set items (secret-named ones are never carried)
+    metrics_port: int = ROUTER_METRICS_PORT  # the router's Prometheus port (the fleet's fleet.router.metrics_port)
+
+    @property
+    def router_metrics_port(self) -> int:
+        """Where the router pod serves Prometheus: the fleet's port, or sglang-router's 29000 unless the router
+        itself listens there (a single-instance export, whose router takes server.port), then the next one. Two
+        listeners on one port would crash the router pod at its start."""
+        return self.metrics_port if self.metrics_port != self.router_port else self.router_port + 1
 
 
 def dns_name(*parts: str) -> str:
@@ -156,7 +164,8 @@ def router_argv(spec: ExportSpec, budget: int) -> list[str]:
     argv = ["python", "-m", ROUTER_MODULE, "--host", "0.0.0.0", "--port", str(spec.router_port),
             "--policy", spec.policy, "--service-discovery", "--selector", f"{LABEL_WORKER}={spec.fleet}",
             "--service-discovery-port", str(spec.port), "--service-discovery-namespace", spec.namespace,
-            "--worker-startup-timeout-secs", str(budget)]
+            "--worker-startup-timeout-secs", str(budget),
+            "--prometheus-host", "0.0.0.0", "--prometheus-port", str(spec.router_metrics_port)]
     if spec.router_api_key:
         argv += ["--api-key", "$(ROUTER_API_KEY)"]
     return argv
@@ -187,13 +196,16 @@ def router(spec: ExportSpec) -> list[dict]:
                                                         "args": router_argv(spec, budget)[1:],
                                                         "env": env,
                                                         "ports": [{"name": "http",
-                                                                   "containerPort": spec.router_port}],
+                                                                   "containerPort": spec.router_port},
+                                                                  {"name": "metrics",
+                                                                   "containerPort": spec.router_metrics_port}],
                                                         "readinessProbe": {"httpGet": {"path": "/health",
                                                                                        "port": "http"},
                                                                            "periodSeconds": PROBE_PERIOD_S}}]}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, **meta},
          "spec": {"selector": {"kt-launch/role": "router", "app.kubernetes.io/instance": spec.fleet},
-                  "ports": [{"name": "http", "port": spec.router_port, "targetPort": "http"}]}},
+                  "ports": [{"name": "http", "port": spec.router_port, "targetPort": "http"},
+                            {"name": "metrics", "port": spec.router_metrics_port, "targetPort": "metrics"}]}},
     ]
 
 

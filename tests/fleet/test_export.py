@@ -149,12 +149,20 @@ def test_router_args_parse_with_the_real_sglang_router(tmp_path, model, router_v
     code = ("import json, sys\nfrom sglang_router.launch_router import parse_router_args\n"
             "a = parse_router_args(json.loads(sys.argv[1]))\n"
             "print(json.dumps({'sd': a.service_discovery, 'sel': a.selector, 'port': a.service_discovery_port,"
-            " 'ns': a.service_discovery_namespace, 'startup': a.worker_startup_timeout_secs}))\n")
+            " 'ns': a.service_discovery_namespace, 'startup': a.worker_startup_timeout_secs,"
+            " 'metrics': [a.prometheus_host, a.prometheus_port]}))\n")
     got = subprocess.run([str(router_venv), "-c", code, json.dumps(args[2:])], capture_output=True, text=True,
                          timeout=60)
     assert got.returncode == 0, got.stderr[-2000:]
     a = json.loads(got.stdout)
     assert a["sd"] is True and a["ns"] == "default" and a["startup"] >= 1800
+    # metrics on every address of the pod, at the port its container and Service declare (fleet.router.metrics_port
+    # unset: sglang-router's 29000)
+    (c,) = router["spec"]["template"]["spec"]["containers"]
+    assert a["metrics"] == ["0.0.0.0", 29000]
+    assert {"name": "metrics", "containerPort": 29000} in c["ports"]
+    svc = next(d for d in _docs(out) if d["kind"] == "Service" and d["metadata"]["name"].endswith("-router"))
+    assert {"name": "metrics", "port": 29000, "targetPort": "metrics"} in svc["spec"]["ports"]
     assert a["sel"] == {"kt-launch/worker": "kt-fleet"} or a["sel"] == ["kt-launch/worker=kt-fleet"]
 
 
@@ -165,6 +173,23 @@ def test_a_single_instance_profile_exports_one_replica(tmp_path, model):
     assert len(workers) == 1
     res = workers[0]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res["requests"] == res["limits"] and res["requests"]["cpu"] == "64"  # node 0's CPUs (one pool)
+
+
+def test_a_router_on_port_29000_serves_its_metrics_on_another(tmp_path, model):
+    """A single instance's router takes server.port; at 29000, sglang-router's own metrics default, the two would
+    collide in the router pod and it would die at its start: the metrics move to the next port."""
+    profile = _profile(tmp_path, model, fleet=False)
+    doc = yaml.safe_load(profile.read_text())
+    doc.setdefault("server", {})["port"] = 29000
+    profile.write_text(yaml.safe_dump(doc))
+    done, out = _export(tmp_path, profile)
+    assert done.returncode == 0, done.stderr
+    router = next(d for d in _docs(out) if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-router"))
+    (c,) = router["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": 29000, "metrics": 29001}
+    assert c["args"][c["args"].index("--prometheus-port") + 1] == "29001"
+    assert c["args"][c["args"].index("--port") + 1] == "29000"
 
 
 def test_unknown_ram_is_a_plan_error_and_writes_nothing(tmp_path, model):
