@@ -9,6 +9,9 @@
    `reduce`: torch.load weights_only, the shape against config.json, counts non-negative and not all zero).
 4. It is stored in the calibration cache under the model's fingerprint and --name (facts/expert_stats.py); the next
    plan with kt.expert_placement: auto renders frequency placement with it.
+
+A fleet profile is recorded by one server, the profile without its fleet section: the counts are the model's and the
+workload's, and every replica finds the stored file.
 """
 
 from __future__ import annotations
@@ -37,10 +40,7 @@ def run(args, passthrough) -> int:
         raise ConfigError("kt-launch calibrate sets --expert-distribution-recorder-mode and -buffer-size itself; "
                           "remove them after `--`")
     req = request(args, (*passthrough, *RECORDER_FLAGS), launch=not args.list, gate="off" if args.list else "run")
-    loaded = load(req)
-    if loaded.config.fleet is not None:
-        raise ConfigError("kt-launch calibrate runs one server: remove the profile's fleet section (a calibration "
-                          "holds for every replica of the same model)")
+    loaded = _one_server(load(req), args.list)
     cfg = loaded.config
     model = _model(cfg)
     fp = es.model_fingerprint(cfg.model.path, model)
@@ -73,6 +73,22 @@ def run(args, passthrough) -> int:
         return _store(cfg, out, model, args, fp, tmp, workload)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _one_server(loaded, listing: bool):
+    """The profile as one server: a fleet section is set aside (with a line saying so), since a calibration is the
+    model's and the workload's, not a replica's, and the fleet's `kt.expert_placement: auto` finds it for every
+    replica. The server gets this machine's plan of the profile without `fleet`, as `--dry-run` would show it."""
+    if loaded.config.fleet is None:
+        return loaded
+    from dataclasses import replace
+
+    from kt_launch.commands.common import say
+
+    if not listing:
+        say("kt-launch calibrate: the profile's fleet section is set aside: one server on this machine records "
+            "(the calibration is stored for the model, and every replica's kt.expert_placement: auto finds it)")
+    return replace(loaded, config=loaded.config.model_copy(update={"fleet": None}))
 
 
 def _prompts(path: str | None):

@@ -134,6 +134,42 @@ def test_the_next_plan_renders_frequency_with_kt_kernels_own_mask(calibrated, mo
 
 
 @needs_backend
+def test_a_fleet_profile_is_calibrated_by_one_server_and_its_replicas_find_it(tmp_path, launches):
+    """A fleet profile: its fleet section is set aside (said on stderr), one server records, and the calibration is
+    the model's: --list on the same fleet profile names it, and the fleet's own --dry-run places frequency with it."""
+    synthetic.hf_model(tmp_path / "model")
+    write_host(tmp_path)
+    profile = _profile(tmp_path, make_standin(tmp_path, BACKEND), free_port())
+    import yaml
+
+    doc = yaml.safe_load(profile.read_text())
+    doc["fleet"] = {"replicas": "per-numa", "allow_cpu_only": True}
+    profile.write_text(yaml.safe_dump(doc))
+    launch = _calibrate(tmp_path, {}, "--requests", "2", "--name", "fleet-chat")
+    launches.append(launch)
+    assert launch.finish(timeout=120) == 0, launch.err
+    assert "fleet section is set aside" in launch.err
+    assert pid_gone(int((tmp_path / "pid").read_text())), "the server was left running"
+    (stored,) = (tmp_path / "cache" / "calibrations").glob("*/fleet-chat.pt")
+    env = {**os.environ, "KT_LAUNCH_CACHE_DIR": str(tmp_path / "cache")}
+    listed = subprocess.run([os.sys.executable, "-m", "kt_launch", "calibrate", "--profile", str(profile), "--list",
+                             "--json"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [c["workload"] for c in json.loads(listed.stdout)["calibrations"]] == ["fleet-chat"]
+    assert "set aside" not in listed.stderr  # --list starts nothing, so it has nothing to say about the fleet
+    planned = subprocess.run([os.sys.executable, "-m", "kt_launch", "--profile", str(profile), "--host-facts",
+                              str(tmp_path / "host.json"), "--set", "kt.expert_placement=auto", "--set",
+                              f"runtime.python={BACKEND}", "--dry-run", "--json"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    fleet = json.loads(planned.stdout)
+    assert fleet["instances"], planned.stderr
+    for inst in fleet["instances"]:
+        argv = inst["argv"]
+        assert argv[argv.index("--kt-expert-placement-strategy") + 1] == "frequency", inst
+        assert argv[argv.index("--init-expert-location") + 1] == str(stored)
+
+
+@needs_backend
 def test_ctrl_c_during_the_workload_stops_the_server_and_stores_nothing(tmp_path, launches):
     synthetic.hf_model(tmp_path / "model")
     write_host(tmp_path)
