@@ -256,7 +256,15 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                 "from --profile's plan or the server's /server_info. A progress line per length on stderr.")
     b.add_argument("--url", metavar="URL", help="the server's base URL, http://HOST:PORT")
     b.add_argument("--profile", metavar="PATH|NAME", help="bench the server this profile runs (its server.host and "
-                   "server.port; start it with --supervise first) and take the setup from its plan")
+                   "server.port; start it with --supervise first, or give --start) and take the setup from its plan")
+    b.add_argument("--start", action="store_true", help="with --profile: start the profile's server supervised "
+                   "(smoke test included), bench it once ready, then stop it; flags after `--` go to it")
+    b.add_argument("--no-check", action="store_true", help="with --start: skip the plan's file-system checks, as "
+                   "for a launch")
+    b.add_argument("--grace-period", type=_seconds, metavar="SECONDS",
+                   help="with --start: time SGLang gets to exit after the bench before SIGKILL (default 30)")
+    b.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
+                   help="with --start: give up if /health is not 200 by then; 0 = no limit (default 3600)")
     b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="with --profile: override one value, as for a launch")
     b.add_argument("--host-facts", metavar="FILE", help="with --profile: the recorded host the server runs on")

@@ -3,9 +3,10 @@ tutorials' table), one request at a time (or --concurrency N at once), against a
 that makes a figure comparable and the published figure of the same model and hardware class beside.
 
 --profile P benches the server that profile runs (its server.host / server.port, started with `kt-launch --profile P
---supervise`), and takes the setup from its plan; --url takes it from the server's /server_info and /model_info
-(and this machine's CPU and GPUs when the URL is on loopback). Exit 0, 4 when a request failed (KT-E570), 2 for
-bad arguments."""
+--supervise`), and takes the setup from its plan; with --start it starts that server itself, supervised as a launch
+is (run/supervise.py, smoke test included), benches it once it is ready and stops it. --url takes the setup from the
+server's /server_info and /model_info (and this machine's CPU and GPUs when the URL is on loopback). Exit 0, 4 when a
+request failed (KT-E570), 2 for bad arguments, 3 when --start's plan has errors (nothing is started)."""
 
 from __future__ import annotations
 
@@ -40,21 +41,33 @@ def lengths_of(text: str) -> list[int]:
     return out
 
 
-def _from_profile(args) -> tuple[str, dict, str | None]:
-    """The base URL, setup and api key of the server the profile runs (its plan; nothing is started)."""
+def _request(args, passthrough, start: bool):
+    """The plan request of --profile: the launch's own (checks, install gate) with --start, else a --no-check plan
+    that only says where the server listens and how it was set up."""
     from types import SimpleNamespace
 
-    from kt_launch.app import plan_request
     from kt_launch.commands.common import request
+
+    ns = SimpleNamespace(profile=args.profile, sets=args.sets, host_facts=args.host_facts,
+                         no_check=args.no_check or not start, model_facts=None, fleet_host=None)
+    return request(ns, passthrough, launch=start, gate="run" if start else "off")
+
+
+def _from_profile(args) -> tuple[str, dict, str | None]:
+    """The base URL, setup and api key of the server the profile runs (its plan; nothing is started)."""
+    from kt_launch.app import plan_request
+
+    return _setup(plan_request(_request(args, [], start=False)), args.profile)
+
+
+def _setup(out, profile: str) -> tuple[str, dict, str | None]:
+    """The base URL, setup and api key from a profile's plan (a fleet is benched through its router, by --url)."""
     from kt_launch.core.options import BY_KEY
     from kt_launch.run.health import base_url
 
-    ns = SimpleNamespace(profile=args.profile, sets=args.sets, host_facts=args.host_facts, no_check=True,
-                         model_facts=None, fleet_host=None)
-    out = plan_request(request(ns, []))
     plan = out.plan
     if getattr(out.config, "fleet", None) is not None:
-        raise ConfigError(f"--profile {args.profile}: a fleet profile; bench its router with --url")
+        raise ConfigError(f"--profile {profile}: a fleet profile; bench its router with --url")
     host, port = (plan.get(k, BY_KEY[k].default) for k in ("server.host", "server.port"))
     tp = plan.get("server.tp_size") or 1
     meta = {"model": plan.get("model.served_name") or plan.get("model.path"), "method": plan.get("kt.method"),
@@ -107,28 +120,76 @@ def _from_server(base: str, info: dict, meta: dict) -> dict:
 
 
 def run(args, passthrough) -> int:
+    from kt_launch.commands.smoke import api_key_of, base_of
+
+    if bool(args.url) == bool(args.profile):
+        raise ConfigError("kt-launch bench: give --url URL or --profile P (one of them)")
+    if args.profile is None and (args.sets or args.host_facts or args.start):
+        raise ConfigError("--set, --host-facts and --start need --profile")
+    if not args.start and (args.no_check or args.grace_period is not None or args.ready_timeout is not None):
+        raise ConfigError("--no-check, --grace-period and --ready-timeout go with --start")
+    if passthrough and not args.start:
+        raise ConfigError("flags after `--` go to the server --start starts: give --start, or drop them")
+    lengths = lengths_of(args.lengths)
+    if args.profile and args.api_key_env:
+        raise ConfigError("--api-key-env goes with --url (--profile sends the profile's server.api_key)")
+    if args.start:
+        return _started(args, passthrough, lengths)
+    if args.profile:
+        base, meta, api_key = _from_profile(args)
+    else:
+        base, meta, api_key = base_of(args.url), {}, api_key_of(args.api_key_env)
+    text, code = _bench(base, meta, api_key, args, lengths)
+    sys.stdout.write(text)
+    return code
+
+
+def _started(args, passthrough, lengths) -> int:
+    """--start: the profile's server started supervised (the launch's plan, install gate and smoke test); the bench
+    runs once it is ready, then the server is stopped; the table comes last on stdout, after the server's output."""
+    import gc
+
+    from kt_launch.app import plan_request
+    from kt_launch.commands.common import EXIT_PLAN, load
+    from kt_launch.render.redact import safe_findings
+    from kt_launch.render.text import findings_text
+    from kt_launch.run.supervise import Endpoint, options_of, smoke_options, supervise
+
+    req = _request(args, passthrough, start=True)
+    out = plan_request(req, loaded=load(req))
+    base, meta, api_key = _setup(out, args.profile)
+    if not out.ok:
+        sys.stderr.write(findings_text(safe_findings(out.command, out.findings)))
+        sys.stderr.write("kt-launch: the plan has errors; nothing was started (see --dry-run)\n")
+        return EXIT_PLAN
+    done: list[str] = []
+
+    def job(url: str) -> int:
+        text, code = _bench(url, dict(meta), api_key, args, lengths)
+        done.append(text)
+        return code
+
+    opts = options_of(args)
+    smoke_options(opts, args, out.plan.get("server.smoke") or "on")
+    opts.after_ready = job
+    gc.enable()  # the CLI starts without the cyclic GC; a server's lifetime is long
+    code = supervise(out.command, out.findings, Endpoint.of(out.plan, out.config), opts=opts,
+                     values={k: r.value for k, r in out.plan.values.items()})
+    sys.stdout.write("".join(done))
+    return code
+
+
+def _bench(base: str, meta: dict, api_key, args, lengths) -> tuple[str, int]:
+    """The rows at each length against the server at `base`: the text (or JSON) and the exit code."""
     import time
 
-    from kt_launch.commands.smoke import api_key_of, base_of, first_model, served_model
+    from kt_launch.commands.smoke import first_model, served_model
     from kt_launch.core.findings import error, warning
     from kt_launch.core.smoke import EXIT_SMOKE
     from kt_launch.render.bench import bench_json, bench_text
     from kt_launch.resolve.bench import published_for, row_of
     from kt_launch.run.bench import Prompts, run_length, server_facts
 
-    if bool(args.url) == bool(args.profile):
-        raise ConfigError("kt-launch bench: give --url URL or --profile P (one of them)")
-    if args.profile is None and (args.sets or args.host_facts):
-        raise ConfigError("--set and --host-facts need --profile")
-    lengths = lengths_of(args.lengths)
-    meta, api_key = {}, None
-    if args.profile:
-        if args.api_key_env:
-            raise ConfigError("--api-key-env goes with --url (--profile sends the profile's server.api_key)")
-        base, meta, api_key = _from_profile(args)
-    else:
-        base = base_of(args.url)
-        api_key = api_key_of(args.api_key_env)
     listed = first_model(base, api_key)
     model = args.model or served_model(listed) or meta.get("model") or "default"
     info = server_facts(base, api_key)
@@ -162,8 +223,7 @@ def run(args, passthrough) -> int:
             break
     meta["prompt_tokens_counted_by"] = prompts.how if prompts.tokenize is not None else None
     published = None if pub is None else {"model": pub.model, "hardware": pub.hardware, "source": pub.source}
-    out = (bench_json(base, meta, rows, published, findings, args.concurrency, args.output_tokens) + "\n"
-           if args.json else bench_text(base, meta, rows, published, findings, args.concurrency, text_width()))
-    sys.stdout.write(out)
-    return EXIT_OK if rows and all(r["ok"] for r in rows) else EXIT_SMOKE
+    text = (bench_json(base, meta, rows, published, findings, args.concurrency, args.output_tokens) + "\n"
+            if args.json else bench_text(base, meta, rows, published, findings, args.concurrency, text_width()))
+    return text, EXIT_OK if rows and all(r["ok"] for r in rows) else EXIT_SMOKE
 

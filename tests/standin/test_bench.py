@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,57 @@ def test_a_gibberish_server_is_exit_4(tmp_path, capsys):
 def test_bad_arguments_are_exit_2(capsys, args, what):
     rc, _, err = bench(capsys, *args)
     assert rc == 2 and what in err
+
+
+def _start_profile(d: Path) -> Path:
+    from devtools import synthetic
+    from operate.support import free_port, write_host, write_profile
+    from standin.support import make_standin
+
+    synthetic.hf_model(d / "model")
+    write_host(d)
+    return write_profile(d, {"model": {"path": str(d / "model"), "served_name": "tiny"},
+                             "kt": {"weight_path": "/nonexistent/kt", "method": "AMXINT8", "num_gpu_experts": 3},
+                             "server": {"host": "127.0.0.1", "port": free_port()},
+                             "runtime": {"python": str(make_standin(d)), "flavor": "sglang-kt"}})
+
+
+def test_start_serves_the_profile_benches_it_once_ready_and_stops_it(tmp_path, launches):
+    """--start: the profile's server started supervised (its smoke test passes first), the rows once it is ready,
+    then the server stopped; the JSON comes last on stdout, after the server's own output, and the flags after `--`
+    reach the server."""
+    from operate.support import Launch, pid_gone
+
+    profile = _start_profile(tmp_path)
+    launch = Launch(tmp_path, ["bench", "--profile", str(profile), "--host-facts", str(tmp_path / "host.json"),
+                               "--no-check", "--start", "--lengths", "64,128", "--output-tokens", "8", "--json",
+                               "--", "--context-length", "4096"],
+                    {"STANDIN_DIR": str(tmp_path), "STANDIN_READY_AFTER": "0",
+                     "KT_LAUNCH_CACHE_DIR": str(tmp_path / "cache")})
+    launches.append(launch)
+    assert launch.finish(timeout=120) == 0, launch.err
+    doc = json.loads(launch.out[[m.start() for m in re.finditer(r"^\{", launch.out, re.M)][-1]:])
+    assert doc["ok"] and [r["input_tokens"] for r in doc["rows"]] == [64, 128]
+    assert doc["setup"]["method"] == "AMXINT8" and doc["setup"]["model"] == "tiny"
+    assert "smoke test" in launch.err  # supervised as a launch is: the smoke test ran before the bench
+    assert pid_gone(int((tmp_path / "pid").read_text())), "the server was left running"
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv[argv.index("--context-length") + 1] == "4096"
+
+
+def test_start_with_plan_errors_starts_nothing(tmp_path, capsys):
+    """Without --no-check the weight path that does not exist is a plan error: exit 3, and no server ran. (The
+    interpreter is this one, without SGLang: the stand-in, asked for SGLang's parser, would serve instead.)"""
+    profile = _start_profile(tmp_path)
+    rc, out, err = bench(capsys, "--profile", str(profile), "--host-facts", str(tmp_path / "host.json"), "--start",
+                         "--set", f"runtime.python={sys.executable}", "--lengths", "64")
+    assert rc == 3 and "nothing was started" in err, err
+    assert not (tmp_path / "pid").exists() and not (tmp_path / "argv.json").exists()
+
+
+@pytest.mark.parametrize("args,what", [(["--url", "http://x:1", "--start"], "need --profile"),
+                                       (["--profile", "p", "--no-check"], "go with --start"),
+                                       (["--url", "http://x:1", "--", "--port", "1"], "give --start")])
+def test_start_arguments_out_of_place_are_exit_2(capsys, args, what):
+    rc, _, err = bench(capsys, *args)
+    assert rc == 2 and what in err, err
