@@ -157,7 +157,7 @@ def _started(args, passthrough, lengths) -> int:
 
     req = _request(args, passthrough, start=True)
     out = plan_request(req, loaded=load(req))
-    base, meta, api_key = _setup(out, args.profile)
+    _, meta, api_key = _setup(out, args.profile)  # the URL: the supervisor hands the job its own
     if not out.ok:
         sys.stderr.write(findings_text(safe_findings(out.command, out.findings)))
         sys.stderr.write("kt-launch: the plan has errors; nothing was started (see --dry-run)\n")
