@@ -92,11 +92,7 @@ def build_parser(subs: dict[str, argparse.ArgumentParser] | None = None) -> argp
                    "events as JSON lines on stdout, the server's log on stderr (docs/JSON.md)")
     p.add_argument("--supervise", action="store_true", help="run SGLang as a supervised child instead of exec: "
                    "forward signals, wait for /health, print the OpenAI URL and a curl, propagate its exit code")
-    p.add_argument("--grace-period", type=_seconds, metavar="SECONDS",
-                   help="with --supervise: time SGLang gets to exit after a signal before SIGKILL (default 30)")
-    p.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
-                   help="with --supervise: stop SGLang (exit 124) if /health is not 200 by then; 0 = no limit "
-                        "(default 3600)")
+    _supervise_times(p, "with --supervise: ", "a signal")
     p.add_argument("--fail-fast", action="store_true", help="with --supervise and a fleet: stop every instance and "
                    "the router when one replica dies (default: keep serving through the rest)")
     p.add_argument("--restart", choices=("no", "on-failure"), help="with --supervise: restart SGLang (or a fleet "
@@ -130,6 +126,14 @@ def _timeout(text: str) -> float:
     if v <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
     return v
+
+
+def _supervise_times(p: argparse.ArgumentParser, when: str, after: str) -> None:
+    """--grace-period and --ready-timeout of every command that supervises a server (run/supervise.options_of)."""
+    p.add_argument("--grace-period", type=_seconds, metavar="SECONDS",
+                   help=f"{when}time SGLang gets to exit after {after} before SIGKILL (default 30)")
+    p.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
+                   help=f"{when}stop SGLang (exit 124) if /health is not 200 by then; 0 = no limit (default 3600)")
 
 
 def _count(lo: int, hi: int):
@@ -261,10 +265,7 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                    "(smoke test included), bench it once ready, then stop it; flags after `--` go to it")
     b.add_argument("--no-check", action="store_true", help="with --start: skip the plan's file-system checks, as "
                    "for a launch")
-    b.add_argument("--grace-period", type=_seconds, metavar="SECONDS",
-                   help="with --start: time SGLang gets to exit after the bench before SIGKILL (default 30)")
-    b.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
-                   help="with --start: give up if /health is not 200 by then; 0 = no limit (default 3600)")
+    _supervise_times(b, "with --start: ", "the bench")
     b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="with --profile: override one value, as for a launch")
     b.add_argument("--host-facts", metavar="FILE", help="with --profile: the recorded host the server runs on")
@@ -297,10 +298,7 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
     k.add_argument("--name", default="default", metavar="WORKLOAD", help="the workload's name in the cache "
                    "(default: default); kt.expert_stats: WORKLOAD picks it")
     k.add_argument("--list", action="store_true", help="list this model's calibrations and exit (starts nothing)")
-    k.add_argument("--grace-period", type=_seconds, metavar="SECONDS",
-                   help="time SGLang gets to exit after the run before SIGKILL (default 30)")
-    k.add_argument("--ready-timeout", type=_seconds, metavar="SECONDS",
-                   help="give up if /health is not 200 by then; 0 = no limit (default 3600)")
+    _supervise_times(k, "", "the run")
     k.add_argument("--request-timeout", type=_timeout, default=600.0, metavar="SECONDS",
                    help="limit per request of the workload (default 600)")
     k.add_argument("--json", action="store_true", help="machine-readable result (or list)")
