@@ -146,7 +146,8 @@ def run(args, passthrough) -> int:
 
 def _started(args, passthrough, lengths) -> int:
     """--start: the profile's server started supervised (the launch's plan, install gate and smoke test); the bench
-    runs once it is ready, then the server is stopped; the table comes last on stdout, after the server's output."""
+    runs once it is ready, then the server is stopped; stdout holds the table alone (the server's output goes to
+    stderr, run/supervise.py)."""
     import gc
 
     from kt_launch.app import plan_request

@@ -114,12 +114,15 @@ class Console:
     """kt-launch's own lines and every child's output, secrets masked; a status line on a terminal is
     cleared before anything else is written, so it never garbles a log line."""
 
-    def __init__(self, secrets: set[str], out: IO | None = None, err: IO | None = None, json: bool = False):
+    def __init__(self, secrets: set[str], out: IO | None = None, err: IO | None = None, json: bool = False,
+                 stdout_taken: bool = False):
         self.secrets = secrets
         out, err = out or sys.stdout, err or sys.stderr
         self.out, self.err = Writer(out), Writer(err)
-        self.json = json  # --json: stdout carries only the events (render/events.py); the children's stdout goes
-        self.child_out = self.err if json else self.out  # to stderr with their stderr
+        self.json = json  # --json: stdout carries only the events (render/events.py)
+        # the children's stdout goes to stderr with their stderr where stdout is kt-launch's own: the events, or the
+        # result of a job run on the server (calibrate, bench --start)
+        self.child_out = self.err if json or stdout_taken else self.out
         self._err_encoding = _encoding(err)
         self.status_shown = False
         try:

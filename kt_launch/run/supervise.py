@@ -83,7 +83,8 @@ class SuperviseOptions:
     smoke_timeout: float = 300.0  # per smoke request
     # A job run once the server is ready (in a thread: the loop keeps pumping the server's output), given the base
     # URL; when it returns, the server is stopped and its return value is kt-launch's exit code (`kt-launch
-    # calibrate`). None: serve until stopped.
+    # calibrate`, `bench --start`); stdout is then the job's, and the server's output goes to stderr. None: serve
+    # until stopped.
     after_ready: Callable[[str], int] | None = None
     json: bool = False  # --json: events on stdout (render/events.py), the server's output on stderr
 
@@ -324,7 +325,7 @@ def supervise(cmd: Command, findings, endpoint: Endpoint, *, opts: SuperviseOpti
     secrets = secret_values(cmd.argv, cmd.env)
     # the server inherits kt-launch's environment too: an exported HF_TOKEN must not show up in its teed log
     secrets |= env_secret_values(os.environ)
-    console = Console(secrets, json=opts.json)
+    console = Console(secrets, json=opts.json, stdout_taken=opts.after_ready is not None)
     try:
         shown = [f for f in findings if f.level != "info"]
         if shown:

@@ -78,7 +78,7 @@ def torch_files(tmp_path_factory):
 def test_calibrate_records_checks_and_stores_and_stops_the_server(calibrated):
     launch, d, rc = calibrated
     assert rc == 0, launch.err
-    doc = json.loads(launch.out[launch.out.index("{"):])
+    doc = json.loads(launch.out)  # stdout is the result's alone: the server's output went to stderr
     stored = Path(doc["path"])
     assert stored.is_file() and stored.parent.parent == d / "cache" / "calibrations"
     assert doc["shape"][1:] == [4, 8] and doc["answered"] == 4 and doc["routed_tokens"] > 0
