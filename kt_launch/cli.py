@@ -260,7 +260,8 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
                 "from --profile's plan or the server's /server_info. A progress line per length on stderr.")
     b.add_argument("--url", metavar="URL", help="the server's base URL, http://HOST:PORT")
     b.add_argument("--profile", metavar="PATH|NAME", help="bench the server this profile runs (its server.host and "
-                   "server.port; start it with --supervise first, or give --start) and take the setup from its plan")
+                   "server.port, or a fleet's router; start it with --supervise first, or give --start) and take the "
+                   "setup from its plan")
     b.add_argument("--start", action="store_true", help="with --profile: start the profile's server supervised "
                    "(smoke test included), bench it once ready, then stop it; flags after `--` go to it")
     b.add_argument("--no-check", action="store_true", help="with --start: skip the plan's file-system checks, as "

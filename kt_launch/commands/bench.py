@@ -3,7 +3,7 @@ tutorials' table), one request at a time (or --concurrency N at once), against a
 that makes a figure comparable and the published figure of the same model and hardware class beside.
 
 --profile P benches the server that profile runs (its server.host / server.port, started with `kt-launch --profile P
---supervise`), and takes the setup from its plan; with --start it starts that server itself, supervised as a launch
+--supervise`; a fleet: its router), and takes the setup from its plan; with --start it starts that server itself, supervised as a launch
 is (run/supervise.py, smoke test included), benches it once it is ready and stops it. --url takes the setup from the
 server's /server_info and /model_info (and this machine's CPU and GPUs when the URL is on loopback). Exit 0, 4 when a
 request failed (KT-E570), 2 for bad arguments, 3 when --start's plan has errors (nothing is started)."""
@@ -54,28 +54,42 @@ def _request(args, passthrough, start: bool):
 
 
 def _from_profile(args) -> tuple[str, dict, str | None]:
-    """The base URL, setup and api key of the server the profile runs (its plan; nothing is started)."""
-    from kt_launch.app import plan_request
+    """The base URL, setup and api key of the server the profile runs (its plan; nothing is started). A fleet is
+    benched through its router (fleet.router's URL and api key), with the setup of this machine's first replica."""
+    from kt_launch.app import plan_fleet, plan_request
+    from kt_launch.commands.common import load
 
-    return _setup(plan_request(_request(args, [], start=False)), args.profile)
+    req = _request(args, [], start=False)
+    loaded = load(req)
+    if loaded.config.fleet is None:
+        out = plan_request(req, loaded=loaded)
+        return _url(out.plan), _setup(out.plan, out.host), out.plan.get("server.api_key")
+    fleet = plan_fleet(req, loaded=loaded)
+    router = fleet.plan.router
+    if router is None:
+        raise ConfigError(f"--profile {args.profile}: the fleet plans no router on this machine; bench the router "
+                          "with --url")
+    first = fleet.plan.instances[0].plan if fleet.plan.instances else None
+    return router.url, _setup(first, fleet.local_host) if first is not None else {}, router.api_key
 
 
-def _setup(out, profile: str) -> tuple[str, dict, str | None]:
-    """The base URL, setup and api key from a profile's plan (a fleet is benched through its router, by --url)."""
+def _url(plan) -> str:
     from kt_launch.core.options import BY_KEY
     from kt_launch.run.health import base_url
 
-    plan = out.plan
-    if getattr(out.config, "fleet", None) is not None:
-        raise ConfigError(f"--profile {profile}: a fleet profile; bench its router with --url")
-    host, port = (plan.get(k, BY_KEY[k].default) for k in ("server.host", "server.port"))
+    return base_url(*(plan.get(k, BY_KEY[k].default) for k in ("server.host", "server.port")))
+
+
+def _setup(plan, host) -> dict:
+    """The setup that makes a figure comparable, from a server's plan and the facts of the host it runs on."""
     tp = plan.get("server.tp_size") or 1
     meta = {"model": plan.get("model.served_name") or plan.get("model.path"), "method": plan.get("kt.method"),
             "gpu_experts_per_layer": plan.get("kt.num_gpu_experts"), "cpuinfer": plan.get("kt.cpuinfer"),
             "pools": plan.get("kt.threadpool_count"), "tp_size": tp,
-            "gpus": [g.name for g in out.host.gpus][:tp], "cpu_model": out.host.cpu.model or None}
+            "gpus": [g.name for g in host.gpus][:tp] if host is not None else [],
+            "cpu_model": (host.cpu.model or None) if host is not None else None}
     meta.update(_versions(plan.get("runtime.python")))
-    return base_url(host, port), meta, plan.get("server.api_key")
+    return meta
 
 
 def _versions(python: str | None) -> dict:
@@ -157,8 +171,12 @@ def _started(args, passthrough, lengths) -> int:
     from kt_launch.run.supervise import Endpoint, options_of, smoke_options, supervise
 
     req = _request(args, passthrough, start=True)
-    out = plan_request(req, loaded=load(req))
-    _, meta, api_key = _setup(out, args.profile)  # the URL: the supervisor hands the job its own
+    loaded = load(req)
+    if loaded.config.fleet is not None:
+        raise ConfigError(f"--profile {args.profile}: --start starts one server; start the fleet with `kt-launch "
+                          "--profile P --supervise`, then bench it through its router with --profile P")
+    out = plan_request(req, loaded=loaded)
+    meta, api_key = _setup(out.plan, out.host), out.plan.get("server.api_key")  # the URL: the supervisor's own
     if not out.ok:
         sys.stderr.write(findings_text(safe_findings(out.command, out.findings)))
         sys.stderr.write("kt-launch: the plan has errors; nothing was started (see --dry-run)\n")

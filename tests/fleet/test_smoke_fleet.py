@@ -64,6 +64,33 @@ def test_every_replica_then_the_router_is_smoke_tested(tmp_path, router_venv):
         kill_tree(launch)
 
 
+def test_bench_of_a_fleet_profile_goes_through_its_router(tmp_path, router_venv):
+    """`kt-launch bench --profile P` of a fleet profile: the requests go to the fleet's router (the real
+    sglang-router, which hands them to the replicas), with the setup of this machine's first replica."""
+    import json
+    import subprocess
+
+    launch, router_port, base = start(tmp_path, router_venv, "good")
+    try:
+        launch.wait_for(lambda: "the fleet is ready" in launch.err, 90, "the fleet to be ready")
+        before = [int((tmp_path / str(base + k) / "requests").read_text()) for k in (1, 2)]
+        done = subprocess.run([sys.executable, "-m", "kt_launch", "bench", "--profile", str(tmp_path / "profile.yaml"),
+                               "--host-facts", str(tmp_path / "host.json"), "--lengths", "64,128",
+                               "--output-tokens", "4", "--json"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["ok"] and doc["url"] == f"http://127.0.0.1:{router_port}"
+        assert [r["input_tokens"] for r in doc["rows"]] == [64, 128]
+        assert doc["setup"]["method"] == "BF16" and doc["setup"]["model"] == "dsv2-lite"
+        after = [int((tmp_path / str(base + k) / "requests").read_text()) for k in (1, 2)]
+        assert sum(after) > sum(before)  # the replicas answered the bench, through the router
+        done = subprocess.run([sys.executable, "-m", "kt_launch", "bench", "--profile", str(tmp_path / "profile.yaml"),
+                               "--start"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "--start starts one server" in done.stderr
+    finally:
+        kill_tree(launch)
+
+
 @pytest.mark.parametrize("mode,code", [("gibberish", "KT-E562"), ("crash2", "KT-E560")])
 def test_a_bad_replica_stops_the_fleet_with_exit_4(tmp_path, router_venv, mode, code):
     launch, router_port, base = start(tmp_path, router_venv, mode)
