@@ -6,6 +6,7 @@ Two ways to run it:
   STANDIN -m sglang.launch_server --host H --port P --model-path DIR ...
       as the server kt-launch supervises (tests/standin/support.make_standin writes the executable; the argv
       kt-launch renders is accepted as is: unknown flags are ignored, `-m sglang.launch_server` too).
+  Run as an interpreter for anything else (a script, `-c`, another `-m`): exit 1 at once, "not an interpreter".
 
 Routes follow sglang-kt 0.7.2's sglang/srt/entrypoints/http_server.py (its `@app.get/@app.post/@app.api_route`
 lines; tests/contract/test_standin_contract.py checks each route here exists in the real app, and that the
@@ -483,7 +484,20 @@ ROUTES = [("GET", p) for p in ("/health", "/health_generate", "/model_info", "/g
          [(m, p) for p in RECORDER_ROUTES for m in ("GET", "POST")]
 
 
+def _serves(argv: list[str]) -> bool:
+    """Only the two documented invocations serve. Run as an interpreter for anything else (kt-launch asking
+    runtime.python for SGLang's parser or its installed packages: a script path, `-c CODE`, another `-m`), it would
+    ignore the argv and serve on the default port 30000 until killed, holding a port other tests plan on."""
+    pairs = zip(argv, argv[1:])
+    return not argv or argv[0].startswith("--") or ("-m", "sglang.launch_server") in pairs
+
+
 def main() -> None:
+    if not _serves(sys.argv[1:]):
+        sys.stderr.write(f"sglang-kt stand-in: not an interpreter: it serves only as `-m sglang.launch_server` "
+                         f"(asked to run {sys.argv[1][:200]!r}); no sglang here\n")
+        sys.exit(1)
+
     def stop(signum, frame):
         rec("got_signal", signal.Signals(signum).name)
         os._exit(0)

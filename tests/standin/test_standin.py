@@ -4,13 +4,14 @@ stat recorder writes, skewed, growing with the requests served; its bad modes mi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
 
-from standin.support import Standin, backend_python, wait_until
+from standin.support import Standin, backend_python, make_standin, wait_until
 
 LAYERS, EXPERTS = 3, 16
 
@@ -117,3 +118,16 @@ def test_garbage_only_above_the_threshold(tmp_path):
         short = chat(s.url)["choices"][0]["message"]["content"]
         long = chat(s.url, " ".join(["word"] * 40))["choices"][0]["message"]["content"]
     assert short.startswith("The capital of France") and long == "b" * 8
+
+
+@pytest.mark.parametrize("argv", [["-c", "import sglang"], ["/nonexistent/sglang_worker.py", "facts"],
+                                  ["-I", "-c", "print(1)"], ["-m", "pip", "list"]])
+def test_run_as_an_interpreter_for_anything_else_it_refuses_and_serves_nothing(tmp_path, argv):
+    """kt-launch asks runtime.python for SGLang's parser and its packages by running scripts and `-c` code in it:
+    the stand-in as runtime.python answers those at once with an error (no sglang here) instead of serving on the
+    default port 30000 until killed, which held a port other tests plan on."""
+    exe = make_standin(tmp_path)
+    done = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "STANDIN_DIR": str(tmp_path)})
+    assert done.returncode == 1 and "not an interpreter" in done.stderr
+    assert not (tmp_path / "pid").exists()  # it never got as far as serving
